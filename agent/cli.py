@@ -1,0 +1,152 @@
+"""`otus` command line.  Errors are one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from typing import Sequence, TextIO
+
+from . import __version__
+from .capture.pcapfile import CaptureFileError, open_capture
+from .pipeline import Datagram, Pipeline, PipelineConfig
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="otus", description="Otus: packet capture and SIP analysis for VoIP.")
+    p.add_argument("--version", action="version", version=f"otus {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("run", help="decode a capture file (or the built-in demo workload)",
+                       description="Decode a pcap/pcapng file through the agent pipeline "
+                                   "(L2-L4 decoding, IPv4/IPv6 reassembly) and print counters.")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pcap", metavar="FILE", help="pcap or pcapng file to read")
+    src.add_argument("--demo", action="store_true",
+                     help="generate a built-in SIP call workload (fragments, TCP, VLAN, IPv6) and decode it")
+    r.add_argument("--demo-calls", type=_positive_int, default=200, metavar="N",
+                   help="calls in the demo workload (default 200)")
+    r.add_argument("--dump", action="store_true",
+                   help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) on stdout")
+    r.add_argument("--output", metavar="FILE", help="write --dump lines to FILE instead of stdout")
+    r.add_argument("--no-verify-checksum", action="store_true",
+                   help="accept IPv4 headers with a bad checksum (default: count and drop them)")
+    r.add_argument("--no-vxlan", action="store_true", help="do not decode UDP port 4789 as VXLAN")
+    r.add_argument("--frag-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="drop an incomplete fragmented datagram after this capture time (default 30)")
+    r.add_argument("--frag-max-datagrams", type=_positive_int, default=8192, metavar="N",
+                   help="fragmented datagrams in flight before the oldest is evicted (default 8192)")
+    r.add_argument("--frag-max-bytes", type=_positive_int, default=32 << 20, metavar="BYTES",
+                   help="fragment bytes in flight before the oldest datagram is evicted (default 32 MiB)")
+    r.add_argument("--frag-max-fragments", type=_positive_int, default=1024, metavar="N",
+                   help="fragments per datagram before it is dropped (default 1024)")
+    return p
+
+
+def _dump_line(d: Datagram) -> str:
+    return json.dumps({
+        "ts": d.ts_ns, "src_ip": d.src_ip, "src_port": d.src_port, "dst_ip": d.dst_ip,
+        "dst_port": d.dst_port, "transport": d.transport, "len": len(d.payload),
+        "reassembled": d.reassembled, "vlan": d.vlan if d.vlan >= 0 else None,
+    }, separators=(",", ":"))
+
+
+def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    if args.frag_max_bytes < 65535:
+        raise UserError("--frag-max-bytes must be at least 65535 (one whole datagram)")
+    if args.frag_max_fragments < 2:
+        raise UserError("--frag-max-fragments must be at least 2")
+    cfg = PipelineConfig(verify_ipv4_checksum=not args.no_verify_checksum, decode_vxlan=not args.no_vxlan,
+                         frag_timeout_s=args.frag_timeout, frag_max_datagrams=args.frag_max_datagrams,
+                         frag_max_bytes=args.frag_max_bytes, frag_max_fragments=args.frag_max_fragments)
+    out_f: TextIO | None = None
+    sink = None
+    if args.dump:
+        if args.output:
+            try:
+                out_f = open(args.output, "w", encoding="utf-8")
+            except OSError as e:
+                raise UserError(f"{args.output}: cannot write: {e.strerror}") from None
+        target = out_f or stdout
+        sink = lambda d: target.write(_dump_line(d) + "\n")  # noqa: E731
+    elif args.output:
+        raise UserError("--output needs --dump")
+    pipe = Pipeline(cfg, sink)
+    tmpdir = None
+    try:
+        path = args.pcap
+        if args.demo:
+            from .sim.callgen import WorkloadSpec, generate
+            tmpdir = tempfile.TemporaryDirectory(prefix="otus-demo-")
+            path = os.path.join(tmpdir.name, "demo.pcap")
+            with open(path, "wb") as f:
+                generate(f, WorkloadSpec(calls=args.demo_calls, rtp_packets=2))
+        error = None
+        with open_capture(path) as reader:
+            try:
+                pipe.run(reader.batches())
+            except CaptureFileError as e:
+                error = e  # what was read before the damage is still reported
+        summary = {"file": "demo" if args.demo else path, **pipe.summary()}
+        stderr.write(json.dumps(summary, separators=(",", ":")) + "\n")
+        if error is not None:
+            raise error
+    finally:
+        if out_f is not None:
+            out_f.close()
+        if tmpdir is not None:
+            tmpdir.cleanup()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "run":
+            return _run(args, sys.stdout, sys.stderr)
+    except (UserError, CaptureFileError) as e:
+        sys.stderr.write(f"otus: error: {e}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("otus: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

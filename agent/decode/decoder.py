@@ -1,0 +1,85 @@
+"""Python face of the L2-L4 fast path: buffers, counters, one-packet helper."""
+from __future__ import annotations
+
+import socket
+from array import array
+
+from . import fastpath
+from .fastpath import COUNTER_NAMES, LAYOUT, decode_batch
+
+NF: int = LAYOUT["NF"]
+F_STATUS: int = LAYOUT["F_STATUS"]
+F_REASON: int = LAYOUT["F_REASON"]
+F_IPVER: int = LAYOUT["F_IPVER"]
+F_L3OFF: int = LAYOUT["F_L3OFF"]
+F_L3END: int = LAYOUT["F_L3END"]
+F_PROTO: int = LAYOUT["F_PROTO"]
+F_L4OFF: int = LAYOUT["F_L4OFF"]
+F_PAYOFF: int = LAYOUT["F_PAYOFF"]
+F_PAYLEN: int = LAYOUT["F_PAYLEN"]
+F_SPORT: int = LAYOUT["F_SPORT"]
+F_DPORT: int = LAYOUT["F_DPORT"]
+F_TCPFLAGS: int = LAYOUT["F_TCPFLAGS"]
+F_TCPSEQ: int = LAYOUT["F_TCPSEQ"]
+F_TCPACK: int = LAYOUT["F_TCPACK"]
+F_VLAN: int = LAYOUT["F_VLAN"]
+F_FRAGHDR: int = LAYOUT["F_FRAGHDR"]
+F_TUNNEL: int = LAYOUT["F_TUNNEL"]
+ST_L4: int = LAYOUT["ST_L4"]
+ST_FRAGMENT: int = LAYOUT["ST_FRAGMENT"]
+ST_OTHER_IP: int = LAYOUT["ST_OTHER_IP"]
+ST_NON_IP: int = LAYOUT["ST_NON_IP"]
+ST_DROPPED: int = LAYOUT["ST_DROPPED"]
+FIRST_DROP: int = LAYOUT["FIRST_DROP"]
+LINKTYPE_RAW = 101
+
+COMPILED: bool = not fastpath.__file__.endswith(".py")
+
+
+def _zeros(n: int) -> array:
+    return array("q", bytes(8 * n))
+
+
+class Decoder:
+    """Owns the per-batch result array and the cumulative layer/drop counters."""
+
+    def __init__(self, batch_size: int = 4096, verify_ipv4_checksum: bool = True,
+                 decode_vxlan: bool = True):
+        self.flags = (LAYOUT["FLAG_VERIFY_IPV4_CSUM"] if verify_ipv4_checksum else 0) | \
+                     (LAYOUT["FLAG_DECODE_VXLAN"] if decode_vxlan else 0)
+        self.out = _zeros(NF * batch_size)
+        self.cnt = _zeros(LAYOUT["NCOUNTERS"])
+        self._one = (_zeros(1), _zeros(1), _zeros(1))
+        self.one_out = _zeros(NF)
+
+    def decode(self, buf: bytes, n: int, offs: array, caplens: array, links: array) -> array:
+        """Decode a batch; results are ``out[i*NF + F_*]`` until the next call."""
+        if n * NF > len(self.out):
+            self.out = _zeros(NF * n)
+        decode_batch(buf, n, offs, caplens, links, self.out, self.cnt, self.flags)
+        return self.out
+
+    def decode_one(self, data: bytes, linktype: int = LINKTYPE_RAW) -> array:
+        """Decode one packet (e.g. a reassembled datagram); fields in ``one_out``."""
+        offs, caplens, links = self._one
+        caplens[0] = len(data)
+        links[0] = linktype
+        decode_batch(data, 1, offs, caplens, links, self.one_out, self.cnt, self.flags)
+        return self.one_out
+
+    def counters(self, nonzero: bool = False) -> dict[str, int]:
+        c = self.cnt
+        return {name: c[i] for i, name in enumerate(COUNTER_NAMES) if c[i] or not nonzero}
+
+    def drops(self) -> dict[str, int]:
+        c = self.cnt
+        return {COUNTER_NAMES[i][5:]: c[i] for i in range(FIRST_DROP, len(COUNTER_NAMES)) if c[i]}
+
+
+def ip_addresses(buf: bytes, ipver: int, l3off: int) -> tuple[str, str]:
+    """Source and destination of the IP header at ``l3off`` as text."""
+    if ipver == 4:
+        return (socket.inet_ntop(socket.AF_INET, buf[l3off + 12:l3off + 16]),
+                socket.inet_ntop(socket.AF_INET, buf[l3off + 16:l3off + 20]))
+    return (socket.inet_ntop(socket.AF_INET6, buf[l3off + 8:l3off + 24]),
+            socket.inet_ntop(socket.AF_INET6, buf[l3off + 24:l3off + 40]))

@@ -1,0 +1,1 @@
+"""Otus operator (kopf): reconciles CaptureTask resources into agents. Not built yet."""

@@ -1,0 +1,31 @@
+"""Compile the hot-path modules with Cython when it is available.
+
+The same ``.py`` sources stay importable as pure Python: when the compiler
+or Cython is missing (or OTUS_PURE_PYTHON=1), the wheel ships only the
+sources and everything still works, just slower.
+"""
+import os
+
+from setuptools import setup
+
+HOT_MODULES = ["agent/decode/fastpath.py", "agent/capture/recwalk.py", "agent/reassembly/ipfrag.py"]
+
+
+def _extensions():
+    if os.environ.get("OTUS_PURE_PYTHON") == "1":
+        return []
+    try:
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError:
+        return []
+    exts = []
+    for path in HOT_MODULES:
+        mod = "otus_agent." + path[len("agent/"):-3].replace("/", ".")
+        exts.append(Extension(mod, [path], extra_compile_args=["-O2"]))
+    return cythonize(exts, language_level=3, quiet=True,
+                     compiler_directives={"boundscheck": False, "wraparound": False,
+                                          "cdivision": True, "initializedcheck": False})
+
+
+setup(ext_modules=_extensions())
