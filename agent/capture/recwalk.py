@@ -36,10 +36,10 @@ def walk_pcap(buf: bytes, pos: cython.Py_ssize_t, swapped: cython.bint, nsec: cy
         p = buf
     blen: cython.Py_ssize_t = len(buf)
     n: cython.Py_ssize_t = 0
-    cap: cython.Py_ssize_t = offs.shape[0]
+    cap: cython.Py_ssize_t = len(offs)
     caplen: cython.longlong
     sub: cython.longlong
-    if caplens.shape[0] < cap or wirelens.shape[0] < cap or ts.shape[0] < cap:
+    if len(caplens) < cap or len(wirelens) < cap or len(ts) < cap:
         raise ValueError("walk_pcap: arrays of different sizes")
     while True:
         if n >= cap:

@@ -595,8 +595,8 @@ def decode_batch(buf: bytes, n: cython.Py_ssize_t, offs: cython.longlong[:],
     start: cython.Py_ssize_t
     end: cython.Py_ssize_t
     ok: cython.Py_ssize_t = 0
-    if n * NF > out.shape[0] or n > offs.shape[0] or n > caplens.shape[0] \
-            or n > links.shape[0] or cnt.shape[0] < NCOUNTERS:
+    if n * NF > len(out) or n > len(offs) or n > len(caplens) \
+            or n > len(links) or len(cnt) < NCOUNTERS:
         raise ValueError("decode_batch: arrays smaller than the batch")
     for i in range(n):
         start = offs[i]

@@ -1,0 +1,28 @@
+"""Project layout rules from ARCHITECTURE.md that code could silently break."""
+import ast
+import operator
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_stdlib_operator_is_not_shadowed():
+    assert hasattr(operator, "itemgetter")
+    assert not (ROOT / "operator.py").exists()
+
+
+def test_decode_never_imports_later_stages():
+    """decode and reassembly know only the stages before them."""
+    forbidden = {"reporters", "parsers", "processors", "control", "pipeline", "cli"}
+    for folder in ("decode", "reassembly", "capture"):
+        for path in (ROOT / "agent" / folder).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    parts = set(node.module.split("."))
+                    assert not parts & forbidden, f"{path.name} imports {node.module}"
+
+
+def test_operator_package_does_not_import_capture_code():
+    for path in (ROOT / "operator").rglob("*.py"):
+        assert "otus_agent.capture" not in path.read_text(), path
