@@ -231,7 +231,10 @@ class PcapngReader(CaptureReader):
                 offs[n] = body_at + 20
                 caplens[n] = cap
                 wirelens[n] = wire
-                ts[n] = units * mul // div + tsoff
+                t = units * mul // div + tsoff
+                if not 0 <= t < 1 << 63:
+                    raise CaptureFileError(f"{self.name}: packet timestamp out of range at byte {file_pos + pos}")
+                ts[n] = t
                 links[n] = lt
                 n += 1
             elif btype == 3:  # SPB: always interface 0

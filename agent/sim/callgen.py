@@ -48,6 +48,8 @@ class Workload:
     packets: int = 0
     fragments: int = 0
     sip_messages: int = 0
+    l4_datagrams: int = 0   # UDP datagrams (whole or fragmented) plus TCP segments
+    tcp_segments: int = 0
 
 
 def _sdp(ip: str, port: int, session: int, large: bool) -> str:
@@ -124,8 +126,11 @@ def generate(f: BinaryIO, spec: WorkloadSpec) -> Workload:
                     seqs[from_a] += len(payload[off:off + mss])
                     frames.append(P.ipv6(src, dst, 6, seg) if v6 else P.ipv4(src, dst, 6, seg, ident, df=True))
                     ident += 1
+                    wl.tcp_segments += 1
+                    wl.l4_datagrams += 1
             else:
                 dgram = P.udp(src, dst, sport, dport, payload)
+                wl.l4_datagrams += 1
                 if v6:
                     if 40 + len(dgram) > spec.mtu:
                         frames = P.ipv6_fragments(src, dst, 17, dgram, ident, spec.mtu)

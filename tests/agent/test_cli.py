@@ -1,0 +1,103 @@
+"""`otus run`: the real console script in a subprocess, as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ..conftest import pcap_bytes
+
+OTUS = shutil.which("otus", path=os.path.dirname(sys.executable)) or "otus"
+
+
+def otus(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([OTUS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_explains_every_option():
+    r = otus("run", "--help")
+    assert r.returncode == 0
+    for opt in ("--pcap", "--demo", "--dump", "--output", "--no-verify-checksum", "--frag-timeout",
+                "--frag-max-datagrams", "--frag-max-bytes", "--frag-max-fragments", "--no-vxlan"):
+        assert opt in r.stdout
+    assert otus("--help").returncode == 0
+
+
+def test_run_workload_summary(workload_pcap):
+    path, wl = workload_pcap
+    r = otus("run", "--pcap", str(path))
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stderr.strip().splitlines()[-1])
+    assert s["packets"] == wl.packets
+    assert s["reassembly"]["fragments"] == wl.fragments
+    # every UDP datagram (reassembled when fragmented) and TCP segment comes out once
+    assert s["l4_datagrams"] == wl.l4_datagrams
+    assert wl.l4_datagrams == wl.sip_messages + 2 * 2 * len(wl.calls) + (wl.tcp_segments - sum(
+        len(c.messages) for c in wl.calls if c.transport == "tcp"))
+    assert s["drops"] == {}
+    assert s["decode"]["vlan"] > 0 and s["decode"]["ipv6"] > 0 and s["decode"]["tcp"] > 0
+
+
+def test_dump_lines(workload_pcap, tmp_path):
+    path, wl = workload_pcap
+    out = tmp_path / "d.jsonl"
+    r = otus("run", "--pcap", str(path), "--dump", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == wl.l4_datagrams
+    assert sum(1 for x in lines if x["reassembled"]) == sum(1 for c in wl.calls if c.large and c.transport == "udp")
+    assert {x["transport"] for x in lines} == {"udp", "tcp"}
+
+
+def test_demo_runs():
+    r = otus("run", "--demo", "--demo-calls", "20")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stderr.strip().splitlines()[-1])
+    assert s["file"] == "demo" and s["l4_datagrams"] > 0
+
+
+@pytest.mark.parametrize("setup,needle", [
+    (lambda d: str(d / "missing.pcap"), "no such file"),
+    (lambda d: str(d), "is a directory"),
+    (lambda d: (d / "junk.pcap").write_bytes(b"garbage!" * 10) and str(d / "junk.pcap"), "not a pcap"),
+    (lambda d: (d / "e.pcap").write_bytes(b"") or str(d / "e.pcap"), "empty file"),
+    (lambda d: (d / "lt.pcap").write_bytes(pcap_bytes([b"x"], linktype=147)) and str(d / "lt.pcap"),
+     "unsupported link type 147"),
+    (lambda d: (d / "tr.pcap").write_bytes(pcap_bytes([b"\0" * 60] * 3)[:-10]) and str(d / "tr.pcap"),
+     "truncated in the middle of a packet"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, setup, needle):
+    path = setup(tmp_path)
+    r = otus("run", "--pcap", path)
+    assert r.returncode == 2
+    err = [x for x in r.stderr.splitlines() if x.startswith("otus: error:")]
+    assert len(err) == 1 and needle in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_truncated_file_still_reports_what_it_read(tmp_path):
+    p = tmp_path / "tr.pcap"
+    p.write_bytes(pcap_bytes([b"\0" * 60] * 3)[:-10])
+    r = otus("run", "--pcap", str(p))
+    summary = json.loads(r.stderr.splitlines()[0])
+    assert summary["packets"] == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--frag-timeout", "0"], "must be > 0"),
+    (["--frag-max-bytes", "100"], "at least 65535"),
+    (["--frag-max-datagrams", "x"], "not an integer"),
+    (["--output", "/tmp/x"], "--output needs --dump"),
+])
+def test_bad_options(workload_pcap, args, needle):
+    r = otus("run", "--pcap", str(workload_pcap[0]), *args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_no_command_prints_help():
+    r = otus()
+    assert r.returncode == 2 and "run" in r.stderr
