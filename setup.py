@@ -22,7 +22,8 @@ def _extensions():
     exts = []
     for path in HOT_MODULES:
         mod = "otus_agent." + path[len("agent/"):-3].replace("/", ".")
-        exts.append(Extension(mod, [path], extra_compile_args=["-O2"]))
+        # optional: without a working C compiler the pure-Python source is used
+        exts.append(Extension(mod, [path], extra_compile_args=["-O2"], optional=True))
     return cythonize(exts, language_level=3, quiet=True,
                      compiler_directives={"boundscheck": False, "wraparound": False,
                                           "cdivision": True, "initializedcheck": False})

@@ -124,7 +124,7 @@ def generate(f: BinaryIO, spec: WorkloadSpec) -> Workload:
                 for off in range(0, len(payload), mss):
                     seg = P.tcp(src, dst, sport, dport, seqs[from_a], 1, P.TCP_ACK | P.TCP_PSH, payload[off:off + mss])
                     seqs[from_a] += len(payload[off:off + mss])
-                    frames.append(P.ipv6(src, dst, 6, seg) if v6 else P.ipv4(src, dst, 6, seg, ident, df=True))
+                    frames.append(P.ipv6(src, dst, 6, seg) if v6 else P.ipv4(src, dst, 6, seg, ident & 0xFFFF, df=True))
                     ident += 1
                     wl.tcp_segments += 1
                     wl.l4_datagrams += 1
