@@ -204,3 +204,26 @@ def test_bytesio_writer():
     w = PcapWriter(b, 101)
     w.write(5, b"\x45")
     assert w.packets == 1 and w.bytes_written == len(b.getvalue()) == 24 + 16 + 1
+
+
+def test_record_walker_builds_agree(tmp_path):
+    """recwalk compiled and as pure Python index the same records."""
+    from array import array
+
+    from otus_agent.capture import recwalk
+
+    from ..conftest import load_pure
+    pure = load_pure("capture/recwalk.py", "otus_pure_recwalk")
+    path = tmp_path / "w.pcap"
+    with open(path, "wb") as f:
+        w = PcapWriter(f, 1, nanosecond=True)
+        for i in range(50):
+            w.write(i * 7, FRAMES[i % len(FRAMES)])
+    data = path.read_bytes()[24:-3]  # ends inside the last record
+    results = []
+    for mod in (recwalk, pure):
+        arrs = [array("q", bytes(8 * 64)) for _ in range(4)]
+        res = mod.walk_pcap(data, 0, False, True, 1 << 20, *arrs)
+        results.append((res, [a.tolist() for a in arrs]))
+    assert results[0] == results[1]
+    assert results[0][0][0] == 49 and results[0][0][2] == recwalk.STOP_PARTIAL
