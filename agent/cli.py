@@ -11,6 +11,14 @@ from typing import Sequence, TextIO
 from . import __version__
 from .capture.pcapfile import CaptureFileError, open_capture
 from .pipeline import Datagram, Pipeline, PipelineConfig
+from .processors.records import DEFAULT_CORRELATION
+from .sipstage import DEFAULT_PORTS, SipConfig, SipStage
+
+try:
+    from orjson import dumps
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    def dumps(obj: object) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -29,6 +37,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {text!r}")
+    return v
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -43,18 +61,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="otus", description="Otus: packet capture and SIP analysis for VoIP.")
     p.add_argument("--version", action="version", version=f"otus {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    r = sub.add_parser("run", help="decode a capture file (or the built-in demo workload)",
-                       description="Decode a pcap/pcapng file through the agent pipeline "
-                                   "(L2-L4 decoding, IPv4/IPv6 reassembly) and print counters.")
+    r = sub.add_parser("run", help="turn a capture file (or the built-in demo workload) into SIP records",
+                       description="Read a pcap/pcapng file through the agent pipeline (L2-L4 decoding, "
+                                   "IPv4/IPv6 and TCP reassembly, SIP parsing) and print one JSON record per "
+                                   "SIP message on stdout; a JSON summary goes to stderr at exit.")
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--pcap", metavar="FILE", help="pcap or pcapng file to read")
     src.add_argument("--demo", action="store_true",
                      help="generate a built-in SIP call workload (fragments, TCP, VLAN, IPv6) and decode it")
     r.add_argument("--demo-calls", type=_positive_int, default=200, metavar="N",
                    help="calls in the demo workload (default 200)")
-    r.add_argument("--dump", action="store_true",
-                   help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) on stdout")
-    r.add_argument("--output", metavar="FILE", help="write --dump lines to FILE instead of stdout")
+    r.add_argument("--output", metavar="FILE", help="write the JSON lines to FILE instead of stdout")
+    r.add_argument("--datagrams", action="store_true",
+                   help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) instead of SIP records")
+    r.add_argument("--calls", action="store_true",
+                   help="also emit a call summary record (type=call) when each call ends")
+    r.add_argument("--no-error-records", action="store_true",
+                   help="count malformed SIP messages but do not emit records for them")
+    r.add_argument("--sip-port", type=_port, action="append", metavar="PORT",
+                   help="port always parsed as SIP (repeatable; default 5060, 5061, 5080)")
+    r.add_argument("--no-heuristic", action="store_true",
+                   help="parse only the --sip-port ports (default: also any payload that looks like SIP)")
+    r.add_argument("--correlation-header", action="append", metavar="SPEC",
+                   help="header giving correlation_id, e.g. X-CID or 'P-Charging-Vector;icid-value' "
+                        "(repeatable, first found wins; default both of those)")
+    r.add_argument("--discard-method", action="append", metavar="METHOD",
+                   help="count but do not report messages of this method (e.g. OPTIONS; repeatable)")
     r.add_argument("--no-verify-checksum", action="store_true",
                    help="accept IPv4 headers with a bad checksum (default: count and drop them)")
     r.add_argument("--no-vxlan", action="store_true", help="do not decode UDP port 4789 as VXLAN")
@@ -85,18 +117,27 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     cfg = PipelineConfig(verify_ipv4_checksum=not args.no_verify_checksum, decode_vxlan=not args.no_vxlan,
                          frag_timeout_s=args.frag_timeout, frag_max_datagrams=args.frag_max_datagrams,
                          frag_max_bytes=args.frag_max_bytes, frag_max_fragments=args.frag_max_fragments)
+    sip_cfg = SipConfig(
+        ports=tuple(args.sip_port) if args.sip_port else DEFAULT_PORTS,
+        heuristic=not args.no_heuristic,
+        correlation_headers=tuple(args.correlation_header) if args.correlation_header else DEFAULT_CORRELATION,
+        error_records=not args.no_error_records,
+        discard_methods=tuple(m.upper() for m in args.discard_method or ()),
+        call_summaries=args.calls)
     out_f: TextIO | None = None
-    sink = None
-    if args.dump:
-        if args.output:
-            try:
-                out_f = open(args.output, "w", encoding="utf-8")
-            except OSError as e:
-                raise UserError(f"{args.output}: cannot write: {e.strerror}") from None
-        target = out_f or stdout
-        sink = lambda d: target.write(_dump_line(d) + "\n")  # noqa: E731
-    elif args.output:
-        raise UserError("--output needs --dump")
+    if args.output:
+        try:
+            out_f = open(args.output, "w", encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"{args.output}: cannot write: {e.strerror}") from None
+    target = out_f or stdout
+    write = target.write
+    stage = None
+    if args.datagrams:
+        sink = lambda d: write(_dump_line(d) + "\n")  # noqa: E731
+    else:
+        stage = SipStage(sip_cfg, lambda rec: write(dumps(rec).decode() + "\n"))
+        sink = stage.on_datagram
     pipe = Pipeline(cfg, sink)
     tmpdir = None
     try:
@@ -113,7 +154,11 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 pipe.run(reader.batches())
             except CaptureFileError as e:
                 error = e  # what was read before the damage is still reported
+        if stage is not None:
+            stage.finish()
         summary = {"file": "demo" if args.demo else path, **pipe.summary()}
+        if stage is not None:
+            summary["sip"] = stage.summary()
         stderr.write(json.dumps(summary, separators=(",", ":")) + "\n")
         if error is not None:
             raise error

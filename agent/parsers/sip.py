@@ -1,0 +1,611 @@
+"""SIP message parser (RFC 3261 grammar), without regular expressions.
+
+``parse(data)`` frames one message at the start of ``data`` and returns a
+``SipMessage`` whose ``defects`` list says why it is malformed, if it is.
+A malformed message is still returned with whatever could be read, so the
+caller can count it by reason and emit an error record; nothing raises.
+
+Only the headers Otus reports are parsed deeply (start line, Via, From, To,
+Call-ID, CSeq, Max-Forwards, Content-Length/-Type, Contact, Expires, Date,
+User-Agent/Server, P-Asserted-Identity, Reason and the correlation headers);
+the rest are kept as folded strings.  Authorization and Proxy-Authorization
+values are redacted unless asked otherwise.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+# RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
+COMPACT = {
+    "i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact", "l": "content-length",
+    "c": "content-type", "k": "supported", "s": "subject", "e": "content-encoding",
+    "o": "event", "u": "allow-events", "r": "refer-to", "x": "session-expires", "b": "referred-by",
+    "y": "identity", "a": "accept-contact", "j": "reject-contact", "d": "request-disposition",
+    "n": "identity-info",
+}
+SINGLE = ("call-id", "from", "to", "cseq", "max-forwards", "content-length", "content-type")
+REDACTED = ("authorization", "proxy-authorization")
+TOKEN_EXTRA = set("-.!%*_+`'~")
+MAX_CSEQ = 2**31 - 1
+MAX_DELTA = 2**32 - 1
+MAX_HEADER_BYTES = 65536
+
+
+def _is_token(s: str) -> bool:
+    if not s:
+        return False
+    for ch in s:
+        if not (ch.isascii() and (ch.isalnum() or ch in TOKEN_EXTRA)):
+            return False
+    return True
+
+
+def _digits(s: str) -> int:
+    """Non-negative decimal, or -1 when ``s`` is not one."""
+    if not s or not s.isascii() or not s.isdigit():
+        return -1
+    return int(s)
+
+
+@dataclass(slots=True)
+class Uri:
+    scheme: str
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+    params: dict = field(default_factory=dict)
+    headers: str | None = None
+
+
+@dataclass(slots=True)
+class NameAddr:
+    display: str | None
+    uri: Uri | None
+    raw_uri: str
+    params: dict
+
+
+@dataclass(slots=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: dict
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+
+@dataclass(slots=True)
+class SipMessage:
+    is_request: bool
+    method: str | None = None
+    request_uri: str | None = None
+    status_code: int | None = None
+    reason: str | None = None
+    headers: dict = field(default_factory=dict)   # canonical lower-case name -> [values]
+    body: bytes = b""
+    length: int = 0                               # bytes this message took from the input
+    defects: list = field(default_factory=list)
+    junk: int = 0                                 # bytes skipped before the start line
+    # parsed on demand by parse()
+    call_id: str | None = None
+    cseq_num: int | None = None
+    cseq_method: str | None = None
+    from_: NameAddr | None = None
+    to: NameAddr | None = None
+    via: list = field(default_factory=list)
+    content_length: int | None = None
+
+    def header(self, name: str) -> str | None:
+        v = self.headers.get(name)
+        return v[0] if v else None
+
+    @property
+    def error(self) -> str | None:
+        return self.defects[0] if self.defects else None
+
+
+# ---------------------------------------------------------------- helpers
+def split_commas(s: str) -> list[str]:
+    """Split a header value on commas outside quotes and <>."""
+    if '"' not in s and "<" not in s:
+        return s.split(",")
+    out = []
+    start = 0
+    i = 0
+    n = len(s)
+    inq = False
+    ina = False
+    while i < n:
+        ch = s[i]
+        if inq:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                inq = False
+        elif ch == '"':
+            inq = True
+        elif ch == "<":
+            ina = True
+        elif ch == ">":
+            ina = False
+        elif ch == "," and not ina:
+            out.append(s[start:i])
+            start = i + 1
+        i += 1
+    out.append(s[start:])
+    return out
+
+
+def parse_params(s: str) -> tuple[dict, bool]:
+    """';a=b ; c' -> ({'a': 'b', 'c': ''}, ok); names lower-cased, LWS around '=' allowed."""
+    params: dict = {}
+    ok = True
+    if not s:
+        return params, ok
+    parts = s.split(";")
+    if parts[0].strip():
+        ok = False
+    for p in parts[1:]:
+        eq = p.find("=")
+        if eq < 0:
+            name = p.strip()
+            val = ""
+        else:
+            name = p[:eq].strip()
+            val = p[eq + 1:].strip()
+        if not _is_token(name):
+            ok = False
+            continue
+        params.setdefault(name.lower(), val)  # a repeated parameter: the first one counts
+    return params, ok
+
+
+def valid_host(host: str) -> bool:
+    """hostname, IPv4address or IPv6reference (RFC 3261 25.1, RFC 5118)."""
+    if not host:
+        return False
+    if host[0] == "[":
+        if host[-1] != "]":
+            return False
+        try:
+            socket.inet_pton(socket.AF_INET6, host[1:-1])
+        except (OSError, ValueError):
+            return False
+        return True
+    for ch in host:
+        if not (ch.isascii() and (ch.isalnum() or ch in "-.")):
+            return False
+    return True
+
+
+def _split_hostport(hp: str) -> tuple[str, int | None, bool]:
+    if hp.startswith("["):
+        end = hp.find("]")
+        if end < 0:
+            return hp, None, False
+        host = hp[:end + 1]
+        rest = hp[end + 1:]
+        if not rest:
+            return host, None, valid_host(host)
+        if rest[0] != ":":
+            return host, None, False
+        port = _digits(rest[1:])
+        return host, port, 0 <= port <= 65535 and valid_host(host)
+    colon = hp.find(":")
+    if colon < 0:
+        return hp, None, valid_host(hp)
+    port = _digits(hp[colon + 1:])
+    return hp[:colon], port, 0 <= port <= 65535 and valid_host(hp[:colon])
+
+
+def parse_uri(s: str) -> tuple[Uri | None, bool]:
+    """sip/sips/tel URIs in detail; other schemes kept opaque (still well-formed)."""
+    colon = s.find(":")
+    if colon <= 0:
+        return None, False
+    scheme = s[:colon].lower()
+    rest = s[colon + 1:]
+    if not _is_token(scheme.replace("+", "")) or " " in s or "\t" in s:
+        return None, False
+    if scheme == "tel":
+        semi = rest.find(";")
+        params, ok = parse_params(rest[semi:]) if semi >= 0 else ({}, True)
+        return Uri(scheme, rest[:semi] if semi >= 0 else rest, None, None, params), ok and bool(rest)
+    if scheme not in ("sip", "sips"):
+        return Uri(scheme, None, None, None), bool(rest)
+    # userinfo may hold ';', '?' and ':' (RFC 3261 user-unreserved); '@' only escaped,
+    # and the headers part cannot hold an unescaped '@' either: the last '@' splits.
+    at = rest.rfind("@")
+    user = None
+    if at >= 0:
+        user = rest[:at]
+        colon = user.find(":")  # user:password
+        if colon >= 0:
+            user = user[:colon]
+        rest = rest[at + 1:]
+    headers = None
+    q = rest.find("?")
+    if q >= 0:
+        headers = rest[q + 1:]
+        rest = rest[:q]
+    semi = rest.find(";")
+    if semi >= 0:
+        params, ok = parse_params(rest[semi:])
+        rest = rest[:semi]
+    else:
+        params, ok = {}, True
+    host, port, hok = _split_hostport(rest)
+    return Uri(scheme, user, host, port, params, headers), ok and hok and (at < 0 or bool(user))
+
+
+def _unquote(s: str) -> str:
+    out = []
+    i = 1
+    n = len(s) - 1
+    while i < n:
+        ch = s[i]
+        if ch == "\\" and i + 1 < n:
+            i += 1
+            ch = s[i]
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:
+    """name-addr / addr-spec with header parameters; (value, defect).
+
+    A defect in one part does not hide the others: a bad display name or an
+    unparsable URI still yields the header parameters (tags), flagged."""
+    s = s.strip()
+    display = None
+    defect = None
+    lt = -1
+    if s.startswith('"'):
+        i = 1
+        n = len(s)
+        while i < n:
+            ch = s[i]
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == '"':
+                break
+            i += 1
+        if i >= n:
+            return None, "unterminated_quoted_string"
+        display = _unquote(s[:i + 1])
+        rest = s[i + 1:].lstrip()
+        if not rest.startswith("<"):
+            return None, "bad_name_addr"
+        s = rest
+        lt = 0
+    else:
+        lt = s.find("<")
+        if lt > 0:
+            dn = s[:lt].strip()
+            for word in dn.split():
+                if not _is_token(word):
+                    defect = "bad_display_name"
+                    break
+            display = dn or None
+    if lt >= 0:
+        gt = s.find(">", lt)
+        if gt < 0:
+            return None, "bad_name_addr"
+        raw = s[lt + 1:gt]
+        if raw != raw.strip():
+            defect = defect or "lws_in_addr_spec"
+            raw = raw.strip()
+        tail = s[gt + 1:]
+    else:
+        semi = s.find(";")
+        raw = (s if semi < 0 else s[:semi]).strip()
+        tail = "" if semi < 0 else s[semi:]
+        if "?" in raw or "," in raw:
+            defect = defect or "addr_spec_needs_angle_brackets"
+    uri, ok = parse_uri(raw)
+    if not ok:
+        defect = defect or "bad_uri"
+    params, pok = parse_params(tail)
+    if not pok:
+        defect = defect or "bad_header_params"
+    return NameAddr(display, uri, raw, params), defect
+
+
+def parse_via(value: str) -> tuple[list[Via], str | None]:
+    vias = []
+    for part in split_commas(value):
+        part = part.strip()
+        if not part:
+            return vias, "bad_via"
+        segs = part.split("/", 2)
+        if len(segs) != 3 or segs[0].strip().upper() != "SIP" or segs[1].strip() != "2.0":
+            return vias, "bad_via"
+        rest = segs[2].lstrip()
+        sp = 0
+        n = len(rest)
+        while sp < n and rest[sp] not in " \t":
+            sp += 1
+        transport = rest[:sp].upper()
+        sent = rest[sp:].strip()
+        if not _is_token(transport) or not sent:
+            return vias, "bad_via"
+        semi = sent.find(";")
+        hp = (sent if semi < 0 else sent[:semi]).strip()
+        params, ok = parse_params(sent[semi:]) if semi >= 0 else ({}, True)
+        host, port, hok = _split_hostport(hp)
+        vias.append(Via(transport, host, port, params))
+        if not ok or not hok:
+            return vias, "bad_via"
+    return vias, None
+
+
+# ---------------------------------------------------------------- framing
+def find_header_end(data: bytes, start: int = 0) -> tuple[int, int]:
+    """(end of header block, start of body) or (-1, -1)."""
+    e = data.find(b"\r\n\r\n", start)
+    if e >= 0:
+        return e, e + 4
+    e = data.find(b"\n\n", start)
+    if e >= 0:
+        return e, e + 2
+    return -1, -1
+
+
+def skip_junk(data: bytes) -> int:
+    """Bytes before a plausible start line (e.g. NUL padding; Zeek's junk_before_request)."""
+    i = 0
+    n = min(len(data), 256)
+    while i < n:
+        b = data[i]
+        if 0x21 <= b <= 0x7E and b not in (0x3A, 0x3B):  # a token or SIP/ character
+            return i
+        i += 1
+    return i
+
+
+def looks_like_sip(data: bytes) -> bool:
+    """Cheap test for the start of a SIP message: 'SIP/2.0 ' or 'METHOD sip:'-ish."""
+    if data.startswith(b"SIP/2.0 "):
+        return True
+    sp = data.find(b" ", 0, 40)
+    if sp <= 0:
+        return False
+    nl = data.find(b"\n", sp, 2048)
+    if nl < 0:
+        return False
+    line = data[sp:nl].rstrip(b"\r")
+    return line.endswith(b"SIP/2.0") or line[-8:].upper().endswith(b"SIP/2.0")
+
+
+# ---------------------------------------------------------------- parser
+def parse(data: bytes, stream: bool = False, redact: bool = True) -> SipMessage | None:
+    """Parse the message at the start of ``data``.
+
+    ``stream`` (TCP/SCTP/WS framing): Content-Length decides where the message
+    ends, and None is returned while the message is incomplete.  For UDP the
+    datagram is the message.  Returns a SipMessage with ``defects`` when
+    malformed; None only for an incomplete stream message.
+    """
+    junk = 0
+    if data[:1] in (b"\0", b"\r", b"\n", b" ", b"\t") or (data and data[0] >= 0x80):
+        junk = skip_junk(data)
+    hend, bstart = find_header_end(data, junk)
+    no_empty_line = False
+    if hend < 0:
+        if stream:
+            if len(data) < MAX_HEADER_BYTES:
+                return None
+            m = SipMessage(is_request=False, length=len(data), junk=junk)
+            m.defects.append("headers_too_long")
+            return m
+        # a datagram without the empty line: read its headers, flag it
+        no_empty_line = True
+        hend = bstart = len(data)
+        while hend > junk and data[hend - 1] in (10, 13):
+            hend -= 1
+    try:
+        head = data[junk:hend].decode("utf-8")
+    except UnicodeDecodeError:
+        head = data[junk:hend].decode("latin-1")
+        utf8 = False
+    else:
+        utf8 = True
+    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
+    start = lines[0]
+    m = SipMessage(is_request=not start.startswith("SIP/"), junk=junk)
+    defects = m.defects
+    if not utf8:
+        defects.append("not_utf8")
+    if junk:
+        defects.append("junk_before_message")
+    if no_empty_line:
+        defects.append("missing_empty_line")
+    _start_line(m, start)
+    hdrs = m.headers
+    last = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        c = line[0]
+        if c == " " or c == "\t":
+            if last is None:
+                defects.append("bad_folding")
+                continue
+            lst = hdrs[last]
+            lst[-1] = lst[-1] + " " + line.strip() if lst[-1] else line.strip()
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            defects.append("bad_header_line")
+            last = None
+            continue
+        name = line[:colon].rstrip().lower()
+        if len(name) == 1:
+            name = COMPACT.get(name, name)
+        elif not _is_token(name):
+            defects.append("bad_header_name")
+            last = None
+            continue
+        value = line[colon + 1:].strip()
+        lst = hdrs.get(name)
+        if lst is None:
+            hdrs[name] = [value]
+        else:
+            lst.append(value)
+        last = name
+    for name in REDACTED:
+        if redact and name in hdrs:
+            hdrs[name] = [_redact(v) for v in hdrs[name]]
+    _core_headers(m, defects)
+    if len(defects) > 1:
+        m.defects = defects = list(dict.fromkeys(defects))
+    # body and framing
+    cl = m.content_length
+    if stream:
+        if cl is None:
+            cl = 0
+            if m.is_request or m.status_code:
+                defects.append("missing_content_length")
+        if len(data) - bstart < cl:
+            return None
+        m.body = data[bstart:bstart + cl]
+        m.length = bstart + cl
+    else:
+        avail = len(data) - bstart
+        if cl is None:
+            m.body = data[bstart:]
+        else:
+            if cl > avail:
+                defects.append("content_length_exceeds_datagram")
+            m.body = data[bstart:bstart + cl]
+        m.length = len(data)
+    return m
+
+
+def _redact(v: str) -> str:
+    sp = v.find(" ")
+    return (v[:sp] if sp > 0 else v) + " <redacted>"
+
+
+def _start_line(m: SipMessage, start: str) -> None:
+    defects = m.defects
+    if not m.is_request:
+        # SIP-Version SP Status-Code SP Reason-Phrase
+        sp1 = start.find(" ")
+        if sp1 < 0 or start[:sp1].upper() != "SIP/2.0":
+            defects.append("bad_version" if sp1 > 0 else "bad_status_line")
+            return
+        sp2 = start.find(" ", sp1 + 1)
+        code_s = start[sp1 + 1:] if sp2 < 0 else start[sp1 + 1:sp2]
+        code = _digits(code_s)
+        if len(code_s) != 3 or not 100 <= code <= 699:
+            defects.append("bad_status_code")
+            return
+        m.status_code = code
+        m.reason = "" if sp2 < 0 else start[sp2 + 1:]
+        return
+    parts = start.split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2]:
+        defects.append("bad_request_line")
+        if len(parts) >= 1 and _is_token(parts[0]):
+            m.method = parts[0]
+        return
+    method, uri, version = parts
+    if not _is_token(method):
+        defects.append("bad_method")
+        return
+    m.method = method
+    m.request_uri = uri
+    if version.upper() != "SIP/2.0":
+        defects.append("bad_version")
+    if uri.startswith("<"):
+        defects.append("bad_request_uri")
+        return
+    u, ok = parse_uri(uri)
+    if not ok or (u is not None and u.headers is not None and u.scheme in ("sip", "sips")):
+        defects.append("bad_request_uri")
+
+
+def _core_headers(m: SipMessage, defects: list) -> None:
+    h = m.headers
+    for name in SINGLE:
+        v = h.get(name)
+        if v is not None and len(v) > 1:
+            defects.append("duplicate_" + name.replace("-", "_"))
+    v = h.get("call-id")
+    if v:
+        m.call_id = v[0]
+        if not m.call_id or " " in m.call_id:
+            defects.append("bad_call_id")
+    v = h.get("cseq")
+    if v:
+        parts = v[0].split()
+        if len(parts) != 2:
+            defects.append("bad_cseq")
+        else:
+            num = _digits(parts[0])
+            if num < 0 or num > MAX_CSEQ:
+                defects.append("bad_cseq")
+            else:
+                m.cseq_num = num
+            m.cseq_method = parts[1]
+            if m.is_request and m.method is not None and parts[1] != m.method:
+                defects.append("cseq_method_mismatch")
+    v = h.get("from")
+    if v:
+        m.from_, d = parse_name_addr(v[0])
+        if d:
+            defects.append("from_" + d)
+    v = h.get("to")
+    if v:
+        m.to, d = parse_name_addr(v[0])
+        if d:
+            defects.append("to_" + d)
+    v = h.get("via")
+    if v:
+        for value in v:
+            vias, d = parse_via(value)
+            m.via.extend(vias)
+            if d:
+                defects.append(d)
+                break
+    if m.is_request or m.status_code:
+        for name in ("call-id", "cseq", "from", "to", "via"):
+            if name not in h:
+                defects.append("missing_" + name.replace("-", "_"))
+    v = h.get("content-length")
+    if v:
+        cl = _digits(v[0])
+        if cl < 0:
+            defects.append("bad_content_length")
+        else:
+            m.content_length = cl
+    v = h.get("max-forwards")
+    if v and not 0 <= _digits(v[0]) <= 255:
+        defects.append("bad_max_forwards")
+    v = h.get("expires")
+    if v and not 0 <= _digits(v[0]) <= MAX_DELTA:
+        defects.append("bad_expires")
+    v = h.get("contact")
+    if v:
+        for value in v:
+            if value == "*":
+                continue
+            for c in split_commas(value):
+                na, d = parse_name_addr(c)
+                if d:
+                    defects.append("contact_" + d)
+                    break
+                e = na.params.get("expires")
+                if e is not None and not 0 <= _digits(e) <= MAX_DELTA:
+                    defects.append("bad_expires")
+                    break
+    v = h.get("date")
+    if v and not v[0].rstrip().endswith("GMT"):
+        defects.append("bad_date")

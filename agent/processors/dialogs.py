@@ -1,0 +1,152 @@
+"""Call state by Call-ID: INVITE -> provisional -> final -> ACK -> BYE / CANCEL.
+
+A bounded table (``max_calls``, oldest evicted, ``evictions`` counted; idle
+calls time out on the capture clock).  When a call ends -- BYE answered,
+INVITE rejected or cancelled, or timed out -- ``finish`` yields one summary
+record: setup time (INVITE to first 18x), answer time (INVITE to 2xx),
+duration (2xx to BYE), final status and who ended it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..parsers.sip import SipMessage
+
+NS_PER_MS = 1_000_000
+
+
+@dataclass(slots=True)
+class Call:
+    call_id: str
+    from_tag: str | None
+    from_user: str | None
+    to_user: str | None
+    invite_ts: int
+    last_ts: int
+    ringing_ts: int | None = None
+    answer_ts: int | None = None
+    end_ts: int | None = None
+    final_status: int | None = None
+    ended_by: str | None = None
+    reinvites: int = 0
+    state: str = "trying"         # trying, ringing, answered, failed, cancelled, ended
+    to_tag: str | None = None
+    bye_pending: bool = False
+
+
+class DialogTracker:
+    def __init__(self, max_calls: int = 100_000, timeout_s: float = 7200.0):
+        if max_calls < 1 or timeout_s <= 0:
+            raise ValueError("dialog limits: max_calls >= 1, timeout > 0")
+        self.max_calls = max_calls
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.calls: dict[str, Call] = {}
+        self.started = 0
+        self.completed = 0
+        self.evictions = 0
+        self.timeouts = 0
+
+    def counters(self) -> dict:
+        return {"active": len(self.calls), "started": self.started, "completed": self.completed,
+                "evictions": self.evictions, "timeouts": self.timeouts}
+
+    def observe(self, m: SipMessage, ts: int) -> list[dict]:
+        """Update state with one message; return summaries of calls that ended."""
+        out: list[dict] = []
+        if self.calls:
+            self._expire(ts, out)
+        cid = m.call_id
+        if not cid or m.cseq_method is None:
+            return out
+        c = self.calls.get(cid)
+        if m.is_request:
+            meth = m.method
+            if meth == "INVITE":
+                if c is None:
+                    while len(self.calls) >= self.max_calls:
+                        del self.calls[next(iter(self.calls))]
+                        self.evictions += 1
+                    f, t = m.from_, m.to
+                    c = Call(cid, f.params.get("tag") if f else None, f.uri.user if f and f.uri else None,
+                             t.uri.user if t and t.uri else None, ts, ts)
+                    self.calls[cid] = c
+                    self.started += 1
+                elif t_tag(m) is not None and c.state == "answered":
+                    c.reinvites += 1
+            elif c is None:
+                return out
+            elif meth == "BYE":
+                if c.end_ts is None:
+                    c.end_ts = ts
+                    ftag = m.from_.params.get("tag") if m.from_ else None
+                    c.ended_by = "caller" if ftag is not None and ftag == c.from_tag else "callee"
+                c.bye_pending = True
+            elif meth == "CANCEL":
+                if c.state in ("trying", "ringing"):
+                    c.ended_by = "caller"
+            c.last_ts = ts
+            return out
+        if c is None:
+            return out
+        c.last_ts = ts
+        code = m.status_code or 0
+        if m.cseq_method == "INVITE":
+            if 180 <= code < 200 and c.ringing_ts is None:
+                c.ringing_ts = ts
+                if c.state == "trying":
+                    c.state = "ringing"
+            elif 200 <= code < 300 and c.answer_ts is None:
+                c.answer_ts = ts
+                c.final_status = code
+                c.state = "answered"
+                c.to_tag = t_tag(m)
+            elif code >= 300 and c.final_status is None:
+                c.final_status = code
+                c.end_ts = ts
+                c.state = "cancelled" if code == 487 else "failed"
+                if c.ended_by is None:
+                    c.ended_by = "callee"
+                out.append(self._finish(c))
+        elif m.cseq_method == "BYE" and code >= 200 and c.bye_pending:
+            c.state = "ended"
+            out.append(self._finish(c))
+        return out
+
+    def _finish(self, c: Call) -> dict:
+        self.calls.pop(c.call_id, None)
+        self.completed += 1
+        return summary(c)
+
+    def _expire(self, now: int, out: list) -> None:
+        while self.calls:
+            c = next(iter(self.calls.values()))
+            if c.last_ts + self.timeout_ns >= now:
+                return
+            del self.calls[c.call_id]
+            self.timeouts += 1
+            c.state = "timed_out"
+            out.append(summary(c))
+
+    def flush(self) -> list[dict]:
+        """Summaries of every call still open (end of a capture file)."""
+        out = [summary(c, open_=True) for c in self.calls.values()]
+        self.calls.clear()
+        return out
+
+
+def t_tag(m: SipMessage) -> str | None:
+    return m.to.params.get("tag") if m.to is not None else None
+
+
+def _ms(a: int | None, b: int | None) -> float | None:
+    return None if a is None or b is None else round((b - a) / NS_PER_MS, 3)
+
+
+def summary(c: Call, open_: bool = False) -> dict:
+    return {
+        "v": 1, "type": "call", "call_id": c.call_id, "from_user": c.from_user, "to_user": c.to_user,
+        "start_ts": c.invite_ts, "answer_ts": c.answer_ts, "end_ts": c.end_ts,
+        "setup_ms": _ms(c.invite_ts, c.ringing_ts), "answer_ms": _ms(c.invite_ts, c.answer_ts),
+        "duration_ms": _ms(c.answer_ts, c.end_ts), "final_status": c.final_status,
+        "ended_by": c.ended_by, "reinvites": c.reinvites, "state": ("open:" + c.state) if open_ else c.state,
+    }

@@ -1,0 +1,94 @@
+"""One flat JSON-ready record per SIP message (schema: schemas/sip-record.v1.json)."""
+from __future__ import annotations
+
+from ..parsers.sdp import sdp_from_body
+from ..parsers.sip import SipMessage, parse_params
+
+SCHEMA_VERSION = 1
+DEFAULT_CORRELATION = ("X-CID", "P-Charging-Vector;icid-value")
+
+
+class Correlator:
+    """Finds a correlation id: the first configured header present.
+
+    A spec is ``Header`` (its whole value) or ``Header;param`` (one parameter
+    of it, e.g. ``P-Charging-Vector;icid-value``).
+    """
+
+    def __init__(self, specs: tuple[str, ...] | list[str] = DEFAULT_CORRELATION):
+        self.specs: list[tuple[str, str | None]] = []
+        for spec in specs:
+            name, _, param = spec.partition(";")
+            name = name.strip().lower()
+            if not name:
+                raise ValueError(f"bad correlation header spec {spec!r}")
+            self.specs.append((name, param.strip().lower() or None))
+
+    def find(self, headers: dict) -> str | None:
+        for name, param in self.specs:
+            v = headers.get(name)
+            if not v:
+                continue
+            if param is None:
+                return v[0]
+            params, _ = parse_params(";" + v[0])
+            val = params.get(param)
+            if val:
+                return val.strip('"')
+        return None
+
+
+def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, dst_port: int,
+               transport: str, correlator: Correlator, extra: dict | None = None) -> dict:
+    f = m.from_
+    t = m.to
+    fu = f.uri if f is not None else None
+    tu = t.uri if t is not None else None
+    h = m.headers
+    ua = h.get("user-agent") or h.get("server")
+    ct = h.get("content-type")
+    rec = {
+        "v": SCHEMA_VERSION,
+        "type": "sip",
+        "ts": ts,
+        "src_ip": src_ip,
+        "src_port": src_port,
+        "dst_ip": dst_ip,
+        "dst_port": dst_port,
+        "transport": transport,
+        "method": m.method if m.is_request else None,
+        "status_code": m.status_code,
+        "reason_phrase": m.reason,
+        "request_uri": m.request_uri,
+        "call_id": m.call_id,
+        "cseq_num": m.cseq_num,
+        "cseq_method": m.cseq_method,
+        "from_user": fu.user if fu is not None else None,
+        "from_host": fu.host if fu is not None else None,
+        "from_tag": f.params.get("tag") if f is not None else None,
+        "to_user": tu.user if tu is not None else None,
+        "to_host": tu.host if tu is not None else None,
+        "to_tag": t.params.get("tag") if t is not None else None,
+        "via_branch": m.via[0].params.get("branch") if m.via else None,
+        "user_agent": ua[0] if ua else None,
+        "content_type": ct[0] if ct else None,
+        "correlation_id": correlator.find(h),
+        "sdp": sdp_from_body(ct[0], m.body) if ct and m.body else None,
+    }
+    if m.defects:
+        rec["error"] = m.defects[0]
+        rec["defects"] = m.defects
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def error_record(reason: str, ts: int, src_ip: str, src_port: int, dst_ip: str, dst_port: int,
+                 transport: str, size: int, extra: dict | None = None) -> dict:
+    """For input that is not even a SIP message (nothing to parse fields from)."""
+    rec = {"v": SCHEMA_VERSION, "type": "sip", "ts": ts, "src_ip": src_ip, "src_port": src_port,
+           "dst_ip": dst_ip, "dst_port": dst_port, "transport": transport, "error": reason,
+           "defects": [reason], "size": size}
+    if extra:
+        rec.update(extra)
+    return rec

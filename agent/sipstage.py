@@ -1,0 +1,318 @@
+"""SIP over UDP, TCP (stream reassembly, WebSocket) and SCTP: datagrams in, records out.
+
+Takes the pipeline's L4 ``Datagram`` objects, frames SIP messages per
+transport, parses them, follows calls and hands JSON-ready records to
+``emit``.  Every message that cannot be parsed is counted by reason (and,
+with ``error_records``, emitted as a record with ``error``); nothing is
+dropped silently.
+"""
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .parsers import sip
+from .pipeline import Datagram
+from .processors.dialogs import DialogTracker
+from .processors.records import DEFAULT_CORRELATION, Correlator, error_record, sip_record
+from .reassembly.tcpstream import TcpReassembler
+
+DEFAULT_PORTS = (5060, 5061, 5080)
+MAX_SCTP_MESSAGE = 256 << 10
+MAX_WS_FRAME = 256 << 10
+
+
+@dataclass
+class SipConfig:
+    ports: tuple[int, ...] = DEFAULT_PORTS   # always parsed; other ports when the payload looks like SIP
+    heuristic: bool = True
+    correlation_headers: tuple[str, ...] = DEFAULT_CORRELATION
+    redact_auth: bool = True
+    error_records: bool = True
+    discard_methods: tuple[str, ...] = ()
+    call_summaries: bool = False
+    max_calls: int = 100_000
+    tcp_max_streams: int = 16384
+    tcp_max_buffer: int = 256 << 10
+    tcp_timeout_s: float = 300.0
+    extra: dict = field(default_factory=dict)  # task / agent labels added to every record
+
+
+def _sip_websocket_handshake(p: bytes) -> bool:
+    """An HTTP upgrade to WebSocket with the 'sip' subprotocol (RFC 7118), either direction."""
+    if not (p.startswith(b"GET ") or p.startswith(b"HTTP/1.1 101")):
+        return False
+    low = p[:4096].lower()
+    return b"websocket" in low and b"sec-websocket-protocol: sip" in low
+
+
+class SipStage:
+    def __init__(self, config: SipConfig | None = None, emit: Callable[[dict], None] | None = None):
+        c = self.config = config or SipConfig()
+        self.ports = frozenset(c.ports)
+        self.emit = emit or (lambda r: None)
+        self.correlator = Correlator(c.correlation_headers)
+        self.discard = frozenset(c.discard_methods)
+        self.tcp = TcpReassembler(c.tcp_max_streams, c.tcp_max_buffer, timeout_s=c.tcp_timeout_s)
+        self.dialogs = DialogTracker(c.max_calls)
+        self.extra = dict(c.extra) or None
+        self.messages = 0
+        self.requests = 0
+        self.responses = 0
+        self.methods: Counter = Counter()
+        self.status_classes: Counter = Counter()
+        self.malformed: Counter = Counter()
+        self.malformed_messages = 0
+        self.keepalives = 0
+        self.junk_bytes = 0
+        self.discarded = 0
+        self.truncated_at_close = 0
+        self.sctp_fragments_dropped = 0
+        self._sctp: dict = {}
+        self._last_ts = 0
+
+    # ------------------------------------------------------------ entry
+    def on_datagram(self, d: Datagram) -> None:
+        proto = d.proto
+        if proto == 17:
+            self._udp(d)
+        elif proto == 6:
+            self._tcp(d)
+        elif proto == 132:
+            self._sctp_packet(d)
+
+    def _wanted(self, d: Datagram, payload: bytes) -> bool:
+        if d.src_port in self.ports or d.dst_port in self.ports:
+            return True
+        return self.config.heuristic and sip.looks_like_sip(payload)
+
+    # ------------------------------------------------------------ UDP
+    def _udp(self, d: Datagram) -> None:
+        p = d.payload
+        if not p or not self._wanted(d, p):
+            return
+        if not p.strip(b"\r\n\0 \t"):
+            self.keepalives += 1
+            return
+        self._message(p, d, "udp", stream=False)
+
+    def _message(self, data: bytes, d: Datagram, transport: str, stream: bool,
+                 src: tuple | None = None) -> sip.SipMessage | None:
+        m = sip.parse(data, stream=stream, redact=self.config.redact_auth)
+        if m is None:
+            return None
+        self._deliver(m, d, transport, src)
+        return m
+
+    def _deliver(self, m: sip.SipMessage, d: Datagram, transport: str, src: tuple | None = None) -> None:
+        if src is None:
+            src = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
+        if m.junk:
+            self.junk_bytes += m.junk
+        if m.defects:
+            self.malformed_messages += 1
+            for reason in m.defects:
+                self.malformed[reason] += 1
+            if not self.config.error_records:
+                return
+        elif m.is_request:
+            self.requests += 1
+            self.methods[m.method] += 1
+        else:
+            self.responses += 1
+            self.status_classes[f"{m.status_code // 100}xx"] += 1
+        self.messages += 1
+        if m.method in self.discard or (m.cseq_method in self.discard and not m.is_request):
+            self.discarded += 1
+            return
+        self.emit(sip_record(m, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.correlator,
+                             self.extra))
+        if self.config.call_summaries and not m.defects:
+            for s in self.dialogs.observe(m, d.ts_ns):
+                self.emit(s)
+
+    # ------------------------------------------------------------ TCP
+    def _tcp(self, d: Datagram) -> None:
+        key = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
+        tcp = self.tcp
+        if d.ts_ns - self._last_ts > 1_000_000_000:
+            self._last_ts = d.ts_ns
+            tcp.expire(d.ts_ns)
+        s = tcp.get(key)
+        if s is None:
+            p = d.payload
+            if d.tcp_flags & 0x02:  # SYN: follow if it targets a SIP port
+                if d.src_port not in self.ports and d.dst_port not in self.ports:
+                    return
+            elif not p or not (self._wanted(d, p) or _sip_websocket_handshake(p)):
+                return
+            s = tcp.open(key, d.tcp_seq, d.ts_ns)
+        if tcp.add(s, d.tcp_seq, d.tcp_flags, d.payload, d.ts_ns):
+            self._frame(s, d)
+        if s.closed:
+            if s.buf.strip(b"\r\n"):
+                self.truncated_at_close += 1
+                self.malformed["truncated_at_close"] += 1
+            tcp.close(key)
+
+    def _frame(self, s, d: Datagram) -> None:
+        buf = s.buf
+        while buf:
+            if s.state is not None:
+                self._websocket(s, d)
+                return
+            if buf[0] in (13, 10):
+                n = len(buf) - len(buf.lstrip(b"\r\n"))
+                del buf[:n]
+                self.keepalives += 1
+                continue
+            if buf.startswith(b"GET ") and self._ws_upgrade(s):
+                continue
+            if buf.startswith(b"HTTP/1.1 101"):
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                del buf[:end + 4]
+                s.state = "ws"
+                continue
+            head = bytes(buf[:2048])
+            if not sip.looks_like_sip(head):
+                skip = self._resync(buf)
+                if skip < 0:
+                    if len(buf) > 4096:  # no start line anywhere: give the bytes up
+                        self.junk_bytes += len(buf)
+                        self.malformed["junk_in_stream"] += 1
+                        buf.clear()
+                    return
+                self.junk_bytes += skip
+                self.malformed["junk_in_stream"] += 1
+                del buf[:skip]
+                continue
+            m = sip.parse(bytes(buf), stream=True, redact=self.config.redact_auth)
+            if m is None:
+                return
+            del buf[:m.length]
+            self._deliver(m, d, "tcp", s.key)
+
+    @staticmethod
+    def _resync(buf: bytearray) -> int:
+        """Offset of the next line that starts a SIP message, or -1."""
+        pos = buf.find(b"\n")
+        while 0 <= pos < len(buf) - 1:
+            if sip.looks_like_sip(bytes(buf[pos + 1:pos + 2049])):
+                return pos + 1
+            pos = buf.find(b"\n", pos + 1)
+        return -1
+
+    # ------------------------------------------------------------ WebSocket (RFC 6455 / 7118)
+    def _ws_upgrade(self, s) -> bool:
+        end = s.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        if b"websocket" not in bytes(s.buf[:end]).lower():
+            return False
+        del s.buf[:end + 4]
+        s.state = "ws"
+        return True
+
+    def _websocket(self, s, d: Datagram) -> None:
+        buf = s.buf
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            opcode = b0 & 0x0F
+            masked = b1 & 0x80
+            n = b1 & 0x7F
+            off = 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n = struct.unpack_from("!H", buf, 2)[0]
+                off = 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n = struct.unpack_from("!Q", buf, 2)[0]
+                off = 10
+            if n > MAX_WS_FRAME:
+                self.malformed["websocket_frame_too_large"] += 1
+                buf.clear()
+                return
+            if masked:
+                off += 4
+            if len(buf) < off + n:
+                return
+            payload = bytes(buf[off:off + n])
+            if masked:
+                key = bytes(buf[off - 4:off])
+                payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+            del buf[:off + n]
+            if opcode in (1, 2) and payload.strip():
+                m = sip.parse(payload, stream=False, redact=self.config.redact_auth)
+                if m is not None:
+                    self._deliver(m, d, "ws", s.key)
+            elif opcode == 8:
+                s.closed = True
+
+    # ------------------------------------------------------------ SCTP (RFC 4168)
+    def _sctp_packet(self, d: Datagram) -> None:
+        p = d.payload
+        pos = 0
+        n = len(p)
+        while n - pos >= 4:
+            ctype = p[pos]
+            flags = p[pos + 1]
+            clen = (p[pos + 2] << 8) | p[pos + 3]
+            if clen < 4 or pos + clen > n:
+                break
+            if ctype == 0 and clen > 16:
+                stream_id = (p[pos + 8] << 8) | p[pos + 9]
+                data = p[pos + 16:pos + clen]
+                self._sctp_data(d, stream_id, flags, data)
+            pos += (clen + 3) & ~3
+
+    def _sctp_data(self, d: Datagram, stream_id: int, flags: int, data: bytes) -> None:
+        key = (d.src_ip, d.src_port, d.dst_ip, d.dst_port, stream_id)
+        begin, end = flags & 2, flags & 1
+        if begin and end:
+            if data.strip(b"\r\n\0 ") and (self._wanted(d, data)):
+                self._message(data, d, "sctp", stream=False)
+            return
+        if begin:
+            if len(self._sctp) >= 4096:
+                del self._sctp[next(iter(self._sctp))]
+                self.sctp_fragments_dropped += 1
+            self._sctp[key] = bytearray(data)
+            return
+        part = self._sctp.get(key)
+        if part is None:
+            self.sctp_fragments_dropped += 1
+            return
+        part += data
+        if len(part) > MAX_SCTP_MESSAGE:
+            del self._sctp[key]
+            self.sctp_fragments_dropped += 1
+            return
+        if end:
+            del self._sctp[key]
+            whole = bytes(part)
+            if self._wanted(d, whole):
+                self._message(whole, d, "sctp", stream=False)
+
+    # ------------------------------------------------------------ end
+    def finish(self) -> None:
+        """End of input: calls still open are summarised (when enabled)."""
+        if self.config.call_summaries:
+            for s in self.dialogs.flush():
+                self.emit(s)
+
+    def summary(self) -> dict:
+        return {
+            "sip_messages": self.messages, "requests": self.requests, "responses": self.responses,
+            "methods": dict(self.methods), "status_classes": dict(self.status_classes),
+            "malformed_messages": self.malformed_messages, "malformed": dict(self.malformed),
+            "keepalives": self.keepalives, "junk_bytes": self.junk_bytes, "discarded": self.discarded,
+            "tcp": self.tcp.counters(), "sctp_fragments_dropped": self.sctp_fragments_dropped,
+            "calls": self.dialogs.counters(),
+        }
