@@ -16,7 +16,7 @@ from typing import Callable
 from .parsers import sip
 from .pipeline import Datagram
 from .processors.dialogs import DialogTracker
-from .processors.records import DEFAULT_CORRELATION, Correlator, error_record, sip_record
+from .processors.records import DEFAULT_CORRELATION, Correlator, sip_record
 from .reassembly.tcpstream import TcpReassembler
 
 DEFAULT_PORTS = (5060, 5061, 5080)
@@ -67,6 +67,7 @@ class SipStage:
         self.malformed_messages = 0
         self.keepalives = 0
         self.junk_bytes = 0
+        self.junk_datagrams = 0
         self.discarded = 0
         self.truncated_at_close = 0
         self.sctp_fragments_dropped = 0
@@ -93,8 +94,12 @@ class SipStage:
         p = d.payload
         if not p or not self._wanted(d, p):
             return
+        if not p.strip(b"\r\n"):
+            self.keepalives += 1  # RFC 5626 CRLF keep-alive
+            return
         if not p.strip(b"\r\n\0 \t"):
-            self.keepalives += 1
+            self.junk_bytes += len(p)  # e.g. NUL padding ahead of a request (Zeek's junk_before_request)
+            self.junk_datagrams += 1
             return
         self._message(p, d, "udp", stream=False)
 
@@ -312,7 +317,7 @@ class SipStage:
             "sip_messages": self.messages, "requests": self.requests, "responses": self.responses,
             "methods": dict(self.methods), "status_classes": dict(self.status_classes),
             "malformed_messages": self.malformed_messages, "malformed": dict(self.malformed),
-            "keepalives": self.keepalives, "junk_bytes": self.junk_bytes, "discarded": self.discarded,
+            "keepalives": self.keepalives, "junk_bytes": self.junk_bytes, "junk_datagrams": self.junk_datagrams, "discarded": self.discarded,
             "tcp": self.tcp.counters(), "sctp_fragments_dropped": self.sctp_fragments_dropped,
             "calls": self.dialogs.counters(),
         }

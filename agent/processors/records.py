@@ -81,14 +81,3 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
     if extra:
         rec.update(extra)
     return rec
-
-
-def error_record(reason: str, ts: int, src_ip: str, src_port: int, dst_ip: str, dst_port: int,
-                 transport: str, size: int, extra: dict | None = None) -> dict:
-    """For input that is not even a SIP message (nothing to parse fields from)."""
-    rec = {"v": SCHEMA_VERSION, "type": "sip", "ts": ts, "src_ip": src_ip, "src_port": src_port,
-           "dst_ip": dst_ip, "dst_port": dst_port, "transport": transport, "error": reason,
-           "defects": [reason], "size": size}
-    if extra:
-        rec.update(extra)
-    return rec

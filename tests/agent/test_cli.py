@@ -21,8 +21,9 @@ def otus(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def test_help_explains_every_option():
     r = otus("run", "--help")
     assert r.returncode == 0
-    for opt in ("--pcap", "--demo", "--dump", "--output", "--no-verify-checksum", "--frag-timeout",
-                "--frag-max-datagrams", "--frag-max-bytes", "--frag-max-fragments", "--no-vxlan"):
+    for opt in ("--pcap", "--demo", "--datagrams", "--output", "--no-verify-checksum", "--frag-timeout",
+                "--frag-max-datagrams", "--frag-max-bytes", "--frag-max-fragments", "--no-vxlan", "--calls",
+                "--no-error-records", "--sip-port", "--no-heuristic", "--correlation-header", "--discard-method"):
         assert opt in r.stdout
     assert otus("--help").returncode == 0
 
@@ -42,10 +43,10 @@ def test_run_workload_summary(workload_pcap):
     assert s["decode"]["vlan"] > 0 and s["decode"]["ipv6"] > 0 and s["decode"]["tcp"] > 0
 
 
-def test_dump_lines(workload_pcap, tmp_path):
+def test_datagram_lines(workload_pcap, tmp_path):
     path, wl = workload_pcap
     out = tmp_path / "d.jsonl"
-    r = otus("run", "--pcap", str(path), "--dump", "--output", str(out))
+    r = otus("run", "--pcap", str(path), "--datagrams", "--output", str(out))
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == wl.l4_datagrams
@@ -91,7 +92,8 @@ def test_truncated_file_still_reports_what_it_read(tmp_path):
     (["--frag-timeout", "0"], "must be > 0"),
     (["--frag-max-bytes", "100"], "at least 65535"),
     (["--frag-max-datagrams", "x"], "not an integer"),
-    (["--output", "/tmp/x"], "--output needs --dump"),
+    (["--sip-port", "70000"], "port out of range"),
+    (["--output", "/nonexistent-dir/x.jsonl"], "cannot write"),
 ])
 def test_bad_options(workload_pcap, args, needle):
     r = otus("run", "--pcap", str(workload_pcap[0]), *args)
@@ -101,3 +103,38 @@ def test_bad_options(workload_pcap, args, needle):
 def test_no_command_prints_help():
     r = otus()
     assert r.returncode == 2 and "run" in r.stderr
+
+
+def test_sip_records_on_stdout(workload_pcap):
+    path, wl = workload_pcap
+    r = otus("run", "--pcap", str(path), "--calls")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    sip_recs = [x for x in recs if x["type"] == "sip"]
+    calls = [x for x in recs if x["type"] == "call"]
+    assert len(sip_recs) == wl.sip_messages
+    assert not any("error" in x for x in sip_recs)
+    assert len(calls) == len(wl.calls) and all(c["state"] == "ended" for c in calls)
+    assert sorted(x["call_id"] for x in calls) == sorted(c.call_id for c in wl.calls)
+    s = json.loads(r.stderr.strip().splitlines()[-1])
+    assert s["sip"]["sip_messages"] == wl.sip_messages and s["sip"]["malformed"] == {}
+
+
+def test_discard_and_no_error_records(tmp_path):
+    from otus_agent.sim import packets as P
+    good = (b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+            b"From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n"
+            b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    bad = good.replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE")
+    ip1, ip2 = bytes((192, 0, 2, 1)), bytes((192, 0, 2, 2))
+    frames = [P.ethernet(b"\2" * 6, b"\4" * 6, 0x0800, P.ipv4(ip1, ip2, 17, P.udp(ip1, ip2, 5060, 5060, x)))
+              for x in (good, bad)]
+    f = tmp_path / "o.pcap"
+    f.write_bytes(pcap_bytes(frames))
+    r = otus("run", "--pcap", str(f))
+    recs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [x.get("error") for x in recs] == [None, "cseq_method_mismatch"]
+    r = otus("run", "--pcap", str(f), "--no-error-records", "--discard-method", "options")
+    assert r.stdout == ""
+    s = json.loads(r.stderr.strip().splitlines()[-1])["sip"]
+    assert s["discarded"] == 1 and s["malformed"] == {"cseq_method_mismatch": 1}
