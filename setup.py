@@ -8,7 +8,12 @@ import os
 
 from setuptools import setup
 
-HOT_MODULES = ["agent/decode/fastpath.py", "agent/capture/recwalk.py", "agent/reassembly/ipfrag.py"]
+HOT_MODULES = [
+    "agent/decode/fastpath.py",
+    "agent/capture/recwalk.py",
+    "agent/reassembly/ipfrag.py",
+    "agent/parsers/sip.py",
+]
 
 
 def _extensions():

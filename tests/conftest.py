@@ -15,6 +15,12 @@ CORPUS = pathlib.Path(os.environ.get("OTUS_CORPUS", ROOT.parent / "shared" / "co
 SRC = ROOT / "agent"
 
 
+def otus_bin() -> str:
+    """The console script of the environment running the tests."""
+    import shutil
+    return shutil.which("otus", path=os.path.dirname(sys.executable)) or "otus"
+
+
 def corpus_path(rel: str) -> pathlib.Path:
     p = CORPUS / rel
     if not p.exists():

@@ -32,13 +32,30 @@ MAX_DELTA = 2**32 - 1
 MAX_HEADER_BYTES = 65536
 
 
+_TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + "".join(sorted(TOKEN_EXTRA))
+_DROP_TOKEN = str.maketrans("", "", _TOKEN_CHARS)
+_DROP_HOST = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+_NAMES: dict[str, str | None] = {}   # raw header name -> canonical name (None: not a token)
+MAX_NAMES = 4096
+
+
 def _is_token(s: str) -> bool:
-    if not s:
-        return False
-    for ch in s:
-        if not (ch.isascii() and (ch.isalnum() or ch in TOKEN_EXTRA)):
-            return False
-    return True
+    return bool(s) and not s.translate(_DROP_TOKEN)
+
+
+def _canonical_name(raw: str) -> str | None:
+    """'Call-ID ' -> 'call-id', 'i' -> 'call-id'; None when not a token. Cached: header
+    names repeat endlessly, and the cache stops growing at MAX_NAMES entries."""
+    name = _NAMES.get(raw)
+    if name is not None or raw in _NAMES:
+        return name
+    low = raw.rstrip().lower()
+    name = COMPACT.get(low, low) if len(low) == 1 else (low if _is_token(low) else None)
+    if name is not None and not _is_token(name):
+        name = None
+    if len(_NAMES) < MAX_NAMES:
+        _NAMES[raw] = name
+    return name
 
 
 def _digits(s: str) -> int:
@@ -176,10 +193,7 @@ def valid_host(host: str) -> bool:
         except (OSError, ValueError):
             return False
         return True
-    for ch in host:
-        if not (ch.isascii() and (ch.isalnum() or ch in "-.")):
-            return False
-    return True
+    return not host.translate(_DROP_HOST)
 
 
 def _split_hostport(hp: str) -> tuple[str, int | None, bool]:
@@ -243,17 +257,34 @@ def parse_uri(s: str) -> tuple[Uri | None, bool]:
 
 
 def _unquote(s: str) -> str:
+    inner = s[1:-1]
+    if "\\" not in inner:
+        return inner
     out = []
-    i = 1
-    n = len(s) - 1
+    i = 0
+    n = len(inner)
     while i < n:
-        ch = s[i]
+        ch = inner[i]
         if ch == "\\" and i + 1 < n:
             i += 1
-            ch = s[i]
+            ch = inner[i]
         out.append(ch)
         i += 1
     return "".join(out)
+
+
+def _closing_quote(s: str, i: int) -> int:
+    """Index of the '"' closing a quoted-string whose content starts at ``i``, or -1."""
+    while True:
+        j = s.find('"', i)
+        if j < 0:
+            return -1
+        k = j
+        while k > i and s[k - 1] == "\\":
+            k -= 1
+        if (j - k) % 2 == 0:  # not escaped
+            return j
+        i = j + 1
 
 
 def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:
@@ -266,17 +297,8 @@ def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:
     defect = None
     lt = -1
     if s.startswith('"'):
-        i = 1
-        n = len(s)
-        while i < n:
-            ch = s[i]
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == '"':
-                break
-            i += 1
-        if i >= n:
+        i = _closing_quote(s, 1)
+        if i < 0:
             return None, "unterminated_quoted_string"
         display = _unquote(s[:i + 1])
         rest = s[i + 1:].lstrip()
@@ -445,10 +467,8 @@ def parse(data: bytes, stream: bool = False, redact: bool = True) -> SipMessage 
             defects.append("bad_header_line")
             last = None
             continue
-        name = line[:colon].rstrip().lower()
-        if len(name) == 1:
-            name = COMPACT.get(name, name)
-        elif not _is_token(name):
+        name = _canonical_name(line[:colon])
+        if name is None:
             defects.append("bad_header_name")
             last = None
             continue

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
-from ..conftest import pcap_bytes
+from ..conftest import otus_bin, pcap_bytes
 
-OTUS = shutil.which("otus", path=os.path.dirname(sys.executable)) or "otus"
+OTUS = otus_bin()
 
 
 def otus(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

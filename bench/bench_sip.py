@@ -1,0 +1,70 @@
+"""SIP rate, single core, on a generated workload of full calls (fragments, TCP, VLAN, IPv6).
+
+Prints SIP messages/s for: the parser alone, the whole file -> records path
+(decode, reassembly, TCP streams, parse, record, JSON), and tshark on the same
+file when tshark is installed (the reference named in issue 3).
+Usage: python bench/bench_sip.py [--calls N]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import time
+
+from _common import best_of, workload
+
+from otus_agent.capture.pcapfile import open_capture
+from otus_agent.decode.decoder import COMPILED
+from otus_agent.parsers import sip
+from otus_agent.pipeline import Pipeline
+from otus_agent.sipstage import SipConfig, SipStage
+
+try:
+    from orjson import dumps
+except ImportError:  # pragma: no cover
+    import json
+
+    def dumps(o):
+        return json.dumps(o).encode()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=5000)
+    a = ap.parse_args()
+    path = workload(a.calls, 0, large_invite_ratio=0.1, tcp_ratio=0.1, vlan_ratio=0.1, ipv6_ratio=0.1)
+    payloads = []
+    with open_capture(path) as r:
+        p = Pipeline(sink=lambda d: payloads.append(d.payload) if d.proto == 17 else None)
+        p.run(r.batches())
+    n_udp = len(payloads)
+    t = best_of(lambda: [sip.parse(x) for x in payloads], 3)
+    print(f"workload: {a.calls} calls, {a.calls * 7} SIP messages, compiled decode={COMPILED}")
+    print(f"  parser only (UDP messages)      {n_udp / t:10,.0f} messages/s")
+    count = [0]
+
+    def full():
+        out = []
+        st = SipStage(SipConfig(), lambda rec: out.append(dumps(rec)))
+        with open_capture(path) as r:
+            Pipeline(sink=st.on_datagram).run(r.batches())
+        count[0] = st.messages
+    t = best_of(full, 3)
+    ours = count[0] / t
+    print(f"  file -> JSON records (all)      {ours:10,.0f} messages/s  ({count[0]} messages)")
+    if shutil.which("tshark"):
+        t0 = time.perf_counter()
+        r = subprocess.run(["tshark", "-n", "-r", str(path), "-Y", "sip", "-T", "fields", "-e", "sip.Call-ID"],
+                           capture_output=True, text=True, timeout=600)
+        t = time.perf_counter() - t0
+        n = len([x for x in r.stdout.splitlines() if x])
+        print(f"  tshark -Y sip -T fields         {n / t:10,.0f} messages/s  ({n} messages)")
+        print(f"  otus / tshark ratio: {ours / (n / t):.1f}x")
+    else:
+        print("  tshark not installed: no reference figure")
+    print("  target >= 200,000 messages/s per core")
+
+
+if __name__ == "__main__":
+    main()
