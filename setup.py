@@ -13,6 +13,8 @@ HOT_MODULES = [
     "agent/capture/recwalk.py",
     "agent/reassembly/ipfrag.py",
     "agent/parsers/sip.py",
+    "agent/parsers/sipscan.py",
+    "agent/parsers/sdp.py",
 ]
 
 

@@ -13,10 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from array import array
+
 from .parsers import sip
+from .parsers.sipscan import LAYOUT as SCAN, scan
 from .pipeline import Datagram
 from .processors.dialogs import DialogTracker
-from .processors.records import DEFAULT_CORRELATION, Correlator, sip_record
+from .processors.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
 from .reassembly.tcpstream import TcpReassembler
 
 DEFAULT_PORTS = (5060, 5061, 5080)
@@ -33,6 +36,7 @@ class SipConfig:
     error_records: bool = True
     discard_methods: tuple[str, ...] = ()
     call_summaries: bool = False
+    fast_path: bool = True                   # typical messages via sipscan (same records, less work)
     max_calls: int = 100_000
     tcp_max_streams: int = 16384
     tcp_max_buffer: int = 256 << 10
@@ -48,6 +52,11 @@ def _sip_websocket_handshake(p: bytes) -> bool:
     return b"websocket" in low and b"sec-websocket-protocol: sip" in low
 
 
+_O_BODY, _O_CL, _O_REQ, _O_M1, _O_STATUS, _O_CSM0, _O_CSM1 = (
+    SCAN[k] for k in ("O_BODY", "O_CL", "O_REQ", "O_M1", "O_STATUS", "O_CSM0", "O_CSM1"))
+_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
+
+
 class SipStage:
     def __init__(self, config: SipConfig | None = None, emit: Callable[[dict], None] | None = None):
         c = self.config = config or SipConfig()
@@ -58,6 +67,10 @@ class SipStage:
         self.tcp = TcpReassembler(c.tcp_max_streams, c.tcp_max_buffer, timeout_s=c.tcp_timeout_s)
         self.dialogs = DialogTracker(c.max_calls)
         self.extra = dict(c.extra) or None
+        # the scanner knows the default correlation headers only, and dialogs need full messages
+        self.fast = c.fast_path and tuple(c.correlation_headers) == DEFAULT_CORRELATION and not c.call_summaries
+        self._o = array("q", bytes(8 * SCAN["NOUT"]))
+        self.fast_messages = 0
         self.messages = 0
         self.requests = 0
         self.responses = 0
@@ -104,12 +117,46 @@ class SipStage:
         self._message(p, d, "udp", stream=False)
 
     def _message(self, data: bytes, d: Datagram, transport: str, stream: bool,
-                 src: tuple | None = None) -> sip.SipMessage | None:
+                 src: tuple | None = None) -> int | None:
+        """Report the message at the start of ``data``; its length, or None while incomplete."""
+        if self.fast:
+            o = self._o
+            r = scan(data, o, stream)
+            if r == -1:
+                return None
+            if r == 1:
+                bstart = o[_O_BODY]
+                cl = o[_O_CL]
+                bend = bstart + cl if cl >= 0 else len(data)
+                self._deliver_fast(data, o, bstart, bend, d, transport, src)
+                return bend if stream else len(data)
         m = sip.parse(data, stream=stream, redact=self.config.redact_auth)
         if m is None:
             return None
         self._deliver(m, d, transport, src)
-        return m
+        return m.length
+
+    def _deliver_fast(self, data: bytes, o, bstart: int, bend: int, d: Datagram, transport: str,
+                      src: tuple | None) -> None:
+        if src is None:
+            src = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
+        self.messages += 1
+        self.fast_messages += 1
+        if o[_O_REQ] == 1:
+            self.requests += 1
+            method = data[:o[_O_M1]].decode("latin-1")
+            self.methods[method] += 1
+            if method in self.discard:
+                self.discarded += 1
+                return
+        else:
+            self.responses += 1
+            self.status_classes[_CLASSES[o[_O_STATUS] // 100]] += 1
+            if self.discard and data[o[_O_CSM0]:o[_O_CSM1]].decode("latin-1") in self.discard:
+                self.discarded += 1
+                return
+        self.emit(fast_sip_record(data, o, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport,
+                                  self.extra))
 
     def _deliver(self, m: sip.SipMessage, d: Datagram, transport: str, src: tuple | None = None) -> None:
         if src is None:
@@ -195,11 +242,10 @@ class SipStage:
                 self.malformed["junk_in_stream"] += 1
                 del buf[:skip]
                 continue
-            m = sip.parse(bytes(buf), stream=True, redact=self.config.redact_auth)
-            if m is None:
+            n = self._message(bytes(buf), d, "tcp", True, s.key)
+            if n is None:
                 return
-            del buf[:m.length]
-            self._deliver(m, d, "tcp", s.key)
+            del buf[:n]
 
     @staticmethod
     def _resync(buf: bytearray) -> int:
@@ -254,9 +300,7 @@ class SipStage:
                 payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
             del buf[:off + n]
             if opcode in (1, 2) and payload.strip():
-                m = sip.parse(payload, stream=False, redact=self.config.redact_auth)
-                if m is not None:
-                    self._deliver(m, d, "ws", s.key)
+                self._message(payload, d, "ws", False, s.key)
             elif opcode == 8:
                 s.closed = True
 
@@ -317,7 +361,7 @@ class SipStage:
             "sip_messages": self.messages, "requests": self.requests, "responses": self.responses,
             "methods": dict(self.methods), "status_classes": dict(self.status_classes),
             "malformed_messages": self.malformed_messages, "malformed": dict(self.malformed),
-            "keepalives": self.keepalives, "junk_bytes": self.junk_bytes, "junk_datagrams": self.junk_datagrams, "discarded": self.discarded,
+            "keepalives": self.keepalives, "junk_bytes": self.junk_bytes, "junk_datagrams": self.junk_datagrams, "discarded": self.discarded, "fast_path": self.fast_messages,
             "tcp": self.tcp.counters(), "sctp_fragments_dropped": self.sctp_fragments_dropped,
             "calls": self.dialogs.counters(),
         }

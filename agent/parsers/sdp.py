@@ -1,3 +1,5 @@
+# cython: boundscheck=True, wraparound=True
+# (general Python code: keep Python indexing semantics when compiled)
 """SDP (RFC 8866) for call records, and the SDP part of multipart bodies.
 
 Only what VoIP engineers look for in a capture: origin, connection address

@@ -1,3 +1,5 @@
+# cython: boundscheck=True, wraparound=True
+# (general Python code: keep Python indexing semantics when compiled)
 """SIP message parser (RFC 3261 grammar), without regular expressions.
 
 ``parse(data)`` frames one message at the start of ``data`` and returns a

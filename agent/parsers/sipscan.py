@@ -1,0 +1,668 @@
+"""Fast path for typical SIP messages: one C-speed pass over the bytes.
+
+``scan`` either locates every field a record needs (offsets into the buffer,
+written to ``out``) and returns 1, or returns 0 when the message is anything
+but plain -- folded lines, quoted-string escapes, IPv6 references, repeated
+single-valued headers, non-ASCII, a defect of any kind -- and the full parser
+(``sip.parse``) must look at it.  The fast path therefore never decides that a
+message is malformed; it only accepts messages the full parser would accept
+with no defect, and extracts the same values (a test checks both agree on the
+whole corpus).
+
+Compiled by Cython when available (setup.py); plain Python otherwise.
+"""
+import socket
+
+import cython
+
+NOUT = cython.declare(cython.int, 48)
+O_HEND = cython.declare(cython.int, 0)     # offset of the CRLFCRLF ending the headers
+O_BODY = cython.declare(cython.int, 1)     # body start
+O_REQ = cython.declare(cython.int, 2)      # 1 request, 0 response
+O_M0 = cython.declare(cython.int, 3)       # method / request-URI / status / reason
+O_M1 = cython.declare(cython.int, 4)
+O_U0 = cython.declare(cython.int, 5)
+O_U1 = cython.declare(cython.int, 6)
+O_STATUS = cython.declare(cython.int, 7)
+O_R0 = cython.declare(cython.int, 8)
+O_R1 = cython.declare(cython.int, 9)
+O_CID0 = cython.declare(cython.int, 10)
+O_CID1 = cython.declare(cython.int, 11)
+O_CSEQ = cython.declare(cython.int, 12)
+O_CSM0 = cython.declare(cython.int, 13)
+O_CSM1 = cython.declare(cython.int, 14)
+O_FU0 = cython.declare(cython.int, 15)     # From: user, host, tag
+O_FU1 = cython.declare(cython.int, 16)
+O_FH0 = cython.declare(cython.int, 17)
+O_FH1 = cython.declare(cython.int, 18)
+O_FT0 = cython.declare(cython.int, 19)
+O_FT1 = cython.declare(cython.int, 20)
+O_TU0 = cython.declare(cython.int, 21)     # To: user, host, tag
+O_TU1 = cython.declare(cython.int, 22)
+O_TH0 = cython.declare(cython.int, 23)
+O_TH1 = cython.declare(cython.int, 24)
+O_TT0 = cython.declare(cython.int, 25)
+O_TT1 = cython.declare(cython.int, 26)
+O_VB0 = cython.declare(cython.int, 27)     # topmost Via branch
+O_VB1 = cython.declare(cython.int, 28)
+O_CL = cython.declare(cython.int, 29)      # Content-Length value, -1 if absent
+O_CT0 = cython.declare(cython.int, 30)
+O_CT1 = cython.declare(cython.int, 31)
+O_UA0 = cython.declare(cython.int, 32)     # User-Agent, else Server
+O_UA1 = cython.declare(cython.int, 33)
+O_SV0 = cython.declare(cython.int, 34)
+O_SV1 = cython.declare(cython.int, 35)
+O_XC0 = cython.declare(cython.int, 36)     # X-CID
+O_XC1 = cython.declare(cython.int, 37)
+O_PC0 = cython.declare(cython.int, 38)     # P-Charging-Vector icid-value
+O_PC1 = cython.declare(cython.int, 39)
+O_SEEN = cython.declare(cython.int, 40)    # bit set of headers seen (H_*)
+O_SCR0 = cython.declare(cython.int, 41)    # scratch: a Contact's expires value
+O_SCR1 = cython.declare(cython.int, 42)
+
+H_VIA = cython.declare(cython.int, 1)
+H_FROM = cython.declare(cython.int, 2)
+H_TO = cython.declare(cython.int, 4)
+H_CALLID = cython.declare(cython.int, 8)
+H_CSEQ = cython.declare(cython.int, 16)
+H_CL = cython.declare(cython.int, 32)
+H_CT = cython.declare(cython.int, 64)
+H_MAXFWD = cython.declare(cython.int, 128)
+H_REQUIRED = cython.declare(cython.int, 31)
+
+MAX_HEADERS = cython.declare(cython.int, 128)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _tok(c: cython.uchar) -> cython.bint:
+    """RFC 3261 token character."""
+    if (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57):
+        return True
+    return c == 45 or c == 46 or c == 33 or c == 37 or c == 42 or c == 95 or c == 43 or c == 96 \
+        or c == 39 or c == 126
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _hostc(c: cython.uchar) -> cython.bint:
+    return (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57) or c == 45 or c == 46
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _lower(c: cython.uchar) -> cython.uchar:
+    if c >= 65 and c <= 90:
+        return c + 32
+    return c
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _eq(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, lit: bytes) -> cython.bint:
+    """Case-insensitive compare of p[a:b] with a lower-case literal."""
+    n: cython.Py_ssize_t = len(lit)
+    i: cython.Py_ssize_t
+    q: cython.p_uchar
+    if b - a != n:
+        return False
+    if cython.compiled:
+        q = cython.cast(cython.p_uchar, lit)
+    else:
+        q = lit
+    for i in range(n):
+        if _lower(p[a + i]) != q[i]:
+            return False
+    return True
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _digits(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, limit: cython.longlong) -> cython.longlong:
+    """Decimal in p[a:b] no greater than limit, else -1."""
+    v: cython.longlong = 0
+    i: cython.Py_ssize_t
+    if a >= b or b - a > 12:
+        return -1
+    for i in range(a, b):
+        if p[i] < 48 or p[i] > 57:
+            return -1
+        v = v * 10 + (p[i] - 48)
+    if v > limit:
+        return -1
+    return v
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _params(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, want: bytes,
+            out: cython.longlong[:], slot: cython.int) -> cython.bint:
+    """';name[=value]...' with token names and no whitespace; records the value of
+    the parameter ``want`` (first occurrence) at out[slot], out[slot+1]."""
+    i: cython.Py_ssize_t = a
+    n0: cython.Py_ssize_t
+    n1: cython.Py_ssize_t
+    v0: cython.Py_ssize_t
+    c: cython.uchar
+    while i < b:
+        if p[i] != 59:  # ';'
+            return False
+        i += 1
+        n0 = i
+        while i < b and _tok(p[i]):
+            i += 1
+        n1 = i
+        if n1 == n0:
+            return False
+        v0 = -1
+        if i < b and p[i] == 61:  # '='
+            i += 1
+            v0 = i
+            while i < b:
+                c = p[i]
+                if c == 59 or c == 32 or c == 9 or c == 34 or c == 44:
+                    break
+                i += 1
+            if i < b and p[i] != 59:
+                return False
+        if slot >= 0 and out[slot] < 0 and _eq(p, n0, n1, want):
+            if v0 < 0:
+                out[slot] = n1
+                out[slot + 1] = n1
+            else:
+                out[slot] = v0
+                out[slot + 1] = i
+    return True
+
+
+def _valid_v6(ref: bytes) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6, ref.decode("ascii"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _host(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """End of a hostname/IPv4 address or an IPv6 reference starting at i; i when none."""
+    k: cython.Py_ssize_t = i
+    c: cython.uchar
+    if i < b and p[i] == 91:  # '['
+        k = i + 1
+        while k < b:
+            c = p[k]
+            if c == 93:
+                break
+            if not ((c >= 48 and c <= 58) or (c >= 97 and c <= 102) or (c >= 65 and c <= 70) or c == 46):
+                return i
+            k += 1
+        if k >= b or k == i + 1 or not _valid_v6(p[i + 1:k]):
+            return i
+        return k + 1
+    while k < b and _hostc(p[k]):
+        k += 1
+    return k
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
+         uslot: cython.int, hslot: cython.int) -> cython.bint:
+    """A plain sip:/sips: URI (no IPv6 reference, no headers); user and host located."""
+    i: cython.Py_ssize_t
+    at: cython.Py_ssize_t = -1
+    h0: cython.Py_ssize_t
+    c: cython.uchar
+    port0: cython.Py_ssize_t
+    if b - a >= 4 and _eq(p, a, a + 4, b"sip:"):
+        i = a + 4
+    elif b - a >= 5 and _eq(p, a, a + 5, b"sips:"):
+        i = a + 5
+    else:
+        return False
+    h0 = i
+    for k in range(i, b):
+        c = p[k]
+        if c == 64:  # '@'
+            at = k
+        elif c <= 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44:
+            return False  # space/control/non-ASCII, '?', '<', '>', '"', ','
+    if at >= 0:
+        if at == i:
+            return False
+        # user (a password after ':' is not part of it)
+        k = i
+        while k < at and p[k] != 58:
+            k += 1
+        if uslot >= 0:
+            out[uslot] = i
+            out[uslot + 1] = k
+        h0 = at + 1
+    i = _host(p, h0, b)
+    if i == h0:
+        return False
+    if hslot >= 0:
+        out[hslot] = h0
+        out[hslot + 1] = i
+    if i < b and p[i] == 58:  # port
+        i += 1
+        port0 = i
+        while i < b and p[i] >= 48 and p[i] <= 57:
+            i += 1
+        if _digits(p, port0, i, 65535) < 0:
+            return False
+    if i < b:
+        return _params(p, i, b, b"", out, -1)
+    return True
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _name_addr(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
+               uslot: cython.int, hslot: cython.int, tslot: cython.int) -> cython.bint:
+    """<uri>, "display" <uri>, token display <uri>, or uri -- then params (tag)."""
+    i: cython.Py_ssize_t = a
+    lt: cython.Py_ssize_t = -1
+    gt: cython.Py_ssize_t
+    c: cython.uchar
+    if i < b and p[i] == 34:  # quoted display name without escapes
+        i += 1
+        while i < b and p[i] != 34:
+            if p[i] == 92 or p[i] >= 127 or p[i] < 32:
+                return False
+            i += 1
+        if i >= b:
+            return False
+        i += 1
+        while i < b and (p[i] == 32 or p[i] == 9):
+            i += 1
+        if i >= b or p[i] != 60:
+            return False
+        lt = i
+    else:
+        for k in range(a, b):
+            c = p[k]
+            if c == 60:
+                lt = k
+                break
+            if not (_tok(c) or c == 32 or c == 9):
+                if c == 58 or c == 59 or c == 64:  # could be an addr-spec
+                    break
+                return False
+    if lt >= 0:
+        gt = lt + 1
+        while gt < b and p[gt] != 62:
+            gt += 1
+        if gt >= b:
+            return False
+        if not _uri(p, lt + 1, gt, out, uslot, hslot):
+            return False
+        i = gt + 1
+    else:
+        i = a
+        while i < b and p[i] != 59:
+            i += 1
+        if not _uri(p, a, i, out, uslot, hslot):
+            return False
+    return _params(p, i, b, b"tag", out, tslot)
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _via(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
+         first: cython.bint) -> cython.bint:
+    """SIP/2.0/TRANSPORT host[:port];params -- one value per line, no LWS inside."""
+    i: cython.Py_ssize_t
+    h0: cython.Py_ssize_t
+    port0: cython.Py_ssize_t
+    if b - a < 9 or not _eq(p, a, a + 8, b"sip/2.0/"):
+        return False
+    i = a + 8
+    h0 = i
+    while i < b and _tok(p[i]):
+        i += 1
+    if i == h0 or i >= b or p[i] != 32:
+        return False
+    i += 1
+    h0 = i
+    i = _host(p, h0, b)
+    if i == h0:
+        return False
+    if i < b and p[i] == 58:
+        i += 1
+        port0 = i
+        while i < b and p[i] >= 48 and p[i] <= 57:
+            i += 1
+        if _digits(p, port0, i, 65535) < 0:
+            return False
+    return _params(p, i, b, b"branch", out, O_VB0 if first else -1)
+
+
+def scan(buf: bytes, out: cython.longlong[:], stream: cython.bint) -> cython.int:
+    """Locate a typical message's fields; 1 on success, 0 = use the full parser.
+
+    For ``stream`` the message may be followed by more data (Content-Length
+    frames it) and -1 means "incomplete, wait for more bytes"."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, buf)
+    else:
+        p = buf
+    n: cython.Py_ssize_t = len(buf)
+    i: cython.Py_ssize_t
+    k: cython.Py_ssize_t
+    e: cython.Py_ssize_t
+    ls: cython.Py_ssize_t
+    c0: cython.Py_ssize_t
+    v0: cython.Py_ssize_t
+    v1: cython.Py_ssize_t
+    hend: cython.Py_ssize_t = -1
+    seen: cython.long = 0
+    bit: cython.long
+    nh: cython.int = 0
+    cl: cython.longlong
+    num: cython.longlong
+    if len(out) < NOUT:
+        raise ValueError("scan: output array too small")
+    for k in range(NOUT):
+        out[k] = -1
+    if n < 16:
+        return 0
+    # header block end; only CRLF line ends and ASCII in the header block
+    i = 0
+    while i + 3 < n:
+        if p[i] == 13:
+            if p[i + 1] != 10:
+                return 0
+            if p[i + 2] == 13 and p[i + 3] == 10:
+                hend = i
+                break
+            i += 2
+            continue
+        elif p[i] == 10 or p[i] >= 128 or p[i] == 0:
+            return 0
+        i += 1
+    if hend < 0:
+        return -1 if stream and n < 65536 else 0
+    out[O_HEND] = hend
+    out[O_BODY] = hend + 4
+    # start line
+    e = 0
+    while p[e] != 13:
+        e += 1
+    if e >= 8 and p[0] == 83 and p[1] == 73 and p[2] == 80 and _eq(p, 0, 8, b"sip/2.0 "):
+        # "SIP/2.0 DDD reason" (the full parser tells responses by a literal "SIP/")
+        out[O_REQ] = 0
+        if e < 12 or p[11] != 32:
+            return 0
+        num = _digits(p, 8, 11, 699)
+        if num < 100:
+            return 0
+        out[O_STATUS] = num
+        out[O_R0] = 12
+        out[O_R1] = e
+    else:
+        out[O_REQ] = 1
+        i = 0
+        while i < e and _tok(p[i]):
+            i += 1
+        if i == 0 or i >= e or p[i] != 32:
+            return 0
+        out[O_M0] = 0
+        out[O_M1] = i
+        i += 1
+        k = i
+        while i < e and p[i] != 32:
+            i += 1
+        if i >= e or not _uri(p, k, i, out, -1, -1):
+            return 0
+        out[O_U0] = k
+        out[O_U1] = i
+        if e - i != 8 or not _eq(p, i + 1, e, b"sip/2.0"):
+            return 0
+    # header lines
+    ls = e + 2
+    while ls < hend + 2:
+        e = ls
+        while p[e] != 13:
+            e += 1
+        if p[ls] == 32 or p[ls] == 9:
+            return 0  # folding
+        nh += 1
+        if nh > MAX_HEADERS:
+            return 0
+        c0 = ls
+        while c0 < e and _tok(p[c0]):
+            c0 += 1
+        if c0 == ls or c0 >= e or p[c0] != 58:
+            return 0  # no colon straight after a token name
+        v0 = c0 + 1
+        while v0 < e and (p[v0] == 32 or p[v0] == 9):
+            v0 += 1
+        v1 = e
+        while v1 > v0 and (p[v1 - 1] == 32 or p[v1 - 1] == 9):
+            v1 -= 1
+        bit = 0
+        k = c0 - ls
+        if (k == 3 and _eq(p, ls, c0, b"via")) or (k == 1 and _lower(p[ls]) == 118):
+            if not _via(p, v0, v1, out, (seen & H_VIA) == 0):
+                return 0
+            seen |= H_VIA
+        elif (k == 4 and _eq(p, ls, c0, b"from")) or (k == 1 and _lower(p[ls]) == 102):
+            bit = H_FROM
+            if not _name_addr(p, v0, v1, out, O_FU0, O_FH0, O_FT0):
+                return 0
+        elif (k == 2 and _eq(p, ls, c0, b"to")) or (k == 1 and _lower(p[ls]) == 116):
+            bit = H_TO
+            if not _name_addr(p, v0, v1, out, O_TU0, O_TH0, O_TT0):
+                return 0
+        elif (k == 7 and _eq(p, ls, c0, b"call-id")) or (k == 1 and _lower(p[ls]) == 105):
+            bit = H_CALLID
+            if v0 == v1:
+                return 0
+            for i in range(v0, v1):
+                if p[i] == 32 or p[i] == 9:
+                    return 0
+            out[O_CID0] = v0
+            out[O_CID1] = v1
+        elif k == 4 and _eq(p, ls, c0, b"cseq"):
+            bit = H_CSEQ
+            i = v0
+            while i < v1 and p[i] != 32:
+                i += 1
+            num = _digits(p, v0, i, 2147483647)
+            if num < 0 or i >= v1:
+                return 0
+            out[O_CSEQ] = num
+            i += 1
+            k = i
+            while i < v1 and _tok(p[i]):
+                i += 1
+            if i != v1 or k == v1:
+                return 0
+            out[O_CSM0] = k
+            out[O_CSM1] = v1
+        elif (k == 14 and _eq(p, ls, c0, b"content-length")) or (k == 1 and _lower(p[ls]) == 108):
+            bit = H_CL
+            cl = _digits(p, v0, v1, 1 << 40)
+            if cl < 0:
+                return 0
+            out[O_CL] = cl
+        elif (k == 12 and _eq(p, ls, c0, b"content-type")) or (k == 1 and _lower(p[ls]) == 99):
+            bit = H_CT
+            out[O_CT0] = v0
+            out[O_CT1] = v1
+        elif k == 12 and _eq(p, ls, c0, b"max-forwards"):
+            bit = H_MAXFWD
+            if _digits(p, v0, v1, 255) < 0:
+                return 0
+        elif k == 10 and _eq(p, ls, c0, b"user-agent"):
+            if out[O_UA0] >= 0:
+                return 0
+            out[O_UA0] = v0
+            out[O_UA1] = v1
+        elif k == 6 and _eq(p, ls, c0, b"server"):
+            if out[O_SV0] >= 0:
+                return 0
+            out[O_SV0] = v0
+            out[O_SV1] = v1
+        elif k == 5 and _eq(p, ls, c0, b"x-cid"):
+            if out[O_XC0] < 0:
+                out[O_XC0] = v0
+                out[O_XC1] = v1
+        elif k == 17 and _eq(p, ls, c0, b"p-charging-vector"):
+            if out[O_PC0] < 0:
+                if not _pcv(p, v0, v1, out):
+                    return 0
+        elif (k == 7 and _eq(p, ls, c0, b"contact")) or (k == 1 and _lower(p[ls]) == 109):
+            if not (v1 - v0 == 1 and p[v0] == 42) and not _contact(p, v0, v1, out):
+                return 0
+        elif (k == 7 and _eq(p, ls, c0, b"expires")) or (k == 4 and _eq(p, ls, c0, b"date")):
+            return 0  # value rules live in the full parser
+        elif k == 1:
+            return 0  # other compact forms: let the full parser map them
+        if bit:
+            if seen & bit:
+                return 0  # repeated single-valued header
+            seen |= bit
+        ls = e + 2
+    if (seen & H_REQUIRED) != H_REQUIRED:
+        return 0
+    if out[O_REQ] == 1:
+        # CSeq method must be the request method
+        if out[O_CSM1] - out[O_CSM0] != out[O_M1]:
+            return 0
+        for i in range(out[O_M1]):
+            if p[out[O_CSM0] + i] != p[i]:
+                return 0
+    if out[O_UA0] < 0 and out[O_SV0] >= 0:
+        out[O_UA0] = out[O_SV0]
+        out[O_UA1] = out[O_SV1]
+    cl = out[O_CL]
+    if cl >= 0 and hend + 4 + cl > n:
+        return -1 if stream else 0
+    if cl < 0 and stream:
+        return 0
+    out[O_SEEN] = seen
+    return 1
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _contact(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:]) -> cython.bint:
+    """One plain Contact value; an expires parameter must be a small number."""
+    i: cython.Py_ssize_t
+    for i in range(a, b):
+        if p[i] == 44 or p[i] == 34:  # several contacts or a quoted name: full parser
+            return False
+    out[O_SCR0] = -1
+    out[O_SCR1] = -1
+    if not _name_addr_expires(p, a, b, out):
+        return False
+    if out[O_SCR0] >= 0 and _digits(p, out[O_SCR0], out[O_SCR1], 4294967295) < 0:
+        return False
+    return True
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _name_addr_expires(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t,
+                       out: cython.longlong[:]) -> cython.bint:
+    i: cython.Py_ssize_t = a
+    gt: cython.Py_ssize_t
+    while i < b and p[i] != 60:
+        if not (_tok(p[i]) or p[i] == 32):
+            return False
+        i += 1
+    if i >= b:
+        return False
+    gt = i + 1
+    while gt < b and p[gt] != 62:
+        gt += 1
+    if gt >= b or not _uri(p, i + 1, gt, out, -1, -1):
+        return False
+    return _params(p, gt + 1, b, b"expires", out, O_SCR0)
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _pcv(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:]) -> cython.bint:
+    """P-Charging-Vector: icid-value=X;... (RFC 7315); locate icid-value, quotes stripped."""
+    i: cython.Py_ssize_t = a
+    v0: cython.Py_ssize_t
+    if b - a < 11 or not _eq(p, a, a + 11, b"icid-value="):
+        return False
+    i = a + 11
+    v0 = i
+    if i < b and p[i] == 34:
+        v0 = i + 1
+        i += 1
+        while i < b and p[i] != 34:
+            if p[i] == 92 or p[i] == 59:
+                return False
+            i += 1
+        if i >= b:
+            return False
+        out[O_PC0] = v0
+        out[O_PC1] = i
+        i += 1
+    else:
+        while i < b and p[i] != 59 and p[i] != 32:
+            i += 1
+        if i == v0:
+            return False
+        out[O_PC0] = v0
+        out[O_PC1] = i
+    while i < b and p[i] != 59:
+        if p[i] != 32:
+            return False
+        i += 1
+    return True
+
+
+LAYOUT = {name: value for name, value in (
+    ("NOUT", NOUT), ("O_HEND", O_HEND), ("O_BODY", O_BODY), ("O_REQ", O_REQ), ("O_M0", O_M0),
+    ("O_M1", O_M1), ("O_U0", O_U0), ("O_U1", O_U1), ("O_STATUS", O_STATUS), ("O_R0", O_R0),
+    ("O_R1", O_R1), ("O_CID0", O_CID0), ("O_CID1", O_CID1), ("O_CSEQ", O_CSEQ), ("O_CSM0", O_CSM0),
+    ("O_CSM1", O_CSM1), ("O_FU0", O_FU0), ("O_FU1", O_FU1), ("O_FH0", O_FH0), ("O_FH1", O_FH1),
+    ("O_FT0", O_FT0), ("O_FT1", O_FT1), ("O_TU0", O_TU0), ("O_TU1", O_TU1), ("O_TH0", O_TH0),
+    ("O_TH1", O_TH1), ("O_TT0", O_TT0), ("O_TT1", O_TT1), ("O_VB0", O_VB0), ("O_VB1", O_VB1),
+    ("O_CL", O_CL), ("O_CT0", O_CT0), ("O_CT1", O_CT1), ("O_UA0", O_UA0), ("O_UA1", O_UA1),
+    ("O_XC0", O_XC0), ("O_XC1", O_XC1), ("O_PC0", O_PC0), ("O_PC1", O_PC1))}
+
+
+@cython.cfunc
+def _s(buf: bytes, a: cython.longlong, b: cython.longlong):
+    if a < 0:
+        return None
+    return buf[a:b].decode("latin-1")
+
+
+def fields(buf: bytes, out: cython.longlong[:]) -> dict:
+    """The record fields of a message ``scan`` accepted (names as in the record schema)."""
+    req: cython.bint = out[O_REQ] == 1
+    xc: cython.longlong = out[O_XC0]
+    return {
+        "method": _s(buf, out[O_M0], out[O_M1]) if req else None,
+        "status_code": None if req else out[O_STATUS],
+        "reason_phrase": None if req else _s(buf, out[O_R0], out[O_R1]),
+        "request_uri": _s(buf, out[O_U0], out[O_U1]) if req else None,
+        "call_id": _s(buf, out[O_CID0], out[O_CID1]),
+        "cseq_num": out[O_CSEQ],
+        "cseq_method": _s(buf, out[O_CSM0], out[O_CSM1]),
+        "from_user": _s(buf, out[O_FU0], out[O_FU1]),
+        "from_host": _s(buf, out[O_FH0], out[O_FH1]),
+        "from_tag": _s(buf, out[O_FT0], out[O_FT1]),
+        "to_user": _s(buf, out[O_TU0], out[O_TU1]),
+        "to_host": _s(buf, out[O_TH0], out[O_TH1]),
+        "to_tag": _s(buf, out[O_TT0], out[O_TT1]),
+        "via_branch": _s(buf, out[O_VB0], out[O_VB1]),
+        "user_agent": _s(buf, out[O_UA0], out[O_UA1]),
+        "content_type": _s(buf, out[O_CT0], out[O_CT1]),
+        "correlation_id": _s(buf, xc, out[O_XC1]) if xc >= 0 else _s(buf, out[O_PC0], out[O_PC1]),
+    }

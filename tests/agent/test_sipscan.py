@@ -1,0 +1,91 @@
+"""The SIP fast path must agree with the full parser wherever it accepts a message."""
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otus_agent.capture.pcapfile import open_capture
+from otus_agent.parsers import sip, sipscan
+from otus_agent.pipeline import Pipeline
+from otus_agent.processors.records import Correlator, fast_sip_record, sip_record
+
+from ..conftest import CORPUS, load_pure
+
+
+@pytest.fixture(scope="module")
+def pure_scan():
+    return load_pure("parsers/sipscan.py", "otus_pure_sipscan")
+
+
+def corpus_messages(workload_path) -> list[bytes]:
+    msgs = [p.read_bytes() for p in sorted((CORPUS / "sip-torture").rglob("*.msg"))] if CORPUS.exists() else []
+    files = [workload_path] + (sorted((CORPUS / "pcap" / "sip").glob("*.pcap*")) if CORPUS.exists() else [])
+    for f in files:
+        with open_capture(f) as r:
+            Pipeline(sink=lambda d: msgs.append(d.payload) if d.proto == 17 and sip.looks_like_sip(d.payload)
+                     else None).run(r.batches())
+    return msgs
+
+
+def test_fast_path_agrees_with_full_parser(workload_pcap, pure_scan):
+    msgs = corpus_messages(workload_pcap[0])
+    assert len(msgs) > 1000
+    c = Correlator()
+    o = array("q", bytes(8 * sipscan.LAYOUT["NOUT"]))
+    o2 = array("q", bytes(8 * sipscan.LAYOUT["NOUT"]))
+    accepted = 0
+    for data in msgs:
+        r = sipscan.scan(data, o, False)
+        assert pure_scan.scan(data, o2, False) == r and (r != 1 or o == o2), data[:80]  # both builds agree
+        if r != 1:
+            continue
+        accepted += 1
+        m = sip.parse(data)
+        assert m.defects == [], (data[:200], m.defects)  # the fast path never accepts a flawed message
+        bs, cl = o[sipscan.LAYOUT["O_BODY"]], o[sipscan.LAYOUT["O_CL"]]
+        fast = fast_sip_record(data, o, bs, bs + cl if cl >= 0 else len(data), 1, "a", 1, "b", 2, "udp")
+        assert fast == sip_record(m, 1, "a", 1, "b", 2, "udp", c)
+    assert accepted > 0.8 * len(msgs)
+
+
+def test_stream_mode_framing():
+    one = (b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\n"
+           b"From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n"
+           b"CSeq: 1 OPTIONS\r\nContent-Length: 4\r\n\r\nabcd")
+    o = array("q", bytes(8 * sipscan.LAYOUT["NOUT"]))
+    assert sipscan.scan(one + one, o, True) == 1
+    assert o[sipscan.LAYOUT["O_BODY"]] + o[sipscan.LAYOUT["O_CL"]] == len(one)
+    assert sipscan.scan(one[:-1], o, True) == -1   # body incomplete: wait
+    assert sipscan.scan(one[:60], o, True) == -1   # headers incomplete: wait
+    assert sipscan.scan(one[:-1], o, False) == 0   # a datagram: the full parser flags it
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6), st.integers(0, 400),
+       st.booleans())
+def test_fuzz_both_builds(muts, cut, stream):
+    """Mutated and cut messages: the pure build never raises (every read is guarded), and
+    the compiled build returns the same verdict."""
+    pure = load_pure("parsers/sipscan.py", "otus_pure_sipscan_fuzz")
+    base = bytearray(b'INVITE sip:bob@[2001:db8::1]:5060 SIP/2.0\r\nVia: SIP/2.0/UDP h.example.com:5060;branch=z9\r\n'
+                     b'From: "A" <sip:a@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: x@y\r\n'
+                     b'CSeq: 1 INVITE\r\nContact: <sip:a@192.0.2.1>;expires=60\r\n'
+                     b'P-Charging-Vector: icid-value="ab";orig-ioi=x\r\nContent-Length: 0\r\n\r\n')
+    for pos, val in muts:
+        base[pos % len(base)] = val
+    data = bytes(base[:cut])
+    o1 = array("q", bytes(8 * 48))
+    o2 = array("q", bytes(8 * 48))
+    assert pure.scan(data, o1, stream) == sipscan.scan(data, o2, stream)
+
+
+def test_random_garbage_compiled():
+    rng = random.Random(9)
+    o = array("q", bytes(8 * 48))
+    for _ in range(3000):
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
+        assert sipscan.scan(data, o, rng.random() < 0.5) in (-1, 0, 1)
