@@ -12,13 +12,8 @@ from . import __version__
 from .capture.pcapfile import CaptureFileError, open_capture
 from .pipeline import Datagram, Pipeline, PipelineConfig
 from .processors.records import DEFAULT_CORRELATION
+from .serialize import dumps
 from .sipstage import DEFAULT_PORTS, SipConfig, SipStage
-
-try:
-    from orjson import dumps
-except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
-    def dumps(obj: object) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -61,16 +56,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="otus", description="Otus: packet capture and SIP analysis for VoIP.")
     p.add_argument("--version", action="version", version=f"otus {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    r = sub.add_parser("run", help="turn a capture file (or the built-in demo workload) into SIP records",
-                       description="Read a pcap/pcapng file through the agent pipeline (L2-L4 decoding, "
-                                   "IPv4/IPv6 and TCP reassembly, SIP parsing) and print one JSON record per "
-                                   "SIP message on stdout; a JSON summary goes to stderr at exit.")
+    r = sub.add_parser("run", help="turn live traffic or a capture file into SIP records",
+                       description="Capture live (AF_PACKET ring, kernel BPF filter, fanout workers) or read a "
+                                   "pcap/pcapng file through the agent pipeline (L2-L4 decoding, IPv4/IPv6 and "
+                                   "TCP reassembly, SIP parsing) and print one JSON record per SIP message on "
+                                   "stdout; a JSON summary goes to stderr at exit. SIGINT/SIGTERM stop a live "
+                                   "capture cleanly.")
     src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--interface", "-i", action="append", metavar="IF",
+                     help="capture live on this interface ('any' for all; repeatable); needs CAP_NET_RAW")
     src.add_argument("--pcap", metavar="FILE", help="pcap or pcapng file to read")
     src.add_argument("--demo", action="store_true",
                      help="generate a built-in SIP call workload (fragments, TCP, VLAN, IPv6) and decode it")
     r.add_argument("--demo-calls", type=_positive_int, default=200, metavar="N",
                    help="calls in the demo workload (default 200)")
+    r.add_argument("--filter", "-f", metavar="EXPR", dest="bpf_filter",
+                   help="tcpdump-syntax kernel filter for live capture (default: the SIP ports over UDP/TCP/SCTP "
+                        "plus IP fragments; '' captures everything)")
+    r.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="live capture processes sharing the traffic by flow (PACKET_FANOUT; default 1)")
+    r.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop a live capture after this long")
+    r.add_argument("--max-packets", type=_positive_int, metavar="N",
+                   help="stop a live capture after about N packets (per worker)")
+    r.add_argument("--snaplen", type=_positive_int, default=65535, metavar="BYTES",
+                   help="bytes kept per captured packet (default 65535)")
+    r.add_argument("--promisc", action="store_true", help="put the interfaces in promiscuous mode while capturing")
+    r.add_argument("--ring-block-size", type=_positive_int, default=1 << 20, metavar="BYTES",
+                   help="TPACKET_V3 block size, a power of two (default 1 MiB)")
+    r.add_argument("--ring-blocks", type=_positive_int, default=32, metavar="N",
+                   help="TPACKET_V3 blocks per ring (default 32)")
+    r.add_argument("--block-timeout", type=_positive_int, default=50, metavar="MS",
+                   help="hand a partly filled block over after this many ms (default 50)")
+    r.add_argument("--write-pcap", metavar="PATH",
+                   help="also write captured packets to rotating pcap files PATH_NNNNN.pcap")
+    r.add_argument("--pcap-max-bytes", type=_positive_int, default=100 << 20, metavar="BYTES",
+                   help="size of one --write-pcap file (default 100 MiB)")
+    r.add_argument("--pcap-max-files", type=_positive_int, default=10, metavar="N",
+                   help="--write-pcap files kept; the oldest is deleted (default 10)")
     r.add_argument("--output", metavar="FILE", help="write the JSON lines to FILE instead of stdout")
     r.add_argument("--datagrams", action="store_true",
                    help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) instead of SIP records")
@@ -109,7 +131,7 @@ def _dump_line(d: Datagram) -> str:
     }, separators=(",", ":"))
 
 
-def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
     if args.frag_max_bytes < 65535:
         raise UserError("--frag-max-bytes must be at least 65535 (one whole datagram)")
     if args.frag_max_fragments < 2:
@@ -124,19 +146,45 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         error_records=not args.no_error_records,
         discard_methods=tuple(m.upper() for m in args.discard_method or ()),
         call_summaries=args.calls)
-    out_f: TextIO | None = None
+    if not args.interface:
+        live_only = [opt for opt, used in (("--filter", args.bpf_filter is not None), ("--workers", args.workers != 1),
+                                           ("--duration", args.duration), ("--max-packets", args.max_packets),
+                                           ("--promisc", args.promisc), ("--write-pcap", args.write_pcap)) if used]
+        if live_only:
+            raise UserError(f"{', '.join(live_only)} need --interface (live capture)")
+    out_f = None
     if args.output:
         try:
-            out_f = open(args.output, "w", encoding="utf-8")
+            out_f = open(args.output, "wb")
         except OSError as e:
             raise UserError(f"{args.output}: cannot write: {e.strerror}") from None
-    target = out_f or stdout
-    write = target.write
+    target = out_f or stdout.buffer
+
+    def write(data: bytes) -> None:
+        target.write(data)
+        if args.interface:
+            target.flush()  # live: records leave as they come
+    try:
+        if args.interface:
+            summary = _run_live(args, cfg, sip_cfg, write)
+        else:
+            summary = _run_file(args, cfg, sip_cfg, write)
+        target.flush()
+    finally:
+        if out_f is not None:
+            out_f.close()
+    stderr.write(json.dumps(summary, separators=(",", ":")) + "\n")
+    if summary.get("error"):
+        raise CaptureFileError(summary["error"])
+    return EXIT_OK
+
+
+def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig, write) -> dict:
     stage = None
     if args.datagrams:
-        sink = lambda d: write(_dump_line(d) + "\n")  # noqa: E731
+        sink = lambda d: write(_dump_line(d).encode() + b"\n")  # noqa: E731
     else:
-        stage = SipStage(sip_cfg, lambda rec: write(dumps(rec).decode() + "\n"))
+        stage = SipStage(sip_cfg, lambda rec: write(dumps(rec) + b"\n"))
         sink = stage.on_datagram
     pipe = Pipeline(cfg, sink)
     tmpdir = None
@@ -159,15 +207,37 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         summary = {"file": "demo" if args.demo else path, **pipe.summary()}
         if stage is not None:
             summary["sip"] = stage.summary()
-        stderr.write(json.dumps(summary, separators=(",", ":")) + "\n")
         if error is not None:
-            raise error
+            summary["error"] = str(error)
+        return summary
     finally:
-        if out_f is not None:
-            out_f.close()
         if tmpdir is not None:
             tmpdir.cleanup()
-    return EXIT_OK
+
+
+def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig, write) -> dict:
+    from .capture import afpacket, bpf
+    from .live import LiveConfig, run_live
+    if args.datagrams:
+        raise UserError("--datagrams works with --pcap only")
+    if args.ring_block_size & (args.ring_block_size - 1) or args.ring_block_size < 4096:
+        raise UserError("--ring-block-size must be a power of two of at least 4096")
+    if args.ring_blocks < 2:
+        raise UserError("--ring-blocks must be at least 2")
+    expr = args.bpf_filter if args.bpf_filter is not None else bpf.default_sip_filter(sip_cfg.ports)
+    if args.write_pcap and not os.path.isdir(os.path.dirname(os.path.abspath(args.write_pcap))):
+        raise UserError(f"--write-pcap: directory does not exist: {os.path.dirname(args.write_pcap)}")
+    live = LiveConfig(
+        interfaces=args.interface, filter_expr=expr or None,
+        ring=afpacket.RingConfig(args.ring_block_size, args.ring_blocks, args.block_timeout, args.snaplen,
+                                 args.promisc),
+        workers=args.workers, duration_s=args.duration, max_packets=args.max_packets,
+        pcap_path=args.write_pcap, pcap_max_bytes=args.pcap_max_bytes, pcap_max_files=args.pcap_max_files)
+    try:
+        summary = run_live(live, cfg, sip_cfg, write)
+    except afpacket.CaptureError as e:
+        raise UserError(str(e)) from None
+    return {"interfaces": args.interface, "filter": expr, **summary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,261 @@
+"""Live capture on AF_PACKET with a TPACKET_V3 mmap ring, a kernel BPF filter and fanout.
+
+One ``Ring`` per interface: the socket is created receiving nothing, the
+filter is attached, the ring mapped, and only then is it bound to the
+interface, so no unfiltered packet ever reaches the ring.  Retired blocks
+are copied once (one copy per block, not per packet), indexed by a compiled
+walker into a ``PacketBatch`` and handed back to the kernel at once.
+Several processes can join one fanout group (hash by flow, defragmenting),
+so the fragments and segments of one flow reach one worker.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import select
+import socket
+import struct
+from array import array
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import bpf
+from .pcapfile import PacketBatch
+from .recwalk import walk_tpacket3
+
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_FANOUT = 18
+TPACKET_V3 = 2
+PACKET_MR_PROMISC = 1
+PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_FLAG_DEFRAG = 0x8000
+ETH_P_ALL = 0x0003
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+DLT_RAW = 12
+
+
+class CaptureError(Exception):
+    """Live capture cannot start; the message says why and, where it can, how to fix it."""
+
+
+@dataclass
+class RingConfig:
+    block_size: int = 1 << 20      # bytes per block (a power of two, multiple of the page size)
+    block_count: int = 32          # 32 MiB ring by default
+    block_timeout_ms: int = 50     # a partly filled block is handed over after this long
+    snaplen: int = 65535
+    promiscuous: bool = False
+
+
+def _capture_error(e: OSError, what: str) -> CaptureError:
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return CaptureError(f"{what}: permission denied: live capture needs CAP_NET_RAW "
+                            "(run as root, or grant it: setcap cap_net_raw,cap_net_admin+eip on the "
+                            "Python binary, or AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN in systemd)")
+    return CaptureError(f"{what}: {e.strerror or e}")
+
+
+_libc = None
+
+
+def _bind(sock: socket.socket, ifindex: int, proto: int) -> None:
+    """bind(2) with a raw sockaddr_ll: Python's AF_PACKET addresses cannot say 'all interfaces'."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    # struct sockaddr_ll: family, protocol (network order), ifindex, hatype, pkttype, halen, addr[8]
+    addr = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(proto), ifindex, 0, 0, 0, b"")
+    if _libc.bind(sock.fileno(), ctypes.c_char_p(addr), len(addr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class Ring:
+    """One interface, one AF_PACKET socket, one TPACKET_V3 ring."""
+
+    def __init__(self, interface: str, insns: list | None, config: RingConfig, fanout_group: int | None = None,
+                 batch_size: int = 8192):
+        self.interface = interface
+        self.config = config
+        c = config
+        if c.block_size < mmap.PAGESIZE or c.block_size & (c.block_size - 1) or c.block_count < 2:
+            raise CaptureError("ring: block size must be a power of two >= page size, and block count >= 2")
+        self.any = interface == "any"
+        try:
+            self.ifindex = 0 if self.any else socket.if_nametoindex(interface)
+        except OSError:
+            raise CaptureError(f"no such interface: {interface}") from None
+        self.linktype = LINKTYPE_RAW if self.any else LINKTYPE_ETHERNET
+        try:
+            # protocol 0: receive nothing until bind(), after the filter is in place
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM if self.any else socket.SOCK_RAW, 0)
+        except OSError as e:
+            raise _capture_error(e, f"opening a packet socket on {interface}") from None
+        try:
+            if insns is not None:
+                bpf.attach(self.sock, insns)
+            self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            frame = 2048
+            # tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov, sizeof_priv, feature_req
+            req = struct.pack("IIIIIII", c.block_size, c.block_count, frame, (c.block_size * c.block_count) // frame,
+                              c.block_timeout_ms, 0, 0)
+            self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            self.mm = mmap.mmap(self.sock.fileno(), c.block_size * c.block_count, mmap.MAP_SHARED,
+                                mmap.PROT_READ | mmap.PROT_WRITE)
+            _bind(self.sock, self.ifindex, ETH_P_ALL)  # now packets start to flow
+            if fanout_group is not None:
+                arg = (fanout_group & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
+            if c.promiscuous and not self.any:
+                mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
+                self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)  # dropped with the socket
+        except OSError as e:
+            self.sock.close()
+            raise _capture_error(e, f"setting up capture on {interface}") from None
+        self.block = 0
+        self.kernel_packets = 0
+        self.kernel_drops = 0
+        self.freeze_count = 0
+        self.blocks = 0
+        self.loopback_outgoing_skipped = 0
+        n = batch_size
+        self.offs, self.caplens, self.wirelens, self.ts, self.vlans = (array("q", bytes(8 * n)) for _ in range(5))
+        self.links = array("q", [self.linktype] * n)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def poll_blocks(self) -> Iterator[PacketBatch]:
+        """Every block the kernel has retired, in ring order."""
+        c = self.config
+        mm = self.mm
+        while True:
+            off = self.block * c.block_size
+            status, num, first, blen = struct.unpack_from("IIII", mm, off + 8)
+            if not status & TP_STATUS_USER:
+                return
+            data = mm[off:off + min(blen, c.block_size)]
+            struct.pack_into("I", mm, off + 8, TP_STATUS_KERNEL)  # the copy is ours: hand the block back
+            self.block = (self.block + 1) % c.block_count
+            self.blocks += 1
+            if num == 0:
+                continue
+            if num > len(self.offs):
+                self._grow(num)
+            n, skipped = walk_tpacket3(data, first, num, self.offs, self.caplens, self.wirelens, self.ts,
+                                       self.vlans)
+            self.loopback_outgoing_skipped += skipped
+            if -1 != max(self.vlans[:n], default=-1):
+                data = self._restore_vlans(data, n)
+            yield PacketBatch(data, n, self.offs, self.caplens, self.wirelens, self.ts, self.links)
+
+    def _grow(self, n: int) -> None:
+        self.offs, self.caplens, self.wirelens, self.ts, self.vlans = (array("q", bytes(8 * n)) for _ in range(5))
+        self.links = array("q", [self.linktype] * n)
+
+    def _restore_vlans(self, data: bytes, n: int) -> bytes:
+        """Put back the 802.1Q tags the kernel moved into the frame headers."""
+        extra = bytearray()
+        base = len(data)
+        for i in range(n):
+            v = self.vlans[i]
+            if v < 0 or self.any:
+                continue
+            o = self.offs[i]
+            cap = self.caplens[i]
+            frame = data[o:o + cap]
+            self.offs[i] = base + len(extra)
+            extra += frame[:12] + struct.pack("!HH", v >> 16, v & 0xFFFF) + frame[12:]
+            self.caplens[i] = cap + 4
+            self.wirelens[i] += 4
+        return data + bytes(extra)
+
+    def read_stats(self) -> tuple[int, int]:
+        """PACKET_STATISTICS (reset by each read): accumulate the kernel's counts."""
+        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+        packets, drops, freeze = struct.unpack("III", raw)
+        self.kernel_packets += packets
+        self.kernel_drops += drops
+        self.freeze_count += freeze
+        return self.kernel_packets, self.kernel_drops
+
+    def close(self) -> None:
+        try:
+            self.read_stats()
+        except OSError:
+            pass
+        try:
+            self.mm.close()
+        except (BufferError, ValueError):
+            pass
+        self.sock.close()
+
+
+class LiveCapture:
+    """Several interfaces polled together; yields batches until stopped."""
+
+    def __init__(self, interfaces: list[str], filter_expr: str | None, config: RingConfig | None = None,
+                 fanout_group: int | None = None):
+        self.config = config or RingConfig()
+        self.filter_expr = filter_expr
+        self.rings: list[Ring] = []
+        try:
+            for name in interfaces:
+                insns = None
+                if filter_expr:
+                    any_ = name == "any"
+                    try:
+                        insns = bpf.compile_filter(filter_expr, DLT_RAW if any_ else LINKTYPE_ETHERNET,
+                                                   self.config.snaplen)
+                    except bpf.FilterError as e:
+                        raise CaptureError(f"invalid filter {filter_expr!r}: {e}") from None
+                self.rings.append(Ring(name, insns, self.config, fanout_group))
+        except BaseException:
+            self.close()
+            raise
+        self.poller = select.poll()
+        for r in self.rings:
+            self.poller.register(r.fileno(), select.POLLIN | select.POLLERR)
+
+    def batches(self, timeout_ms: int = 100) -> Iterator[PacketBatch]:
+        """Batches that are ready now (waiting up to ``timeout_ms`` for the first)."""
+        for r in self.rings:
+            yield from r.poll_blocks()
+        self.poller.poll(timeout_ms)
+        for r in self.rings:
+            yield from r.poll_blocks()
+
+    def stats(self) -> dict:
+        pk = dr = 0
+        for r in self.rings:
+            p, d = r.read_stats()
+            pk += p
+            dr += d
+        return {"kernel_packets": pk, "kernel_drops": dr, "blocks": sum(r.blocks for r in self.rings),
+                "loopback_outgoing_skipped": sum(r.loopback_outgoing_skipped for r in self.rings)}
+
+    def close(self) -> None:
+        for r in self.rings:
+            r.close()
+        self.rings = []
+
+
+def check_filter(expr: str) -> None:
+    """Raise CaptureError with libpcap's message when ``expr`` does not compile."""
+    try:
+        bpf.compile_filter(expr, LINKTYPE_ETHERNET)
+    except bpf.FilterError as e:
+        raise CaptureError(f"invalid filter {expr!r}: {e}") from None
+
+
+def fanout_group_id() -> int:
+    return os.getpid() & 0xFFFF

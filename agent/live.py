@@ -1,0 +1,195 @@
+"""Run the pipeline on live interfaces: one process, or N fanout workers.
+
+Each worker owns its rings (joined to one PACKET_FANOUT group, hash by flow
+with defragmentation, so a flow's fragments and segments stay together), its
+pipeline and its SIP stage.  Workers send serialised record lines to the
+parent in batches over a pipe; the parent writes them, restarts a worker that
+dies (``worker_restarts``) and merges the final counters.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Callable
+
+from .capture.afpacket import CaptureError, LiveCapture, RingConfig
+from .capture.pcaprotate import RotatingPcapWriter
+from .pipeline import Pipeline, PipelineConfig
+from .serialize import dumps
+from .sipstage import SipConfig, SipStage
+
+MAX_PENDING_LINES = 4096  # per worker, flushed to the parent at least every batch
+
+
+@dataclass
+class LiveConfig:
+    interfaces: list[str]
+    filter_expr: str | None
+    ring: RingConfig = field(default_factory=RingConfig)
+    workers: int = 1
+    duration_s: float | None = None
+    max_packets: int | None = None
+    pcap_path: str | None = None
+    pcap_max_bytes: int = 100 << 20
+    pcap_max_files: int = 10
+    stats_interval_s: float = 1.0
+
+
+def merge_counts(a: dict, b: dict) -> dict:
+    """Sum two counter trees (ints added, dicts merged, other values from ``b``)."""
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, dict)):
+            out[k] = v
+        elif isinstance(v, dict):
+            out[k] = merge_counts(out.get(k, {}) if isinstance(out.get(k), dict) else {}, v)
+        else:
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.flag = False
+
+    def __call__(self, *_: object) -> None:
+        self.flag = True
+
+
+def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, emit_lines: Callable,
+                  stop: Callable[[], bool], worker: int | None, fanout: int | None) -> dict:
+    """Capture until stopped; returns this process's summary."""
+    lines: list[bytes] = []
+    stage = SipStage(sip_cfg, lambda rec: lines.append(dumps(rec) + b"\n"))
+    pipe = Pipeline(pipe_cfg, stage.on_datagram)
+    cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout)
+    writer = None
+    if cfg.pcap_path:
+        path = cfg.pcap_path if worker is None else f"{cfg.pcap_path.removesuffix('.pcap')}-w{worker}.pcap"
+        writer = RotatingPcapWriter(path, cap.rings[0].linktype, cfg.pcap_max_bytes, cfg.pcap_max_files,
+                                    cfg.ring.snaplen)
+    start = time.monotonic()
+    packets = 0
+    try:
+        while not stop():
+            if cfg.duration_s is not None and time.monotonic() - start >= cfg.duration_s:
+                break
+            for batch in cap.batches(100):
+                pipe.feed(batch)
+                packets += batch.n
+                if writer is not None:
+                    for i in range(batch.n):
+                        writer.write(batch.ts_ns[i], batch.packet(i), batch.wirelens[i])
+                if lines:
+                    emit_lines(b"".join(lines))
+                    lines.clear()
+            if cfg.max_packets is not None and packets >= cfg.max_packets:
+                break
+        # drain what the kernel already holds
+        for batch in cap.batches(0):
+            pipe.feed(batch)
+        stage.finish()
+        if lines:
+            emit_lines(b"".join(lines))
+        kstats = cap.stats()
+    finally:
+        cap.close()
+        if writer is not None:
+            writer.close()
+    s = {**pipe.summary(), "sip": stage.summary(), "kernel": kstats}
+    if writer is not None:
+        s["pcap_out"] = {"packets": writer.packets, "rotations": writer.rotations, "deleted": writer.deleted,
+                         "files": len(writer.files)}
+    return s
+
+
+def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: PipelineConfig,
+                 sip_cfg: SipConfig) -> None:
+    stop = _Stop()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        summary = _capture_loop(cfg, pipe_cfg, sip_cfg, conn.send_bytes, lambda: stop.flag, worker, fanout)
+        conn.send_bytes(b"\0SUMMARY" + json.dumps(summary).encode())
+    except CaptureError as e:
+        conn.send_bytes(b"\0ERROR" + str(e).encode())
+    finally:
+        conn.close()
+
+
+def run_live(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, write: Callable[[bytes], None]) -> dict:
+    """Capture with ``cfg.workers`` processes; records go to ``write``; returns the merged summary.
+
+    SIGINT and SIGTERM stop the capture cleanly (counters flushed, summary returned)."""
+    stop = _Stop()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if cfg.workers <= 1:
+            s = _capture_loop(cfg, pipe_cfg, sip_cfg, write, lambda: stop.flag, None, None)
+            s["workers"] = 1
+            return s
+        return _run_workers(cfg, pipe_cfg, sip_cfg, write, stop)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _run_workers(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, write: Callable[[bytes], None],
+                 stop: _Stop) -> dict:
+    ctx = mp.get_context("fork")
+    fanout = (os.getpid() ^ 0x5A5A) & 0xFFFF
+    procs: dict[int, tuple] = {}
+    restarts = 0
+    summaries: list[dict] = []
+    errors: list[str] = []
+    # one capture up front in this process: bad filter / interface / privilege fail here, once
+    LiveCapture(cfg.interfaces, cfg.filter_expr, RingConfig(block_size=1 << 16, block_count=2)).close()
+
+    def start(i: int) -> None:
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker_main, args=(child_end, i, fanout, cfg, pipe_cfg, sip_cfg), daemon=True)
+        p.start()
+        child_end.close()
+        procs[i] = (p, parent_end, False)
+
+    for i in range(cfg.workers):
+        start(i)
+    deadline = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+    stopping = False
+    while procs:
+        if not stopping and (stop.flag or (deadline is not None and time.monotonic() >= deadline)):
+            stopping = True
+            for p, _, _ in procs.values():
+                p.terminate()  # SIGTERM: the worker drains, flushes and reports
+        for conn in wait([c for _, c, _ in procs.values()], timeout=0.2):
+            i = next(k for k, v in procs.items() if v[1] is conn)
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                p = procs.pop(i)[0]
+                p.join(5)
+                if not stopping and not errors:
+                    restarts += 1
+                    start(i)
+                continue
+            if data.startswith(b"\0SUMMARY"):
+                summaries.append(json.loads(data[8:]))
+            elif data.startswith(b"\0ERROR"):
+                errors.append(data[6:].decode())
+                stop.flag = True
+            else:
+                write(data)
+    if errors:
+        raise CaptureError(errors[0])
+    merged: dict = {}
+    for s in summaries:
+        merged = merge_counts(merged, s)
+    merged["workers"] = cfg.workers
+    merged["worker_restarts"] = restarts
+    merged["per_worker_packets"] = [s.get("packets", 0) for s in summaries]
+    return merged
