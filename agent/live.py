@@ -23,7 +23,7 @@ from .pipeline import Pipeline, PipelineConfig
 from .serialize import dumps
 from .sipstage import SipConfig, SipStage
 
-MAX_PENDING_LINES = 4096  # per worker, flushed to the parent at least every batch
+MAX_RESTARTS = 10  # a worker that keeps dying is a bug, not bad luck: give up and say so
 
 
 @dataclass
@@ -118,6 +118,8 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: Pipe
         conn.send_bytes(b"\0SUMMARY" + json.dumps(summary).encode())
     except CaptureError as e:
         conn.send_bytes(b"\0ERROR" + str(e).encode())
+    except Exception as e:  # report it: the parent prints one line and stops
+        conn.send_bytes(b"\0ERROR" + f"worker {worker} failed: {type(e).__name__}: {e}".encode())
     finally:
         conn.close()
 
@@ -175,7 +177,11 @@ def _run_workers(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, 
                 p.join(5)
                 if not stopping and not errors:
                     restarts += 1
-                    start(i)
+                    if restarts > MAX_RESTARTS:
+                        errors.append(f"capture workers died {restarts} times; giving up")
+                        stop.flag = True
+                    else:
+                        start(i)
                 continue
             if data.startswith(b"\0SUMMARY"):
                 summaries.append(json.loads(data[8:]))

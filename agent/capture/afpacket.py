@@ -114,7 +114,7 @@ class Ring:
             _bind(self.sock, self.ifindex, ETH_P_ALL)  # now packets start to flow
             if fanout_group is not None:
                 arg = (fanout_group & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)
-                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
+                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
             if c.promiscuous and not self.any:
                 mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
                 self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)  # dropped with the socket

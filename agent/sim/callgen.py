@@ -30,6 +30,10 @@ class WorkloadSpec:
     rtp_packets: int = 0              # RTP packets per direction per call
     start_ns: int = 1_700_000_000 * 1_000_000_000
     mtu: int = 1500
+    # (uac, uas) addresses for every call instead of random ones, e.g. a test's own namespaces
+    ipv4_pair: tuple[str, str] | None = None
+    ipv6_pair: tuple[str, str] | None = None
+    mac_pair: tuple[bytes, bytes] | None = None
 
 
 @dataclass
@@ -96,9 +100,16 @@ def generate(f: BinaryIO, spec: WorkloadSpec) -> Workload:
         vlan = rng.randrange(1, 4095) if rng.random() < spec.vlan_ratio else None
         a_txt, a_raw = _addr(rng, v6, 1)
         b_txt, b_raw = _addr(rng, v6, 2)
+        pair = spec.ipv6_pair if v6 else spec.ipv4_pair
+        if pair is not None:
+            fam = socket.AF_INET6 if v6 else socket.AF_INET
+            a_txt, b_txt = pair
+            a_raw, b_raw = socket.inet_pton(fam, a_txt), socket.inet_pton(fam, b_txt)
         a_mac = bytes((2, 0, 0, 0, 1, n % 256))
         b_mac = bytes((2, 0, 0, 0, 2, n % 256))
-        a_port, b_port = 5060, 5060
+        if spec.mac_pair is not None:
+            a_mac, b_mac = spec.mac_pair
+        a_port, b_port = (rng.randrange(20000, 60000) if tcp else 5060), 5060
         call_id = f"{rng.getrandbits(64):016x}@{a_txt}"
         call = GeneratedCall(call_id, "tcp" if tcp else "udp", v6, vlan, large)
         wl.calls.append(call)
