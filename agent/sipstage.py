@@ -13,10 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from array import array
-
 from .parsers import sip
-from .parsers.sipscan import LAYOUT as SCAN, scan
+from .parsers.sipscan import LAYOUT as SCAN, Scanner
 from .pipeline import Datagram
 from .processors.dialogs import DialogTracker
 from .processors.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
@@ -69,7 +67,7 @@ class SipStage:
         self.extra = dict(c.extra) or None
         # the scanner knows the default correlation headers only, and dialogs need full messages
         self.fast = c.fast_path and tuple(c.correlation_headers) == DEFAULT_CORRELATION and not c.call_summaries
-        self._o = array("q", bytes(8 * SCAN["NOUT"]))
+        self._scanner = Scanner()
         self.fast_messages = 0
         self.messages = 0
         self.requests = 0
@@ -120,15 +118,16 @@ class SipStage:
                  src: tuple | None = None) -> int | None:
         """Report the message at the start of ``data``; its length, or None while incomplete."""
         if self.fast:
-            o = self._o
-            r = scan(data, o, stream)
+            sc = self._scanner
+            o = sc.arr
+            r = sc.scan(data, stream)
             if r == -1:
                 return None
             if r == 1:
                 bstart = o[_O_BODY]
                 cl = o[_O_CL]
                 bend = bstart + cl if cl >= 0 else len(data)
-                self._deliver_fast(data, o, bstart, bend, d, transport, src)
+                self._deliver_fast(data, sc, o, bstart, bend, d, transport, src)
                 return bend if stream else len(data)
         m = sip.parse(data, stream=stream, redact=self.config.redact_auth)
         if m is None:
@@ -136,7 +135,7 @@ class SipStage:
         self._deliver(m, d, transport, src)
         return m.length
 
-    def _deliver_fast(self, data: bytes, o, bstart: int, bend: int, d: Datagram, transport: str,
+    def _deliver_fast(self, data: bytes, sc: Scanner, o, bstart: int, bend: int, d: Datagram, transport: str,
                       src: tuple | None) -> None:
         if src is None:
             src = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
@@ -155,7 +154,7 @@ class SipStage:
             if self.discard and data[o[_O_CSM0]:o[_O_CSM1]].decode("latin-1") in self.discard:
                 self.discarded += 1
                 return
-        self.emit(fast_sip_record(data, o, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport,
+        self.emit(fast_sip_record(data, sc, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport,
                                   self.extra))
 
     def _deliver(self, m: sip.SipMessage, d: Datagram, transport: str, src: tuple | None = None) -> None:

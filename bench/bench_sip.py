@@ -11,7 +11,6 @@ import argparse
 import shutil
 import subprocess
 import time
-from array import array
 
 from _common import best_of, workload
 
@@ -19,7 +18,7 @@ from otus_agent.capture.pcapfile import open_capture
 from otus_agent.decode.decoder import COMPILED
 from otus_agent.parsers import sip
 from otus_agent.parsers.sdp import sdp_from_body
-from otus_agent.parsers.sipscan import LAYOUT as SCAN, fields, scan
+from otus_agent.parsers.sipscan import LAYOUT as SCAN, Scanner
 from otus_agent.pipeline import Pipeline
 from otus_agent.sipstage import SipConfig, SipStage
 
@@ -42,13 +41,14 @@ def main() -> None:
         p = Pipeline(sink=lambda d: payloads.append(d.payload) if d.proto == 17 else None)
         p.run(r.batches())
     n_udp = len(payloads)
-    o = array("q", bytes(8 * SCAN["NOUT"]))
+    sc = Scanner()
+    o = sc.arr
     body_at = SCAN["O_BODY"]
 
     def fast():
         for x in payloads:
-            if scan(x, o, False) == 1:
-                f = fields(x, o)
+            if sc.scan(x, False) == 1:
+                f = sc.fields(x)
                 ct = f["content_type"]
                 if ct:
                     sdp_from_body(ct, x[o[body_at]:])

@@ -215,6 +215,7 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
          uslot: cython.int, hslot: cython.int) -> cython.bint:
     """A plain sip:/sips: URI (no IPv6 reference, no headers); user and host located."""
     i: cython.Py_ssize_t
+    k: cython.Py_ssize_t
     at: cython.Py_ssize_t = -1
     h0: cython.Py_ssize_t
     c: cython.uchar
@@ -267,6 +268,7 @@ def _name_addr(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, ou
                uslot: cython.int, hslot: cython.int, tslot: cython.int) -> cython.bint:
     """<uri>, "display" <uri>, token display <uri>, or uri -- then params (tag)."""
     i: cython.Py_ssize_t = a
+    k: cython.Py_ssize_t
     lt: cython.Py_ssize_t = -1
     gt: cython.Py_ssize_t
     c: cython.uchar
@@ -348,6 +350,12 @@ def scan(buf: bytes, out: cython.longlong[:], stream: cython.bint) -> cython.int
 
     For ``stream`` the message may be followed by more data (Content-Length
     frames it) and -1 means "incomplete, wait for more bytes"."""
+    return _scan(buf, out, stream)
+
+
+@cython.cfunc
+def _scan(buf: bytes, out: cython.longlong[:], stream: cython.bint) -> cython.int:
+    """See ``scan``."""
     p: cython.p_uchar
     if cython.compiled:
         p = cython.cast(cython.p_uchar, buf)
@@ -645,6 +653,30 @@ def _s(buf: bytes, a: cython.longlong, b: cython.longlong):
 
 def fields(buf: bytes, out: cython.longlong[:]) -> dict:
     """The record fields of a message ``scan`` accepted (names as in the record schema)."""
+    return _fields(buf, out)
+
+
+@cython.cclass
+class Scanner:
+    """``scan`` and ``fields`` over one output array bound once: a typed buffer is
+    acquired per call otherwise, which costs as much as a short scan."""
+    out: cython.longlong[:]
+    arr = cython.declare(object, visibility="readonly")
+
+    def __init__(self):
+        from array import array
+        self.arr = array("q", bytes(8 * NOUT))
+        self.out = self.arr
+
+    def scan(self, buf: bytes, stream: cython.bint) -> cython.int:
+        return _scan(buf, self.out, stream)
+
+    def fields(self, buf: bytes) -> dict:
+        return _fields(buf, self.out)
+
+
+@cython.cfunc
+def _fields(buf: bytes, out: cython.longlong[:]) -> dict:
     req: cython.bint = out[O_REQ] == 1
     xc: cython.longlong = out[O_XC0]
     return {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..parsers.sdp import sdp_from_body
 from ..parsers.sip import SipMessage, parse_params
-from ..parsers.sipscan import fields
+from ..parsers.sipscan import Scanner
 
 SCHEMA_VERSION = 1
 DEFAULT_CORRELATION = ("X-CID", "P-Charging-Vector;icid-value")
@@ -84,12 +84,12 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
     return rec
 
 
-def fast_sip_record(data: bytes, o, body_start: int, body_end: int, ts: int, src_ip: str, src_port: int,
-                    dst_ip: str, dst_port: int, transport: str, extra: dict | None = None) -> dict:
-    """The same record as ``sip_record``, from the offsets ``sipscan.scan`` found."""
+def fast_sip_record(data: bytes, scanner: Scanner, body_start: int, body_end: int, ts: int, src_ip: str,
+                    src_port: int, dst_ip: str, dst_port: int, transport: str, extra: dict | None = None) -> dict:
+    """The same record as ``sip_record``, from what ``scanner.scan`` found."""
     rec = {"v": SCHEMA_VERSION, "type": "sip", "ts": ts, "src_ip": src_ip, "src_port": src_port,
            "dst_ip": dst_ip, "dst_port": dst_port, "transport": transport}
-    f = fields(data, o)
+    f = scanner.fields(data)
     rec.update(f)
     ct = f["content_type"]
     rec["sdp"] = sdp_from_body(ct, data[body_start:body_end]) if ct and body_end > body_start else None

@@ -47,7 +47,9 @@ def test_fast_path_agrees_with_full_parser(workload_pcap, pure_scan):
         m = sip.parse(data)
         assert m.defects == [], (data[:200], m.defects)  # the fast path never accepts a flawed message
         bs, cl = o[sipscan.LAYOUT["O_BODY"]], o[sipscan.LAYOUT["O_CL"]]
-        fast = fast_sip_record(data, o, bs, bs + cl if cl >= 0 else len(data), 1, "a", 1, "b", 2, "udp")
+        sc = sipscan.Scanner()
+        assert sc.scan(data, False) == 1 and sc.arr == o
+        fast = fast_sip_record(data, sc, bs, bs + cl if cl >= 0 else len(data), 1, "a", 1, "b", 2, "udp")
         assert fast == sip_record(m, 1, "a", 1, "b", 2, "udp", c)
     assert accepted > 0.8 * len(msgs)
 
