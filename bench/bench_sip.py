@@ -60,8 +60,8 @@ def main() -> None:
     count = [0]
 
     def full():
-        out = []
-        st = SipStage(SipConfig(), lambda rec: out.append(dumps(rec)))
+        out = bytearray()  # as the CLI's buffered output: records are not kept as objects
+        st = SipStage(SipConfig(), lambda rec: out.extend(dumps(rec)))
         with open_capture(path) as r:
             Pipeline(sink=st.on_datagram).run(r.batches())
         count[0] = st.messages
