@@ -13,6 +13,7 @@ from .capture.pcapfile import CaptureFileError, open_capture
 from .pipeline import Datagram, Pipeline, PipelineConfig
 from .processors.records import DEFAULT_CORRELATION
 from .serialize import dumps
+from .spec import SpecError
 from .sipstage import DEFAULT_PORTS, SipConfig, SipStage
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -120,6 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fragment bytes in flight before the oldest datagram is evicted (default 32 MiB)")
     r.add_argument("--frag-max-fragments", type=_positive_int, default=1024, metavar="N",
                    help="fragments per datagram before it is dropped (default 1024)")
+    d = sub.add_parser("daemon", help="run the agent daemon (tasks, control socket, metrics)",
+                       description="Run Otus as a long-lived daemon: tasks from the control socket are "
+                                   "captured, persisted in the state directory and restored on restart.")
+    d.add_argument("--config", "-c", metavar="FILE", help="YAML configuration (default: built-in defaults)")
+    v = sub.add_parser("validate", help="check a task file offline (no daemon needed)")
+    v.add_argument("-f", "--file", required=True, metavar="FILE", help="task file (YAML or JSON)")
+    v.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
+    t = sub.add_parser("task", help="create, list, inspect and delete tasks on the running daemon")
+    tsub = t.add_subparsers(dest="task_cmd", metavar="ACTION", required=True)
+    tc = tsub.add_parser("create", help="create a task from a file")
+    tc.add_argument("-f", "--file", required=True, metavar="FILE", help="task file (YAML or JSON)")
+    tsub.add_parser("list", help="list tasks")
+    ts = tsub.add_parser("status", help="one task in detail")
+    ts.add_argument("id")
+    td = tsub.add_parser("delete", help="stop and remove a task")
+    td.add_argument("id")
+    for name, text in (("status", "the daemon's status"), ("stats", "every task's counters"),
+                       ("reload", "re-read the daemon's configuration"), ("stop", "stop the daemon")):
+        sub.add_parser(name, help=text)
+    for sp in [*tsub.choices.values()] + [sub.choices[n] for n in ("status", "stats", "reload", "stop")]:
+        sp.add_argument("--socket", "-s", metavar="PATH", default=None,
+                        help="daemon control socket (default /var/run/otus.sock, or $OTUS_SOCKET)")
+        sp.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
     return p
 
 
@@ -240,6 +264,76 @@ def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
     return {"interfaces": args.interface, "filter": expr, **summary}
 
 
+def _daemon(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .spec import load_config
+    cfg = load_config(args.config)
+    return Daemon(args.config, cfg).run()
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .capture import bpf
+    from .spec import load_task
+    from .task import configs
+    spec = load_task(args.file)
+    live, _, _ = configs(spec)
+    if live.filter_expr:
+        try:
+            bpf.compile_filter(live.filter_expr)
+        except bpf.FilterError as e:
+            raise SpecError(f"{os.path.basename(args.file)}: bpf_filter: {e}") from None
+    if args.output == "json":
+        print(json.dumps({"valid": True, "task": spec.model_dump(mode="json")}))
+    else:
+        print(f"{args.file}: valid task {spec.id!r} on {', '.join(spec.interfaces)}")
+    return EXIT_OK
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def cell(v: object) -> str:
+        if v is None:
+            return "-"
+        return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _control(args: argparse.Namespace) -> int:
+    from .control.uds import request
+    from .spec import load_task
+    path = args.socket or os.environ.get("OTUS_SOCKET") or "/var/run/otus.sock"
+    if args.command == "task":
+        if args.task_cmd == "create":
+            spec = load_task(args.file)
+            payload = {"cmd": "task.create", "spec": spec.model_dump(mode="json")}
+        else:
+            payload = {"cmd": f"task.{args.task_cmd}", **({"id": args.id} if hasattr(args, "id") else {})}
+    else:
+        payload = {"cmd": args.command}
+    try:
+        reply = request(path, payload)
+    except ConnectionError as e:
+        raise UserError(str(e)) from None
+    if not reply.get("ok"):
+        raise UserError(reply.get("error", "request failed"))
+    result = reply["result"]
+    if args.output == "json":
+        print(json.dumps(result))
+    elif isinstance(result, list):
+        print(_table(result, ["id", "status", "interfaces", "packets", "kernel_drops", "sip_messages", "reason"]))
+    elif args.command == "task" and args.task_cmd in ("create", "delete", "status"):
+        print(_table([result], ["id", "status", "interfaces", "packets", "kernel_drops", "sip_messages", "reason"]))
+    elif isinstance(result, dict):
+        for k, v in result.items():
+            print(f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    else:
+        print(result)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -249,7 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, sys.stdout, sys.stderr)
-    except (UserError, CaptureFileError) as e:
+        if args.command == "daemon":
+            return _daemon(args)
+        if args.command == "validate":
+            return _validate(args)
+        if args.command in ("task", "status", "stats", "reload", "stop"):
+            return _control(args)
+    except (UserError, CaptureFileError, SpecError) as e:
         sys.stderr.write(f"otus: error: {e}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -38,6 +38,7 @@ class LiveConfig:
     pcap_max_bytes: int = 100 << 20
     pcap_max_files: int = 10
     stats_interval_s: float = 1.0
+    on_stats: Callable[[dict], None] | None = None  # called with the counters so far, every stats_interval_s
 
 
 def merge_counts(a: dict, b: dict) -> dict:
@@ -62,7 +63,8 @@ class _Stop:
 
 
 def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, emit_lines: Callable,
-                  stop: Callable[[], bool], worker: int | None, fanout: int | None) -> dict:
+                  stop: Callable[[], bool], worker: int | None, fanout: int | None,
+                  on_stats: Callable[[dict], None] | None = None) -> dict:
     """Capture until stopped; returns this process's summary."""
     # serialised records collect in one growing buffer: keeping thousands of small
     # bytes objects alive costs more than serialising them (measured: ~7 us vs ~0.7 us)
@@ -80,9 +82,20 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
         writer = RotatingPcapWriter(path, cap.rings[0].linktype, cfg.pcap_max_bytes, cfg.pcap_max_files,
                                     cfg.ring.snaplen)
     start = time.monotonic()
+    next_stats = start + cfg.stats_interval_s
     packets = 0
+
+    def snapshot() -> dict:
+        s = {**pipe.summary(), "sip": stage.summary(), "kernel": cap.stats()}
+        if writer is not None:
+            s["pcap_out"] = {"packets": writer.packets, "rotations": writer.rotations, "deleted": writer.deleted,
+                             "files": len(writer.files)}
+        return s
     try:
         while not stop():
+            if on_stats is not None and time.monotonic() >= next_stats:
+                next_stats += cfg.stats_interval_s
+                on_stats(snapshot())
             if cfg.duration_s is not None and time.monotonic() - start >= cfg.duration_s:
                 break
             for batch in cap.batches(100):
@@ -102,15 +115,11 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
         stage.finish()
         if lines:
             emit_lines(bytes(lines))
-        kstats = cap.stats()
+        s = snapshot()
     finally:
         cap.close()
         if writer is not None:
             writer.close()
-    s = {**pipe.summary(), "sip": stage.summary(), "kernel": kstats}
-    if writer is not None:
-        s["pcap_out"] = {"packets": writer.packets, "rotations": writer.rotations, "deleted": writer.deleted,
-                         "files": len(writer.files)}
     return s
 
 
@@ -120,7 +129,8 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: Pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, stop)
     try:
-        summary = _capture_loop(cfg, pipe_cfg, sip_cfg, conn.send_bytes, lambda: stop.flag, worker, fanout)
+        summary = _capture_loop(cfg, pipe_cfg, sip_cfg, conn.send_bytes, lambda: stop.flag, worker, fanout,
+                                lambda st: conn.send_bytes(b"\0STATS" + json.dumps(st).encode()))
         conn.send_bytes(b"\0SUMMARY" + json.dumps(summary).encode())
     except CaptureError as e:
         conn.send_bytes(b"\0ERROR" + str(e).encode())
@@ -138,7 +148,7 @@ def run_live(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, writ
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if cfg.workers <= 1:
-            s = _capture_loop(cfg, pipe_cfg, sip_cfg, write, lambda: stop.flag, None, None)
+            s = _capture_loop(cfg, pipe_cfg, sip_cfg, write, lambda: stop.flag, None, None, cfg.on_stats)
             s["workers"] = 1
             return s
         return _run_workers(cfg, pipe_cfg, sip_cfg, write, stop)
@@ -154,6 +164,7 @@ def _run_workers(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, 
     procs: dict[int, tuple] = {}
     restarts = 0
     summaries: list[dict] = []
+    latest: dict[int, dict] = {}
     errors: list[str] = []
     # one capture up front in this process: bad filter / interface / privilege fail here, once
     LiveCapture(cfg.interfaces, cfg.filter_expr, RingConfig(block_size=1 << 16, block_count=2)).close()
@@ -189,7 +200,14 @@ def _run_workers(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, 
                     else:
                         start(i)
                 continue
-            if data.startswith(b"\0SUMMARY"):
+            if data.startswith(b"\0STATS"):
+                latest[i] = json.loads(data[6:])
+                if cfg.on_stats is not None:
+                    merged_now: dict = {}
+                    for st in latest.values():
+                        merged_now = merge_counts(merged_now, st)
+                    cfg.on_stats(merged_now)
+            elif data.startswith(b"\0SUMMARY"):
                 summaries.append(json.loads(data[8:]))
             elif data.startswith(b"\0ERROR"):
                 errors.append(data[6:].decode())

@@ -1,0 +1,108 @@
+"""`otus daemon`: the long-lived agent -- tasks, control socket, metrics, logs.
+
+SIGTERM/SIGINT drain every task (their counters and records flushed) and
+exit; SIGHUP (or `otus reload`) re-reads the configuration file and applies
+what can change at run time (log level and format); tasks persist in the
+state directory and come back on the next start.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+from . import __version__
+from .control.uds import ControlServer
+from .manager import TaskManager
+from .observability import logs, metrics
+from .spec import AgentConfig, SpecError, load_config
+
+log = logging.getLogger("otus.daemon")
+
+
+class Daemon:
+    def __init__(self, config_path: str | None, config: AgentConfig):
+        self.config_path = config_path
+        self.config = config
+        self.started = time.time()
+        self.stopping = threading.Event()
+        o = config.otus
+        logs.setup(o.log.level, o.log.format)
+        try:
+            os.makedirs(o.state_dir, mode=0o750, exist_ok=True)
+        except OSError as e:
+            raise SpecError(f"state directory {o.state_dir}: {e.strerror}") from None
+        self.manager = TaskManager(o.state_dir)
+        self.metrics_server = None
+        if o.metrics.enabled:
+            try:
+                self.metrics_server = metrics.serve(o.metrics.address(), self.manager.snapshot)
+            except OSError as e:
+                raise SpecError(f"metrics listen {o.metrics.listen}: {e.strerror}") from None
+        try:
+            self.control = ControlServer(o.control.socket, o.control.mode, o.control.group, self.manager,
+                                         self.status, self.stats, self.reload, self.stop)
+        except OSError as e:
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+            raise SpecError(f"control socket {o.control.socket}: {e}") from None
+
+    def status(self) -> dict:
+        tasks = self.manager.list()
+        return {"version": __version__, "pid": os.getpid(), "host": socket.gethostname(),
+                "uptime_s": round(time.time() - self.started, 1), "socket": self.config.otus.control.socket,
+                "metrics": self.config.otus.metrics.listen if self.config.otus.metrics.enabled else None,
+                "tasks": len(tasks), "running": sum(1 for t in tasks if t["status"] == "running")}
+
+    def stats(self) -> dict:
+        return {spec.id: {"status": st, **s} for spec, st, s in self.manager.snapshot()}
+
+    def reload(self) -> dict:
+        if self.config_path is None:
+            return {"reloaded": False, "reason": "no configuration file (defaults in use)"}
+        try:
+            new = load_config(self.config_path)
+        except SpecError as e:
+            log.error(f"reload refused: {e}")
+            raise
+        changed = []
+        if new.otus.log != self.config.otus.log:
+            logs.setup(new.otus.log.level, new.otus.log.format)
+            changed.append("log")
+        fixed = [k for k in ("control", "metrics", "state_dir") if getattr(new.otus, k) != getattr(self.config.otus, k)]
+        self.config = new
+        log.info("configuration reloaded")
+        return {"reloaded": True, "applied": changed, "needs_restart": fixed}
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        self.control.start()
+        restored = self.manager.restore()
+        log.info(f"otus daemon {__version__} started; control socket {self.config.otus.control.socket}; "
+                 f"restored tasks: {restored}")
+
+        def on_term(*_: object) -> None:
+            self.stopping.set()
+
+        def on_hup(*_: object) -> None:
+            try:
+                self.reload()
+            except SpecError:
+                pass
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+        while not self.stopping.wait(0.5):
+            pass
+        log.info("stopping: draining tasks")
+        self.manager.shutdown()
+        self.control.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        log.info("stopped")
+        return 0

@@ -1,0 +1,263 @@
+"""The contract: a task (``TaskSpec``) and the daemon's configuration (``AgentConfig``).
+
+Pydantic models, shared by the CLI, the daemon, the Kafka command channel and
+the operator (which renders CaptureTask resources into TaskSpecs).  Unknown
+fields are rejected, so a typo is an error that names the field, not a
+setting silently ignored.  Task files in the older flat form
+(``id``, ``interface``, ``parsers``, ``bpf_filter``) keep working.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TASK_ID_MAX = 63
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SipOptions(_Strict):
+    ports: list[int] = Field(default=[5060, 5061, 5080], min_length=1,
+                             description="ports always parsed as SIP; other ports when the payload looks like SIP")
+    heuristic: bool = Field(default=True, description="also parse payloads that look like SIP on other ports")
+    correlation_headers: list[str] = Field(default=["X-CID", "P-Charging-Vector;icid-value"],
+                                           description="'Header' or 'Header;param'; first found gives correlation_id")
+    redact_authorization: bool = Field(default=True, description="redact Authorization/Proxy-Authorization values")
+    discard_methods: list[str] = Field(default=[], description="methods counted but not reported, e.g. OPTIONS")
+    error_records: bool = Field(default=True, description="emit a record (with 'error') for malformed messages")
+    call_summaries: bool = Field(default=False, description="emit a call summary record when each call ends")
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 1 <= p <= 65535:
+                raise ValueError(f"port {p} out of range 1-65535")
+        return v
+
+    @field_validator("correlation_headers")
+    @classmethod
+    def _corr(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            if not spec.partition(";")[0].strip():
+                raise ValueError(f"bad correlation header {spec!r}: expected 'Header' or 'Header;param'")
+        return v
+
+    @field_validator("discard_methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        return [m.upper() for m in v]
+
+
+class RingOptions(_Strict):
+    block_size: int = Field(default=1 << 20, ge=4096, description="TPACKET_V3 block size, a power of two")
+    blocks: int = Field(default=32, ge=2, le=4096, description="blocks per ring")
+    block_timeout_ms: int = Field(default=50, ge=1, le=10000, description="hand over a partly filled block after")
+
+    @field_validator("block_size")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"{v} is not a power of two")
+        return v
+
+
+class Reporter(_Strict):
+    type: Literal["console", "file"] = Field(description="where records go (kafka and hep: not built yet)")
+    path: str | None = Field(default=None, description="file reporter: JSON-lines file to append to")
+
+    @model_validator(mode="after")
+    def _path(self) -> "Reporter":
+        if self.type == "file" and not self.path:
+            raise ValueError("a file reporter needs 'path'")
+        if self.type == "console" and self.path:
+            raise ValueError("a console reporter takes no 'path'")
+        return self
+
+
+class Limits(_Strict):
+    duration_s: float | None = Field(default=None, gt=0, description="stop the task after this many seconds")
+    max_packets: int | None = Field(default=None, gt=0, description="stop after about this many packets")
+
+
+class TaskSpec(_Strict):
+    id: str = Field(min_length=1, max_length=TASK_ID_MAX,
+                    description="unique task name: lower-case letters, digits and '-' (a DNS label)")
+    interfaces: list[str] = Field(default=[], description="interfaces to capture on ('any' for all)")
+    interface: str | None = Field(default=None, description="a single interface (older task files)")
+    bpf_filter: str | None = Field(default=None, description="tcpdump-syntax kernel filter; default: SIP ports + "
+                                                             "IP fragments")
+    parsers: list[Literal["sip"]] = Field(default=["sip"], description="application parsers (sip)")
+    sip: SipOptions = Field(default_factory=SipOptions)
+    snaplen: int = Field(default=65535, ge=64, le=262144)
+    workers: int = Field(default=1, ge=1, le=64, description="capture processes sharing the traffic (fanout)")
+    promiscuous: bool = False
+    ring: RingOptions = Field(default_factory=RingOptions)
+    reporters: list[Reporter] = Field(default_factory=lambda: [Reporter(type="console")], min_length=1)
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        ok = all(c.isascii() and (c.islower() or c.isdigit() or c == "-") for c in v)
+        if not ok or v.startswith("-") or v.endswith("-"):
+            raise ValueError("must be lower-case letters, digits and '-', not starting or ending with '-'")
+        return v
+
+    @field_validator("interfaces")
+    @classmethod
+    def _ifaces(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or len(name) > 15 or "/" in name or " " in name or "\0" in name:
+                raise ValueError(f"bad interface name {name!r}")
+        if len(set(v)) != len(v):
+            raise ValueError("an interface is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _one_interface_list(self) -> "TaskSpec":
+        if self.interface is not None:
+            if self.interfaces and self.interfaces != [self.interface]:
+                raise ValueError("give either 'interface' or 'interfaces', not both")
+            object.__setattr__(self, "interfaces", [self.interface])
+            object.__setattr__(self, "interface", None)
+            TaskSpec._ifaces(self.interfaces)
+        if not self.interfaces:
+            raise ValueError("no interface: set 'interfaces' (or 'interface')")
+        return self
+
+
+class ControlConfig(_Strict):
+    socket: str = "/var/run/otus.sock"
+    mode: int = Field(default=0o660, ge=0, le=0o777, description="socket file permissions")
+    group: str | None = Field(default=None, description="group owning the socket; its members may use it")
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    listen: str = ":9091"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected [HOST]:PORT, got {v!r}")
+        return v
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class LokiOutput(_Strict):
+    enabled: bool = False
+    endpoint: str = "http://loki:3100/loki/api/v1/push"
+
+
+class LogOutputs(_Strict):
+    loki: LokiOutput = Field(default_factory=LokiOutput)
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    outputs: LogOutputs = Field(default_factory=LogOutputs)
+
+
+class KafkaDefaults(_Strict):
+    brokers: list[str] = []
+
+
+class CommandKafka(_Strict):
+    topic: str = "otus-commands"
+
+
+class CommandChannel(_Strict):
+    enabled: bool = False
+    type: Literal["kafka"] = "kafka"
+    kafka: CommandKafka = Field(default_factory=CommandKafka)
+
+
+class OtusSection(_Strict):
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    kafka: KafkaDefaults = Field(default_factory=KafkaDefaults)
+    command_channel: CommandChannel = Field(default_factory=CommandChannel)
+    state_dir: str = "/var/lib/otus"
+
+
+class AgentConfig(_Strict):
+    otus: OtusSection = Field(default_factory=OtusSection)
+
+
+class SpecError(Exception):
+    """A task or config file that is not valid; one line per problem, each naming the field."""
+
+
+def describe(e: ValidationError, what: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{what}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _load_mapping(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read: {e}") from None
+    if path.endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{path}: not valid JSON: line {e.lineno}: {e.msg}") from None
+    import yaml
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise SpecError(f"{path}: not valid YAML: {where}{getattr(e, 'problem', None) or e}") from None
+
+
+def task_from_dict(data: Any, what: str = "task") -> TaskSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{what}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(describe(e, what)) from None
+
+
+def load_task(path: str) -> TaskSpec:
+    return task_from_dict(_load_mapping(path), os.path.basename(path))
+
+
+def load_config(path: str | None) -> AgentConfig:
+    if path is None:
+        return AgentConfig()
+    data = _load_mapping(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping with an 'otus' section")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(describe(e, os.path.basename(path))) from None

@@ -1,0 +1,97 @@
+"""One task: a TaskSpec turned into a running capture pipeline in a process of its own.
+
+A task process captures, parses and reports; it sends the manager its
+counters every second and a final summary, or an error.  Because each task is
+a separate process, a task that fails (bad interface, crash) cannot take the
+daemon or the other tasks down.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Callable
+
+from .capture import bpf
+from .capture.afpacket import CaptureError, RingConfig
+from .live import LiveConfig, run_live
+from .pipeline import PipelineConfig
+from .sipstage import SipConfig
+from .spec import TaskSpec
+
+
+def configs(spec: TaskSpec) -> tuple[LiveConfig, PipelineConfig, SipConfig]:
+    s = spec.sip
+    sip_cfg = SipConfig(ports=tuple(s.ports), heuristic=s.heuristic, correlation_headers=tuple(s.correlation_headers),
+                        redact_auth=s.redact_authorization, error_records=s.error_records,
+                        discard_methods=tuple(s.discard_methods), call_summaries=s.call_summaries,
+                        extra={"task": spec.id, "agent": socket.gethostname()})
+    expr = spec.bpf_filter if spec.bpf_filter is not None else bpf.default_sip_filter(tuple(s.ports))
+    live = LiveConfig(interfaces=list(spec.interfaces), filter_expr=expr or None,
+                      ring=RingConfig(spec.ring.block_size, spec.ring.blocks, spec.ring.block_timeout_ms, spec.snaplen,
+                                      spec.promiscuous),
+                      workers=spec.workers, duration_s=spec.limits.duration_s, max_packets=spec.limits.max_packets)
+    return live, PipelineConfig(), sip_cfg
+
+
+def preflight(spec: TaskSpec) -> None:
+    """What can be checked before starting: interfaces exist, the filter compiles."""
+    for name in spec.interfaces:
+        if name != "any":
+            try:
+                socket.if_nametoindex(name)
+            except OSError:
+                raise CaptureError(f"no such interface: {name}") from None
+    live, _, _ = configs(spec)
+    if live.filter_expr:
+        try:
+            bpf.compile_filter(live.filter_expr)
+        except bpf.FilterError as e:
+            raise CaptureError(f"invalid filter {live.filter_expr!r}: {e}") from None
+
+
+class Reporters:
+    """Console and file outputs of one task; each write is one whole batch of lines."""
+
+    def __init__(self, spec: TaskSpec):
+        self.outs = []
+        for r in spec.reporters:
+            if r.type == "console":
+                self.outs.append(sys.stdout.buffer)
+            else:
+                self.outs.append(open(r.path, "ab"))
+
+    def write(self, data: bytes) -> None:
+        for o in self.outs:
+            o.write(data)
+            o.flush()
+
+    def close(self) -> None:
+        for o in self.outs:
+            if o is not sys.stdout.buffer:
+                o.close()
+
+
+def task_main(conn, spec_json: str) -> None:
+    """Entry point of a task process (forked by the manager)."""
+    spec = TaskSpec.model_validate_json(spec_json)
+    send: Callable[[tuple], None] = conn.send
+    try:
+        reporters = Reporters(spec)
+    except OSError as e:
+        send(("error", f"cannot open reporter output: {e}"))
+        conn.close()
+        return
+    try:
+        live, pipe_cfg, sip_cfg = configs(spec)
+        live.on_stats = lambda st: send(("stats", st))
+        summary = run_live(live, pipe_cfg, sip_cfg, reporters.write)
+        send(("done", summary))
+    except CaptureError as e:
+        send(("error", str(e)))
+    except Exception as e:  # reported as the task's failure reason, never silent
+        send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        reporters.close()
+        conn.close()
+        os._exit(0)
