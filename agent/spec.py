@@ -137,6 +137,18 @@ class ControlConfig(_Strict):
     mode: int = Field(default=0o660, ge=0, le=0o777, description="socket file permissions")
     group: str | None = Field(default=None, description="group owning the socket; its members may use it")
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _octal(cls, v: Any) -> Any:
+        """'0660', '0o660' and '660' are octal, as in chmod."""
+        if isinstance(v, str):
+            text = v.strip().lower().removeprefix("0o")
+            try:
+                return int(text, 8)
+            except ValueError:
+                raise ValueError(f"not an octal file mode: {v!r}") from None
+        return v
+
 
 class MetricsConfig(_Strict):
     enabled: bool = True
