@@ -1,0 +1,119 @@
+"""TaskSpec / AgentConfig: the user's files as they are, and errors that name the field."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from otus_agent.control.protocol import ProtocolError, parse_request
+from otus_agent.spec import AgentConfig, SpecError, TaskSpec, load_config, load_task, task_from_dict
+
+ROOT_CONFIG = """otus:
+  control:
+    socket: /var/run/otus.sock
+  metrics:
+    enabled: true
+    listen: ":9091"
+  log:
+    level: info
+    format: json
+    outputs:
+      loki:
+        enabled: false
+        endpoint: "http://loki:3100/loki/api/v1/push"
+  kafka:
+    brokers:
+      - "kafka:9092"
+  command_channel:
+    enabled: true
+    type: kafka
+    kafka:
+      topic: otus-commands
+"""
+
+LEGACY_TASK = """id: sip-capture
+interface: eth0
+parsers:
+  - sip
+bpf_filter: "udp port 5060"
+"""
+
+
+def test_users_existing_files_load_as_they_are(tmp_path):
+    (tmp_path / "otus.yaml").write_text(ROOT_CONFIG)
+    c = load_config(str(tmp_path / "otus.yaml"))
+    assert c.otus.control.socket == "/var/run/otus.sock" and c.otus.metrics.address() == ("0.0.0.0", 9091)
+    assert c.otus.kafka.brokers == ["kafka:9092"] and c.otus.command_channel.kafka.topic == "otus-commands"
+    assert c.otus.state_dir == "/var/lib/otus"
+    (tmp_path / "task.yaml").write_text(LEGACY_TASK)
+    t = load_task(str(tmp_path / "task.yaml"))
+    assert (t.id, t.interfaces, t.parsers, t.bpf_filter) == ("sip-capture", ["eth0"], ["sip"], "udp port 5060")
+    assert t.sip.ports == [5060, 5061, 5080] and t.reporters[0].type == "console"
+    (tmp_path / "task.json").write_text(json.dumps({"id": "j1", "interfaces": ["eth0", "eth1"]}))
+    assert load_task(str(tmp_path / "task.json")).interfaces == ["eth0", "eth1"]
+    assert AgentConfig().otus.control.mode == 0o660
+
+
+@pytest.mark.parametrize("data,needle", [
+    ({"interface": "eth0"}, "task: id: Field required"),
+    ({"id": "Bad_Id", "interface": "eth0"}, "task: id: must be lower-case"),
+    ({"id": "a"}, "no interface"),
+    ({"id": "a", "interface": "eth0", "interfaces": ["eth1"]}, "either 'interface' or 'interfaces'"),
+    ({"id": "a", "interfaces": ["eth0", "eth0"]}, "listed twice"),
+    ({"id": "a", "interfaces": ["a/b"]}, "bad interface name"),
+    ({"id": "a", "interface": "eth0", "parsers": ["dns"]}, "task: parsers.0: Input should be 'sip'"),
+    ({"id": "a", "interface": "eth0", "workers": 0}, "task: workers: Input should be greater than or equal to 1"),
+    ({"id": "a", "interface": "eth0", "sip": {"ports": [70000]}}, "task: sip.ports: port 70000 out of range"),
+    ({"id": "a", "interface": "eth0", "ring": {"block_size": 5000}}, "task: ring.block_size: 5000 is not a power"),
+    ({"id": "a", "interface": "eth0", "reporters": [{"type": "file"}]}, "a file reporter needs 'path'"),
+    ({"id": "a", "interface": "eth0", "limits": {"duration_s": -1}}, "task: limits.duration_s"),
+    ({"id": "a", "interface": "eth0", "bpf_fliter": "udp"}, "task: bpf_fliter: unknown field"),
+    ([1, 2], "expected a mapping"),
+])
+def test_bad_tasks_name_the_field(data, needle):
+    with pytest.raises(SpecError) as e:
+        task_from_dict(data)
+    assert needle in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("otus:\n  metrics:\n    listen: nope\n", "otus.metrics.listen: expected [HOST]:PORT"),
+    ("otus:\n  log:\n    level: loud\n", "otus.log.level"),
+    ("otus:\n  control:\n    mode: 0o999\n", "not an octal file mode"),
+    ("otus: [\n", "not valid YAML"),
+    ("- 1\n", "expected a mapping"),
+    ("otus:\n  colour: blue\n", "otus.colour: unknown field"),
+])
+def test_bad_configs(tmp_path, text, needle):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(SpecError) as e:
+        load_config(str(tmp_path / "c.yaml"))
+    assert needle in str(e.value), str(e.value)
+
+
+def test_missing_files():
+    with pytest.raises(SpecError, match="no such file"):
+        load_task("/nonexistent/task.yaml")
+    with pytest.raises(SpecError, match="no such file"):
+        load_config("/nonexistent/otus.yaml")
+
+
+@pytest.mark.parametrize("line,needle", [
+    (b"not json", "not JSON"),
+    (b"[1]", "JSON object"),
+    (b'{"cmd": "format.disk"}', "cmd"),
+    (b'{"cmd": "task.create"}', "needs 'spec'"),
+    (b'{"cmd": "task.delete"}', "needs 'id'"),
+    (b'{"cmd": "task.create", "spec": {"id": "x"}}', "no interface"),
+    (b'{"cmd": "task.list", "extra": 1}', "unknown field"),
+    (b"x" * (2 << 20), "too large"),
+])
+def test_control_requests_validated(line, needle):
+    with pytest.raises(ProtocolError) as e:
+        parse_request(line)
+    assert needle in str(e.value)
+
+
+def test_control_request_ok():
+    req, spec = parse_request(b'{"cmd": "task.create", "spec": {"id": "t1", "interface": "lo"}}')
+    assert req.cmd == "task.create" and isinstance(spec, TaskSpec) and spec.interfaces == ["lo"]
