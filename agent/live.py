@@ -23,7 +23,27 @@ from .pipeline import Pipeline, PipelineConfig
 from .serialize import dumps
 from .sipstage import SipConfig, SipStage
 
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MAX_RESTARTS = 10  # a worker that keeps dying is a bug, not bad luck: give up and say so
+
+
+class Histogram:
+    """A fixed-bucket latency histogram that sums across workers like any other counter."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, v: float) -> None:
+        i = 0
+        while i < len(LATENCY_BUCKETS) and v > LATENCY_BUCKETS[i]:
+            i += 1
+        self.counts[i] += 1
+        self.total += v
+
+    def as_dict(self) -> dict:
+        return {"buckets": dict(zip([str(b) for b in LATENCY_BUCKETS] + ["+Inf"], self.counts)),
+                "sum": self.total, "count": sum(self.counts)}
 
 
 @dataclass
@@ -84,9 +104,12 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
     start = time.monotonic()
     next_stats = start + cfg.stats_interval_s
     packets = 0
+    # stage latencies: a batch's processing time, and capture time to records written
+    lat_batch, lat_e2e = Histogram(), Histogram()
 
     def snapshot() -> dict:
-        s = {**pipe.summary(), "sip": stage.summary(), "kernel": cap.stats()}
+        s = {**pipe.summary(), "sip": stage.summary(), "kernel": cap.stats(),
+             "latency": {"batch": lat_batch.as_dict(), "capture_to_record": lat_e2e.as_dict()}}
         if writer is not None:
             s["pcap_out"] = {"packets": writer.packets, "rotations": writer.rotations, "deleted": writer.deleted,
                              "files": len(writer.files)}
@@ -99,6 +122,7 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
             if cfg.duration_s is not None and time.monotonic() - start >= cfg.duration_s:
                 break
             for batch in cap.batches(100):
+                t0 = time.perf_counter()
                 pipe.feed(batch)
                 packets += batch.n
                 if writer is not None:
@@ -107,6 +131,9 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
                 if lines:
                     emit_lines(bytes(lines))
                     lines.clear()
+                lat_batch.observe(time.perf_counter() - t0)
+                if batch.n:
+                    lat_e2e.observe(max(0.0, time.time() - batch.ts_ns[batch.n - 1] / 1e9))
             if cfg.max_packets is not None and packets >= cfg.max_packets:
                 break
         # drain what the kernel already holds

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 STATUSES = ("starting", "running", "completed", "failed", "stopped")
 
@@ -31,6 +31,9 @@ class TaskCollector:
         bad = CounterMetricFamily("otus_sip_malformed", "Malformed SIP messages by reason", labels=["task", "reason"])
         decode_drop = CounterMetricFamily("otus_decode_drops", "Packets dropped at decode, by reason",
                                           labels=["task", "reason"])
+        latency = HistogramMetricFamily("otus_pipeline_latency_seconds",
+                                        "Per batch: processing time (stage=batch) and capture to records written "
+                                        "(stage=capture_to_record)", labels=["task", "stage"])
         for spec, st, s in self.snapshot():
             t = spec.id
             for name in STATUSES:
@@ -62,7 +65,15 @@ class TaskCollector:
                 bad.add_metric([t, reason], n)
             for reason, n in s.get("drops", {}).items():
                 decode_drop.add_metric([t, reason], n)
-        return [pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop]
+            for stage_name, h in s.get("latency", {}).items():
+                acc = 0
+                buckets = []
+                for le, n in h.get("buckets", {}).items():
+                    acc += n
+                    buckets.append((le, acc))
+                if buckets:
+                    latency.add_metric([t, stage_name], buckets, h.get("sum", 0.0))
+        return [pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency]
 
 
 def serve(address: tuple[str, int], snapshot: Callable[[], list]):

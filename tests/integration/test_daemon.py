@@ -116,6 +116,7 @@ def test_two_tasks_metrics_delete_restart_restore(tmp_path):
                     'otus_sip_requests_total{method="OPTIONS",task="one"} 20.0')
             m = wait_for(lambda: (lambda t: t if all(w in t for w in want) else None)(d.metrics()))
             assert 'otus_task_status{status="running",task="one"} 1.0' in m
+            assert 'otus_pipeline_latency_seconds_count{stage="batch",task="one"}' in m
             tasks = json.loads(otus(d.sock, "task", "list").stdout)
             assert {t["id"]: t["sip_messages"] for t in tasks} == {"one": 20, "two": 30}
             otus(d.sock, "task", "delete", "one")
