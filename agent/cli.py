@@ -12,7 +12,6 @@ from . import __version__
 from .capture.pcapfile import CaptureFileError, open_capture
 from .pipeline import Datagram, Pipeline, PipelineConfig
 from .processors.records import DEFAULT_CORRELATION
-from .serialize import dumps
 from .spec import SpecError
 from .sipstage import DEFAULT_PORTS, SipConfig, SipStage
 
@@ -95,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pcap-max-files", type=_positive_int, default=10, metavar="N",
                    help="--write-pcap files kept; the oldest is deleted (default 10)")
     r.add_argument("--output", metavar="FILE", help="write the JSON lines to FILE instead of stdout")
+    r.add_argument("--kafka-brokers", metavar="HOST:PORT[,...]",
+                   help="send records to Kafka (key = Call-ID; idempotent, acks=all, lz4) instead of stdout")
+    r.add_argument("--kafka-topic", default="otus-sip", metavar="TOPIC",
+                   help="Kafka topic; '{task}' is replaced by the task name (default otus-sip)")
+    r.add_argument("--console", action="store_true", help="with --kafka-brokers, also print the records")
+    r.add_argument("--spool-dir", metavar="DIR",
+                   help="disk spool for records not yet confirmed by Kafka (default /var/lib/otus/spool as root, "
+                        "else ~/.local/state/otus/spool); what it holds is sent at the next start")
+    r.add_argument("--spool-max-bytes", type=_positive_int, default=1 << 30, metavar="BYTES",
+                   help="spool size limit (default 1 GiB)")
+    r.add_argument("--spool-full", choices=("drop-newest", "block"), default="drop-newest",
+                   help="when the spool is full: drop new records (counted) or block the capture (default drop-newest)")
+    r.add_argument("--kafka-flush-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="at exit, wait this long for Kafka to confirm everything (the rest stays spooled)")
     r.add_argument("--datagrams", action="store_true",
                    help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) instead of SIP records")
     r.add_argument("--calls", action="store_true",
@@ -203,12 +216,48 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
     return EXIT_OK
 
 
+def _kafka_settings(args: argparse.Namespace):
+    import logging
+
+    from .reporters.sink import KafkaSettings
+    if not args.kafka_brokers:
+        if args.console:
+            raise UserError("--console goes with --kafka-brokers")
+        return None
+    brokers = [b.strip() for b in args.kafka_brokers.split(",") if b.strip()]
+    for b in brokers:
+        host, sep, port = b.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise UserError(f"--kafka-brokers: expected HOST:PORT, got {b!r}")
+    spool = args.spool_dir or ("/var/lib/otus/spool" if os.geteuid() == 0 else
+                               os.path.expanduser("~/.local/state/otus/spool"))
+    import importlib.util
+    if importlib.util.find_spec("confluent_kafka") is None:
+        raise UserError("Kafka output needs confluent-kafka: pip install confluent-kafka")
+    # `otus run` keeps stderr for its summary: broker state shows there (kafka_* counters)
+    rd = logging.getLogger("otus.kafka.librdkafka")
+    rd.addHandler(logging.NullHandler())
+    rd.propagate = False
+    return KafkaSettings(brokers, args.kafka_topic, spool, args.spool_max_bytes, args.spool_full,
+                         args.kafka_flush_timeout)
+
+
 def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig, write) -> dict:
+    from .reporters.sink import RecordSink
     stage = None
+    out = None
+    kafka = _kafka_settings(args)
     if args.datagrams:
+        if kafka is not None:
+            raise UserError("--datagrams cannot go to Kafka")
         sink = lambda d: write(_dump_line(d).encode() + b"\n")  # noqa: E731
     else:
-        stage = SipStage(sip_cfg, lambda rec: write(dumps(rec) + b"\n"))
+        try:
+            out = RecordSink(write if (kafka is None or args.console) else None,
+                             kafka.reporter("run", None) if kafka is not None else None)
+        except (OSError, ValueError) as e:
+            raise UserError(f"kafka reporter: {e}") from None
+        stage = SipStage(sip_cfg, out.emit)
         sink = stage.on_datagram
     pipe = Pipeline(cfg, sink)
     tmpdir = None
@@ -231,6 +280,7 @@ def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
         summary = {"file": "demo" if args.demo else path, **pipe.summary()}
         if stage is not None:
             summary["sip"] = stage.summary()
+            summary["report"] = out.close(kafka.flush_timeout_s if kafka is not None else 0)
         if error is not None:
             summary["error"] = str(error)
         return summary
@@ -257,6 +307,8 @@ def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
                                  args.promisc),
         workers=args.workers, duration_s=args.duration, max_packets=args.max_packets,
         pcap_path=args.write_pcap, pcap_max_bytes=args.pcap_max_bytes, pcap_max_files=args.pcap_max_files)
+    live.kafka = _kafka_settings(args)
+    live.lines = live.kafka is None or args.console
     try:
         summary = run_live(live, cfg, sip_cfg, write)
     except afpacket.CaptureError as e:

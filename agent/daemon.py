@@ -35,7 +35,7 @@ class Daemon:
             os.makedirs(o.state_dir, mode=0o750, exist_ok=True)
         except OSError as e:
             raise SpecError(f"state directory {o.state_dir}: {e.strerror}") from None
-        self.manager = TaskManager(o.state_dir)
+        self.manager = TaskManager(o.state_dir, o.kafka.brokers)
         self.metrics_server = None
         if o.metrics.enabled:
             try:

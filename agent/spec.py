@@ -68,15 +68,23 @@ class RingOptions(_Strict):
 
 
 class Reporter(_Strict):
-    type: Literal["console", "file"] = Field(description="where records go (kafka and hep: not built yet)")
+    type: Literal["console", "file", "kafka"] = Field(description="where records go (hep: not built yet)")
     path: str | None = Field(default=None, description="file reporter: JSON-lines file to append to")
+    brokers: list[str] = Field(default=[], description="kafka: HOST:PORT list (default: the daemon's kafka.brokers)")
+    topic: str = Field(default="otus-{task}", description="kafka: topic; '{task}' becomes the task id")
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="kafka: disk spool limit")
+    spool_full: Literal["drop-newest", "block"] = Field(default="drop-newest", description="kafka: when full")
 
     @model_validator(mode="after")
     def _path(self) -> "Reporter":
         if self.type == "file" and not self.path:
             raise ValueError("a file reporter needs 'path'")
-        if self.type == "console" and self.path:
-            raise ValueError("a console reporter takes no 'path'")
+        if self.type != "file" and self.path:
+            raise ValueError(f"a {self.type} reporter takes no 'path'")
+        for b in self.brokers:
+            host, sep, port = b.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"broker {b!r}: expected HOST:PORT")
         return self
 
 
@@ -99,6 +107,13 @@ class TaskSpec(_Strict):
     promiscuous: bool = False
     ring: RingOptions = Field(default_factory=RingOptions)
     reporters: list[Reporter] = Field(default_factory=lambda: [Reporter(type="console")], min_length=1)
+
+    @field_validator("reporters")
+    @classmethod
+    def _one_kafka(cls, v: list[Reporter]) -> list[Reporter]:
+        if sum(1 for r in v if r.type == "kafka") > 1:
+            raise ValueError("at most one kafka reporter per task")
+        return v
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("id")

@@ -16,11 +16,13 @@ from .capture import bpf
 from .capture.afpacket import CaptureError, RingConfig
 from .live import LiveConfig, run_live
 from .pipeline import PipelineConfig
+from .reporters.sink import KafkaSettings
 from .sipstage import SipConfig
 from .spec import TaskSpec
 
 
-def configs(spec: TaskSpec) -> tuple[LiveConfig, PipelineConfig, SipConfig]:
+def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
+            state_dir: str = "/var/lib/otus") -> tuple[LiveConfig, PipelineConfig, SipConfig]:
     s = spec.sip
     sip_cfg = SipConfig(ports=tuple(s.ports), heuristic=s.heuristic, correlation_headers=tuple(s.correlation_headers),
                         redact_auth=s.redact_authorization, error_records=s.error_records,
@@ -30,7 +32,13 @@ def configs(spec: TaskSpec) -> tuple[LiveConfig, PipelineConfig, SipConfig]:
     live = LiveConfig(interfaces=list(spec.interfaces), filter_expr=expr or None,
                       ring=RingConfig(spec.ring.block_size, spec.ring.blocks, spec.ring.block_timeout_ms, spec.snaplen,
                                       spec.promiscuous),
-                      workers=spec.workers, duration_s=spec.limits.duration_s, max_packets=spec.limits.max_packets)
+                      workers=spec.workers, duration_s=spec.limits.duration_s, max_packets=spec.limits.max_packets,
+                      task=spec.id)
+    for r in spec.reporters:
+        if r.type == "kafka":
+            live.kafka = KafkaSettings(r.brokers or list(kafka_defaults or []), r.topic,
+                                       os.path.join(state_dir, "spool"), r.spool_max_bytes, r.spool_full)
+    live.lines = any(r.type != "kafka" for r in spec.reporters)
     return live, PipelineConfig(), sip_cfg
 
 
@@ -58,7 +66,7 @@ class Reporters:
         for r in spec.reporters:
             if r.type == "console":
                 self.outs.append(sys.stdout.buffer)
-            else:
+            elif r.type == "file":
                 self.outs.append(open(r.path, "ab"))
 
     def write(self, data: bytes) -> None:
@@ -72,7 +80,7 @@ class Reporters:
                 o.close()
 
 
-def task_main(conn, spec_json: str) -> None:
+def task_main(conn, spec_json: str, kafka_defaults: list[str] | None = None, state_dir: str = "/var/lib/otus") -> None:
     """Entry point of a task process (forked by the manager)."""
     spec = TaskSpec.model_validate_json(spec_json)
     send: Callable[[tuple], None] = conn.send
@@ -83,7 +91,9 @@ def task_main(conn, spec_json: str) -> None:
         conn.close()
         return
     try:
-        live, pipe_cfg, sip_cfg = configs(spec)
+        live, pipe_cfg, sip_cfg = configs(spec, kafka_defaults, state_dir)
+        if live.kafka is not None and not live.kafka.brokers:
+            raise CaptureError("kafka reporter: no brokers (set them in the task or in the daemon's kafka.brokers)")
         live.on_stats = lambda st: send(("stats", st))
         summary = run_live(live, pipe_cfg, sip_cfg, reporters.write)
         send(("done", summary))

@@ -34,6 +34,12 @@ class TaskCollector:
         latency = HistogramMetricFamily("otus_pipeline_latency_seconds",
                                         "Per batch: processing time (stage=batch) and capture to records written "
                                         "(stage=capture_to_record)", labels=["task", "stage"])
+        spool = GaugeMetricFamily("otus_spool_bytes", "Records waiting in the Kafka spool", labels=["task"])
+        spool_age = GaugeMetricFamily("otus_spool_oldest_age_seconds", "Age of the oldest spooled record",
+                                      labels=["task"])
+        spool_drop = CounterMetricFamily("otus_spool_dropped", "Records dropped because the spool was full",
+                                         labels=["task"])
+        delivered = CounterMetricFamily("otus_kafka_delivered", "Records Kafka confirmed", labels=["task"])
         for spec, st, s in self.snapshot():
             t = spec.id
             for name in STATUSES:
@@ -65,6 +71,13 @@ class TaskCollector:
                 bad.add_metric([t, reason], n)
             for reason, n in s.get("drops", {}).items():
                 decode_drop.add_metric([t, reason], n)
+            rep = s.get("report", {})
+            if "spool_bytes" in rep:
+                spool.add_metric([t], rep["spool_bytes"])
+                spool_age.add_metric([t], rep.get("spool_oldest_age_s", 0.0))
+                spool_drop.add_metric([t], rep.get("spool_dropped", 0))
+                delivered.add_metric([t], rep.get("kafka_delivered", 0))
+                drops.add_metric([t, "report"], rep.get("spool_dropped", 0))
             for stage_name, h in s.get("latency", {}).items():
                 acc = 0
                 buckets = []
@@ -73,7 +86,8 @@ class TaskCollector:
                     buckets.append((le, acc))
                 if buckets:
                     latency.add_metric([t, stage_name], buckets, h.get("sum", 0.0))
-        return [pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency]
+        return [pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency, spool,
+                spool_age, spool_drop, delivered]
 
 
 def serve(address: tuple[str, int], snapshot: Callable[[], list]):

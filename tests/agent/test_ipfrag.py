@@ -5,7 +5,6 @@ Each test runs against the compiled build and the pure-Python source.
 from __future__ import annotations
 
 import random
-import struct
 
 import pytest
 from scapy.layers.inet import IP, UDP

@@ -1,0 +1,70 @@
+"""Where a task's records go: JSON lines (console/file) and/or Kafka, serialised once."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from ..serialize import dumps
+
+FLUSH_EVERY = 2000  # records buffered before a flush, at most
+
+
+@dataclass
+class KafkaSettings:
+    brokers: list[str]
+    topic: str = "otus-sip"            # "{task}" is replaced by the task id
+    spool_dir: str = "/var/lib/otus/spool"
+    spool_max_bytes: int = 1 << 30
+    spool_policy: str = "drop-newest"  # or "block"
+    flush_timeout_s: float = 30.0
+    conf: dict | None = None           # passed to librdkafka as is (SASL/TLS); secrets never logged
+
+    def reporter(self, task: str, worker: int | None):
+        from .kafka import KafkaReporter
+        from .spool import Spool
+        d = os.path.join(self.spool_dir, task if worker is None else f"{task}-w{worker}")
+        return KafkaReporter(self.brokers, self.topic.replace("{task}", task),
+                             Spool(d, self.spool_max_bytes, min(16 << 20, self.spool_max_bytes), self.spool_policy),
+                             self.conf)
+
+
+class RecordSink:
+    def __init__(self, write_lines: Callable[[bytes], None] | None, kafka=None):
+        self.write_lines = write_lines
+        self.kafka = kafka
+        self.lines = bytearray()
+        self.pairs: list[tuple[bytes, bytes]] = []
+
+    def emit(self, rec: dict) -> None:
+        data = dumps(rec)
+        if self.write_lines is not None:
+            self.lines += data
+            self.lines += b"\n"
+        if self.kafka is not None:
+            cid = rec.get("call_id")
+            self.pairs.append((cid.encode("utf-8", "surrogateescape") if cid else b"", data))
+            if len(self.pairs) >= FLUSH_EVERY:
+                self.kafka.write(self.pairs)
+                self.pairs = []
+
+    def flush(self) -> None:
+        if self.lines:
+            self.write_lines(bytes(self.lines))
+            self.lines.clear()
+        if self.pairs:
+            self.kafka.write(self.pairs)
+            self.pairs = []
+
+    def stats(self) -> dict:
+        return self.kafka.stats() if self.kafka is not None else {}
+
+    def close(self, timeout: float) -> dict:
+        self.flush()
+        if self.kafka is None:
+            return {}
+        drained = self.kafka.flush(timeout)
+        s = self.kafka.stats()
+        s["kafka_drained"] = drained
+        self.kafka.close(0.5)
+        return s
