@@ -177,12 +177,13 @@ def test_zeek_invalid_content_length():
 
 
 def test_tcp_retransmissions_not_duplicated_by_otus():
-    """tshark lists retransmitted segments again (8 frames); Otus reassembles the stream and
-    reports each message once, counting the retransmissions."""
+    """The capture holds TCP retransmissions (counted, not reported again) and each REGISTER
+    transaction twice: on the TCP leg to the proxy and on its UDP leg onwards."""
     recs, st = run_file("pcap/sip/heplify-sip_ipv4_tcp_retrans.pcap")
     assert st.tcp.retransmissions >= 1
-    keys = {(r["call_id"], r["cseq_num"], r["method"], r["status_code"]) for r in recs}
+    keys = {(r["call_id"], r["cseq_num"], r["method"], r["status_code"], r["transport"]) for r in recs}
     assert len(recs) == 8 and len(keys) == 8
+    assert {r["transport"] for r in recs} == {"tcp", "udp"}
 
 
 def test_call_summaries_on_real_capture():
