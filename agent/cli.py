@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spool size limit (default 1 GiB)")
     r.add_argument("--spool-full", choices=("drop-newest", "block"), default="drop-newest",
                    help="when the spool is full: drop new records (counted) or block the capture (default drop-newest)")
+    r.add_argument("--hep", metavar="HOST:PORT", help="also send every SIP message as HEP v3 to Homer/heplify-server")
+    r.add_argument("--hep-proto", choices=("udp", "tcp"), default="udp", help="HEP transport (default udp)")
+    r.add_argument("--hep-node-id", type=_positive_int, default=2001, metavar="N", help="HEP capture agent id")
+    r.add_argument("--hep-node-name", metavar="NAME", help="HEP node name (default: the host name)")
     r.add_argument("--kafka-flush-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                    help="at exit, wait this long for Kafka to confirm everything (the rest stays spooled)")
     r.add_argument("--datagrams", action="store_true",
@@ -242,22 +246,38 @@ def _kafka_settings(args: argparse.Namespace):
                          args.kafka_flush_timeout)
 
 
+def _hep_settings(args: argparse.Namespace):
+    import socket as _socket
+
+    from .reporters.sink import HepSettings
+    if not args.hep:
+        return None
+    host, sep, port = args.hep.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--hep: expected HOST:PORT, got {args.hep!r}")
+    password = os.environ.get("OTUS_HEP_PASSWORD")  # from the environment only: never on a command line
+    return HepSettings(args.hep, args.hep_proto, args.hep_node_id, args.hep_node_name or _socket.gethostname(),
+                       password)
+
+
 def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig, write) -> dict:
     from .reporters.sink import RecordSink
     stage = None
     out = None
     kafka = _kafka_settings(args)
+    hep = _hep_settings(args)
     if args.datagrams:
-        if kafka is not None:
-            raise UserError("--datagrams cannot go to Kafka")
+        if kafka is not None or hep is not None:
+            raise UserError("--datagrams cannot go to Kafka or HEP")
         sink = lambda d: write(_dump_line(d).encode() + b"\n")  # noqa: E731
     else:
         try:
             out = RecordSink(write if (kafka is None or args.console) else None,
-                             kafka.reporter("run", None) if kafka is not None else None)
+                             kafka.reporter("run", None) if kafka is not None else None,
+                             hep.reporter() if hep is not None else None)
         except (OSError, ValueError) as e:
-            raise UserError(f"kafka reporter: {e}") from None
-        stage = SipStage(sip_cfg, out.emit)
+            raise UserError(f"reporter: {e}") from None
+        stage = SipStage(sip_cfg, out.emit, out.raw)
         sink = stage.on_datagram
     pipe = Pipeline(cfg, sink)
     tmpdir = None
@@ -308,6 +328,7 @@ def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
         workers=args.workers, duration_s=args.duration, max_packets=args.max_packets,
         pcap_path=args.write_pcap, pcap_max_bytes=args.pcap_max_bytes, pcap_max_files=args.pcap_max_files)
     live.kafka = _kafka_settings(args)
+    live.hep = _hep_settings(args)
     live.lines = live.kafka is None or args.console
     try:
         summary = run_live(live, cfg, sip_cfg, write)

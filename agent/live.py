@@ -20,7 +20,7 @@ from typing import Callable
 from .capture.afpacket import CaptureError, LiveCapture, RingConfig
 from .capture.pcaprotate import RotatingPcapWriter
 from .pipeline import Pipeline, PipelineConfig
-from .reporters.sink import KafkaSettings, RecordSink
+from .reporters.sink import HepSettings, KafkaSettings, RecordSink
 from .sipstage import SipConfig, SipStage
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -60,6 +60,7 @@ class LiveConfig:
     stats_interval_s: float = 1.0
     on_stats: Callable[[dict], None] | None = None  # called with the counters so far, every stats_interval_s
     kafka: KafkaSettings | None = None
+    hep: HepSettings | None = None
     lines: bool = True          # JSON lines to the console/file writer
     task: str = "run"
 
@@ -92,8 +93,9 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
     # serialised records collect in one growing buffer: keeping thousands of small
     # bytes objects alive costs more than serialising them (measured: ~7 us vs ~0.7 us)
     sink = RecordSink(emit_lines if cfg.lines else None,
-                      cfg.kafka.reporter(cfg.task, worker) if cfg.kafka is not None else None)
-    stage = SipStage(sip_cfg, sink.emit)
+                      cfg.kafka.reporter(cfg.task, worker) if cfg.kafka is not None else None,
+                      cfg.hep.reporter() if cfg.hep is not None else None)
+    stage = SipStage(sip_cfg, sink.emit, sink.raw)
     pipe = Pipeline(pipe_cfg, stage.on_datagram)
     cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout)
     writer = None

@@ -56,8 +56,11 @@ _CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 
 
 class SipStage:
-    def __init__(self, config: SipConfig | None = None, emit: Callable[[dict], None] | None = None):
+    def __init__(self, config: SipConfig | None = None, emit: Callable[[dict], None] | None = None,
+                 raw: Callable[[bytes, dict], None] | None = None):
+        """``emit`` gets each record; ``raw`` (optional, e.g. HEP) gets the message bytes with it."""
         c = self.config = config or SipConfig()
+        self.raw = raw
         self.ports = frozenset(c.ports)
         self.emit = emit or (lambda r: None)
         self.correlator = Correlator(c.correlation_headers)
@@ -132,7 +135,7 @@ class SipStage:
         m = sip.parse(data, stream=stream, redact=self.config.redact_auth)
         if m is None:
             return None
-        self._deliver(m, d, transport, src)
+        self._deliver(m, d, transport, src, data[:m.length])
         return m.length
 
     def _deliver_fast(self, data: bytes, sc: Scanner, o, bstart: int, bend: int, d: Datagram, transport: str,
@@ -154,10 +157,13 @@ class SipStage:
             if self.discard and data[o[_O_CSM0]:o[_O_CSM1]].decode("latin-1") in self.discard:
                 self.discarded += 1
                 return
-        self.emit(fast_sip_record(data, sc, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport,
-                                  self.extra))
+        rec = fast_sip_record(data, sc, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.extra)
+        self.emit(rec)
+        if self.raw is not None:
+            self.raw(data[:bend], rec)
 
-    def _deliver(self, m: sip.SipMessage, d: Datagram, transport: str, src: tuple | None = None) -> None:
+    def _deliver(self, m: sip.SipMessage, d: Datagram, transport: str, src: tuple | None = None,
+                 raw: bytes = b"") -> None:
         if src is None:
             src = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
         if m.junk:
@@ -178,8 +184,10 @@ class SipStage:
         if m.method in self.discard or (m.cseq_method in self.discard and not m.is_request):
             self.discarded += 1
             return
-        self.emit(sip_record(m, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.correlator,
-                             self.extra))
+        rec = sip_record(m, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.correlator, self.extra)
+        self.emit(rec)
+        if self.raw is not None and raw:
+            self.raw(raw, rec)
         if self.config.call_summaries and not m.defects:
             for s in self.dialogs.observe(m, d.ts_ns):
                 self.emit(s)

@@ -29,10 +29,25 @@ class KafkaSettings:
                              self.conf)
 
 
+@dataclass
+class HepSettings:
+    address: str
+    proto: str = "udp"
+    node_id: int = 2001
+    node_name: str | None = None
+    password: str | None = None   # HEP auth key; never logged
+
+    def reporter(self):
+        from .hep import HepReporter
+        return HepReporter(self.address, self.proto, self.node_id, self.node_name, self.password)
+
+
 class RecordSink:
-    def __init__(self, write_lines: Callable[[bytes], None] | None, kafka=None):
+    def __init__(self, write_lines: Callable[[bytes], None] | None, kafka=None, hep=None):
         self.write_lines = write_lines
         self.kafka = kafka
+        self.hep = hep
+        self.raw = hep.send if hep is not None else None
         self.lines = bytearray()
         self.pairs: list[tuple[bytes, bytes]] = []
 
@@ -57,14 +72,20 @@ class RecordSink:
             self.pairs = []
 
     def stats(self) -> dict:
-        return self.kafka.stats() if self.kafka is not None else {}
+        s = self.kafka.stats() if self.kafka is not None else {}
+        if self.hep is not None:
+            s.update(self.hep.stats())
+        return s
 
     def close(self, timeout: float) -> dict:
         self.flush()
-        if self.kafka is None:
-            return {}
-        drained = self.kafka.flush(timeout)
-        s = self.kafka.stats()
-        s["kafka_drained"] = drained
-        self.kafka.close(0.5)
+        s = {}
+        if self.kafka is not None:
+            drained = self.kafka.flush(timeout)
+            s = self.kafka.stats()
+            s["kafka_drained"] = drained
+            self.kafka.close(0.5)
+        if self.hep is not None:
+            s.update(self.hep.stats())
+            self.hep.close()
         return s
