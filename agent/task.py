@@ -42,6 +42,16 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
     return live, PipelineConfig(), sip_cfg
 
 
+def check_filter(spec: TaskSpec) -> None:
+    """The task's filter (given or default) compiles; CaptureError with libpcap's message if not."""
+    live, _, _ = configs(spec)
+    if live.filter_expr:
+        try:
+            bpf.compile_filter(live.filter_expr)
+        except bpf.FilterError as e:
+            raise CaptureError(f"invalid filter {live.filter_expr!r}: {e}") from None
+
+
 def preflight(spec: TaskSpec) -> None:
     """What can be checked before starting: interfaces exist, the filter compiles."""
     for name in spec.interfaces:
@@ -50,12 +60,7 @@ def preflight(spec: TaskSpec) -> None:
                 socket.if_nametoindex(name)
             except OSError:
                 raise CaptureError(f"no such interface: {name}") from None
-    live, _, _ = configs(spec)
-    if live.filter_expr:
-        try:
-            bpf.compile_filter(live.filter_expr)
-        except bpf.FilterError as e:
-            raise CaptureError(f"invalid filter {live.filter_expr!r}: {e}") from None
+    check_filter(spec)
 
 
 class Reporters:

@@ -117,3 +117,20 @@ def test_control_requests_validated(line, needle):
 def test_control_request_ok():
     req, spec = parse_request(b'{"cmd": "task.create", "spec": {"id": "t1", "interface": "lo"}}')
     assert req.cmd == "task.create" and isinstance(spec, TaskSpec) and spec.interfaces == ["lo"]
+
+
+def test_validate_command(tmp_path):
+    import subprocess
+
+    from ..conftest import otus_bin
+    good = tmp_path / "t.yaml"
+    good.write_text(LEGACY_TASK)
+    r = subprocess.run([otus_bin(), "validate", "-f", str(good)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "valid task 'sip-capture'" in r.stdout
+    bad = tmp_path / "b.yaml"
+    bad.write_text(LEGACY_TASK.replace("udp port 5060", "udp prot 5060"))
+    r = subprocess.run([otus_bin(), "validate", "-f", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "b.yaml: bpf_filter: invalid filter" in r.stderr and "syntax error" in r.stderr
+    bad.write_text("id: x\nworkers: [1]\n")
+    r = subprocess.run([otus_bin(), "validate", "-f", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "b.yaml: workers: Input should be a valid integer" in r.stderr
