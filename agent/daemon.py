@@ -50,12 +50,27 @@ class Daemon:
                 self.metrics_server.shutdown()
             raise SpecError(f"control socket {o.control.socket}: {e}") from None
 
+        self.commands = None
+        cc = o.command_channel
+        if cc.enabled:
+            token = os.environ.get(cc.token_env, "")
+            brokers = cc.kafka.brokers or o.kafka.brokers
+            if not token:
+                log.error(f"command channel disabled: ${cc.token_env} is empty (every command must carry it)")
+            elif not brokers:
+                log.error("command channel disabled: no Kafka brokers configured")
+            else:
+                from .control.commands import CommandChannel
+                self.commands = CommandChannel(brokers, cc.kafka.topic, cc.kafka.reply_topic, token,
+                                               self.control.dispatch)
+
     def status(self) -> dict:
         tasks = self.manager.list()
         return {"version": __version__, "pid": os.getpid(), "host": socket.gethostname(),
                 "uptime_s": round(time.time() - self.started, 1), "socket": self.config.otus.control.socket,
                 "metrics": self.config.otus.metrics.listen if self.config.otus.metrics.enabled else None,
-                "tasks": len(tasks), "running": sum(1 for t in tasks if t["status"] == "running")}
+                "tasks": len(tasks), "running": sum(1 for t in tasks if t["status"] == "running"),
+                "command_channel": self.commands.stats() if self.commands is not None else None}
 
     def stats(self) -> dict:
         return {spec.id: {"status": st, **s} for spec, st, s in self.manager.snapshot()}
@@ -82,6 +97,8 @@ class Daemon:
 
     def run(self) -> int:
         self.control.start()
+        if self.commands is not None:
+            self.commands.start()
         restored = self.manager.restore()
         log.info(f"otus daemon {__version__} started; control socket {self.config.otus.control.socket}; "
                  f"restored tasks: {restored}")
@@ -101,6 +118,8 @@ class Daemon:
             pass
         log.info("stopping: draining tasks")
         self.manager.shutdown()
+        if self.commands is not None:
+            self.commands.close()
         self.control.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()

@@ -203,12 +203,16 @@ class KafkaDefaults(_Strict):
 
 class CommandKafka(_Strict):
     topic: str = "otus-commands"
+    reply_topic: str = Field(default="otus-replies", description="replies go here, keyed by request_id")
+    brokers: list[str] = Field(default=[], description="default: otus.kafka.brokers")
 
 
 class CommandChannel(_Strict):
     enabled: bool = False
     type: Literal["kafka"] = "kafka"
     kafka: CommandKafka = Field(default_factory=CommandKafka)
+    token_env: str = Field(default="OTUS_COMMAND_TOKEN",
+                           description="environment variable holding the shared token every command must carry")
 
 
 class OtusSection(_Strict):

@@ -32,8 +32,8 @@ def parse_request(line: bytes) -> tuple[Request, TaskSpec | None]:
         raise ProtocolError("request too large")
     try:
         data = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("request is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError("request is not JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
         raise ProtocolError("request must be a JSON object")
     try:
