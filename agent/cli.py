@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spool size limit (default 1 GiB)")
     r.add_argument("--spool-full", choices=("drop-newest", "block"), default="drop-newest",
                    help="when the spool is full: drop new records (counted) or block the capture (default drop-newest)")
+    r.add_argument("--kafka-option", action="append", metavar="KEY=VALUE",
+                   help="librdkafka setting passed as is, e.g. security.protocol=SASL_SSL (repeatable); the SASL "
+                        "password comes from $OTUS_KAFKA_SASL_PASSWORD, never from the command line")
     r.add_argument("--hep", metavar="HOST:PORT", help="also send every SIP message as HEP v3 to Homer/heplify-server")
     r.add_argument("--hep-proto", choices=("udp", "tcp"), default="udp", help="HEP transport (default udp)")
     r.add_argument("--hep-node-id", type=_positive_int, default=2001, metavar="N", help="HEP capture agent id")
@@ -242,8 +245,18 @@ def _kafka_settings(args: argparse.Namespace):
     rd = logging.getLogger("otus.kafka.librdkafka")
     rd.addHandler(logging.NullHandler())
     rd.propagate = False
+    conf: dict = {}
+    for opt in args.kafka_option or ():
+        key, sep, value = opt.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--kafka-option: expected KEY=VALUE, got {opt!r}")
+        if "password" in key or "secret" in key:
+            raise UserError(f"--kafka-option {key}: secrets come from the environment ($OTUS_KAFKA_SASL_PASSWORD)")
+        conf[key.strip()] = value
+    if os.environ.get("OTUS_KAFKA_SASL_PASSWORD"):
+        conf["sasl.password"] = os.environ["OTUS_KAFKA_SASL_PASSWORD"]
     return KafkaSettings(brokers, args.kafka_topic, spool, args.spool_max_bytes, args.spool_full,
-                         args.kafka_flush_timeout)
+                         args.kafka_flush_timeout, conf or None)
 
 
 def _hep_settings(args: argparse.Namespace):

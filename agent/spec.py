@@ -74,6 +74,10 @@ class Reporter(_Strict):
     topic: str = Field(default="otus-{task}", description="kafka: topic; '{task}' becomes the task id")
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="kafka: disk spool limit")
     spool_full: Literal["drop-newest", "block"] = Field(default="drop-newest", description="kafka: when full")
+    options: dict[str, str | int | bool] = Field(default={}, description="kafka: librdkafka settings passed as they "
+                                                                       "are (security.protocol, sasl.mechanism, ...)")
+    password_env: str | None = Field(default=None, description="kafka: environment variable with sasl.password "
+                                                               "(secrets never in task files or logs)")
 
     @model_validator(mode="after")
     def _path(self) -> "Reporter":
@@ -81,6 +85,9 @@ class Reporter(_Strict):
             raise ValueError("a file reporter needs 'path'")
         if self.type != "file" and self.path:
             raise ValueError(f"a {self.type} reporter takes no 'path'")
+        for key in self.options:
+            if "password" in key or "secret" in key:
+                raise ValueError(f"option {key!r}: put secrets in an environment variable (password_env)")
         for b in self.brokers:
             host, sep, port = b.rpartition(":")
             if not sep or not host or not port.isdigit():

@@ -36,8 +36,12 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
                       task=spec.id)
     for r in spec.reporters:
         if r.type == "kafka":
+            conf = {k: v for k, v in r.options.items()}
+            if r.password_env:
+                conf["sasl.password"] = os.environ.get(r.password_env, "")
             live.kafka = KafkaSettings(r.brokers or list(kafka_defaults or []), r.topic,
-                                       os.path.join(state_dir, "spool"), r.spool_max_bytes, r.spool_full)
+                                       os.path.join(state_dir, "spool"), r.spool_max_bytes, r.spool_full,
+                                       conf=conf or None)
     live.lines = any(r.type != "kafka" for r in spec.reporters)
     return live, PipelineConfig(), sip_cfg
 

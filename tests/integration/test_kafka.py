@@ -227,3 +227,39 @@ def test_spool_unit_recovery(tmp_path):
     sp2.ack(rest[-1][0], len(rest))
     assert sp2.pending() == 0 and len(list((tmp_path / "s").glob("seg-*.log"))) == 1
     shutil.rmtree(tmp_path / "s")
+
+
+def test_spool_block_policy_waits_for_room(tmp_path):
+    from otus_agent.reporters.spool import Spool
+    sp = Spool(str(tmp_path / "b"), max_bytes=8192, segment_bytes=4096, policy="block")
+    rec = (b"k", b"v" * 900)
+    assert sp.append([rec] * 8) == 8  # about 7.4 KB: fits
+    t0 = time.time()
+    assert sp.append([rec], timeout=0.5) == 0  # full: waited, then dropped and counted
+    assert time.time() - t0 >= 0.45 and sp.dropped == 1
+    import threading
+    batch = sp.read(4)
+    threading.Timer(0.3, lambda: sp.ack(batch[-1][0], len(batch))).start()
+    assert sp.append([rec], timeout=5) == 1  # room freed by the confirmation: written
+
+
+def test_kafka_options_and_secrets(tmp_path):
+    r = subprocess.run([otus_bin(), "run", "--demo", "--demo-calls", "1", "--kafka-brokers", "127.0.0.1:1",
+                        "--kafka-option", "sasl.password=x"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "secrets come from the environment" in r.stderr
+    from otus_agent.spec import SpecError, task_from_dict
+    with pytest.raises(SpecError, match="put secrets in an environment variable"):
+        task_from_dict({"id": "k", "interface": "lo", "reporters": [{"type": "kafka", "options":
+                                                                    {"sasl.password": "x"}}]})
+    t = task_from_dict({"id": "k", "interface": "lo", "reporters": [
+        {"type": "kafka", "brokers": ["b:9092"], "options": {"security.protocol": "SASL_SSL"},
+         "password_env": "K_PW"}]})
+    os.environ["K_PW"] = "pw-123"
+    try:
+        from otus_agent.task import configs
+        live, _, _ = configs(t)
+        assert live.kafka.conf == {"security.protocol": "SASL_SSL", "sasl.password": "pw-123"}
+        from otus_agent.reporters.kafka import redact
+        assert "pw-123" not in repr(redact(live.kafka.conf))
+    finally:
+        del os.environ["K_PW"]
