@@ -30,7 +30,7 @@ class Daemon:
         self.started = time.time()
         self.stopping = threading.Event()
         o = config.otus
-        logs.setup(o.log.level, o.log.format)
+        self.loki = logs.setup(o.log.level, o.log.format, self._loki_endpoint(o))
         try:
             os.makedirs(o.state_dir, mode=0o750, exist_ok=True)
         except OSError as e:
@@ -64,13 +64,19 @@ class Daemon:
                 self.commands = CommandChannel(brokers, cc.kafka.topic, cc.kafka.reply_topic, token,
                                                self.control.dispatch)
 
+    @staticmethod
+    def _loki_endpoint(o) -> str | None:
+        lk = o.log.outputs.loki
+        return lk.endpoint if lk.enabled else None
+
     def status(self) -> dict:
         tasks = self.manager.list()
         return {"version": __version__, "pid": os.getpid(), "host": socket.gethostname(),
                 "uptime_s": round(time.time() - self.started, 1), "socket": self.config.otus.control.socket,
                 "metrics": self.config.otus.metrics.listen if self.config.otus.metrics.enabled else None,
                 "tasks": len(tasks), "running": sum(1 for t in tasks if t["status"] == "running"),
-                "command_channel": self.commands.stats() if self.commands is not None else None}
+                "command_channel": self.commands.stats() if self.commands is not None else None,
+                "loki": self.loki.stats() if self.loki is not None else None}
 
     def stats(self) -> dict:
         return {spec.id: {"status": st, **s} for spec, st, s in self.manager.snapshot()}
@@ -85,7 +91,7 @@ class Daemon:
             raise
         changed = []
         if new.otus.log != self.config.otus.log:
-            logs.setup(new.otus.log.level, new.otus.log.format)
+            self.loki = logs.setup(new.otus.log.level, new.otus.log.format, self._loki_endpoint(new.otus))
             changed.append("log")
         fixed = [k for k in ("control", "metrics", "state_dir") if getattr(new.otus, k) != getattr(self.config.otus, k)]
         self.config = new
@@ -124,4 +130,6 @@ class Daemon:
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         log.info("stopped")
+        if self.loki is not None:
+            self.loki.close()
         return 0

@@ -20,12 +20,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
-def setup(level: str = "info", fmt: str = "json") -> None:
+def setup(level: str = "info", fmt: str = "json", loki_endpoint: str | None = None):
+    """Configure the 'otus' loggers; returns the Loki handler when one was asked for."""
     root = logging.getLogger("otus")
     for h in list(root.handlers):
         root.removeHandler(h)
+        if hasattr(h, "stats"):
+            h.close()
     h = logging.StreamHandler(sys.stderr)
     h.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root.addHandler(h)
+    loki = None
+    if loki_endpoint:
+        from .loki import LokiHandler
+        loki = LokiHandler(loki_endpoint)
+        loki.setFormatter(JsonFormatter())
+        root.addHandler(loki)
     root.setLevel(level.upper())
     root.propagate = False
+    return loki

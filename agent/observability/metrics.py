@@ -40,6 +40,8 @@ class TaskCollector:
         spool_drop = CounterMetricFamily("otus_spool_dropped", "Records dropped because the spool was full",
                                          labels=["task"])
         delivered = CounterMetricFamily("otus_kafka_delivered", "Records Kafka confirmed", labels=["task"])
+        evict = CounterMetricFamily("otus_table_evictions", "Entries evicted from bounded tables (limit reached)",
+                                    labels=["task", "table"])
         for spec, st, s in self.snapshot():
             t = spec.id
             for name in STATUSES:
@@ -71,6 +73,9 @@ class TaskCollector:
                 bad.add_metric([t, reason], n)
             for reason, n in s.get("drops", {}).items():
                 decode_drop.add_metric([t, reason], n)
+            evict.add_metric([t, "reassembly"], r.get("evictions", 0))
+            evict.add_metric([t, "tcp_streams"], sip.get("tcp", {}).get("evictions", 0))
+            evict.add_metric([t, "calls"], sip.get("calls", {}).get("evictions", 0))
             rep = s.get("report", {})
             if "spool_bytes" in rep:
                 spool.add_metric([t], rep["spool_bytes"])
@@ -87,7 +92,7 @@ class TaskCollector:
                 if buckets:
                     latency.add_metric([t, stage_name], buckets, h.get("sum", 0.0))
         return [pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency, spool,
-                spool_age, spool_drop, delivered]
+                spool_age, spool_drop, delivered, evict]
 
 
 def serve(address: tuple[str, int], snapshot: Callable[[], list]):
