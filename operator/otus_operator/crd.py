@@ -1,0 +1,243 @@
+"""The CaptureTask custom resource: pydantic models, and the CRD generated from them.
+
+`python -m otus_operator.crd > crds/capturetask.yaml` writes the CRD; a test
+checks the checked-in file matches.  The schema is structural (every level
+typed, $refs inlined, nullables marked), carries the field descriptions for
+`kubectl explain`, the defaults, and CEL rules where a rule spans fields.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GROUP = "otus.io"
+VERSION = "v1alpha1"
+KIND = "CaptureTask"
+PLURAL = "capturetasks"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NodeTarget(_M):
+    selector: dict[str, str] = Field(default={}, description="Node labels; agents run on every matching node "
+                                                             "(empty: every schedulable node).")
+
+
+class PodTarget(_M):
+    selector: dict[str, str] = Field(min_length=1, description="Pod labels in the CaptureTask's namespace; a capture "
+                                                               "sidecar is injected into new matching pods.")
+
+
+class Target(_M):
+    nodes: NodeTarget | None = Field(default=None, description="DaemonSet mode: capture on nodes.")
+    pods: PodTarget | None = Field(default=None, description="Sidecar mode: capture inside pods.")
+
+
+class Capture(_M):
+    interfaces: list[str] = Field(default=["any"], min_length=1, max_length=16,
+                                  description="Interfaces to capture on ('any' for all).")
+    bpfFilter: str | None = Field(default=None, max_length=4096,
+                                  description="tcpdump-syntax kernel filter; default: the SIP ports plus IP fragments.")
+    snaplen: int = Field(default=65535, ge=64, le=262144, description="Bytes kept per packet.")
+    workers: int = Field(default=1, ge=1, le=64, description="Capture processes per agent (PACKET_FANOUT).")
+    promiscuous: bool = Field(default=False, description="Put the interfaces in promiscuous mode.")
+
+
+class Sip(_M):
+    ports: list[int] = Field(default=[5060, 5061, 5080], min_length=1, max_length=64,
+                             description="Ports always parsed as SIP.")
+    correlationHeaders: list[str] = Field(default=["X-CID", "P-Charging-Vector;icid-value"], max_length=16,
+                                          description="'Header' or 'Header;param' giving correlation_id.")
+    discardMethods: list[str] = Field(default=[], max_length=32, description="Methods counted but not reported.")
+    callSummaries: bool = Field(default=False, description="Emit a call summary record when each call ends.")
+    redactAuthorization: bool = Field(default=True, description="Redact Authorization headers.")
+
+
+class SecretKeyRef(_M):
+    name: str = Field(min_length=1, max_length=253, description="Secret in the CaptureTask's namespace.")
+    key: str = Field(default="password", min_length=1, description="Key holding the SASL password.")
+
+
+class KafkaOutput(_M):
+    brokers: list[str] = Field(min_length=1, description="HOST:PORT list.")
+    topic: str = Field(default="otus-{task}", description="Topic; '{task}' becomes the CaptureTask name.")
+    options: dict[str, str] = Field(default={}, description="librdkafka settings (security.protocol, ...); no secrets.")
+    passwordSecretRef: SecretKeyRef | None = Field(default=None, description="SASL password from a Secret.")
+
+
+class HepOutput(_M):
+    address: str = Field(min_length=3, description="Homer/heplify-server HOST:PORT.")
+    proto: Literal["udp", "tcp"] = Field(default="udp", description="HEP transport.")
+
+
+class Outputs(_M):
+    kafka: KafkaOutput | None = Field(default=None, description="Records to Kafka (key: Call-ID).")
+    hep: HepOutput | None = Field(default=None, description="SIP messages as HEP v3.")
+    console: bool = Field(default=False, description="Records on the agent's stdout (kubectl logs).")
+
+
+class Limits(_M):
+    duration: str | None = Field(default=None, pattern=r"^[0-9]+(s|m|h)$",
+                                 description="Stop capturing after this long, e.g. 30m; then phase Succeeded.")
+    maxPackets: int | None = Field(default=None, ge=1, description="Stop after about this many packets per agent.")
+
+
+class Agent(_M):
+    image: str = Field(default="ghcr.io/otus-voip/otus-agent:0.1.0", description="Agent image.")
+    resources: dict[str, dict[str, str]] = Field(
+        default={"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+        description="Agent container resources.")
+    tolerations: list[dict[str, str]] = Field(default=[], description="Tolerations of the agent pods (nodes mode).")
+
+
+class CaptureTaskSpec(_M):
+    target: Target = Field(description="Where to capture: exactly one of nodes or pods.")
+    capture: Capture = Field(default_factory=Capture, description="Capture options.")
+    sip: Sip = Field(default_factory=Sip, description="SIP options.")
+    outputs: Outputs = Field(default_factory=Outputs, description="Where records go.")
+    limits: Limits = Field(default_factory=Limits, description="When to stop.")
+    suspend: bool = Field(default=False, description="Stop capturing without deleting the task.")
+    agent: Agent = Field(default_factory=Agent, description="Agent image and resources.")
+
+
+class Condition(_M):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    lastTransitionTime: str
+    observedGeneration: int | None = None
+
+
+class AgentStatus(_M):
+    node: str | None = None
+    pod: str | None = None
+    state: str = Field(description="Starting, Capturing, Failed, Stopped.")
+    packets: int = 0
+    drops: int = 0
+    sipMessages: int = 0
+    spoolBytes: int = 0
+    lastReport: str | None = None
+    error: str | None = None
+
+
+class Totals(_M):
+    packets: int = 0
+    drops: int = 0
+    sipMessages: int = 0
+
+
+class CaptureTaskStatus(_M):
+    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"] | None = None
+    mode: Literal["DaemonSet", "Sidecar"] | None = None
+    observedGeneration: int | None = None
+    readyAgents: int = 0
+    agents: dict[str, AgentStatus] = {}
+    totals: Totals = Field(default_factory=Totals)
+    conditions: list[Condition] = []
+    startTime: str | None = None
+    completionTime: str | None = None
+
+
+# ----------------------------------------------------------------- schema generation
+def _structural(schema: dict, defs: dict) -> dict:
+    """pydantic JSON schema -> Kubernetes structural schema (refs inlined, nullables, no titles)."""
+    if "$ref" in schema:
+        name = schema["$ref"].split("/")[-1]
+        extra = {k: v for k, v in schema.items() if k not in ("$ref",)}
+        return _structural({**copy.deepcopy(defs[name]), **extra}, defs)
+    s = {k: v for k, v in schema.items() if k not in ("title",)}
+    if "anyOf" in s:
+        options = [o for o in s.pop("anyOf") if o.get("type") != "null"]
+        nullable = len(options) < len(schema["anyOf"])
+        if len(options) == 1:
+            inner = _structural(options[0], defs)
+            s = {**inner, **{k: v for k, v in s.items()}}
+            if nullable:
+                s["nullable"] = True
+        else:
+            raise ValueError(f"cannot express a union in a structural schema: {schema}")
+    if "const" in s:
+        s["enum"] = [s.pop("const")]
+    if s.get("type") == "object":
+        if "properties" in s:
+            s["properties"] = {k: _structural(v, defs) for k, v in s["properties"].items()}
+        if isinstance(s.get("additionalProperties"), dict):
+            s["additionalProperties"] = _structural(s["additionalProperties"], defs)
+        elif s.get("additionalProperties") is False:
+            del s["additionalProperties"]
+    if s.get("type") == "array" and "items" in s:
+        s["items"] = _structural(s["items"], defs)
+    if "default" in s and s["default"] is None:
+        del s["default"]
+    return s
+
+
+def _schema(model: type[BaseModel]) -> dict:
+    js = model.model_json_schema()
+    defs = js.pop("$defs", {})
+    return _structural(js, defs)
+
+
+def crd() -> dict:
+    spec = _schema(CaptureTaskSpec)
+    spec["x-kubernetes-validations"] = [
+        {"rule": "has(self.target.nodes) != has(self.target.pods)",
+         "message": "target needs exactly one of nodes or pods"},
+        {"rule": "!has(self.outputs.kafka) || !self.outputs.kafka.options.exists(k, k.contains('password') || "
+                 "k.contains('secret'))",
+         "message": "put Kafka secrets in passwordSecretRef, not in options"},
+    ]
+    status = _schema(CaptureTaskStatus)
+    status["properties"]["agents"]["x-kubernetes-map-type"] = "granular"
+    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
+    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": "capturetask",
+                      "shortNames": ["ct"], "categories": ["otus"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Mode", "type": "string", "jsonPath": ".status.mode"},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyAgents"},
+                    {"name": "Packets", "type": "integer", "jsonPath": ".status.totals.packets"},
+                    {"name": "Drops", "type": "integer", "jsonPath": ".status.totals.drops"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "A SIP capture: where (nodes or pods), how, and where the records go.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec,
+                        "status": status,
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def dump_yaml() -> str:
+    import yaml
+    return "# Generated by `python -m otus_operator.crd`; do not edit by hand.\n" + \
+        yaml.safe_dump(crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(dump_yaml())
