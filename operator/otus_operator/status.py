@@ -1,0 +1,101 @@
+"""Roll the agents' reports up into the CaptureTask's status: phase, totals, conditions.
+
+Pure: the kopf timer (not built yet) reads ``status.agents`` (each agent patches
+its own entry) and writes back what ``roll_up`` returns as a merge patch.
+Conditions have the metav1.Condition shape; ``lastTransitionTime`` only moves
+when a condition's status changes, so `kubectl wait --for=condition=Ready`
+and ArgoCD see stable conditions.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from .crd import AgentStatus, CaptureTaskSpec
+
+KERNEL_DROP_RATIO = 0.001        # Degraded/KernelDrops above 0.1 % of packets
+SPOOL_ALARM_BYTES = 1 << 20      # Degraded/KafkaUnavailable once an agent spools this much
+STALE_AFTER_S = 120              # an agent silent this long counts as not ready
+
+
+def _ts(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+def _duration_s(text: str | None) -> float | None:
+    if not text:
+        return None
+    return float(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]]
+
+
+def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now: datetime,
+            previous: dict | None = None, desired_agents: int | None = None) -> dict:
+    prev = previous or {}
+    parsed = {name: AgentStatus.model_validate(a) for name, a in agents.items()}
+    totals = {"packets": sum(a.packets for a in parsed.values()), "drops": sum(a.drops for a in parsed.values()),
+              "sipMessages": sum(a.sipMessages for a in parsed.values())}
+
+    def fresh(a: AgentStatus) -> bool:
+        t = _parse(a.lastReport)
+        return t is not None and (now - t).total_seconds() <= STALE_AFTER_S
+
+    ready = sum(1 for a in parsed.values() if a.state == "Capturing" and fresh(a))
+    failed = [n for n, a in parsed.items() if a.state == "Failed"]
+    start = prev.get("startTime") or (_ts(now) if parsed else None)
+    completion = prev.get("completionTime")
+    dur = _duration_s(spec.limits.duration)
+    done = completion is not None or (dur is not None and start is not None
+                                      and (now - _parse(start)).total_seconds() >= dur)
+    want = desired_agents if desired_agents is not None else max(1, len(parsed))
+
+    if spec.suspend:
+        phase, ready_c = "Suspended", ("False", "Suspended", "the task is suspended")
+    elif done:
+        phase, ready_c = "Succeeded", ("False", "Completed", "the capture duration has elapsed")
+        completion = completion or _ts(now)
+    elif failed and ready == 0:
+        phase, ready_c = "Failed", ("False", "AgentsFailed", f"agents failed: {', '.join(sorted(failed))}")
+    elif not parsed:
+        phase, ready_c = "Pending", ("False", "AgentsPending", "no agent has reported yet")
+    elif ready >= want:
+        phase, ready_c = "Running", ("True", "AgentsReady", f"{ready}/{want} agents capturing")
+    else:
+        phase, ready_c = "Running" if ready else "Pending", ("False", "AgentsNotReady", f"{ready}/{want} agents capturing")
+
+    capturing = ("True", "Capturing", f"{ready} agents capturing") if ready and phase == "Running" else \
+        ("False", "NotCapturing", "no agent is capturing")
+    reasons = []
+    if totals["packets"] and totals["drops"] > KERNEL_DROP_RATIO * (totals["packets"] + totals["drops"]):
+        reasons.append(("KernelDrops", f"{totals['drops']} of {totals['packets'] + totals['drops']} packets dropped"))
+    spooling = sorted(n for n, a in parsed.items() if a.spoolBytes >= SPOOL_ALARM_BYTES)
+    if spooling:
+        reasons.append(("KafkaUnavailable", f"records waiting in the spool on {', '.join(spooling)}"))
+    if failed and phase != "Failed":
+        reasons.append(("AgentFailed", f"agents failed: {', '.join(sorted(failed))}"))
+    degraded = ("True", reasons[0][0], "; ".join(m for _, m in reasons)) if reasons else ("False", "AsExpected", "")
+
+    old = {c["type"]: c for c in prev.get("conditions", [])}
+
+    def cond(ctype: str, value: tuple[str, str, str]) -> dict:
+        status, reason, message = value
+        o = old.get(ctype)
+        changed = o is None or o.get("status") != status
+        return {"type": ctype, "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": _ts(now) if changed else o["lastTransitionTime"],
+                "observedGeneration": generation}
+
+    return {
+        "phase": phase,
+        "mode": "DaemonSet" if spec.target.nodes is not None else "Sidecar",
+        "observedGeneration": generation,
+        "readyAgents": ready,
+        "totals": totals,
+        "conditions": [cond("Ready", ready_c), cond("Capturing", capturing), cond("Degraded", degraded)],
+        "startTime": start,
+        "completionTime": completion,
+    }

@@ -1,0 +1,72 @@
+"""Status roll-up: agents' entries to phase, totals and metav1-style conditions."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import jsonschema
+
+from otus_operator.crd import CaptureTaskSpec, CaptureTaskStatus
+from otus_operator.status import roll_up
+
+NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+T = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+NODES = CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "limits": {"duration": "1h"}})
+
+
+def agent(state="Capturing", packets=1000, drops=0, spool=0, when=T, error=None):
+    return {"node": "n1", "state": state, "packets": packets, "drops": drops, "sipMessages": packets // 2,
+            "spoolBytes": spool, "lastReport": when, "error": error}
+
+
+def conds(status) -> dict:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_pending_then_running_ready():
+    s = roll_up(NODES, {}, 1, NOW)
+    assert s["phase"] == "Pending" and conds(s)["Ready"] == ("False", "AgentsPending") and s["mode"] == "DaemonSet"
+    s2 = roll_up(NODES, {"a1": agent(), "a2": agent(packets=500)}, 2, NOW + timedelta(seconds=5), s, desired_agents=2)
+    assert s2["phase"] == "Running" and s2["readyAgents"] == 2 and conds(s2)["Ready"] == ("True", "AgentsReady")
+    assert s2["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 750} and s2["observedGeneration"] == 2
+    CaptureTaskStatus.model_validate(s2)
+    # Ready went False -> True: its transition time moved; Degraded stayed False: its time did not
+    old = {c["type"]: c for c in s["conditions"]}
+    new = {c["type"]: c for c in s2["conditions"]}
+    assert new["Ready"]["lastTransitionTime"] != old["Ready"]["lastTransitionTime"]
+    assert new["Degraded"]["lastTransitionTime"] == old["Degraded"]["lastTransitionTime"]
+
+
+def test_partial_and_stale_agents_not_ready():
+    stale = (NOW - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    s = roll_up(NODES, {"a1": agent(), "a2": agent(when=stale)}, 1, NOW, desired_agents=2)
+    assert s["readyAgents"] == 1 and conds(s)["Ready"] == ("False", "AgentsNotReady")
+
+
+def test_degraded_reasons():
+    s = roll_up(NODES, {"a1": agent(packets=1000, drops=50), "a2": agent(spool=5 << 20)}, 1, NOW)
+    assert conds(s)["Degraded"] == ("True", "KernelDrops")
+    assert "KafkaUnavailable" not in conds(s)["Degraded"][1] and "spool" in s["conditions"][2]["message"]
+    s = roll_up(NODES, {"a1": agent(), "a2": agent(state="Failed", error="no such interface")}, 1, NOW)
+    assert s["phase"] == "Running" and conds(s)["Degraded"] == ("True", "AgentFailed")
+    s = roll_up(NODES, {"a1": agent(state="Failed")}, 1, NOW)
+    assert s["phase"] == "Failed" and conds(s)["Ready"] == ("False", "AgentsFailed")
+
+
+def test_suspend_and_duration_elapsed():
+    susp = CaptureTaskSpec.model_validate({"target": {"pods": {"selector": {"app": "sbc"}}}, "suspend": True})
+    s = roll_up(susp, {"a1": agent()}, 3, NOW)
+    assert s["phase"] == "Suspended" and s["mode"] == "Sidecar" and conds(s)["Ready"] == ("False", "Suspended")
+    first = roll_up(NODES, {"a1": agent()}, 1, NOW)
+    later = roll_up(NODES, {"a1": agent()}, 1, NOW + timedelta(hours=1, seconds=1), first)
+    assert later["phase"] == "Succeeded" and later["completionTime"] is not None
+    assert conds(later)["Ready"] == ("False", "Completed") and later["startTime"] == first["startTime"]
+    again = roll_up(NODES, {"a1": agent()}, 1, NOW + timedelta(hours=2), later)
+    assert again["phase"] == "Succeeded" and again["completionTime"] == later["completionTime"]
+
+
+def test_status_fits_the_crd_schema():
+    from otus_operator import crd
+    from .test_crd_render import _jsonschema
+    schema = _jsonschema(crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"])
+    s = roll_up(NODES, {"a1": agent(), "a2": agent(drops=100)}, 4, NOW)
+    jsonschema.validate({**s, "agents": {"a1": agent()}}, schema)
