@@ -1,0 +1,25 @@
+"""Static checks of the images (no Docker engine here): pinned bases, non-root, no secrets, OCI labels."""
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.agent"])  # Dockerfile.operator comes with the operator (issue 7)
+def test_dockerfile_rules(name):
+    text = (ROOT / name).read_text()
+    lines = [x.strip() for x in text.splitlines() if x.strip() and not x.strip().startswith("#")]
+    bases = [x for x in lines if x.startswith("ARG PYTHON_IMAGE=")]
+    assert bases and re.search(r":\d+\.\d+\.\d+-slim-\w+$", bases[0]), "base image pinned to an exact version"
+    assert all("latest" not in x for x in lines if x.startswith("FROM"))
+    assert text.count("FROM ") >= 2, "multi-stage"
+    users = [x for x in lines if x.startswith("USER ")]
+    assert users and users[-1] != "USER root" and users[-1] != "USER 0", "final stage runs as non-root"
+    assert "org.opencontainers.image.source" in text and "org.opencontainers.image.licenses" in text
+    assert not re.search(r"(?i)(password|secret|token)\s*=", text), "no secrets baked in"
+    assert "rm -rf /var/lib/apt/lists" in text or "apt-get" not in text
+    assert not any(x.startswith("ADD http") for x in lines)
