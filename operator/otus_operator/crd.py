@@ -87,6 +87,13 @@ class Limits(_M):
     maxPackets: int | None = Field(default=None, ge=1, description="Stop after about this many packets per agent.")
 
 
+def duration_seconds(text: str | None) -> float | None:
+    """'90s', '30m', '24h' (the Limits.duration pattern) in seconds."""
+    if not text:
+        return None
+    return float(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]]
+
+
 class Agent(_M):
     image: str = Field(default="ghcr.io/otus-voip/otus-agent:0.1.0", description="Agent image.")
     resources: dict[str, dict[str, str]] = Field(

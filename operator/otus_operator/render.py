@@ -20,16 +20,11 @@ import yaml
 
 from otus_agent.spec import TaskSpec  # the shared contract (no capture code behind it)
 
-from .crd import GROUP, KIND, VERSION, CaptureTaskSpec
+from .crd import GROUP, KIND, VERSION, CaptureTaskSpec, duration_seconds
 
 LABEL = "otus.io/capturetask"
 AGENT_CONFIG = "/etc/otus/task.yaml"
 
-
-def _duration_s(text: str | None) -> float | None:
-    if not text:
-        return None
-    return float(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]]
 
 
 def task_spec(name: str, spec: CaptureTaskSpec) -> dict:
@@ -54,7 +49,7 @@ def task_spec(name: str, spec: CaptureTaskSpec) -> dict:
                 "discard_methods": spec.sip.discardMethods, "call_summaries": spec.sip.callSummaries,
                 "redact_authorization": spec.sip.redactAuthorization},
         "reporters": reporters,
-        "limits": {"duration_s": _duration_s(spec.limits.duration), "max_packets": spec.limits.maxPackets},
+        "limits": {"duration_s": duration_seconds(spec.limits.duration), "max_packets": spec.limits.maxPackets},
     }
     return TaskSpec.model_validate(t).model_dump(mode="json", exclude={"interface"})
 
@@ -77,7 +72,7 @@ def agent_container(name: str, spec: CaptureTaskSpec) -> dict:
     for i in t["interfaces"]:
         args += ["--interface", i]
     if spec.limits.duration:
-        args += ["--duration", str(int(_duration_s(spec.limits.duration)))]
+        args += ["--duration", str(int(duration_seconds(spec.limits.duration)))]
     if spec.outputs.kafka is not None:
         args += ["--kafka-brokers", ",".join(spec.outputs.kafka.brokers), "--kafka-topic",
                  spec.outputs.kafka.topic.replace("{task}", name), "--spool-dir", "/var/lib/otus/spool"]

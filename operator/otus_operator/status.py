@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .crd import AgentStatus, CaptureTaskSpec
+from .crd import AgentStatus, CaptureTaskSpec, duration_seconds
 
 KERNEL_DROP_RATIO = 0.001        # Degraded/KernelDrops above 0.1 % of packets
 SPOOL_ALARM_BYTES = 1 << 20      # Degraded/KafkaUnavailable once an agent spools this much
@@ -26,11 +26,6 @@ def _parse(ts: str | None) -> datetime | None:
         return None
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
-
-def _duration_s(text: str | None) -> float | None:
-    if not text:
-        return None
-    return float(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]]
 
 
 def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now: datetime,
@@ -48,7 +43,7 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
     failed = [n for n, a in parsed.items() if a.state == "Failed"]
     start = prev.get("startTime") or (_ts(now) if parsed else None)
     completion = prev.get("completionTime")
-    dur = _duration_s(spec.limits.duration)
+    dur = duration_seconds(spec.limits.duration)
     done = completion is not None or (dur is not None and start is not None
                                       and (now - _parse(start)).total_seconds() >= dur)
     want = desired_agents if desired_agents is not None else max(1, len(parsed))
