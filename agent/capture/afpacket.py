@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from . import bpf
+from .linktypes import ETHERNET as LINKTYPE_ETHERNET, RAW as LINKTYPE_RAW
 from .pcapfile import PacketBatch
 from .recwalk import walk_tpacket3
 
@@ -38,8 +39,6 @@ PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 ETH_P_ALL = 0x0003
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
 DLT_RAW = 12
 
 
@@ -247,15 +246,3 @@ class LiveCapture:
         for r in self.rings:
             r.close()
         self.rings = []
-
-
-def check_filter(expr: str) -> None:
-    """Raise CaptureError with libpcap's message when ``expr`` does not compile."""
-    try:
-        bpf.compile_filter(expr, LINKTYPE_ETHERNET)
-    except bpf.FilterError as e:
-        raise CaptureError(f"invalid filter {expr!r}: {e}") from None
-
-
-def fanout_group_id() -> int:
-    return os.getpid() & 0xFFFF

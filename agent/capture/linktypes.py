@@ -18,7 +18,6 @@ LINKTYPE_NAMES: dict[int, str] = {
 
 ETHERNET = 1
 RAW = 101
-LINUX_SLL = 113
 
 
 def describe(linktype: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import socket
 from array import array
 
+from ..capture.linktypes import RAW as LINKTYPE_RAW
 from . import fastpath
 from .fastpath import COUNTER_NAMES, LAYOUT, decode_batch
 
@@ -31,7 +32,6 @@ ST_OTHER_IP: int = LAYOUT["ST_OTHER_IP"]
 ST_NON_IP: int = LAYOUT["ST_NON_IP"]
 ST_DROPPED: int = LAYOUT["ST_DROPPED"]
 FIRST_DROP: int = LAYOUT["FIRST_DROP"]
-LINKTYPE_RAW = 101
 
 COMPILED: bool = not fastpath.__file__.endswith(".py")
 

@@ -77,7 +77,7 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
         "sdp": sdp_from_body(ct[0], m.body) if ct and m.body else None,
     }
     if m.defects:
-        rec["error"] = m.defects[0]
+        rec["error"] = m.error
         rec["defects"] = m.defects
     if extra:
         rec.update(extra)

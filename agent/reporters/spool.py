@@ -24,10 +24,6 @@ HDR = struct.Struct("<IQH")
 MAX_RECORD = 16 << 20
 
 
-class SpoolFull(Exception):
-    pass
-
-
 class Spool:
     def __init__(self, directory: str, max_bytes: int = 1 << 30, segment_bytes: int = 16 << 20,
                  policy: str = "drop-newest"):
