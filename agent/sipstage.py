@@ -52,6 +52,7 @@ def _sip_websocket_handshake(p: bytes) -> bool:
 
 _O_BODY, _O_CL, _O_REQ, _O_M1, _O_STATUS, _O_CSM0, _O_CSM1 = (
     SCAN[k] for k in ("O_BODY", "O_CL", "O_REQ", "O_M1", "O_STATUS", "O_CSM0", "O_CSM1"))
+_BLANK = frozenset(b"\r\n\0 \t")
 _CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 
 
@@ -108,13 +109,14 @@ class SipStage:
         p = d.payload
         if not p or not self._wanted(d, p):
             return
-        if not p.strip(b"\r\n"):
-            self.keepalives += 1  # RFC 5626 CRLF keep-alive
-            return
-        if not p.strip(b"\r\n\0 \t"):
-            self.junk_bytes += len(p)  # e.g. NUL padding ahead of a request (Zeek's junk_before_request)
-            self.junk_datagrams += 1
-            return
+        if p[0] in _BLANK:  # only then can the whole datagram be a keep-alive or padding
+            if not p.strip(b"\r\n"):
+                self.keepalives += 1  # RFC 5626 CRLF keep-alive
+                return
+            if not p.strip(b"\r\n\0 \t"):
+                self.junk_bytes += len(p)  # e.g. NUL padding ahead of a request (Zeek's junk_before_request)
+                self.junk_datagrams += 1
+                return
         self._message(p, d, "udp", stream=False)
 
     def _message(self, data: bytes, d: Datagram, transport: str, stream: bool,
