@@ -73,6 +73,18 @@ def _replay(p, pcap, pps: int = 3000) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def _capture_replay(p, tmp_path, pcap, *args: str, sockets: int = 1, pps: int = 3000) -> tuple[dict, object]:
+    """Start Otus on the pair's b end, replay ``pcap`` from the a end, stop Otus: (summary, records file)."""
+    proc, out = _start_otus(p, tmp_path, *args)
+    try:
+        _wait_for_packet_socket(p, p.ns_b, count=sockets)
+        _replay(p, pcap, pps=pps)
+        time.sleep(0.5)
+    finally:
+        summary = _finish(proc)
+    return summary, out
+
+
 def _check_records(out, wl) -> list[dict]:
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     sip = [r for r in recs if r["type"] == "sip"]
@@ -103,13 +115,7 @@ def pair():
 def test_replayed_calls_one_worker(pair, tmp_path):
     """UDP (with IPv4/IPv6 fragments), TCP segments, IPv6, VLAN tags: every message once."""
     pcap, wl = _workload(pair, tmp_path, vlan_ratio=0.3)
-    proc, out = _start_otus(pair, tmp_path)
-    try:
-        _wait_for_packet_socket(pair, pair.ns_b)
-        _replay(pair, pcap)
-        time.sleep(0.5)
-    finally:
-        summary = _finish(proc)
+    summary, out = _capture_replay(pair, tmp_path, pcap)
     sip = _check_records(out, wl)
     assert {r["transport"] for r in sip} == {"udp", "tcp"}
     assert summary["reassembly"]["reassembled"] > 0 and summary["kernel"]["kernel_drops"] == 0
@@ -119,13 +125,7 @@ def test_replayed_calls_one_worker(pair, tmp_path):
 
 def test_replayed_calls_two_fanout_workers(pair, tmp_path):
     pcap, wl = _workload(pair, tmp_path, calls=200)
-    proc, out = _start_otus(pair, tmp_path, "--workers", "2")
-    try:
-        _wait_for_packet_socket(pair, pair.ns_b, count=2)
-        _replay(pair, pcap, pps=4000)
-        time.sleep(0.5)
-    finally:
-        summary = _finish(proc)
+    summary, out = _capture_replay(pair, tmp_path, pcap, "--workers", "2", sockets=2, pps=4000)
     _check_records(out, wl)
     assert summary["workers"] == 2 and len(summary["per_worker_packets"]) == 2
     assert all(n > 0 for n in summary["per_worker_packets"])  # the flows were shared
@@ -158,14 +158,8 @@ def test_pcap_rotation_is_readable(pair, tmp_path):
     pcap, wl = _workload(pair, tmp_path, calls=60)
     base = tmp_path / "cap" / "sip.pcap"
     base.parent.mkdir()
-    proc, out = _start_otus(pair, tmp_path, "--write-pcap", str(base), "--pcap-max-bytes", "65536",
-                            "--pcap-max-files", "3")
-    try:
-        _wait_for_packet_socket(pair, pair.ns_b)
-        _replay(pair, pcap)
-        time.sleep(0.5)
-    finally:
-        summary = _finish(proc)
+    summary, _ = _capture_replay(pair, tmp_path, pcap, "--write-pcap", str(base), "--pcap-max-bytes", "65536",
+                                 "--pcap-max-files", "3")
     files = sorted(base.parent.glob("sip_*.pcap"))
     assert len(files) == 3 and summary["pcap_out"]["rotations"] >= 3 and summary["pcap_out"]["deleted"] >= 1
     for f in files:
