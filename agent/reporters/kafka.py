@@ -46,6 +46,7 @@ class KafkaReporter:
         self.delivered = 0
         self.failed = 0
         self.fatal: str | None = None
+        self._resend = False  # set by a failed delivery report: no scan of in_flight per loop
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="otus-kafka", daemon=True)
@@ -65,6 +66,7 @@ class KafkaReporter:
             if err.fatal():
                 self.fatal = str(err)
             entry[1] = None  # failed: the spool is rewound and the record sent again
+            self._resend = True
 
     def _run(self) -> None:
         p = self.producer
@@ -98,8 +100,9 @@ class KafkaReporter:
             n += 1
         if last is not None:
             self.spool.ack(last, n)
-        if q and any(e[1] is None for e in q):
+        if self._resend:
             # a delivery failed (not expected with message.timeout.ms=0 unless fatal): resend in order
+            self._resend = False
             self.producer.flush(5)
             q.clear()
             self.spool.rewind()
