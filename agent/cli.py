@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run Otus as a long-lived daemon: tasks from the control socket are "
                                    "captured, persisted in the state directory and restored on restart.")
     d.add_argument("--config", "-c", metavar="FILE", help="YAML configuration (default: built-in defaults)")
+    from .kube.main import add_parser as add_agent_parser
+    add_agent_parser(sub)
     v = sub.add_parser("validate", help="check a task file offline (no daemon needed)")
     v.add_argument("-f", "--file", required=True, metavar="FILE", help="task file (YAML or JSON)")
     v.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
@@ -431,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _daemon(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "agent":
+            from .kube.main import run as run_agent
+            return run_agent(args)
         if args.command in ("task", "status", "stats", "reload", "stop"):
             return _control(args)
     except (UserError, CaptureFileError, SpecError) as e:

@@ -68,7 +68,8 @@ class RingOptions(_Strict):
 
 
 class Reporter(_Strict):
-    type: Literal["console", "file", "kafka"] = Field(description="where records go (hep: not built yet)")
+    type: Literal["console", "file", "kafka", "hep"] = Field(description="where records go (hep: SIP messages as "
+                                                                        "HEP v3 to Homer)")
     path: str | None = Field(default=None, description="file reporter: JSON-lines file to append to")
     brokers: list[str] = Field(default=[], description="kafka: HOST:PORT list (default: the daemon's kafka.brokers)")
     topic: str = Field(default="otus-{task}", description="kafka: topic; '{task}' becomes the task id")
@@ -78,6 +79,9 @@ class Reporter(_Strict):
                                                                        "are (security.protocol, sasl.mechanism, ...)")
     password_env: str | None = Field(default=None, description="kafka: environment variable with sasl.password "
                                                                "(secrets never in task files or logs)")
+    address: str | None = Field(default=None, description="hep: Homer/heplify-server HOST:PORT")
+    proto: Literal["udp", "tcp"] = Field(default="udp", description="hep: transport")
+    node_id: int = Field(default=2001, ge=0, le=0xFFFFFFFF, description="hep: capture agent id")
 
     @model_validator(mode="after")
     def _path(self) -> "Reporter":
@@ -88,10 +92,13 @@ class Reporter(_Strict):
         for key in self.options:
             if "password" in key or "secret" in key:
                 raise ValueError(f"option {key!r}: put secrets in an environment variable (password_env)")
-        for b in self.brokers:
+        for b in self.brokers + ([self.address] if self.address else []):
             host, sep, port = b.rpartition(":")
             if not sep or not host or not port.isdigit():
-                raise ValueError(f"broker {b!r}: expected HOST:PORT")
+                raise ValueError(f"address {b!r}: expected HOST:PORT")
+        if (self.type == "hep") != (self.address is not None):
+            raise ValueError("a hep reporter needs 'address'" if self.type == "hep"
+                             else f"a {self.type} reporter takes no 'address'")
         return self
 
 
@@ -118,8 +125,9 @@ class TaskSpec(_Strict):
     @field_validator("reporters")
     @classmethod
     def _one_kafka(cls, v: list[Reporter]) -> list[Reporter]:
-        if sum(1 for r in v if r.type == "kafka") > 1:
-            raise ValueError("at most one kafka reporter per task")
+        for kind in ("kafka", "hep"):
+            if sum(1 for r in v if r.type == kind) > 1:
+                raise ValueError(f"at most one {kind} reporter per task")
         return v
     limits: Limits = Field(default_factory=Limits)
 

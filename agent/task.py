@@ -16,7 +16,7 @@ from .capture import bpf
 from .capture.afpacket import CaptureError, RingConfig
 from .live import LiveConfig, run_live
 from .pipeline import PipelineConfig
-from .reporters.sink import KafkaSettings
+from .reporters.sink import HepSettings, KafkaSettings
 from .sipstage import SipConfig
 from .spec import TaskSpec
 
@@ -42,7 +42,9 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
             live.kafka = KafkaSettings(r.brokers or list(kafka_defaults or []), r.topic,
                                        os.path.join(state_dir, "spool"), r.spool_max_bytes, r.spool_full,
                                        conf=conf or None)
-    live.lines = any(r.type != "kafka" for r in spec.reporters)
+        elif r.type == "hep":
+            live.hep = HepSettings(r.address, r.proto, r.node_id, socket.gethostname())
+    live.lines = any(r.type in ("console", "file") for r in spec.reporters)
     return live, PipelineConfig(), sip_cfg
 
 

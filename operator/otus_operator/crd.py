@@ -139,6 +139,13 @@ class Totals(_M):
     sipMessages: int = 0
 
 
+class PodsStatus(_M):
+    matching: int = Field(default=0, description="Pods matching the selector.")
+    injected: int = Field(default=0, description="Matching pods that carry the capture agent.")
+    notInjected: list[str] = Field(default=[], max_length=50, description="Matching pods created before the task "
+                                   "(no agent; recreate them to capture). At most 50 names.")
+
+
 class CaptureTaskStatus(_M):
     phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"] | None = None
     mode: Literal["DaemonSet", "Sidecar"] | None = None
@@ -147,6 +154,7 @@ class CaptureTaskStatus(_M):
     agents: dict[str, AgentStatus] = {}
     totals: Totals = Field(default_factory=Totals)
     conditions: list[Condition] = []
+    pods: PodsStatus | None = Field(default=None, description="Sidecar mode: the selected pods.")
     startTime: str | None = None
     completionTime: str | None = None
 

@@ -1,7 +1,7 @@
 """Pure functions: a CaptureTask in, the Kubernetes objects that run it out.
 
 No API calls here, so everything is testable without a cluster; the kopf
-handlers (not built yet) will call these and apply the result.
+handlers (handlers.py) call these and apply the result.
 
 One CaptureTask owns one DaemonSet (nodes mode): tasks differ in images,
 resources, tolerations and node selectors, and one DaemonSet per task lets
@@ -23,8 +23,11 @@ from otus_agent.spec import TaskSpec  # the shared contract (no capture code beh
 from .crd import GROUP, KIND, VERSION, CaptureTaskSpec, duration_seconds
 
 LABEL = "otus.io/capturetask"
-AGENT_CONFIG = "/etc/otus/task.yaml"
-
+MANAGED = {"app.kubernetes.io/managed-by": "otus-operator"}
+CONTAINER = "otus-agent"
+TASK_DIR = "/etc/otus/task"
+METRICS_PORT = 9091
+PASSWORD_ENV = "OTUS_KAFKA_SASL_PASSWORD"
 
 
 def task_spec(name: str, spec: CaptureTaskSpec) -> dict:
@@ -32,10 +35,13 @@ def task_spec(name: str, spec: CaptureTaskSpec) -> dict:
     reporters: list[dict] = []
     if spec.outputs.kafka is not None:
         k = spec.outputs.kafka
-        r = {"type": "kafka", "brokers": k.brokers, "topic": k.topic, "options": dict(k.options)}
+        r = {"type": "kafka", "brokers": k.brokers, "topic": k.topic.replace("{task}", name),
+             "options": dict(k.options)}
         if k.passwordSecretRef is not None:
-            r["password_env"] = "OTUS_KAFKA_SASL_PASSWORD"
+            r["password_env"] = PASSWORD_ENV
         reporters.append(r)
+    if spec.outputs.hep is not None:
+        reporters.append({"type": "hep", "address": spec.outputs.hep.address, "proto": spec.outputs.hep.proto})
     if spec.outputs.console or not reporters:
         reporters.append({"type": "console"})
     t = {
@@ -59,43 +65,46 @@ def _owner(name: str, uid: str) -> list[dict]:
              "blockOwnerDeletion": True}]
 
 
-def configmap(name: str, namespace: str, uid: str, spec: CaptureTaskSpec) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": f"otus-{name}", "namespace": namespace, "labels": {LABEL: name},
-                         "ownerReferences": _owner(name, uid)},
-            "data": {"task.yaml": yaml.safe_dump(task_spec(name, spec), sort_keys=False)}}
+def _meta(name: str, namespace: str, uid: str, task: str) -> dict:
+    return {"name": name, "namespace": namespace, "labels": {LABEL: task, **MANAGED},
+            "ownerReferences": _owner(task, uid)}
+
+
+def child_name(task: str) -> str:
+    """Name of the ConfigMap, DaemonSet, ServiceAccount, Role and RoleBinding of a task."""
+    return f"otus-{task}"[:63].rstrip("-")
+
+
+def configmap(name: str, namespace: str, uid: str, spec: CaptureTaskSpec, suspended: bool = False) -> dict:
+    """The task file the agents mount; ``suspend`` tells running agents to stop capturing."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(child_name(name), namespace, uid, name),
+            "data": {"task.yaml": yaml.safe_dump(task_spec(name, spec), sort_keys=False),
+                     "suspend": "true" if suspended else "false"}}
+
+
+def _field(path: str) -> dict:
+    return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
 def agent_container(name: str, spec: CaptureTaskSpec) -> dict:
-    t = task_spec(name, spec)
-    args = ["run", "--filter", t["bpf_filter"] or "", "--workers", str(t["workers"]), "--snaplen", str(t["snaplen"])]
-    for i in t["interfaces"]:
-        args += ["--interface", i]
-    if spec.limits.duration:
-        args += ["--duration", str(int(duration_seconds(spec.limits.duration)))]
-    if spec.outputs.kafka is not None:
-        args += ["--kafka-brokers", ",".join(spec.outputs.kafka.brokers), "--kafka-topic",
-                 spec.outputs.kafka.topic.replace("{task}", name), "--spool-dir", "/var/lib/otus/spool"]
-        for k, v in spec.outputs.kafka.options.items():
-            args += ["--kafka-option", f"{k}={v}"]
-        if spec.outputs.console:
-            args.append("--console")
-    if spec.outputs.hep is not None:
-        args += ["--hep", spec.outputs.hep.address, "--hep-proto", spec.outputs.hep.proto]
-    if spec.sip.callSummaries:
-        args.append("--calls")
-    env = [{"name": "OTUS_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    """The agent: runs the mounted task file, follows its changes, patches its status entry."""
+    env = [{"name": "OTUS_TASK", "value": name},
+           {"name": "OTUS_TASK_NAMESPACE", **_field("metadata.namespace")},
+           {"name": "OTUS_AGENT_NAME", **_field("metadata.name")},
+           {"name": "OTUS_POD", **_field("metadata.name")},
+           {"name": "OTUS_NODE", **_field("spec.nodeName")}]
     ref = spec.outputs.kafka.passwordSecretRef if spec.outputs.kafka is not None else None
     if ref is not None:
-        env.append({"name": "OTUS_KAFKA_SASL_PASSWORD",
-                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append({"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return {
-        "name": "otus-agent",
+        "name": CONTAINER,
         "image": spec.agent.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["otus"],
-        "args": args,
+        "args": ["agent", "--task-file", f"{TASK_DIR}/task.yaml", "--state-dir", "/var/lib/otus",
+                 "--metrics-listen", f":{METRICS_PORT}"],
         "env": env,
+        "ports": [{"name": "otus-metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": spec.agent.resources,
         "securityContext": {
             "runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
@@ -103,7 +112,9 @@ def agent_container(name: str, spec: CaptureTaskSpec) -> dict:
             "capabilities": {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [{"name": "spool", "mountPath": "/var/lib/otus"}, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": "otus-task", "mountPath": TASK_DIR, "readOnly": True},
+                         {"name": "otus-spool", "mountPath": "/var/lib/otus"},
+                         {"name": "otus-tmp", "mountPath": "/tmp"}],
     }
 
 
@@ -111,43 +122,90 @@ def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec) -> dic
     if spec.target.nodes is None:
         raise ValueError("daemonset: the CaptureTask does not target nodes")
     container = agent_container(name, spec)
+    # the hash covers the container only: task changes reach the agents through the
+    # mounted ConfigMap without restarting them; image or resource changes roll the pods
     digest = hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
-    labels = {LABEL: name, "app.kubernetes.io/name": "otus-agent", "app.kubernetes.io/managed-by": "otus-operator"}
+    labels = {LABEL: name, "app.kubernetes.io/name": "otus-agent", **MANAGED}
     pod_spec = {
         "hostNetwork": True,
         "dnsPolicy": "ClusterFirstWithHostNet",
-        "serviceAccountName": "otus-agent",
-        "automountServiceAccountToken": False,
+        "serviceAccountName": child_name(name),
         "terminationGracePeriodSeconds": 45,
         "nodeSelector": spec.target.nodes.selector or None,
         "tolerations": spec.agent.tolerations or None,
         "containers": [container],
-        "volumes": [{"name": "spool", "hostPath": {"path": f"/var/lib/otus/{namespace}/{name}",
-                                                  "type": "DirectoryOrCreate"}},
-                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [{"name": "otus-task", "configMap": {"name": child_name(name)}},
+                    {"name": "otus-spool", "hostPath": {"path": f"/var/lib/otus/{namespace}/{name}",
+                                                        "type": "DirectoryOrCreate"}},
+                    {"name": "otus-tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
     pod_spec = {k: v for k, v in pod_spec.items() if v is not None}
     return {
         "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": f"otus-{name}", "namespace": namespace, "labels": labels,
-                     "ownerReferences": _owner(name, uid)},
+        "metadata": {**_meta(child_name(name), namespace, uid, name), "labels": labels},
         "spec": {
             "selector": {"matchLabels": {LABEL: name}},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {"metadata": {"labels": labels, "annotations": {"otus.io/config-hash": digest}},
+            "template": {"metadata": {"labels": labels, "annotations": {"otus.io/agent-hash": digest}},
                          "spec": pod_spec},
         },
     }
 
 
-def sidecar_patch(name: str, spec: CaptureTaskSpec, native: bool = True) -> list[dict]:
-    """JSON patch adding the capture agent to a pod: a native sidecar (an init container
-    with restartPolicy Always, Kubernetes >= 1.29) or a regular container."""
+def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool) -> list[dict]:
+    """What an agent may do: read its own CaptureTask and patch its status -- nothing else.
+
+    DaemonSet agents get a ServiceAccount of their own.  Sidecars run under their
+    pod's ServiceAccount, which the operator cannot know in advance, so the
+    binding names the namespace's service-account group; the Role still only
+    reaches this one CaptureTask.
+    """
+    n = child_name(name)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(n, namespace, uid, name),
+            "rules": [{"apiGroups": [GROUP], "resources": ["capturetasks"], "resourceNames": [name],
+                       "verbs": ["get"]},
+                      {"apiGroups": [GROUP], "resources": ["capturetasks/status"], "resourceNames": [name],
+                       "verbs": ["get", "patch"]}]}
+    subject = {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": f"system:serviceaccounts:{namespace}"} \
+        if sidecar else {"kind": "ServiceAccount", "name": n, "namespace": namespace}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": _meta(n, namespace, uid, name),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": n},
+               "subjects": [subject]}
+    objs = [role, binding]
+    if not sidecar:
+        objs.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(n, namespace, uid, name)})
+    return objs
+
+
+def has_agent(pod: dict) -> bool:
+    ps = pod.get("spec") or {}
+    return any(c.get("name") == CONTAINER for c in (ps.get("initContainers") or []) + (ps.get("containers") or []))
+
+
+def inject(pod: dict, name: str, spec: CaptureTaskSpec, native: bool = True) -> dict:
+    """The pod spec fields to replace so that the pod carries the capture agent.
+
+    A native sidecar (an init container with restartPolicy Always, Kubernetes
+    >= 1.29) starts before and stops after the application; otherwise the agent
+    is a regular container.  Both share the pod's network namespace.  Whole
+    lists are returned (JSON patch 'add .../-' fails on absent lists).
+    """
+    ps = pod.get("spec") or {}
     c = agent_container(name, spec)
-    c["volumeMounts"] = [{"name": "otus-spool", "mountPath": "/var/lib/otus"}, {"name": "otus-tmp", "mountPath": "/tmp"}]
-    vols = [{"op": "add", "path": "/spec/volumes/-", "value": {"name": "otus-spool", "emptyDir": {"sizeLimit": "1Gi"}}},
-            {"op": "add", "path": "/spec/volumes/-", "value": {"name": "otus-tmp", "emptyDir": {"sizeLimit": "64Mi"}}}]
+    vols = [{"name": "otus-task", "configMap": {"name": child_name(name)}},
+            {"name": "otus-spool", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "otus-tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    out = {"volumes": list(ps.get("volumes") or []) + vols}
     if native:
         c["restartPolicy"] = "Always"
-        return [{"op": "add", "path": "/spec/initContainers/-", "value": c}] + vols
-    return [{"op": "add", "path": "/spec/containers/-", "value": c}] + vols
+        out["initContainers"] = list(ps.get("initContainers") or []) + [c]
+    else:
+        out["containers"] = list(ps.get("containers") or []) + [c]
+    return out
+
+
+def selects(selector: dict[str, str], labels: dict[str, str] | None) -> bool:
+    """matchLabels semantics: every selector label present with the same value."""
+    labels = labels or {}
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

@@ -1,0 +1,89 @@
+"""Wiring of `otus agent`: environment, API client, metrics, signals."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+
+from ..manager import TaskManager
+from ..observability import logs, metrics
+from ..spec import SpecError
+from .runner import TaskFileAgent
+from .status import StatusReporter
+
+log = logging.getLogger("otus.kube.agent")
+
+
+def add_parser(sub) -> None:
+    a = sub.add_parser("agent", help="run the task from a file and report to Kubernetes (used by the operator)",
+                       description="Run the task in --task-file, restart it when the file changes, and patch this "
+                                   "agent's entry in the CaptureTask's status.  The CaptureTask comes from "
+                                   "$OTUS_TASK_NAMESPACE/$OTUS_TASK; the agent's name from $OTUS_AGENT_NAME "
+                                   "(default: the host name).")
+    a.add_argument("--task-file", required=True, metavar="FILE", help="task file (the operator's ConfigMap)")
+    a.add_argument("--state-dir", default="/var/lib/otus", metavar="DIR", help="spool and state directory")
+    a.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster service account)")
+    a.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="at most one status patch per interval (sooner on a state change)")
+    a.add_argument("--poll-interval", type=float, default=2.0, metavar="SECONDS", help="task file check interval")
+    a.add_argument("--metrics-listen", default=":9091", metavar="[HOST]:PORT", help="Prometheus endpoint ('' = off)")
+    a.add_argument("--log-format", choices=("json", "text"), default="json")
+
+
+def _api(kubeconfig: str | None):
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        log.error("status reporting off: the kubernetes package is not installed (pip install 'otus[operator]')")
+        return None
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+    else:
+        log.warning("status reporting off: not in a cluster and no --kubeconfig")
+        return None
+    return client.CustomObjectsApi()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.status_interval < 1 or args.poll_interval <= 0:
+        raise SpecError("--status-interval must be >= 1 and --poll-interval > 0")
+    logs.setup("info", args.log_format, None)
+    try:
+        os.makedirs(args.state_dir, mode=0o750, exist_ok=True)
+    except OSError as e:
+        raise SpecError(f"state directory {args.state_dir}: {e.strerror}") from None
+    manager = TaskManager(args.state_dir)
+    reporter = None
+    ns, task = os.environ.get("OTUS_TASK_NAMESPACE"), os.environ.get("OTUS_TASK")
+    agent_name = os.environ.get("OTUS_AGENT_NAME") or socket.gethostname()
+    if ns and task:
+        api = _api(args.kubeconfig)
+        if api is not None:
+            reporter = StatusReporter(api, ns, task, agent_name, args.status_interval)
+    else:
+        log.warning("status reporting off: $OTUS_TASK_NAMESPACE and $OTUS_TASK are not set")
+    server = None
+    if args.metrics_listen:
+        host, _, port = args.metrics_listen.rpartition(":")
+        if not port.isdigit():
+            raise SpecError(f"--metrics-listen: expected [HOST]:PORT, got {args.metrics_listen!r}")
+        try:
+            server = metrics.serve((host.strip("[]") or "0.0.0.0", int(port)), manager.snapshot)
+        except OSError as e:
+            raise SpecError(f"metrics listen {args.metrics_listen}: {e.strerror}") from None
+    agent = TaskFileAgent(args.task_file, manager, reporter, os.environ.get("OTUS_NODE"), os.environ.get("OTUS_POD"))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info(f"agent {agent_name} started on {args.task_file}")
+    try:
+        return agent.run(stop, args.poll_interval)
+    finally:
+        manager.shutdown()
+        if server is not None:
+            server.shutdown()

@@ -1,0 +1,231 @@
+"""kopf handlers: thin glue between CaptureTask events and render/status/kube.
+
+Every decision lives in the pure modules (render, status); the handlers read,
+call them and write.  Children carry owner references (the API server's
+garbage collector removes them) and are also deleted explicitly behind the
+``otus.io/cleanup`` finalizer, so deletion works the same with or without GC.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import kopf
+from pydantic import ValidationError
+
+from . import kube, render, status, webhook
+from .crd import GROUP, PLURAL, VERSION, CaptureTaskSpec
+
+log = logging.getLogger("otus.operator")
+
+NOT_INJECTED_MAX = 50
+
+
+@dataclass
+class OperatorConfig:
+    """Set by the entry point (or a test) before kopf starts."""
+    webhook: bool = True
+    webhook_service: str = "otus-operator-webhook"
+    webhook_namespace: str = os.environ.get("OTUS_OPERATOR_NAMESPACE", "otus-system")
+    webhook_addr: str = "0.0.0.0"
+    webhook_port: int = 9443
+    webhook_service_port: int = 443
+    cert_dir: str | None = None          # mounted tls.crt/tls.key/ca.crt (cert-manager); else self-signed
+    work_dir: str = "/tmp/otus-operator"
+    post_events: bool = True
+    status_interval_s: float = 10.0
+    sidecar: str = "auto"                # native | container | auto (native from Kubernetes 1.29)
+    extra: dict = field(default_factory=dict)
+
+
+CONFIG = OperatorConfig()
+_native: bool | None = None
+
+
+def _spec(body) -> CaptureTaskSpec:
+    return CaptureTaskSpec.model_validate(dict(body.get("spec") or {}))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _error_status(message: str, generation: int | None) -> dict:
+    ts = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"phase": "Failed", "observedGeneration": generation,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": message[:1024],
+                            "lastTransitionTime": ts, "observedGeneration": generation}]}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_) -> None:
+    global _native
+    settings.persistence.finalizer = "otus.io/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="otus.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="otus.io",
+                                                                          key="last-handled-configuration")
+    settings.posting.enabled = CONFIG.post_events
+    settings.watching.server_timeout = 300
+    if CONFIG.webhook:
+        register_webhook()
+        settings.admission.server = webhook.server(CONFIG.webhook_service, CONFIG.webhook_namespace,
+                                                   CONFIG.webhook_addr, CONFIG.webhook_port,
+                                                   CONFIG.webhook_service_port, CONFIG.cert_dir,
+                                                   os.path.join(CONFIG.work_dir, "webhook-certs"))
+        settings.admission.managed = "otus-sidecar.otus.io"
+    if CONFIG.sidecar == "auto":
+        minor = kube.server_minor_version()
+        _native = minor is not None and minor >= 29
+    else:
+        _native = CONFIG.sidecar == "native"
+    log.info(f"sidecars injected as {'native init containers' if _native else 'regular containers'}")
+
+
+# ----------------------------------------------------------------- reconcile
+def _stop_agents(name: str, namespace: str, uid: str, spec: CaptureTaskSpec) -> None:
+    kube.apply(render.configmap(name, namespace, uid, spec, suspended=True))
+    kube.delete("DaemonSet", namespace, render.child_name(name))
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logger, **_) -> None:
+    generation = body.get("metadata", {}).get("generation")
+    try:
+        spec = _spec(body)
+    except ValidationError as e:
+        msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+        patch.status.update(_error_status(f"invalid spec: {msg}", generation))
+        raise kopf.PermanentError(f"invalid spec: {msg}") from None
+    sidecar = spec.target.pods is not None
+    finished = (body.get("status") or {}).get("phase") == "Succeeded"
+    for obj in render.agent_rbac(name, namespace, uid, sidecar):
+        kube.apply(obj)
+    kube.apply(render.configmap(name, namespace, uid, spec, suspended=spec.suspend or finished))
+    if sidecar or spec.suspend or finished:
+        if kube.delete("DaemonSet", namespace, render.child_name(name)):
+            logger.info("agents stopped: DaemonSet deleted")
+    else:
+        kube.apply(render.daemonset(name, namespace, uid, spec))
+    patch.status["mode"] = "Sidecar" if sidecar else "DaemonSet"
+    if spec.suspend:
+        patch.status["agents"] = None        # stale entries would read as running agents on resume
+    logger.info(f"reconciled ({'suspended' if spec.suspend else 'sidecar' if sidecar else 'daemonset'})")
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def cleanup(name: str, namespace: str, logger, **_) -> None:
+    n = render.child_name(name)
+    gone = [k for k in ("DaemonSet", "ConfigMap", "RoleBinding", "Role", "ServiceAccount")
+            if kube.delete(k, namespace, n)]
+    logger.info(f"cleaned up: {', '.join(gone) or 'nothing left'}")
+
+
+# ----------------------------------------------------------------- status roll-up
+def _pods(namespace: str, spec: CaptureTaskSpec) -> dict:
+    selector = spec.target.pods.selector if spec.target.pods else {}
+    pods = [p for p in kube.list_pods(namespace, selector)
+            if render.selects(selector, p.get("metadata", {}).get("labels"))
+            and not p.get("metadata", {}).get("deletionTimestamp")]
+    injected = [p for p in pods if render.has_agent(p)]
+    missing = sorted(p["metadata"]["name"] for p in pods if not render.has_agent(p))
+    return {"matching": len(pods), "injected": len(injected), "notInjected": missing[:NOT_INJECTED_MAX]}
+
+
+def roll_up_once(name: str, namespace: str) -> dict | None:
+    """Read the CaptureTask, compute its status, write it if it changed; returns the patch or None."""
+    api = kube.custom()
+    try:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except kube.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    if obj.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    try:
+        spec = CaptureTaskSpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        return None                      # reconcile already reported InvalidSpec
+    prev = obj.get("status") or {}
+    desired = None
+    pods = None
+    if spec.target.pods is not None:
+        pods = _pods(namespace, spec)
+        desired = pods["injected"]
+    else:
+        ds = kube.read("DaemonSet", namespace, render.child_name(name))
+        if ds is not None and "desiredNumberScheduled" in (ds.get("status") or {}):
+            desired = ds["status"]["desiredNumberScheduled"]
+    new = status.roll_up(spec, prev.get("agents") or {}, obj["metadata"].get("generation", 1), _now(), prev, desired)
+    if pods is not None:
+        new["pods"] = pods
+    if all(prev.get(k) == v for k, v in new.items()):
+        return None                      # nothing changed: no write (rate limit by construction)
+    if new["phase"] == "Succeeded" and prev.get("phase") != "Succeeded":
+        _stop_agents(name, namespace, obj["metadata"].get("uid", ""), spec)
+        log.info(f"{namespace}/{name}: duration elapsed, agents stopped")
+    api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": new})
+    return new
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
+def status_loop(stopped, name: str, namespace: str, logger, **_) -> None:
+    """One loop per CaptureTask: roll the agents' entries up every status interval."""
+    while not stopped:
+        try:
+            roll_up_once(name, namespace)
+        except Exception as e:  # keep rolling up; the next round may succeed
+            logger.warning(f"status roll-up failed: {type(e).__name__}: {e}")
+        stopped.wait(CONFIG.status_interval_s)
+
+
+# ----------------------------------------------------------------- sidecar injection
+@kopf.index(GROUP, VERSION, PLURAL)
+def sidecar_tasks(body, name: str, namespace: str, **_) -> dict:
+    """Pods-mode CaptureTasks by namespace, for the admission webhook."""
+    target = (body.get("spec") or {}).get("target") or {}
+    if not target.get("pods"):
+        return {}
+    return {namespace: {"name": name, "spec": dict(body.get("spec") or {})}}
+
+
+def inject_sidecar(body, patch: kopf.Patch, sidecar_tasks: kopf.Index, warnings: list[str], logger, **_) -> None:
+    meta = body.get("metadata") or {}
+    pod = {"spec": dict(body.get("spec") or {})}
+    if render.has_agent(pod) or (meta.get("annotations") or {}).get("otus.io/inject") == "false":
+        return
+    matches = []
+    for entry in sidecar_tasks.get(meta.get("namespace"), []):
+        try:
+            spec = CaptureTaskSpec.model_validate(entry["spec"])
+        except ValidationError:
+            continue
+        if not spec.suspend and spec.target.pods is not None and render.selects(spec.target.pods.selector,
+                                                                                 meta.get("labels")):
+            matches.append((entry["name"], spec))
+    if not matches:
+        return
+    matches.sort(key=lambda m: m[0])
+    name, spec = matches[0]
+    if len(matches) > 1:
+        warnings.append(f"otus: several CaptureTasks select this pod; injected {name!r} only")
+    for key, value in render.inject(pod, name, spec, native=bool(_native)).items():
+        patch.spec[key] = value
+    patch.metadata.annotations["otus.io/capturetask"] = name
+    logger.info(f"capture agent of {name!r} injected")
+
+
+_webhook_registered = False
+
+
+def register_webhook() -> None:
+    """Register the injection webhook (once).  Without it kopf needs no webhook server: --no-webhook."""
+    global _webhook_registered
+    if not _webhook_registered:
+        kopf.on.mutate("v1", "pods", operations=["CREATE"], id="inject", ignore_failures=True,
+                       persistent=True)(inject_sidecar)
+        _webhook_registered = True

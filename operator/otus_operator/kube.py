@@ -1,0 +1,95 @@
+"""Create-or-replace and delete of the objects render.py produces (the official client).
+
+Only whole objects that the operator owns are written, so a replace is a
+correct reconcile; 404 on delete and 409 on create are the normal races of a
+level-triggered controller and are absorbed here.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException  # re-exported for handlers
+
+_api_client: client.ApiClient | None = None
+
+
+def api() -> client.ApiClient:
+    global _api_client
+    if _api_client is None:
+        _api_client = client.ApiClient()
+    return _api_client
+
+
+def reset() -> None:
+    """Forget the client (after the configuration changed)."""
+    global _api_client
+    _api_client = None
+
+
+def _ops(kind: str) -> tuple[Callable, Callable, Callable, Callable]:
+    core, apps, rbac = client.CoreV1Api(api()), client.AppsV1Api(api()), client.RbacAuthorizationV1Api(api())
+    table = {
+        "ConfigMap": (core, "config_map"), "ServiceAccount": (core, "service_account"),
+        "DaemonSet": (apps, "daemon_set"), "Role": (rbac, "role"), "RoleBinding": (rbac, "role_binding"),
+    }
+    if kind not in table:
+        raise ValueError(f"no client for kind {kind}")
+    a, n = table[kind]
+    return (getattr(a, f"create_namespaced_{n}"), getattr(a, f"replace_namespaced_{n}"),
+            getattr(a, f"delete_namespaced_{n}"), getattr(a, f"read_namespaced_{n}"))
+
+
+def apply(obj: dict) -> str:
+    """Create ``obj`` or replace what is there; returns 'created' or 'replaced'."""
+    create, replace, _, _ = _ops(obj["kind"])
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    try:
+        create(ns, obj, _preload_content=False)
+        return "created"
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    replace(name, ns, obj, _preload_content=False)
+    return "replaced"
+
+
+def delete(kind: str, namespace: str, name: str) -> bool:
+    """Delete if present; True when something was deleted."""
+    _, _, remove, _ = _ops(kind)
+    try:
+        remove(name, namespace, _preload_content=False)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+def read(kind: str, namespace: str, name: str) -> dict | None:
+    _, _, _, get = _ops(kind)
+    try:
+        return json.loads(get(name, namespace, _preload_content=False).data)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def list_pods(namespace: str, selector: dict[str, str]) -> list[dict]:
+    label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    r = client.CoreV1Api(api()).list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False)
+    return json.loads(r.data).get("items", [])
+
+
+def custom() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api())
+
+
+def server_minor_version() -> int | None:
+    try:
+        v: Any = client.VersionApi(api()).get_code()
+        return int("".join(ch for ch in v.minor if ch.isdigit()))
+    except (ApiException, ValueError, OSError):
+        return None

@@ -1,0 +1,82 @@
+"""`otus-operator`: run the CaptureTask operator (all namespaces unless --namespace)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="otus-operator", description="Reconcile CaptureTask resources into Otus agents.")
+    p.add_argument("--namespace", "-n", action="append", metavar="NS",
+                   help="watch only this namespace (repeatable; default: all namespaces)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster, then ~/.kube/config)")
+    p.add_argument("--no-webhook", action="store_true", help="no sidecar injection (DaemonSet mode only)")
+    p.add_argument("--webhook-service", default="otus-operator-webhook", help="Service in front of the webhook")
+    p.add_argument("--webhook-namespace", default=None, help="namespace of that Service (default $OTUS_OPERATOR_NAMESPACE)")
+    p.add_argument("--webhook-port", type=int, default=9443, help="port the webhook listens on")
+    p.add_argument("--webhook-cert-dir", metavar="DIR",
+                   help="tls.crt, tls.key and ca.crt (e.g. from cert-manager); default: a self-signed CA")
+    p.add_argument("--sidecar", choices=("auto", "native", "container"), default="auto",
+                   help="native sidecars (init container, restartPolicy Always) or regular containers")
+    p.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="how often each CaptureTask's status is rolled up")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' = off)")
+    p.add_argument("--no-events", action="store_true", help="do not post Kubernetes events")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def load_kube_config(kubeconfig: str | None) -> None:
+    from kubernetes import config
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+        return
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.status_interval < 1:
+        sys.stderr.write("otus-operator: error: --status-interval must be at least 1 second\n")
+        return 2
+    try:
+        import kopf
+    except ImportError:
+        sys.stderr.write("otus-operator: error: kopf is not installed: pip install 'otus[operator]'\n")
+        return 2
+    from kubernetes.config import ConfigException
+    try:
+        load_kube_config(args.kubeconfig)
+    except (ConfigException, OSError) as e:
+        sys.stderr.write(f"otus-operator: error: no Kubernetes credentials: {e}\n")
+        return 2
+    if args.kubeconfig:
+        import os
+        os.environ["KUBECONFIG"] = args.kubeconfig   # kopf's own login reads the same file
+    from . import handlers
+    c = handlers.CONFIG
+    c.webhook = not args.no_webhook
+    c.webhook_service = args.webhook_service
+    if args.webhook_namespace:
+        c.webhook_namespace = args.webhook_namespace
+    c.webhook_port = args.webhook_port
+    c.cert_dir = args.webhook_cert_dir
+    c.sidecar = args.sidecar
+    c.status_interval_s = args.status_interval
+    c.post_events = not args.no_events
+    if c.webhook:
+        handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
+             liveness_endpoint=args.liveness or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""A Kubernetes API emulator (kmock) on loopback, and the real kopf operator against it.
+
+No API server can run on this machine, so the operator's tests use kmock's
+stateful KubernetesEmulator, over real HTTP, through the official client and
+kopf's own.  Where the emulator is less than a real server, this subclass
+adds what the operator relies on: uid, resourceVersion, creationTimestamp and
+generation (bumped on spec changes).  Not emulated, and so not tested here:
+label selectors on the server (the operator filters again itself), strategic
+merge, garbage collection, and admission (webhook calls are made by the test
+with real AdmissionReview payloads).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime
+import itertools
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+
+import yaml
+import jsonpatch
+from kmock import KubernetesEmulator
+from kmock._internal import apps, enums
+from kmock._internal.k8s import KubernetesError
+
+RESOURCES = {
+    "v1/namespaces": dict(kind="Namespace", namespaced=False),
+    "v1/pods": dict(kind="Pod", namespaced=True),
+    "v1/configmaps": dict(kind="ConfigMap", namespaced=True),
+    "v1/serviceaccounts": dict(kind="ServiceAccount", namespaced=True),
+    "v1/events": dict(kind="Event", namespaced=True),
+    "apps/v1/daemonsets": dict(kind="DaemonSet", namespaced=True, subresources=["status"]),
+    "rbac.authorization.k8s.io/v1/roles": dict(kind="Role", namespaced=True),
+    "rbac.authorization.k8s.io/v1/rolebindings": dict(kind="RoleBinding", namespaced=True),
+    "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations":
+        dict(kind="MutatingWebhookConfiguration", namespaced=False),
+    "otus.io/v1alpha1/capturetasks": dict(kind="CaptureTask", namespaced=True, subresources=["status"],
+                                          singular="capturetask", shortnames=["ct"]),
+}
+VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+
+
+class StampingEmulator(KubernetesEmulator):
+    _rv = itertools.count(1)
+
+    async def _handle(self, request):
+        if request.resource is not None and request.data is not None:
+            self._stamp(request)
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as e:  # what a real API server answers to a failed 'test'
+            raise KubernetesError(status=422, reason="Invalid", message=f"the server rejected our request: {e}")
+
+    def _stamp(self, request) -> None:
+        rv = str(next(self._rv))
+        data = request.data
+        if request.action == enums.action.CREATE and isinstance(data, dict):
+            m = data.setdefault("metadata", {})
+            m.update(uid=str(uuid.uuid4()), resourceVersion=rv, generation=1,
+                     creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if request.namespace and not m.get("namespace"):
+                m["namespace"] = request.namespace
+        elif request.action == enums.action.UPDATE and request.name is not None:
+            key = (request.resource, request.namespace, request.name)
+            current = self.objects[key] if key in self.objects else None
+            if isinstance(data, list):
+                data.append({"op": "add", "path": "/metadata/resourceVersion", "value": rv})
+            elif isinstance(data, dict):
+                m = data.setdefault("metadata", {})
+                m.pop("uid", None)
+                m.pop("creationTimestamp", None)
+                m["resourceVersion"] = rv
+                if current is not None and request.subresource != "status" and "spec" in data \
+                        and data["spec"] != current.get("spec"):
+                    m["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
+                elif current is not None:
+                    m["generation"] = current.get("metadata", {}).get("generation", 1)
+
+
+class Cluster:
+    """The emulator in a thread of its own (its own event loop), with a kubeconfig pointing at it."""
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="kmock", daemon=True)
+        self.dir = tempfile.mkdtemp(prefix="otus-kmock-")
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as e:  # surfaced by start()
+            self.error = e
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with StampingEmulator() as k, apps.Server(k) as server:
+            for key, info in RESOURCES.items():
+                k.resources[key] = {**info, "verbs": VERBS}
+            self.emulator = k
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> "Cluster":
+        self._thread.start()
+        if not self._ready.wait(10) or self.error is not None:
+            raise RuntimeError(f"the Kubernetes emulator did not start: {self.error!r}")
+        with open(self.kubeconfig, "w") as f:
+            yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+                            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+                            "users": [{"name": "test", "user": {"token": "test-token"}}],
+                            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}]}, f)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def client(self):
+        from kubernetes import client, config
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+
+class Operator:
+    """The real kopf operator (otus_operator.handlers) in a thread with its own loop."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="kopf", daemon=True)
+
+    def _main(self) -> None:
+        import kopf
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(kopf.operator(clusterwide=True, standalone=True, stop_flag=self.stop_flag,
+                                                  ready_flag=self.ready_flag))
+        except BaseException as e:
+            self.error = e
+        finally:
+            loop.close()
+
+    def start(self) -> "Operator":
+        self._thread.start()
+        if not self.ready_flag.wait(20):
+            raise RuntimeError(f"kopf did not start: {self.error!r}")
+        return self
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self._thread.join(20)
+
+
+def wait_for(fn, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
+    """Poll ``fn`` until it returns something truthy; the last value is in the error."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = fn()
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(last, default=str)[:2000]}")
+
+
+def deep(obj):
+    return copy.deepcopy(obj)
