@@ -1,8 +1,9 @@
-"""Create-or-replace and delete of the objects render.py produces (the official client).
+"""Server-side apply and delete of the objects render.py produces (the official client).
 
-Only whole objects that the operator owns are written, so a replace is a
-correct reconcile; 404 on delete and 409 on create are the normal races of a
-level-triggered controller and are absorbed here.
+Server-side apply (field manager ``otus-operator``, forced) creates or
+updates in one request and removes fields the operator stopped setting,
+without touching fields other controllers own.  404 on delete is the normal
+race of a level-triggered controller and is absorbed here.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def reset() -> None:
     _api_client = None
 
 
+FIELD_MANAGER = "otus-operator"
+
+
 def _ops(kind: str) -> tuple[Callable, Callable, Callable, Callable]:
     core, apps, rbac = client.CoreV1Api(api()), client.AppsV1Api(api()), client.RbacAuthorizationV1Api(api())
     table = {
@@ -37,22 +41,15 @@ def _ops(kind: str) -> tuple[Callable, Callable, Callable, Callable]:
     if kind not in table:
         raise ValueError(f"no client for kind {kind}")
     a, n = table[kind]
-    return (getattr(a, f"create_namespaced_{n}"), getattr(a, f"replace_namespaced_{n}"),
+    return (getattr(a, f"create_namespaced_{n}"), getattr(a, f"patch_namespaced_{n}"),
             getattr(a, f"delete_namespaced_{n}"), getattr(a, f"read_namespaced_{n}"))
 
 
-def apply(obj: dict) -> str:
-    """Create ``obj`` or replace what is there; returns 'created' or 'replaced'."""
-    create, replace, _, _ = _ops(obj["kind"])
-    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    try:
-        create(ns, obj, _preload_content=False)
-        return "created"
-    except ApiException as e:
-        if e.status != 409:
-            raise
-    replace(name, ns, obj, _preload_content=False)
-    return "replaced"
+def apply(obj: dict) -> None:
+    """Server-side apply ``obj`` (create or update)."""
+    _, patch, _, _ = _ops(obj["kind"])
+    patch(obj["metadata"]["name"], obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER, force=True,
+          _content_type="application/apply-patch+yaml", _preload_content=False)
 
 
 def delete(kind: str, namespace: str, name: str) -> bool:

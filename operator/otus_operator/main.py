@@ -41,6 +41,9 @@ def load_kube_config(kubeconfig: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.kubeconfig:
+        import os
+        os.environ["KUBECONFIG"] = args.kubeconfig   # before kubernetes is imported: kopf's login reads it too
     if args.status_interval < 1:
         sys.stderr.write("otus-operator: error: --status-interval must be at least 1 second\n")
         return 2
@@ -55,9 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigException, OSError) as e:
         sys.stderr.write(f"otus-operator: error: no Kubernetes credentials: {e}\n")
         return 2
-    if args.kubeconfig:
-        import os
-        os.environ["KUBECONFIG"] = args.kubeconfig   # kopf's own login reads the same file
     from . import handlers
     c = handlers.CONFIG
     c.webhook = not args.no_webhook

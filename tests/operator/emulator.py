@@ -24,6 +24,7 @@ import time
 import uuid
 
 import yaml
+import attrs
 import jsonpatch
 from kmock import KubernetesEmulator
 from kmock._internal import apps, enums
@@ -43,6 +44,8 @@ RESOURCES = {
     "otus.io/v1alpha1/capturetasks": dict(kind="CaptureTask", namespaced=True, subresources=["status"],
                                           singular="capturetask", shortnames=["ct"]),
 }
+SYSTEM_FIELDS = {"uid", "resourceVersion", "creationTimestamp", "generation", "finalizers", "deletionTimestamp",
+                 "status"}
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
 
@@ -50,12 +53,55 @@ class StampingEmulator(KubernetesEmulator):
     _rv = itertools.count(1)
 
     async def _handle(self, request):
+        if request.resource is not None and request.name is not None and request.method == enums.method.PUT:
+            request = self._as_replace(request)
+        if request.action == enums.action.UPDATE and "apply-patch" in request.headers.get("Content-Type", "") \
+                and isinstance(request.data, dict):
+            await self._apply_creates(request)
         if request.resource is not None and request.data is not None:
             self._stamp(request)
         try:
             return await super()._handle(request)
         except jsonpatch.JsonPatchTestFailed as e:  # what a real API server answers to a failed 'test'
             raise KubernetesError(status=422, reason="Invalid", message=f"the server rejected our request: {e}")
+
+    async def _apply_creates(self, request) -> None:
+        """Server-side apply of a missing object creates it (kmock only patches existing ones)."""
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            if key in self._objects and not self._objects[key].deleted:
+                return
+            obj = copy.deepcopy(request.data)
+            m = obj.setdefault("metadata", {})
+            m.update(uid=str(uuid.uuid4()), generation=1, namespace=request.namespace,
+                     creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if key in self._objects:
+                self._objects[key].create(obj)
+            else:
+                self._objects[key] = obj
+            await self._buses[request.resource].put({"type": "ADDED", "object": self._objects[key].raw})
+
+    def _as_replace(self, request):
+        """PUT (replace), which kmock does not route: a merge patch that also removes what the new object lacks."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            raise KubernetesError(status=404, reason="NotFound", message=f"{request.name} not found")
+        old = self.objects[key].raw
+
+        def diff(a, b, top=False):
+            out = {}
+            for k in a:
+                if k not in b and not (top and k in SYSTEM_FIELDS):
+                    out[k] = None
+            for k, v in b.items():
+                out[k] = diff(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) and k != "metadata" \
+                    else v
+            return out
+        data = diff(old, request.data)
+        meta = {k: None for k in old.get("metadata", {}) if k not in request.data.get("metadata", {})
+                and k not in SYSTEM_FIELDS}
+        data["metadata"] = {**meta, **request.data.get("metadata", {})}
+        return attrs.evolve(request, action=enums.action.UPDATE, data=data)
 
     def _stamp(self, request) -> None:
         rv = str(next(self._rv))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import pathlib
 
 import jsonschema
@@ -89,11 +90,22 @@ def test_render_daemonset_and_configmap():
     sc = c["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]}
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
-    assert "--kafka-brokers" in c["args"] and "otus-edge-sip" in c["args"] and "--calls" in c["args"]
+    assert c["args"][:3] == ["agent", "--task-file", "/etc/otus/task/task.yaml"]
     assert ds["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert {v["name"]: v for v in pod["volumes"]}["otus-task"] == {"name": "otus-task",
+                                                                  "configMap": {"name": "otus-edge-sip"}}
     cm = render.configmap("edge-sip", "voip", "uid-1", spec)
     task = yaml.safe_load(cm["data"]["task.yaml"])
     assert task["id"] == "edge-sip" and task["workers"] == 2 and task["limits"]["duration_s"] == 86400
+    kafka = next(r for r in task["reporters"] if r["type"] == "kafka")
+    assert kafka["topic"] == "otus-edge-sip" and task["sip"]["call_summaries"] is True
+    # a task change does not touch the pod template (agents follow the file); an image change does
+    spec2 = spec.model_copy(update={"capture": spec.capture.model_copy(update={"workers": 4})})
+    ds2 = render.daemonset("edge-sip", "voip", "uid-1", spec2)
+    assert ds2["spec"]["template"] == ds["spec"]["template"]
+    spec3 = spec.model_copy(update={"agent": spec.agent.model_copy(update={"image": "otus-agent:0.2"})})
+    assert render.daemonset("edge-sip", "voip", "uid-1", spec3)["spec"]["template"]["metadata"] != \
+        ds["spec"]["template"]["metadata"]
     # the args the agent gets are ones its CLI accepts
     from otus_agent.cli import build_parser
     build_parser().parse_args(c["args"])
@@ -101,19 +113,28 @@ def test_render_daemonset_and_configmap():
         import kubernetes_validate
     except ImportError:
         pytest.skip("kubernetes-validate not installed")
-    for obj in (ds, cm):
+    for obj in (ds, cm, *render.agent_rbac("edge-sip", "voip", "uid-1", sidecar=False),
+                *render.agent_rbac("edge-sip", "voip", "uid-1", sidecar=True)):
         kubernetes_validate.validate(obj, "1.30.0", strict=True)
 
 
 def test_render_sidecar_and_secret_ref():
     e = examples()[1]
     spec = CaptureTaskSpec.model_validate(e["spec"])
-    patch = render.sidecar_patch("sbc-sip", spec)
-    c = patch[0]["value"]
-    assert patch[0]["path"] == "/spec/initContainers/-" and c["restartPolicy"] == "Always"
-    assert "--hep" in c["args"] and "--interface" in c["args"]
-    legacy = render.sidecar_patch("sbc-sip", spec, native=False)
-    assert legacy[0]["path"] == "/spec/containers/-" and "restartPolicy" not in legacy[0]["value"]
+    pod = {"spec": {"containers": [{"name": "app", "image": "a"}]}}
+    native = render.inject(pod, "sbc-sip", spec)
+    c = native["initContainers"][0]
+    assert c["restartPolicy"] == "Always" and c["name"] == "otus-agent" and "containers" not in native
+    assert [v["name"] for v in native["volumes"]] == ["otus-task", "otus-spool", "otus-tmp"]
+    legacy = render.inject(pod, "sbc-sip", spec, native=False)
+    assert [x["name"] for x in legacy["containers"]] == ["app", "otus-agent"]
+    assert "restartPolicy" not in legacy["containers"][1]
+    assert render.has_agent({"spec": legacy}) and not render.has_agent(pod)
+    task = render.task_spec("sbc-sip", spec)
+    assert {"type": "hep", "address": "homer.monitoring.svc:9060", "proto": "udp"}.items() <= \
+        next(r for r in task["reporters"] if r["type"] == "hep").items()
+    assert render.selects({"app": "sbc"}, {"app": "sbc", "x": "y"}) and not render.selects({"app": "sbc"}, {})
+    assert not render.selects({}, {"app": "sbc"})
     with pytest.raises(ValueError):
         render.daemonset("sbc-sip", "voip", "u", spec)
     s2 = CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "outputs": {"kafka": {
@@ -122,3 +143,6 @@ def test_render_sidecar_and_secret_ref():
     env = {x["name"]: x for x in c2["env"]}
     assert env["OTUS_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-creds", "key": "password"}
     assert not any("password" in a for a in c2["args"])
+    task = render.task_spec("t", s2)
+    assert task["reporters"][0]["password_env"] == "OTUS_KAFKA_SASL_PASSWORD" and "password" not in json.dumps(
+        task["reporters"][0]["options"])

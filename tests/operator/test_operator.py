@@ -1,0 +1,282 @@
+"""The real kopf operator against the Kubernetes emulator: both modes, status roll-up, webhook, cleanup."""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import pathlib
+import ssl
+import time
+import urllib.request
+import uuid
+
+import jsonpatch
+import pytest
+import yaml
+from emulator import wait_for
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from otus_agent.kube.status import StatusReporter
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+G, V, P = "otus.io", "v1alpha1", "capturetasks"
+
+
+def example(name: str) -> dict:
+    return yaml.safe_load((ROOT / "crds" / "examples" / f"{name}.yaml").read_text())
+
+
+@pytest.fixture()
+def ns(cluster, operator) -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture()
+def api(cluster):
+    c = cluster.client()
+    return {"custom": client.CustomObjectsApi(c), "core": client.CoreV1Api(c), "apps": client.AppsV1Api(c),
+            "rbac": client.RbacAuthorizationV1Api(c), "adm": client.AdmissionregistrationV1Api(c)}
+
+
+def create(api, ns: str, obj: dict) -> dict:
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["namespace"] = ns
+    return api["custom"].create_namespaced_custom_object(G, V, ns, P, obj)
+
+
+def get(api, ns: str, name: str) -> dict:
+    return api["custom"].get_namespaced_custom_object(G, V, ns, P, name)
+
+
+def status(api, ns: str, name: str) -> dict:
+    return get(api, ns, name).get("status") or {}
+
+
+def cond(st: dict, ctype: str) -> dict:
+    return next((c for c in st.get("conditions", []) if c["type"] == ctype), {})
+
+
+def gone(fn) -> bool:
+    try:
+        fn()
+    except ApiException as e:
+        return e.status == 404
+    return False
+
+
+def agent_report(api, ns: str, task: str, agent: str, **fields) -> None:
+    """What an agent does (otus_agent.kube.status): patch its own entry on the status subresource."""
+    from otus_agent.kube.status import now_rfc3339
+    e = {"node": f"node-{agent}", "pod": agent, "state": "Capturing", "packets": 0, "drops": 0, "sipMessages": 0,
+         "spoolBytes": 0, "lastReport": now_rfc3339(), "error": None, **fields}
+    StatusReporter(api["custom"], ns, task, agent).report(e, force=True)
+
+
+def validate_k8s(obj: dict) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    obj = copy.deepcopy(obj)
+    for k in ("uid", "resourceVersion", "creationTimestamp", "generation"):
+        obj.get("metadata", {}).pop(k, None)
+    kubernetes_validate.validate(obj, "1.30.0", strict=True)
+
+
+def test_daemonset_mode_lifecycle(api, ns):
+    create(api, ns, example("daemonset"))
+    ds = wait_for(lambda: api["apps"].read_namespaced_daemon_set("otus-edge-sip", ns, _preload_content=False),
+                  what="the DaemonSet")
+    ds = json.loads(ds.data)
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "otus-edge-sip" and pod["hostNetwork"] is True
+    validate_k8s(ds)
+    cm = json.loads(api["core"].read_namespaced_config_map("otus-edge-sip", ns, _preload_content=False).data)
+    validate_k8s(cm)
+    assert yaml.safe_load(cm["data"]["task.yaml"])["workers"] == 2 and cm["data"]["suspend"] == "false"
+    role = json.loads(api["rbac"].read_namespaced_role("otus-edge-sip", ns, _preload_content=False).data)
+    assert all(r["resourceNames"] == ["edge-sip"] for r in role["rules"])
+    binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-edge-sip", ns, _preload_content=False).data)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "otus-edge-sip", "namespace": ns}]
+    api["core"].read_namespaced_service_account("otus-edge-sip", ns)
+
+    st = wait_for(lambda: status(api, ns, "edge-sip").get("phase") == "Pending" and status(api, ns, "edge-sip"),
+                  what="phase Pending")
+    assert st["mode"] == "DaemonSet" and cond(st, "Ready")["status"] == "False"
+
+    # the DaemonSet controller would say two nodes; the emulator has none, so the test says it
+    api["apps"].patch_namespaced_daemon_set_status("otus-edge-sip", ns, {"status": {
+        "desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberMisscheduled": 0, "numberReady": 2}})
+    agent_report(api, ns, "edge-sip", "agent-a", packets=1000, sipMessages=40)
+    st = wait_for(lambda: status(api, ns, "edge-sip").get("readyAgents") == 1 and status(api, ns, "edge-sip"),
+                  what="one ready agent")
+    assert st["phase"] == "Running" and cond(st, "Ready")["status"] == "False"   # 1 of 2 nodes
+    agent_report(api, ns, "edge-sip", "agent-b", packets=500, sipMessages=10)
+    st = wait_for(lambda: cond(status(api, ns, "edge-sip"), "Ready").get("status") == "True"
+                  and status(api, ns, "edge-sip"), what="Ready=True")
+    assert st["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 50}
+    assert set(st["agents"]) == {"agent-a", "agent-b"}               # neither agent clobbered the other
+    assert cond(st, "Capturing")["status"] == "True" and cond(st, "Degraded")["status"] == "False"
+    ready_since = cond(st, "Ready")["lastTransitionTime"]
+
+    agent_report(api, ns, "edge-sip", "agent-b", packets=500, drops=100, sipMessages=10)
+    st = wait_for(lambda: cond(status(api, ns, "edge-sip"), "Degraded").get("status") == "True"
+                  and status(api, ns, "edge-sip"), what="Degraded")
+    assert cond(st, "Degraded")["reason"] == "KernelDrops"
+    assert cond(st, "Ready")["lastTransitionTime"] == ready_since      # unchanged conditions keep their time
+    agent_report(api, ns, "edge-sip", "agent-a", packets=100000, spoolBytes=5 << 20)
+    st = wait_for(lambda: "KafkaUnavailable" in cond(status(api, ns, "edge-sip"), "Degraded").get("message", "")
+                  or "spool" in cond(status(api, ns, "edge-sip"), "Degraded").get("message", "")
+                  and status(api, ns, "edge-sip"), what="spool alarm")
+
+    # a spec change reaches the agents through the ConfigMap; the pod template stays
+    obj = get(api, ns, "edge-sip")
+    api["custom"].patch_namespaced_custom_object(G, V, ns, P, "edge-sip", {"spec": {"capture": {"workers": 3}}})
+    wait_for(lambda: yaml.safe_load(api["core"].read_namespaced_config_map("otus-edge-sip", ns).data["task.yaml"])
+             ["workers"] == 3, what="the new task file")
+    ds2 = json.loads(api["apps"].read_namespaced_daemon_set("otus-edge-sip", ns, _preload_content=False).data)
+    assert ds2["spec"]["template"]["metadata"]["annotations"] == ds["spec"]["template"]["metadata"]["annotations"]
+    gen = obj["metadata"]["generation"] + 1
+    wait_for(lambda: status(api, ns, "edge-sip").get("observedGeneration") == gen, what="observedGeneration")
+
+    # suspend: agents stop (DaemonSet gone, task file says suspend), the CR stays
+    api["custom"].patch_namespaced_custom_object(G, V, ns, P, "edge-sip", {"spec": {"suspend": True}})
+    wait_for(lambda: gone(lambda: api["apps"].read_namespaced_daemon_set("otus-edge-sip", ns)), what="DS deleted")
+    assert api["core"].read_namespaced_config_map("otus-edge-sip", ns).data["suspend"] == "true"
+    st = wait_for(lambda: status(api, ns, "edge-sip").get("phase") == "Suspended" and status(api, ns, "edge-sip"),
+                  what="Suspended")
+    assert cond(st, "Ready")["reason"] == "Suspended" and not st.get("agents")
+    # resume
+    api["custom"].patch_namespaced_custom_object(G, V, ns, P, "edge-sip", {"spec": {"suspend": False}})
+    wait_for(lambda: api["apps"].read_namespaced_daemon_set("otus-edge-sip", ns), what="DS back")
+
+    # delete: the finalizer cleans up every child, then the CR goes
+    assert "otus.io/cleanup" in get(api, ns, "edge-sip")["metadata"]["finalizers"]
+    api["custom"].delete_namespaced_custom_object(G, V, ns, P, "edge-sip")
+    wait_for(lambda: gone(lambda: get(api, ns, "edge-sip")), what="the CR gone")
+    for read in (api["apps"].read_namespaced_daemon_set, api["core"].read_namespaced_config_map,
+                 api["core"].read_namespaced_service_account, api["rbac"].read_namespaced_role,
+                 api["rbac"].read_namespaced_role_binding):
+        assert gone(lambda: read("otus-edge-sip", ns)), read.__name__
+
+
+def test_duration_elapsed_is_succeeded_and_the_cr_stays(api, ns):
+    t = example("daemonset")
+    t["metadata"]["name"] = "short"
+    t["spec"]["limits"] = {"duration": "2s"}
+    create(api, ns, t)
+    wait_for(lambda: api["apps"].read_namespaced_daemon_set("otus-short", ns), what="DS")
+    agent_report(api, ns, "short", "a1", packets=10)
+    st = wait_for(lambda: status(api, ns, "short").get("phase") == "Succeeded" and status(api, ns, "short"),
+                  timeout=20, what="Succeeded")
+    assert st["completionTime"] and cond(st, "Ready")["reason"] == "Completed"
+    wait_for(lambda: gone(lambda: api["apps"].read_namespaced_daemon_set("otus-short", ns)), what="agents stopped")
+    assert api["core"].read_namespaced_config_map("otus-short", ns).data["suspend"] == "true"
+    time.sleep(1.5)
+    assert get(api, ns, "short")["status"]["phase"] == "Succeeded"          # and the user's CR is still there
+
+
+def test_invalid_spec_is_failed_with_a_reason(api, ns):
+    # the emulator does not enforce the CRD schema (a real API server would refuse this at admission)
+    create(api, ns, {"apiVersion": f"{G}/{V}", "kind": "CaptureTask", "metadata": {"name": "bad"},
+                     "spec": {"target": {"nodes": {}}, "capture": {"workers": 0}}})
+    st = wait_for(lambda: status(api, ns, "bad").get("phase") == "Failed" and status(api, ns, "bad"),
+                  what="Failed")
+    c = cond(st, "Ready")
+    assert c["reason"] == "InvalidSpec" and "capture.workers" in c["message"]
+    assert gone(lambda: api["apps"].read_namespaced_daemon_set("otus-bad", ns))
+
+
+def _review(pod: dict, ns: str) -> dict:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "resource": {"group": "", "version": "v1", "resource": "pods"},
+                        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                        "namespace": ns, "operation": "CREATE",
+                        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                        "object": pod, "oldObject": None, "dryRun": False,
+                        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}}}
+
+
+def _pod(name: str, ns: str, labels: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"containers": [{"name": "sbc", "image": "registry.example/sbc:1.0"}]}}
+
+
+def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
+    from otus_operator import handlers
+    create(api, ns, example("sidecar"))
+    wait_for(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns), what="ConfigMap")
+    binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-sbc-sip", ns, _preload_content=False).data)
+    assert binding["subjects"][0] == {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                                      "name": f"system:serviceaccounts:{ns}"}
+    assert gone(lambda: api["apps"].read_namespaced_daemon_set("otus-sbc-sip", ns))
+
+    # kopf manages the webhook configuration: our Service, our CA
+    cfg = wait_for(lambda: api["adm"].read_mutating_webhook_configuration("otus-sidecar.otus.io",
+                                                                          _preload_content=False), what="webhook cfg")
+    hook = json.loads(cfg.data)["webhooks"][0]
+    cc = hook["clientConfig"]
+    assert cc["service"]["name"] == "otus-operator-webhook" and cc["service"]["namespace"] == "otus-system"
+    assert hook["failurePolicy"] == "Ignore" and hook["rules"][0]["resources"] == ["pods"]
+    assert hook["sideEffects"] == "None"
+
+    # the API server's side of the call, over TLS verified against the advertised CA bundle
+    ctx = ssl.create_default_context(cadata=base64.b64decode(cc["caBundle"]).decode())
+    url = f"https://127.0.0.1:{handlers.CONFIG.webhook_port}{cc['service']['path']}"
+
+    def call(pod: dict) -> dict:
+        req = urllib.request.Request(url, json.dumps(_review(pod, ns)).encode(),
+                                     {"Content-Type": "application/json"})
+        # the certificate names the Service, as the API server would ask for it
+        import http.client
+
+        class Conn(http.client.HTTPSConnection):
+            def connect(self):
+                super(http.client.HTTPSConnection, self).connect()
+                self.sock = ctx.wrap_socket(self.sock, server_hostname="otus-operator-webhook.otus-system.svc")
+        handler = urllib.request.HTTPSHandler(context=ctx)
+        handler.https_open = lambda r: handler.do_open(Conn, r)
+        return json.loads(urllib.request.build_opener(handler).open(req, timeout=10).read())
+
+    # wait until kopf's index has seen the task
+    pod = _pod("sbc-0", ns, {"app": "sbc", "tier": "edge"})
+    resp = wait_for(lambda: (r := call(pod)["response"]).get("patch") and r, what="a patch")
+    assert resp["allowed"] is True and resp["patchType"] == "JSONPatch"
+    patched = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(resp["patch"])))
+    agent = next(c for c in patched["spec"]["containers"] if c["name"] == "otus-agent")
+    assert agent["securityContext"]["capabilities"]["add"] == ["NET_RAW", "NET_ADMIN"]
+    assert {v["name"] for v in patched["spec"]["volumes"]} >= {"otus-task", "otus-spool", "otus-tmp"}
+    assert patched["metadata"]["annotations"]["otus.io/capturetask"] == "sbc-sip"
+    validate_k8s(patched)
+
+    other = call(_pod("web-0", ns, {"app": "web"}))["response"]
+    assert other["allowed"] is True and "patch" not in other
+    again = call(patched)["response"]                           # already carries an agent: left alone
+    assert "patch" not in again
+    opted_out = _pod("sbc-x", ns, {"app": "sbc"})
+    opted_out["metadata"]["annotations"] = {"otus.io/inject": "false"}
+    assert "patch" not in call(opted_out)["response"]
+    elsewhere = call({**_pod("sbc-1", "other-ns", {"app": "sbc"})})["response"]
+    assert "patch" not in elsewhere                              # the task only selects pods of its namespace
+
+    # pods in the emulator: one created through the webhook, one from before the task
+    api["core"].create_namespaced_pod(ns, {**patched, "metadata": {**patched["metadata"], "namespace": ns}})
+    api["core"].create_namespaced_pod(ns, _pod("sbc-old", ns, {"app": "sbc"}))
+    api["core"].create_namespaced_pod(ns, _pod("web-0", ns, {"app": "web"}))
+    st = wait_for(lambda: (status(api, ns, "sbc-sip").get("pods") or {}).get("matching") == 2
+                  and status(api, ns, "sbc-sip"), what="pods in status")
+    assert st["mode"] == "Sidecar" and st["pods"] == {"matching": 2, "injected": 1, "notInjected": ["sbc-old"]}
+    agent_report(api, ns, "sbc-sip", "sbc-0", packets=42, sipMessages=4)
+    st = wait_for(lambda: cond(status(api, ns, "sbc-sip"), "Ready").get("status") == "True"
+                  and status(api, ns, "sbc-sip"), what="Ready")
+    assert st["phase"] == "Running" and st["readyAgents"] == 1
+
+    # suspended tasks inject nothing, and running sidecars are told to stop
+    api["custom"].patch_namespaced_custom_object(G, V, ns, P, "sbc-sip", {"spec": {"suspend": True}})
+    wait_for(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns).data["suspend"] == "true",
+             what="suspend in the task file")
+    wait_for(lambda: "patch" not in call(_pod("sbc-2", ns, {"app": "sbc"}))["response"], what="no injection")
+
+    api["custom"].delete_namespaced_custom_object(G, V, ns, P, "sbc-sip")
+    wait_for(lambda: gone(lambda: get(api, ns, "sbc-sip")), what="CR gone")
+    assert gone(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns))
