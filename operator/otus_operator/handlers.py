@@ -132,7 +132,8 @@ def _pods(namespace: str, spec: CaptureTaskSpec) -> dict:
             and not p.get("metadata", {}).get("deletionTimestamp")]
     injected = [p for p in pods if render.has_agent(p)]
     missing = sorted(p["metadata"]["name"] for p in pods if not render.has_agent(p))
-    return {"matching": len(pods), "injected": len(injected), "notInjected": missing[:NOT_INJECTED_MAX]}
+    return {"matching": len(pods), "injected": len(injected), "notInjected": missing[:NOT_INJECTED_MAX],
+            "_crashing": status.crash_looping(injected)}
 
 
 def roll_up_once(name: str, namespace: str) -> dict | None:
@@ -156,11 +157,14 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
     if spec.target.pods is not None:
         pods = _pods(namespace, spec)
         desired = pods["injected"]
+        crashing = pods.pop("_crashing")
     else:
         ds = kube.read("DaemonSet", namespace, render.child_name(name))
         if ds is not None and "desiredNumberScheduled" in (ds.get("status") or {}):
             desired = ds["status"]["desiredNumberScheduled"]
-    new = status.roll_up(spec, prev.get("agents") or {}, obj["metadata"].get("generation", 1), _now(), prev, desired)
+        crashing = status.crash_looping(kube.list_pods(namespace, {render.LABEL: name})) if ds is not None else []
+    new = status.roll_up(spec, prev.get("agents") or {}, obj["metadata"].get("generation", 1), _now(), prev, desired,
+                         crashing)
     if pods is not None:
         new["pods"] = pods
     if all(prev.get(k) == v for k, v in new.items()):

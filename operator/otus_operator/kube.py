@@ -77,7 +77,10 @@ def read(kind: str, namespace: str, name: str) -> dict | None:
 def list_pods(namespace: str, selector: dict[str, str]) -> list[dict]:
     label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
     r = client.CoreV1Api(api()).list_namespaced_pod(namespace, label_selector=label_selector, _preload_content=False)
-    return json.loads(r.data).get("items", [])
+    items = json.loads(r.data).get("items", [])
+    # the server filters already; filtering again costs little and keeps a wrong answer out
+    return [p for p in items if all(((p.get("metadata") or {}).get("labels") or {}).get(k) == v
+                                    for k, v in selector.items())]
 
 
 def custom() -> client.CustomObjectsApi:

@@ -1,6 +1,6 @@
 """Roll the agents' reports up into the CaptureTask's status: phase, totals, conditions.
 
-Pure: the kopf timer (not built yet) reads ``status.agents`` (each agent patches
+Pure: the operator's status loop (handlers.status_loop) reads ``status.agents`` (each agent patches
 its own entry) and writes back what ``roll_up`` returns as a merge patch.
 Conditions have the metav1.Condition shape; ``lastTransitionTime`` only moves
 when a condition's status changes, so `kubectl wait --for=condition=Ready`
@@ -28,8 +28,26 @@ def _parse(ts: str | None) -> datetime | None:
 
 
 
+CRASH_RESTARTS = 5               # an agent container restarted this often counts as crash-looping
+
+
+def crash_looping(pods: list[dict], container: str = "otus-agent") -> list[str]:
+    """Pods whose agent container is in CrashLoopBackOff or restarted CRASH_RESTARTS times."""
+    out = []
+    for p in pods:
+        st = p.get("status") or {}
+        for c in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or []):
+            if c.get("name") != container:
+                continue
+            waiting = (c.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CrashLoopBackOff" or c.get("restartCount", 0) >= CRASH_RESTARTS:
+                out.append(p.get("metadata", {}).get("name", "?"))
+    return sorted(out)
+
+
 def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now: datetime,
-            previous: dict | None = None, desired_agents: int | None = None) -> dict:
+            previous: dict | None = None, desired_agents: int | None = None,
+            crashing: list[str] | None = None) -> dict:
     prev = previous or {}
     parsed = {name: AgentStatus.model_validate(a) for name, a in agents.items()}
     totals = {"packets": sum(a.packets for a in parsed.values()), "drops": sum(a.drops for a in parsed.values()),
@@ -72,6 +90,8 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
         reasons.append(("KafkaUnavailable", f"records waiting in the spool on {', '.join(spooling)}"))
     if failed and phase != "Failed":
         reasons.append(("AgentFailed", f"agents failed: {', '.join(sorted(failed))}"))
+    if crashing and phase not in ("Suspended", "Succeeded"):
+        reasons.insert(0, ("AgentCrashLooping", f"agent containers crash-looping in {', '.join(crashing[:10])}"))
     degraded = ("True", reasons[0][0], "; ".join(m for _, m in reasons)) if reasons else ("False", "AsExpected", "")
 
     old = {c["type"]: c for c in prev.get("conditions", [])}

@@ -127,6 +127,18 @@ def test_daemonset_mode_lifecycle(api, ns):
                   or "spool" in cond(status(api, ns, "edge-sip"), "Degraded").get("message", "")
                   and status(api, ns, "edge-sip"), what="spool alarm")
 
+    # an agent pod in CrashLoopBackOff (as the kubelet would report it)
+    api["core"].create_namespaced_pod(ns, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "otus-edge-sip-x1", "namespace": ns, "labels": {"otus.io/capturetask": "edge-sip"}},
+        "spec": {"containers": [{"name": "otus-agent", "image": "i"}]},
+        "status": {"containerStatuses": [{"name": "otus-agent", "restartCount": 6, "ready": False, "image": "i",
+                                          "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}})
+    st = wait_for(lambda: cond(status(api, ns, "edge-sip"), "Degraded").get("reason") == "AgentCrashLooping"
+                  and status(api, ns, "edge-sip"), what="AgentCrashLooping")
+    assert "otus-edge-sip-x1" in cond(st, "Degraded")["message"]
+    api["core"].delete_namespaced_pod("otus-edge-sip-x1", ns)
+
     # a spec change reaches the agents through the ConfigMap; the pod template stays
     obj = get(api, ns, "edge-sip")
     api["custom"].patch_namespaced_custom_object(G, V, ns, P, "edge-sip", {"spec": {"capture": {"workers": 3}}})

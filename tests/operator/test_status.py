@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import jsonschema
 
 from otus_operator.crd import CaptureTaskSpec, CaptureTaskStatus
+from otus_operator import status
 from otus_operator.status import roll_up
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
@@ -70,3 +71,18 @@ def test_status_fits_the_crd_schema():
     schema = _jsonschema(crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"])
     s = roll_up(NODES, {"a1": agent(), "a2": agent(drops=100)}, 4, NOW)
     jsonschema.validate({**s, "agents": {"a1": agent()}}, schema)
+
+
+def test_crash_looping_agents_degrade():
+    pods = [{"metadata": {"name": "ok"}, "status": {"containerStatuses": [{"name": "otus-agent", "restartCount": 1,
+                                                                            "state": {"running": {}}}]}},
+            {"metadata": {"name": "loop"}, "status": {"containerStatuses": [
+                {"name": "otus-agent", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},
+            {"metadata": {"name": "app-loops"}, "status": {"containerStatuses": [
+                {"name": "app", "restartCount": 9, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}},
+            {"metadata": {"name": "sidecar"}, "status": {"initContainerStatuses": [
+                {"name": "otus-agent", "restartCount": 7, "state": {"running": {}}}]}}]
+    assert status.crash_looping(pods) == ["loop", "sidecar"]
+    st = roll_up(NODES, {"a": agent()}, 1, NOW, desired_agents=1, crashing=["loop"])
+    d = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert d["status"] == "True" and d["reason"] == "AgentCrashLooping" and "loop" in d["message"]
