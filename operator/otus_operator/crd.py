@@ -95,11 +95,12 @@ def duration_seconds(text: str | None) -> float | None:
 
 
 class Agent(_M):
-    image: str = Field(default="ghcr.io/otus-voip/otus-agent:0.1.0", description="Agent image.")
-    resources: dict[str, dict[str, str]] = Field(
-        default={"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
-        description="Agent container resources.")
-    tolerations: list[dict[str, str]] = Field(default=[], description="Tolerations of the agent pods (nodes mode).")
+    image: str | None = Field(default=None, max_length=512,
+                              description="Agent image (default: the operator's, set by the Helm chart).")
+    resources: dict[str, dict[str, str]] | None = Field(
+        default=None, description="Agent container resources (default: the operator's).")
+    tolerations: list[dict[str, str]] | None = Field(
+        default=None, description="Tolerations of the agent pods in nodes mode (default: the operator's).")
 
 
 class CaptureTaskSpec(_M):

@@ -37,7 +37,7 @@ class OperatorConfig:
     post_events: bool = True
     status_interval_s: float = 10.0
     sidecar: str = "auto"                # native | container | auto (native from Kubernetes 1.29)
-    extra: dict = field(default_factory=dict)
+    agent: render.AgentDefaults = field(default_factory=render.AgentDefaults)
 
 
 CONFIG = OperatorConfig()
@@ -105,11 +105,12 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
     for obj in render.agent_rbac(name, namespace, uid, sidecar):
         kube.apply(obj)
     kube.apply(render.configmap(name, namespace, uid, spec, suspended=spec.suspend or finished))
+    kube.apply(render.metrics_service(name, namespace, uid))
     if sidecar or spec.suspend or finished:
         if kube.delete("DaemonSet", namespace, render.child_name(name)):
             logger.info("agents stopped: DaemonSet deleted")
     else:
-        kube.apply(render.daemonset(name, namespace, uid, spec))
+        kube.apply(render.daemonset(name, namespace, uid, spec, CONFIG.agent))
     patch.status["mode"] = "Sidecar" if sidecar else "DaemonSet"
     if spec.suspend:
         patch.status["agents"] = None        # stale entries would read as running agents on resume
@@ -121,6 +122,8 @@ def cleanup(name: str, namespace: str, logger, **_) -> None:
     n = render.child_name(name)
     gone = [k for k in ("DaemonSet", "ConfigMap", "RoleBinding", "Role", "ServiceAccount")
             if kube.delete(k, namespace, n)]
+    if kube.delete("Service", namespace, render.metrics_service(name, namespace, "")["metadata"]["name"]):
+        gone.append("Service")
     logger.info(f"cleaned up: {', '.join(gone) or 'nothing left'}")
 
 
@@ -217,9 +220,10 @@ def inject_sidecar(body, patch: kopf.Patch, sidecar_tasks: kopf.Index, warnings:
     name, spec = matches[0]
     if len(matches) > 1:
         warnings.append(f"otus: several CaptureTasks select this pod; injected {name!r} only")
-    for key, value in render.inject(pod, name, spec, native=bool(_native)).items():
+    for key, value in render.inject(pod, name, spec, native=bool(_native), defaults=CONFIG.agent).items():
         patch.spec[key] = value
     patch.metadata.annotations["otus.io/capturetask"] = name
+    patch.metadata.labels[render.LABEL] = name          # the task's metrics Service selects it
     logger.info(f"capture agent of {name!r} injected")
 
 

@@ -35,7 +35,7 @@ FIELD_MANAGER = "otus-operator"
 def _ops(kind: str) -> tuple[Callable, Callable, Callable, Callable]:
     core, apps, rbac = client.CoreV1Api(api()), client.AppsV1Api(api()), client.RbacAuthorizationV1Api(api())
     table = {
-        "ConfigMap": (core, "config_map"), "ServiceAccount": (core, "service_account"),
+        "ConfigMap": (core, "config_map"), "ServiceAccount": (core, "service_account"), "Service": (core, "service"),
         "DaemonSet": (apps, "daemon_set"), "Role": (rbac, "role"), "RoleBinding": (rbac, "role_binding"),
     }
     if kind not in table:

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native sidecars (init container, restartPolicy Always) or regular containers")
     p.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
                    help="how often each CaptureTask's status is rolled up")
+    p.add_argument("--agent-image", metavar="IMAGE", help="agent image for tasks that name none")
+    p.add_argument("--agent-resources", metavar="JSON", help="agent resources for tasks that set none")
+    p.add_argument("--agent-tolerations", metavar="JSON", help="agent tolerations (nodes mode) for tasks that set none")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' = off)")
     p.add_argument("--no-events", action="store_true", help="do not post Kubernetes events")
     p.add_argument("--verbose", action="store_true")
@@ -39,6 +42,28 @@ def load_kube_config(kubeconfig: str | None) -> None:
         config.load_kube_config()
 
 
+def _agent_defaults(args: argparse.Namespace):
+    import json
+
+    from .render import DEFAULTS, AgentDefaults
+
+    def parsed(text: str | None, kind: type, flag: str):
+        if text is None:
+            return None
+        try:
+            v = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"{flag}: not JSON: {e}") from None
+        if not isinstance(v, kind):
+            raise ValueError(f"{flag}: expected a JSON {kind.__name__}")
+        return v
+    res = parsed(args.agent_resources, dict, "--agent-resources")
+    tol = parsed(args.agent_tolerations, list, "--agent-tolerations")
+    return AgentDefaults(image=args.agent_image or DEFAULTS.image,
+                         resources=res if res is not None else DEFAULTS.resources,
+                         tolerations=tuple(tol) if tol is not None else DEFAULTS.tolerations)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.kubeconfig:
@@ -46,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig   # before kubernetes is imported: kopf's login reads it too
     if args.status_interval < 1:
         sys.stderr.write("otus-operator: error: --status-interval must be at least 1 second\n")
+        return 2
+    try:
+        agent = _agent_defaults(args)
+    except ValueError as e:
+        sys.stderr.write(f"otus-operator: error: {e}\n")
         return 2
     try:
         import kopf
@@ -69,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.sidecar = args.sidecar
     c.status_interval_s = args.status_interval
     c.post_events = not args.no_events
+    c.agent = agent
     if c.webhook:
         handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -20,6 +20,8 @@ import yaml
 
 from otus_agent.spec import TaskSpec  # the shared contract (no capture code behind it)
 
+from dataclasses import dataclass, field
+
 from .crd import GROUP, KIND, VERSION, CaptureTaskSpec, duration_seconds
 
 LABEL = "otus.io/capturetask"
@@ -28,6 +30,18 @@ CONTAINER = "otus-agent"
 TASK_DIR = "/etc/otus/task"
 METRICS_PORT = 9091
 PASSWORD_ENV = "OTUS_KAFKA_SASL_PASSWORD"
+
+
+@dataclass(frozen=True)
+class AgentDefaults:
+    """What a CaptureTask leaves unset about its agents: the operator's settings (Helm values)."""
+    image: str = "ghcr.io/otus-voip/otus-agent:0.1.0"
+    resources: dict = field(default_factory=lambda: {"requests": {"cpu": "200m", "memory": "256Mi"},
+                                                     "limits": {"cpu": "2", "memory": "1Gi"}})
+    tolerations: tuple = ()
+
+
+DEFAULTS = AgentDefaults()
 
 
 def task_spec(name: str, spec: CaptureTaskSpec) -> dict:
@@ -86,7 +100,7 @@ def _field(path: str) -> dict:
     return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def agent_container(name: str, spec: CaptureTaskSpec) -> dict:
+def agent_container(name: str, spec: CaptureTaskSpec, defaults: AgentDefaults = DEFAULTS) -> dict:
     """The agent: runs the mounted task file, follows its changes, patches its status entry."""
     env = [{"name": "OTUS_TASK", "value": name},
            {"name": "OTUS_TASK_NAMESPACE", **_field("metadata.namespace")},
@@ -98,14 +112,14 @@ def agent_container(name: str, spec: CaptureTaskSpec) -> dict:
         env.append({"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return {
         "name": CONTAINER,
-        "image": spec.agent.image,
+        "image": spec.agent.image or defaults.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["otus"],
         "args": ["agent", "--task-file", f"{TASK_DIR}/task.yaml", "--state-dir", "/var/lib/otus",
                  "--metrics-listen", f":{METRICS_PORT}"],
         "env": env,
         "ports": [{"name": "otus-metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        "resources": spec.agent.resources,
+        "resources": spec.agent.resources if spec.agent.resources is not None else defaults.resources,
         "securityContext": {
             "runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True, "privileged": False,
@@ -118,10 +132,11 @@ def agent_container(name: str, spec: CaptureTaskSpec) -> dict:
     }
 
 
-def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec) -> dict:
+def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec, defaults: AgentDefaults = DEFAULTS) -> dict:
     if spec.target.nodes is None:
         raise ValueError("daemonset: the CaptureTask does not target nodes")
-    container = agent_container(name, spec)
+    container = agent_container(name, spec, defaults)
+    tolerations = spec.agent.tolerations if spec.agent.tolerations is not None else list(defaults.tolerations)
     # the hash covers the container only: task changes reach the agents through the
     # mounted ConfigMap without restarting them; image or resource changes roll the pods
     digest = hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
@@ -132,7 +147,7 @@ def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec) -> dic
         "serviceAccountName": child_name(name),
         "terminationGracePeriodSeconds": 45,
         "nodeSelector": spec.target.nodes.selector or None,
-        "tolerations": spec.agent.tolerations or None,
+        "tolerations": tolerations or None,
         "containers": [container],
         "volumes": [{"name": "otus-task", "configMap": {"name": child_name(name)}},
                     {"name": "otus-spool", "hostPath": {"path": f"/var/lib/otus/{namespace}/{name}",
@@ -150,6 +165,18 @@ def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec) -> dic
                          "spec": pod_spec},
         },
     }
+
+
+def metrics_service(name: str, namespace: str, uid: str) -> dict:
+    """A headless Service over the task's agents (DaemonSet pods and injected pods carry LABEL), so a
+    ServiceMonitor selecting ``app.kubernetes.io/component: agent-metrics`` finds every agent."""
+    meta = _meta(child_name(name) + "-metrics" if len(child_name(name)) <= 55 else child_name(name)[:55] + "-metrics",
+                 namespace, uid, name)
+    meta["labels"]["app.kubernetes.io/component"] = "agent-metrics"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"clusterIP": "None", "selector": {LABEL: name},
+                     "ports": [{"name": "otus-metrics", "port": METRICS_PORT, "targetPort": "otus-metrics",
+                                "protocol": "TCP"}]}}
 
 
 def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool) -> list[dict]:
@@ -183,7 +210,8 @@ def has_agent(pod: dict) -> bool:
     return any(c.get("name") == CONTAINER for c in (ps.get("initContainers") or []) + (ps.get("containers") or []))
 
 
-def inject(pod: dict, name: str, spec: CaptureTaskSpec, native: bool = True) -> dict:
+def inject(pod: dict, name: str, spec: CaptureTaskSpec, native: bool = True,
+           defaults: AgentDefaults = DEFAULTS) -> dict:
     """The pod spec fields to replace so that the pod carries the capture agent.
 
     A native sidecar (an init container with restartPolicy Always, Kubernetes
@@ -192,7 +220,7 @@ def inject(pod: dict, name: str, spec: CaptureTaskSpec, native: bool = True) -> 
     lists are returned (JSON patch 'add .../-' fails on absent lists).
     """
     ps = pod.get("spec") or {}
-    c = agent_container(name, spec)
+    c = agent_container(name, spec, defaults)
     vols = [{"name": "otus-task", "configMap": {"name": child_name(name)}},
             {"name": "otus-spool", "emptyDir": {"sizeLimit": "1Gi"}},
             {"name": "otus-tmp", "emptyDir": {"sizeLimit": "64Mi"}}]

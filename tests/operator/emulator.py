@@ -35,6 +35,7 @@ RESOURCES = {
     "v1/pods": dict(kind="Pod", namespaced=True),
     "v1/configmaps": dict(kind="ConfigMap", namespaced=True),
     "v1/serviceaccounts": dict(kind="ServiceAccount", namespaced=True),
+    "v1/services": dict(kind="Service", namespaced=True),
     "v1/events": dict(kind="Event", namespaced=True),
     "apps/v1/daemonsets": dict(kind="DaemonSet", namespaced=True, subresources=["status"]),
     "rbac.authorization.k8s.io/v1/roles": dict(kind="Role", namespaced=True),

@@ -97,6 +97,10 @@ def test_daemonset_mode_lifecycle(api, ns):
     binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-edge-sip", ns, _preload_content=False).data)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "otus-edge-sip", "namespace": ns}]
     api["core"].read_namespaced_service_account("otus-edge-sip", ns)
+    svc = json.loads(api["core"].read_namespaced_service("otus-edge-sip-metrics", ns, _preload_content=False).data)
+    validate_k8s(svc)
+    assert svc["spec"]["selector"] == {"otus.io/capturetask": "edge-sip"}
+    assert ds["spec"]["template"]["metadata"]["labels"]["otus.io/capturetask"] == "edge-sip"
 
     st = wait_for(lambda: status(api, ns, "edge-sip").get("phase") == "Pending" and status(api, ns, "edge-sip"),
                   what="phase Pending")
@@ -164,6 +168,7 @@ def test_daemonset_mode_lifecycle(api, ns):
     assert "otus.io/cleanup" in get(api, ns, "edge-sip")["metadata"]["finalizers"]
     api["custom"].delete_namespaced_custom_object(G, V, ns, P, "edge-sip")
     wait_for(lambda: gone(lambda: get(api, ns, "edge-sip")), what="the CR gone")
+    assert gone(lambda: api["core"].read_namespaced_service("otus-edge-sip-metrics", ns))
     for read in (api["apps"].read_namespaced_daemon_set, api["core"].read_namespaced_config_map,
                  api["core"].read_namespaced_service_account, api["rbac"].read_namespaced_role,
                  api["rbac"].read_namespaced_role_binding):
@@ -259,6 +264,7 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
     assert agent["securityContext"]["capabilities"]["add"] == ["NET_RAW", "NET_ADMIN"]
     assert {v["name"] for v in patched["spec"]["volumes"]} >= {"otus-task", "otus-spool", "otus-tmp"}
     assert patched["metadata"]["annotations"]["otus.io/capturetask"] == "sbc-sip"
+    assert patched["metadata"]["labels"] == {"app": "sbc", "tier": "edge", "otus.io/capturetask": "sbc-sip"}
     validate_k8s(patched)
 
     other = call(_pod("web-0", ns, {"app": "web"}))["response"]
