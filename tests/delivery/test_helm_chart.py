@@ -1,0 +1,168 @@
+"""The Helm chart, rendered and linted by Helm's own Go engine (helm-python-sdk), every object validated
+against the Kubernetes schemas, for the defaults and each documented option."""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "otus"
+KUBE = "1.30.0"
+# custom resources of other projects: kubernetes-validate has no schema for them
+FOREIGN = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("cert-manager.io/v1", "Certificate"),
+           ("cert-manager.io/v1", "Issuer")}
+
+OPTIONS = {
+    "defaults": {},
+    "cert-manager": {"webhook": {"certManager": {"enabled": True}}},
+    "cert-manager-issuer": {"webhook": {"certManager": {"enabled": True,
+                                                        "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}},
+    "no-webhook": {"webhook": {"enabled": False}},
+    "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+    "namespaces": {"operator": {"watchNamespaces": ["voip", "sbc"]}},
+    "no-dashboard": {"grafana": {"dashboard": {"enabled": False}}},
+    "agent-defaults": {"agent": {"image": {"repository": "registry.example/otus-agent", "tag": "1.2.3"},
+                                 "tolerations": [{"key": "voip", "operator": "Exists", "effect": "NoSchedule"}]}},
+    "scheduling": {"operator": {"nodeSelector": {"kubernetes.io/os": "linux"}, "postEvents": False,
+                                "tolerations": [{"key": "infra", "operator": "Exists"}]},
+                   "imagePullSecrets": [{"name": "regcred"}]},
+}
+
+
+def render(values: dict) -> list[dict]:
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render(values, name="otus", namespace="otus-system", is_install=True)
+    docs = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_renders_valid_objects_and_lints(option):
+    values = OPTIONS[option]
+    docs = render(values)
+    assert docs
+    for d in docs:
+        if (d["apiVersion"], d["kind"]) in FOREIGN:
+            assert d["metadata"]["name"] and d["spec"]
+            continue
+        kubernetes_validate.validate(d, KUBE, strict=True)
+    report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE}")
+    assert not report["errors"], report
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report["messages"]
+
+
+def _operator_args(docs: list[dict]) -> list[str]:
+    dep = by_kind(docs, "Deployment")[0]
+    return dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_defaults_least_privilege_and_args_the_operator_accepts():
+    from otus_operator.main import _agent_defaults, build_parser
+    docs = render({})
+    dep = by_kind(docs, "Deployment")[0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}}
+    assert dep["spec"]["replicas"] == 1
+    args = build_parser().parse_args(_operator_args(docs))
+    assert args.webhook_service == "otus-webhook" and args.webhook_namespace == "otus-system"
+    d = _agent_defaults(args)
+    assert d.image == "ghcr.io/otus-voip/otus-agent:0.1.0" and d.resources["limits"]["memory"] == "1Gi"
+    svc = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "otus-webhook")
+    assert svc["spec"]["ports"][0]["port"] == 443 and svc["spec"]["ports"][0]["targetPort"] == "webhook"
+    assert not by_kind(docs, "ServiceMonitor") and by_kind(docs, "ConfigMap")
+
+
+def test_options_reach_the_operator():
+    from otus_operator.main import _agent_defaults, build_parser
+    a = build_parser().parse_args(_operator_args(render(OPTIONS["namespaces"])))
+    assert a.namespace == ["voip", "sbc"]
+    a = build_parser().parse_args(_operator_args(render(OPTIONS["no-webhook"])))
+    assert a.no_webhook
+    assert not [s for s in by_kind(render(OPTIONS["no-webhook"]), "Service")]
+    docs = render(OPTIONS["cert-manager"])
+    a = build_parser().parse_args(_operator_args(docs))
+    cert = by_kind(docs, "Certificate")[0]
+    assert a.webhook_cert_dir == "/etc/otus/webhook-certs"
+    assert cert["spec"]["dnsNames"][0] == "otus-webhook.otus-system.svc" and by_kind(docs, "Issuer")
+    assert not by_kind(render(OPTIONS["cert-manager-issuer"]), "Issuer")
+    d = _agent_defaults(build_parser().parse_args(_operator_args(render(OPTIONS["agent-defaults"]))))
+    assert d.image == "registry.example/otus-agent:1.2.3" and d.tolerations[0]["key"] == "voip"
+    sm = by_kind(render(OPTIONS["service-monitor"]), "ServiceMonitor")[0]
+    assert sm["metadata"]["labels"]["release"] == "prom" and sm["spec"]["namespaceSelector"] == {"any": True}
+    assert sm["spec"]["endpoints"][0]["port"] == "otus-metrics"
+
+
+def test_service_monitor_selects_the_operators_metrics_services():
+    from otus_operator import render as r
+    sm = by_kind(render(OPTIONS["service-monitor"]), "ServiceMonitor")[0]
+    svc = r.metrics_service("edge-sip", "voip", "uid")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["name"] == sm["spec"]["endpoints"][0]["port"]
+
+
+@pytest.mark.parametrize("values,where", [
+    ({"operator": {"replicas": 2}}, "replicas"),
+    ({"webhook": {"port": "https"}}, "port"),
+    ({"operator": {"sidecar": "maybe"}}, "sidecar"),
+    ({"operator": {"watchNamespaces": ["Not_A_Namespace"]}}, "watchNamespaces"),
+    ({"agent": {"imag": {}}}, "imag"),
+    ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "interval"),
+])
+def test_bad_values_fail_at_install(values, where):
+    chart = helm.Chart.load(str(CHART))
+    with pytest.raises(helm.HelmError) as e:
+        chart.render(values, name="otus", namespace="otus-system", is_install=True)
+    assert where in str(e.value)
+
+
+def test_chart_copies_match_their_sources():
+    from otus_operator import crd, rbac
+    assert (CHART / "crds" / "capturetask.yaml").read_text() == crd.dump_yaml(), \
+        "cp crds/capturetask.yaml helm/otus/crds/"
+    assert (CHART / "files" / "operator-rules.yaml").read_text() == rbac.dump_yaml(), \
+        "python -m otus_operator.rbac > helm/otus/files/operator-rules.yaml"
+    role = next(d for d in render({}) if d["kind"] == "ClusterRole")
+    assert role["rules"] == rbac.rules()
+
+
+def test_dashboard_queries_name_real_metrics():
+    docs = render({})
+    cm = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard"))
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["otus.json"])
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    titles = " ".join(p["title"] for p in dash["panels"]).lower()
+    for topic in ("capture rate", "drops by stage", "methods", "class", "spool"):
+        assert topic in titles.replace("method", "methods") or topic in titles
+    source = (ROOT / "agent" / "observability" / "metrics.py").read_text()
+    families = set(re.findall(r'MetricFamily\(\s*"(otus_[a-z_]+)"', source))
+    used = {re.sub(r"_(total|bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"otus_[a-z_]+", e)}
+    assert used and used <= families, used - families
+
+
+def test_notes_tell_how_to_create_a_first_task():
+    chart = helm.Chart.load(str(CHART))
+    notes = chart.render({}, name="otus", namespace="otus-system", is_install=True)["otus/templates/NOTES.txt"]
+    assert "kind: CaptureTask" in notes and "kubectl wait" in notes
+    block = notes.split("cat <<'YAML' | kubectl apply -f -\n", 1)[1].split("  YAML", 1)[0]
+    task = yaml.safe_load("\n".join(line[2:] for line in block.splitlines()))
+    from otus_operator.crd import CaptureTaskSpec
+    CaptureTaskSpec.model_validate(task["spec"])
