@@ -166,7 +166,7 @@ def uac(bind: str, port: int, target: str, target_port: int, calls: int, rate: f
     return 0 if all(c.state in ("done", "busy") for c in done) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sipua", description="minimal SIP UAC/UAS for the local simulator")
     sub = ap.add_subparsers(dest="role", required=True)
     a = sub.add_parser("uas")
@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--rate", type=float, default=5.0)
     c.add_argument("--hold", type=float, default=1.0)
     c.add_argument("--run", default="sim")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.role == "uas":
         return uas(args.bind, args.port, args.busy_ratio, args.seed, args.stop_after)
     return uac(args.bind, args.port, args.target, args.target_port, args.calls, args.rate, args.hold, args.run)
