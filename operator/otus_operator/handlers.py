@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import kopf
 from pydantic import ValidationError
 
-from . import kube, render, status, webhook
+from . import kube, metrics, render, status, webhook
 from .crd import GROUP, PLURAL, VERSION, CaptureTaskSpec
 
 log = logging.getLogger("otus.operator")
@@ -99,6 +99,8 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
     except ValidationError as e:
         msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
         patch.status.update(_error_status(f"invalid spec: {msg}", generation))
+        metrics.RECONCILES.labels("invalid").inc()
+        metrics.set_phase(namespace, name, "Failed")
         raise kopf.PermanentError(f"invalid spec: {msg}") from None
     sidecar = spec.target.pods is not None
     finished = (body.get("status") or {}).get("phase") == "Succeeded"
@@ -114,6 +116,7 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
     patch.status["mode"] = "Sidecar" if sidecar else "DaemonSet"
     if spec.suspend:
         patch.status["agents"] = None        # stale entries would read as running agents on resume
+    metrics.RECONCILES.labels("ok").inc()
     logger.info(f"reconciled ({'suspended' if spec.suspend else 'sidecar' if sidecar else 'daemonset'})")
 
 
@@ -124,6 +127,7 @@ def cleanup(name: str, namespace: str, logger, **_) -> None:
             if kube.delete(k, namespace, n)]
     if kube.delete("Service", namespace, render.metrics_service(name, namespace, "")["metadata"]["name"]):
         gone.append("Service")
+    metrics.set_phase(namespace, name, None)
     logger.info(f"cleaned up: {', '.join(gone) or 'nothing left'}")
 
 
@@ -170,12 +174,14 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
                          crashing)
     if pods is not None:
         new["pods"] = pods
+    metrics.set_phase(namespace, name, new["phase"])
     if all(prev.get(k) == v for k, v in new.items()):
         return None                      # nothing changed: no write (rate limit by construction)
     if new["phase"] == "Succeeded" and prev.get("phase") != "Succeeded":
         _stop_agents(name, namespace, obj["metadata"].get("uid", ""), spec)
         log.info(f"{namespace}/{name}: duration elapsed, agents stopped")
     api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": new})
+    metrics.ROLLUPS.inc()
     return new
 
 
@@ -186,6 +192,7 @@ def status_loop(stopped, name: str, namespace: str, logger, **_) -> None:
         try:
             roll_up_once(name, namespace)
         except Exception as e:  # keep rolling up; the next round may succeed
+            metrics.ROLLUP_ERRORS.inc()
             logger.warning(f"status roll-up failed: {type(e).__name__}: {e}")
         stopped.wait(CONFIG.status_interval_s)
 
@@ -204,6 +211,7 @@ def inject_sidecar(body, patch: kopf.Patch, sidecar_tasks: kopf.Index, warnings:
     meta = body.get("metadata") or {}
     pod = {"spec": dict(body.get("spec") or {})}
     if render.has_agent(pod) or (meta.get("annotations") or {}).get("otus.io/inject") == "false":
+        metrics.INJECTIONS.labels("skipped").inc()
         return
     matches = []
     for entry in sidecar_tasks.get(meta.get("namespace"), []):
@@ -215,6 +223,7 @@ def inject_sidecar(body, patch: kopf.Patch, sidecar_tasks: kopf.Index, warnings:
                                                                                  meta.get("labels")):
             matches.append((entry["name"], spec))
     if not matches:
+        metrics.INJECTIONS.labels("no_task").inc()
         return
     matches.sort(key=lambda m: m[0])
     name, spec = matches[0]
@@ -224,6 +233,7 @@ def inject_sidecar(body, patch: kopf.Patch, sidecar_tasks: kopf.Index, warnings:
         patch.spec[key] = value
     patch.metadata.annotations["otus.io/capturetask"] = name
     patch.metadata.labels[render.LABEL] = name          # the task's metrics Service selects it
+    metrics.INJECTIONS.labels("injected").inc()
     logger.info(f"capture agent of {name!r} injected")
 
 

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-image", metavar="IMAGE", help="agent image for tasks that name none")
     p.add_argument("--agent-resources", metavar="JSON", help="agent resources for tasks that set none")
     p.add_argument("--agent-tolerations", metavar="JSON", help="agent tolerations (nodes mode) for tasks that set none")
+    p.add_argument("--metrics-port", type=int, default=8081, help="the operator's Prometheus port (0 = off)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' = off)")
     p.add_argument("--no-events", action="store_true", help="do not post Kubernetes events")
     p.add_argument("--verbose", action="store_true")
@@ -104,6 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    if args.metrics_port:
+        from . import metrics
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as e:
+            sys.stderr.write(f"otus-operator: error: metrics port {args.metrics_port}: {e.strerror}\n")
+            return 2
     kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
              liveness_endpoint=args.liveness or None)
     return 0

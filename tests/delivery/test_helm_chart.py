@@ -96,7 +96,8 @@ def test_options_reach_the_operator():
     assert a.namespace == ["voip", "sbc"]
     a = build_parser().parse_args(_operator_args(render(OPTIONS["no-webhook"])))
     assert a.no_webhook
-    assert not [s for s in by_kind(render(OPTIONS["no-webhook"]), "Service")]
+    assert [s["metadata"]["name"] for s in by_kind(render(OPTIONS["no-webhook"]), "Service")] == \
+        ["otus-operator-metrics"]
     docs = render(OPTIONS["cert-manager"])
     a = build_parser().parse_args(_operator_args(docs))
     cert = by_kind(docs, "Certificate")[0]
@@ -105,9 +106,16 @@ def test_options_reach_the_operator():
     assert not by_kind(render(OPTIONS["cert-manager-issuer"]), "Issuer")
     d = _agent_defaults(build_parser().parse_args(_operator_args(render(OPTIONS["agent-defaults"]))))
     assert d.image == "registry.example/otus-agent:1.2.3" and d.tolerations[0]["key"] == "voip"
-    sm = by_kind(render(OPTIONS["service-monitor"]), "ServiceMonitor")[0]
+    docs = render(OPTIONS["service-monitor"])
+    sm = by_kind(docs, "ServiceMonitor")[0]
     assert sm["metadata"]["labels"]["release"] == "prom" and sm["spec"]["namespaceSelector"] == {"any": True}
     assert sm["spec"]["endpoints"][0]["port"] == "otus-metrics"
+    op_sm = by_kind(docs, "ServiceMonitor")[1]
+    op_svc = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "otus-operator-metrics")
+    assert op_sm["spec"]["selector"]["matchLabels"].items() <= op_svc["metadata"]["labels"].items()
+    assert op_svc["spec"]["ports"][0]["name"] == op_sm["spec"]["endpoints"][0]["port"] == "metrics"
+    a = build_parser().parse_args(_operator_args(docs))
+    assert a.metrics_port == op_svc["spec"]["ports"][0]["port"] == 8081
 
 
 def test_service_monitor_selects_the_operators_metrics_services():

@@ -298,3 +298,17 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
     api["custom"].delete_namespaced_custom_object(G, V, ns, P, "sbc-sip")
     wait_for(lambda: gone(lambda: get(api, ns, "sbc-sip")), what="CR gone")
     assert gone(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns))
+
+
+def test_operator_metrics_count_what_happened(api, ns):
+    from otus_operator import metrics
+    from prometheus_client import generate_latest
+    before = metrics.RECONCILES.labels("ok")._value.get()
+    create(api, ns, {**example("daemonset"), "metadata": {"name": "m1"}})
+    wait_for(lambda: metrics.RECONCILES.labels("ok")._value.get() > before, what="a counted reconcile")
+    wait_for(lambda: status(api, ns, "m1").get("phase") == "Pending", what="Pending")
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'otus_operator_capturetasks{phase="Pending"}' in text and "otus_operator_reconciles_total" in text
+    assert "otus_operator_sidecar_injections_total" in text or metrics.INJECTIONS._metrics == {}
+    api["custom"].delete_namespaced_custom_object(G, V, ns, P, "m1")
+    wait_for(lambda: gone(lambda: get(api, ns, "m1")), what="deleted")
