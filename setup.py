@@ -15,6 +15,7 @@ HOT_MODULES = [
     "agent/parsers/sip.py",
     "agent/parsers/sipscan.py",
     "agent/parsers/sdp.py",
+    "agent/udplane.py",
 ]
 
 

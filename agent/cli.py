@@ -292,9 +292,9 @@ def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
                              hep.reporter() if hep is not None else None)
         except (OSError, ValueError) as e:
             raise UserError(f"reporter: {e}") from None
-        stage = SipStage(sip_cfg, out.emit, out.raw)
+        stage = SipStage(sip_cfg, out.emit, out.raw, out.emit_block, want_pairs=out.kafka is not None)
         sink = stage.on_datagram
-    pipe = Pipeline(cfg, sink)
+    pipe = Pipeline(cfg, sink, lane=stage.run_lane if stage is not None and stage.lane is not None else None)
     tmpdir = None
     try:
         path = args.pcap

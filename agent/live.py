@@ -95,8 +95,8 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
     sink = RecordSink(emit_lines if cfg.lines else None,
                       cfg.kafka.reporter(cfg.task, worker) if cfg.kafka is not None else None,
                       cfg.hep.reporter() if cfg.hep is not None else None)
-    stage = SipStage(sip_cfg, sink.emit, sink.raw)
-    pipe = Pipeline(pipe_cfg, stage.on_datagram)
+    stage = SipStage(sip_cfg, sink.emit, sink.raw, sink.emit_block, want_pairs=sink.kafka is not None)
+    pipe = Pipeline(pipe_cfg, stage.on_datagram, lane=stage.run_lane if stage.lane is not None else None)
     cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout)
     writer = None
     if cfg.pcap_path:

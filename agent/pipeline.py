@@ -63,7 +63,10 @@ class Pipeline:
     """Decode batches, reassemble fragments, hand L4 datagrams to ``sink``."""
 
     def __init__(self, config: PipelineConfig | None = None,
-                 sink: Callable[[Datagram], None] | None = None, batch_size: int = 4096):
+                 sink: Callable[[Datagram], None] | None = None, batch_size: int = 4096,
+                 lane: Callable[[bytes, object, int, object, int], int] | None = None):
+        """``lane`` (e.g. SipStage.run_lane) takes whole runs of a batch's packets itself and
+        returns the index of the first one ``sink`` must see; order is kept."""
         c = self.config = config or PipelineConfig()
         self.decoder = D.Decoder(batch_size, c.verify_ipv4_checksum, c.decode_vxlan)
         # reassembled datagrams are decoded apart, so "packets" keeps meaning captured packets
@@ -71,6 +74,7 @@ class Pipeline:
         self.reasm = FragmentReassembler(c.frag_timeout_s, c.frag_max_datagrams, c.frag_max_bytes,
                                          c.frag_max_fragments)
         self.sink = sink
+        self.lane = lane if sink is not None else None
         self.l4_datagrams = 0
         self.reassembled_datagrams = 0
         self.started = time.monotonic()
@@ -84,6 +88,19 @@ class Pipeline:
         if self.sink is None and not has_frags:
             return
         ts = batch.ts_ns
+        lane = self.lane
+        if lane is not None:
+            NF, sink = D.NF, self.sink
+            i = lane(buf, out, n, ts, 0)
+            while i < n:
+                o = i * NF
+                st = out[o + D.F_STATUS]
+                if st == D.ST_L4:
+                    sink(_datagram(buf, out, o, ts[i], False))
+                elif st == D.ST_FRAGMENT:
+                    self._fragment(buf, out, o, ts[i])
+                i = lane(buf, out, n, ts, i + 1)
+            return
         for i, st in enumerate(statuses):
             if st == D.ST_L4:
                 if self.sink is not None:

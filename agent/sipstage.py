@@ -20,6 +20,13 @@ from .processors.dialogs import DialogTracker
 from .processors.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
 from .reassembly.tcpstream import TcpReassembler
 
+try:
+    from . import udplane
+    LANE_COMPILED = not udplane.__file__.endswith(".py")
+except ImportError:  # pragma: no cover
+    udplane = None
+    LANE_COMPILED = False
+
 DEFAULT_PORTS = (5060, 5061, 5080)
 MAX_SCTP_MESSAGE = 256 << 10
 MAX_WS_FRAME = 256 << 10
@@ -58,8 +65,14 @@ _CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 
 class SipStage:
     def __init__(self, config: SipConfig | None = None, emit: Callable[[dict], None] | None = None,
-                 raw: Callable[[bytes, dict], None] | None = None):
-        """``emit`` gets each record; ``raw`` (optional, e.g. HEP) gets the message bytes with it."""
+                 raw: Callable[[bytes, dict], None] | None = None,
+                 emit_block: Callable[[bytes, list | None], None] | None = None, want_pairs: bool = False):
+        """``emit`` gets each record; ``raw`` (optional, e.g. HEP) gets the message bytes with it.
+
+        ``emit_block`` (optional) takes records already serialised -- JSON lines, and with
+        ``want_pairs`` their (Call-ID, record) pairs for Kafka -- from the compiled UDP lane
+        (``udplane``); the pipeline then runs typical SIP-over-UDP packets through it.
+        """
         c = self.config = config or SipConfig()
         self.raw = raw
         self.ports = frozenset(c.ports)
@@ -88,8 +101,46 @@ class SipStage:
         self.sctp_fragments_dropped = 0
         self._sctp: dict = {}
         self._last_ts = 0
+        self.lane = None
+        self.emit_block = emit_block
+        if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
+            from orjson import dumps
+            suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
+            from .parsers.sipscan import LAYOUT as SCAN_LAYOUT
+            from .decode.fastpath import LAYOUT as DECODE_LAYOUT
+            udplane.check_layout(DECODE_LAYOUT, SCAN_LAYOUT)
+            self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs)
+            self._lane_seen = [0] * 24
 
     # ------------------------------------------------------------ entry
+    def run_lane(self, buf: bytes, out, n: int, ts, start: int) -> int:
+        """The pipeline's hook: the UDP lane from packet ``start``; index of the first packet it left."""
+        lane = self.lane
+        i = lane.run(buf, out, n, ts, start)
+        block = lane.take()
+        if block[0]:
+            self.emit_block(*block)
+        return i
+
+    def _fold(self) -> None:
+        """Add what the lane counted since the last fold to the stage's counters (summary, finish)."""
+        if self.lane is None:
+            return
+        now = self.lane.counters()
+        seen = self._lane_seen
+        d = [a - b for a, b in zip(now, seen)]
+        self._lane_seen = now
+        self.messages += d[0]
+        self.fast_messages += d[0]
+        self.requests += d[1]
+        self.responses += d[2]
+        for k in range(7):
+            if d[3 + k]:
+                self.status_classes[_CLASSES[k]] += d[3 + k]
+        for k, name in enumerate(udplane.METHODS):
+            if d[10 + k]:
+                self.methods[name.decode()] += d[10 + k]
+
     def on_datagram(self, d: Datagram) -> None:
         proto = d.proto
         if proto == 17:
@@ -132,6 +183,14 @@ class SipStage:
                 bstart = o[_O_BODY]
                 cl = o[_O_CL]
                 bend = bstart + cl if cl >= 0 else len(data)
+                lane = self.lane
+                if lane is not None:
+                    if src is None:
+                        src = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
+                    if lane.write_scanned(data, d.ts_ns, src[0].encode(), src[1], src[2].encode(), src[3],
+                                          transport.encode()):
+                        self.emit_block(*lane.take())   # now, so that records keep their order
+                        return bend if stream else len(data)
                 self._deliver_fast(data, sc, o, bstart, bend, d, transport, src)
                 return bend if stream else len(data)
         m = sip.parse(data, stream=stream, redact=self.config.redact_auth)
@@ -361,11 +420,13 @@ class SipStage:
     # ------------------------------------------------------------ end
     def finish(self) -> None:
         """End of input: calls still open are summarised (when enabled)."""
+        self._fold()
         if self.config.call_summaries:
             for s in self.dialogs.flush():
                 self.emit(s)
 
     def summary(self) -> dict:
+        self._fold()
         return {
             "sip_messages": self.messages, "requests": self.requests, "responses": self.responses,
             "methods": dict(self.methods), "status_classes": dict(self.status_classes),

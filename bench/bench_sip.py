@@ -20,7 +20,8 @@ from otus_agent.parsers import sip
 from otus_agent.parsers.sdp import sdp_from_body
 from otus_agent.parsers.sipscan import LAYOUT as SCAN, Scanner
 from otus_agent.pipeline import Pipeline
-from otus_agent.sipstage import SipConfig, SipStage
+from otus_agent.reporters.sink import RecordSink
+from otus_agent.sipstage import LANE_COMPILED, SipConfig, SipStage
 
 try:
     from orjson import dumps
@@ -59,15 +60,29 @@ def main() -> None:
     print(f"  parser, full (sip.parse fallback)   {n_udp / t:10,.0f} messages/s")
     count = [0]
 
-    def full():
+    def general():
         out = bytearray()  # as the CLI's buffered output: records are not kept as objects
         st = SipStage(SipConfig(), lambda rec: out.extend(dumps(rec)))
         with open_capture(path) as r:
             Pipeline(sink=st.on_datagram).run(r.batches())
         count[0] = st.messages
+    t = best_of(general, 3)
+    print(f"  file -> JSON, general path only     {count[0] / t:10,.0f} messages/s  ({count[0]} messages)")
+
+    def full():
+        # as `otus run --pcap` does it: the record sink, the compiled UDP lane where it applies
+        out = bytearray()
+        sink = RecordSink(out.extend)
+        st = SipStage(SipConfig(), sink.emit, None, sink.emit_block)
+        with open_capture(path) as r:
+            Pipeline(sink=st.on_datagram, lane=st.run_lane if st.lane is not None else None).run(r.batches())
+        sink.flush()
+        st.finish()
+        count[0] = st.messages
     t = best_of(full, 3)
     ours = count[0] / t
-    print(f"  file -> JSON records (everything)   {ours:10,.0f} messages/s  ({count[0]} messages)")
+    print(f"  file -> JSON records (everything)   {ours:10,.0f} messages/s  ({count[0]} messages, "
+          f"UDP lane {'on' if LANE_COMPILED else 'off: not compiled'})")
     if shutil.which("tshark"):
         t0 = time.perf_counter()
         r = subprocess.run(["tshark", "-n", "-r", str(path), "-Y", "sip", "-T", "fields", "-e", "sip.Call-ID"],

@@ -8,6 +8,7 @@ from typing import Callable
 from ..serialize import dumps
 
 FLUSH_EVERY = 2000  # records buffered before a flush, at most
+LINES_MAX = 256 << 10  # bytes of JSON lines buffered before they are written, at most
 
 
 @dataclass
@@ -56,9 +57,28 @@ class RecordSink:
         if self.write_lines is not None:
             self.lines += data
             self.lines += b"\n"
+            if len(self.lines) >= LINES_MAX:
+                self.write_lines(bytes(self.lines))
+                self.lines.clear()
         if self.kafka is not None:
             cid = rec.get("call_id")
             self.pairs.append((cid.encode("utf-8", "surrogateescape") if cid else b"", data))
+            if len(self.pairs) >= FLUSH_EVERY:
+                self.kafka.write(self.pairs)
+                self.pairs = []
+
+    def emit_block(self, data: bytes, pairs: list | None) -> None:
+        """Records already serialised (JSON lines) and, for Kafka, their (key, record) pairs."""
+        if self.write_lines is not None:
+            if self.lines:
+                self.lines += data        # after the records still waiting: order kept
+                if len(self.lines) >= LINES_MAX:
+                    self.write_lines(bytes(self.lines))
+                    self.lines.clear()
+            else:
+                self.write_lines(data)
+        if self.kafka is not None and pairs:
+            self.pairs.extend(pairs)
             if len(self.pairs) >= FLUSH_EVERY:
                 self.kafka.write(self.pairs)
                 self.pairs = []

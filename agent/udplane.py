@@ -1,0 +1,794 @@
+"""SIP over UDP with no Python object per message: decoded batch in, JSON lines out.
+
+The general path builds a ``Datagram`` per packet, dispatches it through the
+SIP stage, makes a record dict and serialises it.  For the common case -- a
+UDP datagram on a SIP port (or one that looks like SIP) whose message the fast
+scanner accepts -- this lane writes the very same JSON bytes straight from the
+scanner's offsets into one buffer.  Everything else (TCP, SCTP, fragments,
+keep-alives, messages the scanner leaves to the full parser) stops the lane:
+it returns the packet's index, the caller hands that packet to the general
+path and resumes the lane after it, so records keep the packets' order.
+Output is byte-for-byte what ``orjson.dumps(fast_sip_record(...))`` gives; a
+test compares both over the corpus and generated workloads.
+
+Compiled by Cython (setup.py); the pipeline uses the lane only when compiled.
+"""
+import socket
+
+import cython
+from orjson import dumps
+
+from .parsers.sdp import sdp_from_body
+
+# decode.fastpath layout (checked against its LAYOUT at import)
+NF = cython.declare(cython.int, 17)
+F_STATUS = cython.declare(cython.int, 0)
+F_IPVER = cython.declare(cython.int, 2)
+F_L3OFF = cython.declare(cython.int, 3)
+F_PROTO = cython.declare(cython.int, 5)
+F_PAYOFF = cython.declare(cython.int, 7)
+F_PAYLEN = cython.declare(cython.int, 8)
+F_SPORT = cython.declare(cython.int, 9)
+F_DPORT = cython.declare(cython.int, 10)
+ST_L4 = cython.declare(cython.int, 0)
+ST_FRAGMENT = cython.declare(cython.int, 1)
+# parsers.sipscan layout (checked at import)
+O_BODY = cython.declare(cython.int, 1)
+O_REQ = cython.declare(cython.int, 2)
+O_M0 = cython.declare(cython.int, 3)
+O_M1 = cython.declare(cython.int, 4)
+O_U0 = cython.declare(cython.int, 5)
+O_U1 = cython.declare(cython.int, 6)
+O_STATUS = cython.declare(cython.int, 7)
+O_R0 = cython.declare(cython.int, 8)
+O_R1 = cython.declare(cython.int, 9)
+O_CID0 = cython.declare(cython.int, 10)
+O_CID1 = cython.declare(cython.int, 11)
+O_CSEQ = cython.declare(cython.int, 12)
+O_CSM0 = cython.declare(cython.int, 13)
+O_CSM1 = cython.declare(cython.int, 14)
+O_FU0 = cython.declare(cython.int, 15)
+O_CL = cython.declare(cython.int, 29)
+O_CT0 = cython.declare(cython.int, 30)
+O_CT1 = cython.declare(cython.int, 31)
+O_UA0 = cython.declare(cython.int, 32)
+O_UA1 = cython.declare(cython.int, 33)
+O_XC0 = cython.declare(cython.int, 36)
+O_XC1 = cython.declare(cython.int, 37)
+O_PC0 = cython.declare(cython.int, 38)
+O_PC1 = cython.declare(cython.int, 39)
+
+NMETHODS = cython.declare(cython.int, 14)
+METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER", b"PRACK", b"SUBSCRIBE", b"NOTIFY",
+           b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
+# counters: [messages, requests, responses, 0xx..6xx (7), per method (NMETHODS)]
+C_MSG = cython.declare(cython.int, 0)
+C_REQ = cython.declare(cython.int, 1)
+C_RESP = cython.declare(cython.int, 2)
+C_CLASS = cython.declare(cython.int, 3)
+C_METHOD = cython.declare(cython.int, 10)
+NCOUNT = cython.declare(cython.int, 24)
+HEX = b"0123456789abcdef"
+# fields written as strings: (key, offset slot); method..correlation_id in the record's order
+_KEYS = (b',"call_id":', b',"cseq_num":', b',"cseq_method":', b',"from_user":', b',"from_host":',
+         b',"from_tag":', b',"to_user":', b',"to_host":', b',"to_tag":', b',"via_branch":', b',"user_agent":',
+         b',"content_type":', b',"correlation_id":')
+
+
+def check_layout(decode_layout: dict, scan_layout: dict) -> None:
+    """The constants above are copies: refuse to run if they drifted from their sources."""
+    for k, v in (("NF", NF), ("F_STATUS", F_STATUS), ("F_IPVER", F_IPVER), ("F_L3OFF", F_L3OFF),
+                 ("F_PROTO", F_PROTO), ("F_PAYOFF", F_PAYOFF), ("F_PAYLEN", F_PAYLEN), ("F_SPORT", F_SPORT),
+                 ("F_DPORT", F_DPORT), ("ST_L4", ST_L4), ("ST_FRAGMENT", ST_FRAGMENT)):
+        if decode_layout[k] != v:
+            raise RuntimeError(f"udplane: {k} is {v}, decode says {decode_layout[k]}")
+    for k, v in (("O_BODY", O_BODY), ("O_REQ", O_REQ), ("O_M0", O_M0), ("O_M1", O_M1), ("O_U0", O_U0),
+                 ("O_U1", O_U1), ("O_STATUS", O_STATUS), ("O_R0", O_R0), ("O_R1", O_R1), ("O_CID0", O_CID0),
+                 ("O_CID1", O_CID1), ("O_CSEQ", O_CSEQ), ("O_CSM0", O_CSM0), ("O_CSM1", O_CSM1), ("O_FU0", O_FU0),
+                 ("O_CL", O_CL), ("O_CT0", O_CT0), ("O_CT1", O_CT1), ("O_UA0", O_UA0), ("O_UA1", O_UA1),
+                 ("O_XC0", O_XC0), ("O_XC1", O_XC1), ("O_PC0", O_PC0), ("O_PC1", O_PC1)):
+        if scan_layout[k] != v:
+            raise RuntimeError(f"udplane: {k} is {v}, sipscan says {scan_layout[k]}")
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _lit(q: cython.p_uchar, k: cython.Py_ssize_t, lit: bytes) -> cython.Py_ssize_t:
+    s: cython.p_uchar
+    if cython.compiled:
+        s = cython.cast(cython.p_uchar, lit)
+    else:
+        s = lit
+    j: cython.Py_ssize_t
+    for j in range(len(lit)):
+        q[k + j] = s[j]
+    return k + len(lit)
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
+    tmp: cython.uchar[24]
+    n: cython.int = 0
+    if v < 0:
+        q[k] = 45  # '-'
+        k += 1
+        v = -v
+    if v == 0:
+        q[k] = 48
+        return k + 1
+    while v > 0:
+        tmp[n] = 48 + v % 10
+        v //= 10
+        n += 1
+    while n > 0:
+        n -= 1
+        q[k] = tmp[n]
+        k += 1
+    return k
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.longlong,
+         b: cython.longlong) -> cython.Py_ssize_t:
+    """A JSON string of p[a:b] escaped as orjson escapes it; null when a < 0; -1 for non-ASCII."""
+    j: cython.longlong
+    c: cython.uchar
+    if a < 0:
+        return _lit(q, k, b"null")
+    q[k] = 34
+    k += 1
+    for j in range(a, b):
+        c = p[j]
+        if c >= 0x80:
+            return -1
+        if c == 34 or c == 92:
+            q[k] = 92
+            q[k + 1] = c
+            k += 2
+        elif c < 0x20:
+            q[k] = 92
+            if c == 8:
+                q[k + 1] = 98
+                k += 2
+            elif c == 9:
+                q[k + 1] = 116
+                k += 2
+            elif c == 10:
+                q[k + 1] = 110
+                k += 2
+            elif c == 12:
+                q[k + 1] = 102
+                k += 2
+            elif c == 13:
+                q[k + 1] = 114
+                k += 2
+            else:
+                k = _lit(q, k + 1, b"u00")
+                q[k] = HEX[c >> 4]
+                q[k + 1] = HEX[c & 15]
+                k += 2
+        else:
+            q[k] = c
+            k += 1
+    q[k] = 34
+    return k + 1
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    i: cython.int
+    q[k] = 34
+    k += 1
+    for i in range(4):
+        if i:
+            q[k] = 46
+            k += 1
+        k = _int(q, k, p[at + i])
+    q[k] = 34
+    return k + 1
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _looks_like_sip(p: cython.p_uchar, n: cython.Py_ssize_t) -> cython.bint:
+    """sip.looks_like_sip in C: 'SIP/2.0 ', or a first line (space within 40 bytes) ending in SIP/2.0."""
+    sp: cython.Py_ssize_t = -1
+    nl: cython.Py_ssize_t = -1
+    i: cython.Py_ssize_t
+    e: cython.Py_ssize_t
+    c: cython.uchar
+    if n >= 8 and p[0] == 83 and p[1] == 73 and p[2] == 80 and p[3] == 47 and p[4] == 50 and p[5] == 46 \
+            and p[6] == 48 and p[7] == 32:
+        return True
+    for i in range(min(n, 40)):
+        if p[i] == 32:
+            sp = i
+            break
+    if sp <= 0:
+        return False
+    for i in range(sp, min(n, 2048)):
+        if p[i] == 10:
+            nl = i
+            break
+    if nl < 0:
+        return False
+    e = nl
+    while e > sp and p[e - 1] == 13:
+        e -= 1
+    if e - sp < 7:
+        return False
+    lit = b"SIP/2.0"
+    for i in range(7):
+        c = p[e - 7 + i]
+        if 97 <= c <= 122:
+            c -= 32
+        if c != lit[i]:
+            return False
+    return True
+
+
+MAX_MEDIA = cython.declare(cython.int, 32)
+MAX_RTPMAP = cython.declare(cython.int, 64)
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _tokens(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, t0: cython.p_longlong,
+            t1: cython.p_longlong, most: cython.int) -> cython.int:
+    """Space-separated tokens of p[a:b] (str.split() on text with no other whitespace)."""
+    n: cython.int = 0
+    i: cython.Py_ssize_t = a
+    while i < b and n < most:
+        while i < b and p[i] == 32:
+            i += 1
+        if i >= b:
+            break
+        t0[n] = i
+        while i < b and p[i] != 32:
+            i += 1
+        t1[n] = i
+        n += 1
+    return n
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _until_slash(p: cython.p_uchar, a: cython.longlong, b: cython.longlong) -> cython.longlong:
+    i: cython.longlong
+    for i in range(a, b):
+        if p[i] == 47:
+            return i
+    return b
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _close_media(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, has_conn: cython.int,
+                 c0: cython.longlong, c1: cython.longlong, conn_first: cython.bint, nrtp: cython.int,
+                 rk0: cython.p_longlong, rk1: cython.p_longlong, rv0: cython.p_longlong,
+                 rv1: cython.p_longlong) -> cython.Py_ssize_t:
+    j: cython.int
+    if has_conn and conn_first:
+        k = _lit(q, k, b',"connection":')
+        k = _str(q, k, p, c0, c1)
+        if k < 0:
+            return -1
+    if nrtp > 0:
+        k = _lit(q, k, b',"rtpmap":{')
+        for j in range(nrtp):
+            if j:
+                q[k] = 44
+                k += 1
+            k = _str(q, k, p, rk0[j], rk1[j])
+            if k < 0:
+                return -1
+            q[k] = 58
+            k = _str(q, k + 1, p, rv0[j], rv1[j])
+            if k < 0:
+                return -1
+        q[k] = 125
+        k += 1
+    if has_conn and not conn_first:
+        k = _lit(q, k, b',"connection":')
+        k = _str(q, k, p, c0, c1)
+        if k < 0:
+            return -1
+    q[k] = 125
+    return k + 1
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.Py_ssize_t,
+         b: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """sdp.parse_sdp(p[a:b]) as JSON; -1 when the body needs the Python parser (non-ASCII, tabs, ...)."""
+    i: cython.Py_ssize_t
+    ls: cython.Py_ssize_t
+    le: cython.Py_ssize_t
+    ve: cython.Py_ssize_t
+    c: cython.uchar
+    t0: cython.longlong[40]
+    t1: cython.longlong[40]
+    rk0: cython.longlong[64]
+    rk1: cython.longlong[64]
+    rv0: cython.longlong[64]
+    rv1: cython.longlong[64]
+    nt: cython.int
+    j: cython.int
+    m: cython.int
+    nmedia: cython.int = 0
+    cur: cython.bint = False
+    has_conn: cython.int = 0
+    mc0: cython.longlong = -1
+    mc1: cython.longlong = -1
+    conn_first: cython.bint = False
+    nrtp: cython.int = 0
+    sconn: cython.bint = False
+    sc0: cython.longlong = -1
+    sc1: cython.longlong = -1
+    origin: cython.bint = False
+    o0: cython.longlong[4]
+    o1: cython.longlong[4]
+    e: cython.longlong
+    if b - a < 2 or p[a] != 118 or p[a + 1] != 61:
+        return _lit(q, k, b"null")
+    for i in range(a, b):
+        c = p[i]
+        if c >= 0x80 or (c < 0x20 and c != 10 and c != 13):
+            return -1
+        if c == 13 and i + 1 < b and p[i + 1] != 10 and p[i + 1] != 13:
+            return -1                   # a CR inside a line: whitespace to str.split()
+    k = _lit(q, k, b'{"media":[')
+    ls = a
+    while ls < b:
+        le = ls
+        while le < b and p[le] != 10:
+            le += 1
+        if le - ls >= 2 and p[ls + 1] == 61:
+            ve = le
+            while ve > ls + 2 and p[ve - 1] == 13:
+                ve -= 1
+            c = p[ls]
+            if c == 109:      # m=
+                if cur:
+                    k = _close_media(q, k, p, has_conn, mc0, mc1, conn_first, nrtp, rk0, rk1, rv0, rv1)
+                    if k < 0:
+                        return -1
+                    cur = False
+                if nmedia >= MAX_MEDIA:
+                    pass
+                else:
+                    nt = _tokens(p, ls + 2, ve, t0, t1, 40)
+                    if nt >= 40:
+                        return -1
+                    if nt >= 3:
+                        if nmedia:
+                            q[k] = 44
+                            k += 1
+                        k = _lit(q, k, b'{"type":')
+                        k = _str(q, k, p, t0[0], t1[0])
+                        k = _lit(q, k, b',"port":')
+                        e = _until_slash(p, t0[1], t1[1])
+                        if 0 < e - t0[1] <= 5:
+                            for j in range(t0[1], e):
+                                if not 48 <= p[j] <= 57:
+                                    break
+                            else:
+                                num: cython.longlong = 0
+                                for j in range(t0[1], e):
+                                    num = num * 10 + p[j] - 48
+                                k = _int(q, k, num)
+                                e = -1
+                        if e >= 0:
+                            k = _lit(q, k, b"null")
+                        k = _lit(q, k, b',"proto":')
+                        k = _str(q, k, p, t0[2], t1[2])
+                        k = _lit(q, k, b',"payloads":[')
+                        for j in range(3, nt):
+                            if j > 3:
+                                q[k] = 44
+                                k += 1
+                            k = _str(q, k, p, t0[j], t1[j])
+                        q[k] = 93
+                        k += 1
+                        if k < 0:
+                            return -1
+                        nmedia += 1
+                        cur = True
+                        has_conn = 0
+                        nrtp = 0
+            elif c == 99:     # c=
+                nt = _tokens(p, ls + 2, ve, t0, t1, 3)
+                if cur:
+                    if not has_conn:
+                        conn_first = nrtp == 0
+                    has_conn = 1
+                    if nt >= 3:
+                        mc0, mc1 = t0[2], _until_slash(p, t0[2], t1[2])
+                    else:
+                        mc0 = mc1 = -1
+                elif nt >= 3:
+                    sconn, sc0, sc1 = True, t0[2], _until_slash(p, t0[2], t1[2])
+                else:
+                    sconn = False
+            elif c == 111:    # o=
+                nt = _tokens(p, ls + 2, ve, t0, t1, 6)
+                if nt >= 6:
+                    origin = True
+                    o0[0], o1[0], o0[1], o1[1] = t0[0], t1[0], t0[1], t1[1]
+                    o0[2], o1[2], o0[3], o1[3] = t0[2], t1[2], t0[5], t1[5]
+            elif c == 97 and cur and ve - ls - 2 >= 7 and p[ls + 2] == 114 and p[ls + 3] == 116 and \
+                    p[ls + 4] == 112 and p[ls + 5] == 109 and p[ls + 6] == 97 and p[ls + 7] == 112 and p[ls + 8] == 58:
+                e = -1
+                for i in range(ls + 2, ve):
+                    if p[i] == 32:
+                        e = i
+                        break
+                if e > ls + 2 + 7:
+                    if nrtp >= MAX_RTPMAP:
+                        return -1
+                    rk0[nrtp], rk1[nrtp] = ls + 9, e
+                    for m in range(nrtp):          # a repeated payload type: the Python parser's dict
+                        if rk1[m] - rk0[m] == e - ls - 9:
+                            for j in range(e - ls - 9):
+                                if p[rk0[m] + j] != p[ls + 9 + j]:
+                                    break
+                            else:
+                                return -1
+                    i = e + 1
+                    while i < ve and p[i] == 32:
+                        i += 1
+                    j = ve
+                    while j > i and p[j - 1] == 32:
+                        j -= 1
+                    rv0[nrtp], rv1[nrtp] = i, j
+                    nrtp += 1
+        ls = le + 1
+    if cur:
+        k = _close_media(q, k, p, has_conn, mc0, mc1, conn_first, nrtp, rk0, rk1, rv0, rv1)
+        if k < 0:
+            return -1
+    q[k] = 93
+    k += 1
+    if origin:
+        k = _lit(q, k, b',"origin":{"username":')
+        k = _str(q, k, p, o0[0], o1[0])
+        k = _lit(q, k, b',"session_id":')
+        k = _str(q, k, p, o0[1], o1[1])
+        k = _lit(q, k, b',"session_version":')
+        k = _str(q, k, p, o0[2], o1[2])
+        k = _lit(q, k, b',"address":')
+        k = _str(q, k, p, o0[3], o1[3])
+        q[k] = 125
+        k += 1
+    if sconn:
+        k = _lit(q, k, b',"connection":')
+        k = _str(q, k, p, sc0, sc1)
+    q[k] = 125
+    return k + 1
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _is_app_sdp(p: cython.p_uchar, a: cython.longlong, b: cython.longlong) -> cython.int:
+    """1: 'application/sdp' (case-insensitive, before any ';', spaces around); 2: multipart/...; 0: other."""
+    e: cython.longlong = a
+    lit = b"application/sdp"
+    lit2 = b"multipart/"
+    j: cython.int
+    c: cython.uchar
+    while e < b and p[e] != 59:
+        e += 1
+    while a < e and (p[a] == 32 or p[a] == 9):
+        a += 1
+    while e > a and (p[e - 1] == 32 or p[e - 1] == 9):
+        e -= 1
+    if e - a >= 10:
+        for j in range(10):
+            c = p[a + j]
+            if 65 <= c <= 90:
+                c += 32
+            if c != lit2[j]:
+                break
+        else:
+            return 2
+    if e - a != 15:
+        return 0
+    for j in range(15):
+        c = p[a + j]
+        if 65 <= c <= 90:
+            c += 32
+        if c != lit[j]:
+            return 0
+    return 1
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _method(p: cython.p_uchar, ml: cython.longlong) -> cython.int:
+    """Index of the method p[0:ml] in METHODS, -1 if it is another."""
+    m: cython.int
+    j: cython.int
+    q: cython.p_uchar
+    for m in range(NMETHODS):
+        lit = METHODS[m]
+        if len(lit) != ml:
+            continue
+        if cython.compiled:
+            q = cython.cast(cython.p_uchar, lit)
+        else:
+            q = lit
+        for j in range(ml):
+            if p[j] != q[j]:
+                break
+        else:
+            return m
+    return -1
+
+
+@cython.cclass
+class UdpLane:
+    """One per SIP stage.  ``run`` writes records into its buffer; ``take`` hands them over."""
+    ports: cython.uchar[:]
+    heuristic: cython.bint
+    extra: bytes
+    want_pairs: cython.bint
+    scanner: object
+    so: cython.longlong[:]
+    obuf: bytearray
+    olen: cython.Py_ssize_t
+    counts: cython.longlong[:]
+    counts_arr = cython.declare(object, visibility="readonly")
+    starts: list          # per record (start, end, key start, key end) when pairs are wanted
+
+    def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False):
+        from array import array
+        table = bytearray(65536)
+        for port in ports:
+            table[port] = 1
+        self.ports = table
+        self.heuristic = heuristic
+        self.extra = extra
+        self.want_pairs = want_pairs
+        self.scanner = scanner
+        self.so = scanner.arr
+        self.obuf = bytearray(1 << 16)
+        self.olen = 0
+        self.counts_arr = array("q", bytes(8 * NCOUNT))
+        self.counts = self.counts_arr
+        self.starts = []
+
+    def take(self):
+        """(JSON lines, [(key, record)] or None) written since the last take."""
+        q: cython.p_uchar
+        if cython.compiled:
+            q = cython.cast(cython.p_uchar, self.obuf)
+            data = q[:self.olen]
+        else:
+            data = bytes(self.obuf[:self.olen])
+        pairs = None
+        if self.want_pairs:
+            pairs = [(data[k0:k1] if key is None else key, data[s:e]) for s, e, k0, k1, key in self.starts]
+            self.starts = []
+        self.olen = 0
+        return data, pairs
+
+    def counters(self) -> list:
+        return list(self.counts_arr)
+
+    def run(self, buf: bytes, dec: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
+            start: cython.Py_ssize_t) -> cython.Py_ssize_t:
+        """Handle packets start..n-1 until one needs the general path; return its index (n: all done)."""
+        i: cython.Py_ssize_t
+        base: cython.Py_ssize_t
+        pay: cython.Py_ssize_t
+        plen: cython.Py_ssize_t
+        st: cython.longlong
+        bp: cython.p_uchar
+        if cython.compiled:
+            bp = cython.cast(cython.p_uchar, buf)
+        else:
+            bp = buf
+        for i in range(start, n):
+            base = i * NF
+            st = dec[base + F_STATUS]
+            if st == ST_FRAGMENT:
+                return i
+            if st != ST_L4:
+                continue
+            if dec[base + F_PROTO] != 17:
+                return i
+            pay = dec[base + F_PAYOFF]
+            plen = dec[base + F_PAYLEN]
+            if plen == 0:
+                continue
+            if not (self.ports[dec[base + F_SPORT]] or self.ports[dec[base + F_DPORT]]):
+                if not self.heuristic or not _looks_like_sip(bp + pay if cython.compiled else buf[pay:pay + plen],
+                                                             plen):
+                    continue           # not SIP: the general path would ignore it too
+            c0: cython.uchar = bp[pay]
+            if c0 == 13 or c0 == 10 or c0 == 0 or c0 == 32 or c0 == 9:
+                return i               # keep-alive or padding: counted by the general path
+            if not self._one(buf, bp, dec, base, pay, plen, ts[i]):
+                return i
+            dec[base + F_STATUS] = 255     # handled: the caller's loop skips it
+        return n
+
+    def write_scanned(self, data: bytes, ts: cython.longlong, src: bytes, sport: cython.longlong, dst: bytes,
+                      dport: cython.longlong, transport: bytes) -> bool:
+        """Write the record of the message at the start of ``data``, which this lane's scanner has
+        just accepted (the SIP stage's TCP, SCTP, WebSocket and reassembled-UDP paths)."""
+        p: cython.p_uchar
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, data)
+        else:
+            p = data
+        return self._record(data, p, len(data), ts, cython.NULL if cython.compiled else None, src, dst, sport, dport,
+                            transport, 0)
+
+    @cython.cfunc
+    def _one(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+             pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
+        data = buf[pay:pay + plen]
+        if self.scanner.scan(data, False) != 1:
+            return False
+        p: cython.p_uchar
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, data)
+        else:
+            p = data
+        ipver: cython.longlong = dec[base + F_IPVER]
+        l3: cython.Py_ssize_t = dec[base + F_L3OFF]
+        src6 = dst6 = b""
+        if ipver != 4:
+            src6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 8:l3 + 24]).encode()
+            dst6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 24:l3 + 40]).encode()
+            return self._record(data, p, plen, ts, cython.NULL if cython.compiled else None, src6, dst6,
+                                dec[base + F_SPORT], dec[base + F_DPORT], b"udp", base)
+        return self._record(data, p, plen, ts, bp + l3 + 12 if cython.compiled else buf[l3 + 12:l3 + 20],
+                            src6, dst6, dec[base + F_SPORT], dec[base + F_DPORT], b"udp", base)
+
+    @cython.cfunc
+    def _record(self, data: bytes, p: cython.p_uchar, plen: cython.Py_ssize_t, ts: cython.longlong,
+                v4: cython.p_uchar, src6: bytes, dst6: bytes, sport: cython.longlong, dport: cython.longlong,
+                transport: bytes, base: cython.Py_ssize_t) -> cython.bint:
+        """The JSON record from the scanner's offsets; v4 points at the IPv4 source and destination
+        addresses, or is NULL and src6/dst6 hold the addresses as text."""
+        o = self.so
+        req: cython.bint = o[O_REQ] == 1
+        midx: cython.int = -1
+        if req:
+            midx = _method(p, o[O_M1] - o[O_M0])
+            if midx < 0:
+                return False           # an unusual method: the general path counts it by name
+        elif not 100 <= o[O_STATUS] <= 699:
+            return False
+        # body / SDP
+        bstart: cython.longlong = o[O_BODY]
+        cl: cython.longlong = o[O_CL]
+        bend: cython.longlong = bstart + cl if cl >= 0 else plen
+        if bend > plen:
+            return False
+        sdp = b"null"
+        kind: cython.int = 0
+        if o[O_CT0] >= 0 and bend > bstart:
+            kind = _is_app_sdp(p, o[O_CT0], o[O_CT1])
+            if kind == 2:      # multipart: the Python parser finds the SDP part
+                s = sdp_from_body(data[o[O_CT0]:o[O_CT1]].decode("latin-1"), data[bstart:bend])
+                if s is not None:
+                    sdp = dumps(s)
+                kind = 0
+        need: cython.Py_ssize_t = self.olen + 16 * bend + 1024 + len(sdp) + len(self.extra) + 2 * len(src6) + \
+            2 * len(dst6) + len(transport)
+        if need > len(self.obuf):
+            self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
+        q: cython.p_uchar
+        if cython.compiled:
+            q = cython.cast(cython.p_uchar, self.obuf)
+        else:
+            q = self.obuf
+        k: cython.Py_ssize_t = self.olen
+        k0: cython.Py_ssize_t = k
+        k = _lit(q, k, b'{"v":1,"type":"sip","ts":')
+        k = _int(q, k, ts)
+        k = _lit(q, k, b',"src_ip":')
+        if v4 != cython.NULL:
+            k = _ipv4(q, k, v4, 0)
+        else:
+            k = _str(q, k, src6, 0, len(src6))
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"src_port":')
+        k = _int(q, k, sport)
+        k = _lit(q, k, b',"dst_ip":')
+        if v4 != cython.NULL:
+            k = _ipv4(q, k, v4, 4)
+        else:
+            k = _str(q, k, dst6, 0, len(dst6))
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"dst_port":')
+        k = _int(q, k, dport)
+        k = _lit(q, k, b',"transport":"')
+        k = _lit(q, k, transport)
+        k = _lit(q, k, b'","method":')
+        if req:
+            k = _str(q, k, p, o[O_M0], o[O_M1])
+            if k < 0:
+                return False
+            k = _lit(q, k, b',"status_code":null,"reason_phrase":null,"request_uri":')
+            k = _str(q, k, p, o[O_U0], o[O_U1])
+        else:
+            k = _lit(q, k, b'null,"status_code":')
+            k = _int(q, k, o[O_STATUS])
+            k = _lit(q, k, b',"reason_phrase":')
+            k = _str(q, k, p, o[O_R0], o[O_R1])
+            if k < 0:
+                return False
+            k = _lit(q, k, b',"request_uri":null')
+        if k < 0:
+            return False
+        kc0: cython.Py_ssize_t = 0
+        kc1: cython.Py_ssize_t = 0
+        key = None
+        f: cython.int
+        for f in range(13):
+            k = _lit(q, k, _KEYS[f])
+            if f == 0:
+                kc0 = k + 1
+                k = _str(q, k, p, o[O_CID0], o[O_CID1])
+                kc1 = k - 1
+                if o[O_CID0] < 0:
+                    kc0 = kc1 = k
+                elif kc1 - kc0 != o[O_CID1] - o[O_CID0]:
+                    kc0 = kc1 = -1     # escaped in JSON: the key is taken from the message instead
+                    key = data[o[O_CID0]:o[O_CID1]]
+            elif f == 1:
+                k = _int(q, k, o[O_CSEQ])
+            elif f == 2:
+                k = _str(q, k, p, o[O_CSM0], o[O_CSM1])
+            elif f <= 9:      # from user/host/tag, to user/host/tag, via branch: consecutive slots
+                k = _str(q, k, p, o[O_FU0 + 2 * (f - 3)], o[O_FU0 + 2 * (f - 3) + 1])
+            elif f == 10:
+                k = _str(q, k, p, o[O_UA0], o[O_UA1])
+            elif f == 11:
+                k = _str(q, k, p, o[O_CT0], o[O_CT1])
+            elif o[O_XC0] >= 0:
+                k = _str(q, k, p, o[O_XC0], o[O_XC1])
+            else:
+                k = _str(q, k, p, o[O_PC0], o[O_PC1])
+            if k < 0:
+                return False           # non-ASCII somewhere: the general path decodes it
+        k = _lit(q, k, b',"sdp":')
+        kbeforesdp: cython.Py_ssize_t = k
+        if kind == 1:
+            k = _sdp(q, k, p, bstart, bend)
+            if k < 0:          # unusual SDP text: the Python parser's exact output instead
+                s = sdp_from_body(data[o[O_CT0]:o[O_CT1]].decode("latin-1"), data[bstart:bend])
+                sdp = dumps(s) if s is not None else b"null"
+                if self.olen + 16 * bend + 1024 + len(sdp) + len(self.extra) + 2 * len(src6) + 2 * len(dst6) > \
+                        len(self.obuf):
+                    return False
+                k = _lit(q, kbeforesdp, sdp)
+        else:
+            k = _lit(q, k, sdp)
+        k = _lit(q, k, self.extra)
+        q[k] = 125   # }
+        q[k + 1] = 10
+        k += 2
+        if self.want_pairs:
+            self.starts.append((k0, k - 1, kc0, kc1, key))
+        self.olen = k
+        c = self.counts
+        c[C_MSG] += 1
+        if req:
+            c[C_REQ] += 1
+            c[C_METHOD + midx] += 1
+        else:
+            c[C_RESP] += 1
+            c[C_CLASS + o[O_STATUS] // 100] += 1
+        return True
