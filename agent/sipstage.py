@@ -116,11 +116,14 @@ class SipStage:
     def run_lane(self, buf: bytes, out, n: int, ts, start: int) -> int:
         """The pipeline's hook: the UDP lane from packet ``start``; index of the first packet it left."""
         lane = self.lane
-        i = lane.run(buf, out, n, ts, start)
-        block = lane.take()
-        if block[0]:
-            self.emit_block(*block)
-        return i
+        while True:
+            i = lane.run(buf, out, n, ts, start)
+            block = lane.take()
+            if block[0]:
+                self.emit_block(*block)
+            if not lane.full:
+                return i
+            start = i
 
     def _fold(self) -> None:
         """Add what the lane counted since the last fold to the stage's counters (summary, finish)."""
@@ -171,12 +174,13 @@ class SipStage:
         self._message(p, d, "udp", stream=False)
 
     def _message(self, data: bytes, d: Datagram, transport: str, stream: bool,
-                 src: tuple | None = None) -> int | None:
-        """Report the message at the start of ``data``; its length, or None while incomplete."""
+                 src: tuple | None = None, scanned: bool = False) -> int | None:
+        """Report the message at the start of ``data``; its length, or None while incomplete.
+        ``scanned``: the scanner has just accepted ``data`` (its offsets are current)."""
         if self.fast:
             sc = self._scanner
             o = sc.arr
-            r = sc.scan(data, stream)
+            r = 1 if scanned else sc.scan(data, stream)
             if r == -1:
                 return None
             if r == 1:
@@ -297,6 +301,12 @@ class SipStage:
                 del buf[:end + 4]
                 s.state = "ws"
                 continue
+            if self.lane is not None:        # the common case first: one whole, plain message
+                data = bytes(buf)
+                if (data.startswith(b"SIP/2.0 ") or 0 < data.find(b" ", 0, 40)) and \
+                        self._scanner.scan(data, True) == 1:
+                    del buf[:self._message(data, d, "tcp", True, s.key, scanned=True)]
+                    continue
             head = bytes(buf[:2048])
             if not sip.looks_like_sip(head):
                 skip = self._resync(buf)

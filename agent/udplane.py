@@ -58,6 +58,7 @@ O_XC1 = cython.declare(cython.int, 37)
 O_PC0 = cython.declare(cython.int, 38)
 O_PC1 = cython.declare(cython.int, 39)
 
+FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
 NMETHODS = cython.declare(cython.int, 14)
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER", b"PRACK", b"SUBSCRIBE", b"NOTIFY",
            b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
@@ -544,6 +545,7 @@ class UdpLane:
     counts: cython.longlong[:]
     counts_arr = cython.declare(object, visibility="readonly")
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
+    full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False):
         from array import array
@@ -593,7 +595,11 @@ class UdpLane:
             bp = cython.cast(cython.p_uchar, buf)
         else:
             bp = buf
+        self.full = False
         for i in range(start, n):
+            if self.olen >= FLUSH_BYTES:
+                self.full = True       # small blocks: no large allocations (page faults) per batch
+                return i
             base = i * NF
             st = dec[base + F_STATUS]
             if st == ST_FRAGMENT:
@@ -627,37 +633,30 @@ class UdpLane:
             p = cython.cast(cython.p_uchar, data)
         else:
             p = data
-        return self._record(data, p, len(data), ts, cython.NULL if cython.compiled else None, src, dst, sport, dport,
-                            transport, 0)
+        return self._record(data, p, len(data), ts, cython.NULL, src, dst, sport, dport, transport, data, 0)
 
     @cython.cfunc
     def _one(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
              pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
-        data = buf[pay:pay + plen]
-        if self.scanner.scan(data, False) != 1:
+        if self.scanner.scan_at(buf, pay, plen, False) != 1:
             return False
-        p: cython.p_uchar
-        if cython.compiled:
-            p = cython.cast(cython.p_uchar, data)
-        else:
-            p = data
         ipver: cython.longlong = dec[base + F_IPVER]
         l3: cython.Py_ssize_t = dec[base + F_L3OFF]
-        src6 = dst6 = b""
         if ipver != 4:
             src6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 8:l3 + 24]).encode()
             dst6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 24:l3 + 40]).encode()
-            return self._record(data, p, plen, ts, cython.NULL if cython.compiled else None, src6, dst6,
-                                dec[base + F_SPORT], dec[base + F_DPORT], b"udp", base)
-        return self._record(data, p, plen, ts, bp + l3 + 12 if cython.compiled else buf[l3 + 12:l3 + 20],
-                            src6, dst6, dec[base + F_SPORT], dec[base + F_DPORT], b"udp", base)
+            return self._record(None, bp + pay, plen, ts, cython.NULL, src6, dst6, dec[base + F_SPORT],
+                                dec[base + F_DPORT], b"udp", buf, pay)
+        return self._record(None, bp + pay, plen, ts, bp + l3 + 12, b"", b"", dec[base + F_SPORT],
+                            dec[base + F_DPORT], b"udp", buf, pay)
 
     @cython.cfunc
-    def _record(self, data: bytes, p: cython.p_uchar, plen: cython.Py_ssize_t, ts: cython.longlong,
+    def _record(self, data: object, p: cython.p_uchar, plen: cython.Py_ssize_t, ts: cython.longlong,
                 v4: cython.p_uchar, src6: bytes, dst6: bytes, sport: cython.longlong, dport: cython.longlong,
-                transport: bytes, base: cython.Py_ssize_t) -> cython.bint:
-        """The JSON record from the scanner's offsets; v4 points at the IPv4 source and destination
-        addresses, or is NULL and src6/dst6 hold the addresses as text."""
+                transport: bytes, whole: bytes, off: cython.Py_ssize_t) -> cython.bint:
+        """The JSON record from the scanner's offsets for the message at p (plen bytes; in Python
+        terms ``data``, or whole[off:off + plen] when data is None); v4 points at the IPv4 source
+        and destination addresses, or is NULL and src6/dst6 hold the addresses as text."""
         o = self.so
         req: cython.bint = o[O_REQ] == 1
         midx: cython.int = -1
@@ -678,7 +677,8 @@ class UdpLane:
         if o[O_CT0] >= 0 and bend > bstart:
             kind = _is_app_sdp(p, o[O_CT0], o[O_CT1])
             if kind == 2:      # multipart: the Python parser finds the SDP part
-                s = sdp_from_body(data[o[O_CT0]:o[O_CT1]].decode("latin-1"), data[bstart:bend])
+                s = sdp_from_body(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
+                                  whole[off + bstart:off + bend])
                 if s is not None:
                     sdp = dumps(s)
                 kind = 0
@@ -746,7 +746,7 @@ class UdpLane:
                     kc0 = kc1 = k
                 elif kc1 - kc0 != o[O_CID1] - o[O_CID0]:
                     kc0 = kc1 = -1     # escaped in JSON: the key is taken from the message instead
-                    key = data[o[O_CID0]:o[O_CID1]]
+                    key = whole[off + o[O_CID0]:off + o[O_CID1]]
             elif f == 1:
                 k = _int(q, k, o[O_CSEQ])
             elif f == 2:
@@ -768,7 +768,8 @@ class UdpLane:
         if kind == 1:
             k = _sdp(q, k, p, bstart, bend)
             if k < 0:          # unusual SDP text: the Python parser's exact output instead
-                s = sdp_from_body(data[o[O_CT0]:o[O_CT1]].decode("latin-1"), data[bstart:bend])
+                s = sdp_from_body(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
+                                  whole[off + bstart:off + bend])
                 sdp = dumps(s) if s is not None else b"null"
                 if self.olen + 16 * bend + 1024 + len(sdp) + len(self.extra) + 2 * len(src6) + 2 * len(dst6) > \
                         len(self.obuf):

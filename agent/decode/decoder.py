@@ -76,10 +76,26 @@ class Decoder:
         return {COUNTER_NAMES[i][5:]: c[i] for i in range(FIRST_DROP, len(COUNTER_NAMES)) if c[i]}
 
 
+ADDR_CACHE_MAX = 4096            # address pairs remembered as text; cleared when full
+_addr_cache: dict[bytes, tuple[str, str]] = {}
+
+
 def ip_addresses(buf: bytes, ipver: int, l3off: int) -> tuple[str, str]:
-    """Source and destination of the IP header at ``l3off`` as text."""
+    """Source and destination of the IP header at ``l3off`` as text.
+
+    Traffic repeats the same few address pairs, so their text is cached (bounded:
+    the cache is emptied when it reaches ADDR_CACHE_MAX pairs)."""
     if ipver == 4:
-        return (socket.inet_ntop(socket.AF_INET, buf[l3off + 12:l3off + 16]),
-                socket.inet_ntop(socket.AF_INET, buf[l3off + 16:l3off + 20]))
-    return (socket.inet_ntop(socket.AF_INET6, buf[l3off + 8:l3off + 24]),
-            socket.inet_ntop(socket.AF_INET6, buf[l3off + 24:l3off + 40]))
+        raw = buf[l3off + 12:l3off + 20]
+        hit = _addr_cache.get(raw)
+        if hit is None:
+            hit = (socket.inet_ntop(socket.AF_INET, raw[:4]), socket.inet_ntop(socket.AF_INET, raw[4:]))
+    else:
+        raw = buf[l3off + 8:l3off + 40]
+        hit = _addr_cache.get(raw)
+        if hit is None:
+            hit = (socket.inet_ntop(socket.AF_INET6, raw[:16]), socket.inet_ntop(socket.AF_INET6, raw[16:]))
+    if len(_addr_cache) >= ADDR_CACHE_MAX:
+        _addr_cache.clear()
+    _addr_cache[raw] = hit
+    return hit

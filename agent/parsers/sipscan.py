@@ -361,7 +361,12 @@ def _scan(buf: bytes, out: cython.longlong[:], stream: cython.bint) -> cython.in
         p = cython.cast(cython.p_uchar, buf)
     else:
         p = buf
-    n: cython.Py_ssize_t = len(buf)
+    return _scan_p(p, len(buf), out, stream)
+
+
+@cython.cfunc
+def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], stream: cython.bint) -> cython.int:
+    """``scan`` over n bytes at p (offsets in ``out`` are relative to p)."""
     i: cython.Py_ssize_t
     k: cython.Py_ssize_t
     e: cython.Py_ssize_t
@@ -673,6 +678,14 @@ class Scanner:
 
     def fields(self, buf: bytes) -> dict:
         return _fields(buf, self.out)
+
+    def scan_at(self, buf: bytes, off: cython.Py_ssize_t, n: cython.Py_ssize_t, stream: cython.bint) -> cython.int:
+        """``scan`` of buf[off:off + n] without copying it (offsets relative to off)."""
+        if off < 0 or n < 0 or off + n > len(buf):
+            raise ValueError("scan_at: range outside the buffer")
+        if cython.compiled:
+            return _scan_p(cython.cast(cython.p_uchar, buf) + off, n, self.out, stream)
+        return _scan(buf[off:off + n], self.out, stream)
 
 
 @cython.cfunc
