@@ -125,6 +125,12 @@ class SipStage:
                 return i
             start = i
 
+    def _flush_lane(self) -> None:
+        """Hand over what the lane holds, before a record of the general path: order is kept."""
+        lane = self.lane
+        if lane is not None and lane.olen:
+            self.emit_block(*lane.take())
+
     def _fold(self) -> None:
         """Add what the lane counted since the last fold to the stage's counters (summary, finish)."""
         if self.lane is None:
@@ -193,7 +199,7 @@ class SipStage:
                         src = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
                     if lane.write_scanned(data, d.ts_ns, src[0].encode(), src[1], src[2].encode(), src[3],
                                           transport.encode()):
-                        self.emit_block(*lane.take())   # now, so that records keep their order
+                        # stays in the lane's buffer: taken before any other record (_flush_lane)
                         return bend if stream else len(data)
                 self._deliver_fast(data, sc, o, bstart, bend, d, transport, src)
                 return bend if stream else len(data)
@@ -223,6 +229,7 @@ class SipStage:
                 self.discarded += 1
                 return
         rec = fast_sip_record(data, sc, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.extra)
+        self._flush_lane()
         self.emit(rec)
         if self.raw is not None:
             self.raw(data[:bend], rec)
@@ -250,6 +257,7 @@ class SipStage:
             self.discarded += 1
             return
         rec = sip_record(m, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.correlator, self.extra)
+        self._flush_lane()
         self.emit(rec)
         if self.raw is not None and raw:
             self.raw(raw, rec)
@@ -430,6 +438,7 @@ class SipStage:
     # ------------------------------------------------------------ end
     def finish(self) -> None:
         """End of input: calls still open are summarised (when enabled)."""
+        self._flush_lane()
         self._fold()
         if self.config.call_summaries:
             for s in self.dialogs.flush():

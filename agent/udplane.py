@@ -541,7 +541,7 @@ class UdpLane:
     scanner: object
     so: cython.longlong[:]
     obuf: bytearray
-    olen: cython.Py_ssize_t
+    olen = cython.declare(cython.Py_ssize_t, visibility="readonly")   # bytes written, not yet taken
     counts: cython.longlong[:]
     counts_arr = cython.declare(object, visibility="readonly")
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
