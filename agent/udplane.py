@@ -548,6 +548,8 @@ class UdpLane:
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False):
+        if not cython.compiled:    # C arrays and pointers throughout: no pure-Python twin
+            raise RuntimeError("the SIP lane exists only in the compiled build")
         from array import array
         table = bytearray(65536)
         for port in ports:
@@ -798,6 +800,8 @@ class UdpLane:
 def sdp_json(body: bytes):
     """The lane's JSON for an application/sdp body, or None where it defers to the Python parser
     (for tests: it must equal orjson.dumps(sdp.parse_sdp(body)))."""
+    if not cython.compiled:
+        raise RuntimeError("the SIP lane exists only in the compiled build")
     out = bytearray(16 * len(body) + 1024)
     q: cython.p_uchar
     p: cython.p_uchar

@@ -91,3 +91,18 @@ def test_random_garbage_compiled():
     for _ in range(3000):
         data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
         assert sipscan.scan(data, o, rng.random() < 0.5) in (-1, 0, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pre=st.binary(max_size=20), post=st.binary(max_size=20), cut=st.integers(0, 400), stream=st.booleans())
+def test_scan_at_equals_scan_of_the_slice(pre, post, cut, stream):
+    """scan_at (in place, used by the SIP lane) sees exactly what scan sees on the copied slice."""
+    msg = (b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx\r\n"
+           b"From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: abc\r\n"
+           b"CSeq: 1 INVITE\r\nContent-Length: 4\r\n\r\nbody")[:cut]
+    for mod in (sipscan, load_pure("parsers/sipscan.py", "otus_pure_sipscan_at")):
+        a, b = mod.Scanner(), mod.Scanner()
+        assert a.scan(msg, stream) == b.scan_at(pre + msg + post, len(pre), len(msg), stream)
+        assert list(a.arr) == list(b.arr)
+    with pytest.raises(ValueError):
+        sipscan.Scanner().scan_at(b"abc", 2, 5, False)
