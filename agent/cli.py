@@ -345,6 +345,8 @@ def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
     live.kafka = _kafka_settings(args)
     live.hep = _hep_settings(args)
     live.lines = live.kafka is None or args.console
+    if args.output and args.workers > 1:
+        live.output_path = args.output     # workers append to it themselves (opened and emptied by _run)
     try:
         summary = run_live(live, cfg, sip_cfg, write)
     except afpacket.CaptureError as e:

@@ -63,6 +63,9 @@ class LiveConfig:
     hep: HepSettings | None = None
     lines: bool = True          # JSON lines to the console/file writer
     task: str = "run"
+    # with workers: each worker appends its records to this file itself (whole-line writes with
+    # O_APPEND), instead of relaying them through the parent; None: through the parent (stdout)
+    output_path: str | None = None
 
 
 def merge_counts(a: dict, b: dict) -> dict:
@@ -155,8 +158,13 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: Pipe
     stop = _Stop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, stop)
+    out = None
     try:
-        summary = _capture_loop(cfg, pipe_cfg, sip_cfg, conn.send_bytes, lambda: stop.flag, worker, fanout,
+        write = conn.send_bytes
+        if cfg.output_path is not None:
+            out = open(cfg.output_path, "ab", buffering=0)   # each write: whole lines, appended atomically
+            write = out.write
+        summary = _capture_loop(cfg, pipe_cfg, sip_cfg, write, lambda: stop.flag, worker, fanout,
                                 lambda st: conn.send_bytes(b"\0STATS" + json.dumps(st).encode()))
         conn.send_bytes(b"\0SUMMARY" + json.dumps(summary).encode())
     except CaptureError as e:
@@ -164,6 +172,8 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: Pipe
     except Exception as e:  # report it: the parent prints one line and stops
         conn.send_bytes(b"\0ERROR" + f"worker {worker} failed: {type(e).__name__}: {e}".encode())
     finally:
+        if out is not None:
+            out.close()
         conn.close()
 
 

@@ -131,6 +131,23 @@ def test_replayed_calls_two_fanout_workers(pair, tmp_path):
     assert all(n > 0 for n in summary["per_worker_packets"])  # the flows were shared
 
 
+def test_two_workers_relayed_to_stdout(pair, tmp_path):
+    """Without --output the workers' records come through the parent to stdout: all of them, once."""
+    pcap, wl = _workload(pair, tmp_path, calls=120)
+    out = tmp_path / "stdout.jsonl"
+    with open(out, "wb") as f:
+        proc = pair.popen(pair.ns_b, otus_bin(), "run", "-i", pair.if_b, "--workers", "2", stdout=f,
+                          stderr=subprocess.PIPE)
+        try:
+            _wait_for_packet_socket(pair, pair.ns_b, count=2)
+            _replay(pair, pcap, pps=4000)
+            time.sleep(0.5)
+        finally:
+            summary = _finish(proc)
+    _check_records(out, wl)
+    assert summary["workers"] == 2
+
+
 def test_dead_worker_is_restarted(pair, tmp_path):
     pcap, wl = _workload(pair, tmp_path, calls=80)
     proc, out = _start_otus(pair, tmp_path, "--workers", "2")
