@@ -45,6 +45,9 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
         elif r.type == "hep":
             live.hep = HepSettings(r.address, r.proto, r.node_id, socket.gethostname())
     live.lines = any(r.type in ("console", "file") for r in spec.reporters)
+    line_outs = [r for r in spec.reporters if r.type in ("console", "file")]
+    if spec.workers > 1 and len(line_outs) == 1 and line_outs[0].type == "file":
+        live.output_path = line_outs[0].path   # workers append to it themselves
     return live, PipelineConfig(), sip_cfg
 
 
