@@ -134,3 +134,24 @@ def test_validate_command(tmp_path):
     bad.write_text("id: x\nworkers: [1]\n")
     r = subprocess.run([otus_bin(), "validate", "-f", str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "b.yaml: workers: Input should be a valid integer" in r.stderr
+
+
+def test_worker_output_goes_straight_to_a_single_file_reporter(tmp_path):
+    from otus_agent.spec import TaskSpec
+    from otus_agent.task import configs
+    f = str(tmp_path / "r.jsonl")
+    one = TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "workers": 2,
+                                   "reporters": [{"type": "file", "path": f}]})
+    assert configs(one)[0].output_path == f
+    both = TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "workers": 2,
+                                    "reporters": [{"type": "file", "path": f}, {"type": "console"}]})
+    assert configs(both)[0].output_path is None            # two outputs: relayed and written by the task
+    single = TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "reporters": [{"type": "file", "path": f}]})
+    assert configs(single)[0].output_path is None          # one process: no relay to avoid
+    hep = TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "reporters": [
+        {"type": "hep", "address": "127.0.0.1:9060"}]})
+    live = configs(hep)[0]
+    assert live.hep is not None and live.hep.address == "127.0.0.1:9060" and live.lines is False
+    import pytest
+    with pytest.raises(ValueError):
+        TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "reporters": [{"type": "hep"}]})
