@@ -23,7 +23,10 @@ def add_parser(sub) -> None:
                                    "agent's entry in the CaptureTask's status.  The CaptureTask comes from "
                                    "$OTUS_TASK_NAMESPACE/$OTUS_TASK; the agent's name from $OTUS_AGENT_NAME "
                                    "(default: the host name).")
-    a.add_argument("--task-file", required=True, metavar="FILE", help="task file (the operator's ConfigMap)")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task-file", metavar="FILE", help="task file (the operator's ConfigMap, mounted)")
+    src.add_argument("--task-configmap", metavar="NAMESPACE/NAME",
+                     help="read the task from this ConfigMap through the API (ephemeral containers)")
     a.add_argument("--state-dir", default="/var/lib/otus", metavar="DIR", help="spool and state directory")
     a.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster service account)")
     a.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
@@ -33,7 +36,7 @@ def add_parser(sub) -> None:
     a.add_argument("--log-format", choices=("json", "text"), default="json")
 
 
-def _api(kubeconfig: str | None):
+def _api(kubeconfig: str | None, kind: str = "custom"):
     try:
         from kubernetes import client, config
     except ImportError:
@@ -46,7 +49,7 @@ def _api(kubeconfig: str | None):
     else:
         log.warning("status reporting off: not in a cluster and no --kubeconfig")
         return None
-    return client.CustomObjectsApi()
+    return client.CoreV1Api() if kind == "core" else client.CustomObjectsApi()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,13 +79,25 @@ def run(args: argparse.Namespace) -> int:
             server = metrics.serve((host.strip("[]") or "0.0.0.0", int(port)), manager.snapshot)
         except OSError as e:
             raise SpecError(f"metrics listen {args.metrics_listen}: {e.strerror}") from None
-    agent = TaskFileAgent(args.task_file, manager, reporter, os.environ.get("OTUS_NODE"), os.environ.get("OTUS_POD"))
+    task_file, before = args.task_file, None
+    if args.task_configmap:
+        ns_cm, sep, cm_name = args.task_configmap.partition("/")
+        if not sep or not ns_cm or not cm_name:
+            raise SpecError(f"--task-configmap: expected NAMESPACE/NAME, got {args.task_configmap!r}")
+        core = _api(args.kubeconfig, "core")
+        if core is None:
+            raise SpecError("--task-configmap needs the Kubernetes API (in a cluster, or --kubeconfig)")
+        from .configmap import ConfigMapSource
+        cm = ConfigMapSource(core, ns_cm, cm_name, os.path.join(args.state_dir, "task"))
+        cm.sync()
+        task_file, before = cm.task_file, cm.sync
+    agent = TaskFileAgent(task_file, manager, reporter, os.environ.get("OTUS_NODE"), os.environ.get("OTUS_POD"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info(f"agent {agent_name} started on {args.task_file}")
+    log.info(f"agent {agent_name} started on {args.task_file or args.task_configmap}")
     try:
-        return agent.run(stop, args.poll_interval)
+        return agent.run(stop, args.poll_interval, before)
     finally:
         manager.shutdown()
         if server is not None:

@@ -128,8 +128,11 @@ class TaskFileAgent:
             state = "Failed"
         return entry(v, v.get("stats", {}), self.node, self.pod, state, self.error)
 
-    def run(self, stop: threading.Event, poll_s: float = 2.0) -> int:
+    def run(self, stop: threading.Event, poll_s: float = 2.0, before_step=None) -> int:
+        """Step every ``poll_s`` until ``stop``; ``before_step`` (e.g. a ConfigMap sync) runs first."""
         while True:
+            if before_step is not None:
+                before_step()
             e = self.step()
             if self.reporter is not None and self.reporter.gone:
                 log.warning("the CaptureTask is gone; capture stopped")

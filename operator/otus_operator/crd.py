@@ -31,6 +31,8 @@ class NodeTarget(_M):
 class PodTarget(_M):
     selector: dict[str, str] = Field(min_length=1, description="Pod labels in the CaptureTask's namespace; a capture "
                                                                "sidecar is injected into new matching pods.")
+    attachExisting: bool = Field(default=False, description="Also attach the agent to matching pods created before "
+                                 "the task, as an ephemeral container (no restart; it stays for the pod's life).")
 
 
 class Target(_M):

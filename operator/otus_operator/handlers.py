@@ -21,6 +21,7 @@ from .crd import GROUP, PLURAL, VERSION, CaptureTaskSpec
 log = logging.getLogger("otus.operator")
 
 NOT_INJECTED_MAX = 50
+ATTACH_PER_ROUND = 10          # ephemeral containers added per status round, at most (API load)
 
 
 @dataclass
@@ -132,11 +133,28 @@ def cleanup(name: str, namespace: str, logger, **_) -> None:
 
 
 # ----------------------------------------------------------------- status roll-up
-def _pods(namespace: str, spec: CaptureTaskSpec) -> dict:
+def _pods(name: str, namespace: str, spec: CaptureTaskSpec) -> dict:
     selector = spec.target.pods.selector if spec.target.pods else {}
     pods = [p for p in kube.list_pods(namespace, selector)
             if render.selects(selector, p.get("metadata", {}).get("labels"))
             and not p.get("metadata", {}).get("deletionTimestamp")]
+    if spec.target.pods is not None and spec.target.pods.attachExisting and not spec.suspend:
+        attached = 0
+        for p in pods:
+            ann = (p.get("metadata") or {}).get("annotations") or {}
+            if render.has_agent(p) or ann.get("otus.io/inject") == "false" or attached >= ATTACH_PER_ROUND:
+                continue
+            if (p.get("status") or {}).get("phase") not in ("Running", None):
+                continue
+            c = render.ephemeral_container(name, namespace, spec, p, CONFIG.agent)
+            try:
+                kube.add_ephemeral_container(namespace, p, c)
+            except kube.ApiException as e:
+                log.warning(f"{namespace}/{p['metadata']['name']}: ephemeral agent not attached: {e.status} {e.reason}")
+                continue
+            p.setdefault("spec", {}).setdefault("ephemeralContainers", []).append(c)
+            attached += 1
+            metrics.INJECTIONS.labels("ephemeral").inc()
     injected = [p for p in pods if render.has_agent(p)]
     missing = sorted(p["metadata"]["name"] for p in pods if not render.has_agent(p))
     return {"matching": len(pods), "injected": len(injected), "notInjected": missing[:NOT_INJECTED_MAX],
@@ -162,7 +180,7 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
     desired = None
     pods = None
     if spec.target.pods is not None:
-        pods = _pods(namespace, spec)
+        pods = _pods(name, namespace, spec)
         desired = pods["injected"]
         crashing = pods.pop("_crashing")
     else:

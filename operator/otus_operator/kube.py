@@ -93,3 +93,11 @@ def server_minor_version() -> int | None:
         return int("".join(ch for ch in v.minor if ch.isdigit()))
     except (ApiException, ValueError, OSError):
         return None
+
+
+def add_ephemeral_container(namespace: str, pod: dict, container: dict) -> None:
+    """Append ``container`` to the pod's ephemeral containers (the list is sent whole)."""
+    current = list((pod.get("spec") or {}).get("ephemeralContainers") or [])
+    client.CoreV1Api(api()).patch_namespaced_pod_ephemeralcontainers(
+        pod["metadata"]["name"], namespace, {"spec": {"ephemeralContainers": current + [container]}},
+        _preload_content=False)

@@ -27,6 +27,8 @@ OPERATOR_RULES: list[tuple[str, dict]] = [
      {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": _CRUD}),
     ("sidecar mode: which pods carry an agent",
      {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}),
+    ("sidecar mode, attachExisting: the agent as an ephemeral container in running pods",
+     {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]}),
     ("kopf: namespace and resource discovery",
      {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
     ("kopf: resource discovery",

@@ -191,6 +191,7 @@ def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool) -> list[dict]
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(n, namespace, uid, name),
             "rules": [{"apiGroups": [GROUP], "resources": ["capturetasks"], "resourceNames": [name],
                        "verbs": ["get"]},
+                      {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [n], "verbs": ["get"]},
                       {"apiGroups": [GROUP], "resources": ["capturetasks/status"], "resourceNames": [name],
                        "verbs": ["get", "patch"]}]}
     subject = {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": f"system:serviceaccounts:{namespace}"} \
@@ -207,7 +208,31 @@ def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool) -> list[dict]
 
 def has_agent(pod: dict) -> bool:
     ps = pod.get("spec") or {}
-    return any(c.get("name") == CONTAINER for c in (ps.get("initContainers") or []) + (ps.get("containers") or []))
+    return any(c.get("name") == CONTAINER for c in (ps.get("initContainers") or []) + (ps.get("containers") or [])
+               + (ps.get("ephemeralContainers") or []))
+
+
+def ephemeral_container(name: str, namespace: str, spec: CaptureTaskSpec, pod: dict,
+                        defaults: AgentDefaults = DEFAULTS) -> dict:
+    """The agent as an ephemeral container for a pod that already runs (no restart).
+
+    Ephemeral containers cannot add volumes, ports or resources: the agent reads
+    its task from the ConfigMap through the API (``--task-configmap``) with the
+    pod's service-account token (mounted when the pod has one), keeps its state
+    in /tmp, and serves no metrics port.
+    """
+    c = agent_container(name, spec, defaults)
+    for k in ("ports", "resources", "volumeMounts"):
+        c.pop(k, None)
+    c["args"] = ["agent", "--task-configmap", f"{namespace}/{child_name(name)}", "--state-dir", "/tmp/otus",
+                 "--metrics-listen", ""]
+    c["securityContext"] = {**c["securityContext"], "readOnlyRootFilesystem": False}
+    token = next((v["name"] for v in ((pod.get("spec") or {}).get("volumes") or [])
+                  if any("serviceAccountToken" in src for src in (v.get("projected") or {}).get("sources", []))), None)
+    if token is not None:
+        c["volumeMounts"] = [{"name": token, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                              "readOnly": True}]
+    return c
 
 
 def inject(pod: dict, name: str, spec: CaptureTaskSpec, native: bool = True,

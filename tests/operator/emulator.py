@@ -32,7 +32,7 @@ from kmock._internal.k8s import KubernetesError
 
 RESOURCES = {
     "v1/namespaces": dict(kind="Namespace", namespaced=False),
-    "v1/pods": dict(kind="Pod", namespaced=True),
+    "v1/pods": dict(kind="Pod", namespaced=True, subresources=["ephemeralcontainers", "status"]),
     "v1/configmaps": dict(kind="ConfigMap", namespaced=True),
     "v1/serviceaccounts": dict(kind="ServiceAccount", namespaced=True),
     "v1/services": dict(kind="Service", namespaced=True),

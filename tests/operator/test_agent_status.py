@@ -149,3 +149,24 @@ def test_otus_agent_follows_its_task_file_and_reports(cluster, tmp_path):
         stop(proc, timeout=15)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
     assert _agents(api, ns, name)["agent-lo"]["state"] == "Stopped"
+
+
+def test_task_from_a_configmap_through_the_api(cluster, tmp_path):
+    """What an ephemeral agent does: the task comes from the ConfigMap via the API, as files."""
+    from otus_agent.kube.configmap import ConfigMapSource
+    core = client.CoreV1Api(cluster.client())
+    ns = f"c-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_config_map(ns, {"apiVersion": "v1", "kind": "ConfigMap",
+                                           "metadata": {"name": "otus-t", "namespace": ns},
+                                           "data": {"task.yaml": "id: t\ninterfaces: [lo]\n", "suspend": "false"}})
+    src = ConfigMapSource(core, ns, "otus-t", str(tmp_path / "task"))
+    assert src.sync()
+    assert (tmp_path / "task" / "task.yaml").read_text() == "id: t\ninterfaces: [lo]\n"
+    core.patch_namespaced_config_map("otus-t", ns, {"data": {"suspend": "true"}})
+    assert src.sync() and (tmp_path / "task" / "suspend").read_text() == "true"
+    core.delete_namespaced_config_map("otus-t", ns)
+    assert not src.sync() and src.failures == 1                   # the last files stay
+    assert (tmp_path / "task" / "task.yaml").exists()
+    bad = subprocess.run([otus_bin(), "agent", "--task-configmap", "nonsense"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "NAMESPACE/NAME" in bad.stderr

@@ -146,3 +146,24 @@ def test_render_sidecar_and_secret_ref():
     task = render.task_spec("t", s2)
     assert task["reporters"][0]["password_env"] == "OTUS_KAFKA_SASL_PASSWORD" and "password" not in json.dumps(
         task["reporters"][0]["options"])
+
+
+def test_render_ephemeral_agent_for_a_running_pod():
+    from otus_agent.cli import build_parser
+    spec = CaptureTaskSpec.model_validate({"target": {"pods": {"selector": {"app": "sbc"}, "attachExisting": True}}})
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sbc-0", "namespace": "voip"},
+           "spec": {"containers": [{"name": "sbc", "image": "sbc:1"}],
+                    "volumes": [{"name": "kube-api-access-x1", "projected": {"sources": [
+                        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}]}}
+    c = render.ephemeral_container("sbc-sip", "voip", spec, pod)
+    assert "ports" not in c and "resources" not in c
+    assert c["volumeMounts"][0]["name"] == "kube-api-access-x1"
+    args = build_parser().parse_args(c["args"])
+    assert args.task_configmap == "voip/otus-sbc-sip" and args.task_file is None
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW", "NET_ADMIN"]}
+    with_agent = {**pod, "spec": {**pod["spec"], "ephemeralContainers": [c]}}
+    assert render.has_agent(with_agent) and not render.has_agent(pod)
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(with_agent, "1.30.0", strict=True)
+    no_token = render.ephemeral_container("sbc-sip", "voip", spec, {"spec": {"containers": []}})
+    assert "volumeMounts" not in no_token

@@ -93,7 +93,7 @@ def test_daemonset_mode_lifecycle(api, ns):
     validate_k8s(cm)
     assert yaml.safe_load(cm["data"]["task.yaml"])["workers"] == 2 and cm["data"]["suspend"] == "false"
     role = json.loads(api["rbac"].read_namespaced_role("otus-edge-sip", ns, _preload_content=False).data)
-    assert all(r["resourceNames"] == ["edge-sip"] for r in role["rules"])
+    assert all(r["resourceNames"] in (["edge-sip"], ["otus-edge-sip"]) for r in role["rules"])  # its task, its file
     binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-edge-sip", ns, _preload_content=False).data)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "otus-edge-sip", "namespace": ns}]
     api["core"].read_namespaced_service_account("otus-edge-sip", ns)
@@ -312,3 +312,30 @@ def test_operator_metrics_count_what_happened(api, ns):
     assert "otus_operator_sidecar_injections_total" in text or metrics.INJECTIONS._metrics == {}
     api["custom"].delete_namespaced_custom_object(G, V, ns, P, "m1")
     wait_for(lambda: gone(lambda: get(api, ns, "m1")), what="deleted")
+
+
+def test_attach_existing_pods_as_ephemeral_containers(api, ns):
+    token_vol = {"name": "kube-api-access-q", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}
+    for name in ("old-0", "old-1"):
+        pod = _pod(name, ns, {"app": "sbc"})
+        pod["spec"]["volumes"] = [token_vol]
+        pod["status"] = {"phase": "Running"}
+        api["core"].create_namespaced_pod(ns, pod)
+    t = example("sidecar")
+    t["spec"]["target"]["pods"]["attachExisting"] = True
+    create(api, ns, t)
+    st = wait_for(lambda: (status(api, ns, "sbc-sip").get("pods") or {}).get("injected") == 2
+                  and status(api, ns, "sbc-sip"), what="both pods carrying an ephemeral agent")
+    assert st["pods"]["notInjected"] == []
+    pod = json.loads(api["core"].read_namespaced_pod("old-0", ns, _preload_content=False).data)
+    eph = pod["spec"]["ephemeralContainers"]
+    assert len(eph) == 1 and eph[0]["name"] == "otus-agent" and "--task-configmap" in eph[0]["args"]
+    assert eph[0]["volumeMounts"][0]["name"] == "kube-api-access-q"
+    time.sleep(1.5)                       # later rounds do not attach twice
+    pod = json.loads(api["core"].read_namespaced_pod("old-0", ns, _preload_content=False).data)
+    assert len(pod["spec"]["ephemeralContainers"]) == 1
+    role = json.loads(api["rbac"].read_namespaced_role("otus-sbc-sip", ns, _preload_content=False).data)
+    assert {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["otus-sbc-sip"],
+            "verbs": ["get"]} in role["rules"]
+    api["custom"].delete_namespaced_custom_object(G, V, ns, P, "sbc-sip")
+    wait_for(lambda: gone(lambda: get(api, ns, "sbc-sip")), what="deleted")
