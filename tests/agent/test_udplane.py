@@ -5,7 +5,6 @@ with Kafka pairs), every capture of the corpus, random SIP messages and random S
 """
 from __future__ import annotations
 
-import pathlib
 import random
 
 import orjson

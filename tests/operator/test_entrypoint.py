@@ -44,10 +44,8 @@ def test_the_console_script_runs_the_operator(tmp_path):
 
 
 def _run_console_script(cluster, tmp_path):
-    import json
     import signal
     import socket
-    import time
     import urllib.request
     import uuid
 
