@@ -233,7 +233,7 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
         limit = time.monotonic() + cfg.calls / cfg.rate + cfg.hold_s + 60
         while uac.poll() is None and time.monotonic() < limit:
             _drain(records, view, 0.2)
-            view.tick(f"UAC placing calls")
+            view.tick("UAC placing calls")
         if uac.poll() is None:
             _end(uac)
             raise SimError("the UAC did not finish in time")
