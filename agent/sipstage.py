@@ -281,7 +281,19 @@ class SipStage:
             elif not p or not (self._wanted(d, p) or _sip_websocket_handshake(p)):
                 return
             s = tcp.open(key, d.tcp_seq, d.ts_ns)
-        if tcp.add(s, d.tcp_seq, d.tcp_flags, d.payload, d.ts_ns):
+        p = d.payload
+        # the common case: a segment in order on an idle stream holding exactly one plain message
+        if self.lane is not None and p and not s.buf and not s.pending and s.state is None \
+                and not d.tcp_flags & 0x07 and d.tcp_seq == s.next_seq \
+                and (p.startswith(b"SIP/2.0 ") or 0 < p.find(b" ", 0, 40)):
+            sc = self._scanner
+            if sc.scan(p, True) == 1:
+                o = sc.arr
+                if o[_O_BODY] + o[_O_CL] == len(p):
+                    tcp.consumed(s, len(p), d.ts_ns)
+                    self._message(p, d, "tcp", True, key, scanned=True)
+                    return
+        if tcp.add(s, d.tcp_seq, d.tcp_flags, p, d.ts_ns):
             self._frame(s, d)
         if s.closed:
             if s.buf.strip(b"\r\n"):

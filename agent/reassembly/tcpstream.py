@@ -89,6 +89,15 @@ class TcpReassembler:
             del self.streams[s.key]
             self.timeouts += 1
 
+    def consumed(self, s: Stream, n: int, ts: int) -> None:
+        """An in-order segment of n bytes that the caller took whole (empty buffer, nothing pending):
+        the same bookkeeping as ``add`` without copying the bytes through the buffer."""
+        self.segments += 1
+        self.streams.pop(s.key, None)
+        self.streams[s.key] = s
+        s.last_ts = ts
+        s.next_seq = (s.next_seq + n) % MOD
+
     def add(self, s: Stream, seq: int, flags: int, payload: bytes, ts: int) -> bool:
         """Take a segment; True when ``s.buf`` grew and is worth framing."""
         self.segments += 1

@@ -172,3 +172,41 @@ def test_random_order_of_tcp_and_udp_keeps_record_order(tmp_path):
     out, summary, _ = same(path)
     got = [orjson.loads(x)["call_id"] for x in out.splitlines()]
     assert got == order and summary["fast_path"] == 300
+
+
+def test_tcp_edge_cases_same_with_and_without_the_lane(tmp_path):
+    """Retransmitted, out-of-order, coalesced and split segments: the lane's shortcut for a whole
+    in-order message must agree with the stream reassembler on all of them."""
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+
+    def msg(i: int) -> bytes:
+        return (f"MESSAGE sip:b@x SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=z9hG4bK{i}\r\nFrom: <sip:a@x>;tag={i}\r\n"
+                f"To: <sip:b@x>\r\nCall-ID: t{i}\r\nCSeq: {i + 1} MESSAGE\r\nContent-Length: 2\r\n\r\nhi").encode()
+
+    def seg(seq: int, data: bytes, flags: int = 0x18) -> bytes:
+        return P.ethernet(b"\x02" * 6, b"\x04" * 6, 0x0800, P.ipv4(a, b, 6, P.tcp(a, b, 40001, 5060, seq, 1, flags, data)))
+    m = [msg(i) for i in range(8)]
+    seq = 500
+    frames = [seg(seq - 1, b"", 0x02)]                      # SYN
+    frames.append(seg(seq, m[0]))
+    seq += len(m[0])
+    frames.append(seg(seq - len(m[0]), m[0]))               # retransmission
+    frames.append(seg(seq + len(m[1]), m[2]))               # ahead of m[1]
+    frames.append(seg(seq, m[1]))                           # fills the gap
+    seq += len(m[1]) + len(m[2])
+    frames.append(seg(seq, m[3] + m[4]))                    # two in one segment
+    seq += len(m[3]) + len(m[4])
+    frames.append(seg(seq, m[5][:30]))                      # one over two segments
+    frames.append(seg(seq + 30, m[5][30:]))
+    seq += len(m[5])
+    frames.append(seg(seq, b"\r\n\r\n"))                    # keep-alive
+    seq += 4
+    frames.append(seg(seq, m[6]))
+    seq += len(m[6])
+    frames.append(seg(seq, m[7], 0x19))                     # with FIN
+    path = tmp_path / "tcp.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    out, summary, _ = same(path)
+    got = [orjson.loads(x)["call_id"] for x in out.splitlines()]
+    assert got == [f"t{i}" for i in range(8)]
+    assert summary["tcp"]["retransmissions"] == 1 and summary["tcp"]["out_of_order"] == 1
