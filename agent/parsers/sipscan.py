@@ -11,7 +11,6 @@ whole corpus).
 
 Compiled by Cython when available (setup.py); plain Python otherwise.
 """
-import socket
 
 import cython
 
@@ -178,12 +177,109 @@ def _params(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, want:
     return True
 
 
-def _valid_v6(ref: bytes) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6, ref.decode("ascii"))
-    except (OSError, ValueError):
+@cython.cfunc
+@cython.exceptval(check=False)
+def _v4_ok(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.bint:
+    """glibc's inet_pton4 on p[a:b]: four decimal octets, no leading zeros, each <= 255."""
+    saw: cython.bint = False
+    octets: cython.int = 0
+    cur: cython.int = 0
+    c: cython.uchar
+    while a < b:
+        c = p[a]
+        a += 1
+        if 48 <= c <= 57:
+            if saw and cur == 0:
+                return False
+            cur = cur * 10 + (c - 48)
+            if cur > 255:
+                return False
+            if not saw:
+                octets += 1
+                if octets > 4:
+                    return False
+                saw = True
+        elif c == 46 and saw:
+            if octets == 4:
+                return False
+            cur = 0
+            saw = False
+        else:
+            return False
+    return octets >= 4
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _v6_ok(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.bint:
+    """glibc's inet_pton6 on p[a:b] (what socket.inet_pton accepts), without a Python call."""
+    tp: cython.int = 0                 # bytes of the 16 filled so far
+    colon: cython.bint = False         # '::' seen
+    seen: cython.int = 0               # hex digits since the last colon
+    val: cython.int = 0
+    cur: cython.Py_ssize_t
+    c: cython.uchar
+    d: cython.int
+    if a == b:
         return False
-    return True
+    if p[a] == 58:
+        a += 1
+        if a == b or p[a] != 58:
+            return False
+    cur = a
+    while a < b:
+        c = p[a]
+        a += 1
+        d = -1
+        if 48 <= c <= 57:
+            d = c - 48
+        elif 97 <= c <= 102:
+            d = c - 87
+        elif 65 <= c <= 70:
+            d = c - 55
+        if d >= 0:
+            if seen == 4:
+                return False
+            val = (val << 4) | d
+            seen += 1
+            continue
+        if c == 58:
+            cur = a
+            if seen == 0:
+                if colon:
+                    return False
+                colon = True
+                continue
+            elif a == b:
+                return False
+            if tp + 2 > 16:
+                return False
+            tp += 2
+            seen = 0
+            val = 0
+            continue
+        if c == 46 and tp + 4 <= 16 and _v4_ok(p, cur, b):
+            tp += 4
+            seen = 0
+            break
+        return False
+    if seen > 0:
+        if tp + 2 > 16:
+            return False
+        tp += 2
+    if colon:
+        return tp != 16
+    return tp == 16
+
+
+def valid_ipv6(ref: bytes) -> bool:
+    """_v6_ok for tests (it must agree with socket.inet_pton)."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, ref)
+    else:
+        p = ref
+    return _v6_ok(p, 0, len(ref))
 
 
 @cython.cfunc
@@ -201,7 +297,7 @@ def _host(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cyth
             if not ((c >= 48 and c <= 58) or (c >= 97 and c <= 102) or (c >= 65 and c <= 70) or c == 46):
                 return i
             k += 1
-        if k >= b or k == i + 1 or not _valid_v6(p[i + 1:k]):
+        if k >= b or k == i + 1 or not _v6_ok(p, i + 1, k):
             return i
         return k + 1
     while k < b and _hostc(p[k]):

@@ -106,3 +106,44 @@ def test_scan_at_equals_scan_of_the_slice(pre, post, cut, stream):
         assert list(a.arr) == list(b.arr)
     with pytest.raises(ValueError):
         sipscan.Scanner().scan_at(b"abc", 2, 5, False)
+
+
+_PURE_V6 = []
+
+
+def _pure_v6():
+    if not _PURE_V6:
+        _PURE_V6.append(load_pure("parsers/sipscan.py", "otus_pure_sipscan_v6").valid_ipv6)
+    return _PURE_V6[0]
+
+
+def _pton_ok(text: str) -> bool:
+    import socket
+    try:
+        socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+V6_PARTS = st.one_of(st.sampled_from(["::", ":", "0", "1", "ffff", "FFFF", "10000", "abc", "1.2.3.4", "01.2.3.4",
+                                      "255.255.255.255", "256.1.1.1", "1.2.3", "1.2.3.4.5", ".", "db8", "0:0"]),
+                     st.text("0123456789abcdefABCDEF:.", max_size=6))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(parts=st.lists(V6_PARTS, max_size=12))
+def test_ipv6_check_agrees_with_inet_pton(parts):
+    """The scanner validates IPv6 references in C; it must accept exactly what inet_pton accepts."""
+    text = "".join(parts)
+    want = _pton_ok(text)
+    assert sipscan.valid_ipv6(text.encode()) == want, text
+    assert _pure_v6()(text.encode()) == want, text
+
+
+def test_ipv6_check_known_cases():
+    for ok in ("::", "::1", "2001:db8::1", "fe80::1:2:3:4", "::ffff:1.2.3.4", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4"):
+        assert sipscan.valid_ipv6(ok.encode()), ok
+    for bad in ("", ":", ":1", "1:", "1::2::3", "1:2:3:4:5:6:7:8:9", "1:2:3:4:5:6:7::8:9", "12345::", "::01.2.3.4",
+                "1:2:3:4:5:6:7:1.2.3.4", "1.2.3.4", "g::"):
+        assert not sipscan.valid_ipv6(bad.encode()), bad
