@@ -79,7 +79,7 @@ def main() -> None:
         sink.flush()
         st.finish()
         count[0] = st.messages
-    t = best_of(full, 3)
+    t = best_of(full, 7)   # this VM's speed drifts by tens of percent: the best of several runs
     ours = count[0] / t
     print(f"  file -> JSON records (everything)   {ours:10,.0f} messages/s  ({count[0]} messages, "
           f"UDP lane {'on' if LANE_COMPILED else 'off: not compiled'})")
