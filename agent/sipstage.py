@@ -26,6 +26,10 @@ try:
 except ImportError:  # pragma: no cover
     udplane = None
     LANE_COMPILED = False
+if LANE_COMPILED:   # the lane copies these layouts: refuse to start on a drift, once at import
+    from .decode.fastpath import LAYOUT as _DECODE_LAYOUT
+    udplane.check_layout(_DECODE_LAYOUT, SCAN)
+    _LC = udplane.COUNTERS
 
 DEFAULT_PORTS = (5060, 5061, 5080)
 MAX_SCTP_MESSAGE = 256 << 10
@@ -47,6 +51,12 @@ class SipConfig:
     tcp_max_buffer: int = 256 << 10
     tcp_timeout_s: float = 300.0
     extra: dict = field(default_factory=dict)  # task / agent labels added to every record
+
+
+def _plain_start(data: bytes) -> bool:
+    """The start-line condition of sip.looks_like_sip that the scanner does not check itself (a status
+    line, or a space within 40 bytes): with a scanner accept, the general framer's test holds too."""
+    return data.startswith(b"SIP/2.0 ") or 0 < data.find(b" ", 0, 40)
 
 
 def _sip_websocket_handshake(p: bytes) -> bool:
@@ -106,11 +116,8 @@ class SipStage:
         if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
-            from .parsers.sipscan import LAYOUT as SCAN_LAYOUT
-            from .decode.fastpath import LAYOUT as DECODE_LAYOUT
-            udplane.check_layout(DECODE_LAYOUT, SCAN_LAYOUT)
             self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs)
-            self._lane_seen = [0] * 24
+            self._lane_seen = [0] * _LC["size"]
 
     # ------------------------------------------------------------ entry
     def run_lane(self, buf: bytes, out, n: int, ts, start: int) -> int:
@@ -139,16 +146,16 @@ class SipStage:
         seen = self._lane_seen
         d = [a - b for a, b in zip(now, seen)]
         self._lane_seen = now
-        self.messages += d[0]
-        self.fast_messages += d[0]
-        self.requests += d[1]
-        self.responses += d[2]
-        for k in range(7):
-            if d[3 + k]:
-                self.status_classes[_CLASSES[k]] += d[3 + k]
+        self.messages += d[_LC["messages"]]
+        self.fast_messages += d[_LC["messages"]]
+        self.requests += d[_LC["requests"]]
+        self.responses += d[_LC["responses"]]
+        for k, name in enumerate(_CLASSES):
+            if d[_LC["classes"] + k]:
+                self.status_classes[name] += d[_LC["classes"] + k]
         for k, name in enumerate(udplane.METHODS):
-            if d[10 + k]:
-                self.methods[name.decode()] += d[10 + k]
+            if d[_LC["methods"] + k]:
+                self.methods[name.decode()] += d[_LC["methods"] + k]
 
     def on_datagram(self, d: Datagram) -> None:
         proto = d.proto
@@ -285,7 +292,7 @@ class SipStage:
         # the common case: a segment in order on an idle stream holding exactly one plain message
         if self.lane is not None and p and not s.buf and not s.pending and s.state is None \
                 and not d.tcp_flags & 0x07 and d.tcp_seq == s.next_seq \
-                and (p.startswith(b"SIP/2.0 ") or 0 < p.find(b" ", 0, 40)):
+                and _plain_start(p):
             sc = self._scanner
             if sc.scan(p, True) == 1:
                 o = sc.arr
@@ -323,8 +330,7 @@ class SipStage:
                 continue
             if self.lane is not None:        # the common case first: one whole, plain message
                 data = bytes(buf)
-                if (data.startswith(b"SIP/2.0 ") or 0 < data.find(b" ", 0, 40)) and \
-                        self._scanner.scan(data, True) == 1:
+                if _plain_start(data) and self._scanner.scan(data, True) == 1:
                     del buf[:self._message(data, d, "tcp", True, s.key, scanned=True)]
                     continue
             head = bytes(buf[:2048])

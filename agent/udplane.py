@@ -69,6 +69,8 @@ C_RESP = cython.declare(cython.int, 2)
 C_CLASS = cython.declare(cython.int, 3)
 C_METHOD = cython.declare(cython.int, 10)
 NCOUNT = cython.declare(cython.int, 24)
+COUNTERS = {"messages": C_MSG, "requests": C_REQ, "responses": C_RESP, "classes": C_CLASS, "methods": C_METHOD,
+            "size": NCOUNT}
 HEX = b"0123456789abcdef"
 # fields written as strings: (key, offset slot); method..correlation_id in the record's order
 _KEYS = (b',"call_id":', b',"cseq_num":', b',"cseq_method":', b',"from_user":', b',"from_host":',
@@ -684,8 +686,10 @@ class UdpLane:
                 if s is not None:
                     sdp = dumps(s)
                 kind = 0
-        need: cython.Py_ssize_t = self.olen + 16 * bend + 1024 + len(sdp) + len(self.extra) + 2 * len(src6) + \
-            2 * len(dst6) + len(transport)
+        # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
+        fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
+            len(transport)
+        need: cython.Py_ssize_t = self.olen + fixed + len(sdp)
         if need > len(self.obuf):
             self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
         q: cython.p_uchar
@@ -773,8 +777,7 @@ class UdpLane:
                 s = sdp_from_body(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
                                   whole[off + bstart:off + bend])
                 sdp = dumps(s) if s is not None else b"null"
-                if self.olen + 16 * bend + 1024 + len(sdp) + len(self.extra) + 2 * len(src6) + 2 * len(dst6) > \
-                        len(self.obuf):
+                if self.olen + fixed + len(sdp) > len(self.obuf):
                     return False
                 k = _lit(q, kbeforesdp, sdp)
         else:

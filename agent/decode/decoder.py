@@ -85,17 +85,12 @@ def ip_addresses(buf: bytes, ipver: int, l3off: int) -> tuple[str, str]:
 
     Traffic repeats the same few address pairs, so their text is cached (bounded:
     the cache is emptied when it reaches ADDR_CACHE_MAX pairs)."""
-    if ipver == 4:
-        raw = buf[l3off + 12:l3off + 20]
-        hit = _addr_cache.get(raw)
-        if hit is None:
-            hit = (socket.inet_ntop(socket.AF_INET, raw[:4]), socket.inet_ntop(socket.AF_INET, raw[4:]))
-    else:
-        raw = buf[l3off + 8:l3off + 40]
-        hit = _addr_cache.get(raw)
-        if hit is None:
-            hit = (socket.inet_ntop(socket.AF_INET6, raw[:16]), socket.inet_ntop(socket.AF_INET6, raw[16:]))
-    if len(_addr_cache) >= ADDR_CACHE_MAX:
-        _addr_cache.clear()
-    _addr_cache[raw] = hit
+    raw = buf[l3off + 12:l3off + 20] if ipver == 4 else buf[l3off + 8:l3off + 40]
+    hit = _addr_cache.get(raw)
+    if hit is None:
+        family, half = (socket.AF_INET, 4) if ipver == 4 else (socket.AF_INET6, 16)
+        hit = (socket.inet_ntop(family, raw[:half]), socket.inet_ntop(family, raw[half:]))
+        if len(_addr_cache) >= ADDR_CACHE_MAX:
+            _addr_cache.clear()
+        _addr_cache[raw] = hit
     return hit

@@ -105,9 +105,8 @@ class TaskFileAgent:
                     self._start(spec)
                 else:
                     self.spec = spec
-        elif not self.suspended and self.spec is not None and not self._running() and self.raw is not None \
-                and self.error is None and self._view().get("status") is None:
-            self._start(self.spec)        # resumed after a suspension
+        elif not self.suspended and self.spec is not None and self.error is None and not self._view():
+            self._start(self.spec)        # resumed after a suspension (the task was removed)
         e = self.status_entry()
         if self.reporter is not None:
             self.reporter.report(e)

@@ -89,22 +89,22 @@ class TcpReassembler:
             del self.streams[s.key]
             self.timeouts += 1
 
-    def consumed(self, s: Stream, n: int, ts: int) -> None:
-        """An in-order segment of n bytes that the caller took whole (empty buffer, nothing pending):
-        the same bookkeeping as ``add`` without copying the bytes through the buffer."""
+    def _touch(self, s: Stream, ts: int) -> None:
+        """A segment arrived: count it, and move the stream to the end (the dict stays ordered by last activity)."""
         self.segments += 1
         self.streams.pop(s.key, None)
         self.streams[s.key] = s
         s.last_ts = ts
+
+    def consumed(self, s: Stream, n: int, ts: int) -> None:
+        """An in-order segment of n bytes that the caller took whole (empty buffer, nothing pending):
+        the same bookkeeping as ``add`` without copying the bytes through the buffer."""
+        self._touch(s, ts)
         s.next_seq = (s.next_seq + n) % MOD
 
     def add(self, s: Stream, seq: int, flags: int, payload: bytes, ts: int) -> bool:
         """Take a segment; True when ``s.buf`` grew and is worth framing."""
-        self.segments += 1
-        # move to the end: the dict stays ordered by last activity
-        self.streams.pop(s.key, None)
-        self.streams[s.key] = s
-        s.last_ts = ts
+        self._touch(s, ts)
         if flags & SYN:
             s.next_seq = (seq + 1) % MOD
             s.buf.clear()

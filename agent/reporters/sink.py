@@ -57,9 +57,7 @@ class RecordSink:
         if self.write_lines is not None:
             self.lines += data
             self.lines += b"\n"
-            if len(self.lines) >= LINES_MAX:
-                self.write_lines(bytes(self.lines))
-                self.lines.clear()
+            self._spill()
         if self.kafka is not None:
             cid = rec.get("call_id")
             self.pairs.append((cid.encode("utf-8", "surrogateescape") if cid else b"", data))
@@ -67,14 +65,18 @@ class RecordSink:
                 self.kafka.write(self.pairs)
                 self.pairs = []
 
+    def _spill(self) -> None:
+        """Write the buffered lines once they reach LINES_MAX: the buffer stays bounded."""
+        if len(self.lines) >= LINES_MAX:
+            self.write_lines(bytes(self.lines))
+            self.lines.clear()
+
     def emit_block(self, data: bytes, pairs: list | None) -> None:
         """Records already serialised (JSON lines) and, for Kafka, their (key, record) pairs."""
         if self.write_lines is not None:
             if self.lines:
                 self.lines += data        # after the records still waiting: order kept
-                if len(self.lines) >= LINES_MAX:
-                    self.write_lines(bytes(self.lines))
-                    self.lines.clear()
+                self._spill()
             else:
                 self.write_lines(data)
         if self.kafka is not None and pairs:
