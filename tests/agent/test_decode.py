@@ -286,3 +286,15 @@ def test_random_garbage_batch_compiled():
     bad = array("q", [len(buf) - 1] * 2)
     fastpath.decode_batch(buf, 2, bad, array("q", [10, 10]), links, out, cnt, 3)  # record past the buffer
     assert dict(zip(fastpath.COUNTER_NAMES, cnt))["drop_bad_record"] == 2
+
+
+def test_address_text_cache_is_bounded():
+    """The cache of address text never holds more than ADDR_CACHE_MAX pairs and stays correct when full."""
+    import socket
+    import struct
+    from otus_agent.decode import decoder as D
+    D._addr_cache.clear()
+    for i in range(D.ADDR_CACHE_MAX * 2 + 5):
+        hdr = bytes(12) + struct.pack("!II", 0x0A000000 + i, 0xC0A80001)
+        assert D.ip_addresses(hdr, 4, 0) == (socket.inet_ntoa(struct.pack("!I", 0x0A000000 + i)), "192.168.0.1")
+        assert len(D._addr_cache) <= D.ADDR_CACHE_MAX

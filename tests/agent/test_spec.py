@@ -155,3 +155,19 @@ def test_worker_output_goes_straight_to_a_single_file_reporter(tmp_path):
     import pytest
     with pytest.raises(ValueError):
         TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "reporters": [{"type": "hep"}]})
+
+
+def test_record_sink_buffer_is_bounded():
+    """JSON lines are written once LINES_MAX bytes are buffered, not kept until the end."""
+    from otus_agent.reporters.sink import LINES_MAX, RecordSink
+    writes = []
+    sink = RecordSink(writes.append)
+    rec = {"call_id": "x" * 1000}
+    for _ in range(3 * LINES_MAX // 1000):
+        sink.emit(rec)
+        assert len(sink.lines) < LINES_MAX + 1100
+    sink.emit_block(b'{"a":1}\n', None)
+    assert writes and len(sink.lines) < LINES_MAX
+    sink.flush()
+    data = b"".join(writes)
+    assert data.count(b"\n") == 3 * LINES_MAX // 1000 + 1 and data.endswith(b'{"a":1}\n')
