@@ -9,13 +9,13 @@ import os
 from setuptools import setup
 
 HOT_MODULES = [
-    "agent/decode/fastpath.py",
-    "agent/capture/recwalk.py",
-    "agent/reassembly/ipfrag.py",
-    "agent/parsers/sip.py",
-    "agent/parsers/sipscan.py",
-    "agent/parsers/sdp.py",
-    "agent/udplane.py",
+    "src/otus_agent/decode/fastpath.py",
+    "src/otus_agent/capture/recwalk.py",
+    "src/otus_agent/reassembly/ipfrag.py",
+    "src/otus_agent/parsers/sip.py",
+    "src/otus_agent/parsers/sipscan.py",
+    "src/otus_agent/parsers/sdp.py",
+    "src/otus_agent/udplane.py",
 ]
 
 
@@ -29,7 +29,7 @@ def _extensions():
         return []
     exts = []
     for path in HOT_MODULES:
-        mod = "otus_agent." + path[len("agent/"):-3].replace("/", ".")
+        mod = "otus_agent." + path[len("src/otus_agent/"):-3].replace("/", ".")
         # optional: without a working C compiler the pure-Python source is used
         exts.append(Extension(mod, [path], extra_compile_args=["-O2"], optional=True))
     return cythonize(exts, language_level=3, quiet=True,

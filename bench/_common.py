@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_pure(relpath: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "agent" / relpath)
+    spec = importlib.util.spec_from_file_location(name, ROOT / "src" / "otus_agent" / relpath)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)

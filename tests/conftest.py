@@ -12,7 +12,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORPUS = pathlib.Path(os.environ.get("OTUS_CORPUS", ROOT.parent / "shared" / "corpus"))
-SRC = ROOT / "agent"
+SRC = ROOT / "src" / "otus_agent"
 
 
 def otus_bin() -> str:

@@ -160,7 +160,7 @@ def test_dashboard_queries_name_real_metrics():
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
     for topic in ("capture rate", "drops by stage", "methods", "class", "spool"):
         assert topic in titles.replace("method", "methods") or topic in titles
-    source = (ROOT / "agent" / "observability" / "metrics.py").read_text()
+    source = (ROOT / "src" / "otus_agent" / "observability" / "metrics.py").read_text()
     families = set(re.findall(r'MetricFamily\(\s*"(otus_[a-z_]+)"', source))
     used = {re.sub(r"_(total|bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"otus_[a-z_]+", e)}
     assert used and used <= families, used - families

@@ -18,7 +18,7 @@ from .live import LiveConfig, run_live
 from .pipeline import PipelineConfig
 from .reporters.sink import HepSettings, KafkaSettings
 from .sipstage import SipConfig
-from .spec import TaskSpec
+from otus_spec import TaskSpec
 
 
 def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,

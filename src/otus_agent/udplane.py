@@ -15,7 +15,10 @@ Compiled by Cython (setup.py); the pipeline uses the lane only when compiled.
 """
 import socket
 
-import cython
+try:
+    import cython
+except ImportError:  # the pure build without Cython installed
+    from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
 from orjson import dumps
 
 from .parsers.sdp import sdp_from_body

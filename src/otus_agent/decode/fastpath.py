@@ -15,7 +15,10 @@ read is preceded by an explicit length check, so malformed input becomes a
 counted drop reason and never an exception (the pure-Python build would
 raise IndexError on a missing check, which the fuzz tests look for).
 """
-import cython
+try:
+    import cython
+except ImportError:  # the pure build without Cython installed
+    from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
 
 # ---- per-packet output fields -------------------------------------------
 NF = cython.declare(cython.int, 17)

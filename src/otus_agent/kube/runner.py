@@ -16,7 +16,7 @@ import threading
 import yaml
 
 from ..manager import TaskError, TaskManager
-from ..spec import SpecError, TaskSpec
+from otus_spec import SpecError, TaskSpec
 from .status import StatusReporter, entry
 
 log = logging.getLogger("otus.kube.agent")

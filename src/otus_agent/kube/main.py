@@ -10,7 +10,7 @@ import threading
 
 from ..manager import TaskManager
 from ..observability import logs, metrics
-from ..spec import SpecError
+from otus_spec import SpecError
 from .runner import TaskFileAgent
 from .status import StatusReporter
 

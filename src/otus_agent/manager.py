@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from .capture.afpacket import CaptureError
-from .spec import TaskSpec
+from otus_spec import TaskSpec
 from .task import preflight, task_main
 
 log = logging.getLogger("otus.manager")

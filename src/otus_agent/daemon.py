@@ -18,7 +18,7 @@ from . import __version__
 from .control.uds import ControlServer
 from .manager import TaskManager
 from .observability import logs, metrics
-from .spec import AgentConfig, SpecError, load_config
+from otus_spec import AgentConfig, SpecError, load_config
 
 log = logging.getLogger("otus.daemon")
 

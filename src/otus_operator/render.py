@@ -18,7 +18,7 @@ import json
 
 import yaml
 
-from otus_agent.spec import TaskSpec  # the shared contract (no capture code behind it)
+from otus_spec import TaskSpec  # the shared contract (no capture code behind it)
 
 from dataclasses import dataclass, field
 

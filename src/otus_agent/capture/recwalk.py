@@ -3,7 +3,10 @@
 Compiled by Cython when available (see setup.py); plain Python otherwise.
 Fills caller-owned int64 arrays so one batch costs no allocations.
 """
-import cython
+try:
+    import cython
+except ImportError:  # the pure build without Cython installed
+    from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
 
 # Returned as the third element of walk_pcap: why the walk stopped.
 STOP_END = 0        # buffer exhausted on a record boundary

@@ -12,7 +12,10 @@ whole corpus).
 Compiled by Cython when available (setup.py); plain Python otherwise.
 """
 
-import cython
+try:
+    import cython
+except ImportError:  # the pure build without Cython installed
+    from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
 
 NOUT = cython.declare(cython.int, 48)
 O_HEND = cython.declare(cython.int, 0)     # offset of the CRLFCRLF ending the headers

@@ -12,7 +12,7 @@ from . import __version__
 from .capture.pcapfile import CaptureFileError, open_capture
 from .pipeline import Datagram, Pipeline, PipelineConfig
 from .processors.records import DEFAULT_CORRELATION
-from .spec import SpecError
+from otus_spec import SpecError
 from .sipstage import DEFAULT_PORTS, SipConfig, SipStage
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -356,14 +356,14 @@ def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
 
 def _daemon(args: argparse.Namespace) -> int:
     from .daemon import Daemon
-    from .spec import load_config
+    from otus_spec import load_config
     cfg = load_config(args.config)
     return Daemon(args.config, cfg).run()
 
 
 def _validate(args: argparse.Namespace) -> int:
     from .capture.afpacket import CaptureError
-    from .spec import load_task
+    from otus_spec import load_task
     from .task import check_filter
     spec = load_task(args.file)
     try:
@@ -391,7 +391,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 def _control(args: argparse.Namespace) -> int:
     from .control.uds import request
-    from .spec import load_task
+    from otus_spec import load_task
     path = args.socket or os.environ.get("OTUS_SOCKET") or "/var/run/otus.sock"
     if args.command == "task":
         if args.task_cmd == "create":

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..spec import TaskSpec, describe
+from otus_spec import TaskSpec, describe
 
 MAX_REQUEST = 1 << 20
 

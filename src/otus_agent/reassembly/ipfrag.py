@@ -29,7 +29,10 @@ Compiled by Cython when available (setup.py); plain Python otherwise.
 """
 from __future__ import annotations
 
-import cython
+try:
+    import cython
+except ImportError:  # the pure build without Cython installed
+    from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
 
 from otus_agent.decode.fastpath import ipv4_header_checksum  # absolute: tests load this file alone
 
