@@ -9,13 +9,13 @@ import os
 from setuptools import setup
 
 HOT_MODULES = [
-    "src/otus_agent/decode/fastpath.py",
-    "src/otus_agent/capture/recwalk.py",
-    "src/otus_agent/reassembly/ipfrag.py",
-    "src/otus_agent/parsers/sip.py",
-    "src/otus_agent/parsers/sipscan.py",
-    "src/otus_agent/parsers/sdp.py",
-    "src/otus_agent/udplane.py",
+    "src/otus_agent/decode/l2l4_cy.py",
+    "src/otus_agent/capture/frames_cy.py",
+    "src/otus_agent/reassembly/ipfrag_cy.py",
+    "src/otus_agent/sip/message_cy.py",
+    "src/otus_agent/sip/scan_cy.py",
+    "src/otus_agent/sip/sdp_cy.py",
+    "src/otus_agent/sip/writer_cy.py",
 ]
 
 

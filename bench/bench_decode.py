@@ -59,7 +59,7 @@ def main() -> None:
         for b in r.batches():
             batches.append((b.buf, b.n, array("q", b.offs), array("q", b.caplens), array("q", b.links)))
     n = sum(b[1] for b in batches)
-    pure = load_pure("decode/fastpath.py", "bench_pure_fastpath")
+    pure = load_pure("decode/l2l4_cy.py", "bench_pure_fastpath")
     results = {}
     for name, mod in (("compiled", D.fastpath), ("pure-python", pure)):
         out = array("q", bytes(8 * D.NF * 4096))
@@ -73,10 +73,10 @@ def main() -> None:
     pkts = [buf[offs[i]:offs[i] + caps[i]] for buf, k, offs, caps, _ in batches for i in range(k)]
     t = best_of(lambda: [naive_decode(p) for p in pkts], 3)
     results["naive-struct"] = n / t
-    from otus_agent.pipeline import Pipeline
+    from otus_agent.reassembly.datagrams import DatagramStage
 
     def end_to_end():
-        p = Pipeline()
+        p = DatagramStage()
         with open_capture(path) as r:
             p.run(r.batches())
     results["file->pipeline"] = n / best_of(end_to_end, 3)

@@ -7,8 +7,8 @@ import time
 from _common import workload
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.pipeline import Pipeline
-from otus_agent.sipstage import SipStage
+from otus_agent.reassembly.datagrams import DatagramStage
+from otus_agent.sip.framing import SipStage
 
 try:
     import orjson
@@ -20,7 +20,7 @@ def main() -> None:
     recs: list[dict] = []
     with open_capture(workload(2000, 0)) as r:
         st = SipStage(emit=recs.append)
-        Pipeline(sink=st.on_datagram).run(r.batches())
+        DatagramStage(sink=st.on_datagram).run(r.batches())
     n = len(recs)
     for name, fn in (("orjson", orjson.dumps if orjson else None),
                      ("json", lambda o: json.dumps(o, separators=(",", ":")).encode())):

@@ -10,7 +10,7 @@ import random
 from _common import best_of, load_pure
 
 from otus_agent.decode import decoder as D
-from otus_agent.reassembly import ipfrag
+from otus_agent.reassembly import ipfrag_cy as ipfrag
 from otus_agent.sim import packets as P
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--datagrams", type=int, default=20000)
     a = ap.parse_args()
     frags = build(a.datagrams)
-    pure = load_pure("reassembly/ipfrag.py", "bench_pure_ipfrag")
+    pure = load_pure("reassembly/ipfrag_cy.py", "bench_pure_ipfrag")
     print(f"workload: {len(frags)} fragments of {a.datagrams} datagrams, compiled={D.COMPILED}")
     for name, mod in (("compiled", ipfrag), ("pure-python", pure)):
         done = []

@@ -16,12 +16,12 @@ from _common import best_of, workload
 
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.decode.decoder import COMPILED
-from otus_agent.parsers import sip
-from otus_agent.parsers.sdp import sdp_from_body
-from otus_agent.parsers.sipscan import LAYOUT as SCAN, Scanner
-from otus_agent.pipeline import Pipeline
+from otus_agent.sip import message_cy as sip
+from otus_agent.sip.sdp_cy import sdp_from_body
+from otus_agent.sip.scan_cy import LAYOUT as SCAN, Scanner
+from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.reporters.sink import RecordSink
-from otus_agent.sipstage import LANE_COMPILED, SipConfig, SipStage
+from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
 
 try:
     from orjson import dumps
@@ -39,7 +39,7 @@ def main() -> None:
     path = workload(a.calls, 0, large_invite_ratio=0.1, tcp_ratio=0.1, vlan_ratio=0.1, ipv6_ratio=0.1)
     payloads = []
     with open_capture(path) as r:
-        p = Pipeline(sink=lambda d: payloads.append(d.payload) if d.proto == 17 else None)
+        p = DatagramStage(sink=lambda d: payloads.append(d.payload) if d.proto == 17 else None)
         p.run(r.batches())
     n_udp = len(payloads)
     sc = Scanner()
@@ -64,7 +64,7 @@ def main() -> None:
         out = bytearray()  # as the CLI's buffered output: records are not kept as objects
         st = SipStage(SipConfig(), lambda rec: out.extend(dumps(rec)))
         with open_capture(path) as r:
-            Pipeline(sink=st.on_datagram).run(r.batches())
+            DatagramStage(sink=st.on_datagram).run(r.batches())
         count[0] = st.messages
     t = best_of(general, 3)
     print(f"  file -> JSON, general path only     {count[0] / t:10,.0f} messages/s  ({count[0]} messages)")
@@ -75,7 +75,7 @@ def main() -> None:
         sink = RecordSink(out.extend)
         st = SipStage(SipConfig(), sink.emit, None, sink.emit_block)
         with open_capture(path) as r:
-            Pipeline(sink=st.on_datagram, lane=st.run_lane if st.lane is not None else None).run(r.batches())
+            DatagramStage(sink=st.on_datagram, lane=st.run_lane if st.lane is not None else None).run(r.batches())
         sink.flush()
         st.finish()
         count[0] = st.messages

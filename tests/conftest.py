@@ -39,12 +39,12 @@ def load_pure(relpath: str, name: str) -> types.ModuleType:
 
 @pytest.fixture(scope="session")
 def pure_fastpath() -> types.ModuleType:
-    return load_pure("decode/fastpath.py", "otus_pure_fastpath")
+    return load_pure("decode/l2l4_cy.py", "otus_pure_fastpath")
 
 
 @pytest.fixture(scope="session")
 def pure_ipfrag() -> types.ModuleType:
-    return load_pure("reassembly/ipfrag.py", "otus_pure_ipfrag")
+    return load_pure("reassembly/ipfrag_cy.py", "otus_pure_ipfrag")
 
 
 @pytest.fixture(scope="session")

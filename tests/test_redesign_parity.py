@@ -32,7 +32,7 @@ def _digest(pcap: pathlib.Path, extra: list[str]) -> str:
     import contextlib
     import io
 
-    from otus_agent.cli import main
+    from otus_agent.cli.main import main
     with tempfile.TemporaryDirectory() as d:
         out = pathlib.Path(d) / "records.jsonl"
         with contextlib.redirect_stderr(io.StringIO()):

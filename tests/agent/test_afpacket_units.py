@@ -6,7 +6,8 @@ from array import array
 
 import pytest
 
-from otus_agent.capture import bpf, recwalk
+from otus_agent.capture import bpf
+from otus_agent.capture import frames_cy as recwalk
 from otus_agent.capture.afpacket import Ring
 from otus_agent.decode import decoder as D
 from otus_agent.sim import packets as P
@@ -38,7 +39,7 @@ def block(frames: list[tuple[bytes, int | None, int]]) -> tuple[bytes, int]:
 
 @pytest.mark.parametrize("build", ["compiled", "pure"])
 def test_walk_and_restore_vlan(build):
-    mod = recwalk if build == "compiled" else load_pure("capture/recwalk.py", "otus_pure_recwalk2")
+    mod = recwalk if build == "compiled" else load_pure("capture/frames_cy.py", "otus_pure_recwalk2")
     data, first = block([(FRAME, None, 0), (FRAME, 42, 0), (FRAME, None, 4)])
     arrs = [array("q", bytes(8 * 8)) for _ in range(5)]
     n, skipped = mod.walk_tpacket3(data, first, 3, *arrs)

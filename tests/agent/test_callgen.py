@@ -7,7 +7,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.utils import rdpcap
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.pipeline import Pipeline
+from otus_agent.reassembly.datagrams import DatagramStage
 
 
 def test_checksums_and_shares(workload_pcap):
@@ -44,7 +44,7 @@ def test_checksums_and_shares(workload_pcap):
 def test_sip_messages_come_out_whole(workload_pcap):
     path, wl = workload_pcap
     got = []
-    p = Pipeline(sink=got.append)
+    p = DatagramStage(sink=got.append)
     with open_capture(path) as r:
         p.run(r.batches())
     udp_sip = [d.payload for d in got if d.transport == "udp" and d.dst_port == 5060 or d.src_port == 5060

@@ -14,8 +14,8 @@ import yaml
 
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.decode import decoder as D
-from otus_agent.pipeline import Datagram, Pipeline, PipelineConfig
-from otus_agent.reassembly.ipfrag import FragmentReassembler
+from otus_agent.reassembly.datagrams import Datagram, DatagramStage, DatagramConfig
+from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 from ..conftest import corpus_path
 
@@ -54,9 +54,9 @@ def reassemble(pkts, **limits) -> tuple[FragmentReassembler, list[bytes]]:
     return ra, whole
 
 
-def run_pipeline(rel: str, **cfg) -> tuple[Pipeline, list[Datagram]]:
+def run_pipeline(rel: str, **cfg) -> tuple[DatagramStage, list[Datagram]]:
     got: list[Datagram] = []
-    p = Pipeline(PipelineConfig(**cfg), got.append)
+    p = DatagramStage(DatagramConfig(**cfg), got.append)
     with open_capture(corpus_path(rel)) as r:
         p.run(r.batches())
     return p, got
@@ -157,7 +157,7 @@ def test_dnscap_82_messages_with_64_fragment_limit():
     # the unfragmented reference capture carries the same DNS payloads
     ref = []
     with open_capture(corpus_path(f"{FRAG}expected/dnscap-dns-unfragmented-reference.pcap")) as r:
-        pr = Pipeline(sink=ref.append)
+        pr = DatagramStage(sink=ref.append)
         pr.run(r.batches())
     assert [d.payload for d in got] == [d.payload for d in ref]
 
@@ -193,7 +193,7 @@ def test_no_corpus_file_raises():
     """Every capture in the corpus decodes without an exception escaping."""
     root = corpus_path("pcap")
     for path in sorted(root.rglob("*.pcap*")):
-        p = Pipeline(sink=lambda d: None)
+        p = DatagramStage(sink=lambda d: None)
         with open_capture(path) as r:
             p.run(r.batches())
         assert p.summary()["packets"] > 0, path

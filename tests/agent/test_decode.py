@@ -221,7 +221,7 @@ def test_compiled_and_pure_builds_agree(pure_fastpath, workload_pcap):
     from array import array
 
     from otus_agent.capture.pcapfile import open_capture
-    from otus_agent.decode import fastpath
+    from otus_agent.decode import l2l4_cy as fastpath
     nf = fastpath.LAYOUT["NF"]
     nc = fastpath.LAYOUT["NCOUNTERS"]
     with open_capture(workload_pcap[0]) as r:
@@ -272,7 +272,7 @@ def test_random_garbage_batch_compiled():
     """Same idea on the compiled build (a bad read there would crash the process)."""
     from array import array
 
-    from otus_agent.decode import fastpath
+    from otus_agent.decode import l2l4_cy as fastpath
     rng = random.Random(5)
     nf, nc = fastpath.LAYOUT["NF"], fastpath.LAYOUT["NCOUNTERS"]
     buf = bytes(rng.getrandbits(8) for _ in range(200_000))

@@ -11,7 +11,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 
 from otus_agent.decode import decoder as D
-from otus_agent.reassembly import ipfrag as compiled_ipfrag
+from otus_agent.reassembly import ipfrag_cy as compiled_ipfrag
 
 SEC = 1_000_000_000
 
@@ -238,7 +238,7 @@ def test_ipv4_and_ipv6_keys_are_distinct(R):
 
 def test_nested_reassembly_is_bounded():
     """An outer datagram whose payload is again a fragment (Suricata 8550 shape) ends."""
-    from otus_agent.pipeline import Pipeline
+    from otus_agent.reassembly.datagrams import DatagramStage
     inner = _raw_frag(b"i" * 16, 0, True, ident=77)
     outer = IP(src="198.51.100.1", dst="198.51.100.2", id=77, proto=4) / inner
     frags = [bytes(f) for f in outer.fragment(24)]
@@ -252,7 +252,7 @@ def test_nested_reassembly_is_bounded():
     n = len(frags)
     batch = PacketBatch(buf, n, array("q", offs), array("q", [len(f) for f in frags]), array("q", [0] * n),
                         array("q", range(n)), array("q", [101] * n))
-    p = Pipeline()
+    p = DatagramStage()
     p.feed(batch)
     c = p.reasm.counters()
     assert c["reassembled"] == 1 and c["fragments"] == n + 1 and c["in_flight"] == 1

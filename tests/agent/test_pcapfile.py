@@ -210,10 +210,10 @@ def test_record_walker_builds_agree(tmp_path):
     """recwalk compiled and as pure Python index the same records."""
     from array import array
 
-    from otus_agent.capture import recwalk
+    from otus_agent.capture import frames_cy as recwalk
 
     from ..conftest import load_pure
-    pure = load_pure("capture/recwalk.py", "otus_pure_recwalk")
+    pure = load_pure("capture/frames_cy.py", "otus_pure_recwalk")
     path = tmp_path / "w.pcap"
     with open(path, "wb") as f:
         w = PcapWriter(f, 1, nanosecond=True)

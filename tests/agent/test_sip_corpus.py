@@ -15,9 +15,9 @@ import jsonschema
 import pytest
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.parsers import sip
-from otus_agent.pipeline import Pipeline
-from otus_agent.sipstage import SipConfig, SipStage
+from otus_agent.sip import message_cy as sip
+from otus_agent.reassembly.datagrams import DatagramStage
+from otus_agent.sip.framing import SipConfig, SipStage
 
 from ..conftest import ROOT, corpus_path
 
@@ -87,7 +87,7 @@ def test_torture_fields_match_tshark():
 def run_file(rel: str, **cfg) -> tuple[list[dict], SipStage]:
     recs: list[dict] = []
     st = SipStage(SipConfig(**cfg), recs.append)
-    p = Pipeline(sink=st.on_datagram)
+    p = DatagramStage(sink=st.on_datagram)
     with open_capture(corpus_path(rel)) as r:
         p.run(r.batches())
     st.finish()

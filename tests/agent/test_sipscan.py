@@ -9,16 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.parsers import sip, sipscan
-from otus_agent.pipeline import Pipeline
-from otus_agent.processors.records import Correlator, fast_sip_record, sip_record
+from otus_agent.sip import message_cy as sip
+from otus_agent.sip import scan_cy as sipscan
+from otus_agent.reassembly.datagrams import DatagramStage
+from otus_agent.sip.records import Correlator, fast_sip_record, sip_record
 
 from ..conftest import CORPUS, load_pure
 
 
 @pytest.fixture(scope="module")
 def pure_scan():
-    return load_pure("parsers/sipscan.py", "otus_pure_sipscan")
+    return load_pure("sip/scan_cy.py", "otus_pure_sipscan")
 
 
 def corpus_messages(workload_path) -> list[bytes]:
@@ -26,7 +27,7 @@ def corpus_messages(workload_path) -> list[bytes]:
     files = [workload_path] + (sorted((CORPUS / "pcap" / "sip").glob("*.pcap*")) if CORPUS.exists() else [])
     for f in files:
         with open_capture(f) as r:
-            Pipeline(sink=lambda d: msgs.append(d.payload) if d.proto == 17 and sip.looks_like_sip(d.payload)
+            DatagramStage(sink=lambda d: msgs.append(d.payload) if d.proto == 17 and sip.looks_like_sip(d.payload)
                      else None).run(r.batches())
     return msgs
 
@@ -72,7 +73,7 @@ def test_stream_mode_framing():
 def test_fuzz_both_builds(muts, cut, stream):
     """Mutated and cut messages: the pure build never raises (every read is guarded), and
     the compiled build returns the same verdict."""
-    pure = load_pure("parsers/sipscan.py", "otus_pure_sipscan_fuzz")
+    pure = load_pure("sip/scan_cy.py", "otus_pure_sipscan_fuzz")
     base = bytearray(b'INVITE sip:bob@[2001:db8::1]:5060 SIP/2.0\r\nVia: SIP/2.0/UDP h.example.com:5060;branch=z9\r\n'
                      b'From: "A" <sip:a@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: x@y\r\n'
                      b'CSeq: 1 INVITE\r\nContact: <sip:a@192.0.2.1>;expires=60\r\n'
@@ -100,7 +101,7 @@ def test_scan_at_equals_scan_of_the_slice(pre, post, cut, stream):
     msg = (b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx\r\n"
            b"From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: abc\r\n"
            b"CSeq: 1 INVITE\r\nContent-Length: 4\r\n\r\nbody")[:cut]
-    for mod in (sipscan, load_pure("parsers/sipscan.py", "otus_pure_sipscan_at")):
+    for mod in (sipscan, load_pure("sip/scan_cy.py", "otus_pure_sipscan_at")):
         a, b = mod.Scanner(), mod.Scanner()
         assert a.scan(msg, stream) == b.scan_at(pre + msg + post, len(pre), len(msg), stream)
         assert list(a.arr) == list(b.arr)
@@ -113,7 +114,7 @@ _PURE_V6 = []
 
 def _pure_v6():
     if not _PURE_V6:
-        _PURE_V6.append(load_pure("parsers/sipscan.py", "otus_pure_sipscan_v6").valid_ipv6)
+        _PURE_V6.append(load_pure("sip/scan_cy.py", "otus_pure_sipscan_v6").valid_ipv6)
     return _PURE_V6[0]
 
 

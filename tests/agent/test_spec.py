@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from otus_agent.control.protocol import ProtocolError, parse_request
+from otus_agent.daemon.protocol import ProtocolError, parse_request
 from otus_spec import AgentConfig, SpecError, TaskSpec, load_config, load_task, task_from_dict
 
 ROOT_CONFIG = """otus:
@@ -138,7 +138,7 @@ def test_validate_command(tmp_path):
 
 def test_worker_output_goes_straight_to_a_single_file_reporter(tmp_path):
     from otus_spec import TaskSpec
-    from otus_agent.task import configs
+    from otus_agent.daemon.task import configs
     f = str(tmp_path / "r.jsonl")
     one = TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "workers": 2,
                                    "reporters": [{"type": "file", "path": f}]})

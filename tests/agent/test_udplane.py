@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.parsers.sdp import parse_sdp
-from otus_agent.pipeline import Pipeline
+from otus_agent.sip.sdp_cy import parse_sdp
+from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.reporters.sink import RecordSink
 from otus_agent.sim import packets as P
-from otus_agent.sipstage import LANE_COMPILED, SipConfig, SipStage
+from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
 
 from ..conftest import corpus_path, pcap_bytes
 
@@ -42,7 +42,7 @@ def run(path, lane: bool, extra: dict | None = None, kafka: bool = False, **cfg)
                   want_pairs=kafka)
     assert (st.lane is not None) == lane
     with open_capture(str(path)) as r:
-        Pipeline(sink=st.on_datagram, lane=st.run_lane if lane else None).run(r.batches())
+        DatagramStage(sink=st.on_datagram, lane=st.run_lane if lane else None).run(r.batches())
     sink.flush()
     st.finish()
     return bytes(out), st.summary(), (k.pairs if k else None)
@@ -134,7 +134,7 @@ SDP_LINE = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(lines=st.lists(SDP_LINE, max_size=14), crlf=st.booleans(), vfirst=st.booleans())
 def test_sdp_writer_matches_the_parser(lines, crlf, vfirst):
-    from otus_agent.udplane import sdp_json
+    from otus_agent.sip.writer_cy import sdp_json
     body = (b"\r\n" if crlf else b"\n").join(([b"v=0"] if vfirst else []) + lines)
     got = sdp_json(body)
     want = parse_sdp(body)
@@ -144,7 +144,7 @@ def test_sdp_writer_matches_the_parser(lines, crlf, vfirst):
 
 
 def test_lane_defers_unusual_sdp_to_python():
-    from otus_agent.udplane import sdp_json
+    from otus_agent.sip.writer_cy import sdp_json
     assert sdp_json(b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:0 A\r\na=rtpmap:0 B\r\n") is None  # repeated key
     assert sdp_json(b"v=0\r\nm=audio\t1 RTP/AVP 0\r\n") is None                                  # a tab
     assert sdp_json("v=0\r\ns=é\r\n".encode()) is None                                          # non-ASCII

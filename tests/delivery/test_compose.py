@@ -58,7 +58,7 @@ def _expand(args: list[str]) -> list[str]:
 
 
 def test_the_simulator_wiring():
-    from otus_agent.cli import build_parser
+    from otus_agent.cli.main import build_parser
     from otus_agent.sim.sipua import build_parser as ua_parser
     s = load()["services"]
     env = s["kafka"]["environment"]

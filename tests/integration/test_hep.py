@@ -60,11 +60,11 @@ def check(pkts: list[bytes], recs: list[dict], pcap_payloads: dict) -> None:
 def payloads_by_call(recs_file: str) -> dict:
     """Raw SIP payloads in the capture, by Call-ID, read with the L4 datagram dump (UDP)."""
     from otus_agent.capture.pcapfile import open_capture
-    from otus_agent.pipeline import Pipeline
+    from otus_agent.reassembly.datagrams import DatagramStage
     out: dict = {}
     got = []
     with open_capture(recs_file) as r:
-        Pipeline(sink=got.append).run(r.batches())
+        DatagramStage(sink=got.append).run(r.batches())
     blob = b"".join(d.payload for d in got)
     for d in got:
         for line in d.payload.split(b"\r\n"):

@@ -256,7 +256,7 @@ def test_kafka_options_and_secrets(tmp_path):
          "password_env": "K_PW"}]})
     os.environ["K_PW"] = "pw-123"
     try:
-        from otus_agent.task import configs
+        from otus_agent.daemon.task import configs
         live, _, _ = configs(t)
         assert live.kafka.conf == {"security.protocol": "SASL_SSL", "sasl.password": "pw-123"}
         from otus_agent.reporters.kafka import redact

@@ -107,7 +107,7 @@ def test_render_daemonset_and_configmap():
     assert render.daemonset("edge-sip", "voip", "uid-1", spec3)["spec"]["template"]["metadata"] != \
         ds["spec"]["template"]["metadata"]
     # the args the agent gets are ones its CLI accepts
-    from otus_agent.cli import build_parser
+    from otus_agent.cli.main import build_parser
     build_parser().parse_args(c["args"])
     try:
         import kubernetes_validate
@@ -149,7 +149,7 @@ def test_render_sidecar_and_secret_ref():
 
 
 def test_render_ephemeral_agent_for_a_running_pod():
-    from otus_agent.cli import build_parser
+    from otus_agent.cli.main import build_parser
     spec = CaptureTaskSpec.model_validate({"target": {"pods": {"selector": {"app": "sbc"}, "attachExisting": True}}})
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sbc-0", "namespace": "voip"},
            "spec": {"containers": [{"name": "sbc", "image": "sbc:1"}],

@@ -21,10 +21,10 @@ from array import array
 from dataclasses import dataclass
 from typing import Iterator
 
-from . import bpf
-from .linktypes import ETHERNET as LINKTYPE_ETHERNET, RAW as LINKTYPE_RAW
-from .pcapfile import PacketBatch
-from .recwalk import walk_tpacket3
+from otus_agent.capture import bpf
+from otus_agent.capture.linktypes import ETHERNET as LINKTYPE_ETHERNET, RAW as LINKTYPE_RAW
+from otus_agent.capture.pcapfile import PacketBatch
+from otus_agent.capture.frames_cy import walk_tpacket3
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1

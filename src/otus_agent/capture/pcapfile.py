@@ -14,8 +14,8 @@ from array import array
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-from . import linktypes
-from .recwalk import STOP_CORRUPT, STOP_FULL, STOP_PARTIAL, walk_pcap
+from otus_agent.capture import linktypes
+from otus_agent.capture.frames_cy import STOP_CORRUPT, STOP_FULL, STOP_PARTIAL, walk_pcap
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .pcapfile import PcapWriter
+from otus_agent.capture.pcapfile import PcapWriter
 
 
 class RotatingPcapWriter:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import socket
 from array import array
 
-from ..capture.linktypes import RAW as LINKTYPE_RAW
-from . import fastpath
-from .fastpath import COUNTER_NAMES, LAYOUT, decode_batch
+from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
+from otus_agent.decode import l2l4_cy as fastpath
+from otus_agent.decode.l2l4_cy import COUNTER_NAMES, LAYOUT, decode_batch
 
 NF: int = LAYOUT["NF"]
 F_STATUS: int = LAYOUT["F_STATUS"]

@@ -8,11 +8,11 @@ import signal
 import socket
 import threading
 
-from ..manager import TaskManager
-from ..observability import logs, metrics
+from otus_agent.daemon.manager import TaskManager
+from otus_agent.observability import logs, metrics
 from otus_spec import SpecError
-from .runner import TaskFileAgent
-from .status import StatusReporter
+from otus_agent.kube.runner import TaskFileAgent
+from otus_agent.kube.status import StatusReporter
 
 log = logging.getLogger("otus.kube.agent")
 
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         core = _api(args.kubeconfig, "core")
         if core is None:
             raise SpecError("--task-configmap needs the Kubernetes API (in a cluster, or --kubeconfig)")
-        from .configmap import ConfigMapSource
+        from otus_agent.kube.configmap import ConfigMapSource
         cm = ConfigMapSource(core, ns_cm, cm_name, os.path.join(args.state_dir, "task"))
         cm.sync()
         task_file, before = cm.task_file, cm.sync

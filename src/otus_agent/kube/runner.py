@@ -15,9 +15,9 @@ import threading
 
 import yaml
 
-from ..manager import TaskError, TaskManager
+from otus_agent.daemon.manager import TaskError, TaskManager
 from otus_spec import SpecError, TaskSpec
-from .status import StatusReporter, entry
+from otus_agent.kube.status import StatusReporter, entry
 
 log = logging.getLogger("otus.kube.agent")
 

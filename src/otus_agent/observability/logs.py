@@ -32,7 +32,7 @@ def setup(level: str = "info", fmt: str = "json", loki_endpoint: str | None = No
     root.addHandler(h)
     loki = None
     if loki_endpoint:
-        from .loki import LokiHandler
+        from otus_agent.observability.loki import LokiHandler
         loki = LokiHandler(loki_endpoint)
         loki.setFormatter(JsonFormatter())
         root.addHandler(loki)

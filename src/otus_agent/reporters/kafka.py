@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 
-from .spool import Spool
+from otus_agent.reporters.spool import Spool
 
 log = logging.getLogger("otus.kafka")
 SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret")

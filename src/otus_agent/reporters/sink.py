@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from ..serialize import dumps
+from otus_agent.reporters.serialize import dumps
 
 FLUSH_EVERY = 2000  # records buffered before a flush, at most
 LINES_MAX = 256 << 10  # bytes of JSON lines buffered before they are written, at most
@@ -22,8 +22,8 @@ class KafkaSettings:
     conf: dict | None = None           # passed to librdkafka as is (SASL/TLS); secrets never logged
 
     def reporter(self, task: str, worker: int | None):
-        from .kafka import KafkaReporter
-        from .spool import Spool
+        from otus_agent.reporters.kafka import KafkaReporter
+        from otus_agent.reporters.spool import Spool
         d = os.path.join(self.spool_dir, task if worker is None else f"{task}-w{worker}")
         return KafkaReporter(self.brokers, self.topic.replace("{task}", task),
                              Spool(d, self.spool_max_bytes, min(16 << 20, self.spool_max_bytes), self.spool_policy),
@@ -39,7 +39,7 @@ class HepSettings:
     password: str | None = None   # HEP auth key; never logged
 
     def reporter(self):
-        from .hep import HepReporter
+        from otus_agent.reporters.hep import HepReporter
         return HepReporter(self.address, self.proto, self.node_id, self.node_name, self.password)
 
 

@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ..capture.pcapfile import PcapWriter
-from . import packets as P
+from otus_agent.capture.pcapfile import PcapWriter
+from otus_agent.sim import packets as P
 
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 

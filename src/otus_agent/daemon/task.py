@@ -12,17 +12,17 @@ import socket
 import sys
 from typing import Callable
 
-from .capture import bpf
-from .capture.afpacket import CaptureError, RingConfig
-from .live import LiveConfig, run_live
-from .pipeline import PipelineConfig
-from .reporters.sink import HepSettings, KafkaSettings
-from .sipstage import SipConfig
+from otus_agent.capture import bpf
+from otus_agent.capture.afpacket import CaptureError, RingConfig
+from otus_agent.engine.live import LiveConfig, run_live
+from otus_agent.reassembly.datagrams import DatagramConfig
+from otus_agent.reporters.sink import HepSettings, KafkaSettings
+from otus_agent.sip.framing import SipConfig
 from otus_spec import TaskSpec
 
 
 def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
-            state_dir: str = "/var/lib/otus") -> tuple[LiveConfig, PipelineConfig, SipConfig]:
+            state_dir: str = "/var/lib/otus") -> tuple[LiveConfig, DatagramConfig, SipConfig]:
     s = spec.sip
     sip_cfg = SipConfig(ports=tuple(s.ports), heuristic=s.heuristic, correlation_headers=tuple(s.correlation_headers),
                         redact_auth=s.redact_authorization, error_records=s.error_records,
@@ -48,7 +48,7 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
     line_outs = [r for r in spec.reporters if r.type in ("console", "file")]
     if spec.workers > 1 and len(line_outs) == 1 and line_outs[0].type == "file":
         live.output_path = line_outs[0].path   # workers append to it themselves
-    return live, PipelineConfig(), sip_cfg
+    return live, DatagramConfig(), sip_cfg
 
 
 def check_filter(spec: TaskSpec) -> None:

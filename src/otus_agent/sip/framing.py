@@ -13,21 +13,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .parsers import sip
-from .parsers.sipscan import LAYOUT as SCAN, Scanner
-from .pipeline import Datagram
-from .processors.dialogs import DialogTracker
-from .processors.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
-from .reassembly.tcpstream import TcpReassembler
+from otus_agent.sip import message_cy as sip
+from otus_agent.sip.scan_cy import LAYOUT as SCAN, Scanner
+from otus_agent.reassembly.datagrams import Datagram
+from otus_agent.sip.dialogs import DialogTracker
+from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
+from otus_agent.reassembly.tcpstream import TcpReassembler
 
 try:
-    from . import udplane
+    from otus_agent.sip import writer_cy as udplane
     LANE_COMPILED = not udplane.__file__.endswith(".py")
 except ImportError:  # pragma: no cover
     udplane = None
     LANE_COMPILED = False
 if LANE_COMPILED:   # the lane copies these layouts: refuse to start on a drift, once at import
-    from .decode.fastpath import LAYOUT as _DECODE_LAYOUT
+    from otus_agent.decode.l2l4_cy import LAYOUT as _DECODE_LAYOUT
     udplane.check_layout(_DECODE_LAYOUT, SCAN)
     _LC = udplane.COUNTERS
 

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .capture.pcapfile import PacketBatch
-from .decode import decoder as D
-from .reassembly.ipfrag import FragmentReassembler
+from otus_agent.capture.pcapfile import PacketBatch
+from otus_agent.decode import decoder as D
+from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 MAX_NESTED_REASSEMBLY = 3
 TRANSPORTS = {17: "udp", 6: "tcp", 132: "sctp"}
@@ -41,7 +41,7 @@ class Datagram:
 
 
 @dataclass
-class PipelineConfig:
+class DatagramConfig:
     verify_ipv4_checksum: bool = True
     decode_vxlan: bool = True
     frag_timeout_s: float = 30.0
@@ -59,15 +59,15 @@ def _datagram(buf: bytes, out, o: int, ts_ns: int, reassembled: bool) -> Datagra
                     out[o + D.F_VLAN], out[o + D.F_TUNNEL], reassembled)
 
 
-class Pipeline:
+class DatagramStage:
     """Decode batches, reassemble fragments, hand L4 datagrams to ``sink``."""
 
-    def __init__(self, config: PipelineConfig | None = None,
+    def __init__(self, config: DatagramConfig | None = None,
                  sink: Callable[[Datagram], None] | None = None, batch_size: int = 4096,
                  lane: Callable[[bytes, object, int, object, int], int] | None = None):
         """``lane`` (e.g. SipStage.run_lane) takes whole runs of a batch's packets itself and
         returns the index of the first one ``sink`` must see; order is kept."""
-        c = self.config = config or PipelineConfig()
+        c = self.config = config or DatagramConfig()
         self.decoder = D.Decoder(batch_size, c.verify_ipv4_checksum, c.decode_vxlan)
         # reassembled datagrams are decoded apart, so "packets" keeps meaning captured packets
         self.inner = D.Decoder(1, c.verify_ipv4_checksum, c.decode_vxlan)

@@ -12,8 +12,8 @@ import struct
 import threading
 from typing import Callable
 
-from ..manager import TaskError, TaskManager
-from .protocol import ProtocolError, parse_request
+from otus_agent.daemon.manager import TaskError, TaskManager
+from otus_agent.daemon.protocol import ProtocolError, parse_request
 
 log = logging.getLogger("otus.control")
 SO_PEERCRED = 17

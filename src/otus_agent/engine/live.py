@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Callable
 
-from .capture.afpacket import CaptureError, LiveCapture, RingConfig
-from .capture.pcaprotate import RotatingPcapWriter
-from .pipeline import Pipeline, PipelineConfig
-from .reporters.sink import HepSettings, KafkaSettings, RecordSink
-from .sipstage import SipConfig, SipStage
+from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
+from otus_agent.capture.pcaprotate import RotatingPcapWriter
+from otus_agent.reassembly.datagrams import DatagramStage, DatagramConfig
+from otus_agent.reporters.sink import HepSettings, KafkaSettings, RecordSink
+from otus_agent.sip.framing import SipConfig, SipStage
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MAX_RESTARTS = 10  # a worker that keeps dying is a bug, not bad luck: give up and say so
@@ -89,7 +89,7 @@ class _Stop:
         self.flag = True
 
 
-def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, emit_lines: Callable,
+def _capture_loop(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, emit_lines: Callable,
                   stop: Callable[[], bool], worker: int | None, fanout: int | None,
                   on_stats: Callable[[dict], None] | None = None) -> dict:
     """Capture until stopped; returns this process's summary."""
@@ -99,7 +99,7 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
                       cfg.kafka.reporter(cfg.task, worker) if cfg.kafka is not None else None,
                       cfg.hep.reporter() if cfg.hep is not None else None)
     stage = SipStage(sip_cfg, sink.emit, sink.raw, sink.emit_block, want_pairs=sink.kafka is not None)
-    pipe = Pipeline(pipe_cfg, stage.on_datagram, lane=stage.run_lane if stage.lane is not None else None)
+    pipe = DatagramStage(pipe_cfg, stage.on_datagram, lane=stage.run_lane if stage.lane is not None else None)
     cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout)
     writer = None
     if cfg.pcap_path:
@@ -153,7 +153,7 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig,
     return s
 
 
-def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: PipelineConfig,
+def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: DatagramConfig,
                  sip_cfg: SipConfig) -> None:
     stop = _Stop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -177,7 +177,7 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: Pipe
         conn.close()
 
 
-def run_live(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, write: Callable[[bytes], None]) -> dict:
+def run_live(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, write: Callable[[bytes], None]) -> dict:
     """Capture with ``cfg.workers`` processes; records go to ``write``; returns the merged summary.
 
     SIGINT and SIGTERM stop the capture cleanly (counters flushed, summary returned)."""
@@ -194,7 +194,7 @@ def run_live(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, writ
             signal.signal(s, h)
 
 
-def _run_workers(cfg: LiveConfig, pipe_cfg: PipelineConfig, sip_cfg: SipConfig, write: Callable[[bytes], None],
+def _run_workers(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, write: Callable[[bytes], None],
                  stop: _Stop) -> dict:
     ctx = mp.get_context("fork")
     fanout = (os.getpid() ^ 0x5A5A) & 0xFFFF

@@ -34,7 +34,7 @@ try:
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
 
-from otus_agent.decode.fastpath import ipv4_header_checksum  # absolute: tests load this file alone
+from otus_agent.decode.l2l4_cy import ipv4_header_checksum  # absolute: tests load this file alone
 
 COUNTER_NAMES = (
     "fragments", "reassembled", "duplicates", "overlaps", "inconsistent_overlaps",

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from .capture.afpacket import CaptureError
+from otus_agent.capture.afpacket import CaptureError
 from otus_spec import TaskSpec
-from .task import preflight, task_main
+from otus_agent.daemon.task import preflight, task_main
 
 log = logging.getLogger("otus.manager")
 MAX_TASKS = 64

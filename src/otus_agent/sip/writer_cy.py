@@ -21,7 +21,7 @@ except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
 from orjson import dumps
 
-from .parsers.sdp import sdp_from_body
+from otus_agent.sip.sdp_cy import sdp_from_body
 
 # decode.fastpath layout (checked against its LAYOUT at import)
 NF = cython.declare(cython.int, 17)

@@ -8,12 +8,12 @@ import sys
 import tempfile
 from typing import Sequence, TextIO
 
-from . import __version__
-from .capture.pcapfile import CaptureFileError, open_capture
-from .pipeline import Datagram, Pipeline, PipelineConfig
-from .processors.records import DEFAULT_CORRELATION
+from otus_agent import __version__
+from otus_agent.capture.pcapfile import CaptureFileError, open_capture
+from otus_agent.reassembly.datagrams import Datagram, DatagramStage, DatagramConfig
+from otus_agent.sip.records import DEFAULT_CORRELATION
 from otus_spec import SpecError
-from .sipstage import DEFAULT_PORTS, SipConfig, SipStage
+from otus_agent.sip.framing import DEFAULT_PORTS, SipConfig, SipStage
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run Otus as a long-lived daemon: tasks from the control socket are "
                                    "captured, persisted in the state directory and restored on restart.")
     d.add_argument("--config", "-c", metavar="FILE", help="YAML configuration (default: built-in defaults)")
-    from .kube.main import add_parser as add_agent_parser
+    from otus_agent.kube.main import add_parser as add_agent_parser
     add_agent_parser(sub)
     v = sub.add_parser("validate", help="check a task file offline (no daemon needed)")
     v.add_argument("-f", "--file", required=True, metavar="FILE", help="task file (YAML or JSON)")
@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
         raise UserError("--frag-max-bytes must be at least 65535 (one whole datagram)")
     if args.frag_max_fragments < 2:
         raise UserError("--frag-max-fragments must be at least 2")
-    cfg = PipelineConfig(verify_ipv4_checksum=not args.no_verify_checksum, decode_vxlan=not args.no_vxlan,
+    cfg = DatagramConfig(verify_ipv4_checksum=not args.no_verify_checksum, decode_vxlan=not args.no_vxlan,
                          frag_timeout_s=args.frag_timeout, frag_max_datagrams=args.frag_max_datagrams,
                          frag_max_bytes=args.frag_max_bytes, frag_max_fragments=args.frag_max_fragments)
     sip_cfg = SipConfig(
@@ -228,7 +228,7 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
 def _kafka_settings(args: argparse.Namespace):
     import logging
 
-    from .reporters.sink import KafkaSettings
+    from otus_agent.reporters.sink import KafkaSettings
     if not args.kafka_brokers:
         if args.console:
             raise UserError("--console goes with --kafka-brokers")
@@ -264,7 +264,7 @@ def _kafka_settings(args: argparse.Namespace):
 def _hep_settings(args: argparse.Namespace):
     import socket as _socket
 
-    from .reporters.sink import HepSettings
+    from otus_agent.reporters.sink import HepSettings
     if not args.hep:
         return None
     host, sep, port = args.hep.rpartition(":")
@@ -275,8 +275,8 @@ def _hep_settings(args: argparse.Namespace):
                        password)
 
 
-def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig, write) -> dict:
-    from .reporters.sink import RecordSink
+def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
+    from otus_agent.reporters.sink import RecordSink
     stage = None
     out = None
     kafka = _kafka_settings(args)
@@ -294,12 +294,12 @@ def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
             raise UserError(f"reporter: {e}") from None
         stage = SipStage(sip_cfg, out.emit, out.raw, out.emit_block, want_pairs=out.kafka is not None)
         sink = stage.on_datagram
-    pipe = Pipeline(cfg, sink, lane=stage.run_lane if stage is not None and stage.lane is not None else None)
+    pipe = DatagramStage(cfg, sink, lane=stage.run_lane if stage is not None and stage.lane is not None else None)
     tmpdir = None
     try:
         path = args.pcap
         if args.demo:
-            from .sim.callgen import WorkloadSpec, generate
+            from otus_agent.sim.callgen import WorkloadSpec, generate
             tmpdir = tempfile.TemporaryDirectory(prefix="otus-demo-")
             path = os.path.join(tmpdir.name, "demo.pcap")
             with open(path, "wb") as f:
@@ -324,9 +324,9 @@ def _run_file(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
             tmpdir.cleanup()
 
 
-def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig, write) -> dict:
-    from .capture import afpacket, bpf
-    from .live import LiveConfig, run_live
+def _run_live(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
+    from otus_agent.capture import afpacket, bpf
+    from otus_agent.engine.live import LiveConfig, run_live
     if args.datagrams:
         raise UserError("--datagrams works with --pcap only")
     if args.ring_block_size & (args.ring_block_size - 1) or args.ring_block_size < 4096:
@@ -355,16 +355,16 @@ def _run_live(args: argparse.Namespace, cfg: PipelineConfig, sip_cfg: SipConfig,
 
 
 def _daemon(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
+    from otus_agent.daemon.server import Daemon
     from otus_spec import load_config
     cfg = load_config(args.config)
     return Daemon(args.config, cfg).run()
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .capture.afpacket import CaptureError
+    from otus_agent.capture.afpacket import CaptureError
     from otus_spec import load_task
-    from .task import check_filter
+    from otus_agent.daemon.task import check_filter
     spec = load_task(args.file)
     try:
         check_filter(spec)  # offline: interfaces may exist only where the task will run
@@ -390,7 +390,7 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from .control.uds import request
+    from otus_agent.daemon.uds import request
     from otus_spec import load_task
     path = args.socket or os.environ.get("OTUS_SOCKET") or "/var/run/otus.sock"
     if args.command == "task":
@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args)
         if args.command == "agent":
-            from .kube.main import run as run_agent
+            from otus_agent.kube.main import run as run_agent
             return run_agent(args)
         if args.command in ("task", "status", "stats", "reload", "stop"):
             return _control(args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..parsers.sip import SipMessage
+from otus_agent.sip.message_cy import SipMessage
 
 NS_PER_MS = 1_000_000
 

@@ -14,10 +14,10 @@ import socket
 import threading
 import time
 
-from . import __version__
-from .control.uds import ControlServer
-from .manager import TaskManager
-from .observability import logs, metrics
+from otus_agent import __version__
+from otus_agent.daemon.uds import ControlServer
+from otus_agent.daemon.manager import TaskManager
+from otus_agent.observability import logs, metrics
 from otus_spec import AgentConfig, SpecError, load_config
 
 log = logging.getLogger("otus.daemon")
@@ -60,7 +60,7 @@ class Daemon:
             elif not brokers:
                 log.error("command channel disabled: no Kafka brokers configured")
             else:
-                from .control.commands import CommandChannel
+                from otus_agent.daemon.commands import CommandChannel
                 self.commands = CommandChannel(brokers, cc.kafka.topic, cc.kafka.reply_topic, token,
                                                self.control.dispatch)
 

@@ -1,0 +1,1 @@
+"""The standalone daemon: tasks, their processes, the control socket and command channel."""

@@ -1,0 +1,1 @@
+"""The SIP path: grammar, fast scanner, SDP, per-transport framing, dialogs, records, JSON writer."""
