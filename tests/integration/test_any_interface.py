@@ -76,3 +76,56 @@ def test_otus_agent_on_any_with_the_default_filter(pair, tmp_path):
         stop(proc, timeout=15)
         log.close()
     assert proc.returncode == 0, (tmp_path / "agent.log").read_text()[-2000:]
+
+
+TUN_WRITER = r"""
+import fcntl, os, struct, sys
+from otus_agent.sim.packets import ipv4, udp
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22s", sys.argv[1].encode(), 0x0001 | 0x1000, b""))  # TUNSETIFF: TUN, NO_PI
+src, dst = bytes([10, 66, 0, 2]), bytes([10, 66, 0, 1])
+for i in range(int(sys.argv[2])):
+    sip = (f"OPTIONS sip:uas@10.66.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.66.0.2:5999;branch=z9hG4bKtun{i}\r\n"
+           f"From: <sip:uac@10.66.0.2>;tag=t{i}\r\nTo: <sip:uas@10.66.0.1>\r\nCall-ID: tun-{i}@test\r\n"
+           f"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    os.write(fd, ipv4(src, dst, 17, udp(src, dst, 5999, 5060, sip)))
+    os.write(fd, ipv4(src, dst, 17, udp(src, dst, 5999, 53, b"not sip")))   # filtered out
+os.close(fd)
+"""
+
+
+def test_a_tun_device_is_read_cooked_with_the_default_filter(tmp_path):
+    """A device without Ethernet framing (tun, like WireGuard or IP-in-IP) is read as raw IP."""
+    import os
+    import sys
+
+    from ..netns import require_root_and, sh
+    require_root_and()
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("needs /dev/net/tun")
+    ns, dev = f"otus-tun-{os.getpid() % 250}", f"ottun{os.getpid() % 250}"
+    out = tmp_path / "records.jsonl"
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "tuntap", "add", "dev", dev, "mode", "tun")
+        sh("ip", "-n", ns, "addr", "add", "10.66.0.1/24", "dev", dev)
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, otus_bin(), "run", "-i", dev, "--output", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.time() + 15
+            while len(sh("ip", "netns", "exec", ns, "cat", "/proc/net/packet").stdout.splitlines()) < 2:
+                assert time.time() < deadline and proc.poll() is None, "otus did not open its packet socket"
+                time.sleep(0.1)
+            time.sleep(0.2)
+            sh("ip", "netns", "exec", ns, sys.executable, "-c", TUN_WRITER, dev, "8")
+            deadline = time.time() + 10
+            while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):
+                time.sleep(0.1)
+        finally:
+            summary = _finish(proc)
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["call_id"] for r in recs) == sorted(f"tun-{i}@test" for i in range(8))
+    assert summary["decode"]["raw_ip"] == 8 and summary["decode"].get("ethernet", 0) == 0   # DNS filtered out
