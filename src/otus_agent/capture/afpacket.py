@@ -7,11 +7,19 @@ are copied once (one copy per block, not per packet), indexed by a compiled
 walker into a ``PacketBatch`` and handed back to the kernel at once.
 Several processes can join one fanout group (hash by flow, defragmenting),
 so the fragments and segments of one flow reach one worker.
+
+Ethernet-framed devices (Ethernet, veth, bridges, VXLAN, loopback) are read
+raw, with their link header (LINKTYPE_ETHERNET).  The ``any`` device and
+every other device type (tun, WireGuard, IP-in-IP, PPP...) are read cooked
+(SOCK_DGRAM), from the network header on (LINKTYPE_RAW), the way libpcap
+falls back to cooked capture for link layers it cannot parse.  The filter is
+compiled for that link type, per ring.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import mmap
 import os
 import select
@@ -22,7 +30,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from otus_agent.capture import bpf
-from otus_agent.capture.linktypes import ETHERNET as LINKTYPE_ETHERNET, RAW as LINKTYPE_RAW
+from otus_agent.capture.linktypes import ETHERNET as LINKTYPE_ETHERNET, RAW as LINKTYPE_RAW, describe
 from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.capture.frames_cy import walk_tpacket3
 
@@ -39,7 +47,10 @@ PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 ETH_P_ALL = 0x0003
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
-DLT_RAW = 12
+SIOCGIFHWADDR = 0x8927
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+ETHERNET_FRAMED = frozenset({ARPHRD_ETHER, ARPHRD_LOOPBACK})
 
 
 class CaptureError(Exception):
@@ -63,6 +74,32 @@ def _capture_error(e: OSError, what: str) -> CaptureError:
     return CaptureError(f"{what}: {e.strerror or e}")
 
 
+def interface_linktype(interface: str) -> int:
+    """The LINKTYPE_* of what a Ring on ``interface`` delivers: ETHERNET for Ethernet-framed devices,
+    RAW (cooked capture) for ``any`` and every other device type.  An interface not found here
+    (checked offline, to run elsewhere) is taken to be Ethernet."""
+    if interface == "any":
+        return LINKTYPE_RAW
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifr = fcntl.ioctl(s, SIOCGIFHWADDR, struct.pack("16sH14s", interface.encode()[:15], 0, b""))
+    except (OSError, UnicodeError):
+        return LINKTYPE_ETHERNET
+    hatype = struct.unpack_from("H", ifr, 16)[0]
+    return LINKTYPE_ETHERNET if hatype in ETHERNET_FRAMED else LINKTYPE_RAW
+
+
+def compile_for(filter_expr: str, interface: str, snaplen: int = 262144,
+                linktype: int | None = None) -> list[tuple[int, int, int, int]]:
+    """``filter_expr`` compiled for ``interface``'s link type; CaptureError naming both if libpcap refuses."""
+    lt = interface_linktype(interface) if linktype is None else linktype
+    try:
+        return bpf.compile_filter(filter_expr, lt, snaplen)
+    except bpf.FilterError as e:
+        raise CaptureError(f"invalid filter {bpf.for_linktype(filter_expr, lt)!r} for interface {interface} "
+                           f"(link type {describe(lt)}): {e}") from None
+
+
 _libc = None
 
 
@@ -81,6 +118,8 @@ def _bind(sock: socket.socket, ifindex: int, proto: int) -> None:
 class Ring:
     """One interface, one AF_PACKET socket, one TPACKET_V3 ring."""
 
+    cooked = False   # SOCK_DGRAM: frames start at the network header (no tags to put back)
+
     def __init__(self, interface: str, insns: list | None, config: RingConfig, fanout_group: int | None = None,
                  batch_size: int = 8192):
         self.interface = interface
@@ -93,10 +132,11 @@ class Ring:
             self.ifindex = 0 if self.any else socket.if_nametoindex(interface)
         except OSError:
             raise CaptureError(f"no such interface: {interface}") from None
-        self.linktype = LINKTYPE_RAW if self.any else LINKTYPE_ETHERNET
+        self.linktype = interface_linktype(interface)
+        self.cooked = self.linktype != LINKTYPE_ETHERNET
         try:
             # protocol 0: receive nothing until bind(), after the filter is in place
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM if self.any else socket.SOCK_RAW, 0)
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM if self.cooked else socket.SOCK_RAW, 0)
         except OSError as e:
             raise _capture_error(e, f"opening a packet socket on {interface}") from None
         try:
@@ -167,7 +207,7 @@ class Ring:
         base = len(data)
         for i in range(n):
             v = self.vlans[i]
-            if v < 0 or self.any:
+            if v < 0 or self.cooked:
                 continue
             o = self.offs[i]
             cap = self.caplens[i]
@@ -209,14 +249,7 @@ class LiveCapture:
         self.rings: list[Ring] = []
         try:
             for name in interfaces:
-                insns = None
-                if filter_expr:
-                    any_ = name == "any"
-                    try:
-                        insns = bpf.compile_filter(filter_expr, DLT_RAW if any_ else LINKTYPE_ETHERNET,
-                                                   self.config.snaplen)
-                    except bpf.FilterError as e:
-                        raise CaptureError(f"invalid filter {filter_expr!r}: {e}") from None
+                insns = compile_for(filter_expr, name, self.config.snaplen) if filter_expr else None
                 self.rings.append(Ring(name, insns, self.config, fanout_group))
         except BaseException:
             self.close()

@@ -3,6 +3,15 @@
 libpcap comes from the system (Debian's libpcap0.8) through ctypes; it is only
 used to compile, never to capture.  A bad expression raises ``FilterError``
 with libpcap's own message, before any capture starts.
+
+A filter is compiled for the link type of the socket it goes on: libpcap's
+offsets (and what it accepts at all) depend on it.  The default SIP filter is
+therefore not one string but one per link type (``DefaultFilter``): only
+Ethernet gets the ``vlan`` alternative, since libpcap rejects ``vlan`` for the
+cooked, raw-IP and loopback headers (the ``any`` device is opened cooked, so
+the kernel has already taken any tag off).  A filter the user wrote is never
+rewritten; if libpcap rejects it for an interface's link type, the error says
+which filter, which interface and link type, and libpcap's reason.
 """
 from __future__ import annotations
 
@@ -11,6 +20,8 @@ import ctypes.util
 import socket
 import struct
 import threading
+
+from otus_agent.capture import linktypes
 
 SO_ATTACH_FILTER = 26
 SO_LOCK_FILTER = 44
@@ -54,13 +65,18 @@ def _libpcap():
     return _lib
 
 
-def compile_filter(expr: str, linktype: int = 1, snaplen: int = 262144) -> list[tuple[int, int, int, int]]:
-    """(code, jt, jf, k) instructions for ``expr`` on ``linktype`` frames."""
+def compile_filter(expr: str, linktype: int = linktypes.ETHERNET,
+                   snaplen: int = 262144) -> list[tuple[int, int, int, int]]:
+    """(code, jt, jf, k) instructions for ``expr`` on ``linktype`` (LINKTYPE_*) frames.
+
+    A ``DefaultFilter`` is compiled in its form for ``linktype``; any other text as given.
+    """
+    expr = for_linktype(expr, linktype)
     if "\0" in expr:
         raise FilterError("filter expression contains a NUL byte")
     lib = _libpcap()
     with _lock:
-        p = lib.pcap_open_dead(linktype, snaplen)
+        p = lib.pcap_open_dead(linktypes.dlt(linktype), snaplen)
         if not p:
             raise FilterError("libpcap could not open a compiler handle")
         prog = _Program()
@@ -86,9 +102,48 @@ def attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
 DROP_ALL = [(0x06, 0, 0, 0)]  # ret #0
 
 
-def default_sip_filter(ports: tuple[int, ...] = DEFAULT_SIP_PORTS) -> str:
-    """SIP ports over UDP/TCP/SCTP, plus every IP fragment (later fragments carry no ports),
-    with or without one VLAN tag."""
+def _sip_expr(ports: tuple[int, ...], linktype: int) -> str:
     port_expr = " or ".join(f"port {p}" for p in ports)
     core = f"((udp or tcp or sctp) and ({port_expr})) or (ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
-    return f"({core}) or (vlan and ({core}))"
+    if linktype in linktypes.VLAN_CAPABLE:
+        return f"({core}) or (vlan and ({core}))"
+    return core
+
+
+class DefaultFilter(str):
+    """The default SIP filter, rendered per link type when compiled.
+
+    Its text (what is shown, logged and checked offline) is the Ethernet form;
+    ``for_linktype`` gives the form for another link type.  It is a ``str`` so
+    that the code carrying a filter expression around need not know the
+    difference.
+    """
+
+    ports: tuple[int, ...]
+
+    def __new__(cls, ports: tuple[int, ...] = DEFAULT_SIP_PORTS) -> "DefaultFilter":
+        ports = tuple(int(p) for p in ports)
+        obj = super().__new__(cls, _sip_expr(ports, linktypes.ETHERNET))
+        obj.ports = ports
+        return obj
+
+    def __reduce__(self):
+        return DefaultFilter, (self.ports,)
+
+    def for_linktype(self, linktype: int) -> str:
+        return _sip_expr(self.ports, linktype)
+
+
+def for_linktype(expr: str, linktype: int) -> str:
+    """The text to compile for ``linktype``: the default filter's form for it, a user's filter unchanged."""
+    return expr.for_linktype(linktype) if isinstance(expr, DefaultFilter) else expr
+
+
+def default_sip_filter(ports: tuple[int, ...] = DEFAULT_SIP_PORTS, linktype: int | None = None) -> str:
+    """SIP ports over UDP/TCP/SCTP, plus every IP fragment (later fragments carry no ports),
+    with or without one VLAN tag where the link type can carry one.
+
+    Without ``linktype``: a ``DefaultFilter``, rendered for each socket's link type when compiled.
+    """
+    f = DefaultFilter(ports)
+    return f if linktype is None else f.for_linktype(linktype)

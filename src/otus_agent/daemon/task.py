@@ -13,7 +13,7 @@ import sys
 from typing import Callable
 
 from otus_agent.capture import bpf
-from otus_agent.capture.afpacket import CaptureError, RingConfig
+from otus_agent.capture.afpacket import CaptureError, RingConfig, compile_for
 from otus_agent.engine.live import LiveConfig, run_live
 from otus_agent.reassembly.datagrams import DatagramConfig
 from otus_agent.reporters.sink import HepSettings, KafkaSettings
@@ -52,13 +52,12 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
 
 
 def check_filter(spec: TaskSpec) -> None:
-    """The task's filter (given or default) compiles; CaptureError with libpcap's message if not."""
+    """The task's filter (given or default) compiles for each interface's link type; CaptureError with
+    libpcap's message if not."""
     live, _, _ = configs(spec)
     if live.filter_expr:
-        try:
-            bpf.compile_filter(live.filter_expr)
-        except bpf.FilterError as e:
-            raise CaptureError(f"invalid filter {live.filter_expr!r}: {e}") from None
+        for name in spec.interfaces:
+            compile_for(live.filter_expr, name)
 
 
 def preflight(spec: TaskSpec) -> None:

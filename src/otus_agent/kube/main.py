@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     a.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
                    help="at most one status patch per interval (sooner on a state change)")
     a.add_argument("--poll-interval", type=float, default=2.0, metavar="SECONDS", help="task file check interval")
+    a.add_argument("--task-check-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="with no status patch for this long, GET the CaptureTask to see it still exists; while "
+                        "it is gone (404, 403, being deleted) capture stops and rechecks back off from this")
     a.add_argument("--metrics-listen", default=":9091", metavar="[HOST]:PORT", help="Prometheus endpoint ('' = off)")
     a.add_argument("--log-format", choices=("json", "text"), default="json")
 
@@ -53,8 +56,8 @@ def _api(kubeconfig: str | None, kind: str = "custom"):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.status_interval < 1 or args.poll_interval <= 0:
-        raise SpecError("--status-interval must be >= 1 and --poll-interval > 0")
+    if args.status_interval < 1 or args.poll_interval <= 0 or args.task_check_interval <= 0:
+        raise SpecError("--status-interval must be >= 1, --poll-interval and --task-check-interval > 0")
     logs.setup("info", args.log_format, None)
     try:
         os.makedirs(args.state_dir, mode=0o750, exist_ok=True)
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             server = metrics.serve((host.strip("[]") or "0.0.0.0", int(port)), manager.snapshot)
         except OSError as e:
             raise SpecError(f"metrics listen {args.metrics_listen}: {e.strerror}") from None
-    task_file, before = args.task_file, None
+    task_file, cm = args.task_file, None
     if args.task_configmap:
         ns_cm, sep, cm_name = args.task_configmap.partition("/")
         if not sep or not ns_cm or not cm_name:
@@ -89,15 +92,16 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError("--task-configmap needs the Kubernetes API (in a cluster, or --kubeconfig)")
         from otus_agent.kube.configmap import ConfigMapSource
         cm = ConfigMapSource(core, ns_cm, cm_name, os.path.join(args.state_dir, "task"))
-        cm.sync()
-        task_file, before = cm.task_file, cm.sync
-    agent = TaskFileAgent(task_file, manager, reporter, os.environ.get("OTUS_NODE"), os.environ.get("OTUS_POD"))
+        task_file = cm.task_file
+    agent = TaskFileAgent(task_file, manager, reporter, os.environ.get("OTUS_NODE"), os.environ.get("OTUS_POD"),
+                          source=cm, check_interval_s=args.task_check_interval,
+                          task_ref=f"CaptureTask {ns}/{task}" if ns and task else "the CaptureTask")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info(f"agent {agent_name} started on {args.task_file or args.task_configmap}")
     try:
-        return agent.run(stop, args.poll_interval, before)
+        return agent.run(stop, args.poll_interval)
     finally:
         manager.shutdown()
         if server is not None:
