@@ -12,7 +12,7 @@ def test_every_cython_name_the_sources_use_exists_in_the_shim():
     for path in SRC.rglob("*.py"):
         text = path.read_text()
         if "import cython" in text:
-            used |= set(re.findall(r"\bcython\.([A-Za-z_]\w*)", text))
+            used |= set(re.findall(r"\bcython\.([A-Za-z_]\w*)", text)) - {"cimports"}  # compiled branch only
     assert used, "no compiled module found"
     missing = sorted(n for n in used if not hasattr(_cython_shim, n))
     assert not missing, f"add to otus_agent/_cython_shim.py: {missing}"

@@ -222,8 +222,8 @@ def test_compiled_and_pure_builds_agree(pure_fastpath, workload_pcap):
 
     from otus_agent.capture.pcapfile import open_capture
     from otus_agent.decode import l2l4_cy as fastpath
-    nf = fastpath.LAYOUT["NF"]
-    nc = fastpath.LAYOUT["NCOUNTERS"]
+    nf = D.LAYOUT["NF"]
+    nc = D.LAYOUT["NCOUNTERS"]
     with open_capture(workload_pcap[0]) as r:
         for b in r.batches():
             outs = []
@@ -235,11 +235,11 @@ def test_compiled_and_pure_builds_agree(pure_fastpath, workload_pcap):
 
 
 def test_counter_names_match_constants(pure_fastpath):
-    for i, name in enumerate(pure_fastpath.COUNTER_NAMES):
+    for i, name in enumerate(D.COUNTER_NAMES):
         assert getattr(pure_fastpath, "C_" + name.upper()) == i
-    assert len(pure_fastpath.COUNTER_NAMES) == pure_fastpath.NCOUNTERS
-    assert pure_fastpath.COUNTER_NAMES[pure_fastpath.FIRST_DROP].startswith("drop_")
-    assert not pure_fastpath.COUNTER_NAMES[pure_fastpath.FIRST_DROP - 1].startswith("drop_")
+    assert len(D.COUNTER_NAMES) == pure_fastpath.NCOUNTERS
+    assert D.COUNTER_NAMES[pure_fastpath.FIRST_DROP].startswith("drop_")
+    assert not D.COUNTER_NAMES[pure_fastpath.FIRST_DROP - 1].startswith("drop_")
 
 
 def test_random_bytes_never_raise(pure_fastpath):
@@ -274,7 +274,7 @@ def test_random_garbage_batch_compiled():
 
     from otus_agent.decode import l2l4_cy as fastpath
     rng = random.Random(5)
-    nf, nc = fastpath.LAYOUT["NF"], fastpath.LAYOUT["NCOUNTERS"]
+    nf, nc = D.LAYOUT["NF"], D.LAYOUT["NCOUNTERS"]
     buf = bytes(rng.getrandbits(8) for _ in range(200_000))
     n = 5000
     offs = array("q", [rng.randrange(0, len(buf)) for _ in range(n)])
@@ -285,7 +285,7 @@ def test_random_garbage_batch_compiled():
     assert cnt[0] == n
     bad = array("q", [len(buf) - 1] * 2)
     fastpath.decode_batch(buf, 2, bad, array("q", [10, 10]), links, out, cnt, 3)  # record past the buffer
-    assert dict(zip(fastpath.COUNTER_NAMES, cnt))["drop_bad_record"] == 2
+    assert dict(zip(D.COUNTER_NAMES, cnt))["drop_bad_record"] == 2
 
 
 def test_address_text_cache_is_bounded():

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from otus_agent.sip import slots
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.sip import message_cy as sip
 from otus_agent.sip import scan_cy as sipscan
@@ -36,8 +37,8 @@ def test_fast_path_agrees_with_full_parser(workload_pcap, pure_scan):
     msgs = corpus_messages(workload_pcap[0])
     assert len(msgs) > 1000
     c = Correlator()
-    o = array("q", bytes(8 * sipscan.LAYOUT["NOUT"]))
-    o2 = array("q", bytes(8 * sipscan.LAYOUT["NOUT"]))
+    o = array("q", bytes(8 * slots.LAYOUT["NOUT"]))
+    o2 = array("q", bytes(8 * slots.LAYOUT["NOUT"]))
     accepted = 0
     for data in msgs:
         r = sipscan.scan(data, o, False)
@@ -47,7 +48,7 @@ def test_fast_path_agrees_with_full_parser(workload_pcap, pure_scan):
         accepted += 1
         m = sip.parse(data)
         assert m.defects == [], (data[:200], m.defects)  # the fast path never accepts a flawed message
-        bs, cl = o[sipscan.LAYOUT["O_BODY"]], o[sipscan.LAYOUT["O_CL"]]
+        bs, cl = o[slots.LAYOUT["O_BODY"]], o[slots.LAYOUT["O_CL"]]
         sc = sipscan.Scanner()
         assert sc.scan(data, False) == 1 and sc.arr == o
         fast = fast_sip_record(data, sc, bs, bs + cl if cl >= 0 else len(data), 1, "a", 1, "b", 2, "udp")
@@ -59,9 +60,9 @@ def test_stream_mode_framing():
     one = (b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\n"
            b"From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n"
            b"CSeq: 1 OPTIONS\r\nContent-Length: 4\r\n\r\nabcd")
-    o = array("q", bytes(8 * sipscan.LAYOUT["NOUT"]))
+    o = array("q", bytes(8 * slots.LAYOUT["NOUT"]))
     assert sipscan.scan(one + one, o, True) == 1
-    assert o[sipscan.LAYOUT["O_BODY"]] + o[sipscan.LAYOUT["O_CL"]] == len(one)
+    assert o[slots.LAYOUT["O_BODY"]] + o[slots.LAYOUT["O_CL"]] == len(one)
     assert sipscan.scan(one[:-1], o, True) == -1   # body incomplete: wait
     assert sipscan.scan(one[:60], o, True) == -1   # headers incomplete: wait
     assert sipscan.scan(one[:-1], o, False) == 0   # a datagram: the full parser flags it

@@ -6,32 +6,15 @@ from array import array
 
 from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
 from otus_agent.decode import l2l4_cy as fastpath
-from otus_agent.decode.l2l4_cy import COUNTER_NAMES, LAYOUT, decode_batch
+from otus_agent.decode.l2l4_cy import decode_batch
+from otus_agent.decode.layout import (FIRST_DROP, F_DPORT, F_FRAGHDR, F_IPVER, F_L3END, F_L3OFF, F_L4OFF, F_PAYLEN,
+                                      F_PAYOFF, F_PROTO, F_REASON, F_SPORT, F_STATUS, F_TCPACK, F_TCPFLAGS, F_TCPSEQ,
+                                      F_TUNNEL, F_VLAN, LAYOUT, NF, ST_DROPPED, ST_FRAGMENT, ST_L4, ST_NON_IP,
+                                      ST_OTHER_IP)
 
-NF: int = LAYOUT["NF"]
-F_STATUS: int = LAYOUT["F_STATUS"]
-F_REASON: int = LAYOUT["F_REASON"]
-F_IPVER: int = LAYOUT["F_IPVER"]
-F_L3OFF: int = LAYOUT["F_L3OFF"]
-F_L3END: int = LAYOUT["F_L3END"]
-F_PROTO: int = LAYOUT["F_PROTO"]
-F_L4OFF: int = LAYOUT["F_L4OFF"]
-F_PAYOFF: int = LAYOUT["F_PAYOFF"]
-F_PAYLEN: int = LAYOUT["F_PAYLEN"]
-F_SPORT: int = LAYOUT["F_SPORT"]
-F_DPORT: int = LAYOUT["F_DPORT"]
-F_TCPFLAGS: int = LAYOUT["F_TCPFLAGS"]
-F_TCPSEQ: int = LAYOUT["F_TCPSEQ"]
-F_TCPACK: int = LAYOUT["F_TCPACK"]
-F_VLAN: int = LAYOUT["F_VLAN"]
-F_FRAGHDR: int = LAYOUT["F_FRAGHDR"]
-F_TUNNEL: int = LAYOUT["F_TUNNEL"]
-ST_L4: int = LAYOUT["ST_L4"]
-ST_FRAGMENT: int = LAYOUT["ST_FRAGMENT"]
-ST_OTHER_IP: int = LAYOUT["ST_OTHER_IP"]
-ST_NON_IP: int = LAYOUT["ST_NON_IP"]
-ST_DROPPED: int = LAYOUT["ST_DROPPED"]
-FIRST_DROP: int = LAYOUT["FIRST_DROP"]
+# counter names: the layout's C_* names in index order, lower case ("drop_*" from FIRST_DROP on)
+COUNTER_NAMES: tuple[str, ...] = tuple(
+    n[2:].lower() for n, _ in sorted(((n, v) for n, v in LAYOUT.items() if n.startswith("C_")), key=lambda e: e[1]))
 
 COMPILED: bool = not fastpath.__file__.endswith(".py")
 

@@ -19,40 +19,15 @@ try:
     import cython
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
+if cython.compiled:   # the one definition: decode/layout.pxd (the Python view reads the same file)
+    from cython.cimports.otus_agent.decode.layout import *  # noqa: F403
+else:
+    from otus_agent.decode.layout import *  # noqa: F403
 
 # ---- per-packet output fields -------------------------------------------
-NF = cython.declare(cython.int, 17)
-F_STATUS = cython.declare(cython.int, 0)    # ST_* below
-F_REASON = cython.declare(cython.int, 1)    # counter index of the drop reason
-F_IPVER = cython.declare(cython.int, 2)     # 4 or 6 (innermost IP header)
-F_L3OFF = cython.declare(cython.int, 3)     # innermost IP header offset in buf
-F_L3END = cython.declare(cython.int, 4)     # end of that IP datagram (padding cut)
-F_PROTO = cython.declare(cython.int, 5)     # L4 protocol number
-F_L4OFF = cython.declare(cython.int, 6)
-F_PAYOFF = cython.declare(cython.int, 7)    # L4 payload offset in buf
-F_PAYLEN = cython.declare(cython.int, 8)
-F_SPORT = cython.declare(cython.int, 9)
-F_DPORT = cython.declare(cython.int, 10)
-F_TCPFLAGS = cython.declare(cython.int, 11)
-F_TCPSEQ = cython.declare(cython.int, 12)
-F_TCPACK = cython.declare(cython.int, 13)
-F_VLAN = cython.declare(cython.int, 14)     # outermost VLAN id, -1 if untagged
-F_FRAGHDR = cython.declare(cython.int, 15)  # IPv6 fragment header offset
-F_TUNNEL = cython.declare(cython.int, 16)   # TUN_* bits crossed
 
-ST_L4 = cython.declare(cython.int, 0)        # UDP/TCP/SCTP decoded
-ST_FRAGMENT = cython.declare(cython.int, 1)  # IP fragment: needs reassembly
-ST_OTHER_IP = cython.declare(cython.int, 2)  # IP with another L4 (ICMP, ESP...)
-ST_NON_IP = cython.declare(cython.int, 3)    # ARP, LLDP, ...: not ours
-ST_DROPPED = cython.declare(cython.int, 4)   # malformed: F_REASON says why
 
-TUN_GRE = cython.declare(cython.int, 1)
-TUN_ERSPAN = cython.declare(cython.int, 2)
-TUN_VXLAN = cython.declare(cython.int, 4)
-TUN_IPIP = cython.declare(cython.int, 8)
 
-FLAG_VERIFY_IPV4_CSUM = cython.declare(cython.int, 1)
-FLAG_DECODE_VXLAN = cython.declare(cython.int, 2)
 
 MAX_TUNNEL_DEPTH = cython.declare(cython.int, 4)
 MAX_VLAN_TAGS = cython.declare(cython.int, 4)
@@ -61,75 +36,6 @@ MAX_IPV6_EXT = cython.declare(cython.int, 8)
 VXLAN_PORT = cython.declare(cython.int, 4789)
 
 # ---- counters: layers seen, then drop reasons ---------------------------
-COUNTER_NAMES = (
-    "packets", "ethernet", "sll", "sll2", "raw_ip", "ppp", "null_loop",
-    "vlan", "mpls", "pppoe", "ipv4", "ipv6", "ipv4_fragment", "ipv6_fragment",
-    "udp", "tcp", "sctp", "sctp_data_chunks", "icmp", "other_l4", "non_ip",
-    "gre", "erspan", "vxlan", "ipip",
-    # drop reasons (index >= FIRST_DROP)
-    "drop_unsupported_linktype", "drop_truncated_link", "drop_vlan_truncated",
-    "drop_vlan_too_deep", "drop_mpls_bad", "drop_pppoe_bad", "drop_ppp_bad",
-    "drop_ipv4_truncated", "drop_ipv4_bad_version", "drop_ipv4_bad_ihl",
-    "drop_ipv4_bad_total_length", "drop_ipv4_bad_checksum",
-    "drop_ipv6_truncated", "drop_ipv6_bad_version", "drop_ipv6_jumbogram",
-    "drop_ipv6_bad_extension", "drop_udp_truncated", "drop_udp_bad_length",
-    "drop_tcp_truncated", "drop_tcp_bad_offset", "drop_sctp_truncated",
-    "drop_sctp_bad_chunk", "drop_gre_bad", "drop_erspan_bad",
-    "drop_tunnel_too_deep", "drop_bad_record",
-)
-C_PACKETS = cython.declare(cython.int, 0)
-C_ETHERNET = cython.declare(cython.int, 1)
-C_SLL = cython.declare(cython.int, 2)
-C_SLL2 = cython.declare(cython.int, 3)
-C_RAW_IP = cython.declare(cython.int, 4)
-C_PPP = cython.declare(cython.int, 5)
-C_NULL_LOOP = cython.declare(cython.int, 6)
-C_VLAN = cython.declare(cython.int, 7)
-C_MPLS = cython.declare(cython.int, 8)
-C_PPPOE = cython.declare(cython.int, 9)
-C_IPV4 = cython.declare(cython.int, 10)
-C_IPV6 = cython.declare(cython.int, 11)
-C_IPV4_FRAGMENT = cython.declare(cython.int, 12)
-C_IPV6_FRAGMENT = cython.declare(cython.int, 13)
-C_UDP = cython.declare(cython.int, 14)
-C_TCP = cython.declare(cython.int, 15)
-C_SCTP = cython.declare(cython.int, 16)
-C_SCTP_DATA_CHUNKS = cython.declare(cython.int, 17)
-C_ICMP = cython.declare(cython.int, 18)
-C_OTHER_L4 = cython.declare(cython.int, 19)
-C_NON_IP = cython.declare(cython.int, 20)
-C_GRE = cython.declare(cython.int, 21)
-C_ERSPAN = cython.declare(cython.int, 22)
-C_VXLAN = cython.declare(cython.int, 23)
-C_IPIP = cython.declare(cython.int, 24)
-C_DROP_UNSUPPORTED_LINKTYPE = cython.declare(cython.int, 25)
-C_DROP_TRUNCATED_LINK = cython.declare(cython.int, 26)
-C_DROP_VLAN_TRUNCATED = cython.declare(cython.int, 27)
-C_DROP_VLAN_TOO_DEEP = cython.declare(cython.int, 28)
-C_DROP_MPLS_BAD = cython.declare(cython.int, 29)
-C_DROP_PPPOE_BAD = cython.declare(cython.int, 30)
-C_DROP_PPP_BAD = cython.declare(cython.int, 31)
-C_DROP_IPV4_TRUNCATED = cython.declare(cython.int, 32)
-C_DROP_IPV4_BAD_VERSION = cython.declare(cython.int, 33)
-C_DROP_IPV4_BAD_IHL = cython.declare(cython.int, 34)
-C_DROP_IPV4_BAD_TOTAL_LENGTH = cython.declare(cython.int, 35)
-C_DROP_IPV4_BAD_CHECKSUM = cython.declare(cython.int, 36)
-C_DROP_IPV6_TRUNCATED = cython.declare(cython.int, 37)
-C_DROP_IPV6_BAD_VERSION = cython.declare(cython.int, 38)
-C_DROP_IPV6_JUMBOGRAM = cython.declare(cython.int, 39)
-C_DROP_IPV6_BAD_EXTENSION = cython.declare(cython.int, 40)
-C_DROP_UDP_TRUNCATED = cython.declare(cython.int, 41)
-C_DROP_UDP_BAD_LENGTH = cython.declare(cython.int, 42)
-C_DROP_TCP_TRUNCATED = cython.declare(cython.int, 43)
-C_DROP_TCP_BAD_OFFSET = cython.declare(cython.int, 44)
-C_DROP_SCTP_TRUNCATED = cython.declare(cython.int, 45)
-C_DROP_SCTP_BAD_CHUNK = cython.declare(cython.int, 46)
-C_DROP_GRE_BAD = cython.declare(cython.int, 47)
-C_DROP_ERSPAN_BAD = cython.declare(cython.int, 48)
-C_DROP_TUNNEL_TOO_DEEP = cython.declare(cython.int, 49)
-C_DROP_BAD_RECORD = cython.declare(cython.int, 50)
-NCOUNTERS = cython.declare(cython.int, 51)
-FIRST_DROP = cython.declare(cython.int, 25)
 
 # link types (pcap LINKTYPE_* numbers)
 LT_NULL = cython.declare(cython.int, 0)
@@ -626,17 +532,3 @@ def ipv4_header_checksum(buf: bytes, off: cython.Py_ssize_t, ihl: cython.Py_ssiz
     return (~s) & 0xFFFF
 
 
-# Python-visible copies of the C constants above (cython.declare'd names are
-# not module attributes once compiled).
-LAYOUT = {
-    "NF": NF, "F_STATUS": F_STATUS, "F_REASON": F_REASON, "F_IPVER": F_IPVER,
-    "F_L3OFF": F_L3OFF, "F_L3END": F_L3END, "F_PROTO": F_PROTO, "F_L4OFF": F_L4OFF,
-    "F_PAYOFF": F_PAYOFF, "F_PAYLEN": F_PAYLEN, "F_SPORT": F_SPORT, "F_DPORT": F_DPORT,
-    "F_TCPFLAGS": F_TCPFLAGS, "F_TCPSEQ": F_TCPSEQ, "F_TCPACK": F_TCPACK, "F_VLAN": F_VLAN,
-    "F_FRAGHDR": F_FRAGHDR, "F_TUNNEL": F_TUNNEL,
-    "ST_L4": ST_L4, "ST_FRAGMENT": ST_FRAGMENT, "ST_OTHER_IP": ST_OTHER_IP,
-    "ST_NON_IP": ST_NON_IP, "ST_DROPPED": ST_DROPPED,
-    "TUN_GRE": TUN_GRE, "TUN_ERSPAN": TUN_ERSPAN, "TUN_VXLAN": TUN_VXLAN, "TUN_IPIP": TUN_IPIP,
-    "FLAG_VERIFY_IPV4_CSUM": FLAG_VERIFY_IPV4_CSUM, "FLAG_DECODE_VXLAN": FLAG_DECODE_VXLAN,
-    "NCOUNTERS": NCOUNTERS, "FIRST_DROP": FIRST_DROP,
-}

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from otus_agent.sip import message_cy as sip
-from otus_agent.sip.scan_cy import LAYOUT as SCAN, Scanner
+from otus_agent.sip.scan_cy import Scanner
+from otus_agent.sip.slots import LAYOUT as SCAN
 from otus_agent.reassembly.datagrams import Datagram
 from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
@@ -26,9 +27,7 @@ try:
 except ImportError:  # pragma: no cover
     udplane = None
     LANE_COMPILED = False
-if LANE_COMPILED:   # the lane copies these layouts: refuse to start on a drift, once at import
-    from otus_agent.decode.l2l4_cy import LAYOUT as _DECODE_LAYOUT
-    udplane.check_layout(_DECODE_LAYOUT, SCAN)
+if LANE_COMPILED:
     _LC = udplane.COUNTERS
 
 DEFAULT_PORTS = (5060, 5061, 5080)

@@ -16,61 +16,12 @@ try:
     import cython
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
+if cython.compiled:   # the one definition: sip/slots.pxd (the Python view reads the same file)
+    from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
+else:
+    from otus_agent.sip.slots import *  # noqa: F403
 
-NOUT = cython.declare(cython.int, 48)
-O_HEND = cython.declare(cython.int, 0)     # offset of the CRLFCRLF ending the headers
-O_BODY = cython.declare(cython.int, 1)     # body start
-O_REQ = cython.declare(cython.int, 2)      # 1 request, 0 response
-O_M0 = cython.declare(cython.int, 3)       # method / request-URI / status / reason
-O_M1 = cython.declare(cython.int, 4)
-O_U0 = cython.declare(cython.int, 5)
-O_U1 = cython.declare(cython.int, 6)
-O_STATUS = cython.declare(cython.int, 7)
-O_R0 = cython.declare(cython.int, 8)
-O_R1 = cython.declare(cython.int, 9)
-O_CID0 = cython.declare(cython.int, 10)
-O_CID1 = cython.declare(cython.int, 11)
-O_CSEQ = cython.declare(cython.int, 12)
-O_CSM0 = cython.declare(cython.int, 13)
-O_CSM1 = cython.declare(cython.int, 14)
-O_FU0 = cython.declare(cython.int, 15)     # From: user, host, tag
-O_FU1 = cython.declare(cython.int, 16)
-O_FH0 = cython.declare(cython.int, 17)
-O_FH1 = cython.declare(cython.int, 18)
-O_FT0 = cython.declare(cython.int, 19)
-O_FT1 = cython.declare(cython.int, 20)
-O_TU0 = cython.declare(cython.int, 21)     # To: user, host, tag
-O_TU1 = cython.declare(cython.int, 22)
-O_TH0 = cython.declare(cython.int, 23)
-O_TH1 = cython.declare(cython.int, 24)
-O_TT0 = cython.declare(cython.int, 25)
-O_TT1 = cython.declare(cython.int, 26)
-O_VB0 = cython.declare(cython.int, 27)     # topmost Via branch
-O_VB1 = cython.declare(cython.int, 28)
-O_CL = cython.declare(cython.int, 29)      # Content-Length value, -1 if absent
-O_CT0 = cython.declare(cython.int, 30)
-O_CT1 = cython.declare(cython.int, 31)
-O_UA0 = cython.declare(cython.int, 32)     # User-Agent, else Server
-O_UA1 = cython.declare(cython.int, 33)
-O_SV0 = cython.declare(cython.int, 34)
-O_SV1 = cython.declare(cython.int, 35)
-O_XC0 = cython.declare(cython.int, 36)     # X-CID
-O_XC1 = cython.declare(cython.int, 37)
-O_PC0 = cython.declare(cython.int, 38)     # P-Charging-Vector icid-value
-O_PC1 = cython.declare(cython.int, 39)
-O_SEEN = cython.declare(cython.int, 40)    # bit set of headers seen (H_*)
-O_SCR0 = cython.declare(cython.int, 41)    # scratch: a Contact's expires value
-O_SCR1 = cython.declare(cython.int, 42)
 
-H_VIA = cython.declare(cython.int, 1)
-H_FROM = cython.declare(cython.int, 2)
-H_TO = cython.declare(cython.int, 4)
-H_CALLID = cython.declare(cython.int, 8)
-H_CSEQ = cython.declare(cython.int, 16)
-H_CL = cython.declare(cython.int, 32)
-H_CT = cython.declare(cython.int, 64)
-H_MAXFWD = cython.declare(cython.int, 128)
-H_REQUIRED = cython.declare(cython.int, 31)
 
 MAX_HEADERS = cython.declare(cython.int, 128)
 
@@ -737,15 +688,6 @@ def _pcv(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     return True
 
 
-LAYOUT = {name: value for name, value in (
-    ("NOUT", NOUT), ("O_HEND", O_HEND), ("O_BODY", O_BODY), ("O_REQ", O_REQ), ("O_M0", O_M0),
-    ("O_M1", O_M1), ("O_U0", O_U0), ("O_U1", O_U1), ("O_STATUS", O_STATUS), ("O_R0", O_R0),
-    ("O_R1", O_R1), ("O_CID0", O_CID0), ("O_CID1", O_CID1), ("O_CSEQ", O_CSEQ), ("O_CSM0", O_CSM0),
-    ("O_CSM1", O_CSM1), ("O_FU0", O_FU0), ("O_FU1", O_FU1), ("O_FH0", O_FH0), ("O_FH1", O_FH1),
-    ("O_FT0", O_FT0), ("O_FT1", O_FT1), ("O_TU0", O_TU0), ("O_TU1", O_TU1), ("O_TH0", O_TH0),
-    ("O_TH1", O_TH1), ("O_TT0", O_TT0), ("O_TT1", O_TT1), ("O_VB0", O_VB0), ("O_VB1", O_VB1),
-    ("O_CL", O_CL), ("O_CT0", O_CT0), ("O_CT1", O_CT1), ("O_UA0", O_UA0), ("O_UA1", O_UA1),
-    ("O_XC0", O_XC0), ("O_XC1", O_XC1), ("O_PC0", O_PC0), ("O_PC1", O_PC1))}
 
 
 @cython.cfunc

@@ -19,47 +19,18 @@ try:
     import cython
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
+if cython.compiled:   # the one definition: decode/layout.pxd (the Python view reads the same file)
+    from cython.cimports.otus_agent.decode.layout import NF, F_STATUS, F_IPVER, F_L3OFF, F_PROTO, F_PAYOFF, F_PAYLEN, F_SPORT, F_DPORT, ST_L4, ST_FRAGMENT
+else:
+    from otus_agent.decode.layout import NF, F_STATUS, F_IPVER, F_L3OFF, F_PROTO, F_PAYOFF, F_PAYLEN, F_SPORT, F_DPORT, ST_L4, ST_FRAGMENT
+if cython.compiled:   # the one definition: sip/slots.pxd (the Python view reads the same file)
+    from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
+else:
+    from otus_agent.sip.slots import *  # noqa: F403
 from orjson import dumps
 
 from otus_agent.sip.sdp_cy import sdp_from_body
 
-# decode.fastpath layout (checked against its LAYOUT at import)
-NF = cython.declare(cython.int, 17)
-F_STATUS = cython.declare(cython.int, 0)
-F_IPVER = cython.declare(cython.int, 2)
-F_L3OFF = cython.declare(cython.int, 3)
-F_PROTO = cython.declare(cython.int, 5)
-F_PAYOFF = cython.declare(cython.int, 7)
-F_PAYLEN = cython.declare(cython.int, 8)
-F_SPORT = cython.declare(cython.int, 9)
-F_DPORT = cython.declare(cython.int, 10)
-ST_L4 = cython.declare(cython.int, 0)
-ST_FRAGMENT = cython.declare(cython.int, 1)
-# parsers.sipscan layout (checked at import)
-O_BODY = cython.declare(cython.int, 1)
-O_REQ = cython.declare(cython.int, 2)
-O_M0 = cython.declare(cython.int, 3)
-O_M1 = cython.declare(cython.int, 4)
-O_U0 = cython.declare(cython.int, 5)
-O_U1 = cython.declare(cython.int, 6)
-O_STATUS = cython.declare(cython.int, 7)
-O_R0 = cython.declare(cython.int, 8)
-O_R1 = cython.declare(cython.int, 9)
-O_CID0 = cython.declare(cython.int, 10)
-O_CID1 = cython.declare(cython.int, 11)
-O_CSEQ = cython.declare(cython.int, 12)
-O_CSM0 = cython.declare(cython.int, 13)
-O_CSM1 = cython.declare(cython.int, 14)
-O_FU0 = cython.declare(cython.int, 15)
-O_CL = cython.declare(cython.int, 29)
-O_CT0 = cython.declare(cython.int, 30)
-O_CT1 = cython.declare(cython.int, 31)
-O_UA0 = cython.declare(cython.int, 32)
-O_UA1 = cython.declare(cython.int, 33)
-O_XC0 = cython.declare(cython.int, 36)
-O_XC1 = cython.declare(cython.int, 37)
-O_PC0 = cython.declare(cython.int, 38)
-O_PC1 = cython.declare(cython.int, 39)
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
 NMETHODS = cython.declare(cython.int, 14)
@@ -80,21 +51,6 @@ _KEYS = (b',"call_id":', b',"cseq_num":', b',"cseq_method":', b',"from_user":', 
          b',"from_tag":', b',"to_user":', b',"to_host":', b',"to_tag":', b',"via_branch":', b',"user_agent":',
          b',"content_type":', b',"correlation_id":')
 
-
-def check_layout(decode_layout: dict, scan_layout: dict) -> None:
-    """The constants above are copies: refuse to run if they drifted from their sources."""
-    for k, v in (("NF", NF), ("F_STATUS", F_STATUS), ("F_IPVER", F_IPVER), ("F_L3OFF", F_L3OFF),
-                 ("F_PROTO", F_PROTO), ("F_PAYOFF", F_PAYOFF), ("F_PAYLEN", F_PAYLEN), ("F_SPORT", F_SPORT),
-                 ("F_DPORT", F_DPORT), ("ST_L4", ST_L4), ("ST_FRAGMENT", ST_FRAGMENT)):
-        if decode_layout[k] != v:
-            raise RuntimeError(f"udplane: {k} is {v}, decode says {decode_layout[k]}")
-    for k, v in (("O_BODY", O_BODY), ("O_REQ", O_REQ), ("O_M0", O_M0), ("O_M1", O_M1), ("O_U0", O_U0),
-                 ("O_U1", O_U1), ("O_STATUS", O_STATUS), ("O_R0", O_R0), ("O_R1", O_R1), ("O_CID0", O_CID0),
-                 ("O_CID1", O_CID1), ("O_CSEQ", O_CSEQ), ("O_CSM0", O_CSM0), ("O_CSM1", O_CSM1), ("O_FU0", O_FU0),
-                 ("O_CL", O_CL), ("O_CT0", O_CT0), ("O_CT1", O_CT1), ("O_UA0", O_UA0), ("O_UA1", O_UA1),
-                 ("O_XC0", O_XC0), ("O_XC1", O_XC1), ("O_PC0", O_PC0), ("O_PC1", O_PC1)):
-        if scan_layout[k] != v:
-            raise RuntimeError(f"udplane: {k} is {v}, sipscan says {scan_layout[k]}")
 
 
 @cython.cfunc
