@@ -22,9 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.netns import stop, veth_pair  # noqa: E402
-
 from otus_agent.sim.callgen import WorkloadSpec, generate  # noqa: E402
+from tests.netns import stop, veth_pair  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -113,8 +112,8 @@ def main() -> None:
     a = ap.parse_args()
     otus = str(Path(sys.executable).parent / "otus")
     with veth_pair("bench", subnet=81) as p, tempfile.TemporaryDirectory() as tmp:
-        mac = lambda ns, i: bytes.fromhex(p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip()
-                                          .replace(":", ""))  # noqa: E731
+        def mac(ns, i):
+            return bytes.fromhex(p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip().replace(":", ""))
         pcap = Path(tmp) / "w.pcap"
         with open(pcap, "wb") as f:
             wl = generate(f, WorkloadSpec(calls=a.calls, seed=5, large_invite_ratio=0.1, tcp_ratio=0.1,

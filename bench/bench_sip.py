@@ -16,13 +16,13 @@ from _common import best_of, workload
 
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.decode.decoder import COMPILED
-from otus_agent.sip import message_cy as sip
-from otus_agent.sip.sdp_cy import sdp_from_body
-from otus_agent.sip.scan_cy import Scanner
-from otus_agent.sip.slots import LAYOUT as SCAN
 from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.reporters.sink import RecordSink
+from otus_agent.sip import message_cy as sip
 from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
+from otus_agent.sip.scan_cy import Scanner
+from otus_agent.sip.sdp_cy import sdp_from_body
+from otus_agent.sip.slots import LAYOUT as SCAN
 
 try:
     from orjson import dumps

@@ -14,7 +14,7 @@ import yaml
 
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.decode import decoder as D
-from otus_agent.reassembly.datagrams import Datagram, DatagramStage, DatagramConfig
+from otus_agent.reassembly.datagrams import Datagram, DatagramConfig, DatagramStage
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 from ..conftest import corpus_path

@@ -245,6 +245,7 @@ def test_counter_names_match_constants(pure_fastpath):
 def test_random_bytes_never_raise(pure_fastpath):
     """Fuzz the pure build: a missing length check shows up as IndexError there."""
     from array import array
+
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -292,6 +293,7 @@ def test_address_text_cache_is_bounded():
     """The cache of address text never holds more than ADDR_CACHE_MAX pairs and stays correct when full."""
     import socket
     import struct
+
     from otus_agent.decode import decoder as D
     D._addr_cache.clear()
     for i in range(D.ADDR_CACHE_MAX * 2 + 5):

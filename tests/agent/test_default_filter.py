@@ -13,8 +13,8 @@ import struct
 import pytest
 
 from otus_agent.capture import afpacket, bpf, linktypes
-from otus_agent.sim.packets import ethernet, ipv4, ipv4_fragments, ipv6, udp
 from otus_agent.daemon.task import check_filter
+from otus_agent.sim.packets import ethernet, ipv4, ipv4_fragments, ipv6, udp
 from otus_spec import TaskSpec
 
 SRC4, DST4 = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])

@@ -242,8 +242,9 @@ def test_nested_reassembly_is_bounded():
     inner = _raw_frag(b"i" * 16, 0, True, ident=77)
     outer = IP(src="198.51.100.1", dst="198.51.100.2", id=77, proto=4) / inner
     frags = [bytes(f) for f in outer.fragment(24)]
-    from otus_agent.capture.pcapfile import PacketBatch
     from array import array
+
+    from otus_agent.capture.pcapfile import PacketBatch
     buf = b"".join(frags)
     offs, o = [], 0
     for f in frags:

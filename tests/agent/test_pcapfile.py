@@ -7,7 +7,8 @@ import struct
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import CookedLinux, Ether
-from scapy.utils import PcapNgWriter, PcapWriter as ScapyPcapWriter, rdpcap
+from scapy.utils import PcapNgWriter, rdpcap
+from scapy.utils import PcapWriter as ScapyPcapWriter
 
 from otus_agent.capture.pcapfile import CaptureFileError, PcapWriter, open_capture
 

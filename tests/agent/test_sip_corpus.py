@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.sip import message_cy as sip
 from otus_agent.reassembly.datagrams import DatagramStage
+from otus_agent.sip import message_cy as sip
 from otus_agent.sip.framing import SipConfig, SipStage
 
 from ..conftest import ROOT, corpus_path

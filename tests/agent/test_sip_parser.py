@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from otus_agent.sip import message_cy as sip
-from otus_agent.sip.sdp_cy import parse_sdp, sdp_from_body
 from otus_agent.sip.records import Correlator, sip_record
+from otus_agent.sip.sdp_cy import parse_sdp, sdp_from_body
 
 
 def msg(first: str, *headers: str, body: str = "", cl: bool = True) -> bytes:

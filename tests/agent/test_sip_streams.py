@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otus_agent.sip import message_cy as sip
 from otus_agent.reassembly.datagrams import Datagram
-from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.reassembly.tcpstream import TcpReassembler
+from otus_agent.sip import message_cy as sip
+from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.sip.framing import SipConfig, SipStage
 
 A, B = ("192.0.2.1", 40000), ("192.0.2.2", 5060)

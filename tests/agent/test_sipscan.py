@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otus_agent.sip import slots
 from otus_agent.capture.pcapfile import open_capture
+from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.sip import message_cy as sip
 from otus_agent.sip import scan_cy as sipscan
-from otus_agent.reassembly.datagrams import DatagramStage
+from otus_agent.sip import slots
 from otus_agent.sip.records import Correlator, fast_sip_record, sip_record
 
 from ..conftest import CORPUS, load_pure

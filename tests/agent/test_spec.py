@@ -137,8 +137,8 @@ def test_validate_command(tmp_path):
 
 
 def test_worker_output_goes_straight_to_a_single_file_reporter(tmp_path):
-    from otus_spec import TaskSpec
     from otus_agent.daemon.task import configs
+    from otus_spec import TaskSpec
     f = str(tmp_path / "r.jsonl")
     one = TaskSpec.model_validate({"id": "t", "interfaces": ["lo"], "workers": 2,
                                    "reporters": [{"type": "file", "path": f}]})

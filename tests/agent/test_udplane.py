@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.sip.sdp_cy import parse_sdp
 from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.reporters.sink import RecordSink
 from otus_agent.sim import packets as P
 from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
+from otus_agent.sip.sdp_cy import parse_sdp
 
 from ..conftest import corpus_path, pcap_bytes
 

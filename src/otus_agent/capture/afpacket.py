@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from otus_agent.capture import bpf
-from otus_agent.capture.linktypes import ETHERNET as LINKTYPE_ETHERNET, RAW as LINKTYPE_RAW, describe
-from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.capture.frames_cy import walk_tpacket3
+from otus_agent.capture.linktypes import ETHERNET as LINKTYPE_ETHERNET
+from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
+from otus_agent.capture.linktypes import describe
+from otus_agent.capture.pcapfile import PacketBatch
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1

@@ -10,10 +10,10 @@ from typing import Sequence, TextIO
 
 from otus_agent import __version__
 from otus_agent.capture.pcapfile import CaptureFileError, open_capture
-from otus_agent.reassembly.datagrams import Datagram, DatagramStage, DatagramConfig
+from otus_agent.reassembly.datagrams import Datagram, DatagramConfig, DatagramStage
+from otus_agent.sip.framing import DEFAULT_PORTS, SipConfig, SipStage
 from otus_agent.sip.records import DEFAULT_CORRELATION
 from otus_spec import SpecError
-from otus_agent.sip.framing import DEFAULT_PORTS, SipConfig, SipStage
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -363,8 +363,8 @@ def _daemon(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from otus_agent.capture.afpacket import CaptureError
-    from otus_spec import load_task
     from otus_agent.daemon.task import check_filter
+    from otus_spec import load_task
     spec = load_task(args.file)
     try:
         check_filter(spec)  # offline: interfaces may exist only where the task will run

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from otus_agent.capture.afpacket import CaptureError
-from otus_spec import TaskSpec
 from otus_agent.daemon.task import preflight, task_main
+from otus_spec import TaskSpec
 
 log = logging.getLogger("otus.manager")
 MAX_TASKS = 64

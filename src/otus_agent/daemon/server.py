@@ -15,8 +15,8 @@ import threading
 import time
 
 from otus_agent import __version__
-from otus_agent.daemon.uds import ControlServer
 from otus_agent.daemon.manager import TaskManager
+from otus_agent.daemon.uds import ControlServer
 from otus_agent.observability import logs, metrics
 from otus_spec import AgentConfig, SpecError, load_config
 

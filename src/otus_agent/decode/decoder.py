@@ -7,10 +7,8 @@ from array import array
 from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
 from otus_agent.decode import l2l4_cy as fastpath
 from otus_agent.decode.l2l4_cy import decode_batch
-from otus_agent.decode.layout import (FIRST_DROP, F_DPORT, F_FRAGHDR, F_IPVER, F_L3END, F_L3OFF, F_L4OFF, F_PAYLEN,
-                                      F_PAYOFF, F_PROTO, F_REASON, F_SPORT, F_STATUS, F_TCPACK, F_TCPFLAGS, F_TCPSEQ,
-                                      F_TUNNEL, F_VLAN, LAYOUT, NF, ST_DROPPED, ST_FRAGMENT, ST_L4, ST_NON_IP,
-                                      ST_OTHER_IP)
+from otus_agent.decode.layout import *  # noqa: F403 - the layout, re-exported for Python callers
+from otus_agent.decode.layout import FIRST_DROP, LAYOUT, NF
 
 # counter names: the layout's C_* names in index order, lower case ("drop_*" from FIRST_DROP on)
 COUNTER_NAMES: tuple[str, ...] = tuple(

@@ -19,7 +19,7 @@ try:
     import cython
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
-if cython.compiled:   # the one definition: decode/layout.pxd (the Python view reads the same file)
+if cython.compiled:   # the one definition: decode/layout.pxd (its Python view is generated from it)
     from cython.cimports.otus_agent.decode.layout import *  # noqa: F403
 else:
     from otus_agent.decode.layout import *  # noqa: F403

@@ -19,7 +19,7 @@ from typing import Callable
 
 from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
-from otus_agent.reassembly.datagrams import DatagramStage, DatagramConfig
+from otus_agent.reassembly.datagrams import DatagramConfig, DatagramStage
 from otus_agent.reporters.sink import HepSettings, KafkaSettings, RecordSink
 from otus_agent.sip.framing import SipConfig, SipStage
 

@@ -9,10 +9,10 @@ import socket
 import threading
 
 from otus_agent.daemon.manager import TaskManager
-from otus_agent.observability import logs, metrics
-from otus_spec import SpecError
 from otus_agent.kube.runner import TaskFileAgent
 from otus_agent.kube.status import StatusReporter
+from otus_agent.observability import logs, metrics
+from otus_spec import SpecError
 
 log = logging.getLogger("otus.kube.agent")
 

@@ -43,8 +43,8 @@ from typing import Callable
 import yaml
 
 from otus_agent.daemon.manager import TaskError, TaskManager
-from otus_spec import SpecError, TaskSpec
 from otus_agent.kube.status import StatusReporter, entry
+from otus_spec import SpecError, TaskSpec
 
 log = logging.getLogger("otus.kube.agent")
 

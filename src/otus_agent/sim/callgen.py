@@ -80,7 +80,8 @@ def _msg(first: str, headers: list[tuple[str, str]], body: str = "", ctype: str 
 
 def _addr(rng: random.Random, v6: bool, side: int) -> tuple[str, bytes]:
     if v6:
-        raw = bytes.fromhex("fd00000000000000") + struct.pack("!HHHH", side, rng.randrange(1, 0xFFFF), 0, rng.randrange(1, 0xFFFF))
+        raw = bytes.fromhex("fd00000000000000") + struct.pack("!HHHH", side, rng.randrange(1, 0xFFFF), 0,
+                                                               rng.randrange(1, 0xFFFF))
         return socket.inet_ntop(socket.AF_INET6, raw), raw
     raw = bytes((10, side, rng.randrange(0, 256), rng.randrange(1, 255)))
     return ".".join(map(str, raw)), raw

@@ -13,13 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from otus_agent.sip import message_cy as sip
-from otus_agent.sip.scan_cy import Scanner
-from otus_agent.sip.slots import LAYOUT as SCAN
 from otus_agent.reassembly.datagrams import Datagram
+from otus_agent.reassembly.tcpstream import TcpReassembler
+from otus_agent.sip import message_cy as sip
 from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
-from otus_agent.reassembly.tcpstream import TcpReassembler
+from otus_agent.sip.scan_cy import Scanner
+from otus_agent.sip.slots import LAYOUT as SCAN
 
 try:
     from otus_agent.sip import writer_cy as udplane
@@ -467,7 +467,8 @@ class SipStage:
             "sip_messages": self.messages, "requests": self.requests, "responses": self.responses,
             "methods": dict(self.methods), "status_classes": dict(self.status_classes),
             "malformed_messages": self.malformed_messages, "malformed": dict(self.malformed),
-            "keepalives": self.keepalives, "junk_bytes": self.junk_bytes, "junk_datagrams": self.junk_datagrams, "discarded": self.discarded, "fast_path": self.fast_messages,
+            "keepalives": self.keepalives, "junk_bytes": self.junk_bytes, "junk_datagrams": self.junk_datagrams,
+            "discarded": self.discarded, "fast_path": self.fast_messages,
             "tcp": self.tcp.counters(), "sctp_fragments_dropped": self.sctp_fragments_dropped,
             "calls": self.dialogs.counters(),
         }

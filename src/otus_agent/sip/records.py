@@ -1,9 +1,9 @@
 """One flat JSON-ready record per SIP message (schema: schemas/sip-record.v1.json)."""
 from __future__ import annotations
 
-from otus_agent.sip.sdp_cy import sdp_from_body
 from otus_agent.sip.message_cy import SipMessage, parse_params
 from otus_agent.sip.scan_cy import Scanner
+from otus_agent.sip.sdp_cy import sdp_from_body
 
 SCHEMA_VERSION = 1
 DEFAULT_CORRELATION = ("X-CID", "P-Charging-Vector;icid-value")

@@ -16,7 +16,7 @@ try:
     import cython
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
-if cython.compiled:   # the one definition: sip/slots.pxd (the Python view reads the same file)
+if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is generated from it)
     from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
 else:
     from otus_agent.sip.slots import *  # noqa: F403

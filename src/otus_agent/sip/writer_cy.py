@@ -19,18 +19,41 @@ try:
     import cython
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
-if cython.compiled:   # the one definition: decode/layout.pxd (the Python view reads the same file)
-    from cython.cimports.otus_agent.decode.layout import NF, F_STATUS, F_IPVER, F_L3OFF, F_PROTO, F_PAYOFF, F_PAYLEN, F_SPORT, F_DPORT, ST_L4, ST_FRAGMENT
+if cython.compiled:   # the one definition: decode/layout.pxd (its Python view is generated from it)
+    from cython.cimports.otus_agent.decode.layout import (
+        F_DPORT,
+        F_IPVER,
+        F_L3OFF,
+        F_PAYLEN,
+        F_PAYOFF,
+        F_PROTO,
+        F_SPORT,
+        F_STATUS,
+        NF,
+        ST_FRAGMENT,
+        ST_L4,
+    )
 else:
-    from otus_agent.decode.layout import NF, F_STATUS, F_IPVER, F_L3OFF, F_PROTO, F_PAYOFF, F_PAYLEN, F_SPORT, F_DPORT, ST_L4, ST_FRAGMENT
-if cython.compiled:   # the one definition: sip/slots.pxd (the Python view reads the same file)
+    from otus_agent.decode.layout import (
+        F_DPORT,
+        F_IPVER,
+        F_L3OFF,
+        F_PAYLEN,
+        F_PAYOFF,
+        F_PROTO,
+        F_SPORT,
+        F_STATUS,
+        NF,
+        ST_FRAGMENT,
+        ST_L4,
+    )
+if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is generated from it)
     from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
 else:
     from otus_agent.sip.slots import *  # noqa: F403
 from orjson import dumps
 
 from otus_agent.sip.sdp_cy import sdp_from_body
-
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
 NMETHODS = cython.declare(cython.int, 14)
