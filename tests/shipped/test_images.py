@@ -66,11 +66,16 @@ def test_agent_image_is_compiled_and_unprivileged(images):
     assert r.stdout.split() == ["10001", "True", "True", "/opt/otus/bin/otus"]
 
 
-def test_agent_run_pcap_on_a_mounted_capture(images, workload_pcap):
+def test_agent_run_pcap_on_a_mounted_capture(images, workload_pcap, tmp_path):
     """`otus run --pcap` on a capture mounted read-only, as the image's user on a read-only root."""
     path, wl = workload_pcap
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(path, data / "calls.pcap")
+    data.chmod(0o755)                     # readable by the image's user, UID 10001
+    (data / "calls.pcap").chmod(0o644)
     r = podman("run", "--rm", "--name", _name("pcap"), "--read-only", "--cap-drop", "ALL",
-               "-v", f"{path.parent}:/data:ro", AGENT, "run", "--pcap", f"/data/{path.name}", timeout=300)
+               "-v", f"{data}:/data:ro", AGENT, "run", "--pcap", "/data/calls.pcap", timeout=300)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stderr.strip().splitlines()[-1])
     assert summary["packets"] == wl.packets and summary["drops"] == {}
