@@ -1,7 +1,8 @@
 """The two images, as `scripts/images` builds them (buildah, no Docker), run by podman.
 
 They are skipped when the images are not in the local containers storage (run `scripts/images`
-first); with OTUS_REQUIRE_IMAGES=1 (CI) a missing image or podman fails instead. Every container
+first); with OTUS_REQUIRE_IMAGES=1 (CI) a missing image or podman fails instead. With
+OTUS_IMAGES_READY (CI builds the images while the suite runs), they wait for that build's status file. Every container
 here is started by the test under a name of its own and removed afterwards; the live capture runs
 in network namespaces of the test's own, also removed on failure, with bounded traffic.
 """
@@ -41,6 +42,17 @@ def podman(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def images() -> None:
+    ready = os.environ.get("OTUS_IMAGES_READY")
+    if ready:
+        # .ci/run builds the images while the suite runs and writes "<status> <seconds>" here when done
+        deadline = time.monotonic() + float(os.environ.get("OTUS_IMAGES_WAIT_S", "1500"))
+        while not os.path.exists(ready):
+            if time.monotonic() > deadline:
+                pytest.fail(f"scripts/images did not finish: no {ready}")
+            time.sleep(2)
+        status = open(ready).read().split()[0]
+        if status != "0":
+            pytest.fail(f"scripts/images failed (status {status}): see its log in .ci/run's output")
     if shutil.which("podman") is None:
         _missing("needs podman (scripts/images installs it as root)")
     for image in (AGENT, OPERATOR):
