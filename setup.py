@@ -19,6 +19,11 @@ HOT_MODULES = [
 ]
 
 
+def _jobs() -> int:
+    """Cython and the C compiler use every core (OTUS_BUILD_JOBS to choose): the modules are independent."""
+    return int(os.environ.get("OTUS_BUILD_JOBS") or os.cpu_count() or 1)
+
+
 def _extensions():
     if os.environ.get("OTUS_PURE_PYTHON") == "1":
         return []
@@ -32,9 +37,9 @@ def _extensions():
         mod = "otus_agent." + path[len("src/otus_agent/"):-3].replace("/", ".")
         # optional: without a working C compiler the pure-Python source is used
         exts.append(Extension(mod, [path], extra_compile_args=["-O2"], optional=True))
-    return cythonize(exts, language_level=3, quiet=True,
+    return cythonize(exts, language_level=3, quiet=True, nthreads=_jobs(),
                      compiler_directives={"boundscheck": False, "wraparound": False,
                                           "cdivision": True, "initializedcheck": False})
 
 
-setup(ext_modules=_extensions())
+setup(ext_modules=_extensions(), options={"build_ext": {"parallel": _jobs()}})
