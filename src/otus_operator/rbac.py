@@ -34,8 +34,9 @@ OPERATOR_RULES: list[tuple[str, dict]] = [
     ("kopf: resource discovery",
      {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
       "verbs": ["get", "list", "watch"]}),
-    ("the managed sidecar-injection webhook configuration",
-     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+    ("the managed sidecar-injection webhook configurations (kopf writes a mutating and a validating one)",
+     {"apiGroups": ["admissionregistration.k8s.io"],
+      "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
       "verbs": ["get", "list", "watch", "create", "update", "patch"]}),
     ("events on CaptureTasks",
      {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
@@ -44,6 +45,33 @@ OPERATOR_RULES: list[tuple[str, dict]] = [
 
 def rules() -> list[dict]:
     return [r for _, r in OPERATOR_RULES]
+
+
+_NO_NAMES = {"create", "deletecollection"}   # RBAC cannot restrict these by resourceNames
+
+
+def rule_allows(rule: dict, verb: str, group: str, resource: str, subresource: str | None = None,
+                name: str | None = None) -> bool:
+    """Whether one PolicyRule allows a request, by the API server's RBAC rules
+    (https://kubernetes.io/docs/reference/access-authn-authz/rbac/): apiGroups, resources
+    ("res/sub" for subresources), verbs, each possibly "*"; resourceNames, when set, only
+    match requests naming one of them, which create and deletecollection never do."""
+    res = f"{resource}/{subresource}" if subresource else resource
+    if not ({group, "*"} & set(rule.get("apiGroups") or [])):
+        return False
+    if not ({res, "*"} & set(rule.get("resources") or []) or (subresource and f"*/{subresource}" in rule["resources"])):
+        return False
+    if not ({verb, "*"} & set(rule.get("verbs") or [])):
+        return False
+    names = rule.get("resourceNames")
+    if names:
+        return verb not in _NO_NAMES and name in names
+    return True
+
+
+def allows(rules_: list[dict], verb: str, group: str, resource: str, subresource: str | None = None,
+           name: str | None = None) -> bool:
+    return any(rule_allows(r, verb, group, resource, subresource, name) for r in rules_)
 
 
 def dump_yaml() -> str:
