@@ -7,8 +7,11 @@ garbage collector removes them) and are also deleted explicitly behind the
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -44,6 +47,14 @@ class OperatorConfig:
 CONFIG = OperatorConfig()
 _native: bool | None = None
 
+# Shutdown.  kopf goes on processing resource events for a moment after SIGTERM and may
+# spawn a status daemon after its daemon killer ran; that daemon would then only end when
+# kopf's hung-task timeout cancels it (5 s and more).  SHUTDOWN is set by our own signal
+# handler the moment the signal arrives, so new daemons return at once, and STOP (passed
+# to kopf as its stop flag by main) makes kopf stop as its own signal handler would.
+SHUTDOWN = threading.Event()
+STOP: asyncio.Event | None = None
+
 
 def _spec(body) -> CaptureTaskSpec:
     return CaptureTaskSpec.model_validate(dict(body.get("spec") or {}))
@@ -60,6 +71,19 @@ def _error_status(message: str, generation: int | None) -> dict:
                             "lastTransitionTime": ts, "observedGeneration": generation}]}
 
 
+def install_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    """Replace kopf's SIGTERM/SIGINT handlers (main.py calls it once kopf is ready, i.e. after kopf
+    installed its own): mark the shutdown, then stop kopf through its stop flag."""
+    def stop(sig: signal.Signals) -> None:
+        if not SHUTDOWN.is_set():
+            log.info(f"{sig.name} received: stopping")
+        SHUTDOWN.set()
+        if STOP is not None:
+            STOP.set()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_) -> None:
     global _native
@@ -69,6 +93,7 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
                                                                           key="last-handled-configuration")
     settings.posting.enabled = CONFIG.post_events
     settings.watching.server_timeout = 300
+    settings.process.ultimate_exiting_timeout = 20    # last resort, within Kubernetes' 30 s grace period
     if CONFIG.webhook:
         register_webhook()
         settings.admission.server = webhook.server(CONFIG.webhook_service, CONFIG.webhook_namespace,
@@ -203,16 +228,30 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
     return new
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
-def status_loop(stopped, name: str, namespace: str, logger, **_) -> None:
-    """One loop per CaptureTask: roll the agents' entries up every status interval."""
-    while not stopped:
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=2.0)
+async def status_loop(stopped: kopf.DaemonStopped, name: str, namespace: str, logger, **_) -> None:
+    """One loop per CaptureTask: roll the agents' entries up every status interval.
+
+    Async on purpose.  A sync daemon runs in a thread of kopf's executor that only
+    returns once its stop flag is set; a daemon spawned while the operator shuts down
+    (a resource event still in flight at SIGTERM) never sees that flag, kopf cannot
+    cancel a thread, and the interpreter then waits for it at exit forever (the hang
+    after "Daemon 'status_loop' succeeded", issue 12).  An async daemon is cancelled
+    like any other task; the blocking roll-up runs in a worker thread and is bounded
+    by the API client's request timeout, so the thread ends shortly after.
+    """
+    loop = asyncio.get_running_loop()
+    while not stopped and not SHUTDOWN.is_set():
         try:
-            roll_up_once(name, namespace)
+            await loop.run_in_executor(None, roll_up_once, name, namespace)
+        except asyncio.CancelledError:
+            raise
         except Exception as e:  # keep rolling up; the next round may succeed
             metrics.ROLLUP_ERRORS.inc()
             logger.warning(f"status roll-up failed: {type(e).__name__}: {e}")
-        stopped.wait(CONFIG.status_interval_s)
+        deadline = loop.time() + CONFIG.status_interval_s
+        while not stopped and not SHUTDOWN.is_set() and loop.time() < deadline:
+            await stopped.wait(min(0.25, max(0.0, deadline - loop.time())))
 
 
 # ----------------------------------------------------------------- sidecar injection

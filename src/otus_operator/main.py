@@ -65,6 +65,24 @@ def _agent_defaults(args: argparse.Namespace):
                          tolerations=tuple(tol) if tol is not None else DEFAULTS.tolerations)
 
 
+async def _operate(kopf, handlers, args) -> None:
+    """kopf.operator in this (main) thread, with our own signal handlers installed once kopf is ready."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    handlers.STOP = asyncio.Event()
+    ready = asyncio.Event()
+    op = asyncio.create_task(kopf.operator(stop_flag=handlers.STOP, ready_flag=ready, standalone=True,
+                                           clusterwide=not args.namespace, namespaces=args.namespace or (),
+                                           liveness_endpoint=args.liveness or None))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({op, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not op.done():
+        # after kopf's start-up activities, so after kopf installed its handlers: ours replace them
+        handlers.install_signal_handlers(loop)
+    waiter.cancel()
+    await op
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.kubeconfig:
@@ -112,8 +130,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             sys.stderr.write(f"otus-operator: error: metrics port {args.metrics_port}: {e.strerror}\n")
             return 2
-    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
-             liveness_endpoint=args.liveness or None)
+    import asyncio
+    import os
+    loop = asyncio.new_event_loop()
+    code = 0
+    try:
+        loop.run_until_complete(_operate(kopf, handlers, args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    except Exception:
+        logging.getLogger("otus.operator").exception("the operator failed")
+        code = 1
+    # kopf has finished or cancelled every handler by now.  A sync handler still inside an
+    # API call (bounded by kube.REQUEST_TIMEOUT) runs in a thread that nothing can cancel;
+    # waiting for it at interpreter exit would hold the pod past its grace period, so the
+    # process ends here without joining those threads (kopf abandoned them already).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
     return 0
 
 
