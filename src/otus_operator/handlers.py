@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import kopf
 from pydantic import ValidationError
 
-from . import kube, metrics, render, status, webhook
+from . import health, kube, metrics, render, status, webhook
 from .crd import GROUP, PLURAL, VERSION, CaptureTaskSpec
 
 log = logging.getLogger("otus.operator")
@@ -42,6 +42,8 @@ class OperatorConfig:
     status_interval_s: float = 10.0
     sidecar: str = "auto"                # native | container | auto (native from Kubernetes 1.29)
     agent: render.AgentDefaults = field(default_factory=render.AgentDefaults)
+    peering: str | None = None           # kopf peering object (two replicas, one active); None: standalone
+    peering_lifetime: int = 10           # seconds a silent peer counts as alive (failover bound)
 
 
 CONFIG = OperatorConfig()
@@ -94,6 +96,11 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.posting.enabled = CONFIG.post_events
     settings.watching.server_timeout = 300
     settings.process.ultimate_exiting_timeout = 20    # last resort, within Kubernetes' 30 s grace period
+    if CONFIG.peering:
+        settings.peering.lifetime = CONFIG.peering_lifetime
+        settings.peering.stealth = True               # no log line per keep-alive
+    health.HEALTH.webhook = CONFIG.webhook
+    health.HEALTH.peering = bool(CONFIG.peering)
     if CONFIG.webhook:
         register_webhook()
         settings.admission.server = webhook.server(CONFIG.webhook_service, CONFIG.webhook_namespace,
@@ -107,6 +114,7 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     else:
         _native = CONFIG.sidecar == "native"
     log.info(f"sidecars injected as {'native init containers' if _native else 'regular containers'}")
+    health.HEALTH.started = True
 
 
 # ----------------------------------------------------------------- reconcile
@@ -255,23 +263,42 @@ async def status_loop(stopped: kopf.DaemonStopped, name: str, namespace: str, lo
 
 
 # ----------------------------------------------------------------- sidecar injection
-@kopf.index(GROUP, VERSION, PLURAL)
-def sidecar_tasks(body, name: str, namespace: str, **_) -> dict:
-    """Pods-mode CaptureTasks by namespace, for the admission webhook."""
-    target = (body.get("spec") or {}).get("target") or {}
-    if not target.get("pods"):
-        return {}
-    return {namespace: {"name": name, "spec": dict(body.get("spec") or {})}}
+TASK_CACHE_S = 2.0
+_task_cache: dict[str, tuple[float, list[dict]]] = {}
+_task_cache_lock = threading.Lock()
 
 
-def inject_sidecar(body, patch: kopf.Patch, sidecar_tasks: kopf.Index, warnings: list[str], logger, **_) -> None:
+def sidecar_tasks(namespace: str) -> list[dict]:
+    """Pods-mode CaptureTasks of a namespace, for the admission webhook: read from the API server
+    (cached for TASK_CACHE_S), not from a kopf index, so that a standby replica -- whose watchers
+    kopf's peering has paused, and whose indexes stay empty -- injects exactly as the active one."""
+    import time
+    now = time.monotonic()
+    with _task_cache_lock:
+        hit = _task_cache.get(namespace)
+        if hit is not None and now - hit[0] < TASK_CACHE_S:
+            return hit[1]
+    items = kube.custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL).get("items", [])
+    tasks = [{"name": o["metadata"]["name"], "spec": dict(o.get("spec") or {})} for o in items
+             if ((o.get("spec") or {}).get("target") or {}).get("pods")
+             and not (o.get("metadata") or {}).get("deletionTimestamp")]
+    with _task_cache_lock:
+        _task_cache[namespace] = (now, tasks)
+    return tasks
+
+
+def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, **_) -> None:
     meta = body.get("metadata") or {}
     pod = {"spec": dict(body.get("spec") or {})}
     if render.has_agent(pod) or (meta.get("annotations") or {}).get("otus.io/inject") == "false":
         metrics.INJECTIONS.labels("skipped").inc()
         return
     matches = []
-    for entry in sidecar_tasks.get(meta.get("namespace"), []):
+    namespace = meta.get("namespace")
+    if not namespace:
+        metrics.INJECTIONS.labels("no_task").inc()
+        return
+    for entry in sidecar_tasks(namespace):
         try:
             spec = CaptureTaskSpec.model_validate(entry["spec"])
         except ValidationError:

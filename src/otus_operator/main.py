@@ -27,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-tolerations", metavar="JSON", help="agent tolerations (nodes mode) for tasks that set none")
     p.add_argument("--metrics-port", type=int, default=8081, help="the operator's Prometheus port (0 = off)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' = off)")
+    p.add_argument("--readiness", default="0.0.0.0:8082", metavar="ADDR:PORT",
+                   help="serve /readyz here: ready once watching (or standing by as a peer) ('' = off)")
+    p.add_argument("--peering", metavar="NAME",
+                   help="run with kopf peering through this (Cluster)KopfPeering object: of several replicas, "
+                        "one is active, the others stand by (default: standalone)")
+    p.add_argument("--priority", type=int, default=None,
+                   help="peering priority (default: random, so that replicas never tie)")
+    p.add_argument("--peering-lifetime", type=int, default=10, metavar="SECONDS",
+                   help="a peer silent this long counts as gone and a standby takes over")
     p.add_argument("--no-events", action="store_true", help="do not post Kubernetes events")
     p.add_argument("--verbose", action="store_true")
     return p
@@ -71,7 +80,12 @@ async def _operate(kopf, handlers, args) -> None:
     loop = asyncio.get_running_loop()
     handlers.STOP = asyncio.Event()
     ready = asyncio.Event()
-    op = asyncio.create_task(kopf.operator(stop_flag=handlers.STOP, ready_flag=ready, standalone=True,
+    peering: dict = {"standalone": True}
+    if args.peering:
+        import random
+        prio = args.priority if args.priority is not None else random.SystemRandom().randint(1, 2 ** 31 - 1)
+        peering = {"standalone": False, "peering_name": args.peering, "priority": prio}
+    op = asyncio.create_task(kopf.operator(stop_flag=handlers.STOP, ready_flag=ready, **peering,
                                            clusterwide=not args.namespace, namespaces=args.namespace or (),
                                            liveness_endpoint=args.liveness or None))
     waiter = asyncio.create_task(ready.wait())
@@ -119,10 +133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.status_interval_s = args.status_interval
     c.post_events = not args.no_events
     c.agent = agent
+    c.peering = args.peering
+    c.peering_lifetime = args.peering_lifetime
     if c.webhook:
         handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    from . import health
+    health.install()
+    if args.readiness:
+        addr, _, port = args.readiness.rpartition(":")
+        try:
+            health.serve(addr or "0.0.0.0", int(port))
+        except (OSError, ValueError) as e:
+            sys.stderr.write(f"otus-operator: error: --readiness {args.readiness}: {e}\n")
+            return 2
     if args.metrics_port:
         from . import metrics
         try:

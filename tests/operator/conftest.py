@@ -36,7 +36,8 @@ def operator(cluster, tmp_path_factory):
     from emulator import Operator
     from kubernetes import config
 
-    from otus_operator import handlers, kube
+    from otus_operator import handlers, health, kube
+    health.install()
     old = os.environ.get("KUBECONFIG")
     # the operator has an identity of its own, so that its calls can be told from the tests' own
     os.environ["KUBECONFIG"] = cluster.operator_kubeconfig  # kopf's login reads it, like in a real deployment
@@ -61,21 +62,6 @@ def operator(cluster, tmp_path_factory):
         os.environ["KUBECONFIG"] = old
 
 
-def uncovered_calls(calls, rules=None) -> list[str]:
-    """The operator's resource requests that its generated RBAC rules do not allow (discovery, i.e.
-    non-resource URLs like /api and /apis, is granted to every authenticated user by system:discovery)."""
-    from otus_operator import rbac
-    rules = rbac.rules() if rules is None else rules
-    out = []
-    for c in calls:
-        if not c.resource:
-            continue
-        if not rbac.allows(rules, c.verb, c.group, c.resource, c.subresource, c.name):
-            out.append(f"{c.verb} {c.group or 'core'}/{c.resource}{'/' + c.subresource if c.subresource else ''}"
-                       f" ns={c.namespace} name={c.name} ({c.path})")
-    return sorted(set(out))
-
-
 _checked = [0]
 
 
@@ -89,7 +75,7 @@ def operator_calls_are_allowed_by_its_rbac(request):
         return
     cluster = request.getfixturevalue("cluster")
     request.getfixturevalue("operator")
-    from emulator import OPERATOR_USER
+    from emulator import OPERATOR_USER, uncovered_calls
     yield
     start, _checked[0] = _checked[0], len(cluster.emulator.calls)   # the first test also checks start-up
     calls = cluster.calls(OPERATOR_USER, since=start)

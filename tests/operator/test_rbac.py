@@ -30,7 +30,7 @@ def test_both_webhook_configurations_kopf_manages_are_granted():
 
 
 def test_the_call_check_flags_what_the_rules_miss():
-    from conftest import uncovered_calls
+    from emulator import uncovered_calls
     calls = [Call("op", "create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", None, None,
                   None, "/apis/..."),
              Call("op", "get", "", "", None, None, None, "/api")]          # discovery: not a resource request
