@@ -7,15 +7,18 @@ garbage collector removes them) and are also deleted explicitly behind the
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import kopf
 from pydantic import ValidationError
 
-from . import kube, metrics, render, status, webhook
+from . import health, kube, metrics, render, status, webhook
 from .crd import GROUP, PLURAL, VERSION, CaptureTaskSpec
 
 log = logging.getLogger("otus.operator")
@@ -39,10 +42,20 @@ class OperatorConfig:
     status_interval_s: float = 10.0
     sidecar: str = "auto"                # native | container | auto (native from Kubernetes 1.29)
     agent: render.AgentDefaults = field(default_factory=render.AgentDefaults)
+    peering: str | None = None           # kopf peering object (two replicas, one active); None: standalone
+    peering_lifetime: int = 10           # seconds a silent peer counts as alive (failover bound)
 
 
 CONFIG = OperatorConfig()
 _native: bool | None = None
+
+# Shutdown.  kopf goes on processing resource events for a moment after SIGTERM and may
+# spawn a status daemon after its daemon killer ran; that daemon would then only end when
+# kopf's hung-task timeout cancels it (5 s and more).  SHUTDOWN is set by our own signal
+# handler the moment the signal arrives, so new daemons return at once, and STOP (passed
+# to kopf as its stop flag by main) makes kopf stop as its own signal handler would.
+SHUTDOWN = threading.Event()
+STOP: asyncio.Event | None = None
 
 
 def _spec(body) -> CaptureTaskSpec:
@@ -60,6 +73,19 @@ def _error_status(message: str, generation: int | None) -> dict:
                             "lastTransitionTime": ts, "observedGeneration": generation}]}
 
 
+def install_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
+    """Replace kopf's SIGTERM/SIGINT handlers (main.py calls it once kopf is ready, i.e. after kopf
+    installed its own): mark the shutdown, then stop kopf through its stop flag."""
+    def stop(sig: signal.Signals) -> None:
+        if not SHUTDOWN.is_set():
+            log.info(f"{sig.name} received: stopping")
+        SHUTDOWN.set()
+        if STOP is not None:
+            STOP.set()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_) -> None:
     global _native
@@ -69,6 +95,12 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
                                                                           key="last-handled-configuration")
     settings.posting.enabled = CONFIG.post_events
     settings.watching.server_timeout = 300
+    settings.process.ultimate_exiting_timeout = 20    # last resort, within Kubernetes' 30 s grace period
+    if CONFIG.peering:
+        settings.peering.lifetime = CONFIG.peering_lifetime
+        settings.peering.stealth = True               # no log line per keep-alive
+    health.HEALTH.webhook = CONFIG.webhook
+    health.HEALTH.peering = bool(CONFIG.peering)
     if CONFIG.webhook:
         register_webhook()
         settings.admission.server = webhook.server(CONFIG.webhook_service, CONFIG.webhook_namespace,
@@ -82,6 +114,7 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     else:
         _native = CONFIG.sidecar == "native"
     log.info(f"sidecars injected as {'native init containers' if _native else 'regular containers'}")
+    health.HEALTH.started = True
 
 
 # ----------------------------------------------------------------- reconcile
@@ -203,36 +236,69 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
     return new
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
-def status_loop(stopped, name: str, namespace: str, logger, **_) -> None:
-    """One loop per CaptureTask: roll the agents' entries up every status interval."""
-    while not stopped:
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=2.0)
+async def status_loop(stopped: kopf.DaemonStopped, name: str, namespace: str, logger, **_) -> None:
+    """One loop per CaptureTask: roll the agents' entries up every status interval.
+
+    Async on purpose.  A sync daemon runs in a thread of kopf's executor that only
+    returns once its stop flag is set; a daemon spawned while the operator shuts down
+    (a resource event still in flight at SIGTERM) never sees that flag, kopf cannot
+    cancel a thread, and the interpreter then waits for it at exit forever (the hang
+    after "Daemon 'status_loop' succeeded", issue 12).  An async daemon is cancelled
+    like any other task; the blocking roll-up runs in a worker thread and is bounded
+    by the API client's request timeout, so the thread ends shortly after.
+    """
+    loop = asyncio.get_running_loop()
+    while not stopped and not SHUTDOWN.is_set():
         try:
-            roll_up_once(name, namespace)
+            await loop.run_in_executor(None, roll_up_once, name, namespace)
+        except asyncio.CancelledError:
+            raise
         except Exception as e:  # keep rolling up; the next round may succeed
             metrics.ROLLUP_ERRORS.inc()
             logger.warning(f"status roll-up failed: {type(e).__name__}: {e}")
-        stopped.wait(CONFIG.status_interval_s)
+        deadline = loop.time() + CONFIG.status_interval_s
+        while not stopped and not SHUTDOWN.is_set() and loop.time() < deadline:
+            await stopped.wait(min(0.25, max(0.0, deadline - loop.time())))
 
 
 # ----------------------------------------------------------------- sidecar injection
-@kopf.index(GROUP, VERSION, PLURAL)
-def sidecar_tasks(body, name: str, namespace: str, **_) -> dict:
-    """Pods-mode CaptureTasks by namespace, for the admission webhook."""
-    target = (body.get("spec") or {}).get("target") or {}
-    if not target.get("pods"):
-        return {}
-    return {namespace: {"name": name, "spec": dict(body.get("spec") or {})}}
+TASK_CACHE_S = 2.0
+_task_cache: dict[str, tuple[float, list[dict]]] = {}
+_task_cache_lock = threading.Lock()
 
 
-def inject_sidecar(body, patch: kopf.Patch, sidecar_tasks: kopf.Index, warnings: list[str], logger, **_) -> None:
+def sidecar_tasks(namespace: str) -> list[dict]:
+    """Pods-mode CaptureTasks of a namespace, for the admission webhook: read from the API server
+    (cached for TASK_CACHE_S), not from a kopf index, so that a standby replica -- whose watchers
+    kopf's peering has paused, and whose indexes stay empty -- injects exactly as the active one."""
+    import time
+    now = time.monotonic()
+    with _task_cache_lock:
+        hit = _task_cache.get(namespace)
+        if hit is not None and now - hit[0] < TASK_CACHE_S:
+            return hit[1]
+    items = kube.custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL).get("items", [])
+    tasks = [{"name": o["metadata"]["name"], "spec": dict(o.get("spec") or {})} for o in items
+             if ((o.get("spec") or {}).get("target") or {}).get("pods")
+             and not (o.get("metadata") or {}).get("deletionTimestamp")]
+    with _task_cache_lock:
+        _task_cache[namespace] = (now, tasks)
+    return tasks
+
+
+def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, **_) -> None:
     meta = body.get("metadata") or {}
     pod = {"spec": dict(body.get("spec") or {})}
     if render.has_agent(pod) or (meta.get("annotations") or {}).get("otus.io/inject") == "false":
         metrics.INJECTIONS.labels("skipped").inc()
         return
     matches = []
-    for entry in sidecar_tasks.get(meta.get("namespace"), []):
+    namespace = meta.get("namespace")
+    if not namespace:
+        metrics.INJECTIONS.labels("no_task").inc()
+        return
+    for entry in sidecar_tasks(namespace):
         try:
             spec = CaptureTaskSpec.model_validate(entry["spec"])
         except ValidationError:

@@ -13,13 +13,25 @@ from typing import Any, Callable
 from kubernetes import client
 from kubernetes.client.rest import ApiException  # re-exported for handlers
 
+REQUEST_TIMEOUT = (5, 15)      # connect, read (seconds): no call may block a handler, or shutdown, for ever
+
+
+class _Client(client.ApiClient):
+    """The official client with a default timeout on every request (it has none by default)."""
+
+    def request(self, *args, **kwargs):
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return super().request(*args, **kwargs)
+
+
 _api_client: client.ApiClient | None = None
 
 
 def api() -> client.ApiClient:
     global _api_client
     if _api_client is None:
-        _api_client = client.ApiClient()
+        _api_client = _Client()
     return _api_client
 
 

@@ -27,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-tolerations", metavar="JSON", help="agent tolerations (nodes mode) for tasks that set none")
     p.add_argument("--metrics-port", type=int, default=8081, help="the operator's Prometheus port (0 = off)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint ('' = off)")
+    p.add_argument("--readiness", default="0.0.0.0:8082", metavar="ADDR:PORT",
+                   help="serve /readyz here: ready once watching (or standing by as a peer) ('' = off)")
+    p.add_argument("--peering", metavar="NAME",
+                   help="run with kopf peering through this (Cluster)KopfPeering object: of several replicas, "
+                        "one is active, the others stand by (default: standalone)")
+    p.add_argument("--priority", type=int, default=None,
+                   help="peering priority (default: random, so that replicas never tie)")
+    p.add_argument("--peering-lifetime", type=int, default=10, metavar="SECONDS",
+                   help="a peer silent this long counts as gone and a standby takes over")
     p.add_argument("--no-events", action="store_true", help="do not post Kubernetes events")
     p.add_argument("--verbose", action="store_true")
     return p
@@ -65,6 +74,29 @@ def _agent_defaults(args: argparse.Namespace):
                          tolerations=tuple(tol) if tol is not None else DEFAULTS.tolerations)
 
 
+async def _operate(kopf, handlers, args) -> None:
+    """kopf.operator in this (main) thread, with our own signal handlers installed once kopf is ready."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    handlers.STOP = asyncio.Event()
+    ready = asyncio.Event()
+    peering: dict = {"standalone": True}
+    if args.peering:
+        import random
+        prio = args.priority if args.priority is not None else random.SystemRandom().randint(1, 2 ** 31 - 1)
+        peering = {"standalone": False, "peering_name": args.peering, "priority": prio}
+    op = asyncio.create_task(kopf.operator(stop_flag=handlers.STOP, ready_flag=ready, **peering,
+                                           clusterwide=not args.namespace, namespaces=args.namespace or (),
+                                           liveness_endpoint=args.liveness or None))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({op, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not op.done():
+        # after kopf's start-up activities, so after kopf installed its handlers: ours replace them
+        handlers.install_signal_handlers(loop)
+    waiter.cancel()
+    await op
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.kubeconfig:
@@ -101,10 +133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.status_interval_s = args.status_interval
     c.post_events = not args.no_events
     c.agent = agent
+    c.peering = args.peering
+    c.peering_lifetime = args.peering_lifetime
     if c.webhook:
         handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    from . import health
+    health.install()
+    if args.readiness:
+        addr, _, port = args.readiness.rpartition(":")
+        try:
+            health.serve(addr or "0.0.0.0", int(port))
+        except (OSError, ValueError) as e:
+            sys.stderr.write(f"otus-operator: error: --readiness {args.readiness}: {e}\n")
+            return 2
     if args.metrics_port:
         from . import metrics
         try:
@@ -112,8 +155,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as e:
             sys.stderr.write(f"otus-operator: error: metrics port {args.metrics_port}: {e.strerror}\n")
             return 2
-    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace or (),
-             liveness_endpoint=args.liveness or None)
+    import asyncio
+    import os
+    loop = asyncio.new_event_loop()
+    code = 0
+    try:
+        loop.run_until_complete(_operate(kopf, handlers, args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    except Exception:
+        logging.getLogger("otus.operator").exception("the operator failed")
+        code = 1
+    # kopf has finished or cancelled every handler by now.  A sync handler still inside an
+    # API call (bounded by kube.REQUEST_TIMEOUT) runs in a thread that nothing can cancel;
+    # waiting for it at interpreter exit would hold the pod past its grace period, so the
+    # process ends here without joining those threads (kopf abandoned them already).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
     return 0
 
 

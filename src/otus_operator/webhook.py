@@ -12,7 +12,7 @@ from typing import AsyncIterator
 
 import kopf
 
-from . import certs
+from . import certs, health
 
 
 class ServiceWebhookServer(kopf.WebhookServer):
@@ -27,6 +27,7 @@ class ServiceWebhookServer(kopf.WebhookServer):
                                      "port": self.service_port, "path": path}}
             if cfg.get("caBundle"):
                 out["caBundle"] = cfg["caBundle"]
+            health.HEALTH.webhook_listening = True      # kopf yields once the server listens
             yield out
 
 

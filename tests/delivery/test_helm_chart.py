@@ -17,7 +17,7 @@ CHART = ROOT / "helm" / "otus"
 KUBE = "1.30.0"
 # custom resources of other projects: kubernetes-validate has no schema for them
 FOREIGN = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("cert-manager.io/v1", "Certificate"),
-           ("cert-manager.io/v1", "Issuer")}
+           ("cert-manager.io/v1", "Issuer"), ("kopf.dev/v1", "ClusterKopfPeering"), ("kopf.dev/v1", "KopfPeering")}
 
 OPTIONS = {
     "defaults": {},
@@ -58,7 +58,7 @@ def test_renders_valid_objects_and_lints(option):
     assert docs
     for d in docs:
         if (d["apiVersion"], d["kind"]) in FOREIGN:
-            assert d["metadata"]["name"] and d["spec"]
+            assert d["metadata"]["name"] and (d["spec"] if d["apiVersion"] != "kopf.dev/v1" else True)
             continue
         kubernetes_validate.validate(d, KUBE, strict=True)
     report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE}")
@@ -127,7 +127,7 @@ def test_service_monitor_selects_the_operators_metrics_services():
 
 
 @pytest.mark.parametrize("values,where", [
-    ({"operator": {"replicas": 2}}, "replicas"),
+    ({"operator": {"replicas": 4}}, "replicas"),
     ({"webhook": {"port": "https"}}, "port"),
     ({"operator": {"sidecar": "maybe"}}, "sidecar"),
     ({"operator": {"watchNamespaces": ["Not_A_Namespace"]}}, "watchNamespaces"),
@@ -148,7 +148,30 @@ def test_chart_copies_match_their_sources():
     assert (CHART / "files" / "operator-rules.yaml").read_text() == rbac.dump_yaml(), \
         "python -m otus_operator.rbac > helm/otus/files/operator-rules.yaml"
     role = next(d for d in render({}) if d["kind"] == "ClusterRole")
-    assert role["rules"] == rbac.rules()
+    assert role["rules"] == rbac.rules(peering="otus")
+
+
+def test_two_replicas_peer_with_probes_that_mean_something():
+    """replicas: 2 (issue 12): both peer through the chart's peering object, one active; readiness is
+    the operator's /readyz, liveness kopf's; the rollout never has both old pods gone at once."""
+    from otus_operator.main import build_parser
+    docs = render({"operator": {"replicas": 2}})
+    dep = by_kind(docs, "Deployment")[0]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(c["args"])
+    peering = by_kind(docs, "ClusterKopfPeering")[0]
+    assert args.peering == peering["metadata"]["name"] == "otus"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "readyz"}
+    assert args.readiness.endswith(f":{ports['readyz']}")
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert args.liveness.endswith(f":{ports['healthz']}/healthz")
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in c["env"]
+    ns = render({"operator": {"replicas": 2, "watchNamespaces": ["voip", "sbc"]}})
+    assert not by_kind(ns, "ClusterKopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(ns, "KopfPeering")) == ["sbc", "voip"]
 
 
 def test_dashboard_queries_name_real_metrics():

@@ -36,12 +36,14 @@ def operator(cluster, tmp_path_factory):
     from emulator import Operator
     from kubernetes import config
 
-    from otus_operator import handlers, kube
+    from otus_operator import handlers, health, kube
+    health.install()
     old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = cluster.kubeconfig          # kopf's login reads it, like in a real deployment
+    # the operator has an identity of its own, so that its calls can be told from the tests' own
+    os.environ["KUBECONFIG"] = cluster.operator_kubeconfig  # kopf's login reads it, like in a real deployment
     from kubernetes.config import kube_config
-    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = cluster.kubeconfig   # read at import, before this fixture ran
-    config.load_kube_config(config_file=cluster.kubeconfig)  # the handlers' client
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = cluster.operator_kubeconfig  # read at import, before this fixture
+    config.load_kube_config(config_file=cluster.operator_kubeconfig)  # the handlers' client
     kube.reset()
     handlers.CONFIG.post_events = False                   # kmock cannot generateName events
     handlers.CONFIG.webhook = True
@@ -58,3 +60,24 @@ def operator(cluster, tmp_path_factory):
         os.environ.pop("KUBECONFIG", None)
     else:
         os.environ["KUBECONFIG"] = old
+
+
+_checked = [0]
+
+
+@pytest.fixture(autouse=True)
+def operator_calls_are_allowed_by_its_rbac(request):
+    """Every API call the operator makes during a test must be allowed by the ClusterRole the chart
+    installs (otus_operator.rbac): a call the rules do not cover fails the test, as a real API server
+    would refuse it with 403."""
+    if "operator" not in request.fixturenames:
+        yield
+        return
+    cluster = request.getfixturevalue("cluster")
+    request.getfixturevalue("operator")
+    from emulator import OPERATOR_USER, uncovered_calls
+    yield
+    start, _checked[0] = _checked[0], len(cluster.emulator.calls)   # the first test also checks start-up
+    calls = cluster.calls(OPERATOR_USER, since=start)
+    missing = uncovered_calls(calls)
+    assert not missing, "API calls not allowed by the operator's RBAC rules:\n" + "\n".join(missing)

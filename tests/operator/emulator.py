@@ -42,18 +42,61 @@ RESOURCES = {
     "rbac.authorization.k8s.io/v1/rolebindings": dict(kind="RoleBinding", namespaced=True),
     "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations":
         dict(kind="MutatingWebhookConfiguration", namespaced=False),
+    # kopf's peering objects (their CRDs have no status subresource: kopf patches the object itself)
+    "kopf.dev/v1/clusterkopfpeerings": dict(kind="ClusterKopfPeering", namespaced=False),
+    "kopf.dev/v1/kopfpeerings": dict(kind="KopfPeering", namespaced=True),
     "otus.io/v1alpha1/capturetasks": dict(kind="CaptureTask", namespaced=True, subresources=["status"],
                                           singular="capturetask", shortnames=["ct"]),
 }
 SYSTEM_FIELDS = {"uid", "resourceVersion", "creationTimestamp", "generation", "finalizers", "deletionTimestamp",
                  "status"}
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+TEST_USER = "test-token"
+OPERATOR_USER = "system:serviceaccount:otus-system:otus-operator"
+
+
+def verb_of(request) -> str:
+    """The RBAC verb of a request, as the API server's authorizer names it."""
+    m = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
+    if m == "GET":
+        if str(request.params.get("watch", "")).lower() in ("true", "1"):
+            return "watch"
+        return "get" if request.name is not None else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete" if request.name is not None else "deletecollection"}.get(m, m.lower())
+
+
+@attrs.frozen
+class Call:
+    """One API request as RBAC sees it (the request attributes of the authorizer)."""
+    user: str
+    verb: str
+    group: str
+    resource: str
+    subresource: str | None
+    namespace: str | None
+    name: str | None
+    path: str
 
 
 class StampingEmulator(KubernetesEmulator):
     _rv = itertools.count(1)
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[Call] = []          # every request, for the RBAC check
+
+    def _record(self, request) -> None:
+        auth = request.headers.get("Authorization", "")
+        user = auth.split(" ", 1)[1] if " " in auth else auth
+        r = request.resource
+        self.calls.append(Call(user=user, verb=verb_of(request), group=(getattr(r, "group", None) or "") if r else "",
+                               resource=(getattr(r, "plural", None) or "") if r else "",
+                               subresource=request.subresource, namespace=request.namespace, name=request.name,
+                               path=str(request.url.path)))
+
     async def _handle(self, request):
+        self._record(request)
         if request.resource is not None and request.name is not None and request.method == enums.method.PUT:
             request = self._as_replace(request)
         if request.action == enums.action.UPDATE and "apply-patch" in request.headers.get("Content-Type", "") \
@@ -140,7 +183,8 @@ class Cluster:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._main, name="kmock", daemon=True)
         self.dir = tempfile.mkdtemp(prefix="otus-kmock-")
-        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")                    # the tests' own identity
+        self.operator_kubeconfig = os.path.join(self.dir, "operator-kubeconfig")  # the operator's
         self.error: BaseException | None = None
 
     def _main(self) -> None:
@@ -165,12 +209,21 @@ class Cluster:
         self._thread.start()
         if not self._ready.wait(10) or self.error is not None:
             raise RuntimeError(f"the Kubernetes emulator did not start: {self.error!r}")
-        with open(self.kubeconfig, "w") as f:
+        self._write_kubeconfig(self.kubeconfig, TEST_USER)
+        self._write_kubeconfig(self.operator_kubeconfig, OPERATOR_USER)
+        return self
+
+    def _write_kubeconfig(self, path: str, token: str) -> None:
+        """The bearer token doubles as the user name in the recorded calls."""
+        with open(path, "w") as f:
             yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "kmock",
                             "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-                            "users": [{"name": "test", "user": {"token": "test-token"}}],
-                            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}]}, f)
-        return self
+                            "users": [{"name": "u", "user": {"token": token}}],
+                            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "u"}}]}, f)
+
+    def calls(self, user: str = "", since: int = 0) -> list:
+        """API calls recorded since index ``since`` (all users when ``user`` is empty)."""
+        return [c for c in self.emulator.calls[since:] if not user or c.user == user]
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
@@ -232,3 +285,18 @@ def wait_for(fn, timeout: float = 15.0, interval: float = 0.1, what: str = "cond
 
 def deep(obj):
     return copy.deepcopy(obj)
+
+
+def uncovered_calls(calls, rules=None) -> list[str]:
+    """The operator's resource requests that its generated RBAC rules do not allow (discovery, i.e.
+    non-resource URLs like /api and /apis, is granted to every authenticated user by system:discovery)."""
+    from otus_operator import rbac
+    rules = rbac.rules(peering="otus") if rules is None else rules   # the tests' peering object
+    out = []
+    for c in calls:
+        if not c.resource:
+            continue
+        if not rbac.allows(rules, c.verb, c.group, c.resource, c.subresource, c.name):
+            out.append(f"{c.verb} {c.group or 'core'}/{c.resource}{'/' + c.subresource if c.subresource else ''}"
+                       f" ns={c.namespace} name={c.name} ({c.path})")
+    return sorted(set(out))

@@ -8,6 +8,7 @@
 {{- end -}}
 
 {{- define "otus.operatorName" -}}{{ include "otus.fullname" . }}-operator{{- end -}}
+{{- define "otus.peeringName" -}}{{ include "otus.fullname" . }}{{- end -}}
 {{- define "otus.webhookService" -}}{{ include "otus.fullname" . }}-webhook{{- end -}}
 
 {{- define "otus.labels" -}}
