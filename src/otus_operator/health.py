@@ -25,6 +25,7 @@ import http.server
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("otus.operator")
 
@@ -34,7 +35,7 @@ PEERING_PLURALS = ("clusterkopfpeerings", "kopfpeerings")
 @dataclass
 class Watch:
     listed: bool = False
-    paused: object = None          # kopf's operator_paused ToggleSet (is_on(): paused)
+    paused: Any = None             # kopf's operator_paused ToggleSet (is_on(): paused)
 
     def is_paused(self) -> bool:
         return self.paused is not None and self.paused.is_on()

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 
 import yaml
 
 from otus_spec import TaskSpec  # the shared contract (no capture code behind it)
-
-from dataclasses import dataclass, field
 
 from .crd import GROUP, KIND, VERSION, CaptureTaskSpec, duration_seconds
 

@@ -23,9 +23,9 @@ import threading
 import time
 import uuid
 
-import yaml
 import attrs
 import jsonpatch
+import yaml
 from kmock import KubernetesEmulator
 from kmock._internal import apps, enums
 from kmock._internal.k8s import KubernetesError

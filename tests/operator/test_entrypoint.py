@@ -83,8 +83,7 @@ def _task(api, ns: str, name: str) -> None:
 
 
 def _check_rbac(cluster) -> None:
-    from emulator import uncovered_calls
-    from emulator import OPERATOR_USER
+    from emulator import OPERATOR_USER, uncovered_calls
     missing = uncovered_calls(cluster.calls(OPERATOR_USER))
     assert not missing, "API calls not allowed by the operator's RBAC rules:\n" + "\n".join(missing)
 

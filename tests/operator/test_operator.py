@@ -301,8 +301,9 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
 
 
 def test_operator_metrics_count_what_happened(api, ns):
-    from otus_operator import metrics
     from prometheus_client import generate_latest
+
+    from otus_operator import metrics
     before = metrics.RECONCILES.labels("ok")._value.get()
     create(api, ns, {**example("daemonset"), "metadata": {"name": "m1"}})
     wait_for(lambda: metrics.RECONCILES.labels("ok")._value.get() > before, what="a counted reconcile")

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import jsonschema
 
-from otus_operator.crd import CaptureTaskSpec, CaptureTaskStatus
 from otus_operator import status
+from otus_operator.crd import CaptureTaskSpec, CaptureTaskStatus
 from otus_operator.status import roll_up
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
@@ -67,6 +67,7 @@ def test_suspend_and_duration_elapsed():
 
 def test_status_fits_the_crd_schema():
     from otus_operator import crd
+
     from .test_crd_render import _jsonschema
     schema = _jsonschema(crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"])
     s = roll_up(NODES, {"a1": agent(), "a2": agent(drops=100)}, 4, NOW)

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from .conftest import ROOT, Shipped, check, hot_modules, run, source_modules
+from .conftest import ROOT, Shipped, check, hot_modules, source_modules
 
 pytestmark = [pytest.mark.shipped, pytest.mark.slow]
 
