@@ -42,6 +42,8 @@ class OperatorConfig:
     status_interval_s: float = 10.0
     sidecar: str = "auto"                # native | container | auto (native from Kubernetes 1.29)
     agent: render.AgentDefaults = field(default_factory=render.AgentDefaults)
+    webhook_config: str | None = None    # the chart's MutatingWebhookConfiguration: the operator patches its CA
+    webhook_ca_secret: str | None = None # Secret the replicas share the self-signed certificate through
     peering: str | None = None           # kopf peering object (two replicas, one active); None: standalone
     peering_lifetime: int = 10           # seconds a silent peer counts as alive (failover bound)
 
@@ -106,8 +108,10 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
         settings.admission.server = webhook.server(CONFIG.webhook_service, CONFIG.webhook_namespace,
                                                    CONFIG.webhook_addr, CONFIG.webhook_port,
                                                    CONFIG.webhook_service_port, CONFIG.cert_dir,
-                                                   os.path.join(CONFIG.work_dir, "webhook-certs"))
-        settings.admission.managed = "otus-sidecar.otus.io"
+                                                   os.path.join(CONFIG.work_dir, "webhook-certs"),
+                                                   CONFIG.webhook_config, CONFIG.webhook_ca_secret)
+        # not kopf's managed mode: the chart owns the configuration (helm uninstall removes it)
+        settings.admission.managed = None
     if CONFIG.sidecar == "auto":
         minor = kube.server_minor_version()
         _native = minor is not None and minor >= 29

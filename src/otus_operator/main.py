@@ -16,6 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-service", default="otus-operator-webhook", help="Service in front of the webhook")
     p.add_argument("--webhook-namespace", default=None, help="namespace of that Service (default $OTUS_OPERATOR_NAMESPACE)")
     p.add_argument("--webhook-port", type=int, default=9443, help="port the webhook listens on")
+    p.add_argument("--webhook-config", metavar="NAME",
+                   help="the MutatingWebhookConfiguration (the chart's) to put the CA bundle into")
+    p.add_argument("--webhook-ca-secret", metavar="NAME",
+                   help="Secret (in the webhook namespace) through which replicas share the self-signed certificate")
     p.add_argument("--webhook-cert-dir", metavar="DIR",
                    help="tls.crt, tls.key and ca.crt (e.g. from cert-manager); default: a self-signed CA")
     p.add_argument("--sidecar", choices=("auto", "native", "container"), default="auto",
@@ -23,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
                    help="how often each CaptureTask's status is rolled up")
     p.add_argument("--agent-image", metavar="IMAGE", help="agent image for tasks that name none")
+    p.add_argument("--agent-pull-policy", choices=("Always", "IfNotPresent", "Never"), default="IfNotPresent",
+                   help="imagePullPolicy of the agent containers")
     p.add_argument("--agent-resources", metavar="JSON", help="agent resources for tasks that set none")
     p.add_argument("--agent-tolerations", metavar="JSON", help="agent tolerations (nodes mode) for tasks that set none")
     p.add_argument("--metrics-port", type=int, default=8081, help="the operator's Prometheus port (0 = off)")
@@ -71,7 +77,8 @@ def _agent_defaults(args: argparse.Namespace):
     tol = parsed(args.agent_tolerations, list, "--agent-tolerations")
     return AgentDefaults(image=args.agent_image or DEFAULTS.image,
                          resources=res if res is not None else DEFAULTS.resources,
-                         tolerations=tuple(tol) if tol is not None else DEFAULTS.tolerations)
+                         tolerations=tuple(tol) if tol is not None else DEFAULTS.tolerations,
+                         pull_policy=getattr(args, "agent_pull_policy", None) or DEFAULTS.pull_policy)
 
 
 async def _operate(kopf, handlers, args) -> None:
@@ -129,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         c.webhook_namespace = args.webhook_namespace
     c.webhook_port = args.webhook_port
     c.cert_dir = args.webhook_cert_dir
+    c.webhook_config = args.webhook_config
+    c.webhook_ca_secret = args.webhook_ca_secret
     c.sidecar = args.sidecar
     c.status_interval_s = args.status_interval
     c.post_events = not args.no_events

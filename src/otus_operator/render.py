@@ -39,6 +39,7 @@ class AgentDefaults:
     resources: dict = field(default_factory=lambda: {"requests": {"cpu": "200m", "memory": "256Mi"},
                                                      "limits": {"cpu": "2", "memory": "1Gi"}})
     tolerations: tuple = ()
+    pull_policy: str = "IfNotPresent"
 
 
 DEFAULTS = AgentDefaults()
@@ -113,7 +114,7 @@ def agent_container(name: str, spec: CaptureTaskSpec, defaults: AgentDefaults = 
     return {
         "name": CONTAINER,
         "image": spec.agent.image or defaults.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": defaults.pull_policy,
         "command": ["otus"],
         "args": ["agent", "--task-file", f"{TASK_DIR}/task.yaml", "--state-dir", "/var/lib/otus",
                  "--metrics-listen", f":{METRICS_PORT}"],

@@ -228,14 +228,16 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
                                       "name": f"system:serviceaccounts:{ns}"}
     assert gone(lambda: api["apps"].read_namespaced_daemon_set("otus-sbc-sip", ns))
 
-    # kopf manages the webhook configuration: our Service, our CA
-    cfg = wait_for(lambda: api["adm"].read_mutating_webhook_configuration("otus-sidecar.otus.io",
-                                                                          _preload_content=False), what="webhook cfg")
-    hook = json.loads(cfg.data)["webhooks"][0]
+    # the chart's webhook configuration, with the CA the operator put in (its shared certificate)
+    hook = wait_for(lambda: (h := json.loads(api["adm"].read_mutating_webhook_configuration(
+        "otus-sidecar.otus.io", _preload_content=False).data)["webhooks"][0])["clientConfig"].get("caBundle") and h,
+        what="the CA bundle in the webhook configuration")
     cc = hook["clientConfig"]
-    assert cc["service"]["name"] == "otus-operator-webhook" and cc["service"]["namespace"] == "otus-system"
+    assert cc["service"]["name"] == "otus-webhook" and cc["service"]["namespace"] == "otus-system"
     assert hook["failurePolicy"] == "Ignore" and hook["rules"][0]["resources"] == ["pods"]
-    assert hook["sideEffects"] == "None"
+    assert hook["sideEffects"] == "None" and hook["timeoutSeconds"] == 5
+    secret = api["core"].read_namespaced_secret("otus-webhook-ca", "otus-system").data
+    assert base64.b64decode(secret["ca.crt"]) == base64.b64decode(cc["caBundle"])     # replicas share it
 
     # the API server's side of the call, over TLS verified against the advertised CA bundle
     ctx = ssl.create_default_context(cadata=base64.b64decode(cc["caBundle"]).decode())
@@ -250,7 +252,7 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
         class Conn(http.client.HTTPSConnection):
             def connect(self):
                 super(http.client.HTTPSConnection, self).connect()
-                self.sock = ctx.wrap_socket(self.sock, server_hostname="otus-operator-webhook.otus-system.svc")
+                self.sock = ctx.wrap_socket(self.sock, server_hostname="otus-webhook.otus-system.svc")
         handler = urllib.request.HTTPSHandler(context=ctx)
         handler.https_open = lambda r: handler.do_open(Conn, r)
         return json.loads(urllib.request.build_opener(handler).open(req, timeout=10).read())
