@@ -81,6 +81,9 @@ def _agent_defaults(args: argparse.Namespace):
                          pull_policy=getattr(args, "agent_pull_policy", None) or DEFAULTS.pull_policy)
 
 
+SHUTDOWN_BUDGET_S = 3.5       # SIGTERM to exit, at most (plus half a second for cancellation)
+
+
 async def _operate(kopf, handlers, args) -> None:
     """kopf.operator in this (main) thread, with our own signal handlers installed once kopf is ready."""
     import asyncio
@@ -101,7 +104,22 @@ async def _operate(kopf, handlers, args) -> None:
         # after kopf's start-up activities, so after kopf installed its handlers: ours replace them
         handlers.install_signal_handlers(loop)
     waiter.cancel()
-    await op
+    stopping = asyncio.create_task(handlers.STOP.wait())
+    await asyncio.wait({op, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if op.done():
+        stopping.cancel()
+        await op
+        return
+    # Stopping: kopf finishes or cancels its handlers, then gives leftover tasks 5 s of its own --
+    # too long for a 5 s bound on a busy node.  Past SHUTDOWN_BUDGET_S, whatever runs is cancelled.
+    done, _ = await asyncio.wait({op}, timeout=SHUTDOWN_BUDGET_S)
+    if not done:
+        logging.getLogger("otus.operator").warning(
+            f"still stopping after {SHUTDOWN_BUDGET_S:g} s: cancelling what is left")
+        op.cancel()
+        await asyncio.wait({op}, timeout=0.5)
+    elif not op.cancelled() and op.exception() is not None:
+        raise op.exception()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.post_events = not args.no_events
     c.agent = agent
     c.peering = args.peering
+    c.namespaces = tuple(args.namespace or ())
     c.peering_lifetime = args.peering_lifetime
     if c.webhook:
         handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up

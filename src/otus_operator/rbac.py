@@ -14,7 +14,9 @@ from .crd import GROUP
 
 _CRUD = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
-OPERATOR_RULES: list[tuple[str, dict]] = [
+# What the operator does in the namespaces it watches: all of them (in the ClusterRole), or, with
+# operator.watchNamespaces, in a Role of each watched namespace only.
+WATCH_RULES: list[tuple[str, dict]] = [
     ("CaptureTasks: watch, finalizers and annotations",
      {"apiGroups": [GROUP], "resources": ["capturetasks"], "verbs": ["get", "list", "watch", "patch", "update"]}),
     ("CaptureTask status: roll-up",
@@ -29,6 +31,12 @@ OPERATOR_RULES: list[tuple[str, dict]] = [
      {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}),
     ("sidecar mode, attachExisting: the agent as an ephemeral container in running pods",
      {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]}),
+    ("events on CaptureTasks",
+     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
+]
+
+# What only a cluster-wide grant can give (cluster-scoped objects), always in the ClusterRole.
+OPERATOR_RULES: list[tuple[str, dict]] = [
     ("kopf: namespace and resource discovery",
      {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
     ("kopf: resource discovery",
@@ -42,8 +50,6 @@ OPERATOR_RULES: list[tuple[str, dict]] = [
     ("kopf peering: keep-alives in its own peering object only",
      {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
       "resourceNames": ["$peering"], "verbs": ["get", "patch"]}),
-    ("events on CaptureTasks",
-     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
 ]
 
 
@@ -71,7 +77,16 @@ def rules(**names: str) -> list[dict]:
             return rule
         return {**rule, "resourceNames": [names.get(n[1:], n) if n.startswith("$") else n
                                           for n in rule["resourceNames"]]}
-    return [fill(r) for _, r in OPERATOR_RULES]
+    return [fill(r) for _, r in WATCH_RULES + OPERATOR_RULES]
+
+
+def cluster_rules(**names: str) -> list[dict]:
+    """The ClusterRole's rules when the operator watches only some namespaces."""
+    return _fill(OPERATOR_RULES, names)
+
+
+def watch_rules(**names: str) -> list[dict]:
+    return _fill(WATCH_RULES, names)
 
 
 def _fill(table, names):
@@ -129,4 +144,6 @@ def dump_yaml(table=None) -> str:
 
 if __name__ == "__main__":
     # python -m otus_operator.rbac [own-namespace]
-    sys.stdout.write(dump_yaml(OWN_NAMESPACE_RULES if sys.argv[1:] == ["own-namespace"] else None))
+    # python -m otus_operator.rbac [own-namespace | watch]
+    table = {"own-namespace": OWN_NAMESPACE_RULES, "watch": WATCH_RULES}.get((sys.argv[1:] or [""])[0])
+    sys.stdout.write(dump_yaml(table))

@@ -153,6 +153,8 @@ def test_chart_copies_match_their_sources():
     docs = render({})
     role = next(d for d in docs if d["kind"] == "ClusterRole")
     assert role["rules"] == rbac.rules(**rbac.release_names("otus"))
+    assert (CHART / "files" / "operator-watch-rules.yaml").read_text() == rbac.dump_yaml(rbac.WATCH_RULES), \
+        "python -m otus_operator.rbac watch > helm/otus/files/operator-watch-rules.yaml"
     own = next(d for d in docs if d["kind"] == "Role")
     assert own["metadata"]["namespace"] == "otus-system"
     assert own["rules"] == rbac.own_namespace_rules(**rbac.release_names("otus"))
@@ -181,6 +183,25 @@ def test_two_replicas_peer_with_probes_that_mean_something():
     assert sorted(p["metadata"]["namespace"] for p in by_kind(ns, "KopfPeering")) == ["sbc", "voip"]
 
 
+def test_watch_namespaces_scope_the_operator_to_roles_in_those_namespaces():
+    """Least privilege (issue 13): with watchNamespaces, no cluster-wide rights on DaemonSets, RBAC objects,
+    ConfigMaps, Services, pods or CaptureTasks: a Role in each watched namespace."""
+    from otus_operator import rbac
+    names = rbac.release_names("otus")
+    docs = render(OPTIONS["namespaces"])
+    cr = by_kind(docs, "ClusterRole")[0]
+    assert cr["rules"] == rbac.cluster_rules(**names)
+    for res in ("daemonsets", "roles", "rolebindings", "configmaps", "pods", "capturetasks"):
+        assert not any(res in r["resources"] for r in cr["rules"]), res
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    assert set(roles) == {"voip", "sbc", "otus-system"}
+    for ns in ("voip", "sbc"):
+        assert roles[ns]["rules"] == rbac.watch_rules(**names)
+        rb = next(b for b in by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == ns)
+        assert rb["roleRef"]["name"] == roles[ns]["metadata"]["name"]
+        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "otus-operator", "namespace": "otus-system"}]
+
+
 def test_uninstall_leaves_no_webhook_configuration_behind():
     """Issue 13.5/13.8: the chart owns the MutatingWebhookConfiguration (a release object, so `helm
     uninstall` deletes it; no hook, no keep policy), the operator only patches its CA in and creates no
@@ -197,7 +218,7 @@ def test_uninstall_leaves_no_webhook_configuration_behind():
     hook = cfg[0]["webhooks"][0]
     assert hook["clientConfig"]["service"] == {"name": "otus-webhook", "namespace": "otus-system", "port": 443,
                                                "path": "/inject"}
-    assert hook["timeoutSeconds"] == 5 and hook["failurePolicy"] == "Ignore"
+    assert hook["timeoutSeconds"] == 5 and hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "NoneOnDryRun"
     expr = hook["namespaceSelector"]["matchExpressions"]
     assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
             "values": ["kube-system", "kube-node-lease", "kube-public", "otus-system"]} in expr

@@ -70,7 +70,7 @@ def operator(cluster, tmp_path_factory):
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = cluster.operator_kubeconfig  # read at import, before this fixture
     config.load_kube_config(config_file=cluster.operator_kubeconfig)  # the handlers' client
     kube.reset()
-    handlers.CONFIG.post_events = False                   # kmock cannot generateName events
+    handlers.CONFIG.post_events = True                    # the emulator names generateName objects (Events)
     handlers.CONFIG.webhook = True
     handlers.CONFIG.webhook_addr = "127.0.0.1"
     handlers.CONFIG.webhook_port = free_port()

@@ -159,6 +159,8 @@ class StampingEmulator(KubernetesEmulator):
         data = request.data
         if request.action == enums.action.CREATE and isinstance(data, dict):
             m = data.setdefault("metadata", {})
+            if not m.get("name") and m.get("generateName"):      # as the API server does (kopf's Events)
+                m["name"] = m["generateName"] + uuid.uuid4().hex[:5]
             m.update(uid=str(uuid.uuid4()), resourceVersion=rv, generation=1,
                      creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
             if request.namespace and not m.get("namespace"):
