@@ -342,7 +342,10 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
 
     api["custom"].delete_namespaced_custom_object(G, V, ns, P, "sbc-sip")
     wait_for(lambda: gone(lambda: get(api, ns, "sbc-sip")), what="CR gone")
+    # issue 13.4, the operator's side: the agents' access is revoked, their task file is gone
     assert gone(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns))
+    assert gone(lambda: api["rbac"].read_namespaced_role_binding("otus-sbc-sip", ns))
+    assert gone(lambda: api["rbac"].read_namespaced_role("otus-sbc-sip", ns))
 
 
 def test_operator_metrics_count_what_happened(api, ns):
