@@ -1,4 +1,14 @@
-"""`otus-operator`: run the CaptureTask operator (all namespaces unless --namespace)."""
+"""`otus-operator`: run the CaptureTask operator (all namespaces unless --namespace).
+
+Two replicas, one active: kopf peering (``--peering NAME``), not a coordination.k8s.io Lease of our own.
+kopf's peering pauses exactly what must not run twice -- its watchers, handlers and daemons -- and
+resumes them, while its admission server keeps serving, which a standby must do (the webhook Service
+routes to every Ready replica).  A Lease would need that pause rebuilt around kopf.  Priorities are
+random per pod (equal ones would pause every replica), the lifetime is 10 s: a replica killed without a
+goodbye is replaced within about 10 s; one stopped with SIGTERM removes itself at once.  Peering is
+not a strict lock (a starting replica may handle an event before it sees a higher-priority peer);
+the handlers are idempotent, so that overlap is harmless.
+"""
 from __future__ import annotations
 
 import argparse
