@@ -160,6 +160,11 @@ class CaptureTaskStatus(_M):
     pods: PodsStatus | None = Field(default=None, description="Sidecar mode: the selected pods.")
     startTime: str | None = None
     completionTime: str | None = None
+    agentPort: int | None = Field(default=None, description="DaemonSet mode: the host port of this task's agents "
+                                  "(metrics), allocated by the operator so that tasks sharing a node never conflict.")
+    counters: dict[str, Totals] = Field(default_factory=dict, description="The last counters seen per agent: "
+                                        "totals add what each agent counted since, so they never go backwards "
+                                        "when agents restart their counters.")
 
 
 # ----------------------------------------------------------------- schema generation

@@ -8,6 +8,7 @@ garbage collector removes them) and are also deleted explicitly behind the
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import signal
@@ -42,6 +43,9 @@ class OperatorConfig:
     status_interval_s: float = 10.0
     sidecar: str = "auto"                # native | container | auto (native from Kubernetes 1.29)
     agent: render.AgentDefaults = field(default_factory=render.AgentDefaults)
+    webhook_config: str | None = None    # the chart's MutatingWebhookConfiguration: the operator patches its CA
+    webhook_ca_secret: str | None = None # Secret the replicas share the self-signed certificate through
+    namespaces: tuple = ()               # watched namespaces (empty: all)
     peering: str | None = None           # kopf peering object (two replicas, one active); None: standalone
     peering_lifetime: int = 10           # seconds a silent peer counts as alive (failover bound)
 
@@ -93,7 +97,11 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="otus.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="otus.io",
                                                                           key="last-handled-configuration")
+    # Events (issue 13.6): kopf 1.45 posts only explicit kopf.event() calls unless loggers is on; with
+    # it, every handler's log line of INFO and above becomes an Event on the CaptureTask (kubectl describe)
     settings.posting.enabled = CONFIG.post_events
+    settings.posting.loggers = CONFIG.post_events
+    settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.process.ultimate_exiting_timeout = 20    # last resort, within Kubernetes' 30 s grace period
     if CONFIG.peering:
@@ -106,8 +114,10 @@ def configure(settings: kopf.OperatorSettings, **_) -> None:
         settings.admission.server = webhook.server(CONFIG.webhook_service, CONFIG.webhook_namespace,
                                                    CONFIG.webhook_addr, CONFIG.webhook_port,
                                                    CONFIG.webhook_service_port, CONFIG.cert_dir,
-                                                   os.path.join(CONFIG.work_dir, "webhook-certs"))
-        settings.admission.managed = "otus-sidecar.otus.io"
+                                                   os.path.join(CONFIG.work_dir, "webhook-certs"),
+                                                   CONFIG.webhook_config, CONFIG.webhook_ca_secret)
+        # not kopf's managed mode: the chart owns the configuration (helm uninstall removes it)
+        settings.admission.managed = None
     if CONFIG.sidecar == "auto":
         minor = kube.server_minor_version()
         _native = minor is not None and minor >= 29
@@ -138,20 +148,55 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
         raise kopf.PermanentError(f"invalid spec: {msg}") from None
     sidecar = spec.target.pods is not None
     finished = (body.get("status") or {}).get("phase") == "Succeeded"
-    for obj in render.agent_rbac(name, namespace, uid, sidecar):
+    accounts: set[str] = set()
+    if sidecar:
+        binding = kube.read("RoleBinding", namespace, render.child_name(name)) or {}
+        accounts = {s["name"] for s in binding.get("subjects") or [] if s.get("kind") == "ServiceAccount"}
+        accounts |= {render.pod_service_account(p) for p in kube.list_pods(namespace, spec.target.pods.selector)
+                     if render.has_agent(p)}
+    for obj in render.agent_rbac(name, namespace, uid, sidecar, accounts):
         kube.apply(obj)
     kube.apply(render.configmap(name, namespace, uid, spec, suspended=spec.suspend or finished))
-    kube.apply(render.metrics_service(name, namespace, uid))
+    port = render.METRICS_PORT if sidecar else agent_port(body, namespace, name)
+    if not sidecar:
+        patch.status["agentPort"] = port
+    kube.apply(render.metrics_service(name, namespace, uid, port))
     if sidecar or spec.suspend or finished:
         if kube.delete("DaemonSet", namespace, render.child_name(name)):
             logger.info("agents stopped: DaemonSet deleted")
     else:
-        kube.apply(render.daemonset(name, namespace, uid, spec, CONFIG.agent))
+        kube.apply(render.daemonset(name, namespace, uid, spec, CONFIG.agent, port))
     patch.status["mode"] = "Sidecar" if sidecar else "DaemonSet"
     if spec.suspend:
         patch.status["agents"] = None        # stale entries would read as running agents on resume
     metrics.RECONCILES.labels("ok").inc()
     logger.info(f"reconciled ({'suspended' if spec.suspend else 'sidecar' if sidecar else 'daemonset'})")
+
+
+_port_lock = threading.Lock()
+_ports_given: dict[tuple[str, str], int] = {}      # allocated here, maybe not yet in a status
+
+
+def agent_port(body, namespace: str, name: str) -> int:
+    """This DaemonSet task's agent host port: the one in its status, else the lowest no other task holds
+    (one active operator allocates; the lock covers kopf handling several tasks at once)."""
+    have = (body.get("status") or {}).get("agentPort")
+    if isinstance(have, int):
+        return have
+    with _port_lock:
+        if (namespace, name) in _ports_given:
+            return _ports_given[(namespace, name)]
+        if CONFIG.namespaces:            # namespaced Roles only: list where the operator may
+            items = [o for n in CONFIG.namespaces
+                     for o in kube.custom().list_namespaced_custom_object(GROUP, VERSION, n, PLURAL).get("items", [])]
+        else:
+            items = kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL).get("items", [])
+        used = {o["status"]["agentPort"] for o in items if isinstance((o.get("status") or {}).get("agentPort"), int)
+                and (o["metadata"].get("namespace"), o["metadata"]["name"]) != (namespace, name)}
+        used |= {p for k, p in _ports_given.items() if k != (namespace, name)}
+        port = render.allocate_port(used)
+        _ports_given[(namespace, name)] = port
+        return port
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -162,6 +207,8 @@ def cleanup(name: str, namespace: str, logger, **_) -> None:
     if kube.delete("Service", namespace, render.metrics_service(name, namespace, "")["metadata"]["name"]):
         gone.append("Service")
     metrics.set_phase(namespace, name, None)
+    with _port_lock:
+        _ports_given.pop((namespace, name), None)
     logger.info(f"cleaned up: {', '.join(gone) or 'nothing left'}")
 
 
@@ -189,9 +236,32 @@ def _pods(name: str, namespace: str, spec: CaptureTaskSpec) -> dict:
             attached += 1
             metrics.INJECTIONS.labels("ephemeral").inc()
     injected = [p for p in pods if render.has_agent(p)]
+    ensure_bound(name, namespace, {render.pod_service_account(p) for p in injected})
     missing = sorted(p["metadata"]["name"] for p in pods if not render.has_agent(p))
     return {"matching": len(pods), "injected": len(injected), "notInjected": missing[:NOT_INJECTED_MAX],
-            "_crashing": status.crash_looping(injected)}
+            "_crashing": status.crash_looping(injected), "_names": [p["metadata"]["name"] for p in pods]}
+
+
+def ensure_bound(task: str, namespace: str, accounts: set[str]) -> None:
+    """Add service accounts to the task's agent RoleBinding (a JSON patch; only when one is missing)."""
+    if not accounts:
+        return
+    n = render.child_name(task)
+    binding = kube.read("RoleBinding", namespace, n)
+    if binding is None:
+        return                               # reconcile creates it, with the accounts of the pods
+    have = {s.get("name") for s in binding.get("subjects") or [] if s.get("kind") == "ServiceAccount"}
+    missing = sorted(accounts - have)
+    if not missing:
+        return
+    from kubernetes import client
+    ops: list[dict] = [{"op": "test", "path": "/metadata/resourceVersion",
+                        "value": binding["metadata"]["resourceVersion"]}]
+    if binding.get("subjects") is None:
+        ops.append({"op": "add", "path": "/subjects", "value": []})
+    ops += [{"op": "add", "path": "/subjects/-", "value": render.sa_subject(sa, namespace)} for sa in missing]
+    client.RbacAuthorizationV1Api(kube.api()).patch_namespaced_role_binding(
+        n, namespace, ops, _content_type="application/json-patch+json", _preload_content=False)
 
 
 def roll_up_once(name: str, namespace: str) -> dict | None:
@@ -212,17 +282,29 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
     prev = obj.get("status") or {}
     desired = None
     pods = None
+    unscheduled: list[str] = []
     if spec.target.pods is not None:
         pods = _pods(name, namespace, spec)
         desired = pods["injected"]
         crashing = pods.pop("_crashing")
+        pod_names = set(pods.pop("_names"))
     else:
         ds = kube.read("DaemonSet", namespace, render.child_name(name))
         if ds is not None and "desiredNumberScheduled" in (ds.get("status") or {}):
             desired = ds["status"]["desiredNumberScheduled"]
-        crashing = status.crash_looping(kube.list_pods(namespace, {render.LABEL: name})) if ds is not None else []
-    new = status.roll_up(spec, prev.get("agents") or {}, obj["metadata"].get("generation", 1), _now(), prev, desired,
-                         crashing)
+        agent_pods = kube.list_pods(namespace, {render.LABEL: name}) if ds is not None else []
+        crashing = status.crash_looping(agent_pods)
+        unscheduled = status.unschedulable(agent_pods)      # why an agent is not running (e.g. no free port)
+        pod_names = {p["metadata"]["name"] for p in agent_pods}
+    now = _now()
+    agents = prev.get("agents") or {}
+    gone = status.departed(agents, pod_names, now)
+    agents = {k: v for k, v in agents.items() if k not in gone}
+    new = status.roll_up(spec, agents, obj["metadata"].get("generation", 1), now, prev, desired,
+                         crashing, unscheduled)
+    if gone:                                             # merge patch: null removes the entries
+        new["agents"] = {k: None for k in gone}
+        new["counters"] = {**new["counters"], **{k: None for k in gone}}
     if pods is not None:
         new["pods"] = pods
     metrics.set_phase(namespace, name, new["phase"])
@@ -233,7 +315,27 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
         log.info(f"{namespace}/{name}: duration elapsed, agents stopped")
     api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": new})
     metrics.ROLLUPS.inc()
+    _post_changes(obj, prev, new)
     return new
+
+
+def _post_changes(obj: dict, prev: dict, new: dict) -> None:
+    """Events for what a user watches: phase changes and conditions that turn bad."""
+    if not CONFIG.post_events:
+        return
+    try:
+        if new.get("phase") != prev.get("phase"):
+            ready = next((c for c in new["conditions"] if c["type"] == "Ready"), {})
+            post = kopf.warn if new["phase"] == "Failed" else kopf.info
+            post(obj, reason=new["phase"], message=f"phase {prev.get('phase') or '-'} -> {new['phase']}: "
+                 f"{ready.get('message', '')}"[:1024])
+        old = {c["type"]: c for c in prev.get("conditions") or []}
+        for c in new["conditions"]:
+            if c["type"] == "Degraded" and c["status"] == "True" and (old.get("Degraded") or {}).get("reason") \
+                    != c["reason"]:
+                kopf.warn(obj, reason=c["reason"], message=c["message"][:1024])
+    except Exception as e:   # an Event is never worth a failed roll-up
+        log.debug(f"event not posted: {e}")
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=2.0)
@@ -251,7 +353,8 @@ async def status_loop(stopped: kopf.DaemonStopped, name: str, namespace: str, lo
     loop = asyncio.get_running_loop()
     while not stopped and not SHUTDOWN.is_set():
         try:
-            await loop.run_in_executor(None, roll_up_once, name, namespace)
+            # kopf.event() from the worker thread needs kopf's context (the posting queue)
+            await loop.run_in_executor(None, contextvars.copy_context().run, roll_up_once, name, namespace)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # keep rolling up; the next round may succeed
@@ -287,7 +390,7 @@ def sidecar_tasks(namespace: str) -> list[dict]:
     return tasks
 
 
-def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, **_) -> None:
+def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, dryrun: bool = False, **_) -> None:
     meta = body.get("metadata") or {}
     pod = {"spec": dict(body.get("spec") or {})}
     if render.has_agent(pod) or (meta.get("annotations") or {}).get("otus.io/inject") == "false":
@@ -313,6 +416,11 @@ def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, **_) ->
     name, spec = matches[0]
     if len(matches) > 1:
         warnings.append(f"otus: several CaptureTasks select this pod; injected {name!r} only")
+    if not dryrun:      # the pod's agent may read its task: bind its service account before the pod runs
+        try:
+            ensure_bound(name, namespace, {render.pod_service_account(pod)})
+        except kube.ApiException as e:
+            logger.warning(f"service account not bound for {name!r}: {e.status} {e.reason}; the status loop retries")
     for key, value in render.inject(pod, name, spec, native=bool(_native), defaults=CONFIG.agent).items():
         patch.spec[key] = value
     patch.metadata.annotations["otus.io/capturetask"] = name
@@ -329,5 +437,5 @@ def register_webhook() -> None:
     global _webhook_registered
     if not _webhook_registered:
         kopf.on.mutate("v1", "pods", operations=["CREATE"], id="inject", ignore_failures=True,
-                       persistent=True)(inject_sidecar)
+                       persistent=True, side_effects=True)(inject_sidecar)
         _webhook_registered = True

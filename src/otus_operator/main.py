@@ -1,4 +1,14 @@
-"""`otus-operator`: run the CaptureTask operator (all namespaces unless --namespace)."""
+"""`otus-operator`: run the CaptureTask operator (all namespaces unless --namespace).
+
+Two replicas, one active: kopf peering (``--peering NAME``), not a coordination.k8s.io Lease of our own.
+kopf's peering pauses exactly what must not run twice -- its watchers, handlers and daemons -- and
+resumes them, while its admission server keeps serving, which a standby must do (the webhook Service
+routes to every Ready replica).  A Lease would need that pause rebuilt around kopf.  Priorities are
+random per pod (equal ones would pause every replica), the lifetime is 10 s: a replica killed without a
+goodbye is replaced within about 10 s; one stopped with SIGTERM removes itself at once.  Peering is
+not a strict lock (a starting replica may handle an event before it sees a higher-priority peer);
+the handlers are idempotent, so that overlap is harmless.
+"""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-service", default="otus-operator-webhook", help="Service in front of the webhook")
     p.add_argument("--webhook-namespace", default=None, help="namespace of that Service (default $OTUS_OPERATOR_NAMESPACE)")
     p.add_argument("--webhook-port", type=int, default=9443, help="port the webhook listens on")
+    p.add_argument("--webhook-config", metavar="NAME",
+                   help="the MutatingWebhookConfiguration (the chart's) to put the CA bundle into")
+    p.add_argument("--webhook-ca-secret", metavar="NAME",
+                   help="Secret (in the webhook namespace) through which replicas share the self-signed certificate")
     p.add_argument("--webhook-cert-dir", metavar="DIR",
                    help="tls.crt, tls.key and ca.crt (e.g. from cert-manager); default: a self-signed CA")
     p.add_argument("--sidecar", choices=("auto", "native", "container"), default="auto",
@@ -23,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
                    help="how often each CaptureTask's status is rolled up")
     p.add_argument("--agent-image", metavar="IMAGE", help="agent image for tasks that name none")
+    p.add_argument("--agent-pull-policy", choices=("Always", "IfNotPresent", "Never"), default="IfNotPresent",
+                   help="imagePullPolicy of the agent containers")
     p.add_argument("--agent-resources", metavar="JSON", help="agent resources for tasks that set none")
     p.add_argument("--agent-tolerations", metavar="JSON", help="agent tolerations (nodes mode) for tasks that set none")
     p.add_argument("--metrics-port", type=int, default=8081, help="the operator's Prometheus port (0 = off)")
@@ -71,7 +87,11 @@ def _agent_defaults(args: argparse.Namespace):
     tol = parsed(args.agent_tolerations, list, "--agent-tolerations")
     return AgentDefaults(image=args.agent_image or DEFAULTS.image,
                          resources=res if res is not None else DEFAULTS.resources,
-                         tolerations=tuple(tol) if tol is not None else DEFAULTS.tolerations)
+                         tolerations=tuple(tol) if tol is not None else DEFAULTS.tolerations,
+                         pull_policy=getattr(args, "agent_pull_policy", None) or DEFAULTS.pull_policy)
+
+
+SHUTDOWN_BUDGET_S = 3.5       # SIGTERM to exit, at most (plus half a second for cancellation)
 
 
 async def _operate(kopf, handlers, args) -> None:
@@ -94,7 +114,22 @@ async def _operate(kopf, handlers, args) -> None:
         # after kopf's start-up activities, so after kopf installed its handlers: ours replace them
         handlers.install_signal_handlers(loop)
     waiter.cancel()
-    await op
+    stopping = asyncio.create_task(handlers.STOP.wait())
+    await asyncio.wait({op, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if op.done():
+        stopping.cancel()
+        await op
+        return
+    # Stopping: kopf finishes or cancels its handlers, then gives leftover tasks 5 s of its own --
+    # too long for a 5 s bound on a busy node.  Past SHUTDOWN_BUDGET_S, whatever runs is cancelled.
+    done, _ = await asyncio.wait({op}, timeout=SHUTDOWN_BUDGET_S)
+    if not done:
+        logging.getLogger("otus.operator").warning(
+            f"still stopping after {SHUTDOWN_BUDGET_S:g} s: cancelling what is left")
+        op.cancel()
+        await asyncio.wait({op}, timeout=0.5)
+    elif not op.cancelled() and op.exception() is not None:
+        raise op.exception()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,11 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         c.webhook_namespace = args.webhook_namespace
     c.webhook_port = args.webhook_port
     c.cert_dir = args.webhook_cert_dir
+    c.webhook_config = args.webhook_config
+    c.webhook_ca_secret = args.webhook_ca_secret
     c.sidecar = args.sidecar
     c.status_interval_s = args.status_interval
     c.post_events = not args.no_events
     c.agent = agent
     c.peering = args.peering
+    c.namespaces = tuple(args.namespace or ())
     c.peering_lifetime = args.peering_lifetime
     if c.webhook:
         handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up

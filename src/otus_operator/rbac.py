@@ -14,7 +14,9 @@ from .crd import GROUP
 
 _CRUD = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
-OPERATOR_RULES: list[tuple[str, dict]] = [
+# What the operator does in the namespaces it watches: all of them (in the ClusterRole), or, with
+# operator.watchNamespaces, in a Role of each watched namespace only.
+WATCH_RULES: list[tuple[str, dict]] = [
     ("CaptureTasks: watch, finalizers and annotations",
      {"apiGroups": [GROUP], "resources": ["capturetasks"], "verbs": ["get", "list", "watch", "patch", "update"]}),
     ("CaptureTask status: roll-up",
@@ -29,27 +31,42 @@ OPERATOR_RULES: list[tuple[str, dict]] = [
      {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}),
     ("sidecar mode, attachExisting: the agent as an ephemeral container in running pods",
      {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]}),
+    ("events on CaptureTasks",
+     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
+]
+
+# What only a cluster-wide grant can give (cluster-scoped objects), always in the ClusterRole.
+OPERATOR_RULES: list[tuple[str, dict]] = [
     ("kopf: namespace and resource discovery",
      {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
     ("kopf: resource discovery",
      {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
       "verbs": ["get", "list", "watch"]}),
-    ("the managed sidecar-injection webhook configurations (kopf writes a mutating and a validating one)",
-     {"apiGroups": ["admissionregistration.k8s.io"],
-      "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
-      "verbs": ["get", "list", "watch", "create", "update", "patch"]}),
+    ("the chart's sidecar-injection webhook configuration: the operator fills in its CA bundle",
+     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+      "resourceNames": ["$webhook"], "verbs": ["get", "patch"]}),
     ("kopf peering (two replicas, one active): see the peers",
      {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"], "verbs": ["list", "watch"]}),
     ("kopf peering: keep-alives in its own peering object only",
      {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
       "resourceNames": ["$peering"], "verbs": ["get", "patch"]}),
-    ("events on CaptureTasks",
-     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
 ]
 
 
+# In the operator's own namespace only (a Role, not the ClusterRole).
+OWN_NAMESPACE_RULES: list[tuple[str, dict]] = [
+    ("the webhook certificate the replicas share (a Secret the chart creates empty)",
+     {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["$caSecret"], "verbs": ["get", "patch"]}),
+]
+
 # names only the Helm release knows: the chart renders them (files/operator-rules.yaml goes through `tpl`)
-PLACEHOLDERS = {"$peering": '{{ include "otus.peeringName" . }}'}
+PLACEHOLDERS = {"$peering": '{{ include "otus.peeringName" . }}', "$webhook": '{{ include "otus.webhookConfig" . }}',
+                "$caSecret": '{{ include "otus.webhookService" . }}-ca'}
+
+
+def release_names(fullname: str) -> dict[str, str]:
+    """The placeholders' values for a release whose chart fullname is ``fullname`` (see _helpers.tpl)."""
+    return {"peering": fullname, "webhook": f"{fullname}-sidecar.otus.io", "caSecret": f"{fullname}-webhook-ca"}
 
 
 def rules(**names: str) -> list[dict]:
@@ -60,7 +77,30 @@ def rules(**names: str) -> list[dict]:
             return rule
         return {**rule, "resourceNames": [names.get(n[1:], n) if n.startswith("$") else n
                                           for n in rule["resourceNames"]]}
-    return [fill(r) for _, r in OPERATOR_RULES]
+    return [fill(r) for _, r in WATCH_RULES + OPERATOR_RULES]
+
+
+def cluster_rules(**names: str) -> list[dict]:
+    """The ClusterRole's rules when the operator watches only some namespaces."""
+    return _fill(OPERATOR_RULES, names)
+
+
+def watch_rules(**names: str) -> list[dict]:
+    return _fill(WATCH_RULES, names)
+
+
+def _fill(table, names):
+    out = []
+    for _, rule in table:
+        if "resourceNames" in rule:
+            rule = {**rule, "resourceNames": [names.get(n[1:], n) if n.startswith("$") else n
+                                              for n in rule["resourceNames"]]}
+        out.append(rule)
+    return out
+
+
+def own_namespace_rules(**names: str) -> list[dict]:
+    return _fill(OWN_NAMESPACE_RULES, names)
 
 
 _NO_NAMES = {"create", "deletecollection"}   # RBAC cannot restrict these by resourceNames
@@ -90,10 +130,10 @@ def allows(rules_: list[dict], verb: str, group: str, resource: str, subresource
     return any(rule_allows(r, verb, group, resource, subresource, name) for r in rules_)
 
 
-def dump_yaml() -> str:
+def dump_yaml(table=None) -> str:
     import yaml
     out = ["# Generated by `python -m otus_operator.rbac`; do not edit by hand."]
-    for why, rule in OPERATOR_RULES:
+    for why, rule in (OPERATOR_RULES if table is None else table):
         out.append(f"# {why}")
         text = yaml.safe_dump([rule], sort_keys=False, default_flow_style=None, width=120).rstrip()
         for k, v in PLACEHOLDERS.items():
@@ -103,4 +143,7 @@ def dump_yaml() -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(dump_yaml())
+    # python -m otus_operator.rbac [own-namespace]
+    # python -m otus_operator.rbac [own-namespace | watch]
+    table = {"own-namespace": OWN_NAMESPACE_RULES, "watch": WATCH_RULES}.get((sys.argv[1:] or [""])[0])
+    sys.stdout.write(dump_yaml(table))

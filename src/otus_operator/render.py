@@ -27,7 +27,21 @@ LABEL = "otus.io/capturetask"
 MANAGED = {"app.kubernetes.io/managed-by": "otus-operator"}
 CONTAINER = "otus-agent"
 TASK_DIR = "/etc/otus/task"
-METRICS_PORT = 9091
+METRICS_PORT = 9091                       # sidecars: the pod's own network namespace, no conflict
+AGENT_PORTS = range(9091, 9091 + 900)     # DaemonSet agents: host ports (hostNetwork), one per task
+
+
+def allocate_port(used: set[int]) -> int:
+    """The lowest agent host port no other DaemonSet-mode task holds.
+
+    hostNetwork pods' container ports are host ports: two tasks' agents asking for the same one on
+    a node leave the second Pending ("didn't have free ports", issue 13.3), and without the
+    declaration they would collide at bind().  Every task gets a port of its own, recorded in its
+    status (agentPort), so a node runs as many tasks as the range holds."""
+    for p in AGENT_PORTS:
+        if p not in used:
+            return p
+    raise ValueError(f"no free agent port in {AGENT_PORTS.start}-{AGENT_PORTS.stop - 1}")
 PASSWORD_ENV = "OTUS_KAFKA_SASL_PASSWORD"
 
 
@@ -38,6 +52,7 @@ class AgentDefaults:
     resources: dict = field(default_factory=lambda: {"requests": {"cpu": "200m", "memory": "256Mi"},
                                                      "limits": {"cpu": "2", "memory": "1Gi"}})
     tolerations: tuple = ()
+    pull_policy: str = "IfNotPresent"
 
 
 DEFAULTS = AgentDefaults()
@@ -99,7 +114,8 @@ def _field(path: str) -> dict:
     return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def agent_container(name: str, spec: CaptureTaskSpec, defaults: AgentDefaults = DEFAULTS) -> dict:
+def agent_container(name: str, spec: CaptureTaskSpec, defaults: AgentDefaults = DEFAULTS,
+                    port: int = METRICS_PORT) -> dict:
     """The agent: runs the mounted task file, follows its changes, patches its status entry."""
     env = [{"name": "OTUS_TASK", "value": name},
            {"name": "OTUS_TASK_NAMESPACE", **_field("metadata.namespace")},
@@ -112,12 +128,12 @@ def agent_container(name: str, spec: CaptureTaskSpec, defaults: AgentDefaults = 
     return {
         "name": CONTAINER,
         "image": spec.agent.image or defaults.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": defaults.pull_policy,
         "command": ["otus"],
         "args": ["agent", "--task-file", f"{TASK_DIR}/task.yaml", "--state-dir", "/var/lib/otus",
-                 "--metrics-listen", f":{METRICS_PORT}"],
+                 "--metrics-listen", f":{port}"],
         "env": env,
-        "ports": [{"name": "otus-metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "otus-metrics", "containerPort": port, "protocol": "TCP"}],
         "resources": spec.agent.resources if spec.agent.resources is not None else defaults.resources,
         "securityContext": {
             "runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
@@ -131,10 +147,11 @@ def agent_container(name: str, spec: CaptureTaskSpec, defaults: AgentDefaults = 
     }
 
 
-def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec, defaults: AgentDefaults = DEFAULTS) -> dict:
+def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec, defaults: AgentDefaults = DEFAULTS,
+              port: int = METRICS_PORT) -> dict:
     if spec.target.nodes is None:
         raise ValueError("daemonset: the CaptureTask does not target nodes")
-    container = agent_container(name, spec, defaults)
+    container = agent_container(name, spec, defaults, port)
     tolerations = spec.agent.tolerations if spec.agent.tolerations is not None else list(defaults.tolerations)
     # the hash covers the container only: task changes reach the agents through the
     # mounted ConfigMap without restarting them; image or resource changes roll the pods
@@ -166,7 +183,7 @@ def daemonset(name: str, namespace: str, uid: str, spec: CaptureTaskSpec, defaul
     }
 
 
-def metrics_service(name: str, namespace: str, uid: str) -> dict:
+def metrics_service(name: str, namespace: str, uid: str, port: int = METRICS_PORT) -> dict:
     """A headless Service over the task's agents (DaemonSet pods and injected pods carry LABEL), so a
     ServiceMonitor selecting ``app.kubernetes.io/component: agent-metrics`` finds every agent."""
     meta = _meta(child_name(name) + "-metrics" if len(child_name(name)) <= 55 else child_name(name)[:55] + "-metrics",
@@ -174,17 +191,19 @@ def metrics_service(name: str, namespace: str, uid: str) -> dict:
     meta["labels"]["app.kubernetes.io/component"] = "agent-metrics"
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"clusterIP": "None", "selector": {LABEL: name},
-                     "ports": [{"name": "otus-metrics", "port": METRICS_PORT, "targetPort": "otus-metrics",
+                     "ports": [{"name": "otus-metrics", "port": port, "targetPort": "otus-metrics",
                                 "protocol": "TCP"}]}}
 
 
-def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool) -> list[dict]:
-    """What an agent may do: read its own CaptureTask and patch its status -- nothing else.
+def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool, service_accounts=()) -> list[dict]:
+    """What an agent may do: read its own CaptureTask and its task file, patch its status -- nothing else.
 
-    DaemonSet agents get a ServiceAccount of their own.  Sidecars run under their
-    pod's ServiceAccount, which the operator cannot know in advance, so the
-    binding names the namespace's service-account group; the Role still only
-    reaches this one CaptureTask.
+    DaemonSet agents get a ServiceAccount of their own.  Sidecars run under their pod's
+    ServiceAccount: the binding names exactly the service accounts of the pods that carry this
+    task's agent (``service_accounts``; the webhook adds each injected pod's account before the
+    pod exists, the status loop those of pods it attached to), never the namespace's whole
+    ``system:serviceaccounts:<ns>`` group, so other workloads of the namespace cannot read the
+    task or forge its status.
     """
     n = child_name(name)
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(n, namespace, uid, name),
@@ -193,16 +212,26 @@ def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool) -> list[dict]
                       {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [n], "verbs": ["get"]},
                       {"apiGroups": [GROUP], "resources": ["capturetasks/status"], "resourceNames": [name],
                        "verbs": ["get", "patch"]}]}
-    subject = {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": f"system:serviceaccounts:{namespace}"} \
-        if sidecar else {"kind": "ServiceAccount", "name": n, "namespace": namespace}
+    subjects = [sa_subject(sa, namespace) for sa in sorted(set(service_accounts))] if sidecar \
+        else [sa_subject(n, namespace)]
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": _meta(n, namespace, uid, name),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": n},
-               "subjects": [subject]}
+               "subjects": subjects}
     objs = [role, binding]
     if not sidecar:
         objs.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(n, namespace, uid, name)})
     return objs
+
+
+def sa_subject(sa: str, namespace: str) -> dict:
+    return {"kind": "ServiceAccount", "name": sa, "namespace": namespace}
+
+
+def pod_service_account(pod: dict) -> str:
+    """The ServiceAccount a pod runs as (the API server's default is "default")."""
+    ps = pod.get("spec") or {}
+    return ps.get("serviceAccountName") or ps.get("serviceAccount") or "default"
 
 
 def has_agent(pod: dict) -> bool:

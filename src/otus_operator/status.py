@@ -45,13 +45,45 @@ def crash_looping(pods: list[dict], container: str = "otus-agent") -> list[str]:
     return sorted(out)
 
 
+def unschedulable(pods: list[dict]) -> list[str]:
+    """Pending pods the scheduler could not place, with its reason ("pod: 0/3 nodes are available: ...")."""
+    out = []
+    for p in pods:
+        st = p.get("status") or {}
+        if st.get("phase") not in (None, "Pending"):
+            continue
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                out.append(f"{p.get('metadata', {}).get('name', '?')}: {c.get('message') or c.get('reason', '')}")
+    return sorted(out)
+
+
+COUNTERS = ("packets", "drops", "sipMessages")
+
+
+def monotonic_totals(prev: dict, parsed: dict[str, AgentStatus]) -> tuple[dict, dict]:
+    """(totals, counters): totals grow by what each agent counted since its last seen counters; a counter
+    below its last value means the agent restarted its counters (a new pod, a task restart after a spec
+    change), so all of it is new.  Totals never go backwards over the task's life (issue 13.7)."""
+    current = {n: {k: getattr(a, k) for k in COUNTERS} for n, a in parsed.items()}
+    if "counters" not in prev:                      # a status written before counters existed
+        return {k: sum(c[k] for c in current.values()) for k in COUNTERS}, current
+    last = prev.get("counters") or {}
+    totals = {k: int((prev.get("totals") or {}).get(k, 0)) for k in COUNTERS}
+    for n, cur in current.items():
+        before = last.get(n) or {}
+        for k in COUNTERS:
+            b = int(before.get(k, 0))
+            totals[k] += cur[k] - b if cur[k] >= b else cur[k]
+    return totals, current
+
+
 def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now: datetime,
             previous: dict | None = None, desired_agents: int | None = None,
-            crashing: list[str] | None = None) -> dict:
+            crashing: list[str] | None = None, unscheduled: list[str] | None = None) -> dict:
     prev = previous or {}
     parsed = {name: AgentStatus.model_validate(a) for name, a in agents.items()}
-    totals = {"packets": sum(a.packets for a in parsed.values()), "drops": sum(a.drops for a in parsed.values()),
-              "sipMessages": sum(a.sipMessages for a in parsed.values())}
+    totals, counters = monotonic_totals(prev, parsed)
 
     def fresh(a: AgentStatus) -> bool:
         t = _parse(a.lastReport)
@@ -73,6 +105,10 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
         completion = completion or _ts(now)
     elif failed and ready == 0:
         phase, ready_c = "Failed", ("False", "AgentsFailed", f"agents failed: {', '.join(sorted(failed))}")
+    elif unscheduled and ready < want:
+        phase = "Running" if ready else "Pending"
+        ready_c = ("False", "AgentsUnschedulable", f"{ready}/{want} agents capturing; not scheduled: "
+                   + "; ".join(unscheduled[:5]))
     elif not parsed:
         phase, ready_c = "Pending", ("False", "AgentsPending", "no agent has reported yet")
     elif ready >= want:
@@ -90,6 +126,8 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
         reasons.append(("KafkaUnavailable", f"records waiting in the spool on {', '.join(spooling)}"))
     if failed and phase != "Failed":
         reasons.append(("AgentFailed", f"agents failed: {', '.join(sorted(failed))}"))
+    if unscheduled and phase not in ("Suspended", "Succeeded"):
+        reasons.insert(0, ("AgentUnschedulable", "agent pods not scheduled: " + "; ".join(unscheduled[:5])))
     if crashing and phase not in ("Suspended", "Succeeded"):
         reasons.insert(0, ("AgentCrashLooping", f"agent containers crash-looping in {', '.join(crashing[:10])}"))
     degraded = ("True", reasons[0][0], "; ".join(m for _, m in reasons)) if reasons else ("False", "AsExpected", "")
@@ -113,4 +151,16 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
         "conditions": [cond("Ready", ready_c), cond("Capturing", capturing), cond("Degraded", degraded)],
         "startTime": start,
         "completionTime": completion,
+        "counters": counters,
     }
+
+
+def departed(agents: dict[str, dict], pods: set[str], now: datetime) -> list[str]:
+    """Agent entries to drop from status.agents (issue 13.8): their pod is gone and they have been
+    silent for STALE_AFTER_S (a fresh report outlives the pod list it raced with)."""
+    out = []
+    for name, a in agents.items():
+        t = _parse((a or {}).get("lastReport"))
+        if name not in pods and (t is None or (now - t).total_seconds() > STALE_AFTER_S):
+            out.append(name)
+    return sorted(out)

@@ -147,8 +147,17 @@ def test_chart_copies_match_their_sources():
         "cp crds/capturetask.yaml helm/otus/crds/"
     assert (CHART / "files" / "operator-rules.yaml").read_text() == rbac.dump_yaml(), \
         "python -m otus_operator.rbac > helm/otus/files/operator-rules.yaml"
-    role = next(d for d in render({}) if d["kind"] == "ClusterRole")
-    assert role["rules"] == rbac.rules(peering="otus")
+    assert (CHART / "files" / "operator-namespace-rules.yaml").read_text() == \
+        rbac.dump_yaml(rbac.OWN_NAMESPACE_RULES), \
+        "python -m otus_operator.rbac own-namespace > helm/otus/files/operator-namespace-rules.yaml"
+    docs = render({})
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert role["rules"] == rbac.rules(**rbac.release_names("otus"))
+    assert (CHART / "files" / "operator-watch-rules.yaml").read_text() == rbac.dump_yaml(rbac.WATCH_RULES), \
+        "python -m otus_operator.rbac watch > helm/otus/files/operator-watch-rules.yaml"
+    own = next(d for d in docs if d["kind"] == "Role")
+    assert own["metadata"]["namespace"] == "otus-system"
+    assert own["rules"] == rbac.own_namespace_rules(**rbac.release_names("otus"))
 
 
 def test_two_replicas_peer_with_probes_that_mean_something():
@@ -172,6 +181,90 @@ def test_two_replicas_peer_with_probes_that_mean_something():
     ns = render({"operator": {"replicas": 2, "watchNamespaces": ["voip", "sbc"]}})
     assert not by_kind(ns, "ClusterKopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in by_kind(ns, "KopfPeering")) == ["sbc", "voip"]
+
+
+def test_watch_namespaces_scope_the_operator_to_roles_in_those_namespaces():
+    """Least privilege (issue 13): with watchNamespaces, no cluster-wide rights on DaemonSets, RBAC objects,
+    ConfigMaps, Services, pods or CaptureTasks: a Role in each watched namespace."""
+    from otus_operator import rbac
+    names = rbac.release_names("otus")
+    docs = render(OPTIONS["namespaces"])
+    cr = by_kind(docs, "ClusterRole")[0]
+    assert cr["rules"] == rbac.cluster_rules(**names)
+    for res in ("daemonsets", "roles", "rolebindings", "configmaps", "pods", "capturetasks"):
+        assert not any(res in r["resources"] for r in cr["rules"]), res
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(docs, "Role")}
+    assert set(roles) == {"voip", "sbc", "otus-system"}
+    for ns in ("voip", "sbc"):
+        assert roles[ns]["rules"] == rbac.watch_rules(**names)
+        rb = next(b for b in by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == ns)
+        assert rb["roleRef"]["name"] == roles[ns]["metadata"]["name"]
+        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "otus-operator", "namespace": "otus-system"}]
+
+
+def test_uninstall_leaves_no_webhook_configuration_behind():
+    """Issue 13.5/13.8: the chart owns the MutatingWebhookConfiguration (a release object, so `helm
+    uninstall` deletes it; no hook, no keep policy), the operator only patches its CA in and creates no
+    cluster-scoped object itself (tests/operator check its calls); there is no validating configuration."""
+    docs = render({})
+    cfg = by_kind(docs, "MutatingWebhookConfiguration")
+    assert len(cfg) == 1 and not by_kind(docs, "ValidatingWebhookConfiguration")
+    meta = cfg[0]["metadata"]
+    assert "helm.sh/hook" not in meta.get("annotations", {}) and "helm.sh/resource-policy" not in \
+        meta.get("annotations", {})
+    from otus_operator.main import build_parser
+    args = build_parser().parse_args(_operator_args(docs))
+    assert args.webhook_config == meta["name"] == "otus-sidecar.otus.io"
+    hook = cfg[0]["webhooks"][0]
+    assert hook["clientConfig"]["service"] == {"name": "otus-webhook", "namespace": "otus-system", "port": 443,
+                                               "path": "/inject"}
+    assert hook["timeoutSeconds"] == 5 and hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "NoneOnDryRun"
+    expr = hook["namespaceSelector"]["matchExpressions"]
+    assert {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+            "values": ["kube-system", "kube-node-lease", "kube-public", "otus-system"]} in expr
+    assert hook["objectSelector"]["matchExpressions"] == [{"key": "otus.io/inject", "operator": "NotIn",
+                                                            "values": ["false"]}]
+    secret = next(d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == args.webhook_ca_secret)
+    assert "data" not in secret                             # the operator fills it in
+    scoped = by_kind(render(OPTIONS["namespaces"]), "MutatingWebhookConfiguration")[0]["webhooks"][0]
+    assert {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["voip", "sbc"]} in \
+        scoped["namespaceSelector"]["matchExpressions"]
+    cm = by_kind(render(OPTIONS["cert-manager"]), "MutatingWebhookConfiguration")[0]
+    assert cm["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "otus-system/otus-webhook"
+    assert not by_kind(render(OPTIONS["no-webhook"]), "MutatingWebhookConfiguration")
+
+
+def test_helm_test_hooks_check_crd_operator_and_webhook():
+    from otus_operator import selftest
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render({}, name="otus", namespace="otus-system", is_install=True)
+    docs = [d for p, t in out.items() if "/tests/" in p for d in yaml.safe_load_all(t) if d]
+    pods = by_kind(docs, "Pod")
+    assert {p["spec"]["containers"][0]["command"][-1] for p in pods} == {"crd-served", "operator-ready",
+                                                                          "webhook-answers"}
+    for d in docs:
+        assert d["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        assert d["metadata"].get("namespace") == "otus-system"       # nothing cluster-scoped to leave behind
+        kubernetes_validate.validate(d, KUBE, strict=True)
+    for p in pods:
+        assert p["spec"]["containers"][0]["command"][:3] == ["python", "-m", "otus_operator.selftest"]
+        assert p["metadata"]["labels"]["otus.io/inject"] == "false"
+        assert p["spec"]["containers"][0]["command"][-1] in selftest.__doc__
+    env = {e["name"]: e["value"] for e in pods[0]["spec"]["containers"][0]["env"]}
+    svc_names = {s["metadata"]["name"] for s in by_kind(render({}), "Service")}
+    assert env["OTUS_METRICS_SERVICE"] in svc_names and env["OTUS_WEBHOOK_SERVICE"] in svc_names
+    no_hook = chart.render(OPTIONS["no-webhook"], name="otus", namespace="otus-system", is_install=True)
+    assert "webhook-answers" not in no_hook["otus/templates/tests/checks.yaml"]
+
+
+def test_agent_pull_policy_reaches_the_agents():
+    from otus_operator import render as r
+    from otus_operator.crd import CaptureTaskSpec
+    from otus_operator.main import _agent_defaults, build_parser
+    d = _agent_defaults(build_parser().parse_args(_operator_args(render({"agent": {"image": {
+        "repository": "r/agent", "pullPolicy": "Always"}}}))))
+    spec = CaptureTaskSpec.model_validate({"target": {"nodes": {}}})
+    assert r.agent_container("t", spec, d)["imagePullPolicy"] == "Always"
 
 
 def test_dashboard_queries_name_real_metrics():

@@ -31,6 +31,31 @@ def cluster():
     c.stop()
 
 
+def chart_objects(values: dict | None = None) -> list[dict]:
+    """The Helm chart's objects for release "otus" in otus-system (helm-python-sdk renders it)."""
+    import pathlib
+
+    import yaml
+    helm = pytest.importorskip("helm_python")
+    chart = helm.Chart.load(str(pathlib.Path(__file__).resolve().parents[2] / "helm" / "otus"))
+    out = chart.render(values or {}, name="otus", namespace="otus-system", is_install=True)
+    return [d for path, text in out.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
+
+
+def install_chart_objects(cluster) -> None:
+    """What `helm install` creates that the operator works with: its webhook configuration, the empty
+    Secret for the shared certificate, the peering object."""
+    from kubernetes import client
+    c = cluster.client()
+    for d in chart_objects():
+        if d["kind"] == "MutatingWebhookConfiguration":
+            client.AdmissionregistrationV1Api(c).create_mutating_webhook_configuration(d)
+        elif d["kind"] == "Secret":
+            client.CoreV1Api(c).create_namespaced_secret(d["metadata"]["namespace"], d)
+        elif d["kind"] == "ClusterKopfPeering":
+            client.CustomObjectsApi(c).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", d)
+
+
 @pytest.fixture(scope="session")
 def operator(cluster, tmp_path_factory):
     from emulator import Operator
@@ -45,11 +70,15 @@ def operator(cluster, tmp_path_factory):
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = cluster.operator_kubeconfig  # read at import, before this fixture
     config.load_kube_config(config_file=cluster.operator_kubeconfig)  # the handlers' client
     kube.reset()
-    handlers.CONFIG.post_events = False                   # kmock cannot generateName events
+    handlers.CONFIG.post_events = True                    # the emulator names generateName objects (Events)
     handlers.CONFIG.webhook = True
     handlers.CONFIG.webhook_addr = "127.0.0.1"
     handlers.CONFIG.webhook_port = free_port()
     handlers.CONFIG.webhook_namespace = "otus-system"
+    handlers.CONFIG.webhook_service = "otus-webhook"
+    handlers.CONFIG.webhook_config = "otus-sidecar.otus.io"
+    handlers.CONFIG.webhook_ca_secret = "otus-webhook-ca"
+    install_chart_objects(cluster)
     handlers.CONFIG.work_dir = str(tmp_path_factory.mktemp("operator"))
     handlers.CONFIG.status_interval_s = 0.5
     handlers.CONFIG.sidecar = "auto"                      # the emulator says 1.26: regular containers
@@ -81,3 +110,7 @@ def operator_calls_are_allowed_by_its_rbac(request):
     calls = cluster.calls(OPERATOR_USER, since=start)
     missing = uncovered_calls(calls)
     assert not missing, "API calls not allowed by the operator's RBAC rules:\n" + "\n".join(missing)
+    # helm uninstall removes what the chart made; anything cluster-scoped the operator created would stay
+    made = sorted({f"{c.resource} {c.name or ''}" for c in calls if c.verb == "create" and c.namespace is None
+                   and c.resource})
+    assert not made, f"the operator created cluster-scoped objects: {made}"

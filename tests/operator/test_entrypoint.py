@@ -50,7 +50,7 @@ def _start(cluster, tmp_path, *extra: str, env: dict | None = None):
                              "--webhook-port", str(ports["hook"]), "--webhook-namespace", "otus-system",
                              "--agent-image", "registry.example/otus-agent:9.9", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TMPDIR": str(tmp_path), **(env or {})})
+                            env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONFAULTHANDLER": "1", **(env or {})})
     out = io.BytesIO()
     def pump() -> None:
         for line in proc.stdout:
@@ -132,12 +132,16 @@ def test_the_console_script_runs_the_operator_and_sigterm_stops_it_within_5s(tmp
                 try:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                    proc.send_signal(signal.SIGABRT)      # PYTHONFAULTHANDLER: every thread's stack in the output
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
                 took = time.monotonic() - t0
             out = _output(proc)
             assert proc.returncode == 0 and took < 5, f"round {round_}: rc {proc.returncode} after {took:.1f} s\n" \
-                + out[-3000:]
+                + out[-12000:]
             assert "Traceback" not in out, out[-3000:]
             _check_rbac(cluster)
         finally:

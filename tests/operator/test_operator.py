@@ -175,6 +175,42 @@ def test_daemonset_mode_lifecycle(api, ns):
         assert gone(lambda: read("otus-edge-sip", ns)), read.__name__
 
 
+def test_two_daemonset_tasks_get_their_own_host_ports_and_events(api, ns):
+    """Issue 13.3: tasks sharing nodes do not share the agents' host port; 13.6: Events on the task."""
+    for n in ("port-a", "port-b"):
+        t = example("daemonset")
+        t["metadata"]["name"] = n
+        create(api, ns, t)
+    ports = {}
+    for n in ("port-a", "port-b"):
+        ds = wait_for(lambda: json.loads(api["apps"].read_namespaced_daemon_set(f"otus-{n}", ns,
+                                                                                 _preload_content=False).data),
+                      what=f"the DaemonSet of {n}")
+        c = ds["spec"]["template"]["spec"]["containers"][0]
+        ports[n] = c["ports"][0]["containerPort"]
+        wait_for(lambda: status(api, ns, n).get("agentPort") == ports[n], what="the port in the status")
+        svc = api["core"].read_namespaced_service(f"otus-{n}-metrics", ns)
+        assert svc.spec.ports[0].port == ports[n]
+    assert ports["port-a"] != ports["port-b"], ports
+    # the scheduler could not place an agent: the status says why
+    api["core"].create_namespaced_pod(ns, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "otus-port-b-x", "namespace": ns, "labels": {"otus.io/capturetask": "port-b"}},
+        "spec": {"containers": [{"name": "otus-agent", "image": "i"}]},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                   "reason": "Unschedulable", "message": "0/1 nodes are available: 1 node(s) didn't have free "
+                   "ports for the requested pod ports."}]}})
+    st = wait_for(lambda: cond(status(api, ns, "port-b"), "Ready").get("reason") == "AgentsUnschedulable"
+                  and status(api, ns, "port-b"), what="the reason in the status")
+    assert "free ports" in cond(st, "Ready")["message"]
+    events = wait_for(lambda: [e for e in api["core"].list_namespaced_event(ns).items
+                               if e.involved_object.name == "port-b"], what="Events on the CaptureTask")
+    assert any(e.reason for e in events) and all(e.involved_object.kind == "CaptureTask" for e in events)
+    for n in ("port-a", "port-b"):
+        api["custom"].delete_namespaced_custom_object(G, V, ns, P, n)
+    wait_for(lambda: gone(lambda: get(api, ns, "port-b")), what="deleted")
+
+
 def test_duration_elapsed_is_succeeded_and_the_cr_stays(api, ns):
     t = example("daemonset")
     t["metadata"]["name"] = "short"
@@ -224,18 +260,19 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
     create(api, ns, example("sidecar"))
     wait_for(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns), what="ConfigMap")
     binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-sbc-sip", ns, _preload_content=False).data)
-    assert binding["subjects"][0] == {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
-                                      "name": f"system:serviceaccounts:{ns}"}
+    assert not binding.get("subjects")          # no pod carries the agent yet: nobody may read the task
     assert gone(lambda: api["apps"].read_namespaced_daemon_set("otus-sbc-sip", ns))
 
-    # kopf manages the webhook configuration: our Service, our CA
-    cfg = wait_for(lambda: api["adm"].read_mutating_webhook_configuration("otus-sidecar.otus.io",
-                                                                          _preload_content=False), what="webhook cfg")
-    hook = json.loads(cfg.data)["webhooks"][0]
+    # the chart's webhook configuration, with the CA the operator put in (its shared certificate)
+    hook = wait_for(lambda: (h := json.loads(api["adm"].read_mutating_webhook_configuration(
+        "otus-sidecar.otus.io", _preload_content=False).data)["webhooks"][0])["clientConfig"].get("caBundle") and h,
+        what="the CA bundle in the webhook configuration")
     cc = hook["clientConfig"]
-    assert cc["service"]["name"] == "otus-operator-webhook" and cc["service"]["namespace"] == "otus-system"
+    assert cc["service"]["name"] == "otus-webhook" and cc["service"]["namespace"] == "otus-system"
     assert hook["failurePolicy"] == "Ignore" and hook["rules"][0]["resources"] == ["pods"]
-    assert hook["sideEffects"] == "None"
+    assert hook["sideEffects"] == "NoneOnDryRun" and hook["timeoutSeconds"] == 5
+    secret = api["core"].read_namespaced_secret("otus-webhook-ca", "otus-system").data
+    assert base64.b64decode(secret["ca.crt"]) == base64.b64decode(cc["caBundle"])     # replicas share it
 
     # the API server's side of the call, over TLS verified against the advertised CA bundle
     ctx = ssl.create_default_context(cadata=base64.b64decode(cc["caBundle"]).decode())
@@ -250,7 +287,7 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
         class Conn(http.client.HTTPSConnection):
             def connect(self):
                 super(http.client.HTTPSConnection, self).connect()
-                self.sock = ctx.wrap_socket(self.sock, server_hostname="otus-operator-webhook.otus-system.svc")
+                self.sock = ctx.wrap_socket(self.sock, server_hostname="otus-webhook.otus-system.svc")
         handler = urllib.request.HTTPSHandler(context=ctx)
         handler.https_open = lambda r: handler.do_open(Conn, r)
         return json.loads(urllib.request.build_opener(handler).open(req, timeout=10).read())
@@ -267,6 +304,14 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
     assert patched["metadata"]["labels"] == {"app": "sbc", "tier": "edge", "otus.io/capturetask": "sbc-sip"}
     validate_k8s(patched)
 
+    # the injected pod's service account (here the default one) may now read its task, and only it
+    binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-sbc-sip", ns, _preload_content=False).data)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
+    pod_sa = _pod("sbc-sa", ns, {"app": "sbc"})
+    pod_sa["spec"]["serviceAccountName"] = "sbc"
+    assert call(pod_sa)["response"].get("patch")
+    binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-sbc-sip", ns, _preload_content=False).data)
+    assert {s["name"] for s in binding["subjects"]} == {"default", "sbc"}
     other = call(_pod("web-0", ns, {"app": "web"}))["response"]
     assert other["allowed"] is True and "patch" not in other
     again = call(patched)["response"]                           # already carries an agent: left alone
@@ -297,7 +342,10 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
 
     api["custom"].delete_namespaced_custom_object(G, V, ns, P, "sbc-sip")
     wait_for(lambda: gone(lambda: get(api, ns, "sbc-sip")), what="CR gone")
+    # issue 13.4, the operator's side: the agents' access is revoked, their task file is gone
     assert gone(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns))
+    assert gone(lambda: api["rbac"].read_namespaced_role_binding("otus-sbc-sip", ns))
+    assert gone(lambda: api["rbac"].read_namespaced_role("otus-sbc-sip", ns))
 
 
 def test_operator_metrics_count_what_happened(api, ns):

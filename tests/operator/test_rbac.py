@@ -2,7 +2,7 @@
 check conftest.py applies to every API call the operator makes in the emulator."""
 from __future__ import annotations
 
-from emulator import Call
+from emulator import Call, uncovered_calls
 
 from otus_operator import rbac
 
@@ -21,20 +21,24 @@ def test_rule_semantics_follow_the_api_server():
     assert rbac.rule_allows(star, "delete", "x.io", "things", "status", "n")
 
 
-def test_both_webhook_configurations_kopf_manages_are_granted():
-    """Issue 13.1: kopf's managed admission writes a validating configuration too."""
-    for res in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
-        for verb in ("get", "list", "watch", "create", "patch"):
-            assert rbac.allows(rbac.rules(), verb, "admissionregistration.k8s.io", res, name="otus-sidecar.otus.io"), \
-                (verb, res)
+def test_only_its_own_webhook_configuration_and_no_validating_one():
+    """Issue 13.1/13.5: the chart owns the configuration, the operator only patches its CA in; kopf's
+    managed mode (which also wrote a ValidatingWebhookConfiguration) is off."""
+    rules = rbac.rules(**rbac.release_names("otus"))
+    adm = "admissionregistration.k8s.io"
+    assert rbac.allows(rules, "patch", adm, "mutatingwebhookconfigurations", name="otus-sidecar.otus.io")
+    assert not rbac.allows(rules, "patch", adm, "mutatingwebhookconfigurations", name="someone-elses")
+    assert not rbac.allows(rules, "create", adm, "mutatingwebhookconfigurations", name="otus-sidecar.otus.io")
+    assert not any(rbac.allows(rules, v, adm, "validatingwebhookconfigurations", name="otus-sidecar.otus.io")
+                   for v in ("get", "create", "patch"))
 
 
 def test_the_call_check_flags_what_the_rules_miss():
-    from emulator import uncovered_calls
-    calls = [Call("op", "create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", None, None,
+    calls = [Call("op", "create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", None, None,
                   None, "/apis/..."),
-             Call("op", "get", "", "", None, None, None, "/api")]          # discovery: not a resource request
-    without = [r for r in rbac.rules() if "validatingwebhookconfigurations" not in r["resources"]]
-    assert uncovered_calls(calls, without) == [
-        "create admissionregistration.k8s.io/validatingwebhookconfigurations ns=None name=None (/apis/...)"]
-    assert uncovered_calls(calls) == []
+             Call("op", "get", "", "", None, None, None, "/api"),           # discovery: not a resource request
+             Call("op", "get", "", "secrets", None, "otus-system", "otus-webhook-ca", "/api/v1/..."),
+             Call("op", "get", "", "secrets", None, "voip", "otus-webhook-ca", "/api/v1/...")]
+    assert uncovered_calls(calls) == [
+        "create admissionregistration.k8s.io/mutatingwebhookconfigurations ns=None name=None (/apis/...)",
+        "get core/secrets ns=voip name=otus-webhook-ca (/api/v1/...)"]

@@ -87,3 +87,73 @@ def test_crash_looping_agents_degrade():
     st = roll_up(NODES, {"a": agent()}, 1, NOW, desired_agents=1, crashing=["loop"])
     d = next(c for c in st["conditions"] if c["type"] == "Degraded")
     assert d["status"] == "True" and d["reason"] == "AgentCrashLooping" and "loop" in d["message"]
+
+
+# ----------------------------------------------------------------- issue 13: ports, reasons, totals, departures
+def _spec_nodes():
+    from otus_operator.crd import CaptureTaskSpec
+    return CaptureTaskSpec.model_validate({"target": {"nodes": {}}})
+
+
+def test_two_daemonset_tasks_on_one_node_do_not_conflict_on_host_ports():
+    """Issue 13.3: hostNetwork container ports are host ports; each task's agents get their own."""
+    from otus_operator import render
+    spec = _spec_nodes()
+    p1 = render.allocate_port(set())
+    p2 = render.allocate_port({p1})
+    a, b = (render.daemonset(n, "voip", "u", spec, port=p) for n, p in (("one", p1), ("two", p2)))
+    ports = []
+    for ds in (a, b):
+        pod = ds["spec"]["template"]["spec"]
+        assert pod["hostNetwork"] is True
+        c = pod["containers"][0]
+        port = c["ports"][0]["containerPort"]
+        assert c["args"][c["args"].index("--metrics-listen") + 1] == f":{port}"   # the agent binds what it declares
+        ports.append(port)
+    assert len(set(ports)) == 2 and p1 == render.METRICS_PORT
+    assert render.metrics_service("two", "voip", "u", p2)["spec"]["ports"][0]["port"] == p2
+    assert render.allocate_port(set(range(9091, 9100))) == 9100
+
+
+def test_an_unschedulable_agent_says_why():
+    from otus_operator import status
+    pending = {"metadata": {"name": "otus-two-x"}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."}]}}
+    why = status.unschedulable([pending, {"metadata": {"name": "ok"}, "status": {"phase": "Running"}}])
+    assert why == ["otus-two-x: 0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod "
+                   "ports."]
+    st = status.roll_up(_spec_nodes(), {}, 1, NOW, {}, desired_agents=1, unscheduled=why)
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert st["phase"] == "Pending" and ready["reason"] == "AgentsUnschedulable" and "free ports" in ready["message"]
+    assert next(c for c in st["conditions"] if c["type"] == "Degraded")["reason"] == "AgentUnschedulable"
+
+
+def test_totals_never_go_backwards_when_agents_restart_their_counters():
+    """Issue 13.7: a spec change restarts the agents' counters (500 -> 100); totals keep growing."""
+    from otus_operator import status
+    spec = _spec_nodes()
+
+    def entry(packets):
+        return {"state": "Capturing", "packets": packets, "drops": 0, "sipMessages": packets // 10,
+                "lastReport": "2026-01-01T00:00:00Z"}
+    st = status.roll_up(spec, {"a": entry(500)}, 1, NOW, {})
+    assert st["totals"]["packets"] == 500
+    seen = [500]
+    for packets in (100, 300, 50, 50, 0, 20):          # restarts at 100, 50, 0
+        st = status.roll_up(spec, {"a": entry(packets)}, 2, NOW, st)
+        seen.append(st["totals"]["packets"])
+    assert seen == [500, 600, 800, 850, 850, 850, 870]
+    assert all(x <= y for x, y in zip(seen, seen[1:]))
+    # an agent that went away keeps what it counted; a new one adds
+    st = status.roll_up(spec, {"b": entry(5)}, 2, NOW, st)
+    assert st["totals"]["packets"] == 875
+
+
+def test_departed_agents_leave_the_status():
+    from datetime import timedelta
+    from otus_operator import status
+    old = (NOW - timedelta(seconds=status.STALE_AFTER_S + 5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fresh = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    agents = {"gone": {"lastReport": old}, "racing": {"lastReport": fresh}, "alive": {"lastReport": old}}
+    assert status.departed(agents, {"alive"}, NOW) == ["gone"]

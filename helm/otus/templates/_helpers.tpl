@@ -9,6 +9,7 @@
 
 {{- define "otus.operatorName" -}}{{ include "otus.fullname" . }}-operator{{- end -}}
 {{- define "otus.peeringName" -}}{{ include "otus.fullname" . }}{{- end -}}
+{{- define "otus.webhookConfig" -}}{{ include "otus.fullname" . }}-sidecar.otus.io{{- end -}}
 {{- define "otus.webhookService" -}}{{ include "otus.fullname" . }}-webhook{{- end -}}
 
 {{- define "otus.labels" -}}
