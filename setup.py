@@ -5,8 +5,14 @@ or Cython is missing (or OTUS_PURE_PYTHON=1), the wheel ships only the
 sources and everything still works, just slower.
 """
 import os
+import sys
 
 from setuptools import setup
+
+# Commands that only collect sources or metadata: no C is generated for them, so the sdist carries the
+# .py sources and no generated .c (the wheel built from it runs Cython itself).
+SOURCE_ONLY = {"sdist", "egg_info", "dist_info"}
+BUILDS = {"build", "build_ext", "bdist_wheel", "bdist", "install", "develop", "editable_wheel"}
 
 HOT_MODULES = [
     "src/otus_agent/decode/l2l4_cy.py",
@@ -26,6 +32,9 @@ def _jobs() -> int:
 
 def _extensions():
     if os.environ.get("OTUS_PURE_PYTHON") == "1":
+        return []
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command in SOURCE_ONLY and not BUILDS & set(sys.argv):
         return []
     try:
         from Cython.Build import cythonize

@@ -42,3 +42,29 @@ def test_operator_image_runs_the_console_script_unprivileged():
     text = (ROOT / "Dockerfile.operator").read_text()
     assert 'ENTRYPOINT ["otus-operator"]' in text and "USER 10001" in text
     assert "EXPOSE 9443" in text  # the webhook port the chart's Service targets
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.agent", "Dockerfile.operator"])
+def test_the_base_is_the_only_difference_between_public_and_local_builds(name):
+    """Every stage starts FROM the PYTHON_IMAGE argument (scripts/images passes a local Debian base), and
+    Otus goes into a venv made with `python3 -m venv`, which python:slim and Debian's python3 both have."""
+    text = (ROOT / name).read_text()
+    froms = [x.split()[1] for x in text.splitlines() if x.startswith("FROM ")]
+    assert froms and all(f == "${PYTHON_IMAGE}" for f in froms), froms
+    assert "python3 -m venv /opt/otus" in text and "COPY --from=build /opt/otus /opt/otus" in text
+    assert "ENV PATH=/opt/otus/bin:$PATH" in text
+    code = "\n".join(x for x in text.splitlines() if not x.lstrip().startswith("#"))
+    assert not re.search(r"(RUN|&&|\|\|)\s+\{?\s*(pip|pip3|python)\b", code), "only the venv's or the base's python3, never a bare pip"
+
+
+def test_the_operator_image_needs_no_compiler():
+    text = (ROOT / "Dockerfile.operator").read_text()
+    assert "ENV OTUS_PURE_PYTHON=1" in text and "py3-none-any.whl" in text and "[operator]" in text
+    assert "gcc" not in text and "apt-get" not in text
+
+
+def test_the_agent_image_is_compiled_with_libpcap():
+    text = (ROOT / "Dockerfile.agent").read_text()
+    runtime = text[text.rindex("FROM "):]
+    assert "assert d.COMPILED" in text, "the build fails when the hot path fell back to pure Python"
+    assert "libpcap0.8" in runtime and "gcc" not in runtime and "--uid 10001" in runtime

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import tarfile
 import tomllib
 import zipfile
 
@@ -111,6 +112,12 @@ def test_run_pcap_on_the_corpus(shipped, tmp_path):
 def test_the_sdist_installs(shipped, tmp_path):
     """The sdist (from `git archive HEAD`) installs by itself into another fresh venv and runs. Pure
     Python here: its compiled build is the wheel above, which `python -m build` made from this sdist."""
+    with tarfile.open(shipped.sdist) as tar:
+        names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]
+    for mod in source_modules():
+        path = "src/" + mod.replace(".", "/")
+        assert f"{path}.py" in names or f"{path}/__init__.py" in names, f"{mod} missing from the sdist"
+    assert not [n for n in names if n.endswith(".c")], "generated C in the sdist"
     venv = tmp_path / "sdist-venv"
     check(sys.executable, "-m", "venv", venv, timeout=120)
     env = {**os.environ, "OTUS_PURE_PYTHON": "1"}
