@@ -128,8 +128,8 @@ async def _operate(kopf, handlers, args) -> None:
             f"still stopping after {SHUTDOWN_BUDGET_S:g} s: cancelling what is left")
         op.cancel()
         await asyncio.wait({op}, timeout=0.5)
-    elif not op.cancelled() and op.exception() is not None:
-        raise op.exception()
+    elif not op.cancelled() and (error := op.exception()) is not None:
+        raise error
 
 
 def main(argv: Sequence[str] | None = None) -> int:

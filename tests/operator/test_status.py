@@ -152,6 +152,7 @@ def test_totals_never_go_backwards_when_agents_restart_their_counters():
 
 def test_departed_agents_leave_the_status():
     from datetime import timedelta
+
     from otus_operator import status
     old = (NOW - timedelta(seconds=status.STALE_AFTER_S + 5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     fresh = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
