@@ -8,10 +8,11 @@ typed, $refs inlined, nullables marked), carries the field descriptions for
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 GROUP = "otus.io"
 VERSION = "v1alpha1"
@@ -23,14 +24,39 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check_selector(selector: dict[str, str]) -> dict[str, str]:
+    """A label selector the API server would accept: keys [prefix/]name, values empty or a label name
+    (the syntax of Kubernetes labels).  A bad one fails the task (SelectorInvalid), not a list call."""
+    for key, value in selector.items():
+        prefix, slash, name = key.rpartition("/")
+        if not name or not _LABEL_NAME.match(name) or (slash and (not prefix or len(prefix) > 253
+                                                                  or not _DNS_SUBDOMAIN.match(prefix))):
+            raise ValueError(f"invalid label key {key!r}")
+        if not _LABEL_NAME.match(value):
+            raise ValueError(f"invalid label value {value!r} for {key!r} (at most 63 of A-Z a-z 0-9 - _ ., "
+                             "starting and ending with a letter or digit)")
+    return selector
+
+
+def selector_text(selector: dict[str, str]) -> str:
+    """``app=sbc,tier=edge``: how kubectl writes a selector."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
 class NodeTarget(_M):
     selector: dict[str, str] = Field(default={}, description="Node labels; agents run on every matching node "
                                                              "(empty: every schedulable node).")
+    _check = field_validator("selector")(check_selector)
 
 
 class PodTarget(_M):
     selector: dict[str, str] = Field(min_length=1, description="Pod labels in the CaptureTask's namespace; a capture "
                                                                "sidecar is injected into new matching pods.")
+    _check = field_validator("selector")(check_selector)
     attachExisting: bool = Field(default=False, description="Also attach the agent to matching pods created before "
                                  "the task, as an ephemeral container (no restart; it stays for the pod's life).")
 
@@ -38,6 +64,12 @@ class PodTarget(_M):
 class Target(_M):
     nodes: NodeTarget | None = Field(default=None, description="DaemonSet mode: capture on nodes.")
     pods: PodTarget | None = Field(default=None, description="Sidecar mode: capture inside pods.")
+
+    def text(self) -> str:
+        """What `kubectl get ct -o wide` shows as the target: ``pods app=sbc`` or ``nodes (all)``."""
+        kind, selector = ("pods", self.pods.selector) if self.pods is not None else \
+            ("nodes", self.nodes.selector if self.nodes is not None else {})
+        return f"{kind} {selector_text(selector) or '(all)'}"
 
 
 class Capture(_M):
@@ -131,7 +163,10 @@ class AgentStatus(_M):
     packets: int = 0
     drops: int = 0
     sipMessages: int = 0
+    matchedCalls: int = Field(default=0, description="Dialogs the SIP selector matched (0 until agents count them).")
     spoolBytes: int = 0
+    kafkaAvailable: bool | None = Field(default=None, description="Whether the Kafka reporter reaches a broker "
+                                        "(absent: not reported; the spool size tells then).")
     lastReport: str | None = None
     error: str | None = None
 
@@ -140,6 +175,7 @@ class Totals(_M):
     packets: int = 0
     drops: int = 0
     sipMessages: int = 0
+    matchedCalls: int = Field(default=0, description="Dialogs the SIP selector matched, over all agents.")
 
 
 class PodsStatus(_M):
@@ -152,6 +188,8 @@ class PodsStatus(_M):
 class CaptureTaskStatus(_M):
     phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"] | None = None
     mode: Literal["DaemonSet", "Sidecar"] | None = None
+    target: str | None = Field(default=None, description="Where the task captures: 'nodes' or 'pods' and the "
+                               "selector, as `kubectl get ct -o wide` shows it.")
     observedGeneration: int | None = None
     readyAgents: int = 0
     agents: dict[str, AgentStatus] = {}
@@ -165,6 +203,8 @@ class CaptureTaskStatus(_M):
     counters: dict[str, Totals] = Field(default_factory=dict, description="The last counters seen per agent: "
                                         "totals add what each agent counted since, so they never go backwards "
                                         "when agents restart their counters.")
+    alerts: list[str] = Field(default=[], description="Alerts in effect (reason, or reason/agent): a Warning "
+                              "Event is posted on the CaptureTask when one starts, a Normal one when it ends.")
 
 
 # ----------------------------------------------------------------- schema generation
@@ -239,6 +279,10 @@ def crd() -> dict:
                     {"name": "Packets", "type": "integer", "jsonPath": ".status.totals.packets"},
                     {"name": "Drops", "type": "integer", "jsonPath": ".status.totals.drops"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    # -o wide only
+                    {"name": "Target", "type": "string", "jsonPath": ".status.target", "priority": 1},
+                    {"name": "Matched", "type": "integer", "jsonPath": ".status.totals.matchedCalls", "priority": 1,
+                     "description": "SIP dialogs the selector matched"},
                 ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",

@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 import kopf
 from pydantic import ValidationError
 
-from . import health, kube, metrics, render, status, webhook
-from .crd import GROUP, PLURAL, VERSION, CaptureTaskSpec
+from . import alerts, health, kube, metrics, render, status, webhook
+from .crd import GROUP, PLURAL, VERSION, AgentStatus, CaptureTaskSpec
 
 log = logging.getLogger("otus.operator")
 
@@ -30,7 +30,8 @@ ATTACH_PER_ROUND = 10          # ephemeral containers added per status round, at
 
 @dataclass
 class OperatorConfig:
-    """Set by the entry point (or a test) before kopf starts."""
+    """The operator's settings: built by the entry point (or a test) and handed to kopf as ``memo.config``
+    (kopf's operator memo, shallow-copied into every resource's memo, so every handler sees this object)."""
     webhook: bool = True
     webhook_service: str = "otus-operator-webhook"
     webhook_namespace: str = os.environ.get("OTUS_OPERATOR_NAMESPACE", "otus-system")
@@ -48,10 +49,26 @@ class OperatorConfig:
     namespaces: tuple = ()               # watched namespaces (empty: all)
     peering: str | None = None           # kopf peering object (two replicas, one active); None: standalone
     peering_lifetime: int = 10           # seconds a silent peer counts as alive (failover bound)
+    drop_alert_ratio: float = alerts.DROP_ALERT_RATIO   # Warning Event KernelDrops: share of one interval
 
 
-CONFIG = OperatorConfig()
-_native: bool | None = None
+@dataclass
+class OperatorState:
+    """What the handlers share at run time (``memo.state``): decided at start-up or kept between rounds."""
+    native: bool = False                 # sidecars as native init containers (decided at start-up)
+    port_lock: threading.Lock = field(default_factory=threading.Lock)
+    ports_given: dict[tuple[str, str], int] = field(default_factory=dict)   # allocated, maybe not yet in a status
+    task_cache_lock: threading.Lock = field(default_factory=threading.Lock)
+    task_cache: dict[str, tuple[float, list[dict]]] = field(default_factory=dict)
+
+
+def memo(config: OperatorConfig | None = None) -> kopf.Memo:
+    """The memo to start kopf with (``kopf.operator(memo=...)``)."""
+    return kopf.Memo(config=config or OperatorConfig(), state=OperatorState())
+
+
+def _parts(memo: kopf.Memo) -> tuple[OperatorConfig, OperatorState]:
+    return memo.config, memo.state
 
 # Shutdown.  kopf goes on processing resource events for a moment after SIGTERM and may
 # spawn a status daemon after its daemon killer ran; that daemon would then only end when
@@ -91,39 +108,45 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_) -> None:
-    global _native
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    if "config" not in memo:             # `kopf run` (no embedding): the defaults
+        memo.config, memo.state = OperatorConfig(), OperatorState()
+    cfg, state = _parts(memo)
     settings.persistence.finalizer = "otus.io/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="otus.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="otus.io",
                                                                           key="last-handled-configuration")
     # Events (issue 13.6): kopf 1.45 posts only explicit kopf.event() calls unless loggers is on; with
     # it, every handler's log line of INFO and above becomes an Event on the CaptureTask (kubectl describe)
-    settings.posting.enabled = CONFIG.post_events
-    settings.posting.loggers = CONFIG.post_events
+    settings.posting.enabled = cfg.post_events
+    settings.posting.loggers = cfg.post_events
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "otus-operator"   # the "From" of `kubectl describe ct`
+    # a daemon told to stop (task deleted, operator pausing) gets this long to return before kopf falls
+    # back to cancelling it and re-checking on later handling cycles (which delays the finalizer's removal)
+    settings.background.instant_exit_timeout = 1.0
     settings.watching.server_timeout = 300
     settings.process.ultimate_exiting_timeout = 20    # last resort, within Kubernetes' 30 s grace period
-    if CONFIG.peering:
-        settings.peering.lifetime = CONFIG.peering_lifetime
+    if cfg.peering:
+        settings.peering.lifetime = cfg.peering_lifetime
         settings.peering.stealth = True               # no log line per keep-alive
-    health.HEALTH.webhook = CONFIG.webhook
-    health.HEALTH.peering = bool(CONFIG.peering)
-    if CONFIG.webhook:
+    health.HEALTH.webhook = cfg.webhook
+    health.HEALTH.peering = bool(cfg.peering)
+    if cfg.webhook:
         register_webhook()
-        settings.admission.server = webhook.server(CONFIG.webhook_service, CONFIG.webhook_namespace,
-                                                   CONFIG.webhook_addr, CONFIG.webhook_port,
-                                                   CONFIG.webhook_service_port, CONFIG.cert_dir,
-                                                   os.path.join(CONFIG.work_dir, "webhook-certs"),
-                                                   CONFIG.webhook_config, CONFIG.webhook_ca_secret)
+        settings.admission.server = webhook.server(cfg.webhook_service, cfg.webhook_namespace,
+                                                   cfg.webhook_addr, cfg.webhook_port,
+                                                   cfg.webhook_service_port, cfg.cert_dir,
+                                                   os.path.join(cfg.work_dir, "webhook-certs"),
+                                                   cfg.webhook_config, cfg.webhook_ca_secret)
         # not kopf's managed mode: the chart owns the configuration (helm uninstall removes it)
         settings.admission.managed = None
-    if CONFIG.sidecar == "auto":
+    if cfg.sidecar == "auto":
         minor = kube.server_minor_version()
-        _native = minor is not None and minor >= 29
+        state.native = minor is not None and minor >= 29
     else:
-        _native = CONFIG.sidecar == "native"
-    log.info(f"sidecars injected as {'native init containers' if _native else 'regular containers'}")
+        state.native = cfg.sidecar == "native"
+    log.info(f"sidecars injected as {'native init containers' if state.native else 'regular containers'}")
     health.HEALTH.started = True
 
 
@@ -133,16 +156,30 @@ def _stop_agents(name: str, namespace: str, uid: str, spec: CaptureTaskSpec) -> 
     kube.delete("DaemonSet", namespace, render.child_name(name))
 
 
+def _rejected(body, e: ValidationError, generation: int | None, patch: kopf.Patch, cfg: OperatorConfig) -> str:
+    """Mark the task Failed/InvalidSpec and post one Warning Event per rejected generation (a resume after
+    a restart finds the same generation already rejected and stays quiet)."""
+    msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+    prev = body.get("status") or {}
+    ready = next((c for c in prev.get("conditions") or [] if c.get("type") == "Ready"), {})
+    already = ready.get("reason") == "InvalidSpec" and prev.get("observedGeneration") == generation
+    patch.status.update(_error_status(f"invalid spec: {msg}", generation))
+    if cfg.post_events and not already:
+        selector = any("selector" in err["loc"] for err in e.errors())
+        post(body, "Warning", "SelectorInvalid" if selector else "InvalidSpec", f"task spec rejected: {msg}")
+    return msg
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logger, **_) -> None:
+def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logger, memo: kopf.Memo, **_) -> None:
+    cfg, state = _parts(memo)
     generation = body.get("metadata", {}).get("generation")
     try:
         spec = _spec(body)
     except ValidationError as e:
-        msg = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
-        patch.status.update(_error_status(f"invalid spec: {msg}", generation))
+        msg = _rejected(body, e, generation, patch, cfg)
         metrics.RECONCILES.labels("invalid").inc()
         metrics.set_phase(namespace, name, "Failed")
         raise kopf.PermanentError(f"invalid spec: {msg}") from None
@@ -157,7 +194,7 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
     for obj in render.agent_rbac(name, namespace, uid, sidecar, accounts):
         kube.apply(obj)
     kube.apply(render.configmap(name, namespace, uid, spec, suspended=spec.suspend or finished))
-    port = render.METRICS_PORT if sidecar else agent_port(body, namespace, name)
+    port = render.METRICS_PORT if sidecar else agent_port(body, namespace, name, cfg, state)
     if not sidecar:
         patch.status["agentPort"] = port
     kube.apply(render.metrics_service(name, namespace, uid, port))
@@ -165,55 +202,54 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
         if kube.delete("DaemonSet", namespace, render.child_name(name)):
             logger.info("agents stopped: DaemonSet deleted")
     else:
-        kube.apply(render.daemonset(name, namespace, uid, spec, CONFIG.agent, port))
+        kube.apply(render.daemonset(name, namespace, uid, spec, cfg.agent, port))
     patch.status["mode"] = "Sidecar" if sidecar else "DaemonSet"
+    patch.status["target"] = spec.target.text()
     if spec.suspend:
         patch.status["agents"] = None        # stale entries would read as running agents on resume
     metrics.RECONCILES.labels("ok").inc()
     logger.info(f"reconciled ({'suspended' if spec.suspend else 'sidecar' if sidecar else 'daemonset'})")
 
 
-_port_lock = threading.Lock()
-_ports_given: dict[tuple[str, str], int] = {}      # allocated here, maybe not yet in a status
-
-
-def agent_port(body, namespace: str, name: str) -> int:
+def agent_port(body, namespace: str, name: str, cfg: OperatorConfig, state: OperatorState) -> int:
     """This DaemonSet task's agent host port: the one in its status, else the lowest no other task holds
     (one active operator allocates; the lock covers kopf handling several tasks at once)."""
     have = (body.get("status") or {}).get("agentPort")
     if isinstance(have, int):
         return have
-    with _port_lock:
-        if (namespace, name) in _ports_given:
-            return _ports_given[(namespace, name)]
-        if CONFIG.namespaces:            # namespaced Roles only: list where the operator may
-            items = [o for n in CONFIG.namespaces
+    with state.port_lock:
+        given = state.ports_given
+        if (namespace, name) in given:
+            return given[(namespace, name)]
+        if cfg.namespaces:               # namespaced Roles only: list where the operator may
+            items = [o for n in cfg.namespaces
                      for o in kube.custom().list_namespaced_custom_object(GROUP, VERSION, n, PLURAL).get("items", [])]
         else:
             items = kube.custom().list_cluster_custom_object(GROUP, VERSION, PLURAL).get("items", [])
         used = {o["status"]["agentPort"] for o in items if isinstance((o.get("status") or {}).get("agentPort"), int)
                 and (o["metadata"].get("namespace"), o["metadata"]["name"]) != (namespace, name)}
-        used |= {p for k, p in _ports_given.items() if k != (namespace, name)}
+        used |= {p for k, p in given.items() if k != (namespace, name)}
         port = render.allocate_port(used)
-        _ports_given[(namespace, name)] = port
+        given[(namespace, name)] = port
         return port
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def cleanup(name: str, namespace: str, logger, **_) -> None:
+def cleanup(name: str, namespace: str, logger, memo: kopf.Memo, **_) -> None:
     n = render.child_name(name)
     gone = [k for k in ("DaemonSet", "ConfigMap", "RoleBinding", "Role", "ServiceAccount")
             if kube.delete(k, namespace, n)]
     if kube.delete("Service", namespace, render.metrics_service(name, namespace, "")["metadata"]["name"]):
         gone.append("Service")
     metrics.set_phase(namespace, name, None)
-    with _port_lock:
-        _ports_given.pop((namespace, name), None)
+    state = memo.state
+    with state.port_lock:
+        state.ports_given.pop((namespace, name), None)
     logger.info(f"cleaned up: {', '.join(gone) or 'nothing left'}")
 
 
 # ----------------------------------------------------------------- status roll-up
-def _pods(name: str, namespace: str, spec: CaptureTaskSpec) -> dict:
+def _pods(name: str, namespace: str, spec: CaptureTaskSpec, cfg: OperatorConfig) -> dict:
     selector = spec.target.pods.selector if spec.target.pods else {}
     pods = [p for p in kube.list_pods(namespace, selector)
             if render.selects(selector, p.get("metadata", {}).get("labels"))
@@ -226,7 +262,7 @@ def _pods(name: str, namespace: str, spec: CaptureTaskSpec) -> dict:
                 continue
             if (p.get("status") or {}).get("phase") not in ("Running", None):
                 continue
-            c = render.ephemeral_container(name, namespace, spec, p, CONFIG.agent)
+            c = render.ephemeral_container(name, namespace, spec, p, cfg.agent)
             try:
                 kube.add_ephemeral_container(namespace, p, c)
             except kube.ApiException as e:
@@ -239,7 +275,8 @@ def _pods(name: str, namespace: str, spec: CaptureTaskSpec) -> dict:
     ensure_bound(name, namespace, {render.pod_service_account(p) for p in injected})
     missing = sorted(p["metadata"]["name"] for p in pods if not render.has_agent(p))
     return {"matching": len(pods), "injected": len(injected), "notInjected": missing[:NOT_INJECTED_MAX],
-            "_crashing": status.crash_looping(injected), "_names": [p["metadata"]["name"] for p in pods]}
+            "_crashing": status.crash_looping(injected), "_names": [p["metadata"]["name"] for p in pods],
+            "_missing": len(missing)}
 
 
 def ensure_bound(task: str, namespace: str, accounts: set[str]) -> None:
@@ -264,7 +301,7 @@ def ensure_bound(task: str, namespace: str, accounts: set[str]) -> None:
         n, namespace, ops, _content_type="application/json-patch+json", _preload_content=False)
 
 
-def roll_up_once(name: str, namespace: str) -> dict | None:
+def roll_up_once(name: str, namespace: str, cfg: OperatorConfig) -> dict | None:
     """Read the CaptureTask, compute its status, write it if it changed; returns the patch or None."""
     api = kube.custom()
     try:
@@ -283,17 +320,21 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
     desired = None
     pods = None
     unscheduled: list[str] = []
+    failed_pods: list[str] = []
+    missing = 0
     if spec.target.pods is not None:
-        pods = _pods(name, namespace, spec)
+        pods = _pods(name, namespace, spec, cfg)
         desired = pods["injected"]
         crashing = pods.pop("_crashing")
         pod_names = set(pods.pop("_names"))
+        missing = pods.pop("_missing")
     else:
         ds = kube.read("DaemonSet", namespace, render.child_name(name))
         if ds is not None and "desiredNumberScheduled" in (ds.get("status") or {}):
             desired = ds["status"]["desiredNumberScheduled"]
         agent_pods = kube.list_pods(namespace, {render.LABEL: name}) if ds is not None else []
         crashing = status.crash_looping(agent_pods)
+        failed_pods = alerts.failed_pods(agent_pods)
         unscheduled = status.unschedulable(agent_pods)      # why an agent is not running (e.g. no free port)
         pod_names = {p["metadata"]["name"] for p in agent_pods}
     now = _now()
@@ -302,6 +343,13 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
     agents = {k: v for k, v in agents.items() if k not in gone}
     new = status.roll_up(spec, agents, obj["metadata"].get("generation", 1), now, prev, desired,
                          crashing, unscheduled)
+    running = new["phase"] not in ("Suspended", "Succeeded")
+    found = alerts.active({k: AgentStatus.model_validate(v) for k, v in agents.items()}, crashing=crashing,
+                          failed=failed_pods, window=alerts.drop_window(prev.get("totals"), new["totals"]),
+                          previous=prev.get("alerts") or [], drop_ratio=cfg.drop_alert_ratio, not_injected=missing,
+                          not_injected_names=(pods or {}).get("notInjected"),
+                          selector=spec.target.text().partition(" ")[2]) if running else []
+    new["alerts"] = sorted(a.key for a in found)
     if gone:                                             # merge patch: null removes the entries
         new["agents"] = {k: None for k in gone}
         new["counters"] = {**new["counters"], **{k: None for k in gone}}
@@ -315,82 +363,117 @@ def roll_up_once(name: str, namespace: str) -> dict | None:
         log.info(f"{namespace}/{name}: duration elapsed, agents stopped")
     api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": new})
     metrics.ROLLUPS.inc()
-    _post_changes(obj, prev, new)
+    if cfg.post_events:
+        _post_changes(obj, prev, new, found, running)
     return new
 
 
-def _post_changes(obj: dict, prev: dict, new: dict) -> None:
-    """Events for what a user watches: phase changes and conditions that turn bad."""
-    if not CONFIG.post_events:
-        return
+def post(obj: dict, type_: str, reason: str, message: str) -> None:
+    """One core/v1 Event on ``obj`` through kopf's posting queue (what kopf's own Events use, so every Event
+    on a CaptureTask has one shape and one source); an Event is never worth a failed handler."""
     try:
-        if new.get("phase") != prev.get("phase"):
-            ready = next((c for c in new["conditions"] if c["type"] == "Ready"), {})
-            post = kopf.warn if new["phase"] == "Failed" else kopf.info
-            post(obj, reason=new["phase"], message=f"phase {prev.get('phase') or '-'} -> {new['phase']}: "
-                 f"{ready.get('message', '')}"[:1024])
-        old = {c["type"]: c for c in prev.get("conditions") or []}
-        for c in new["conditions"]:
-            if c["type"] == "Degraded" and c["status"] == "True" and (old.get("Degraded") or {}).get("reason") \
-                    != c["reason"]:
-                kopf.warn(obj, reason=c["reason"], message=c["message"][:1024])
-    except Exception as e:   # an Event is never worth a failed roll-up
+        kopf.event(obj, type=type_, reason=reason, message=message[:1024])
+    except Exception as e:
         log.debug(f"event not posted: {e}")
 
 
+def _post_changes(obj: dict, prev: dict, new: dict, found: list[alerts.Alert], running: bool) -> None:
+    """Events for what a user watches: phase changes, and alerts when they start and end."""
+    if new.get("phase") != prev.get("phase"):
+        ready = next((c for c in new["conditions"] if c["type"] == "Ready"), {})
+        post(obj, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
+             f"phase {prev.get('phase') or '-'} -> {new['phase']}: {ready.get('message', '')}")
+    started, ended = alerts.transitions(prev.get("alerts") or [], found)
+    for a in started:
+        post(obj, "Warning", a.reason, a.message)
+    for key in ended if running else ():
+        reason, _, subject = key.partition("/")
+        post(obj, "Normal", f"{reason}Resolved", f"{reason} is over{' for ' + subject if subject else ''}")
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=2.0)
-async def status_loop(stopped: kopf.DaemonStopped, name: str, namespace: str, logger, **_) -> None:
+async def status_loop(stopped: kopf.DaemonStopped, name: str, namespace: str, logger, memo: kopf.Memo,
+                      **_) -> None:
     """One loop per CaptureTask: roll the agents' entries up every status interval.
 
     Async on purpose.  A sync daemon runs in a thread of kopf's executor that only
     returns once its stop flag is set; a daemon spawned while the operator shuts down
     (a resource event still in flight at SIGTERM) never sees that flag, kopf cannot
     cancel a thread, and the interpreter then waits for it at exit forever (the hang
-    after "Daemon 'status_loop' succeeded", issue 12).  An async daemon is cancelled
-    like any other task; the blocking roll-up runs in a worker thread and is bounded
-    by the API client's request timeout, so the thread ends shortly after.
+    after "Daemon 'status_loop' succeeded", issue 12).
+
+    It returns as soon as it is told to stop, even in the middle of a roll-up: the
+    blocking roll-up runs in a worker thread, and waiting for it (several API calls,
+    slow on a busy node) held the task's deletion -- kopf keeps the finalizer until
+    its daemons exit, and re-checks a daemon that missed the instant exit only on a
+    later handling cycle.  The abandoned roll-up ends on its own, bounded by the API
+    client's request timeout, and finds the task deleted or being deleted.
     """
+    cfg = memo.config
     loop = asyncio.get_running_loop()
-    while not stopped and not SHUTDOWN.is_set():
-        try:
+    stop = asyncio.ensure_future(_until(stopped))
+    try:
+        while not stop.done() and not SHUTDOWN.is_set():
             # kopf.event() from the worker thread needs kopf's context (the posting queue)
-            await loop.run_in_executor(None, contextvars.copy_context().run, roll_up_once, name, namespace)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # keep rolling up; the next round may succeed
-            metrics.ROLLUP_ERRORS.inc()
-            logger.warning(f"status roll-up failed: {type(e).__name__}: {e}")
-        deadline = loop.time() + CONFIG.status_interval_s
-        while not stopped and not SHUTDOWN.is_set() and loop.time() < deadline:
-            await stopped.wait(min(0.25, max(0.0, deadline - loop.time())))
+            work = loop.run_in_executor(None, contextvars.copy_context().run, roll_up_once, name, namespace, cfg)
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.add_done_callback(_forget)
+                return
+            if (e := work.exception()) is not None:      # keep rolling up; the next round may succeed
+                metrics.ROLLUP_ERRORS.inc()
+                logger.warning(f"status roll-up failed: {type(e).__name__}: {e}")
+            await _pause(stop, cfg.status_interval_s)
+    finally:
+        stop.cancel()
+
+
+async def _until(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()
+
+
+async def _pause(stop: asyncio.Future, seconds: float) -> None:
+    """Wait ``seconds`` or until ``stop``; SHUTDOWN (a threading.Event) is looked at every 0.25 s."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not stop.done() and not SHUTDOWN.is_set():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        await asyncio.wait({stop}, timeout=min(0.25, left))
+
+
+def _forget(work: asyncio.Future) -> None:
+    """The result of a roll-up whose daemon has stopped: nobody waits for it any more."""
+    if not work.cancelled() and work.exception() is not None:
+        log.debug(f"roll-up after stop failed: {work.exception()!r}")
 
 
 # ----------------------------------------------------------------- sidecar injection
 TASK_CACHE_S = 2.0
-_task_cache: dict[str, tuple[float, list[dict]]] = {}
-_task_cache_lock = threading.Lock()
 
 
-def sidecar_tasks(namespace: str) -> list[dict]:
+def sidecar_tasks(namespace: str, state: OperatorState) -> list[dict]:
     """Pods-mode CaptureTasks of a namespace, for the admission webhook: read from the API server
     (cached for TASK_CACHE_S), not from a kopf index, so that a standby replica -- whose watchers
     kopf's peering has paused, and whose indexes stay empty -- injects exactly as the active one."""
     import time
     now = time.monotonic()
-    with _task_cache_lock:
-        hit = _task_cache.get(namespace)
+    with state.task_cache_lock:
+        hit = state.task_cache.get(namespace)
         if hit is not None and now - hit[0] < TASK_CACHE_S:
             return hit[1]
     items = kube.custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL).get("items", [])
     tasks = [{"name": o["metadata"]["name"], "spec": dict(o.get("spec") or {})} for o in items
              if ((o.get("spec") or {}).get("target") or {}).get("pods")
              and not (o.get("metadata") or {}).get("deletionTimestamp")]
-    with _task_cache_lock:
-        _task_cache[namespace] = (now, tasks)
+    with state.task_cache_lock:
+        state.task_cache[namespace] = (now, tasks)
     return tasks
 
 
-def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, dryrun: bool = False, **_) -> None:
+def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, memo: kopf.Memo, dryrun: bool = False,
+                   **_) -> None:
+    cfg, state = _parts(memo)
     meta = body.get("metadata") or {}
     pod = {"spec": dict(body.get("spec") or {})}
     if render.has_agent(pod) or (meta.get("annotations") or {}).get("otus.io/inject") == "false":
@@ -401,7 +484,7 @@ def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, dryrun:
     if not namespace:
         metrics.INJECTIONS.labels("no_task").inc()
         return
-    for entry in sidecar_tasks(namespace):
+    for entry in sidecar_tasks(namespace, state):
         try:
             spec = CaptureTaskSpec.model_validate(entry["spec"])
         except ValidationError:
@@ -421,7 +504,7 @@ def inject_sidecar(body, patch: kopf.Patch, warnings: list[str], logger, dryrun:
             ensure_bound(name, namespace, {render.pod_service_account(pod)})
         except kube.ApiException as e:
             logger.warning(f"service account not bound for {name!r}: {e.status} {e.reason}; the status loop retries")
-    for key, value in render.inject(pod, name, spec, native=bool(_native), defaults=CONFIG.agent).items():
+    for key, value in render.inject(pod, name, spec, native=state.native, defaults=cfg.agent).items():
         patch.spec[key] = value
     patch.metadata.annotations["otus.io/capturetask"] = name
     patch.metadata.labels[render.LABEL] = name          # the task's metrics Service selects it

@@ -16,6 +16,8 @@ import logging
 import sys
 from typing import Sequence
 
+from .alerts import DROP_ALERT_RATIO
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="otus-operator", description="Reconcile CaptureTask resources into Otus agents.")
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peering-lifetime", type=int, default=10, metavar="SECONDS",
                    help="a peer silent this long counts as gone and a standby takes over")
     p.add_argument("--no-events", action="store_true", help="do not post Kubernetes events")
+    p.add_argument("--drop-alert-ratio", type=float, default=DROP_ALERT_RATIO, metavar="RATIO",
+                   help="post a KernelDrops Warning Event when more than this share of one status interval's "
+                        f"packets was dropped (default {DROP_ALERT_RATIO:g})")
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -94,7 +99,7 @@ def _agent_defaults(args: argparse.Namespace):
 SHUTDOWN_BUDGET_S = 3.5       # SIGTERM to exit, at most (plus half a second for cancellation)
 
 
-async def _operate(kopf, handlers, args) -> None:
+async def _operate(kopf, handlers, args, config) -> None:
     """kopf.operator in this (main) thread, with our own signal handlers installed once kopf is ready."""
     import asyncio
     loop = asyncio.get_running_loop()
@@ -106,6 +111,7 @@ async def _operate(kopf, handlers, args) -> None:
         prio = args.priority if args.priority is not None else random.SystemRandom().randint(1, 2 ** 31 - 1)
         peering = {"standalone": False, "peering_name": args.peering, "priority": prio}
     op = asyncio.create_task(kopf.operator(stop_flag=handlers.STOP, ready_flag=ready, **peering,
+                                           memo=handlers.memo(config),
                                            clusterwide=not args.namespace, namespaces=args.namespace or (),
                                            liveness_endpoint=args.liveness or None))
     waiter = asyncio.create_task(ready.wait())
@@ -140,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.status_interval < 1:
         sys.stderr.write("otus-operator: error: --status-interval must be at least 1 second\n")
         return 2
+    if not 0 < args.drop_alert_ratio < 1:
+        sys.stderr.write("otus-operator: error: --drop-alert-ratio must be between 0 and 1\n")
+        return 2
     try:
         agent = _agent_defaults(args)
     except ValueError as e:
@@ -157,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"otus-operator: error: no Kubernetes credentials: {e}\n")
         return 2
     from . import handlers
-    c = handlers.CONFIG
+    c = handlers.OperatorConfig()
     c.webhook = not args.no_webhook
     c.webhook_service = args.webhook_service
     if args.webhook_namespace:
@@ -173,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.peering = args.peering
     c.namespaces = tuple(args.namespace or ())
     c.peering_lifetime = args.peering_lifetime
+    c.drop_alert_ratio = args.drop_alert_ratio
     if c.webhook:
         handlers.register_webhook()     # before kopf starts: kopf reads the registry at start-up
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -198,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
     code = 0
     try:
-        loop.run_until_complete(_operate(kopf, handlers, args))
+        loop.run_until_complete(_operate(kopf, handlers, args, c))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     except Exception:

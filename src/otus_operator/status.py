@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from .alerts import SPOOL_ALARM_BYTES
 from .crd import AgentStatus, CaptureTaskSpec, duration_seconds
 
-KERNEL_DROP_RATIO = 0.001        # Degraded/KernelDrops above 0.1 % of packets
-SPOOL_ALARM_BYTES = 1 << 20      # Degraded/KafkaUnavailable once an agent spools this much
+KERNEL_DROP_RATIO = 0.001        # Degraded/KernelDrops above 0.1 % of all packets since the start (the
+                                 # Warning Event looks at one status interval instead: alerts.py)
 STALE_AFTER_S = 120              # an agent silent this long counts as not ready
 
 
@@ -58,7 +59,7 @@ def unschedulable(pods: list[dict]) -> list[str]:
     return sorted(out)
 
 
-COUNTERS = ("packets", "drops", "sipMessages")
+COUNTERS = ("packets", "drops", "sipMessages", "matchedCalls")
 
 
 def monotonic_totals(prev: dict, parsed: dict[str, AgentStatus]) -> tuple[dict, dict]:
@@ -121,7 +122,7 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
     reasons = []
     if totals["packets"] and totals["drops"] > KERNEL_DROP_RATIO * (totals["packets"] + totals["drops"]):
         reasons.append(("KernelDrops", f"{totals['drops']} of {totals['packets'] + totals['drops']} packets dropped"))
-    spooling = sorted(n for n, a in parsed.items() if a.spoolBytes >= SPOOL_ALARM_BYTES)
+    spooling = sorted(n for n, a in parsed.items() if a.spoolBytes >= SPOOL_ALARM_BYTES or a.kafkaAvailable is False)
     if spooling:
         reasons.append(("KafkaUnavailable", f"records waiting in the spool on {', '.join(spooling)}"))
     if failed and phase != "Failed":
@@ -145,6 +146,7 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
     return {
         "phase": phase,
         "mode": "DaemonSet" if spec.target.nodes is not None else "Sidecar",
+        "target": spec.target.text(),
         "observedGeneration": generation,
         "readyAgents": ready,
         "totals": totals,

@@ -16,13 +16,6 @@ kopf = pytest.importorskip("kopf")
 pytest.importorskip("kmock")
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def cluster():
     from emulator import Cluster
@@ -60,6 +53,7 @@ def install_chart_objects(cluster) -> None:
 def operator(cluster, tmp_path_factory):
     from emulator import Operator
     from kubernetes import config
+    from support import free_port
 
     from otus_operator import handlers, health, kube
     health.install()
@@ -70,25 +64,36 @@ def operator(cluster, tmp_path_factory):
     kube_config.KUBE_CONFIG_DEFAULT_LOCATION = cluster.operator_kubeconfig  # read at import, before this fixture
     config.load_kube_config(config_file=cluster.operator_kubeconfig)  # the handlers' client
     kube.reset()
-    handlers.CONFIG.post_events = True                    # the emulator names generateName objects (Events)
-    handlers.CONFIG.webhook = True
-    handlers.CONFIG.webhook_addr = "127.0.0.1"
-    handlers.CONFIG.webhook_port = free_port()
-    handlers.CONFIG.webhook_namespace = "otus-system"
-    handlers.CONFIG.webhook_service = "otus-webhook"
-    handlers.CONFIG.webhook_config = "otus-sidecar.otus.io"
-    handlers.CONFIG.webhook_ca_secret = "otus-webhook-ca"
     install_chart_objects(cluster)
-    handlers.CONFIG.work_dir = str(tmp_path_factory.mktemp("operator"))
-    handlers.CONFIG.status_interval_s = 0.5
-    handlers.CONFIG.sidecar = "auto"                      # the emulator says 1.26: regular containers
-    op = Operator(cluster).start()
+    cfg = handlers.OperatorConfig(
+        post_events=True,                        # the emulator names generateName objects (Events)
+        webhook=True, webhook_addr="127.0.0.1", webhook_port=free_port(), webhook_namespace="otus-system",
+        webhook_service="otus-webhook", webhook_config="otus-sidecar.otus.io", webhook_ca_secret="otus-webhook-ca",
+        work_dir=str(tmp_path_factory.mktemp("operator")), status_interval_s=0.5,
+        sidecar="auto")                          # the emulator says 1.26: regular containers
+    op = Operator(cluster, cfg).start()
     yield op
     op.stop()
     if old is None:
         os.environ.pop("KUBECONFIG", None)
     else:
         os.environ["KUBECONFIG"] = old
+
+
+@pytest.fixture()
+def ns(cluster, operator) -> str:
+    """A namespace of the test's own (the emulator needs no Namespace object for it)."""
+    import uuid
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture()
+def api(cluster) -> dict:
+    """The official client's APIs, as the tests' own identity (not the operator's)."""
+    from kubernetes import client
+    c = cluster.client()
+    return {"custom": client.CustomObjectsApi(c), "core": client.CoreV1Api(c), "apps": client.AppsV1Api(c),
+            "rbac": client.RbacAuthorizationV1Api(c), "adm": client.AdmissionregistrationV1Api(c)}
 
 
 _checked = [0]

@@ -8,27 +8,42 @@ generation (bumped on spec changes).  Not emulated, and so not tested here:
 label selectors on the server (the operator filters again itself), strategic
 merge, garbage collection, and admission (webhook calls are made by the test
 with real AdmissionReview payloads).
+
+kmock's public API (``kmock.KubernetesEmulator``, ``Server``, ``KubernetesError``,
+``action``, ``method``, ``emulator.objects`` and its ``Object`` entries) is used
+wherever it suffices.  Four kmock internals are still reached, here only:
+
+- ``KubernetesEmulator._handle``, overridden: the one hook that sees every
+  request before kmock answers it, which the RBAC check (every call recorded),
+  PUT routing (kmock does not route replace), server-side apply creating a
+  missing object, and the metadata stamping all need.  kmock's public reactions
+  (``emulator[criteria] << response``) answer requests instead of the
+  emulator, they cannot amend a request and let the emulator go on.
+- ``_lock``, ``_objects`` and ``_buses``, in ``_apply_creates`` only: creating
+  an object from an apply-patch must store it and tell the watchers (ADDED) as
+  one step under kmock's own lock, as kmock does for a POST.
+
+The operator runs in ``Operator``: kopf's documented embedding
+(``kopf.operator()`` in a thread of its own), not ``kopf.testing.KopfRunner``,
+because KopfRunner drives the ``kopf run`` command line, which cannot hand the
+operator its configuration as a memo (``memo=``) nor take a stop flag.  The
+tests' helpers (waiting, ports, CaptureTask reads) are in ``support.py``.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import datetime
 import itertools
-import json
 import os
 import tempfile
 import threading
-import time
 import uuid
 
 import attrs
 import jsonpatch
 import yaml
-from kmock import KubernetesEmulator
-from kmock._internal import apps, enums
-from kmock._internal.k8s import KubernetesError
+from kmock import KubernetesEmulator, KubernetesError, Server, action, method
 
 RESOURCES = {
     "v1/namespaces": dict(kind="Namespace", namespaced=False),
@@ -99,9 +114,9 @@ class StampingEmulator(KubernetesEmulator):
 
     async def _handle(self, request):
         self._record(request)
-        if request.resource is not None and request.name is not None and request.method == enums.method.PUT:
+        if request.resource is not None and request.name is not None and request.method == method.PUT:
             request = self._as_replace(request)
-        if request.action == enums.action.UPDATE and "apply-patch" in request.headers.get("Content-Type", "") \
+        if request.action == action.UPDATE and "apply-patch" in request.headers.get("Content-Type", "") \
                 and isinstance(request.data, dict):
             await self._apply_creates(request)
         if request.resource is not None and request.data is not None:
@@ -152,12 +167,12 @@ class StampingEmulator(KubernetesEmulator):
         meta = {k: None for k in old.get("metadata", {}) if k not in request.data.get("metadata", {})
                 and k not in SYSTEM_FIELDS}
         data["metadata"] = {**meta, **request.data.get("metadata", {})}
-        return attrs.evolve(request, action=enums.action.UPDATE, method=enums.method.PATCH, data=data)
+        return attrs.evolve(request, action=action.UPDATE, method=method.PATCH, data=data)
 
     def _stamp(self, request) -> None:
         rv = str(next(self._rv))
         data = request.data
-        if request.action == enums.action.CREATE and isinstance(data, dict):
+        if request.action == action.CREATE and isinstance(data, dict):
             m = data.setdefault("metadata", {})
             if not m.get("name") and m.get("generateName"):      # as the API server does (kopf's Events)
                 m["name"] = m["generateName"] + uuid.uuid4().hex[:5]
@@ -165,7 +180,7 @@ class StampingEmulator(KubernetesEmulator):
                      creationTimestamp=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
             if request.namespace and not m.get("namespace"):
                 m["namespace"] = request.namespace
-        elif request.action == enums.action.UPDATE and request.name is not None:
+        elif request.action == action.UPDATE and request.name is not None:
             key = (request.resource, request.namespace, request.name)
             current = self.objects[key] if key in self.objects else None
             if isinstance(data, list):
@@ -185,7 +200,8 @@ class StampingEmulator(KubernetesEmulator):
 class Cluster:
     """The emulator in a thread of its own (its own event loop), with a kubeconfig pointing at it."""
 
-    def __init__(self) -> None:
+    def __init__(self, emulator: type[StampingEmulator] = StampingEmulator) -> None:
+        self._emulator_class = emulator
         self.url: str | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -206,7 +222,7 @@ class Cluster:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with StampingEmulator() as k, apps.Server(k) as server:
+        async with self._emulator_class() as k, Server(k) as server:
             for key, info in RESOURCES.items():
                 k.resources[key] = {**info, "verbs": VERBS}
             self.emulator = k
@@ -247,10 +263,12 @@ class Cluster:
 
 
 class Operator:
-    """The real kopf operator (otus_operator.handlers) in a thread with its own loop."""
+    """The real kopf operator (otus_operator.handlers) in a thread with its own loop, started with
+    ``config`` (an otus_operator.handlers.OperatorConfig) as its memo, as otus-operator starts it."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, config) -> None:
         self.cluster = cluster
+        self.config = config
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.error: BaseException | None = None
@@ -258,11 +276,13 @@ class Operator:
 
     def _main(self) -> None:
         import kopf
+
+        from otus_operator import handlers
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(kopf.operator(clusterwide=True, standalone=True, stop_flag=self.stop_flag,
-                                                  ready_flag=self.ready_flag))
+                                                  ready_flag=self.ready_flag, memo=handlers.memo(self.config)))
         except BaseException as e:
             self.error = e
         finally:
@@ -277,23 +297,6 @@ class Operator:
     def stop(self) -> None:
         self.stop_flag.set()
         self._thread.join(20)
-
-
-def wait_for(fn, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
-    """Poll ``fn`` until it returns something truthy; the last value is in the error."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = fn()
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(last, default=str)[:2000]}")
-
-
-def deep(obj):
-    return copy.deepcopy(obj)
 
 
 def uncovered_calls(calls, rules=None) -> list[str]:

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import yaml
-from emulator import wait_for
+from support import G, P, V, wait_for
 from kubernetes import client
 
 from otus_agent.kube.status import StatusReporter, entry
@@ -25,7 +25,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conftest import otus_bin  # noqa: E402
 from netns import stop  # noqa: E402
 
-G, V, P = "otus.io", "v1alpha1", "capturetasks"
 
 
 def _task_cr(api, ns: str, name: str) -> None:

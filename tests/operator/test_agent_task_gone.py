@@ -21,16 +21,15 @@ import uuid
 
 import pytest
 import yaml
-from emulator import RESOURCES, VERBS, Cluster, StampingEmulator, wait_for
-from kmock._internal import apps
-from kmock._internal.k8s import KubernetesError
+from emulator import Cluster, StampingEmulator
+from kmock import KubernetesError
 from kubernetes import client
+from support import G, P, V, free_port, poll, wait_for
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conftest import otus_bin  # noqa: E402
 from netns import stop  # noqa: E402
 
-G, V, P = "otus.io", "v1alpha1", "capturetasks"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a packet socket on loopback)")
 
 
@@ -52,30 +51,11 @@ class RevokingEmulator(StampingEmulator):
         return await super()._handle(request)
 
 
-class RevokingCluster(Cluster):
-    async def _serve(self) -> None:
-        import asyncio
-        self._stop = asyncio.Event()
-        async with RevokingEmulator() as k, apps.Server(k) as server:
-            for key, info in RESOURCES.items():
-                k.resources[key] = {**info, "verbs": VERBS}
-            self.emulator = k
-            self.url = str(server.url).rstrip("/")
-            self._ready.set()
-            await self._stop.wait()
-
-
 @pytest.fixture(scope="module")
 def kube():
-    c = RevokingCluster().start()
+    c = Cluster(RevokingEmulator).start()
     yield c
     c.stop()
-
-
-def _port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _send(port: int, tag: str, n: int) -> None:
@@ -130,11 +110,8 @@ class Agent:
         """Whether ``n`` new messages sent now are recorded (waits for them, or 1.5 s for none)."""
         before = len(self.records())
         _send(port, tag, n)
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            if len(self.records()) >= before + n:
-                return True
-            time.sleep(0.1)
+        if poll(lambda: len(self.records()) >= before + n, timeout=1.5):
+            return True
         assert len(self.records()) == before, "some but not all messages recorded"
         return False
 
@@ -162,7 +139,7 @@ def _agent_state(api, ns: str, name: str) -> str | None:
 
 def test_deleted_task_stops_capture_within_seconds_and_the_agent_idles_quietly(kube, tmp_path):
     api = client.CustomObjectsApi(kube.client())
-    ns, name, port = f"g-{uuid.uuid4().hex[:6]}", "gone", _port()
+    ns, name, port = f"g-{uuid.uuid4().hex[:6]}", "gone", free_port(udp=True)
     _cr(api, ns, name, finalizers=["test.otus.io/hold"])     # deletion first marks it, as the operator's does
     # --status-interval 30: the task's disappearance is seen by the GET check, not by a patch
     a = Agent(kube, tmp_path, ns, name, port, extra=("--status-interval", "30"))
@@ -198,7 +175,7 @@ def test_deleted_task_stops_capture_within_seconds_and_the_agent_idles_quietly(k
 
 def test_revoked_access_and_a_removed_task_file_stop_capture_until_they_come_back(kube, tmp_path):
     api = client.CustomObjectsApi(kube.client())
-    ns, name, port = f"r-{uuid.uuid4().hex[:6]}", "revoked", _port()
+    ns, name, port = f"r-{uuid.uuid4().hex[:6]}", "revoked", free_port(udp=True)
     _cr(api, ns, name)
     a = Agent(kube, tmp_path, ns, name, port, extra=("--status-interval", "1"))
     try:
@@ -234,7 +211,7 @@ def test_revoked_access_and_a_removed_task_file_stop_capture_until_they_come_bac
 def test_deleted_configmap_stops_an_agent_reading_it_through_the_api(kube, tmp_path):
     api = client.CustomObjectsApi(kube.client())
     core = client.CoreV1Api(kube.client())
-    ns, name, port = f"c-{uuid.uuid4().hex[:6]}", "cm-task", _port()
+    ns, name, port = f"c-{uuid.uuid4().hex[:6]}", "cm-task", free_port(udp=True)
     _cr(api, ns, name)
     spec = {"id": name, "interfaces": ["lo"], "bpf_filter": f"udp port {port}", "sip": {"ports": [port]},
             "reporters": [{"type": "file", "path": str(tmp_path / "records.jsonl")}]}

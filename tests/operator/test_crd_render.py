@@ -49,11 +49,53 @@ def test_crd_shape():
     v = c["spec"]["versions"][0]
     assert c["spec"]["names"]["shortNames"] == ["ct"] and c["spec"]["names"]["categories"] == ["otus"]
     assert v["subresources"] == {"status": {}}
-    assert [col["name"] for col in v["additionalPrinterColumns"]] == ["Mode", "Phase", "Ready", "Packets", "Drops",
-                                                                      "Age"]
+    cols = v["additionalPrinterColumns"]
+    assert [col["name"] for col in cols if not col.get("priority")] == ["Mode", "Phase", "Ready", "Packets", "Drops",
+                                                                        "Age"]
+    assert [col["name"] for col in cols if col.get("priority") == 1] == ["Target", "Matched"]   # -o wide only
     spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["capture"]["properties"]["workers"]["description"]
     assert any("exactly one of nodes or pods" in r["message"] for r in spec["x-kubernetes-validations"])
+
+
+def _schema_at(schema: dict, json_path: str) -> dict | None:
+    """The schema node a printer column's simple JSONPath (.a.b.c) reads, or None when there is none."""
+    node = schema
+    for part in json_path.lstrip(".").split("."):
+        node = (node.get("properties") or {}).get(part)
+        if node is None:
+            return None
+    return node
+
+
+def test_printer_columns_read_fields_the_schema_defines_with_their_type():
+    """kubectl prints an empty cell for a path that does not exist: each column must name a field of the
+    schema (status.target and status.totals.matchedCalls are defined so agents can report them later)."""
+    v = crd.crd()["spec"]["versions"][0]
+    root = v["schema"]["openAPIV3Schema"]
+    kinds = {"string": "string", "integer": "integer", "date": "string"}
+    for col in v["additionalPrinterColumns"]:
+        if col["jsonPath"] == ".metadata.creationTimestamp":
+            continue
+        node = _schema_at(root, col["jsonPath"])
+        assert node is not None, col
+        assert node["type"] == kinds[col["type"]], col
+    status = crd.CaptureTaskStatus.model_validate({"target": "pods app=sbc", "totals": {"matchedCalls": 3}})
+    assert status.totals.matchedCalls == 3 and crd.AgentStatus(state="Capturing").matchedCalls == 0
+
+
+def test_target_text_and_selector_syntax():
+    spec = CaptureTaskSpec.model_validate({"target": {"pods": {"selector": {"tier": "edge", "app": "sbc"}}}})
+    assert spec.target.text() == "pods app=sbc,tier=edge"
+    assert CaptureTaskSpec.model_validate({"target": {"nodes": {}}}).target.text() == "nodes (all)"
+    ok = {"app.kubernetes.io/name": "sbc", "a": "", "x_y.z-1": "A.b_c-9"}
+    assert crd.check_selector(ok) == ok
+    for bad in ({"app": "bad value!"}, {"app name": "x"}, {"Bad_Prefix/app": "x"}, {"app": "-edge"},
+                {"app": "x" * 64}, {"/app": "x"}):
+        with pytest.raises(ValueError):
+            crd.check_selector(bad)
+    with pytest.raises(Exception, match="invalid label value"):
+        CaptureTaskSpec.model_validate({"target": {"pods": {"selector": {"app": "bad value!"}}}})
 
 
 def test_examples_valid_against_schema_and_models():

@@ -32,18 +32,12 @@ def test_bad_interval_is_refused():
     assert out.returncode == 2 and "at least 1 second" in out.stderr
 
 
-def _port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(cluster, tmp_path, *extra: str, env: dict | None = None):
     """`otus-operator` as a user starts it; its output is drained in a thread (a full pipe would block it)."""
     import io
     import threading
-    ports = {"metrics": _port(), "hook": _port(), "ready": _port()}
+    from support import free_port
+    ports = {"metrics": free_port(), "hook": free_port(), "ready": free_port()}
     proc = subprocess.Popen([_bin(), "--kubeconfig", cluster.operator_kubeconfig, "--no-events",
                              "--status-interval", "1", "--liveness", "", "--metrics-port", str(ports["metrics"]),
                              "--readiness", f"127.0.0.1:{ports['ready']}",
@@ -101,7 +95,8 @@ def test_the_console_script_runs_the_operator_and_sigterm_stops_it_within_5s(tmp
     import urllib.request
     import uuid
 
-    from emulator import Cluster, wait_for
+    from emulator import Cluster
+    from support import wait_for
     from kubernetes import client
     for round_ in range(ROUNDS):
         cluster = Cluster().start()
@@ -156,7 +151,8 @@ def test_two_replicas_one_active_and_the_standby_takes_over(tmp_path):
     import time
     import uuid
 
-    from emulator import Cluster, wait_for
+    from emulator import Cluster
+    from support import wait_for
     from kubernetes import client
     cluster = Cluster().start()
     procs = []

@@ -13,72 +13,8 @@ import uuid
 import jsonpatch
 import pytest
 import yaml
-from emulator import wait_for
 from kubernetes import client
-from kubernetes.client.rest import ApiException
-
-from otus_agent.kube.status import StatusReporter
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-G, V, P = "otus.io", "v1alpha1", "capturetasks"
-
-
-def example(name: str) -> dict:
-    return yaml.safe_load((ROOT / "crds" / "examples" / f"{name}.yaml").read_text())
-
-
-@pytest.fixture()
-def ns(cluster, operator) -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture()
-def api(cluster):
-    c = cluster.client()
-    return {"custom": client.CustomObjectsApi(c), "core": client.CoreV1Api(c), "apps": client.AppsV1Api(c),
-            "rbac": client.RbacAuthorizationV1Api(c), "adm": client.AdmissionregistrationV1Api(c)}
-
-
-def create(api, ns: str, obj: dict) -> dict:
-    obj = copy.deepcopy(obj)
-    obj["metadata"]["namespace"] = ns
-    return api["custom"].create_namespaced_custom_object(G, V, ns, P, obj)
-
-
-def get(api, ns: str, name: str) -> dict:
-    return api["custom"].get_namespaced_custom_object(G, V, ns, P, name)
-
-
-def status(api, ns: str, name: str) -> dict:
-    return get(api, ns, name).get("status") or {}
-
-
-def cond(st: dict, ctype: str) -> dict:
-    return next((c for c in st.get("conditions", []) if c["type"] == ctype), {})
-
-
-def gone(fn) -> bool:
-    try:
-        fn()
-    except ApiException as e:
-        return e.status == 404
-    return False
-
-
-def agent_report(api, ns: str, task: str, agent: str, **fields) -> None:
-    """What an agent does (otus_agent.kube.status): patch its own entry on the status subresource."""
-    from otus_agent.kube.status import now_rfc3339
-    e = {"node": f"node-{agent}", "pod": agent, "state": "Capturing", "packets": 0, "drops": 0, "sipMessages": 0,
-         "spoolBytes": 0, "lastReport": now_rfc3339(), "error": None, **fields}
-    StatusReporter(api["custom"], ns, task, agent).report(e, force=True)
-
-
-def validate_k8s(obj: dict) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    obj = copy.deepcopy(obj)
-    for k in ("uid", "resourceVersion", "creationTimestamp", "generation"):
-        obj.get("metadata", {}).pop(k, None)
-    kubernetes_validate.validate(obj, "1.30.0", strict=True)
+from support import G, P, V, agent_report, cond, create, example, get, gone, status, validate_k8s, wait_for
 
 
 def test_daemonset_mode_lifecycle(api, ns):
@@ -116,7 +52,7 @@ def test_daemonset_mode_lifecycle(api, ns):
     agent_report(api, ns, "edge-sip", "agent-b", packets=500, sipMessages=10)
     st = wait_for(lambda: cond(status(api, ns, "edge-sip"), "Ready").get("status") == "True"
                   and status(api, ns, "edge-sip"), what="Ready=True")
-    assert st["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 50}
+    assert st["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 50, "matchedCalls": 0}
     assert set(st["agents"]) == {"agent-a", "agent-b"}               # neither agent clobbered the other
     assert cond(st, "Capturing")["status"] == "True" and cond(st, "Degraded")["status"] == "False"
     ready_since = cond(st, "Ready")["lastTransitionTime"]
@@ -203,9 +139,9 @@ def test_two_daemonset_tasks_get_their_own_host_ports_and_events(api, ns):
     st = wait_for(lambda: cond(status(api, ns, "port-b"), "Ready").get("reason") == "AgentsUnschedulable"
                   and status(api, ns, "port-b"), what="the reason in the status")
     assert "free ports" in cond(st, "Ready")["message"]
-    events = wait_for(lambda: [e for e in api["core"].list_namespaced_event(ns).items
-                               if e.involved_object.name == "port-b"], what="Events on the CaptureTask")
-    assert any(e.reason for e in events) and all(e.involved_object.kind == "CaptureTask" for e in events)
+    seen = wait_for(lambda: [e for e in api["core"].list_namespaced_event(ns).items
+                             if e.involved_object.name == "port-b"], what="Events on the CaptureTask")
+    assert any(e.reason for e in seen) and all(e.involved_object.kind == "CaptureTask" for e in seen)
     for n in ("port-a", "port-b"):
         api["custom"].delete_namespaced_custom_object(G, V, ns, P, n)
     wait_for(lambda: gone(lambda: get(api, ns, "port-b")), what="deleted")
@@ -256,7 +192,6 @@ def _pod(name: str, ns: str, labels: dict) -> dict:
 
 
 def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
-    from otus_operator import handlers
     create(api, ns, example("sidecar"))
     wait_for(lambda: api["core"].read_namespaced_config_map("otus-sbc-sip", ns), what="ConfigMap")
     binding = json.loads(api["rbac"].read_namespaced_role_binding("otus-sbc-sip", ns, _preload_content=False).data)
@@ -276,7 +211,7 @@ def test_sidecar_mode_webhook_and_status(api, ns, cluster, operator):
 
     # the API server's side of the call, over TLS verified against the advertised CA bundle
     ctx = ssl.create_default_context(cadata=base64.b64decode(cc["caBundle"]).decode())
-    url = f"https://127.0.0.1:{handlers.CONFIG.webhook_port}{cc['service']['path']}"
+    url = f"https://127.0.0.1:{operator.config.webhook_port}{cc['service']['path']}"
 
     def call(pod: dict) -> dict:
         req = urllib.request.Request(url, json.dumps(_review(pod, ns)).encode(),
