@@ -412,20 +412,22 @@ async def status_loop(stopped: kopf.DaemonStopped, name: str, namespace: str, lo
     cfg = memo.config
     loop = asyncio.get_running_loop()
     stop = asyncio.ensure_future(_until(stopped))
+    work: asyncio.Future | None = None
     try:
         while not stop.done() and not SHUTDOWN.is_set():
             # kopf.event() from the worker thread needs kopf's context (the posting queue)
             work = loop.run_in_executor(None, contextvars.copy_context().run, roll_up_once, name, namespace, cfg)
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
-                work.add_done_callback(_forget)
-                return
+                return                                   # told to stop: the roll-up is left to finish alone
             if (e := work.exception()) is not None:      # keep rolling up; the next round may succeed
                 metrics.ROLLUP_ERRORS.inc()
                 logger.warning(f"status roll-up failed: {type(e).__name__}: {e}")
             await _pause(stop, cfg.status_interval_s)
     finally:
         stop.cancel()
+        if work is not None and not work.done():         # returned or cancelled mid-roll-up
+            work.add_done_callback(_forget)
 
 
 async def _until(stopped: kopf.DaemonStopped) -> None:

@@ -16,15 +16,14 @@ import uuid
 
 import pytest
 import yaml
-from support import G, P, V, wait_for
 from kubernetes import client
+from support import G, P, V, wait_for
 
 from otus_agent.kube.status import StatusReporter, entry
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conftest import otus_bin  # noqa: E402
 from netns import stop  # noqa: E402
-
 
 
 def _task_cr(api, ns: str, name: str) -> None:

@@ -36,6 +36,7 @@ def _start(cluster, tmp_path, *extra: str, env: dict | None = None):
     """`otus-operator` as a user starts it; its output is drained in a thread (a full pipe would block it)."""
     import io
     import threading
+
     from support import free_port
     ports = {"metrics": free_port(), "hook": free_port(), "ready": free_port()}
     proc = subprocess.Popen([_bin(), "--kubeconfig", cluster.operator_kubeconfig, "--no-events",
@@ -96,8 +97,8 @@ def test_the_console_script_runs_the_operator_and_sigterm_stops_it_within_5s(tmp
     import uuid
 
     from emulator import Cluster
-    from support import wait_for
     from kubernetes import client
+    from support import wait_for
     for round_ in range(ROUNDS):
         cluster = Cluster().start()
         try:
@@ -152,8 +153,8 @@ def test_two_replicas_one_active_and_the_standby_takes_over(tmp_path):
     import uuid
 
     from emulator import Cluster
-    from support import wait_for
     from kubernetes import client
+    from support import wait_for
     cluster = Cluster().start()
     procs = []
     try:

@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import base64
-import copy
 import json
-import pathlib
 import ssl
 import time
 import urllib.request
 import uuid
 
 import jsonpatch
-import pytest
 import yaml
-from kubernetes import client
 from support import G, P, V, agent_report, cond, create, example, get, gone, status, validate_k8s, wait_for
 
 
