@@ -46,7 +46,8 @@ def drop_window(prev_totals: dict | None, totals: dict) -> tuple[int, int]:
 
 def active(agents: dict[str, AgentStatus], *, crashing: list[str], failed: list[str], window: tuple[int, int],
            previous: list[str], drop_ratio: float = DROP_ALERT_RATIO, not_injected: int = 0,
-           not_injected_names: list[str] | None = None, selector: str = "") -> list[Alert]:
+           not_injected_names: list[str] | None = None, selector: str = "",
+           unscheduled: list[str] | None = None) -> list[Alert]:
     """The alerts of one roll-up.  ``window`` is (packets, drops) since the last roll-up; with no packets in
     it the kernel-drop alert keeps its previous state (no traffic says nothing about drops)."""
     out: list[Alert] = []
@@ -61,6 +62,9 @@ def active(agents: dict[str, AgentStatus], *, crashing: list[str], failed: list[
         if a.state == "Failed" and f"AgentFailed/{name}" not in seen:
             out.append(Alert(f"AgentFailed/{name}", "AgentFailed",
                              f"agent {name} reported Failed: {a.error or 'no reason given'}"))
+    for why in unscheduled or []:                # "pod: 0/3 nodes are available: ..." (status.unschedulable)
+        pod = why.partition(":")[0]
+        out.append(Alert(f"AgentUnschedulable/{pod}", "AgentUnschedulable", f"agent pod not scheduled: {why}"))
     packets, drops = window
     seen_all = packets + drops
     if seen_all:

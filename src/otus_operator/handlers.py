@@ -348,7 +348,7 @@ def roll_up_once(name: str, namespace: str, cfg: OperatorConfig) -> dict | None:
                           failed=failed_pods, window=alerts.drop_window(prev.get("totals"), new["totals"]),
                           previous=prev.get("alerts") or [], drop_ratio=cfg.drop_alert_ratio, not_injected=missing,
                           not_injected_names=(pods or {}).get("notInjected"),
-                          selector=spec.target.text().partition(" ")[2]) if running else []
+                          selector=spec.target.text().partition(" ")[2], unscheduled=unscheduled) if running else []
     new["alerts"] = sorted(a.key for a in found)
     if gone:                                             # merge patch: null removes the entries
         new["agents"] = {k: None for k in gone}

@@ -60,3 +60,9 @@ def test_long_pod_lists_are_cut():
     a = alerts.active({}, crashing=[], failed=[], window=(0, 0), previous=[], not_injected=25,
                       not_injected_names=names, selector="app=x")[0]
     assert "p09 and 15 more" in a.message and "p10" not in a.message
+
+
+def test_an_unschedulable_agent_pod_is_an_alert_of_its_own():
+    found = alerts.active({}, crashing=[], failed=[], window=(0, 0), previous=[],
+                          unscheduled=["otus-t-x: 0/1 nodes are available: 1 node(s) didn't have free ports"])
+    assert keys(found) == ["AgentUnschedulable/otus-t-x"] and "free ports" in found[0].message

@@ -136,8 +136,10 @@ def test_two_daemonset_tasks_get_their_own_host_ports_and_events(api, ns):
                   and status(api, ns, "port-b"), what="the reason in the status")
     assert "free ports" in cond(st, "Ready")["message"]
     seen = wait_for(lambda: [e for e in api["core"].list_namespaced_event(ns).items
-                             if e.involved_object.name == "port-b"], what="Events on the CaptureTask")
-    assert any(e.reason for e in seen) and all(e.involved_object.kind == "CaptureTask" for e in seen)
+                             if e.involved_object.name == "port-b" and e.reason == "AgentUnschedulable"],
+                    what="an AgentUnschedulable Event on the CaptureTask")
+    assert seen[0].type == "Warning" and "free ports" in seen[0].message
+    assert all(e.involved_object.kind == "CaptureTask" for e in api["core"].list_namespaced_event(ns).items)
     for n in ("port-a", "port-b"):
         api["custom"].delete_namespaced_custom_object(G, V, ns, P, n)
     wait_for(lambda: gone(lambda: get(api, ns, "port-b")), what="deleted")
