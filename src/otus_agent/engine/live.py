@@ -190,8 +190,8 @@ def run_live(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, writ
             return s
         return _run_workers(cfg, pipe_cfg, sip_cfg, write, stop)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _run_workers(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, write: Callable[[bytes], None],
@@ -225,7 +225,7 @@ def _run_workers(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, 
         for conn in wait([c for _, c, _ in procs.values()], timeout=0.2):
             i = next(k for k, v in procs.items() if v[1] is conn)
             try:
-                data = conn.recv_bytes()
+                data = procs[i][1].recv_bytes()
             except (EOFError, OSError):
                 p = procs.pop(i)[0]
                 p.join(5)
