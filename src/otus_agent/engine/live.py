@@ -96,11 +96,11 @@ class _Stop:
         self.flag = True
 
 
-def _capture_loop(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, emit_lines: Callable,
+def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callable,
                   stop: Callable[[], bool], worker: int | None, fanout: int | None,
                   on_stats: Callable[[dict], None] | None = None) -> dict:
     """Capture until stopped; returns this process's summary."""
-    engine = build_engine(cfg.engine_config(pipe_cfg, sip_cfg), emit_lines, worker)
+    engine = build_engine(engine_cfg, emit_lines, worker)
     cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout)
     writer = None
     if cfg.pcap_path:
@@ -153,8 +153,7 @@ def _capture_loop(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig,
     return s
 
 
-def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: DatagramConfig,
-                 sip_cfg: SipConfig) -> None:
+def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, engine_cfg: EngineConfig) -> None:
     stop = _Stop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, stop)
@@ -164,7 +163,7 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, pipe_cfg: Data
         if cfg.output_path is not None:
             out = open(cfg.output_path, "ab", buffering=0)   # each write: whole lines, appended atomically
             write = out.write
-        summary = _capture_loop(cfg, pipe_cfg, sip_cfg, write, lambda: stop.flag, worker, fanout,
+        summary = _capture_loop(cfg, engine_cfg, write, lambda: stop.flag, worker, fanout,
                                 lambda st: conn.send_bytes(b"\0STATS" + json.dumps(st).encode()))
         conn.send_bytes(b"\0SUMMARY" + json.dumps(summary).encode())
     except CaptureError as e:
@@ -181,21 +180,21 @@ def run_live(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, writ
     """Capture with ``cfg.workers`` processes; records go to ``write``; returns the merged summary.
 
     SIGINT and SIGTERM stop the capture cleanly (counters flushed, summary returned)."""
+    engine_cfg = cfg.engine_config(pipe_cfg, sip_cfg)
     stop = _Stop()
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if cfg.workers <= 1:
-            s = _capture_loop(cfg, pipe_cfg, sip_cfg, write, lambda: stop.flag, None, None, cfg.on_stats)
+            s = _capture_loop(cfg, engine_cfg, write, lambda: stop.flag, None, None, cfg.on_stats)
             s["workers"] = 1
             return s
-        return _run_workers(cfg, pipe_cfg, sip_cfg, write, stop)
+        return _run_workers(cfg, engine_cfg, write, stop)
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
 
 
-def _run_workers(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, write: Callable[[bytes], None],
-                 stop: _Stop) -> dict:
+def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[bytes], None], stop: _Stop) -> dict:
     ctx = mp.get_context("fork")
     fanout = (os.getpid() ^ 0x5A5A) & 0xFFFF
     procs: dict[int, tuple] = {}
@@ -208,7 +207,7 @@ def _run_workers(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, 
 
     def start(i: int) -> None:
         parent_end, child_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker_main, args=(child_end, i, fanout, cfg, pipe_cfg, sip_cfg), daemon=True)
+        p = ctx.Process(target=_worker_main, args=(child_end, i, fanout, cfg, engine_cfg), daemon=True)
         p.start()
         child_end.close()
         procs[i] = (p, parent_end, False)
