@@ -135,3 +135,46 @@ def test_discard_and_no_error_records(tmp_path):
     assert r.stdout == ""
     s = json.loads(r.stderr.strip().splitlines()[-1])["sip"]
     assert s["discarded"] == 1 and s["malformed"] == {"cseq_method_mismatch": 1}
+
+
+# what `otus run --pcap` and `otus --help` must not load (issue 15, start-up): each costs tens to
+# hundreds of ms of import, and neither command uses it
+NOT_AT_STARTUP = ("pydantic", "otus_spec", "yaml", "prometheus_client", "confluent_kafka", "kubernetes",
+                  "otus_agent.daemon", "otus_agent.kube", "otus_agent.observability", "otus_agent.engine.live",
+                  "otus_agent.capture.afpacket", "otus_agent.reporters.kafka", "otus_agent.reporters.hep")
+
+_LOADED = """
+import sys
+from otus_agent.cli.main import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+sys.stderr.write("LOADED " + " ".join(sorted(sys.modules)) + "\\n")
+sys.exit(rc)
+"""
+
+
+@pytest.mark.parametrize("argv", [["run", "--pcap", "PCAP", "--output", "/dev/null"], ["--help"]],
+                         ids=["run-pcap", "help"])
+def test_startup_loads_only_what_the_command_runs(workload_pcap, argv):
+    import sys
+    argv = [str(workload_pcap[0]) if a == "PCAP" else a for a in argv]
+    r = subprocess.run([sys.executable, "-c", _LOADED, *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loaded = r.stderr.rsplit("LOADED ", 1)[1].split()
+    heavy = [m for m in loaded if any(m == p or m.startswith(p + ".") for p in NOT_AT_STARTUP)]
+    assert not heavy, f"{' '.join(argv)} loads {heavy}"
+    assert ("otus_agent.sip.framing" in loaded) == (argv[0] == "run")   # the check sees real imports
+
+
+def test_agent_and_validate_still_parse_and_report_errors(tmp_path):
+    """Their modules load when they run: `otus agent` (flags defined in the CLI) and a bad task file."""
+    r = otus("agent", "--help")
+    assert r.returncode == 0 and "--task-file" in r.stdout and "--metrics-listen" in r.stdout
+    bad = tmp_path / "t.yaml"
+    bad.write_text("id: x\nworkers: [1]\n")
+    r = otus("validate", "-f", str(bad))
+    assert r.returncode == 2 and "workers" in r.stderr and "Traceback" not in r.stderr
+    r = otus("agent", "--task-file", str(bad), "--status-interval", "0")
+    assert r.returncode == 2 and r.stderr.startswith("otus: error: --status-interval must be >= 1")

@@ -5,16 +5,16 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from typing import Sequence, TextIO
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 from otus_agent import __version__
-from otus_agent.capture.pcapfile import CaptureFileError, open_capture
-from otus_agent.reassembly.datagrams import Datagram, DatagramConfig, DatagramStage
-from otus_agent.sip.framing import DEFAULT_PORTS, SipConfig, SipStage
-from otus_agent.sip.records import DEFAULT_CORRELATION
-from otus_spec import SpecError
 
+if TYPE_CHECKING:
+    from otus_agent.reassembly.datagrams import DatagramConfig
+    from otus_agent.sip.framing import SipConfig
+
+# Start-up (issue 15): a command imports what it runs, inside the function that runs it; `otus run
+# --pcap` never loads pydantic, the task contract, Kafka, Kubernetes or Prometheus.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
@@ -50,6 +50,30 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
     return v
+
+
+def _add_agent_parser(sub) -> None:
+    """`otus agent` (run by ``otus_agent.kube.main``): defined here, so that parsing a command line loads no
+    Kubernetes, daemon or metrics module."""
+    a = sub.add_parser("agent", help="run the task from a file and report to Kubernetes (used by the operator)",
+                       description="Run the task in --task-file, restart it when the file changes, and patch this "
+                                   "agent's entry in the CaptureTask's status.  The CaptureTask comes from "
+                                   "$OTUS_TASK_NAMESPACE/$OTUS_TASK; the agent's name from $OTUS_AGENT_NAME "
+                                   "(default: the host name).")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task-file", metavar="FILE", help="task file (the operator's ConfigMap, mounted)")
+    src.add_argument("--task-configmap", metavar="NAMESPACE/NAME",
+                     help="read the task from this ConfigMap through the API (ephemeral containers)")
+    a.add_argument("--state-dir", default="/var/lib/otus", metavar="DIR", help="spool and state directory")
+    a.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster service account)")
+    a.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="at most one status patch per interval (sooner on a state change)")
+    a.add_argument("--poll-interval", type=float, default=2.0, metavar="SECONDS", help="task file check interval")
+    a.add_argument("--task-check-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="with no status patch for this long, GET the CaptureTask to see it still exists; while "
+                        "it is gone (404, 403, being deleted) capture stops and rechecks back off from this")
+    a.add_argument("--metrics-listen", default=":9091", metavar="[HOST]:PORT", help="Prometheus endpoint ('' = off)")
+    a.add_argument("--log-format", choices=("json", "text"), default="json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run Otus as a long-lived daemon: tasks from the control socket are "
                                    "captured, persisted in the state directory and restored on restart.")
     d.add_argument("--config", "-c", metavar="FILE", help="YAML configuration (default: built-in defaults)")
-    from otus_agent.kube.main import add_parser as add_agent_parser
-    add_agent_parser(sub)
+    _add_agent_parser(sub)
     v = sub.add_parser("validate", help="check a task file offline (no daemon needed)")
     v.add_argument("-f", "--file", required=True, metavar="FILE", help="task file (YAML or JSON)")
     v.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
@@ -169,15 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _dump_line(d: Datagram) -> str:
-    return json.dumps({
-        "ts": d.ts_ns, "src_ip": d.src_ip, "src_port": d.src_port, "dst_ip": d.dst_ip,
-        "dst_port": d.dst_port, "transport": d.transport, "len": len(d.payload),
-        "reassembled": d.reassembled, "vlan": d.vlan if d.vlan >= 0 else None,
-    }, separators=(",", ":"))
-
-
 def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
+    from otus_agent.capture.pcapfile import CaptureFileError
+    from otus_agent.reassembly.datagrams import DatagramConfig
+    from otus_agent.sip.framing import DEFAULT_PORTS, SipConfig
+    from otus_agent.sip.records import DEFAULT_CORRELATION
     if args.frag_max_bytes < 65535:
         raise UserError("--frag-max-bytes must be at least 65535 (one whole datagram)")
     if args.frag_max_fragments < 2:
@@ -226,13 +245,13 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
 
 
 def _kafka_settings(args: argparse.Namespace):
-    import logging
-
-    from otus_agent.reporters.sink import KafkaSettings
     if not args.kafka_brokers:
         if args.console:
             raise UserError("--console goes with --kafka-brokers")
         return None
+    import logging
+
+    from otus_agent.reporters.sink import KafkaSettings
     brokers = [b.strip() for b in args.kafka_brokers.split(",") if b.strip()]
     for b in brokers:
         host, sep, port = b.rpartition(":")
@@ -262,11 +281,11 @@ def _kafka_settings(args: argparse.Namespace):
 
 
 def _hep_settings(args: argparse.Namespace):
+    if not args.hep:
+        return None
     import socket as _socket
 
     from otus_agent.reporters.sink import HepSettings
-    if not args.hep:
-        return None
     host, sep, port = args.hep.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f"--hep: expected HOST:PORT, got {args.hep!r}")
@@ -276,29 +295,24 @@ def _hep_settings(args: argparse.Namespace):
 
 
 def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
-    from otus_agent.reporters.sink import RecordSink
-    stage = None
-    out = None
+    from otus_agent.capture.pcapfile import CaptureFileError, open_capture
+    from otus_agent.engine.pipeline import EngineConfig, build_engine
     kafka = _kafka_settings(args)
     hep = _hep_settings(args)
-    if args.datagrams:
-        if kafka is not None or hep is not None:
-            raise UserError("--datagrams cannot go to Kafka or HEP")
-        sink = lambda d: write(_dump_line(d).encode() + b"\n")  # noqa: E731
-    else:
-        try:
-            out = RecordSink(write if (kafka is None or args.console) else None,
-                             kafka.reporter("run", None) if kafka is not None else None,
-                             hep.reporter() if hep is not None else None)
-        except (OSError, ValueError) as e:
-            raise UserError(f"reporter: {e}") from None
-        stage = SipStage(sip_cfg, out.emit, out.raw, out.emit_block, want_pairs=out.kafka is not None)
-        sink = stage.on_datagram
-    pipe = DatagramStage(cfg, sink, lane=stage.run_lane if stage is not None and stage.lane is not None else None)
+    if args.datagrams and (kafka is not None or hep is not None):
+        raise UserError("--datagrams cannot go to Kafka or HEP")
+    config = EngineConfig(cfg, ("datagrams",) if args.datagrams else ("sip",), {"sip": sip_cfg}, kafka, hep,
+                          lines=kafka is None or args.console)
+    try:
+        engine = build_engine(config, write)
+    except (OSError, ValueError) as e:
+        raise UserError(f"reporter: {e}") from None
     tmpdir = None
     try:
         path = args.pcap
         if args.demo:
+            import tempfile
+
             from otus_agent.sim.callgen import WorkloadSpec, generate
             tmpdir = tempfile.TemporaryDirectory(prefix="otus-demo-")
             path = os.path.join(tmpdir.name, "demo.pcap")
@@ -307,15 +321,13 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
         error = None
         with open_capture(path) as reader:
             try:
-                pipe.run(reader.batches())
+                engine.run(reader.batches())
             except CaptureFileError as e:
                 error = e  # what was read before the damage is still reported
-        if stage is not None:
-            stage.finish()
-        summary = {"file": "demo" if args.demo else path, **pipe.summary()}
-        if stage is not None:
-            summary["sip"] = stage.summary()
-            summary["report"] = out.close(kafka.flush_timeout_s if kafka is not None else 0)
+        engine.finish()
+        summary = {"file": "demo" if args.demo else path, **engine.summary()}
+        if engine.sink is not None:
+            summary["report"] = engine.close(kafka.flush_timeout_s if kafka is not None else 0)
         if error is not None:
             summary["error"] = str(error)
         return summary
@@ -364,7 +376,7 @@ def _daemon(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from otus_agent.capture.afpacket import CaptureError
     from otus_agent.daemon.task import check_filter
-    from otus_spec import load_task
+    from otus_spec import SpecError, load_task
     spec = load_task(args.file)
     try:
         check_filter(spec)  # offline: interfaces may exist only where the task will run
@@ -422,6 +434,18 @@ def _control(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# bad input, printed as one line: (module, class); a class counts only once its module is loaded, since
+# a command that never imported it cannot have raised it (and importing it to check would cost start-up)
+_USER_ERRORS = (("otus_agent.capture.pcapfile", "CaptureFileError"), ("otus_spec", "SpecError"))
+
+
+def _is_user_error(e: Exception) -> bool:
+    if isinstance(e, UserError):
+        return True
+    kinds = tuple(getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules)
+    return isinstance(e, kinds)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -440,9 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_agent(args)
         if args.command in ("task", "status", "stats", "reload", "stop"):
             return _control(args)
-    except (UserError, CaptureFileError, SpecError) as e:
-        sys.stderr.write(f"otus: error: {e}\n")
-        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("otus: interrupted\n")
         return 130
@@ -450,6 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_ERROR
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
+        sys.stderr.write(f"otus: error: {e}\n")
+        return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

@@ -1,5 +1,8 @@
 """One task: a TaskSpec turned into a running capture pipeline in a process of its own.
 
+``configs`` turns the spec into the live capture's settings; each capture process then builds its
+engine from them (``engine.live`` -> ``engine.pipeline.build_engine``), as ``otus run`` does.
+
 A task process captures, parses and reports; it sends the manager its
 counters every second and a final summary, or an error.  Because each task is
 a separate process, a task that fails (bad interface, crash) cannot take the
@@ -33,7 +36,7 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
                       ring=RingConfig(spec.ring.block_size, spec.ring.blocks, spec.ring.block_timeout_ms, spec.snaplen,
                                       spec.promiscuous),
                       workers=spec.workers, duration_s=spec.limits.duration_s, max_packets=spec.limits.max_packets,
-                      task=spec.id)
+                      task=spec.id, parsers=tuple(spec.parsers))
     for r in spec.reporters:
         if r.type == "kafka":
             conf = {k: v for k, v in r.options.items()}

@@ -1,4 +1,4 @@
-"""Wiring of `otus agent`: environment, API client, metrics, signals."""
+"""Wiring of `otus agent`: environment, API client, metrics, signals (its flags are defined in `cli.main`)."""
 from __future__ import annotations
 
 import argparse
@@ -15,28 +15,6 @@ from otus_agent.observability import logs, metrics
 from otus_spec import SpecError
 
 log = logging.getLogger("otus.kube.agent")
-
-
-def add_parser(sub) -> None:
-    a = sub.add_parser("agent", help="run the task from a file and report to Kubernetes (used by the operator)",
-                       description="Run the task in --task-file, restart it when the file changes, and patch this "
-                                   "agent's entry in the CaptureTask's status.  The CaptureTask comes from "
-                                   "$OTUS_TASK_NAMESPACE/$OTUS_TASK; the agent's name from $OTUS_AGENT_NAME "
-                                   "(default: the host name).")
-    src = a.add_mutually_exclusive_group(required=True)
-    src.add_argument("--task-file", metavar="FILE", help="task file (the operator's ConfigMap, mounted)")
-    src.add_argument("--task-configmap", metavar="NAMESPACE/NAME",
-                     help="read the task from this ConfigMap through the API (ephemeral containers)")
-    a.add_argument("--state-dir", default="/var/lib/otus", metavar="DIR", help="spool and state directory")
-    a.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster service account)")
-    a.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
-                   help="at most one status patch per interval (sooner on a state change)")
-    a.add_argument("--poll-interval", type=float, default=2.0, metavar="SECONDS", help="task file check interval")
-    a.add_argument("--task-check-interval", type=float, default=5.0, metavar="SECONDS",
-                   help="with no status patch for this long, GET the CaptureTask to see it still exists; while "
-                        "it is gone (404, 403, being deleted) capture stops and rechecks back off from this")
-    a.add_argument("--metrics-listen", default=":9091", metavar="[HOST]:PORT", help="Prometheus endpoint ('' = off)")
-    a.add_argument("--log-format", choices=("json", "text"), default="json")
 
 
 def _api(kubeconfig: str | None, kind: str = "custom"):
