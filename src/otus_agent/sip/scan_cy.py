@@ -732,8 +732,8 @@ class Scanner:
 @cython.cfunc
 def _fields(buf: bytes, out: cython.longlong[:]) -> dict:
     req: cython.bint = out[O_REQ] == 1
-    xc: cython.longlong = out[O_XC0]
     return {
+        # <fields:scan> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
         "method": _s(buf, out[O_M0], out[O_M1]) if req else None,
         "status_code": None if req else out[O_STATUS],
         "reason_phrase": None if req else _s(buf, out[O_R0], out[O_R1]),
@@ -750,5 +750,6 @@ def _fields(buf: bytes, out: cython.longlong[:]) -> dict:
         "via_branch": _s(buf, out[O_VB0], out[O_VB1]),
         "user_agent": _s(buf, out[O_UA0], out[O_UA1]),
         "content_type": _s(buf, out[O_CT0], out[O_CT1]),
-        "correlation_id": _s(buf, xc, out[O_XC1]) if xc >= 0 else _s(buf, out[O_PC0], out[O_PC1]),
+        "correlation_id": _s(buf, out[O_XC0], out[O_XC1]) if out[O_XC0] >= 0 else _s(buf, out[O_PC0], out[O_PC1]),
+        # </fields:scan>
     }

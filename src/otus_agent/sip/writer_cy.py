@@ -69,10 +69,6 @@ NCOUNT = cython.declare(cython.int, 24)
 COUNTERS = {"messages": C_MSG, "requests": C_REQ, "responses": C_RESP, "classes": C_CLASS, "methods": C_METHOD,
             "size": NCOUNT}
 HEX = b"0123456789abcdef"
-# fields written as strings: (key, offset slot); method..correlation_id in the record's order
-_KEYS = (b',"call_id":', b',"cseq_num":', b',"cseq_method":', b',"from_user":', b',"from_host":',
-         b',"from_tag":', b',"to_user":', b',"to_host":', b',"to_tag":', b',"via_branch":', b',"user_agent":',
-         b',"content_type":', b',"correlation_id":')
 
 
 
@@ -703,54 +699,100 @@ class UdpLane:
         k = _int(q, k, dport)
         k = _lit(q, k, b',"transport":"')
         k = _lit(q, k, transport)
-        k = _lit(q, k, b'","method":')
-        if req:
-            k = _str(q, k, p, o[O_M0], o[O_M1])
-            if k < 0:
-                return False
-            k = _lit(q, k, b',"status_code":null,"reason_phrase":null,"request_uri":')
-            k = _str(q, k, p, o[O_U0], o[O_U1])
-        else:
-            k = _lit(q, k, b'null,"status_code":')
-            k = _int(q, k, o[O_STATUS])
-            k = _lit(q, k, b',"reason_phrase":')
-            k = _str(q, k, p, o[O_R0], o[O_R1])
-            if k < 0:
-                return False
-            k = _lit(q, k, b',"request_uri":null')
-        if k < 0:
-            return False
+        q[k] = 34   # the transport's closing quote
+        k += 1
         kc0: cython.Py_ssize_t = 0
         kc1: cython.Py_ssize_t = 0
         key = None
-        f: cython.int
-        for f in range(13):
-            k = _lit(q, k, _KEYS[f])
-            if f == 0:
-                kc0 = k + 1
-                k = _str(q, k, p, o[O_CID0], o[O_CID1])
-                kc1 = k - 1
-                if o[O_CID0] < 0:
-                    kc0 = kc1 = k
-                elif kc1 - kc0 != o[O_CID1] - o[O_CID0]:
-                    kc0 = kc1 = -1     # escaped in JSON: the key is taken from the message instead
-                    key = whole[off + o[O_CID0]:off + o[O_CID1]]
-            elif f == 1:
-                k = _int(q, k, o[O_CSEQ])
-            elif f == 2:
-                k = _str(q, k, p, o[O_CSM0], o[O_CSM1])
-            elif f <= 9:      # from user/host/tag, to user/host/tag, via branch: consecutive slots
-                k = _str(q, k, p, o[O_FU0 + 2 * (f - 3)], o[O_FU0 + 2 * (f - 3) + 1])
-            elif f == 10:
-                k = _str(q, k, p, o[O_UA0], o[O_UA1])
-            elif f == 11:
-                k = _str(q, k, p, o[O_CT0], o[O_CT1])
-            elif o[O_XC0] >= 0:
-                k = _str(q, k, p, o[O_XC0], o[O_XC1])
-            else:
-                k = _str(q, k, p, o[O_PC0], o[O_PC1])
-            if k < 0:
-                return False           # non-ASCII somewhere: the general path decodes it
+        # the message fields; k < 0 after _str: non-ASCII somewhere, the general path decodes it
+        # <fields:lane> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
+        k = _lit(q, k, b',"method":')
+        if req:
+            k = _str(q, k, p, o[O_M0], o[O_M1])
+        else:
+            k = _lit(q, k, b"null")
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"status_code":')
+        if req:
+            k = _lit(q, k, b"null")
+        else:
+            k = _int(q, k, o[O_STATUS])
+        k = _lit(q, k, b',"reason_phrase":')
+        if req:
+            k = _lit(q, k, b"null")
+        else:
+            k = _str(q, k, p, o[O_R0], o[O_R1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"request_uri":')
+        if req:
+            k = _str(q, k, p, o[O_U0], o[O_U1])
+        else:
+            k = _lit(q, k, b"null")
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"call_id":')
+        kc0 = k + 1
+        k = _str(q, k, p, o[O_CID0], o[O_CID1])
+        kc1 = k - 1
+        if o[O_CID0] < 0:
+            kc0 = kc1 = k
+        elif kc1 - kc0 != o[O_CID1] - o[O_CID0]:
+            kc0 = kc1 = -1     # escaped in JSON: the key is taken from the message instead
+            key = whole[off + o[O_CID0]:off + o[O_CID1]]
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"cseq_num":')
+        k = _int(q, k, o[O_CSEQ])
+        k = _lit(q, k, b',"cseq_method":')
+        k = _str(q, k, p, o[O_CSM0], o[O_CSM1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"from_user":')
+        k = _str(q, k, p, o[O_FU0], o[O_FU1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"from_host":')
+        k = _str(q, k, p, o[O_FH0], o[O_FH1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"from_tag":')
+        k = _str(q, k, p, o[O_FT0], o[O_FT1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"to_user":')
+        k = _str(q, k, p, o[O_TU0], o[O_TU1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"to_host":')
+        k = _str(q, k, p, o[O_TH0], o[O_TH1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"to_tag":')
+        k = _str(q, k, p, o[O_TT0], o[O_TT1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"via_branch":')
+        k = _str(q, k, p, o[O_VB0], o[O_VB1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"user_agent":')
+        k = _str(q, k, p, o[O_UA0], o[O_UA1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"content_type":')
+        k = _str(q, k, p, o[O_CT0], o[O_CT1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"correlation_id":')
+        if o[O_XC0] >= 0:
+            k = _str(q, k, p, o[O_XC0], o[O_XC1])
+        else:
+            k = _str(q, k, p, o[O_PC0], o[O_PC1])
+        if k < 0:
+            return False
+        # </fields:lane>
         k = _lit(q, k, b',"sdp":')
         kbeforesdp: cython.Py_ssize_t = k
         if kind == 1:
