@@ -51,6 +51,10 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
     from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
 else:
     from otus_agent.sip.slots import *  # noqa: F403
+if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
+    from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
+else:
+    from otus_agent.sip.scan_cy import _looks_like_sip
 from orjson import dumps
 
 from otus_agent.sip.sdp_cy import sdp_from_body
@@ -171,45 +175,6 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
         k = _int(q, k, p[at + i])
     q[k] = 34
     return k + 1
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _looks_like_sip(p: cython.p_uchar, n: cython.Py_ssize_t) -> cython.bint:
-    """sip.looks_like_sip in C: 'SIP/2.0 ', or a first line (space within 40 bytes) ending in SIP/2.0."""
-    sp: cython.Py_ssize_t = -1
-    nl: cython.Py_ssize_t = -1
-    i: cython.Py_ssize_t
-    e: cython.Py_ssize_t
-    c: cython.uchar
-    if n >= 8 and p[0] == 83 and p[1] == 73 and p[2] == 80 and p[3] == 47 and p[4] == 50 and p[5] == 46 \
-            and p[6] == 48 and p[7] == 32:
-        return True
-    for i in range(min(n, 40)):
-        if p[i] == 32:
-            sp = i
-            break
-    if sp <= 0:
-        return False
-    for i in range(sp, min(n, 2048)):
-        if p[i] == 10:
-            nl = i
-            break
-    if nl < 0:
-        return False
-    e = nl
-    while e > sp and p[e - 1] == 13:
-        e -= 1
-    if e - sp < 7:
-        return False
-    lit = b"SIP/2.0"
-    for i in range(7):
-        c = p[e - 7 + i]
-        if 97 <= c <= 122:
-            c -= 32
-        if c != lit[i]:
-            return False
-    return True
 
 
 MAX_MEDIA = cython.declare(cython.int, 32)
