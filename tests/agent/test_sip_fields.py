@@ -21,6 +21,10 @@ from otus_agent.sip import message_cy as sip
 from otus_agent.sip.records import Correlator, sip_record
 from otus_agent.sip.slots import LAYOUT
 
+from ..conftest import ROOT
+
+SCHEMA = ROOT / "schemas" / F.SCHEMA_NAME   # the checkout's; the package may be an installed wheel
+
 MSG = (b"INVITE sip:bob@example.com SIP/2.0\r\n"
        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds\r\n"
        b"Max-Forwards: 70\r\nTo: Bob <sip:bob@example.com>\r\n"
@@ -29,7 +33,7 @@ MSG = (b"INVITE sip:bob@example.com SIP/2.0\r\n"
 
 
 def test_the_generated_places_follow_the_table():
-    for path, text in F.generated().items():
+    for path, text in F.generated(schema=SCHEMA).items():
         assert path.read_text() == text, f"{path.name} drifted from sip/fields.py: python -m otus_agent.sip.fields --write"
 
 
@@ -37,7 +41,7 @@ def test_records_have_the_table_order_and_validate_against_the_generated_schema(
     rec = sip_record(sip.parse(MSG), 1, "192.0.2.1", 5060, "192.0.2.2", 5060, "udp", Correlator(), {"task": "t"})
     keys = [f.key for f in F.FIELDS if f.part in ("packet", "message", "body")]
     assert list(rec) == keys + ["task"]
-    jsonschema.validate(rec, json.loads(F.SCHEMA.read_text()))
+    jsonschema.validate(rec, json.loads(SCHEMA.read_text()))
 
 
 def _module(name: str, path, text: str) -> types.ModuleType:
@@ -52,10 +56,10 @@ def test_a_field_added_to_the_table_reaches_every_generated_place():
                   extra={"description": "Content-Length"})
     at = [f.key for f in F.FIELDS].index("correlation_id") + 1
     table = F.FIELDS[:at] + (new,) + F.FIELDS[at:]
-    texts = F.generated(table)
+    texts = F.generated(table, schema=SCHEMA)
     records_py, scan_py, writer_py = (F.SIP / n for n in ("records.py", "scan_cy.py", "writer_cy.py"))
     # the schema
-    props = list(json.loads(texts[F.SCHEMA])["$defs"]["sip"]["properties"])
+    props = list(json.loads(texts[SCHEMA])["$defs"]["sip"]["properties"])
     assert props[props.index("correlation_id") + 1] == "content_length"
     # the general path's record and the (pure) scanner's fields, run on a real message
     scan = _module("otus_sipscan_with_field", scan_py, texts[scan_py])
@@ -77,7 +81,7 @@ def test_a_field_added_to_the_table_reaches_every_generated_place():
     assert "k = _int(q, k, o[O_CL])" in lane[i:i + 200]
     compile(lane, str(writer_py), "exec")
     # and nothing else moved: without the field the texts are today's
-    assert F.generated() == {p: p.read_text() for p in texts}
+    assert F.generated(schema=SCHEMA) == {p: p.read_text() for p in texts}
 
 
 @pytest.mark.parametrize("bad, why", [

@@ -242,9 +242,10 @@ def render_schema(fields: tuple[Field, ...]) -> str:
 
 
 # ---------------------------------------------------------------- the generated places
-ROOT = pathlib.Path(__file__).resolve().parents[3]
 SIP = pathlib.Path(__file__).resolve().parent
-SCHEMA = ROOT / "schemas" / f"sip-record.v{SCHEMA_VERSION}.json"
+ROOT = SIP.parents[2]           # the repository, for a source checkout (src/ layout)
+SCHEMA_NAME = f"sip-record.v{SCHEMA_VERSION}.json"
+SCHEMA = ROOT / "schemas" / SCHEMA_NAME
 # (file, block name, renderer): a block sits between "# <fields:NAME>" and "# </fields:NAME>"
 BLOCKS = (
     (SIP / "records.py", "record", render_record),
@@ -267,9 +268,10 @@ def fill(text: str, name: str, lines: list[str]) -> str:
     return text[:m.start()] + new + text[m.end():]
 
 
-def generated(fields: tuple[Field, ...] = FIELDS, sources: dict[pathlib.Path, str] | None = None) \
-        -> dict[pathlib.Path, str]:
-    """Every generated file as it should read for ``fields`` (``sources``: the current texts)."""
+def generated(fields: tuple[Field, ...] = FIELDS, sources: dict[pathlib.Path, str] | None = None,
+              schema: pathlib.Path = SCHEMA) -> dict[pathlib.Path, str]:
+    """Every generated file as it should read for ``fields`` (``sources``: the current texts; ``schema``:
+    where the schema file is, in a checkout other than the one this package was loaded from)."""
     from otus_agent.sip.slots import LAYOUT
     check(fields, LAYOUT)
     texts = dict(sources) if sources is not None else {}
@@ -278,7 +280,7 @@ def generated(fields: tuple[Field, ...] = FIELDS, sources: dict[pathlib.Path, st
             texts[path] = path.read_text()
     for path, name, render in BLOCKS:
         texts[path] = fill(texts[path], name, render(fields))
-    texts[SCHEMA] = render_schema(fields)
+    texts[schema] = render_schema(fields)
     return texts
 
 
