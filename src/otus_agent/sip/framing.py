@@ -20,6 +20,7 @@ from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
 from otus_agent.sip.scan_cy import Scanner
 from otus_agent.sip.slots import LAYOUT as SCAN
+from otus_spec import SipOptions
 
 try:
     from otus_agent.sip import writer_cy as udplane
@@ -30,20 +31,23 @@ except ImportError:  # pragma: no cover
 if LANE_COMPILED:
     _LC = udplane.COUNTERS
 
-DEFAULT_PORTS = (5060, 5061, 5080)
+_OPTIONS = SipOptions()            # the task contract's defaults are the stage's defaults: one definition
+DEFAULT_PORTS = tuple(_OPTIONS.ports)
 MAX_SCTP_MESSAGE = 256 << 10
 MAX_WS_FRAME = 256 << 10
 
 
 @dataclass
 class SipConfig:
+    """The SIP stage's settings.  The task's are ``SipOptions`` (otus_spec); ``from_options`` is the one
+    conversion, and the defaults here are SipOptions' own."""
     ports: tuple[int, ...] = DEFAULT_PORTS   # always parsed; other ports when the payload looks like SIP
-    heuristic: bool = True
+    heuristic: bool = _OPTIONS.heuristic
     correlation_headers: tuple[str, ...] = DEFAULT_CORRELATION
-    redact_auth: bool = True
-    error_records: bool = True
-    discard_methods: tuple[str, ...] = ()
-    call_summaries: bool = False
+    redact_auth: bool = _OPTIONS.redact_authorization
+    error_records: bool = _OPTIONS.error_records
+    discard_methods: tuple[str, ...] = tuple(_OPTIONS.discard_methods)
+    call_summaries: bool = _OPTIONS.call_summaries
     fast_path: bool = True                   # typical messages via sipscan (same records, less work)
     max_calls: int = 100_000
     tcp_max_streams: int = 16384
@@ -51,11 +55,13 @@ class SipConfig:
     tcp_timeout_s: float = 300.0
     extra: dict = field(default_factory=dict)  # task / agent labels added to every record
 
-
-def _plain_start(data: bytes) -> bool:
-    """The start-line condition of sip.looks_like_sip that the scanner does not check itself (a status
-    line, or a space within 40 bytes): with a scanner accept, the general framer's test holds too."""
-    return data.startswith(b"SIP/2.0 ") or 0 < data.find(b" ", 0, 40)
+    @classmethod
+    def from_options(cls, options: SipOptions, extra: dict | None = None) -> SipConfig:
+        """A task's SIP options as the stage's settings (``extra``: the labels added to every record)."""
+        return cls(ports=tuple(options.ports), heuristic=options.heuristic,
+                   correlation_headers=tuple(options.correlation_headers), redact_auth=options.redact_authorization,
+                   error_records=options.error_records, discard_methods=tuple(options.discard_methods),
+                   call_summaries=options.call_summaries, extra=dict(extra or {}))
 
 
 def _sip_websocket_handshake(p: bytes) -> bool:
@@ -291,7 +297,7 @@ class SipStage:
         # the common case: a segment in order on an idle stream holding exactly one plain message
         if self.lane is not None and p and not s.buf and not s.pending and s.state is None \
                 and not d.tcp_flags & 0x07 and d.tcp_seq == s.next_seq \
-                and _plain_start(p):
+                and sip.looks_like_sip(p):
             sc = self._scanner
             if sc.scan(p, True) == 1:
                 o = sc.arr
@@ -329,7 +335,7 @@ class SipStage:
                 continue
             if self.lane is not None:        # the common case first: one whole, plain message
                 data = bytes(buf)
-                if _plain_start(data) and self._scanner.scan(data, True) == 1:
+                if sip.looks_like_sip(data) and self._scanner.scan(data, True) == 1:
                     del buf[:self._message(data, d, "tcp", True, s.key, scanned=True)]
                     continue
             head = bytes(buf[:2048])

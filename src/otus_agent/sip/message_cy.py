@@ -15,8 +15,11 @@ values are redacted unless asked otherwise.
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
+
+from otus_agent.sip import grammar
+from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one definition, re-exported
+from otus_agent.sip.scan_cy import valid_ipv6
 
 # RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
 COMPACT = {
@@ -28,15 +31,15 @@ COMPACT = {
 }
 SINGLE = ("call-id", "from", "to", "cseq", "max-forwards", "content-length", "content-type")
 REDACTED = ("authorization", "proxy-authorization")
-TOKEN_EXTRA = set("-.!%*_+`'~")
-MAX_CSEQ = 2**31 - 1
-MAX_DELTA = 2**32 - 1
+MAX_CSEQ = grammar.MAX_CSEQ
+MAX_DELTA = grammar.MAX_DELTA
+MAX_PORT = grammar.MAX_PORT
+MAX_FORWARDS = grammar.MAX_FORWARDS
 MAX_HEADER_BYTES = 65536
 
 
-_TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" + "".join(sorted(TOKEN_EXTRA))
-_DROP_TOKEN = str.maketrans("", "", _TOKEN_CHARS)
-_DROP_HOST = str.maketrans("", "", "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+_DROP_TOKEN = str.maketrans("", "", grammar.TOKEN.decode("ascii"))
+_DROP_HOST = str.maketrans("", "", grammar.HOST.decode("ascii"))
 _NAMES: dict[str, str | None] = {}   # raw header name -> canonical name (None: not a token)
 MAX_NAMES = 4096
 
@@ -190,11 +193,8 @@ def valid_host(host: str) -> bool:
     if host[0] == "[":
         if host[-1] != "]":
             return False
-        try:
-            socket.inet_pton(socket.AF_INET6, host[1:-1])
-        except (OSError, ValueError):
-            return False
-        return True
+        ref = host[1:-1]
+        return ref.isascii() and valid_ipv6(ref.encode("ascii"))
     return not host.translate(_DROP_HOST)
 
 
@@ -210,12 +210,12 @@ def _split_hostport(hp: str) -> tuple[str, int | None, bool]:
         if rest[0] != ":":
             return host, None, False
         port = _digits(rest[1:])
-        return host, port, 0 <= port <= 65535 and valid_host(host)
+        return host, port, 0 <= port <= MAX_PORT and valid_host(host)
     colon = hp.find(":")
     if colon < 0:
         return hp, None, valid_host(hp)
     port = _digits(hp[colon + 1:])
-    return hp[:colon], port, 0 <= port <= 65535 and valid_host(hp[:colon])
+    return hp[:colon], port, 0 <= port <= MAX_PORT and valid_host(hp[:colon])
 
 
 def parse_uri(s: str) -> tuple[Uri | None, bool]:
@@ -391,20 +391,6 @@ def skip_junk(data: bytes) -> int:
             return i
         i += 1
     return i
-
-
-def looks_like_sip(data: bytes) -> bool:
-    """Cheap test for the start of a SIP message: 'SIP/2.0 ' or 'METHOD sip:'-ish."""
-    if data.startswith(b"SIP/2.0 "):
-        return True
-    sp = data.find(b" ", 0, 40)
-    if sp <= 0:
-        return False
-    nl = data.find(b"\n", sp, 2048)
-    if nl < 0:
-        return False
-    line = data[sp:nl].rstrip(b"\r")
-    return line.endswith(b"SIP/2.0") or line[-8:].upper().endswith(b"SIP/2.0")
 
 
 # ---------------------------------------------------------------- parser
@@ -609,7 +595,7 @@ def _core_headers(m: SipMessage, defects: list) -> None:
         else:
             m.content_length = cl
     v = h.get("max-forwards")
-    if v and not 0 <= _digits(v[0]) <= 255:
+    if v and not 0 <= _digits(v[0]) <= MAX_FORWARDS:
         defects.append("bad_max_forwards")
     v = h.get("expires")
     if v and not 0 <= _digits(v[0]) <= MAX_DELTA:

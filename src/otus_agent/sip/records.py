@@ -1,12 +1,13 @@
 """One flat JSON-ready record per SIP message (schema: schemas/sip-record.v1.json)."""
 from __future__ import annotations
 
+from otus_agent.sip.fields import SCHEMA_VERSION
 from otus_agent.sip.message_cy import SipMessage, parse_params
 from otus_agent.sip.scan_cy import Scanner
 from otus_agent.sip.sdp_cy import sdp_from_body
+from otus_spec import SipOptions
 
-SCHEMA_VERSION = 1
-DEFAULT_CORRELATION = ("X-CID", "P-Charging-Vector;icid-value")
+DEFAULT_CORRELATION = tuple(SipOptions().correlation_headers)   # the task contract's default
 
 
 class Correlator:
@@ -49,6 +50,7 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
     ua = h.get("user-agent") or h.get("server")
     ct = h.get("content-type")
     rec = {
+        # <fields:record> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
         "v": SCHEMA_VERSION,
         "type": "sip",
         "ts": ts,
@@ -75,6 +77,7 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
         "content_type": ct[0] if ct else None,
         "correlation_id": correlator.find(h),
         "sdp": sdp_from_body(ct[0], m.body) if ct and m.body else None,
+        # </fields:record>
     }
     if m.defects:
         rec["error"] = m.error
@@ -87,8 +90,18 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
 def fast_sip_record(data: bytes, scanner: Scanner, body_start: int, body_end: int, ts: int, src_ip: str,
                     src_port: int, dst_ip: str, dst_port: int, transport: str, extra: dict | None = None) -> dict:
     """The same record as ``sip_record``, from what ``scanner.scan`` found."""
-    rec = {"v": SCHEMA_VERSION, "type": "sip", "ts": ts, "src_ip": src_ip, "src_port": src_port,
-           "dst_ip": dst_ip, "dst_port": dst_port, "transport": transport}
+    rec = {
+        # <fields:fast_envelope> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
+        "v": SCHEMA_VERSION,
+        "type": "sip",
+        "ts": ts,
+        "src_ip": src_ip,
+        "src_port": src_port,
+        "dst_ip": dst_ip,
+        "dst_port": dst_port,
+        "transport": transport,
+        # </fields:fast_envelope>
+    }
     f = scanner.fields(data)
     rec.update(f)
     ct = f["content_type"]

@@ -20,28 +20,40 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
     from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
 else:
     from otus_agent.sip.slots import *  # noqa: F403
-
-
+from otus_agent.sip import grammar
 
 MAX_HEADERS = cython.declare(cython.int, 128)
+MAX_PORT = cython.declare(cython.longlong, grammar.MAX_PORT)
+MAX_CSEQ = cython.declare(cython.longlong, grammar.MAX_CSEQ)
+MAX_FORWARDS = cython.declare(cython.longlong, grammar.MAX_FORWARDS)
+MAX_DELTA = cython.declare(cython.longlong, grammar.MAX_DELTA)
+# the character classes as lookup tables (C globals holding the bytes the pointers borrow)
+_TOKEN_TABLE = cython.declare(bytes, grammar.table(grammar.TOKEN))
+_HOST_TABLE = cython.declare(bytes, grammar.table(grammar.HOST))
+_TT = cython.declare(cython.p_uchar)
+_HT = cython.declare(cython.p_uchar)
+if cython.compiled:
+    _TT = cython.cast(cython.p_uchar, _TOKEN_TABLE)
+    _HT = cython.cast(cython.p_uchar, _HOST_TABLE)
+else:
+    _TT = _TOKEN_TABLE
+    _HT = _HOST_TABLE
 
 
 @cython.cfunc
 @cython.inline
 @cython.exceptval(check=False)
 def _tok(c: cython.uchar) -> cython.bint:
-    """RFC 3261 token character."""
-    if (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57):
-        return True
-    return c == 45 or c == 46 or c == 33 or c == 37 or c == 42 or c == 95 or c == 43 or c == 96 \
-        or c == 39 or c == 126
+    """RFC 3261 token character (grammar.TOKEN)."""
+    return _TT[c] != 0
 
 
 @cython.cfunc
 @cython.inline
 @cython.exceptval(check=False)
 def _hostc(c: cython.uchar) -> cython.bint:
-    return (c >= 97 and c <= 122) or (c >= 65 and c <= 90) or (c >= 48 and c <= 57) or c == 45 or c == 46
+    """hostname / IPv4address character (grammar.HOST)."""
+    return _HT[c] != 0
 
 
 @cython.cfunc
@@ -238,6 +250,49 @@ def valid_ipv6(ref: bytes) -> bool:
 
 @cython.cfunc
 @cython.exceptval(check=False)
+def _looks_like_sip(p: cython.p_uchar, n: cython.Py_ssize_t) -> cython.bint:
+    """Cheap test for the start of a SIP message: 'SIP/2.0 ', or a first line with a space within
+    40 bytes that ends (within 2048 bytes) in SIP/2.0, any case.  The one definition: the SIP
+    stage's heuristic and stream resync, and the compiled lane (cimported, sip/scan_cy.pxd)."""
+    sp: cython.Py_ssize_t = -1
+    nl: cython.Py_ssize_t = -1
+    i: cython.Py_ssize_t
+    e: cython.Py_ssize_t
+    if n >= 8 and p[0] == 83 and p[1] == 73 and p[2] == 80 and p[3] == 47 and p[4] == 50 and p[5] == 46 \
+            and p[6] == 48 and p[7] == 32:
+        return True
+    for i in range(min(n, 40)):
+        if p[i] == 32:
+            sp = i
+            break
+    if sp <= 0:
+        return False
+    for i in range(sp, min(n, 2048)):
+        if p[i] == 10:
+            nl = i
+            break
+    if nl < 0:
+        return False
+    e = nl
+    while e > sp and p[e - 1] == 13:
+        e -= 1
+    if e - sp < 7:
+        return False
+    return _eq(p, e - 7, e, b"sip/2.0")
+
+
+def looks_like_sip(data: bytes) -> bool:
+    """``_looks_like_sip`` for Python callers."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, data)
+    else:
+        p = data
+    return _looks_like_sip(p, len(data))
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
 def _host(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.Py_ssize_t:
     """End of a hostname/IPv4 address or an IPv6 reference starting at i; i when none."""
     k: cython.Py_ssize_t = i
@@ -305,7 +360,7 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
         port0 = i
         while i < b and p[i] >= 48 and p[i] <= 57:
             i += 1
-        if _digits(p, port0, i, 65535) < 0:
+        if _digits(p, port0, i, MAX_PORT) < 0:
             return False
     if i < b:
         return _params(p, i, b, b"", out, -1)
@@ -390,7 +445,7 @@ def _via(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
         port0 = i
         while i < b and p[i] >= 48 and p[i] <= 57:
             i += 1
-        if _digits(p, port0, i, 65535) < 0:
+        if _digits(p, port0, i, MAX_PORT) < 0:
             return False
     return _params(p, i, b, b"branch", out, O_VB0 if first else -1)
 
@@ -538,7 +593,7 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
             i = v0
             while i < v1 and p[i] != 32:
                 i += 1
-            num = _digits(p, v0, i, 2147483647)
+            num = _digits(p, v0, i, MAX_CSEQ)
             if num < 0 or i >= v1:
                 return 0
             out[O_CSEQ] = num
@@ -562,7 +617,7 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
             out[O_CT1] = v1
         elif k == 12 and _eq(p, ls, c0, b"max-forwards"):
             bit = H_MAXFWD
-            if _digits(p, v0, v1, 255) < 0:
+            if _digits(p, v0, v1, MAX_FORWARDS) < 0:
                 return 0
         elif k == 10 and _eq(p, ls, c0, b"user-agent"):
             if out[O_UA0] >= 0:
@@ -627,7 +682,7 @@ def _contact(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out:
     out[O_SCR1] = -1
     if not _name_addr_expires(p, a, b, out):
         return False
-    if out[O_SCR0] >= 0 and _digits(p, out[O_SCR0], out[O_SCR1], 4294967295) < 0:
+    if out[O_SCR0] >= 0 and _digits(p, out[O_SCR0], out[O_SCR1], MAX_DELTA) < 0:
         return False
     return True
 
@@ -732,8 +787,8 @@ class Scanner:
 @cython.cfunc
 def _fields(buf: bytes, out: cython.longlong[:]) -> dict:
     req: cython.bint = out[O_REQ] == 1
-    xc: cython.longlong = out[O_XC0]
     return {
+        # <fields:scan> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
         "method": _s(buf, out[O_M0], out[O_M1]) if req else None,
         "status_code": None if req else out[O_STATUS],
         "reason_phrase": None if req else _s(buf, out[O_R0], out[O_R1]),
@@ -750,5 +805,6 @@ def _fields(buf: bytes, out: cython.longlong[:]) -> dict:
         "via_branch": _s(buf, out[O_VB0], out[O_VB1]),
         "user_agent": _s(buf, out[O_UA0], out[O_UA1]),
         "content_type": _s(buf, out[O_CT0], out[O_CT1]),
-        "correlation_id": _s(buf, xc, out[O_XC1]) if xc >= 0 else _s(buf, out[O_PC0], out[O_PC1]),
+        "correlation_id": _s(buf, out[O_XC0], out[O_XC1]) if out[O_XC0] >= 0 else _s(buf, out[O_PC0], out[O_PC1]),
+        # </fields:scan>
     }

@@ -51,6 +51,10 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
     from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
 else:
     from otus_agent.sip.slots import *  # noqa: F403
+if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
+    from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
+else:
+    from otus_agent.sip.scan_cy import _looks_like_sip
 from orjson import dumps
 
 from otus_agent.sip.sdp_cy import sdp_from_body
@@ -69,10 +73,6 @@ NCOUNT = cython.declare(cython.int, 24)
 COUNTERS = {"messages": C_MSG, "requests": C_REQ, "responses": C_RESP, "classes": C_CLASS, "methods": C_METHOD,
             "size": NCOUNT}
 HEX = b"0123456789abcdef"
-# fields written as strings: (key, offset slot); method..correlation_id in the record's order
-_KEYS = (b',"call_id":', b',"cseq_num":', b',"cseq_method":', b',"from_user":', b',"from_host":',
-         b',"from_tag":', b',"to_user":', b',"to_host":', b',"to_tag":', b',"via_branch":', b',"user_agent":',
-         b',"content_type":', b',"correlation_id":')
 
 
 
@@ -175,45 +175,6 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
         k = _int(q, k, p[at + i])
     q[k] = 34
     return k + 1
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _looks_like_sip(p: cython.p_uchar, n: cython.Py_ssize_t) -> cython.bint:
-    """sip.looks_like_sip in C: 'SIP/2.0 ', or a first line (space within 40 bytes) ending in SIP/2.0."""
-    sp: cython.Py_ssize_t = -1
-    nl: cython.Py_ssize_t = -1
-    i: cython.Py_ssize_t
-    e: cython.Py_ssize_t
-    c: cython.uchar
-    if n >= 8 and p[0] == 83 and p[1] == 73 and p[2] == 80 and p[3] == 47 and p[4] == 50 and p[5] == 46 \
-            and p[6] == 48 and p[7] == 32:
-        return True
-    for i in range(min(n, 40)):
-        if p[i] == 32:
-            sp = i
-            break
-    if sp <= 0:
-        return False
-    for i in range(sp, min(n, 2048)):
-        if p[i] == 10:
-            nl = i
-            break
-    if nl < 0:
-        return False
-    e = nl
-    while e > sp and p[e - 1] == 13:
-        e -= 1
-    if e - sp < 7:
-        return False
-    lit = b"SIP/2.0"
-    for i in range(7):
-        c = p[e - 7 + i]
-        if 97 <= c <= 122:
-            c -= 32
-        if c != lit[i]:
-            return False
-    return True
 
 
 MAX_MEDIA = cython.declare(cython.int, 32)
@@ -703,54 +664,100 @@ class UdpLane:
         k = _int(q, k, dport)
         k = _lit(q, k, b',"transport":"')
         k = _lit(q, k, transport)
-        k = _lit(q, k, b'","method":')
-        if req:
-            k = _str(q, k, p, o[O_M0], o[O_M1])
-            if k < 0:
-                return False
-            k = _lit(q, k, b',"status_code":null,"reason_phrase":null,"request_uri":')
-            k = _str(q, k, p, o[O_U0], o[O_U1])
-        else:
-            k = _lit(q, k, b'null,"status_code":')
-            k = _int(q, k, o[O_STATUS])
-            k = _lit(q, k, b',"reason_phrase":')
-            k = _str(q, k, p, o[O_R0], o[O_R1])
-            if k < 0:
-                return False
-            k = _lit(q, k, b',"request_uri":null')
-        if k < 0:
-            return False
+        q[k] = 34   # the transport's closing quote
+        k += 1
         kc0: cython.Py_ssize_t = 0
         kc1: cython.Py_ssize_t = 0
         key = None
-        f: cython.int
-        for f in range(13):
-            k = _lit(q, k, _KEYS[f])
-            if f == 0:
-                kc0 = k + 1
-                k = _str(q, k, p, o[O_CID0], o[O_CID1])
-                kc1 = k - 1
-                if o[O_CID0] < 0:
-                    kc0 = kc1 = k
-                elif kc1 - kc0 != o[O_CID1] - o[O_CID0]:
-                    kc0 = kc1 = -1     # escaped in JSON: the key is taken from the message instead
-                    key = whole[off + o[O_CID0]:off + o[O_CID1]]
-            elif f == 1:
-                k = _int(q, k, o[O_CSEQ])
-            elif f == 2:
-                k = _str(q, k, p, o[O_CSM0], o[O_CSM1])
-            elif f <= 9:      # from user/host/tag, to user/host/tag, via branch: consecutive slots
-                k = _str(q, k, p, o[O_FU0 + 2 * (f - 3)], o[O_FU0 + 2 * (f - 3) + 1])
-            elif f == 10:
-                k = _str(q, k, p, o[O_UA0], o[O_UA1])
-            elif f == 11:
-                k = _str(q, k, p, o[O_CT0], o[O_CT1])
-            elif o[O_XC0] >= 0:
-                k = _str(q, k, p, o[O_XC0], o[O_XC1])
-            else:
-                k = _str(q, k, p, o[O_PC0], o[O_PC1])
-            if k < 0:
-                return False           # non-ASCII somewhere: the general path decodes it
+        # the message fields; k < 0 after _str: non-ASCII somewhere, the general path decodes it
+        # <fields:lane> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
+        k = _lit(q, k, b',"method":')
+        if req:
+            k = _str(q, k, p, o[O_M0], o[O_M1])
+        else:
+            k = _lit(q, k, b"null")
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"status_code":')
+        if req:
+            k = _lit(q, k, b"null")
+        else:
+            k = _int(q, k, o[O_STATUS])
+        k = _lit(q, k, b',"reason_phrase":')
+        if req:
+            k = _lit(q, k, b"null")
+        else:
+            k = _str(q, k, p, o[O_R0], o[O_R1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"request_uri":')
+        if req:
+            k = _str(q, k, p, o[O_U0], o[O_U1])
+        else:
+            k = _lit(q, k, b"null")
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"call_id":')
+        kc0 = k + 1
+        k = _str(q, k, p, o[O_CID0], o[O_CID1])
+        kc1 = k - 1
+        if o[O_CID0] < 0:
+            kc0 = kc1 = k
+        elif kc1 - kc0 != o[O_CID1] - o[O_CID0]:
+            kc0 = kc1 = -1     # escaped in JSON: the key is taken from the message instead
+            key = whole[off + o[O_CID0]:off + o[O_CID1]]
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"cseq_num":')
+        k = _int(q, k, o[O_CSEQ])
+        k = _lit(q, k, b',"cseq_method":')
+        k = _str(q, k, p, o[O_CSM0], o[O_CSM1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"from_user":')
+        k = _str(q, k, p, o[O_FU0], o[O_FU1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"from_host":')
+        k = _str(q, k, p, o[O_FH0], o[O_FH1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"from_tag":')
+        k = _str(q, k, p, o[O_FT0], o[O_FT1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"to_user":')
+        k = _str(q, k, p, o[O_TU0], o[O_TU1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"to_host":')
+        k = _str(q, k, p, o[O_TH0], o[O_TH1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"to_tag":')
+        k = _str(q, k, p, o[O_TT0], o[O_TT1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"via_branch":')
+        k = _str(q, k, p, o[O_VB0], o[O_VB1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"user_agent":')
+        k = _str(q, k, p, o[O_UA0], o[O_UA1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"content_type":')
+        k = _str(q, k, p, o[O_CT0], o[O_CT1])
+        if k < 0:
+            return False
+        k = _lit(q, k, b',"correlation_id":')
+        if o[O_XC0] >= 0:
+            k = _str(q, k, p, o[O_XC0], o[O_XC1])
+        else:
+            k = _str(q, k, p, o[O_PC0], o[O_PC1])
+        if k < 0:
+            return False
+        # </fields:lane>
         k = _lit(q, k, b',"sdp":')
         kbeforesdp: cython.Py_ssize_t = k
         if kind == 1:

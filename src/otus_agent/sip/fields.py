@@ -1,0 +1,299 @@
+"""The SIP record's fields: the one definition (issue 14).
+
+Each ``Field`` says, once, what a record key is: its JSON key (the record's key order is this
+table's order), its JSON-schema type, how the general path reads it from a parsed
+``SipMessage`` (``message``: a Python expression) and which scanner slots the fast path reads it
+from (``scan``).  Four places are generated from this table by
+``python -m otus_agent.sip.fields --write``, and ``tests/agent/test_sip_fields.py`` fails when one
+of them drifts:
+
+* ``sip/records.py``: the record dict of the general path (``sip_record``) and the packet part of
+  the fast path's (``fast_sip_record``);
+* ``sip/scan_cy.py``: ``_fields``, the scanner's field dict;
+* ``sip/writer_cy.py``: the compiled lane's JSON for the message fields;
+* ``schemas/sip-record.v1.json``.
+
+Adding a field is one ``Field`` line here, then ``--write``.  A field the scanner cannot locate yet
+needs a slot in ``sip/slots.pxd`` and the code that fills it in ``scan_cy._scan_p`` first: that is
+new grammar, not a second definition of the field.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import sys
+from dataclasses import dataclass, field
+
+# the general path's locals the ``message`` expressions may use (sip/records.py: sip_record)
+#   m: the SipMessage; f, t: From/To (NameAddr or None); fu, tu: their URIs; h: headers;
+#   ua, ct: the User-Agent (else Server) and Content-Type value lists; correlator: the Correlator
+# fast-path kinds (``scan``): how the scanner's slots make the value
+#   ("str", S)        the text at slots S, S+1 (null when S is -1)
+#   ("int", S)        the number in slot S
+#   ("req_str", S)    "str" for a request, null for a response
+#   ("resp_str", S)   "str" for a response, null for a request
+#   ("resp_int", S)   "int" for a response, null for a request
+#   ("first", S, T)   "str" of S when S is found, else "str" of T
+KINDS = {"str": 1, "int": 1, "req_str": 1, "resp_str": 1, "resp_int": 1, "first": 2}
+STR = {"$ref": "#/$defs/str"}
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    schema: dict
+    message: str = ""                   # general path: Python expression (message fields only)
+    scan: tuple = ()                    # fast path: (kind, slot names...) (message fields only)
+    part: str = "message"               # packet | message | body | error | label
+    required: bool = False              # in the schema's "required"
+    kafka_key: bool = False             # the lane also hands this value over as the record's Kafka key
+    extra: dict = field(default_factory=dict)   # more schema keywords (description, bounds)
+
+
+def _p(key: str, schema: dict, expr: str, **kw) -> Field:
+    return Field(key, schema, message=expr, part="packet", required=True, **kw)
+
+
+SCHEMA_VERSION = 1
+FIELDS: tuple[Field, ...] = (
+    _p("v", {"const": SCHEMA_VERSION}, "SCHEMA_VERSION", extra={"description": "schema version"}),
+    _p("type", {"const": "sip"}, '"sip"'),
+    _p("ts", {"type": "integer"}, "ts", extra={"description": "capture time, nanoseconds since the Unix epoch"}),
+    _p("src_ip", {"type": "string"}, "src_ip"),
+    _p("src_port", {"type": "integer", "minimum": 0, "maximum": 65535}, "src_port"),
+    _p("dst_ip", {"type": "string"}, "dst_ip"),
+    _p("dst_port", {"type": "integer", "minimum": 0, "maximum": 65535}, "dst_port"),
+    _p("transport", {"enum": ["udp", "tcp", "sctp", "ws"]}, "transport"),
+    Field("method", STR, "m.method if m.is_request else None", ("req_str", "O_M0"),
+          extra={"description": "request method (requests only)"}),
+    Field("status_code", {"type": ["integer", "null"], "minimum": 100, "maximum": 699}, "m.status_code",
+          ("resp_int", "O_STATUS")),
+    Field("reason_phrase", STR, "m.reason", ("resp_str", "O_R0")),
+    Field("request_uri", STR, "m.request_uri", ("req_str", "O_U0")),
+    Field("call_id", STR, "m.call_id", ("str", "O_CID0"), kafka_key=True),
+    Field("cseq_num", {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647}, "m.cseq_num",
+          ("int", "O_CSEQ")),
+    Field("cseq_method", STR, "m.cseq_method", ("str", "O_CSM0")),
+    Field("from_user", STR, "fu.user if fu is not None else None", ("str", "O_FU0")),
+    Field("from_host", STR, "fu.host if fu is not None else None", ("str", "O_FH0")),
+    Field("from_tag", STR, 'f.params.get("tag") if f is not None else None', ("str", "O_FT0")),
+    Field("to_user", STR, "tu.user if tu is not None else None", ("str", "O_TU0")),
+    Field("to_host", STR, "tu.host if tu is not None else None", ("str", "O_TH0")),
+    Field("to_tag", STR, 't.params.get("tag") if t is not None else None', ("str", "O_TT0")),
+    Field("via_branch", STR, 'm.via[0].params.get("branch") if m.via else None', ("str", "O_VB0"),
+          extra={"description": "branch of the topmost Via"}),
+    Field("user_agent", STR, "ua[0] if ua else None", ("str", "O_UA0"),
+          extra={"description": "User-Agent, or Server for responses"}),
+    Field("content_type", STR, "ct[0] if ct else None", ("str", "O_CT0")),
+    Field("correlation_id", STR, "correlator.find(h)", ("first", "O_XC0", "O_PC0"),
+          extra={"description": "first configured correlation header found (default X-CID, "
+                                "P-Charging-Vector icid-value)"}),
+    Field("sdp", {
+        "type": ["object", "null"],
+        "properties": {
+            "connection": {"type": "string"},
+            "origin": {"type": "object"},
+            "media": {"type": "array", "items": {
+                "type": "object", "required": ["type", "port", "proto", "payloads"],
+                "properties": {"type": {"type": "string"}, "port": {"$ref": "#/$defs/int"},
+                               "proto": {"type": "string"}, "payloads": {"type": "array", "items": {"type": "string"}},
+                               "connection": STR, "rtpmap": {"type": "object"}}}},
+        }}, "sdp_from_body(ct[0], m.body) if ct and m.body else None", part="body"),
+    Field("task", {"type": "string"}, part="label"),
+    Field("agent", {"type": "string"}, part="label"),
+    Field("error", {"type": "string"}, part="error",
+          extra={"description": "first reason the message is malformed (error records only)"}),
+    Field("defects", {"type": "array", "items": {"type": "string"}}, part="error"),
+    Field("size", {"type": "integer"}, part="label"),
+)
+
+# the per-call summary record (sip/dialogs.py), in the same schema file
+CALL_PROPERTIES: dict = {
+    "v": {"const": SCHEMA_VERSION}, "type": {"const": "call"}, "call_id": {"type": "string"},
+    "from_user": STR, "to_user": STR,
+    "start_ts": {"type": "integer"}, "answer_ts": {"$ref": "#/$defs/int"}, "end_ts": {"$ref": "#/$defs/int"},
+    "setup_ms": {"type": ["number", "null"]}, "answer_ms": {"type": ["number", "null"]},
+    "duration_ms": {"type": ["number", "null"]}, "final_status": {"$ref": "#/$defs/int"},
+    "ended_by": {"enum": ["caller", "callee", None]}, "reinvites": {"type": "integer"},
+    "state": {"type": "string"},
+}
+CALL_REQUIRED = ["v", "type", "call_id", "start_ts", "state"]
+
+
+def check(fields: tuple[Field, ...], slots: dict[str, int]) -> None:
+    """A table that generates valid code: unique keys, known kinds, slot pairs that exist."""
+    keys = [f.key for f in fields]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"repeated record keys in {keys}")
+    for f in fields:
+        if f.part not in ("packet", "message", "body", "error", "label"):
+            raise ValueError(f"{f.key}: unknown part {f.part!r}")
+        if f.part != "message":
+            continue
+        if not f.message or not f.scan or f.scan[0] not in KINDS or len(f.scan) != 1 + KINDS[f.scan[0]]:
+            raise ValueError(f"{f.key}: a message field needs an expression and a scan spec of a known kind")
+        for s in f.scan[1:]:
+            if s not in slots:
+                raise ValueError(f"{f.key}: no scanner slot {s} in sip/slots.pxd")
+            if f.scan[0] != "int" and f.scan[0] != "resp_int" and slots.get(_end(s)) != slots[s] + 1:
+                raise ValueError(f"{f.key}: slot {s} has no end slot {_end(s)} right after it")
+        if f.kafka_key and f.scan[0] != "str":
+            raise ValueError(f"{f.key}: the Kafka key must be a plain string field")
+
+
+def _end(slot: str) -> str:
+    return slot[:-1] + "1" if slot.endswith("0") else slot + "_END"
+
+
+# ---------------------------------------------------------------- renderers
+def _message(fields: tuple[Field, ...]) -> list[Field]:
+    return [f for f in fields if f.part == "message"]
+
+
+def render_record(fields: tuple[Field, ...]) -> list[str]:
+    """sip_record's dict entries (general path): packet, message and body fields in order."""
+    return [f'"{f.key}": {f.message},' for f in fields if f.part in ("packet", "message", "body")]
+
+
+def render_fast_envelope(fields: tuple[Field, ...]) -> list[str]:
+    """fast_sip_record's packet fields (the scanner gives the message fields)."""
+    return [f'"{f.key}": {f.message},' for f in fields if f.part == "packet"]
+
+
+def _scan_expr(f: Field) -> str:
+    kind, s = f.scan[0], f.scan[1]
+    text = f"_s(buf, out[{s}], out[{_end(s)}])"
+    if kind == "str":
+        return text
+    if kind == "int":
+        return f"out[{s}]"
+    if kind == "req_str":
+        return f"{text} if req else None"
+    if kind == "resp_str":
+        return f"None if req else {text}"
+    if kind == "resp_int":
+        return f"None if req else out[{s}]"
+    t = f.scan[2]
+    return f"{text} if out[{s}] >= 0 else _s(buf, out[{t}], out[{_end(t)}])"
+
+
+def render_scan(fields: tuple[Field, ...]) -> list[str]:
+    """scan_cy._fields' dict entries: the message fields from the scanner's slots."""
+    return [f'"{f.key}": {_scan_expr(f)},' for f in _message(fields)]
+
+
+def _lane_value(f: Field) -> list[str]:
+    kind, s = f.scan[0], f.scan[1]
+    text = f"k = _str(q, k, p, o[{s}], o[{_end(s)}])"
+    if kind == "str" and f.kafka_key:
+        return ["kc0 = k + 1", text, "kc1 = k - 1",
+                f"if o[{s}] < 0:", "    kc0 = kc1 = k",
+                f"elif kc1 - kc0 != o[{_end(s)}] - o[{s}]:",
+                "    kc0 = kc1 = -1     # escaped in JSON: the key is taken from the message instead",
+                f"    key = whole[off + o[{s}]:off + o[{_end(s)}]]"]
+    if kind == "str":
+        return [text]
+    if kind == "int":
+        return [f"k = _int(q, k, o[{s}])"]
+    if kind == "req_str":
+        return ["if req:", "    " + text, "else:", '    k = _lit(q, k, b"null")']
+    if kind == "resp_str":
+        return ["if req:", '    k = _lit(q, k, b"null")', "else:", "    " + text]
+    if kind == "resp_int":
+        return ["if req:", '    k = _lit(q, k, b"null")', "else:", f"    k = _int(q, k, o[{s}])"]
+    t = f.scan[2]
+    return [f"if o[{s}] >= 0:", "    " + text, "else:", f"    k = _str(q, k, p, o[{t}], o[{_end(t)}])"]
+
+
+def render_lane(fields: tuple[Field, ...]) -> list[str]:
+    """writer_cy's JSON for the message fields, from the scanner's slots (``o``) at ``p``."""
+    out = []
+    for f in _message(fields):
+        out.append(f"k = _lit(q, k, b',\"{f.key}\":')")
+        out += _lane_value(f)
+        if f.scan[0] not in ("int", "resp_int"):
+            out += ["if k < 0:", "    return False"]
+    return out
+
+
+def _prop(f: Field) -> dict:
+    return {**f.schema, **f.extra}
+
+
+def render_schema(fields: tuple[Field, ...]) -> str:
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://otus.dev/schemas/sip-record.v{SCHEMA_VERSION}.json",
+        "title": f"Otus SIP record, version {SCHEMA_VERSION}",
+        "$comment": "generated from otus_agent/sip/fields.py by python -m otus_agent.sip.fields --write: do not edit",
+        "description": "One record per SIP message (type=sip) or per finished call (type=call). Kafka key: "
+                       + ", ".join(f.key for f in fields if f.kafka_key) + ".",
+        "oneOf": [{"$ref": "#/$defs/sip"}, {"$ref": "#/$defs/call"}],
+        "$defs": {
+            "str": {"type": ["string", "null"]},
+            "int": {"type": ["integer", "null"]},
+            "sip": {"type": "object", "required": [f.key for f in fields if f.required],
+                    "properties": {f.key: _prop(f) for f in fields}},
+            "call": {"type": "object", "required": CALL_REQUIRED, "properties": CALL_PROPERTIES},
+        },
+    }
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+# ---------------------------------------------------------------- the generated places
+SIP = pathlib.Path(__file__).resolve().parent
+ROOT = SIP.parents[2]           # the repository, for a source checkout (src/ layout)
+SCHEMA_NAME = f"sip-record.v{SCHEMA_VERSION}.json"
+SCHEMA = ROOT / "schemas" / SCHEMA_NAME
+# (file, block name, renderer): a block sits between "# <fields:NAME>" and "# </fields:NAME>"
+BLOCKS = (
+    (SIP / "records.py", "record", render_record),
+    (SIP / "records.py", "fast_envelope", render_fast_envelope),
+    (SIP / "scan_cy.py", "scan", render_scan),
+    (SIP / "writer_cy.py", "lane", render_lane),
+)
+
+
+def fill(text: str, name: str, lines: list[str]) -> str:
+    """``text`` with the block ``name`` replaced by ``lines`` (indented as its opening marker)."""
+    pat = re.compile(rf"^([ \t]*)# <fields:{name}>[^\n]*\n.*?^[ \t]*# </fields:{name}>$", re.M | re.S)
+    m = pat.search(text)
+    if m is None:
+        raise ValueError(f"no '# <fields:{name}>' ... '# </fields:{name}>' block")
+    ind = m.group(1)
+    body = "".join(f"{ind}{line}\n" if line else "\n" for line in lines)
+    new = (f"{ind}# <fields:{name}> generated from sip/fields.py (python -m otus_agent.sip.fields --write)\n"
+           f"{body}{ind}# </fields:{name}>")
+    return text[:m.start()] + new + text[m.end():]
+
+
+def generated(fields: tuple[Field, ...] = FIELDS, sources: dict[pathlib.Path, str] | None = None,
+              schema: pathlib.Path = SCHEMA) -> dict[pathlib.Path, str]:
+    """Every generated file as it should read for ``fields`` (``sources``: the current texts; ``schema``:
+    where the schema file is, in a checkout other than the one this package was loaded from)."""
+    from otus_agent.sip.slots import LAYOUT
+    check(fields, LAYOUT)
+    texts = dict(sources) if sources is not None else {}
+    for path, _, _ in BLOCKS:
+        if path not in texts:
+            texts[path] = path.read_text()
+    for path, name, render in BLOCKS:
+        texts[path] = fill(texts[path], name, render(fields))
+    texts[schema] = render_schema(fields)
+    return texts
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["--write"]:
+        print("usage: python -m otus_agent.sip.fields --write", file=sys.stderr)
+        return 2
+    for path, text in generated().items():
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
