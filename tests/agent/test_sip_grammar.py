@@ -115,7 +115,7 @@ def test_from_options_carries_every_setting_into_the_stage():
 
 
 def test_the_daemon_builds_the_same_config_as_from_options():
-    """daemon/task.py still spells the conversion out (not this change's to edit): they must agree."""
+    """The daemon converts a task's SIP options through from_options, the one conversion."""
     from otus_agent.daemon.task import configs
     spec = TaskSpec.model_validate({"id": "t1", "interfaces": ["lo"], "sip": {
         "ports": [5070], "heuristic": False, "redact_authorization": False, "discard_methods": ["OPTIONS"],

@@ -27,10 +27,7 @@ from otus_spec import TaskSpec
 def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
             state_dir: str = "/var/lib/otus") -> tuple[LiveConfig, DatagramConfig, SipConfig]:
     s = spec.sip
-    sip_cfg = SipConfig(ports=tuple(s.ports), heuristic=s.heuristic, correlation_headers=tuple(s.correlation_headers),
-                        redact_auth=s.redact_authorization, error_records=s.error_records,
-                        discard_methods=tuple(s.discard_methods), call_summaries=s.call_summaries,
-                        extra={"task": spec.id, "agent": socket.gethostname()})
+    sip_cfg = SipConfig.from_options(s, extra={"task": spec.id, "agent": socket.gethostname()})
     expr = spec.bpf_filter if spec.bpf_filter is not None else bpf.default_sip_filter(tuple(s.ports))
     live = LiveConfig(interfaces=list(spec.interfaces), filter_expr=expr or None,
                       ring=RingConfig(spec.ring.block_size, spec.ring.blocks, spec.ring.block_timeout_ms, spec.snaplen,

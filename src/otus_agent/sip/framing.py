@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from otus_agent.reassembly.datagrams import Datagram
 from otus_agent.reassembly.tcpstream import TcpReassembler
@@ -20,7 +20,6 @@ from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
 from otus_agent.sip.scan_cy import Scanner
 from otus_agent.sip.slots import LAYOUT as SCAN
-from otus_spec import SipOptions
 
 try:
     from otus_agent.sip import writer_cy as udplane
@@ -30,9 +29,12 @@ except ImportError:  # pragma: no cover
     LANE_COMPILED = False
 if LANE_COMPILED:
     _LC = udplane.COUNTERS
+if TYPE_CHECKING:
+    from otus_spec import SipOptions
 
-_OPTIONS = SipOptions()            # the task contract's defaults are the stage's defaults: one definition
-DEFAULT_PORTS = tuple(_OPTIONS.ports)
+# SipOptions' defaults (otus_spec), spelled out so `otus run --pcap` starts without pydantic;
+# tests/agent/test_sip_grammar.py fails when they drift from the task contract's.
+DEFAULT_PORTS = (5060, 5061, 5080)
 MAX_SCTP_MESSAGE = 256 << 10
 MAX_WS_FRAME = 256 << 10
 
@@ -40,14 +42,14 @@ MAX_WS_FRAME = 256 << 10
 @dataclass
 class SipConfig:
     """The SIP stage's settings.  The task's are ``SipOptions`` (otus_spec); ``from_options`` is the one
-    conversion, and the defaults here are SipOptions' own."""
+    conversion, and the defaults here equal SipOptions' own (checked by a test)."""
     ports: tuple[int, ...] = DEFAULT_PORTS   # always parsed; other ports when the payload looks like SIP
-    heuristic: bool = _OPTIONS.heuristic
+    heuristic: bool = True
     correlation_headers: tuple[str, ...] = DEFAULT_CORRELATION
-    redact_auth: bool = _OPTIONS.redact_authorization
-    error_records: bool = _OPTIONS.error_records
-    discard_methods: tuple[str, ...] = tuple(_OPTIONS.discard_methods)
-    call_summaries: bool = _OPTIONS.call_summaries
+    redact_auth: bool = True
+    error_records: bool = True
+    discard_methods: tuple[str, ...] = ()
+    call_summaries: bool = False
     fast_path: bool = True                   # typical messages via sipscan (same records, less work)
     max_calls: int = 100_000
     tcp_max_streams: int = 16384

@@ -5,9 +5,9 @@ from otus_agent.sip.fields import SCHEMA_VERSION
 from otus_agent.sip.message_cy import SipMessage, parse_params
 from otus_agent.sip.scan_cy import Scanner
 from otus_agent.sip.sdp_cy import sdp_from_body
-from otus_spec import SipOptions
 
-DEFAULT_CORRELATION = tuple(SipOptions().correlation_headers)   # the task contract's default
+# SipOptions' default (otus_spec), spelled out so `otus run --pcap` starts without pydantic; a test checks they agree
+DEFAULT_CORRELATION = ("X-CID", "P-Charging-Vector;icid-value")
 
 
 class Correlator:
