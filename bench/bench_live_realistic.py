@@ -6,6 +6,8 @@ one worker pinned to CPU 0 captures on the other end.  Per rate it prints the ke
 dropped packets, and then the knee: the lowest rate with >= 0.1% drops.  Last, two workers (sharing
 both cores with the replayer) at tcpreplay's top speed.  Root only; namespaces removed on exit.
 
+tcpreplay needs the frames addressed to the capture side: tcprewrite sets the veth's MACs.
+
 Usage: python bench/bench_live_realistic.py [--rates 100000,150000,200000,250000] [--calls N] [--loops 3]
        [--calls-summaries]
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,12 +44,15 @@ def main() -> None:
     a = ap.parse_args()
     otus = str(Path(sys.executable).parent / "otus")
     extra = ("--calls",) if a.calls_summaries else ()
-    with veth_pair("blr", subnet=83) as p:
-        def mac(ns: str, i: str) -> bytes:
-            return bytes.fromhex(p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip().replace(":", ""))
-        # the frames carry the veth's own MACs: the kernel sees them as the host's traffic
-        pcap, info = workload(a.calls, mac_pair=(mac(p.ns_a, p.if_a), mac(p.ns_b, p.if_b)))
-        print(f"workload: {pcap.name}: {info['packets']:,} packets, {info['sip_messages']:,} SIP messages per "
+    with veth_pair("blr", subnet=83) as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
+        def mac(ns: str, i: str) -> str:
+            return p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip()
+        # the offline bench's file, its frames rewritten to the veth's MACs (the capture side's host traffic)
+        src, info = workload(a.calls)
+        pcap = Path(tmp) / "live.pcap"
+        subprocess.run(["tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+                        "-i", str(src), "-o", str(pcap)], check=True, timeout=600)
+        print(f"workload: {src.name}: {info['packets']:,} packets, {info['sip_messages']:,} SIP messages per "
               f"replay, {a.loops} replays per rate; one worker on CPU 0, tcpreplay on CPU 1{' --calls' * bool(extra)}")
         results = []
         for rate in [int(x) for x in a.rates.split(",")]:
