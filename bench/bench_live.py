@@ -102,7 +102,9 @@ def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int
                 res["received"] = int(line.split()[0])
             if "dropped by kernel" in line:
                 res["dropped"] = int(line.split()[0])
-    res["drop_pct"] = round(100 * res.get("dropped", 0) / max(res.get("received", 0) + res.get("dropped", 0), 1), 3)
+    # PACKET_STATISTICS' tp_packets (Otus' kernel_packets, tcpdump's "received by filter") already counts the
+    # dropped packets: the share dropped is dropped / received
+    res["drop_pct"] = round(100 * res.get("dropped", 0) / max(res.get("received", 0), 1), 3)
     return res
 
 
