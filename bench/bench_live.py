@@ -53,9 +53,11 @@ def wait_socket(p, ns: str, count: int) -> None:
     raise RuntimeError("capture did not start")
 
 
-def run_one(p, tool: str, pcap: Path, rate: int, loops: int, workers: int, otus: str) -> dict:
+def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int, otus: str,
+            otus_args: tuple[str, ...] = ()) -> dict:
+    """One replay of ``pcap`` ``loops`` times at ``rate`` pps (None: tcpreplay's top speed) into one capture."""
     if tool == "otus":
-        cmd = [otus, "run", "-i", p.if_b, "--output", "/dev/null", "--workers", str(workers)]
+        cmd = [otus, "run", "-i", p.if_b, "--output", "/dev/null", "--workers", str(workers), *otus_args]
         if workers == 1:  # one capture core, the replayer on the other; N workers share both
             cmd = ["taskset", "-c", "0", *cmd]
     else:
@@ -66,7 +68,8 @@ def run_one(p, tool: str, pcap: Path, rate: int, loops: int, workers: int, otus:
         wait_socket(p, p.ns_b, workers if tool == "otus" else 1)
         c0 = tree_cpu(proc.pid)
         t0 = time.monotonic()
-        r = p.run(p.ns_a, "taskset", "-c", "1", "tcpreplay", "-q", "-i", p.if_a, f"--pps={rate}",
+        speed = "--topspeed" if rate is None else f"--pps={rate}"
+        r = p.run(p.ns_a, "taskset", "-c", "1", "tcpreplay", "-q", "-i", p.if_a, speed,
                   f"--loop={loops}", "--preload-pcap", str(pcap), check=False, timeout=600)
         elapsed = time.monotonic() - t0
         time.sleep(1.0)
@@ -78,11 +81,14 @@ def run_one(p, tool: str, pcap: Path, rate: int, loops: int, workers: int, otus:
         except subprocess.TimeoutExpired:
             stop(proc)
             err = b""
-    sent = 0
+    sent, replay_pps = 0, 0.0
     for line in (r.stdout + r.stderr).splitlines():
         if "Actual:" in line and "packets" in line:
             sent = int(line.split("Actual:")[1].split("packets")[0].strip())
-    res = {"tool": tool, "rate": rate, "sent": sent, "seconds": round(elapsed, 2),
+        if "Rated:" in line and "pps" in line:
+            replay_pps = float(line.rsplit(",", 1)[1].split("pps")[0].strip())
+    res = {"tool": tool, "rate": rate or "top", "sent": sent, "seconds": round(elapsed, 2),
+           "replay_pps": round(replay_pps),
            "cpu_pct": round(100 * (c1 - c0) / max(elapsed, 1e-6), 1)}
     text = err.decode(errors="replace")
     if tool == "otus":
@@ -96,7 +102,9 @@ def run_one(p, tool: str, pcap: Path, rate: int, loops: int, workers: int, otus:
                 res["received"] = int(line.split()[0])
             if "dropped by kernel" in line:
                 res["dropped"] = int(line.split()[0])
-    res["drop_pct"] = round(100 * res.get("dropped", 0) / max(res.get("received", 0) + res.get("dropped", 0), 1), 3)
+    # PACKET_STATISTICS' tp_packets (Otus' kernel_packets, tcpdump's "received by filter") already counts the
+    # dropped packets: the share dropped is dropped / received
+    res["drop_pct"] = round(100 * res.get("dropped", 0) / max(res.get("received", 0), 1), 3)
     return res
 
 

@@ -11,7 +11,7 @@ import random
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from otus_agent.capture.pcapfile import PcapWriter
 from otus_agent.sim import packets as P
@@ -34,6 +34,11 @@ class WorkloadSpec:
     ipv4_pair: tuple[str, str] | None = None
     ipv6_pair: tuple[str, str] | None = None
     mac_pair: tuple[bytes, bytes] | None = None
+    # "classic": the workload above, unchanged for the tests that pin its output; "pbx": the realistic
+    # trunk of issue 15 (sim/pbx.py: ~1 kB INVITEs, five codecs, TCP connections, overlapping calls)
+    profile: Literal["classic", "pbx"] = "classic"
+    calls_per_second: float = 200.0   # pbx: call arrival rate (how many dialogs are open at once)
+    open_dialogs: bool = False        # pbx: only INVITE and its 200, no BYE: every dialog stays open
 
 
 @dataclass
@@ -89,6 +94,11 @@ def _addr(rng: random.Random, v6: bool, side: int) -> tuple[str, bytes]:
 
 def generate(f: BinaryIO, spec: WorkloadSpec) -> Workload:
     """Write the workload as an Ethernet pcap to ``f``; return what was written."""
+    if spec.profile == "pbx":
+        from otus_agent.sim import pbx
+        return pbx.generate(f, spec)
+    if spec.profile != "classic":
+        raise ValueError(f"unknown workload profile {spec.profile!r} (classic, pbx)")
     rng = random.Random(spec.seed)
     w = PcapWriter(f, 1, snaplen=65535, nanosecond=True)
     wl = Workload(calls=[])
