@@ -79,7 +79,7 @@ class MediaDiscovery:
         self.max_candidates = max_candidates
         self.expected: dict[tuple[str, int], Endpoint] = {}
         self.calls: dict[str, _Call] = {}
-        self.candidates: dict[tuple[str, int, str, int], list[int]] = {}   # [ssrc, packets, last seq]
+        self.candidates: dict[tuple[str, int, str, int], list] = {}   # [(ssrc, last seq), packet headers...]
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------ SDP
@@ -165,27 +165,29 @@ class MediaDiscovery:
 
     # ------------------------------------------------------------ heuristic
 
-    def heuristic_match(self, src: str, sport: int, dst: str, dport: int, buf: bytes) -> bool:
-        """True once this flow has looked like one RTP stream for ``HEURISTIC_PACKETS`` packets."""
+    def heuristic_match(self, ts_ns: int, src: str, sport: int, dst: str, dport: int,
+                        buf: bytes) -> list[tuple[int, int, int, int, bool, int]] | None:
+        """The packets that qualified a flow as RTP (to replay into its new stream), else None.
+
+        A candidate keeps at most ``HEURISTIC_PACKETS`` headers (never payload), so a stream
+        found this way counts from its first packet, as tshark's heuristic does."""
         if len(buf) < 12 or buf[0] >> 6 != 2 or 72 <= (buf[1] & 0x7F) <= 76:
-            return False
+            return None
         ssrc = int.from_bytes(buf[8:12], "big")
         seq = (buf[2] << 8) | buf[3]
+        pkt = (ts_ns, seq, int.from_bytes(buf[4:8], "big"), buf[1] & 0x7F, bool(buf[1] & 0x80), len(buf))
         key = (src, sport, dst, dport)
         c = self.candidates.get(key)
-        if c is None:
-            if len(self.candidates) >= self.max_candidates:
+        if c is None or c[0][0] != ssrc or not 1 <= (seq - c[-1][1]) & 0xFFFF <= HEURISTIC_MAX_STEP:
+            if c is None and len(self.candidates) >= self.max_candidates:
                 self.counters["heuristic_refused_full"] += 1
-                return False
-            self.candidates[key] = [ssrc, 1, seq]
-            return False
-        if c[0] != ssrc or not 1 <= (seq - c[2]) & 0xFFFF <= HEURISTIC_MAX_STEP:
-            c[0], c[1], c[2] = ssrc, 1, seq
-            return False
-        c[1] += 1
-        c[2] = seq
-        if c[1] < HEURISTIC_PACKETS:
-            return False
+                return None
+            self.candidates[key] = [(ssrc, seq), pkt]
+            return None
+        c[0] = (ssrc, seq)
+        c.append(pkt)
+        if len(c) - 1 < HEURISTIC_PACKETS:
+            return None
         del self.candidates[key]
         self.counters["heuristic_streams"] += 1
-        return True
+        return c[1:]

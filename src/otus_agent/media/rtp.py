@@ -29,6 +29,7 @@ R_RTCP_PADDING = "rtcp_padding_not_last"
 R_RTCP_FIRST = "rtcp_first_not_sr_rr"
 R_RTCP_SDES = "rtcp_sdes_item_past_end"
 R_XR_BLOCK = "rtcp_xr_block_past_end"
+R_RTCP_TRAILING = "rtcp_trailing_octets"   # counted, the compound is still accepted
 REASONS = (R_SHORT, R_VERSION, R_CSRC, R_EXT, R_PADDING, R_RTCP_LENGTH, R_RTCP_COUNT, R_RTCP_PADDING,
            R_RTCP_FIRST, R_RTCP_SDES, R_XR_BLOCK)
 
@@ -204,8 +205,11 @@ def parse_rtcp(buf: bytes, counters: Counter[str]) -> Rtcp | None:
     first = True
     while off < n:
         if off + 4 > n:
-            counters[R_RTCP_LENGTH] += 1
-            return None
+            if first:
+                counters[R_RTCP_LENGTH] += 1
+                return None
+            counters[R_RTCP_TRAILING] += 1   # a few stray octets after a valid compound (seen in the wild)
+            break
         b0, pt, words = struct.unpack_from("!BBH", buf, off)
         if b0 >> 6 != RTP_VERSION:
             counters[R_VERSION] += 1

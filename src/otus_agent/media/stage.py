@@ -76,6 +76,7 @@ class MediaStage:
         self.by_call: dict[str, set[tuple[str, int, str, int, int]]] = {}
         self.ending: dict[str, int] = {}          # call_id -> ns after which its streams end
         self.bad: Counter[str] = Counter()        # refused RTP/RTCP by reason
+        self.bad_heuristic: Counter[str] = Counter()   # unannounced datagrams the heuristic refused
         self.c: Counter[str] = Counter()
         self.jitter_hist = [0] * (len(JITTER_BUCKETS_MS) + 1)
         self.mos_hist = [0] * (len(MOS_BUCKETS) + 1)
@@ -128,19 +129,25 @@ class MediaStage:
         ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
 
     def _heuristic(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
-        key5 = None
+        ms = None
         if len(payload) >= 12:
-            key5 = (src, sport, dst, dport, int.from_bytes(payload[8:12], "big"))
-        ms = self.streams.get(key5) if key5 is not None else None
-        if ms is None:
-            if not self.discovery.heuristic_match(src, sport, dst, dport, payload) or key5 is None:
-                return
-            ms = self._open(ts_ns, key5, None, None, {}, True)
-        h = R.parse_rtp(payload, self.bad)
-        if h is None:
+            ms = self.streams.get((src, sport, dst, dport, int.from_bytes(payload[8:12], "big")))
+        if ms is not None:
+            h = R.parse_rtp(payload, self.bad)
+            if h is not None:
+                self.c["rtp_packets"] += 1
+                ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
             return
-        self.c["rtp_packets"] += 1
-        ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
+        if R.parse_rtp(payload, self.bad_heuristic) is None:
+            return   # not RTP-shaped: counted apart, unannounced traffic is not "bad RTP"
+        found = self.discovery.heuristic_match(ts_ns, src, sport, dst, dport, payload)
+        if found is None:
+            return
+        key = (src, sport, dst, dport, int.from_bytes(payload[8:12], "big"))
+        ms = self._open(found[0][0], key, None, None, {}, True)
+        for t, seq, rts, pt, marker, size in found:
+            self.c["rtp_packets"] += 1
+            ms.stats.add(t, seq, rts, pt, marker, size)
 
     def _open(self, ts_ns: int, key: tuple[str, int, str, int, int], call_id: str | None, direction: str | None,
               rtpmap: dict[int, str], heuristic: bool) -> MediaStream:
