@@ -2,7 +2,10 @@
 
 Why Wireshark's definitions and not only RFC 3550 A.1/A.8: users check Otus against
 ``tshark -q -z rtp,streams``; the numbers must be the same numbers.  ``RtpStream.add``
-follows ``rtppacket_analyse`` (ui/tap-rtp-analysis.c, Wireshark 4.0):
+follows ``rtppacket_analyse`` (ui/tap-rtp-analysis.c) as tshark 4.0 behaves (checked
+packet by packet against 4.0.17, tests/agent/media/test_against_tshark.py): a packet is
+"in time sequence" unless its extended timestamp is before the stream's first one, and
+only such packets move the reference time and update delta and jitter:
 
 - packets: every packet of the stream (5-tuple + SSRC);
 - lost = expected - received, expected = last seq + 65536 * cycles - first seq + 1; the
@@ -257,12 +260,12 @@ def r_factor(loss_ratio: float, one_way_delay_ms: float, codec: str | None) -> f
 
 
 def mos_from_r(r: float) -> float:
-    """G.107 Annex B: MOS_CQE from R."""
+    """G.107 Annex B: MOS_CQE from R (clamped at 1: the cubic dips just below it for R < 6.5)."""
     if r <= 0:
         return 1.0
     if r >= 100:
         return 4.5
-    return 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6
+    return max(1.0, 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6)
 
 
 def one_way_delay_ms(rtt_ms: float | None, jitter_ms: float, ptime_ms: float = 20.0) -> float:
