@@ -33,11 +33,11 @@ END_OF_TIME = 1 << 62
 class MediaConfig(BaseModel):
     """The CaptureTask ``media`` section's agent side."""
     model_config = ConfigDict(extra="forbid")
-    interim_s: float = Field(60.0, gt=0, description="interim record interval for running streams")
-    idle_timeout_s: float = Field(30.0, gt=0, description="a stream without packets this long ends")
-    bye_linger_s: float = Field(2.0, ge=0, description="media after a BYE still counts this long")
-    max_streams: int = Field(100_000, gt=0)
-    max_endpoints: int = Field(200_000, gt=0)
+    interim_s: float = Field(default=60.0, gt=0, description="interim record interval for running streams")
+    idle_timeout_s: float = Field(default=30.0, gt=0, description="a stream without packets this long ends")
+    bye_linger_s: float = Field(default=2.0, ge=0, description="media after a BYE still counts this long")
+    max_streams: int = Field(default=100_000, gt=0)
+    max_endpoints: int = Field(default=200_000, gt=0)
     heuristic: bool = False
 
 
