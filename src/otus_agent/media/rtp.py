@@ -1,8 +1,9 @@
 """RTP (RFC 3550 5.1) and RTCP (RFC 3550 6, RFC 3611 4.7) parsing, hostile input counted by reason.
 
-Why one module: the RTP header fields are all the stream analysis needs, and an RTCP
-compound packet must be validated as a whole before any of it is trusted.  Nothing here
-keeps payload bytes: ``RtpHeader`` holds offsets and lengths only.
+The RTP header parse itself is in ``rtp_cy`` (the hot path, compiled when Cython is there)
+and re-exported here; RTCP is parsed here, once per report: a compound packet must be
+validated as a whole before any of it is trusted.  Nothing keeps payload bytes:
+``RtpHeader`` holds offsets and lengths only.
 
 Every parse function returns ``None`` for a packet it refuses and adds one to
 ``counters[reason]``; nothing raises on bad bytes.
@@ -12,17 +13,14 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import NamedTuple
+
+from otus_agent.media.rtp_cy import R_CSRC, R_EXT, R_PADDING, R_SHORT, R_VERSION, RtpHeader, parse_rtp
+
+__all__ = ["RtpHeader", "parse_rtp", "parse_rtcp", "looks_like_rtcp", "Rtcp", "ReportBlock", "VoipMetrics"]
 
 RTP_VERSION = 2
-RTP_FIXED = 12
 
-# reasons a datagram is refused (counter keys, also exported as metric labels)
-R_SHORT = "short_header"
-R_VERSION = "bad_version"
-R_CSRC = "csrc_past_end"
-R_EXT = "extension_past_end"
-R_PADDING = "bad_padding"
+# reasons a datagram is refused (counter keys, also exported as metric labels); the RTP ones: rtp_cy
 R_RTCP_LENGTH = "rtcp_length_past_end"
 R_RTCP_COUNT = "rtcp_count_past_length"
 R_RTCP_PADDING = "rtcp_padding_not_last"
@@ -31,58 +29,9 @@ R_RTCP_SDES = "rtcp_sdes_item_past_end"
 R_XR_BLOCK = "rtcp_xr_block_past_end"
 R_RTCP_TRAILING = "rtcp_trailing_octets"   # counted, the compound is still accepted
 REASONS = (R_SHORT, R_VERSION, R_CSRC, R_EXT, R_PADDING, R_RTCP_LENGTH, R_RTCP_COUNT, R_RTCP_PADDING,
-           R_RTCP_FIRST, R_RTCP_SDES, R_XR_BLOCK)
+           R_RTCP_FIRST, R_RTCP_SDES, R_XR_BLOCK, R_RTCP_TRAILING)
 
 _U16 = struct.Struct("!H")
-_HDR = struct.Struct("!BBHII")
-
-
-class RtpHeader(NamedTuple):
-    """The fixed header plus where the payload lies (offset, length); never the payload itself."""
-    marker: bool
-    payload_type: int
-    seq: int
-    timestamp: int
-    ssrc: int
-    csrc_count: int
-    extension: bool
-    payload_offset: int
-    payload_len: int
-    padding_len: int
-
-
-def parse_rtp(buf: bytes, counters: Counter[str]) -> RtpHeader | None:
-    """The RTP header of one UDP payload, or None (and a counted reason) when it cannot be RTP."""
-    n = len(buf)
-    if n < RTP_FIXED:
-        counters[R_SHORT] += 1
-        return None
-    b0, b1, seq, ts, ssrc = _HDR.unpack_from(buf, 0)
-    if b0 >> 6 != RTP_VERSION:
-        counters[R_VERSION] += 1
-        return None
-    cc = b0 & 0x0F
-    off = RTP_FIXED + 4 * cc
-    if off > n:
-        counters[R_CSRC] += 1
-        return None
-    ext = bool(b0 & 0x10)
-    if ext:
-        if off + 4 > n:
-            counters[R_EXT] += 1
-            return None
-        off += 4 + 4 * _U16.unpack_from(buf, off + 2)[0]
-        if off > n:
-            counters[R_EXT] += 1
-            return None
-    pad = 0
-    if b0 & 0x20:
-        pad = buf[n - 1]
-        # RFC 3550 5.1: the last octet counts itself, so 0 is invalid, and it cannot eat the header
-        if pad == 0 or off + pad > n:
-            counters[R_PADDING] += 1
-            return None
-    return RtpHeader(bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, cc, ext, off, n - off - pad, pad)
 
 
 def looks_like_rtcp(buf: bytes) -> bool:

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from otus_agent.media import rtp as R
 from otus_agent.media.discovery import Endpoint, MediaDiscovery
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
-from otus_agent.media.streams import RtpStream, mos_from_r, one_way_delay_ms, r_factor
+from otus_agent.media.rtp_cy import RTP_REASONS, RtpStream
+from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
 from otus_agent.reassembly.datagrams import Datagram
 
 JITTER_BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -49,6 +50,7 @@ class MediaStream:
     direction: str | None
     heuristic: bool
     last_report_ns: int
+    mux: bool = False
     end_reason: str | None = None
     rtt_ms: float | None = None
     rtcp_fraction_lost: float | None = None
@@ -72,12 +74,14 @@ class MediaStage:
         c = self.config = config or MediaConfig()
         self.discovery = MediaDiscovery(c.max_endpoints, c.heuristic)
         self.streams: dict[tuple[str, int, str, int, int], MediaStream] = {}
+        self.flows: dict[tuple[str, int, str, int], MediaStream] = {}   # the last stream of each 4-tuple
         self.by_ssrc: dict[int, MediaStream] = {}
         self.by_call: dict[str, set[tuple[str, int, str, int, int]]] = {}
         self.ending: dict[str, int] = {}          # call_id -> ns after which its streams end
         self.bad: Counter[str] = Counter()        # refused RTP/RTCP by reason
         self.bad_heuristic: Counter[str] = Counter()   # unannounced datagrams the heuristic refused
         self.c: Counter[str] = Counter()
+        self.rtp_packets = 0
         self.jitter_hist = [0] * (len(JITTER_BUCKETS_MS) + 1)
         self.mos_hist = [0] * (len(MOS_BUCKETS) + 1)
         self.idle_ns = int(c.idle_timeout_s * 1e9)
@@ -105,6 +109,21 @@ class MediaStage:
     def feed_packet(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         """One UDP datagram; anything not announced (nor heuristically RTP) is ignored cheaply."""
         self.last_ts_ns = ts_ns
+        flow = (src, sport, dst, dport)
+        ms = self.flows.get(flow)
+        if ms is not None and not (ms.mux and R.looks_like_rtcp(payload)):
+            code = ms.stats.add_packet(ts_ns, payload)   # the common case: parsed and added in one call
+            if code == 0:
+                self.rtp_packets += 1
+                return
+            if code > 0:
+                self.bad[RTP_REASONS[code]] += 1
+                return
+        self._slow(ts_ns, flow, payload)
+
+    def _slow(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
+        """First packet of a flow, a new SSRC on it, RTCP, or unannounced traffic."""
+        src, sport, dst, dport = flow
         exp = self.discovery.expected
         ep = exp.get((dst, dport))
         to_announcer = True
@@ -121,12 +140,13 @@ class MediaStage:
         h = R.parse_rtp(payload, self.bad)
         if h is None:
             return
-        self.c["rtp_packets"] += 1
         key = (src, sport, dst, dport, h.ssrc)
         ms = self.streams.get(key)
         if ms is None:
-            ms = self._open(ts_ns, key, ep.call_id, _direction(ep, to_announcer), ep.rtpmap, False)
+            ms = self._open(ts_ns, key, ep.call_id, _direction(ep, to_announcer), ep.rtpmap, False, ep.mux)
+        self.flows[flow] = ms
         ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
+        self.rtp_packets += 1
 
     def _heuristic(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         ms = None
@@ -135,7 +155,7 @@ class MediaStage:
         if ms is not None:
             h = R.parse_rtp(payload, self.bad)
             if h is not None:
-                self.c["rtp_packets"] += 1
+                self.rtp_packets += 1
                 ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
             return
         if R.parse_rtp(payload, self.bad_heuristic) is None:
@@ -146,14 +166,14 @@ class MediaStage:
         key = (src, sport, dst, dport, int.from_bytes(payload[8:12], "big"))
         ms = self._open(found[0][0], key, None, None, {}, True)
         for t, seq, rts, pt, marker, size in found:
-            self.c["rtp_packets"] += 1
+            self.rtp_packets += 1
             ms.stats.add(t, seq, rts, pt, marker, size)
 
     def _open(self, ts_ns: int, key: tuple[str, int, str, int, int], call_id: str | None, direction: str | None,
-              rtpmap: dict[int, str], heuristic: bool) -> MediaStream:
+              rtpmap: dict[int, str], heuristic: bool, mux: bool = False) -> MediaStream:
         if len(self.streams) >= self.config.max_streams:
             self._make_room(ts_ns)
-        ms = MediaStream(RtpStream(key[4], rtpmap), key, call_id, direction, heuristic, ts_ns)
+        ms = MediaStream(RtpStream(key[4], rtpmap), key, call_id, direction, heuristic, ts_ns, mux)
         self.streams[key] = ms
         self.by_ssrc[key[4]] = ms
         if call_id is not None:
@@ -253,6 +273,9 @@ class MediaStage:
     def _close(self, ms: MediaStream, reason: str) -> dict:
         """Remove a stream and return its final record (evictions queue theirs for the next flush)."""
         self.streams.pop(ms.key, None)
+        flow = ms.key[:4]
+        if self.flows.get(flow) is ms:
+            del self.flows[flow]
         if self.by_ssrc.get(ms.key[4]) is ms:
             del self.by_ssrc[ms.key[4]]
         if ms.call_id is not None:
@@ -279,8 +302,8 @@ class MediaStage:
         rec = {
             "v": SCHEMA_VERSION, "type": "media", "call_id": ms.call_id, "direction": ms.direction,
             "src_ip": src, "src_port": sport, "dst_ip": dst, "dst_port": dport, "ssrc": ssrc,
-            "payload_type": s.first_pt, "payload_types": sorted(s.pt_set), "codec": s.codec,
-            "packets": s.packets, "bytes": s.bytes, "expected": s.expected, "lost": s.lost, "loss_ratio": loss,
+            "payload_type": s.first_pt, "payload_types": s.payload_types, "codec": s.codec,
+            "packets": s.packets, "bytes": s.octets, "expected": s.expected, "lost": s.lost, "loss_ratio": loss,
             "duplicates": s.duplicates, "out_of_order": s.out_of_order, "seq_errors": s.seq_errors,
             "max_delta_ms": s.max_delta, "mean_jitter_ms": s.mean_jitter, "max_jitter_ms": s.max_jitter,
             "markers": s.markers, "ts_jumps": s.ts_jumps, "telephone_events": s.te_events,
@@ -299,6 +322,7 @@ class MediaStage:
     def counters(self) -> dict[str, object]:
         """Plain numbers for metrics: histograms are cumulative bucket counts (Prometheus ``le``)."""
         out: dict[str, object] = dict(self.c)
+        out["rtp_packets"] = self.rtp_packets
         out["streams_active"] = len(self.streams)
         out["endpoints"] = len(self.discovery.expected)
         exp = self.c["expected_total"]
