@@ -20,12 +20,13 @@ allocating nothing).  Nothing keeps payload bytes.
   (clock // 1000) (RFC 3550 6.4.1, Wireshark's integer kHz); mean jitter is Wireshark's running
   mean over (packets - 1); no jitter for a clock rate of 0 (telephone-event, unknown dynamic).
 
-Beyond tshark's table: duplicates (an extended seq already seen within ``DUP_WINDOW``),
+Beyond tshark's table: duplicates (an extended seq already seen among the last ``DUP_WINDOW``),
 out-of-order (below the highest seen, not a duplicate), markers, timestamp jumps and
 RFC 4733 telephone events (distinct event timestamps).
 """
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from typing import NamedTuple
 
@@ -43,7 +44,7 @@ R_EXT = "extension_past_end"
 R_PADDING = "bad_padding"
 RTP_REASONS: tuple[str, ...] = ("", R_SHORT, R_VERSION, R_CSRC, R_EXT, R_PADDING)   # add_packet's codes 1..5
 SSRC_MISMATCH = -1
-DUP_WINDOW = 1024
+DUP_WINDOW = 1024   # a power of two: duplicates are found among the last DUP_WINDOW sequence numbers
 # a timestamp step this many times the stream's first step (or backwards) on consecutive seqs is a jump
 TS_JUMP_FACTOR = 4
 
@@ -103,43 +104,44 @@ def parse_rtp(buf: bytes, counters: Counter[str]) -> RtpHeader | None:
 @cython.cclass
 class RtpStream:
     """The running statistics of one RTP stream.  No payload is ever kept."""
-    ssrc: cython.longlong
-    rtpmap: dict
-    payload_type: cython.int
-    first_pt: cython.int
-    clock: cython.longlong
-    te_pt: cython.int
-    packets: cython.longlong
-    octets: cython.longlong
-    start_seq: cython.longlong
-    stop_seq: cython.longlong
-    seq_num: cython.longlong
-    cycles: cython.longlong
-    under: cython.bint
-    seq_errors: cython.longlong
-    first_ts_ns: cython.longlong
-    last_ts_ns: cython.longlong
-    time_ms: float
-    first_ext_ts: cython.longlong
-    ext_ts: cython.longlong
-    last_nominal: float
-    delta: float
-    max_delta: float
-    jitter: float
-    max_jitter: float
-    mean_jitter: float
-    markers: cython.longlong
-    ts_jumps: cython.longlong
-    duplicates: cython.longlong
-    out_of_order: cython.longlong
-    max_ext_seq: cython.longlong
-    seen: set
-    te_events: cython.longlong
-    last_te_ts: cython.longlong
-    first_step: cython.longlong
-    prev_seq: cython.longlong
-    prev_rtp_ts: cython.longlong
-    pt_set: set
+    # readonly: the stage and the records read them; only add() writes
+    ssrc = cython.declare(cython.longlong, visibility="readonly")
+    rtpmap = cython.declare(dict, visibility="readonly")
+    payload_type = cython.declare(cython.int, visibility="readonly")
+    first_pt = cython.declare(cython.int, visibility="readonly")
+    clock = cython.declare(cython.longlong, visibility="readonly")
+    te_pt = cython.declare(cython.int, visibility="readonly")
+    packets = cython.declare(cython.longlong, visibility="readonly")
+    octets = cython.declare(cython.longlong, visibility="readonly")
+    start_seq = cython.declare(cython.longlong, visibility="readonly")
+    stop_seq = cython.declare(cython.longlong, visibility="readonly")
+    seq_num = cython.declare(cython.longlong, visibility="readonly")
+    cycles = cython.declare(cython.longlong, visibility="readonly")
+    under = cython.declare(cython.bint, visibility="readonly")
+    seq_errors = cython.declare(cython.longlong, visibility="readonly")
+    first_ts_ns = cython.declare(cython.longlong, visibility="readonly")
+    last_ts_ns = cython.declare(cython.longlong, visibility="readonly")
+    time_ms = cython.declare(cython.double, visibility="readonly")
+    first_ext_ts = cython.declare(cython.longlong, visibility="readonly")
+    ext_ts = cython.declare(cython.longlong, visibility="readonly")
+    last_nominal = cython.declare(cython.double, visibility="readonly")
+    delta = cython.declare(cython.double, visibility="readonly")
+    max_delta = cython.declare(cython.double, visibility="readonly")
+    jitter = cython.declare(cython.double, visibility="readonly")
+    max_jitter = cython.declare(cython.double, visibility="readonly")
+    mean_jitter = cython.declare(cython.double, visibility="readonly")
+    markers = cython.declare(cython.longlong, visibility="readonly")
+    ts_jumps = cython.declare(cython.longlong, visibility="readonly")
+    duplicates = cython.declare(cython.longlong, visibility="readonly")
+    out_of_order = cython.declare(cython.longlong, visibility="readonly")
+    max_ext_seq = cython.declare(cython.longlong, visibility="readonly")
+    seen = cython.declare(cython.longlong[:])   # slot ext & (DUP_WINDOW - 1) holds the last ext seq there
+    te_events = cython.declare(cython.longlong, visibility="readonly")
+    last_te_ts = cython.declare(cython.longlong, visibility="readonly")
+    first_step = cython.declare(cython.longlong, visibility="readonly")
+    prev_seq = cython.declare(cython.longlong, visibility="readonly")
+    prev_rtp_ts = cython.declare(cython.longlong, visibility="readonly")
+    pt_set = cython.declare(set, visibility="readonly")
 
     def __init__(self, ssrc: int, rtpmap: dict | None = None):
         self.ssrc = ssrc
@@ -160,7 +162,7 @@ class RtpStream:
         self.jitter = self.max_jitter = self.mean_jitter = 0.0
         self.markers = self.ts_jumps = self.duplicates = self.out_of_order = 0
         self.max_ext_seq = 0
-        self.seen = set()
+        self.seen = array("q", [-1]) * DUP_WINDOW
         self.te_events = 0
         self.last_te_ts = -1
         self.first_step = 0
@@ -173,16 +175,21 @@ class RtpStream:
         off: cython.Py_ssize_t = _payload_offset(buf, n)
         if off < 0:
             return -off
-        ssrc: cython.longlong = (buf[8] << 24) | (buf[9] << 16) | (buf[10] << 8) | buf[11]
+        # C longlong before shifting: a C int would overflow at bit 31
+        ssrc: cython.longlong = (cython.cast(cython.longlong, buf[8]) << 24) | (buf[9] << 16) | (buf[10] << 8) | buf[11]
         if ssrc != self.ssrc:
             return SSRC_MISMATCH
-        rtp_ts: cython.longlong = (buf[4] << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7]
-        self.add(ts_ns, (buf[2] << 8) | buf[3], rtp_ts, buf[1] & 0x7F, (buf[1] & 0x80) != 0, n)
+        rtp_ts: cython.longlong = (cython.cast(cython.longlong, buf[4]) << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7]
+        self._add(ts_ns, (buf[2] << 8) | buf[3], rtp_ts, buf[1] & 0x7F, (buf[1] & 0x80) != 0, n)
         return 0
 
-    def add(self, ts_ns: cython.longlong, seq: cython.longlong, rtp_ts: cython.longlong, pt: cython.int,
-            marker: cython.bint, size: cython.longlong) -> None:
+    def add(self, ts_ns: int, seq: int, rtp_ts: int, pt: int, marker: bool, size: int) -> None:
         """Account one packet (arrival ``ts_ns``, header fields, UDP payload size)."""
+        self._add(ts_ns, seq, rtp_ts, pt, marker, size)
+
+    @cython.cfunc
+    def _add(self, ts_ns: cython.longlong, seq: cython.longlong, rtp_ts: cython.longlong, pt: cython.int,
+             marker: cython.bint, size: cython.longlong) -> None:
         self.octets += size
         self.last_ts_ns = ts_ns
         if marker:
@@ -200,7 +207,7 @@ class RtpStream:
             d -= 0x100000000
         ext_ts: cython.longlong = self.ext_ts + d
         self._ts_jump(seq, rtp_ts, marker)
-        now: float = (ts_ns - self.first_ts_ns) / 1e6
+        now: cython.double = (ts_ns - self.first_ts_ns) / 1e6
         in_time: cython.bint = ext_ts >= self.first_ext_ts
         start: cython.longlong = self.start_seq
         if seq < start and in_time and not self.under:
@@ -228,16 +235,16 @@ class RtpStream:
             self.pt_set.add(pt)
         self.payload_type = pt
         clock: cython.longlong = self.clock
-        cur_jitter: float = 0.0
-        nominal: float
-        diff: float
+        cur_jitter: cython.double = 0.0
+        nominal: cython.double
+        diff: cython.double
         khz: cython.longlong
         if in_time:
             if clock:
                 khz = clock // 1000
                 if khz == 0:
                     khz = 1
-                nominal = (ext_ts - self.first_ext_ts) / float(khz)
+                nominal = cython.cast(cython.double, ext_ts - self.first_ext_ts) / khz
                 diff = now - (self.time_ms + nominal - self.last_nominal)
                 if diff < 0:
                     diff = -diff
@@ -263,7 +270,7 @@ class RtpStream:
         self.first_ts_ns = ts_ns
         self.start_seq = self.stop_seq = self.seq_num = self.prev_seq = seq
         self.max_ext_seq = seq
-        self.seen.add(seq)
+        self.seen[seq & (DUP_WINDOW - 1)] = seq
         self.first_ext_ts = self.ext_ts = self.prev_rtp_ts = rtp_ts
         self.payload_type = self.first_pt = pt
         self.pt_set.add(pt)
@@ -278,13 +285,11 @@ class RtpStream:
         if d & 0x8000:
             d -= 0x10000
         ext: cython.longlong = top + d
-        if ext in self.seen:
+        slot: cython.Py_ssize_t = ext & (DUP_WINDOW - 1)
+        if self.seen[slot] == ext:
             self.duplicates += 1
             return
-        self.seen.add(ext)
-        if len(self.seen) > 2 * DUP_WINDOW:   # amortised: prune once per DUP_WINDOW packets
-            floor: cython.longlong = top - DUP_WINDOW
-            self.seen = {s for s in self.seen if s > floor}
+        self.seen[slot] = ext
         if ext < top:
             self.out_of_order += 1
         else:

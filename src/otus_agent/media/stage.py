@@ -82,6 +82,7 @@ class MediaStage:
         self.bad_heuristic: Counter[str] = Counter()   # unannounced datagrams the heuristic refused
         self.c: Counter[str] = Counter()
         self.rtp_packets = 0
+        self.slow_packets = 0   # datagrams off the per-flow fast path (metric: it should stay small)
         self.jitter_hist = [0] * (len(JITTER_BUCKETS_MS) + 1)
         self.mos_hist = [0] * (len(MOS_BUCKETS) + 1)
         self.idle_ns = int(c.idle_timeout_s * 1e9)
@@ -123,6 +124,7 @@ class MediaStage:
 
     def _slow(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
         """First packet of a flow, a new SSRC on it, RTCP, or unannounced traffic."""
+        self.slow_packets += 1
         src, sport, dst, dport = flow
         exp = self.discovery.expected
         ep = exp.get((dst, dport))
@@ -323,6 +325,7 @@ class MediaStage:
         """Plain numbers for metrics: histograms are cumulative bucket counts (Prometheus ``le``)."""
         out: dict[str, object] = dict(self.c)
         out["rtp_packets"] = self.rtp_packets
+        out["slow_path_datagrams"] = self.slow_packets
         out["streams_active"] = len(self.streams)
         out["endpoints"] = len(self.discovery.expected)
         exp = self.c["expected_total"]

@@ -115,3 +115,32 @@ def test_corpus_heuristic_matches_tshark_heuristic():
     assert assert_agree(records, rows) == 5
     assert stage.counters()["discovery_heuristic_streams"] == 3
     assert final_by_key(records)[MGCP_STREAM]["heuristic"] is True
+
+
+def test_pure_and_compiled_streams_agree(tmp_path):
+    """The pure-Python source of rtp_cy (what runs without a compiler) gives the same statistics."""
+    from otus_agent.media import rtp_cy
+    from otus_agent.sim.rtpgen import RtpGenSpec as Spec
+
+    from ...conftest import load_pure
+    pure = load_pure("media/rtp_cy.py", "otus_pure_rtp_cy")
+    path = tmp_path / "p.pcap"
+    with open(path, "wb") as f:
+        generate(f, Spec(calls=2, packets=400, seed=9, loss=0.05, duplicate=0.02, reorder=0.03))
+    from otus_agent.capture.pcapfile import open_capture
+    from otus_agent.reassembly.datagrams import DatagramStage
+    pkts: dict = {}
+    with open_capture(path) as r:
+        DatagramStage(sink=lambda d: pkts.setdefault((d.src_port, d.dst_port), []).append((d.ts_ns, d.payload))
+                      if d.src_port >= 40000 and d.src_port % 2 == 0 and d.dst_port % 2 == 0 else None
+                      ).run(r.batches())
+    fields = ("packets", "octets", "expected", "lost", "duplicates", "out_of_order", "seq_errors", "max_delta",
+              "mean_jitter", "max_jitter", "markers", "ts_jumps", "te_events", "payload_types")
+    assert len(pkts) == 4
+    for flow in pkts.values():
+        ssrc = int.from_bytes(flow[0][1][8:12], "big")
+        a = rtp_cy.RtpStream(ssrc, {0: "PCMU/8000", 101: "telephone-event/8000"})
+        b = pure.RtpStream(ssrc, {0: "PCMU/8000", 101: "telephone-event/8000"})
+        for ts, p in flow:
+            assert a.add_packet(ts, p) == b.add_packet(ts, p) == 0
+        assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]

@@ -130,3 +130,15 @@ def test_config_is_validated():
         MediaConfig(max_streams=0)
     with pytest.raises(ValidationError):
         MediaConfig(unknown=1)
+
+
+def test_fast_path_takes_every_packet_after_the_first_and_high_bit_fields_survive():
+    """SSRC and timestamps with bit 31 set (a C int would overflow) stay on the per-flow fast path."""
+    st = MediaStage()
+    call(st)
+    for i in range(200):
+        st.feed_packet(i * 20_000_000, A[0], A[1], B[0], B[1], rtp(i, 0xFFFFF000 + i * 160, 0xDEADBEEF))
+    (r,) = st.finish()
+    assert st.counters()["slow_path_datagrams"] == 1
+    assert r["ssrc"] == 0xDEADBEEF and r["packets"] == 200 and r["lost"] == 0 and r["ts_jumps"] == 0
+    assert r["mean_jitter_ms"] == 0.0 and r["max_delta_ms"] == pytest.approx(20.0)
