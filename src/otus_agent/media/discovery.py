@@ -25,6 +25,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+# The live filter for media (issue 16: "update the kernel filter, or use a second socket"):
+# a second socket with this *static* filter.  Why: announced ports change with every call
+# (thousands a second on an SBC), and each kernel filter replacement is a window where
+# packets are either missed or doubled; a static filter that passes only UDP whose payload
+# starts with version 2 (RTP and RTCP both) never changes, and this table picks the
+# announced streams out in user space at dictionary cost.  VLAN-tagged traffic needs the
+# same expression after ``vlan and``.
+MEDIA_BPF = "udp and udp[8] & 0xc0 = 0x80 and udp portrange 1024-65535"
 HOLD_ADDRESSES = ("0.0.0.0", "::")
 HEURISTIC_PACKETS = 4
 HEURISTIC_MAX_STEP = 3

@@ -107,3 +107,24 @@ def test_heuristic_off_by_default_and_bounded():
     assert d.counters["heuristic_streams"] == 1
     rtcp = bytes((0x80, 200)) + bytes(10)            # payload type 72: RTCP SR, never RTP
     assert d.heuristic_match(0, "1.1.1.1", 5, "2.2.2.2", 6, rtcp) is None and len(d.candidates) == 0
+
+
+def test_media_bpf_passes_exactly_rtp_and_rtcp(tmp_path):
+    """The static live filter for the media socket, applied by tcpdump (libpcap) to a generated capture."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from otus_agent.media.discovery import MEDIA_BPF
+    from otus_agent.sim.rtpgen import RtpGenSpec, generate
+    tcpdump = shutil.which("tcpdump") or ("/usr/sbin/tcpdump" if os.path.exists("/usr/sbin/tcpdump") else None)
+    if tcpdump is None:
+        pytest.skip("tcpdump not installed (scripts/bootstrap installs it)")
+    path = tmp_path / "f.pcap"
+    with open(path, "wb") as f:
+        wl = generate(f, RtpGenSpec(calls=2, packets=200, seed=4))
+    out = subprocess.run([tcpdump, "-nn", "-r", str(path), MEDIA_BPF], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert len(out.splitlines()) == wl.rtp_packets + wl.rtcp_packets   # and none of the SIP
