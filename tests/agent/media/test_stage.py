@@ -142,3 +142,26 @@ def test_fast_path_takes_every_packet_after_the_first_and_high_bit_fields_surviv
     assert st.counters()["slow_path_datagrams"] == 1
     assert r["ssrc"] == 0xDEADBEEF and r["packets"] == 200 and r["lost"] == 0 and r["ts_jumps"] == 0
     assert r["mean_jitter_ms"] == 0.0 and r["max_delta_ms"] == pytest.approx(20.0)
+
+
+def test_new_ssrc_on_a_flow_is_a_new_stream_as_tshark_counts_it():
+    st = MediaStage()
+    call(st)
+    stream(st, 30, ssrc=1)
+    stream(st, 30, t0=S, ssrc=2)
+    out = sorted(st.finish(), key=lambda r: r["ssrc"])
+    assert [(r["ssrc"], r["packets"], r["lost"]) for r in out] == [(1, 30, 0), (2, 30, 0)]
+
+
+def test_rtcp_mux_on_the_rtp_port_is_rtcp_not_rtp():
+    from otus_agent.sim.rtpgen import rtcp_sr
+    st = MediaStage()
+    st.on_sip_record(rec("INVITE", sdp=sdp(A[0], A[1], rtcp_mux=True), src=A[0], dst=B[0]))
+    st.on_sip_record(rec(None, 200, sdp(B[0], B[1], rtcp_mux=True), src=B[0], dst=A[0], ttag="b"))
+    stream(st, 20)
+    st.feed_packet(S, A[0], A[1], B[0], B[1], rtcp_sr(7, S, 3200, 20, 3200, None, "mux@a"))
+    stream(st, 10, t0=S + 1)   # the stream goes on after the SR, on the same 4-tuple
+    (r,) = st.finish()
+    c = st.counters()
+    assert c["rtcp_packets"] == 1 and r["packets"] == 30 and r["cname"] == "mux@a"
+    assert not st.discovery.expected.get((A[0], A[1] + 1))
