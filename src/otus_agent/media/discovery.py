@@ -22,6 +22,7 @@ refuses (counted) when full.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -66,6 +67,14 @@ def _rtpmap(m: dict) -> dict[int, str]:
     return out
 
 
+def _address(text: str) -> str | None:
+    """The SDP address as the decoder writes packet addresses (inet_ntop form), None for a name."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def _rtcp_attr(value: object, default_ip: str) -> tuple[str, int] | None:
     if isinstance(value, int):
         return default_ip, value
@@ -74,8 +83,8 @@ def _rtcp_attr(value: object, default_ip: str) -> tuple[str, int] | None:
     f = value.split()
     if not f or not f[0].isdigit():
         return None
-    ip = f[3] if len(f) >= 4 else default_ip
-    return ip, int(f[0])
+    ip = _address(f[3]) if len(f) >= 4 else default_ip
+    return (ip, int(f[0])) if ip else None
 
 
 class MediaDiscovery:
@@ -135,6 +144,13 @@ class MediaDiscovery:
                 self.counters["media_rejected_or_no_address"] += 1
                 continue
             if ip in HOLD_ADDRESSES:
+                self.counters["hold_zero_address"] += 1
+                continue
+            ip = _address(ip)
+            if ip is None:   # an FQDN in c=: Otus does not resolve names on the capture path
+                self.counters["connection_not_an_address"] += 1
+                continue
+            if ip in HOLD_ADDRESSES:   # e.g. "0:0::0"
                 self.counters["hold_zero_address"] += 1
                 continue
             direction = m.get("direction") or session_dir or "sendrecv"

@@ -128,3 +128,13 @@ def test_media_bpf_passes_exactly_rtp_and_rtcp(tmp_path):
     out = subprocess.run([tcpdump, "-nn", "-r", str(path), MEDIA_BPF], capture_output=True, text=True, timeout=60,
                          check=True).stdout
     assert len(out.splitlines()) == wl.rtp_packets + wl.rtcp_packets   # and none of the SIP
+
+
+def test_sdp_addresses_normalised_as_the_decoder_writes_them_and_names_counted():
+    d = MediaDiscovery()
+    d.on_sip_record(rec("INVITE", sdp=sdp("FD00:0:0:0::0001", 4000)))
+    assert ("fd00::1", 4000) in d.expected and ("fd00::1", 4001) in d.expected
+    d.on_sip_record(rec("INVITE", sdp=sdp("media.example.com", 4000), cid="c2"))
+    assert d.counters["connection_not_an_address"] == 1
+    d.on_sip_record(rec("INVITE", sdp=sdp("0:0::0", 4000), cid="c3"))
+    assert d.counters["hold_zero_address"] == 1
