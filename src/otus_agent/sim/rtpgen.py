@@ -11,13 +11,14 @@ times swapped), jitter (uniform extra delay 0..``jitter_ms``) and sequence/times
 from __future__ import annotations
 
 import random
+import socket
 import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from otus_agent.capture.pcapfile import PcapWriter
 from otus_agent.sim import packets as P
-from otus_agent.sim.callgen import ETH_IPV4, _msg
+from otus_agent.sim.callgen import ETH_IPV4, ETH_IPV6, _msg
 
 NTP_EPOCH_OFFSET = 2208988800
 TE_PT = 101
@@ -40,6 +41,7 @@ class RtpGenSpec:
     rtcp_bye: bool = True
     start_ns: int = 1_700_000_000 * 1_000_000_000
     call_gap_ms: int = 150             # calls start this far apart (they overlap)
+    ipv6: bool = False                 # every call over IPv6 (SDP "IN IP6")
 
 
 @dataclass
@@ -69,8 +71,9 @@ class RtpWorkload:
 
 def _sdp(ip: str, port: int, session: int, pt: int) -> str:
     name = "PCMU" if pt == 0 else "PCMA"
+    af = "IP6" if ":" in ip else "IP4"
     return "\r\n".join([
-        "v=0", f"o=rtpgen {session} {session} IN IP4 {ip}", "s=rtpgen", f"c=IN IP4 {ip}", "t=0 0",
+        "v=0", f"o=rtpgen {session} {session} IN {af} {ip}", "s=rtpgen", f"c=IN {af} {ip}", "t=0 0",
         f"m=audio {port} RTP/AVP {pt} {TE_PT}", f"a=rtpmap:{pt} {name}/8000",
         f"a=rtpmap:{TE_PT} telephone-event/8000", "a=fmtp:101 0-16", "a=ptime:20", "a=sendrecv"]) + "\r\n"
 
@@ -113,31 +116,40 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
 
     def put(ts: int, src: bytes, dst: bytes, sport: int, dport: int, payload: bytes) -> None:
         nonlocal order
-        mac_s, mac_d = b"\x02\0\0\0" + src[2:], b"\x02\0\0\0" + dst[2:]
-        frames.append((ts, order, P.ethernet(mac_s, mac_d, ETH_IPV4, P.ipv4(src, dst, 17, P.udp(src, dst, sport, dport,
-                                                                                            payload)))))
+        mac_s, mac_d = b"\x02\0\0\0" + src[-2:], b"\x02\0\0\0" + dst[-2:]
+        dgram = P.udp(src, dst, sport, dport, payload)
+        if len(src) == 16:
+            frames.append((ts, order, P.ethernet(mac_s, mac_d, ETH_IPV6, P.ipv6(src, dst, 17, dgram))))
+        else:
+            frames.append((ts, order, P.ethernet(mac_s, mac_d, ETH_IPV4, P.ipv4(src, dst, 17, dgram))))
         order += 1
 
     for n in range(spec.calls):
-        a_raw, b_raw = bytes((10, 1, n // 250, n % 250 + 1)), bytes((10, 2, n // 250, n % 250 + 1))
-        a_ip, b_ip = ".".join(map(str, a_raw)), ".".join(map(str, b_raw))
+        if spec.ipv6:
+            a_raw = bytes.fromhex("fd000000000000010000000000000000")[:14] + struct.pack("!H", n + 1)
+            b_raw = bytes.fromhex("fd000000000000020000000000000000")[:14] + struct.pack("!H", n + 1)
+            a_ip, b_ip = socket.inet_ntop(socket.AF_INET6, a_raw), socket.inet_ntop(socket.AF_INET6, b_raw)
+        else:
+            a_raw, b_raw = bytes((10, 1, n // 250, n % 250 + 1)), bytes((10, 2, n // 250, n % 250 + 1))
+            a_ip, b_ip = ".".join(map(str, a_raw)), ".".join(map(str, b_raw))
+        host_a, host_b = (f"[{a_ip}]", f"[{b_ip}]") if spec.ipv6 else (a_ip, b_ip)
         a_rtp, b_rtp = 40000 + 2 * n, 50000 + 2 * n
         cid = f"rtpgen-{spec.seed}-{n}@{a_ip}"
         wl.call_ids.append(cid)
         t0 = spec.start_ns + n * spec.call_gap_ms * 1_000_000
         ftag, ttag = f"{rng.getrandbits(32):08x}", f"{rng.getrandbits(32):08x}"
-        via = f"SIP/2.0/UDP {a_ip}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
-        fr = ("From", f"<sip:a{n}@{a_ip}>;tag={ftag}")
-        to = ("To", f"<sip:b{n}@{b_ip}>")
-        tot = ("To", f"<sip:b{n}@{b_ip}>;tag={ttag}")
-        uri = f"sip:b{n}@{b_ip}"
+        via = f"SIP/2.0/UDP {host_a}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
+        fr = ("From", f"<sip:a{n}@{host_a}>;tag={ftag}")
+        to = ("To", f"<sip:b{n}@{host_b}>")
+        tot = ("To", f"<sip:b{n}@{host_b}>;tag={ttag}")
+        uri = f"sip:b{n}@{host_b}"
         put(t0, a_raw, b_raw, 5060, 5060, _msg(f"INVITE {uri} SIP/2.0", [
             ("Via", via), ("Max-Forwards", "70"), fr, to, ("Call-ID", cid), ("CSeq", "1 INVITE"),
-            ("Contact", f"<sip:a{n}@{a_ip}:5060>")], _sdp(a_ip, a_rtp, n, spec.payload_type)))
+            ("Contact", f"<sip:a{n}@{host_a}:5060>")], _sdp(a_ip, a_rtp, n, spec.payload_type)))
         put(t0 + 50_000_000, b_raw, a_raw, 5060, 5060, _msg("SIP/2.0 200 OK", [
-            ("Via", via), fr, tot, ("Call-ID", cid), ("CSeq", "1 INVITE"), ("Contact", f"<sip:b{n}@{b_ip}:5060>")],
+            ("Via", via), fr, tot, ("Call-ID", cid), ("CSeq", "1 INVITE"), ("Contact", f"<sip:b{n}@{host_b}:5060>")],
             _sdp(b_ip, b_rtp, n + 1000, spec.payload_type)))
-        via2 = f"SIP/2.0/UDP {a_ip}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
+        via2 = f"SIP/2.0/UDP {host_a}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
         put(t0 + 60_000_000, a_raw, b_raw, 5060, 5060, _msg(f"ACK {uri} SIP/2.0", [
             ("Via", via2), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "1 ACK")]))
         media_t0 = t0 + 100_000_000
@@ -210,7 +222,7 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
                     put(ts, s_raw, d_raw, s_port + 1, d_port + 1, pkt)
                     wl.rtcp_packets += 1
         bye_ns = end_ns + 100_000_000
-        via3 = f"SIP/2.0/UDP {a_ip}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
+        via3 = f"SIP/2.0/UDP {host_a}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
         put(bye_ns, a_raw, b_raw, 5060, 5060, _msg(f"BYE {uri} SIP/2.0", [
             ("Via", via3), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "2 BYE")]))
         put(bye_ns + 5_000_000, b_raw, a_raw, 5060, 5060, _msg("SIP/2.0 200 OK", [

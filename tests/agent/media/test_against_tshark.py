@@ -27,6 +27,7 @@ SPECS = {
     "heavy": RtpGenSpec(calls=2, packets=800, seed=7, loss=0.08, duplicate=0.03, reorder=0.05, jitter_ms=15),
     "pcma_no_events": RtpGenSpec(calls=2, packets=400, seed=11, payload_type=8, telephone_events=0, wrap=False),
     "clean": RtpGenSpec(calls=1, packets=300, seed=5, loss=0, duplicate=0, reorder=0, jitter_ms=0),
+    "ipv6": RtpGenSpec(calls=2, packets=500, seed=13, ipv6=True),
 }
 
 
