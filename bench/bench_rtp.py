@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from otus_agent.capture.pcapfile import open_capture
+from otus_agent.media import rtp_cy
 from otus_agent.media.stage import MediaStage
 from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.sim.rtpgen import RtpGenSpec, generate
@@ -49,7 +50,9 @@ def main() -> None:
     for d in udp:
         st0.on_datagram(d)
     n_rtp = wl.rtp_packets
-    print(f"workload: {a.calls} calls, {n_rtp} RTP + {wl.rtcp_packets} RTCP packets, {wl.frames} frames")
+    compiled = not rtp_cy.__file__.endswith(".py")
+    print(f"workload: {a.calls} calls, {n_rtp} RTP + {wl.rtcp_packets} RTCP packets, {wl.frames} frames, "
+          f"rtp_cy compiled={compiled}")
 
     def stage_only():
         m = MediaStage()

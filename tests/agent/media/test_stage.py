@@ -165,3 +165,20 @@ def test_rtcp_mux_on_the_rtp_port_is_rtcp_not_rtp():
     c = st.counters()
     assert c["rtcp_packets"] == 1 and r["packets"] == 30 and r["cname"] == "mux@a"
     assert not st.discovery.expected.get((A[0], A[1] + 1))
+
+
+def test_rtcp_xr_voip_metrics_and_rr_join_the_stream_by_ssrc():
+    st = MediaStage()
+    call(st)
+    stream(st, 20, ssrc=0x1234)
+    rr = struct.pack("!BBHI", 0x81, 201, 7, 99) + struct.pack("!IIIIII", 0x1234, (64 << 24) | 3, 19, 80, 0, 0)
+    vm = struct.pack("!IBBBBHHHHbbBBBBBBBBHHH", 0x1234, 13, 0, 0, 0, 0, 0, 120, 40, -20, -70, 127, 16, 85, 127,
+                     41, 127, 0, 0, 60, 80, 100)
+    xr_body = struct.pack("!I", 99) + struct.pack("!BBH", 7, 0, 8) + vm
+    xr = struct.pack("!BBH", 0x80, 207, len(xr_body) // 4) + xr_body
+    st.feed_packet(S, B[0], B[1] + 1, A[0], A[1] + 1, rr + xr)          # from the receiver's RTCP port
+    (r,) = st.finish()
+    assert (r["xr_mos_lq"], r["xr_r_factor"]) == (4.1, 85)
+    assert r["rtcp_fraction_lost"] == 0.25 and r["rtcp_cumulative_lost"] == 3
+    assert r["rtcp_jitter_ms"] == pytest.approx(80 / 8)                   # 80 timestamp units at 8 kHz
+    assert r["rtt_ms"] is None                                           # no LSR: no round trip
