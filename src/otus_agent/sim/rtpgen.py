@@ -239,3 +239,32 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
     w.flush()
     wl.frames = len(frames)
     return wl
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m otus_agent.sim.rtpgen OUT.pcap [--calls N] [--packets N] [--loss F] ...``"""
+    import argparse
+    import dataclasses
+    ap = argparse.ArgumentParser(description="write SIP calls with impaired RTP/RTCP to a pcap")
+    ap.add_argument("out")
+    for f in dataclasses.fields(RtpGenSpec):
+        kind = bool if f.type in ("bool", bool) else float if f.type in ("float", float) else int
+        if kind is bool:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
+                            default=f.default)
+        else:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    a = vars(ap.parse_args(argv))
+    out = a.pop("out")
+    try:
+        with open(out, "wb") as fh:
+            wl = generate(fh, RtpGenSpec(**a))
+    except OSError as e:
+        ap.error(f"cannot write {out}: {e}")
+    print(f"{out}: {len(wl.call_ids)} calls, {len(wl.streams)} streams, {wl.rtp_packets} RTP, "
+          f"{wl.rtcp_packets} RTCP, {wl.frames} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -145,3 +145,12 @@ def test_pure_and_compiled_streams_agree(tmp_path):
         for ts, p in flow:
             assert a.add_packet(ts, p) == b.add_packet(ts, p) == 0
         assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+
+
+def test_rtpgen_command_line(tmp_path, capsys):
+    from otus_agent.sim.rtpgen import main
+    out = tmp_path / "cli.pcap"
+    assert main([str(out), "--calls", "2", "--packets", "50", "--loss", "0", "--wrap", "false"]) == 0
+    assert "2 calls, 4 streams" in capsys.readouterr().out and out.stat().st_size > 0
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing" / "x.pcap")])
