@@ -182,3 +182,23 @@ def test_rtcp_xr_voip_metrics_and_rr_join_the_stream_by_ssrc():
     assert r["rtcp_fraction_lost"] == 0.25 and r["rtcp_cumulative_lost"] == 3
     assert r["rtcp_jitter_ms"] == pytest.approx(80 / 8)                   # 80 timestamp units at 8 kHz
     assert r["rtt_ms"] is None                                           # no LSR: no round trip
+
+
+def test_payload_bytes_are_never_kept():
+    """No reference to a datagram's payload survives feeding it (RTP, RTCP, heuristic candidates)."""
+    import sys
+
+    from otus_agent.sim.rtpgen import rtcp_sr
+    st = MediaStage(MediaConfig(heuristic=True))
+    call(st)
+    pkts = [rtp(i, i * 160) for i in range(10)]
+    other = [rtp(i, i * 160, ssrc=99) for i in range(2)]        # unannounced: a heuristic candidate
+    sr = rtcp_sr(7, S, 0, 10, 1600, None, "x@y")
+    before = [sys.getrefcount(p) for p in pkts + other + [sr]]
+    for i in range(len(pkts)):
+        st.feed_packet(i, A[0], A[1], B[0], B[1], pkts[i])
+    for i in range(len(other)):
+        st.feed_packet(i, "192.0.2.1", 7000, "192.0.2.2", 7002, other[i])
+    st.feed_packet(S, A[0], A[1] + 1, B[0], B[1] + 1, sr)
+    assert [sys.getrefcount(p) for p in pkts + other + [sr]] == before
+    assert len(st.discovery.candidates) == 1
