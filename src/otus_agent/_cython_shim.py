@@ -33,7 +33,7 @@ class _CType:
         return object
 
 
-# C scalar types: Python ints (bint: bool) in the pure build
+# C scalar types: Python ints (bint: bool, double: float) in the pure build
 Py_ssize_t = _CType(int)
 int = _CType(int)  # noqa: A001 - the name Cython uses
 long = Py_ssize_t
@@ -41,6 +41,7 @@ longlong = Py_ssize_t
 ulong = Py_ssize_t
 uchar = Py_ssize_t
 bint = _CType(bool)
+double = _CType(float)
 # pointers only exist compiled; annotations need a name
 p_uchar = _CType(object)
 p_longlong = _CType(object)

@@ -1,0 +1,94 @@
+"""RTP analysis rate, single core, offline: MediaStage against tshark -z rtp,streams on the same file.
+
+Prints RTP packets per CPU-second for: MediaStage alone (datagrams decoded beforehand), the
+whole file path (decode -> SIP -> media records), and ``tshark -q -z rtp,streams`` (CPU time of
+the child), and the ratio.  The workload is sim/rtpgen.py's (loss, duplicates, reordering,
+jitter, RTCP), so the analysis does real work.
+Usage: python bench/bench_rtp.py [--calls N] [--packets N]
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+
+from otus_agent.capture.pcapfile import open_capture
+from otus_agent.media import rtp_cy
+from otus_agent.media.stage import MediaStage
+from otus_agent.reassembly.datagrams import DatagramStage
+from otus_agent.sim.rtpgen import RtpGenSpec, generate
+from otus_agent.sip.framing import SipConfig, SipStage
+
+
+def cpu(fn) -> float:
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def best(fn, repeat: int) -> float:
+    return min(cpu(fn) for _ in range(repeat))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=100)
+    ap.add_argument("--packets", type=int, default=1500, help="RTP packets per direction per call")
+    a = ap.parse_args()
+    path = pathlib.Path(tempfile.mkdtemp(prefix="otus-bench-")) / "rtp.pcap"
+    with open(path, "wb") as f:
+        wl = generate(f, RtpGenSpec(calls=a.calls, packets=a.packets, seed=42, call_gap_ms=20))
+    sip_recs: list[dict] = []
+    udp: list = []
+    with open_capture(path) as r:
+        DatagramStage(sink=lambda d: udp.append(d) if d.proto == 17 else None).run(r.batches())
+    st0 = SipStage(SipConfig(), sip_recs.append)
+    for d in udp:
+        st0.on_datagram(d)
+    n_rtp = wl.rtp_packets
+    compiled = not rtp_cy.__file__.endswith(".py")
+    print(f"workload: {a.calls} calls, {n_rtp} RTP + {wl.rtcp_packets} RTCP packets, {wl.frames} frames, "
+          f"rtp_cy compiled={compiled}")
+
+    def stage_only():
+        m = MediaStage()
+        for rec in sip_recs:
+            m.on_sip_record(rec)
+        for d in udp:
+            m.feed_packet(d.ts_ns, d.src_ip, d.src_port, d.dst_ip, d.dst_port, d.payload)
+        m.finish()
+        assert m.counters()["rtp_packets"] == n_rtp
+    t_stage = best(stage_only, 3)
+    print(f"  MediaStage alone            {n_rtp / t_stage:12,.0f} RTP packets/CPU-s")
+
+    def whole():
+        m = MediaStage()
+        sip = SipStage(SipConfig(), m.on_sip_record)
+
+        def both(d):
+            sip.on_datagram(d)
+            m.feed(d)
+        with open_capture(path) as r:
+            DatagramStage(sink=both).run(r.batches())
+        m.finish()
+    t_whole = best(whole, 2)
+    print(f"  file -> media records       {n_rtp / t_whole:12,.0f} RTP packets/CPU-s (decode, SIP, media)")
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        print("  tshark not installed: no ratio")
+        return
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([tshark, "-r", str(path), "-q", "-z", "rtp,streams"], check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t_ts = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(f"  tshark -q -z rtp,streams    {n_rtp / t_ts:12,.0f} RTP packets/CPU-s (whole file)")
+    print(f"  ratio Otus file path / tshark: {t_ts / t_whole:.2f}x   MediaStage alone / tshark: {t_ts / t_stage:.2f}x")
+    print("  goal (issue 16): >= 1,000,000 RTP packets/CPU-s offline")
+
+
+if __name__ == "__main__":
+    main()

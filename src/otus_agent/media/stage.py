@@ -1,0 +1,348 @@
+"""MediaStage: SIP records in, UDP datagrams in, media records out.
+
+Wiring (for the engine): call ``on_sip_record`` with every SIP record *before* the datagrams
+that follow it, ``feed`` (a ``reassembly.datagrams.Datagram``) or ``feed_packet`` with every
+UDP datagram, ``flush(now_ns)`` about once a second (returns the records due), and
+``finish()`` at the end of a capture.  ``counters()`` is what metrics export.
+
+Bounds: the stream table holds at most ``max_streams``.  When a new stream does not fit,
+idle streams are closed first; if it is still full the least recently active stream is
+closed with ``end_reason: "evicted"`` (its record is still emitted) and counted in
+``streams_evicted``.  Per stream, memory is bounded (the duplicate window, a few RTCP SRs).
+"""
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from otus_agent.media import rtp as R
+from otus_agent.media.discovery import Endpoint, MediaDiscovery
+from otus_agent.media.fields import NAMES, SCHEMA_VERSION
+from otus_agent.media.rtp_cy import RTP_REASONS, RtpStream
+from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
+from otus_agent.reassembly.datagrams import Datagram
+
+JITTER_BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+MOS_BUCKETS = (1.0, 2.0, 3.0, 3.5, 4.0, 4.2, 4.4, 4.5)
+MAX_SR_PER_SSRC = 4
+END_OF_TIME = 1 << 62
+
+
+class MediaConfig(BaseModel):
+    """The CaptureTask ``media`` section's agent side."""
+    model_config = ConfigDict(extra="forbid")
+    interim_s: float = Field(default=60.0, gt=0, description="interim record interval for running streams")
+    idle_timeout_s: float = Field(default=30.0, gt=0, description="a stream without packets this long ends")
+    bye_linger_s: float = Field(default=2.0, ge=0, description="media after a BYE still counts this long")
+    max_streams: int = Field(default=100_000, gt=0)
+    max_endpoints: int = Field(default=200_000, gt=0)
+    heuristic: bool = False
+
+
+@dataclass(slots=True)
+class MediaStream:
+    stats: RtpStream
+    key: tuple[str, int, str, int, int]
+    call_id: str | None
+    direction: str | None
+    heuristic: bool
+    last_report_ns: int
+    mux: bool = False
+    end_reason: str | None = None
+    rtt_ms: float | None = None
+    rtcp_fraction_lost: float | None = None
+    rtcp_cumulative_lost: int | None = None
+    rtcp_jitter_ms: float | None = None
+    cname: str | None = None
+    xr_mos_lq: float | None = None
+    xr_r_factor: int | None = None
+    srs: list[tuple[int, int]] = field(default_factory=list)   # (NTP middle 32 bits, capture ns)
+
+
+def _direction(ep: Endpoint, to_announcer: bool) -> str:
+    """Sent to the announcer's address: to that side; matched by source: to the other side."""
+    if to_announcer:
+        return "to_caller" if ep.side == "caller" else "to_callee"
+    return "to_callee" if ep.side == "caller" else "to_caller"
+
+
+class MediaStage:
+    def __init__(self, config: MediaConfig | None = None):
+        c = self.config = config or MediaConfig()
+        self.discovery = MediaDiscovery(c.max_endpoints, c.heuristic)
+        self.streams: dict[tuple[str, int, str, int, int], MediaStream] = {}
+        self.flows: dict[tuple[str, int, str, int], MediaStream] = {}   # the last stream of each 4-tuple
+        self.by_ssrc: dict[int, MediaStream] = {}
+        self.by_call: dict[str, set[tuple[str, int, str, int, int]]] = {}
+        self.ending: dict[str, int] = {}          # call_id -> ns after which its streams end
+        self.bad: Counter[str] = Counter()        # refused RTP/RTCP by reason
+        self.bad_heuristic: Counter[str] = Counter()   # unannounced datagrams the heuristic refused
+        self.c: Counter[str] = Counter()
+        self.rtp_packets = 0
+        self.slow_packets = 0   # datagrams off the per-flow fast path (metric: it should stay small)
+        self.jitter_hist = [0] * (len(JITTER_BUCKETS_MS) + 1)
+        self.mos_hist = [0] * (len(MOS_BUCKETS) + 1)
+        self.idle_ns = int(c.idle_timeout_s * 1e9)
+        self.interim_ns = int(c.interim_s * 1e9)
+        self.linger_ns = int(c.bye_linger_s * 1e9)
+        self.last_ts_ns = 0
+        self._closed: list[dict] = []   # evicted streams' records, returned by the next flush
+
+    # ------------------------------------------------------------ input
+
+    def on_sip_record(self, rec: dict) -> None:
+        """Learn SDP; a BYE (or a final call record) ends the call's streams after the linger."""
+        self.discovery.on_sip_record(rec)
+        cid = rec.get("call_id")
+        if not cid:
+            return
+        if (rec.get("type") == "sip" and rec.get("method") == "BYE") or rec.get("type") == "call":
+            ts = rec.get("ts") or rec.get("end_ts") or self.last_ts_ns
+            self.ending.setdefault(cid, int(ts) + self.linger_ns)
+
+    def feed(self, d: Datagram) -> None:
+        if d.proto == 17:
+            self.feed_packet(d.ts_ns, d.src_ip, d.src_port, d.dst_ip, d.dst_port, d.payload)
+
+    def feed_packet(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
+        """One UDP datagram; anything not announced (nor heuristically RTP) is ignored cheaply."""
+        self.last_ts_ns = ts_ns
+        flow = (src, sport, dst, dport)
+        ms = self.flows.get(flow)
+        if ms is not None and not (ms.mux and R.looks_like_rtcp(payload)):
+            code = ms.stats.add_packet(ts_ns, payload)   # the common case: parsed and added in one call
+            if code == 0:
+                self.rtp_packets += 1
+                return
+            if code > 0:
+                self.bad[RTP_REASONS[code]] += 1
+                return
+        self._slow(ts_ns, flow, payload)
+
+    def _slow(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
+        """First packet of a flow, a new SSRC on it, RTCP, or unannounced traffic."""
+        self.slow_packets += 1
+        src, sport, dst, dport = flow
+        exp = self.discovery.expected
+        ep = exp.get((dst, dport))
+        to_announcer = True
+        if ep is None:
+            ep = exp.get((src, sport))
+            to_announcer = False
+            if ep is None:
+                if self.discovery.heuristic:
+                    self._heuristic(ts_ns, src, sport, dst, dport, payload)
+                return
+        if ep.rtcp or (ep.mux and R.looks_like_rtcp(payload)):
+            self._rtcp(ts_ns, payload)
+            return
+        h = R.parse_rtp(payload, self.bad)
+        if h is None:
+            return
+        key = (src, sport, dst, dport, h.ssrc)
+        ms = self.streams.get(key)
+        if ms is None:
+            ms = self._open(ts_ns, key, ep.call_id, _direction(ep, to_announcer), ep.rtpmap, False, ep.mux)
+        self.flows[flow] = ms
+        ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
+        self.rtp_packets += 1
+
+    def _heuristic(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
+        ms = None
+        if len(payload) >= 12:
+            ms = self.streams.get((src, sport, dst, dport, int.from_bytes(payload[8:12], "big")))
+        if ms is not None:
+            h = R.parse_rtp(payload, self.bad)
+            if h is not None:
+                self.rtp_packets += 1
+                ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
+            return
+        if R.parse_rtp(payload, self.bad_heuristic) is None:
+            return   # not RTP-shaped: counted apart, unannounced traffic is not "bad RTP"
+        found = self.discovery.heuristic_match(ts_ns, src, sport, dst, dport, payload)
+        if found is None:
+            return
+        key = (src, sport, dst, dport, int.from_bytes(payload[8:12], "big"))
+        ms = self._open(found[0][0], key, None, None, {}, True)
+        for t, seq, rts, pt, marker, size in found:
+            self.rtp_packets += 1
+            ms.stats.add(t, seq, rts, pt, marker, size)
+
+    def _open(self, ts_ns: int, key: tuple[str, int, str, int, int], call_id: str | None, direction: str | None,
+              rtpmap: dict[int, str], heuristic: bool, mux: bool = False) -> MediaStream:
+        if len(self.streams) >= self.config.max_streams:
+            self._make_room(ts_ns)
+        ms = MediaStream(RtpStream(key[4], rtpmap), key, call_id, direction, heuristic, ts_ns, mux)
+        self.streams[key] = ms
+        self.by_ssrc[key[4]] = ms
+        if call_id is not None:
+            self.by_call.setdefault(call_id, set()).add(key)
+        self.c["streams_started"] += 1
+        return ms
+
+    def _make_room(self, now_ns: int) -> None:
+        idle = [k for k, m in self.streams.items() if m.stats.last_ts_ns + self.idle_ns < now_ns]
+        for k in idle:
+            self._close(self.streams[k], "idle")
+        if len(self.streams) >= self.config.max_streams:
+            victim = min(self.streams.values(), key=lambda m: m.stats.last_ts_ns)
+            self._close(victim, "evicted")
+            self.c["streams_evicted"] += 1
+
+    # ------------------------------------------------------------ RTCP
+
+    def _rtcp(self, ts_ns: int, payload: bytes) -> None:
+        rt = R.parse_rtcp(payload, self.bad)
+        if rt is None:
+            return
+        self.c["rtcp_packets"] += 1
+        by = self.by_ssrc
+        if rt.sr_ntp_mid is not None and rt.sender_ssrc is not None:
+            ms = by.get(rt.sender_ssrc)
+            if ms is not None:
+                ms.srs.append((rt.sr_ntp_mid, ts_ns))
+                del ms.srs[:-MAX_SR_PER_SSRC]
+        for ssrc, cname in rt.cnames.items():
+            ms = by.get(ssrc)
+            if ms is not None:
+                ms.cname = cname
+        for reporter, b in rt.reports:
+            ms = by.get(b.ssrc)
+            if ms is None:
+                self.c["rtcp_reports_unmatched"] += 1
+                continue
+            ms.rtcp_fraction_lost = b.fraction_lost
+            ms.rtcp_cumulative_lost = b.cumulative_lost
+            clock = ms.stats.clock
+            ms.rtcp_jitter_ms = b.jitter * 1000.0 / clock if clock else None
+            if b.lsr:
+                for mid, sr_ns in ms.srs:
+                    if mid == b.lsr:
+                        rtt = (ts_ns - sr_ns) / 1e6 - b.dlsr * 1000.0 / 65536.0
+                        if rtt >= 0:
+                            ms.rtt_ms = rtt
+                            back = by.get(reporter)
+                            if back is not None:
+                                back.rtt_ms = rtt
+                        break
+        for reporter, x in rt.xr_voip:
+            ms = by.get(x.ssrc)
+            if ms is not None:
+                ms.xr_mos_lq, ms.xr_r_factor = x.mos_lq, x.r_factor
+        for ssrc in rt.bye:
+            ms = by.get(ssrc)
+            if ms is not None and ms.end_reason is None:
+                ms.end_reason = "rtcp_bye"
+
+    # ------------------------------------------------------------ output
+
+    def flush(self, now_ns: int) -> list[dict]:
+        """Records due at ``now_ns``: ended streams (BYE + linger, RTCP BYE, idle) and interims."""
+        out: list[dict] = []
+        for cid in [c for c, t in self.ending.items() if t <= now_ns]:
+            del self.ending[cid]
+            for key in list(self.by_call.get(cid, ())):
+                ms = self.streams.get(key)
+                if ms is not None:
+                    out.append(self._close(ms, "bye"))
+            self.by_call.pop(cid, None)
+            self.discovery.end_call(cid)
+        for ms in list(self.streams.values()):
+            if ms.end_reason is not None:
+                out.append(self._close(ms, ms.end_reason))
+            elif ms.stats.last_ts_ns + self.idle_ns <= now_ns:
+                out.append(self._close(ms, "idle"))
+            elif now_ns - ms.last_report_ns >= self.interim_ns:
+                ms.last_report_ns = now_ns
+                out.append(self.record(ms, final=False))
+                self.c["records_interim"] += 1
+        out.extend(self._closed)
+        self._closed.clear()
+        return out
+
+    def finish(self) -> list[dict]:
+        """End of a capture: every stream still open ends (reason ``end``)."""
+        out = self.flush(self.last_ts_ns)
+        for ms in list(self.streams.values()):
+            out.append(self._close(ms, ms.end_reason or "end"))
+        out.extend(self._closed)
+        self._closed.clear()
+        return out
+
+    def _close(self, ms: MediaStream, reason: str) -> dict:
+        """Remove a stream and return its final record (evictions queue theirs for the next flush)."""
+        self.streams.pop(ms.key, None)
+        flow = ms.key[:4]
+        if self.flows.get(flow) is ms:
+            del self.flows[flow]
+        if self.by_ssrc.get(ms.key[4]) is ms:
+            del self.by_ssrc[ms.key[4]]
+        if ms.call_id is not None:
+            keys = self.by_call.get(ms.call_id)
+            if keys is not None:
+                keys.discard(ms.key)
+        ms.end_reason = reason
+        rec = self.record(ms, final=True)
+        self.c["streams_ended"] += 1
+        self.c["records_final"] += 1
+        self.c["lost_total"] += max(0, rec["lost"])
+        self.c["expected_total"] += max(0, rec["expected"])
+        self.jitter_hist[bisect.bisect_left(JITTER_BUCKETS_MS, rec["mean_jitter_ms"])] += 1
+        self.mos_hist[bisect.bisect_left(MOS_BUCKETS, rec["mos"])] += 1
+        if reason == "evicted":
+            self._closed.append(rec)
+        return rec
+
+    def record(self, ms: MediaStream, final: bool) -> dict:
+        s = ms.stats
+        src, sport, dst, dport, ssrc = ms.key
+        loss = s.loss_ratio
+        r = r_factor(loss, one_way_delay_ms(ms.rtt_ms, s.mean_jitter), s.codec)
+        rec = {
+            "v": SCHEMA_VERSION, "type": "media", "call_id": ms.call_id, "direction": ms.direction,
+            "src_ip": src, "src_port": sport, "dst_ip": dst, "dst_port": dport, "ssrc": ssrc,
+            "payload_type": s.first_pt, "payload_types": s.payload_types, "codec": s.codec,
+            "packets": s.packets, "bytes": s.octets, "expected": s.expected, "lost": s.lost, "loss_ratio": loss,
+            "duplicates": s.duplicates, "out_of_order": s.out_of_order, "seq_errors": s.seq_errors,
+            "max_delta_ms": s.max_delta, "mean_jitter_ms": s.mean_jitter, "max_jitter_ms": s.max_jitter,
+            "markers": s.markers, "ts_jumps": s.ts_jumps, "telephone_events": s.te_events,
+            "rtt_ms": ms.rtt_ms, "rtcp_fraction_lost": ms.rtcp_fraction_lost,
+            "rtcp_cumulative_lost": ms.rtcp_cumulative_lost, "rtcp_jitter_ms": ms.rtcp_jitter_ms,
+            "cname": ms.cname, "xr_mos_lq": ms.xr_mos_lq, "xr_r_factor": ms.xr_r_factor,
+            "r_factor": r, "mos": mos_from_r(r), "heuristic": ms.heuristic,
+            "start_ts": s.first_ts_ns, "end_ts": s.last_ts_ns, "final": final,
+            "end_reason": ms.end_reason if final else None,
+        }
+        assert tuple(rec) == NAMES   # one definition: media/fields.py
+        return rec
+
+    # ------------------------------------------------------------ metrics
+
+    def counters(self) -> dict[str, object]:
+        """Plain numbers for metrics: histograms are cumulative bucket counts (Prometheus ``le``)."""
+        out: dict[str, object] = dict(self.c)
+        out["rtp_packets"] = self.rtp_packets
+        out["slow_path_datagrams"] = self.slow_packets
+        out["streams_active"] = len(self.streams)
+        out["endpoints"] = len(self.discovery.expected)
+        exp = self.c["expected_total"]
+        out["loss_ratio"] = self.c["lost_total"] / exp if exp else 0.0
+        for reason, n in self.bad.items():
+            out[f"bad_{reason}"] = n
+        for k, n in self.discovery.counters.items():
+            out[f"discovery_{k}"] = n
+        out["jitter_ms_hist"] = _cumulative(JITTER_BUCKETS_MS, self.jitter_hist)
+        out["mos_hist"] = _cumulative(MOS_BUCKETS, self.mos_hist)
+        return out
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    run = 0
+    for b, n in zip(bounds + (float("inf"),), counts):
+        run += n
+        out["+Inf" if b == float("inf") else repr(b)] = run
+    return out
