@@ -118,7 +118,7 @@ class FlowStage:
                 flags = rows[o + F_TCPFLAGS]
                 if f is not None:
                     if t - f.last_ns > t_min and self._expired(f, t):
-                        self._end(f, t, "idle_timeout")
+                        self._end(f, t, self._timeout_reason(f))
                         f = None
                     elif flags & (SYN | ACK) == SYN and f.closed():
                         if d == 0 and rows[o + F_TCPSEQ] == f.isn:  # its SYN again (as tshark: same stream)
@@ -144,7 +144,7 @@ class FlowStage:
                     self.events(flow_record(f, "established", t))
             else:
                 if f is not None and t - f.last_ns > t_min and self._expired(f, t):
-                    self._end(f, t, "idle_timeout")
+                    self._end(f, t, self._timeout_reason(f))
                     f = None
                 if f is None:
                     f = self._new(k, ipver, proto, src, dst, sp, dp, t)
@@ -286,6 +286,11 @@ class FlowStage:
             return self._t_icmp
         return self._t_udp
 
+    @staticmethod
+    def _timeout_reason(f: Flow) -> str:
+        """A closed TCP flow's linger ran out: it ended by its FIN or RST, not by going quiet."""
+        return ("rst" if f.state == RESET else "fin") if f.proto == 6 and f.closed() else "idle_timeout"
+
     def _expired(self, f: Flow, t: int) -> bool:
         return t - f.last_ns > self._limit(f)
 
@@ -302,7 +307,7 @@ class FlowStage:
         self._next_sweep = t + self._sweep_ns
         report = self._report_ns
         for f in [f for f in self.flows.values() if t - f.last_ns > self._limit(f)]:
-            self._end(f, t, "idle_timeout")
+            self._end(f, t, self._timeout_reason(f))
         if report and self.sink is not None:
             for f in self.flows.values():
                 if t - f.reported_ns >= report:
