@@ -218,3 +218,77 @@ def mixed_trace(seed: int = 1, tcp_conns: int = 40, udp_flows: int = 40) -> Trac
             tr.add(t + s * SEC, echo_frame(a, b, 100 + i, s))
             tr.add(t + s * SEC + 300_000, echo_frame(b, a, 100 + i, s, reply=True))
     return tr
+
+
+def dns_name(name: str) -> bytes:
+    return b"".join(bytes([len(lab)]) + lab.encode() for lab in name.strip(".").split(".") if lab) + b"\0"
+
+
+def dns_message(ident: int, qname: str, qtype: int = 1, response: bool = False, rcode: int = 0,
+                answers: tuple[tuple[str, int, int, str], ...] = ()) -> bytes:
+    """A DNS query or response; ``answers`` are (name, type, ttl, data) with A, AAAA or CNAME data.
+    An answer owned by the question's name points back to it (compression), as servers write them."""
+    flags = (0x8180 if response else 0x0100) | rcode
+    out = struct.pack("!HHHHHH", ident, flags, 1, len(answers), 0, 0) + dns_name(qname) + struct.pack("!HH", qtype, 1)
+    for name, rtype, ttl, data in answers:
+        owner = b"\xc0\x0c" if name.strip(".").lower() == qname.strip(".").lower() else dns_name(name)
+        if rtype == 1:
+            rdata = ip(data)
+        elif rtype == 28:
+            rdata = ip(data)
+        else:
+            rdata = dns_name(data)
+        out += owner + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
+    return out
+
+
+@dataclass
+class DnsWorld:
+    """Names, what they resolve to, and traffic to them: DNS over UDP and TCP, then bytes to the addresses."""
+    client: str = "10.10.0.5"
+    server: str = "10.10.0.53"
+    names: dict[str, tuple[tuple[str, int, int, str], ...]] = field(default_factory=lambda: {
+        "www.example.com": (("www.example.com", 5, 300, "cdn.example.net"), ("cdn.example.net", 5, 300,
+                                                                             "edge.cdn.example.net"),
+                            ("edge.cdn.example.net", 1, 60, "192.0.2.10"), ("edge.cdn.example.net", 1, 60,
+                                                                           "192.0.2.11")),
+        "api.example.org": (("api.example.org", 1, 120, "198.51.100.7"),),
+        "v6.example.org": (("v6.example.org", 28, 120, "2001:db8::7"),),
+    })
+
+    def trace(self, seed: int = 5) -> tuple[Trace, dict[str, tuple[int, int]]]:
+        """Returns the trace and, per domain, the frame bytes sent to and received from its addresses."""
+        rnd = random.Random(seed)
+        tr = Trace()
+        want: dict[str, tuple[int, int]] = {}
+        t = SEC
+        for i, (name, answers) in enumerate(self.names.items()):
+            qtype = 28 if any(a[1] == 28 for a in answers) else 1
+            q = dns_message(0x1000 + i, name, qtype)
+            r = dns_message(0x1000 + i, name, qtype, True, 0, answers)
+            if i == 1:  # over TCP: handshake, length-prefixed query and response
+                c = TcpConn(tr, self.client, 41000 + i, self.server, 53)
+                t2 = c.handshake(t)
+                c.c(t2 + 1000, P.TCP_ACK | P.TCP_PSH, struct.pack("!H", len(q)) + q)
+                c.s(t2 + 3_000_000, P.TCP_ACK | P.TCP_PSH, struct.pack("!H", len(r)) + r)
+                c.close(t2 + 4_000_000)
+            else:
+                tr.add(t, udp_frame(self.client, 50000 + i, self.server, 53, q))
+                tr.add(t + 2_000_000, udp_frame(self.server, 53, self.client, 50000 + i, r))
+            t += 10_000_000
+            sent = recv = 0
+            for a in answers:
+                if a[1] not in (1, 28):
+                    continue
+                client = "fd00::5" if a[1] == 28 else self.client
+                conn = TcpConn(tr, client, rnd.randrange(30000, 40000), a[3], 443)
+                before = len(tr.frames)
+                conn.close(conn.exchange(conn.handshake(t), rnd.randrange(1, 4), rnd.randrange(50, 500)))
+                for ts, fr in tr.frames[before:]:
+                    if ip(a[3]) in (fr[30:34], fr[38:54]):
+                        sent += len(fr)
+                    else:
+                        recv += len(fr)
+                t += 50_000_000
+            want[name] = (sent, recv)
+        return tr, want
