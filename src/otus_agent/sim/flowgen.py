@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 from otus_agent.capture.pcapfile import PcapWriter
@@ -292,3 +293,139 @@ class DnsWorld:
                 t += 50_000_000
             want[name] = (sent, recv)
         return tr, want
+
+
+# -- attacks and clean workloads for the detectors ------------------------------------------------
+
+def port_scan(tr: Trace, t: int, src: str, dst: str, ports: range, step_ns: int = 1_000_000) -> None:
+    """A SYN scan: closed ports answer RST."""
+    for i, port in enumerate(ports):
+        tr.add(t + i * step_ns, tcp_frame(src, 61000, dst, port, 777, 0, P.TCP_SYN))
+        tr.add(t + i * step_ns + 1000, tcp_frame(dst, port, src, 61000, 0, 778, P.TCP_RST | P.TCP_ACK))
+
+
+def host_sweep(tr: Trace, t: int, src: str, net: str, port: int, hosts: int, step_ns: int = 1_000_000) -> None:
+    base = ipaddress.ip_address(net)
+    for i in range(hosts):
+        tr.add(t + i * step_ns, tcp_frame(src, 62000 + i % 1000, str(base + i + 1), port, 1, 0, P.TCP_SYN))
+
+
+def syn_flood(tr: Trace, t: int, dst: str, port: int, n: int, duration_ns: int, seed: int = 3) -> None:
+    """SYNs from spoofed sources that never complete the handshake (the victim's SYN-ACKs go nowhere)."""
+    rnd = random.Random(seed)
+    for i in range(n):
+        src = f"198.18.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
+        ts = t + i * duration_ns // n
+        sp = rnd.randrange(1024, 65535)
+        tr.add(ts, tcp_frame(src, sp, dst, port, rnd.randrange(1 << 32), 0, P.TCP_SYN))
+        tr.add(ts + 500, tcp_frame(dst, port, src, sp, 1, 1, P.TCP_SYN | P.TCP_ACK))
+
+
+def icmp_flood(tr: Trace, t: int, src: str, dst: str, n: int, duration_ns: int) -> None:
+    for i in range(n):
+        tr.add(t + i * duration_ns // n, echo_frame(src, dst, 4242, i & 0xFFFF))
+
+
+def clean_network_hour(seed: int = 11, hosts: int = 40) -> Trace:
+    """An hour of ordinary traffic: hosts open HTTPS and SIP connections that complete, query DNS,
+    send RTP, and a monitor pings every host every 10 s."""
+    rnd = random.Random(seed)
+    tr = Trace()
+    servers = ["10.20.0.10", "10.20.0.11", "10.20.0.12"]
+    for h in range(hosts):
+        me = f"10.30.0.{h + 10}"
+        t = rnd.randrange(0, 60) * SEC
+        while t < 3600 * SEC:
+            kind = rnd.random()
+            if kind < 0.5:
+                c = TcpConn(tr, me, rnd.randrange(20000, 60000), rnd.choice(servers), 443)
+                c.close(c.exchange(c.handshake(t), rnd.randrange(1, 5), rnd.randrange(100, 1200)))
+            elif kind < 0.8:
+                sp = rnd.randrange(20000, 60000)
+                tr.add(t, udp_frame(me, sp, "10.20.0.53", 53, dns_message(rnd.randrange(1 << 16), "svc.example")))
+                tr.add(t + 2_000_000, udp_frame("10.20.0.53", 53, me, sp, dns_message(0, "svc.example", 1, True, 0, (
+                    ("svc.example", 1, 60, "10.20.0.10"),))))
+            else:
+                rport = rnd.randrange(10000, 20000) & ~1
+                for k in range(50):
+                    tr.add(t + k * 20_000_000, udp_frame(me, rport, "10.30.0.250", 30000, b"\x80" + b"r" * 171))
+            t += rnd.randrange(20, 120) * SEC
+    for k in range(360):
+        for h in range(hosts):
+            me = f"10.30.0.{h + 10}"
+            tr.add(k * 10 * SEC + h * 1000, echo_frame("10.30.0.2", me, 9, k))
+            tr.add(k * 10 * SEC + h * 1000 + 300_000, echo_frame(me, "10.30.0.2", 9, k, reply=True))
+    return tr
+
+
+def sip_message(first: str, call_id: str, cseq: int, method: str, from_user: str, to_user: str,
+                ua: str = "Yealink SIP-T46S 66.86.0.15", to_tag: str | None = None, host: str = "pbx.example") -> bytes:
+    lines = [first,
+             f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{zlib.crc32(f'{call_id}{cseq}{first}'.encode())}",
+             f"From: <sip:{from_user}@{host}>;tag=f{zlib.crc32(call_id.encode())}",
+             f"To: <sip:{to_user}@{host}>" + (f";tag={to_tag}" if to_tag else ""),
+             f"Call-ID: {call_id}", f"CSeq: {cseq} {method}", "Max-Forwards: 70", f"User-Agent: {ua}",
+             "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@dataclass
+class SipSide:
+    """SIP over UDP between a client and a server, for the detector tests."""
+    trace: Trace
+    client: str
+    server: str = "10.40.0.1"
+    cport: int = 5060
+
+    def req(self, t: int, method: str, call_id: str, cseq: int, from_user: str, to_user: str, ruri_user: str = "",
+            ua: str = "Yealink SIP-T46S 66.86.0.15", to_tag: str | None = None, dst: str | None = None) -> None:
+        first = f"{method} sip:{ruri_user or to_user}@pbx.example SIP/2.0"
+        self.trace.add(t, udp_frame(self.client, self.cport, dst or self.server, 5060,
+                                    sip_message(first, call_id, cseq, method, from_user, to_user, ua, to_tag)))
+
+    def resp(self, t: int, code: int, reason: str, method: str, call_id: str, cseq: int, from_user: str,
+             to_user: str, to_tag: str | None = "srv1") -> None:
+        self.trace.add(t, udp_frame(self.server, 5060, self.client, self.cport,
+                                    sip_message(f"SIP/2.0 {code} {reason}", call_id, cseq, method, from_user, to_user,
+                                                "Asterisk PBX 18.0", to_tag)))
+
+    def call(self, t: int, call_id: str, caller: str, callee: str, duration_ns: int) -> None:
+        self.req(t, "INVITE", call_id, 1, caller, callee)
+        self.resp(t + 5_000_000, 100, "Trying", "INVITE", call_id, 1, caller, callee, None)
+        self.resp(t + 2 * SEC, 200, "OK", "INVITE", call_id, 1, caller, callee)
+        self.req(t + 2 * SEC + 5_000_000, "ACK", call_id, 1, caller, callee, to_tag="srv1")
+        end = t + 2 * SEC + duration_ns
+        self.req(end, "BYE", call_id, 2, caller, callee, to_tag="srv1")
+        self.resp(end + 5_000_000, 200, "OK", "BYE", call_id, 2, caller, callee)
+
+    def register(self, t: int, call_id: str, user: str, cseq: int, outcome: int = 200) -> None:
+        """REGISTER, 401 challenge, REGISTER with credentials, then ``outcome``."""
+        self.req(t, "REGISTER", call_id, cseq, user, user)
+        self.resp(t + 3_000_000, 401, "Unauthorized", "REGISTER", call_id, cseq, user, user)
+        self.req(t + 6_000_000, "REGISTER", call_id, cseq + 1, user, user)
+        self.resp(t + 9_000_000, outcome, "OK" if outcome == 200 else "Forbidden", "REGISTER", call_id, cseq + 1,
+                  user, user)
+
+
+def clean_sip_hour(seed: int = 12, phones: int = 40) -> Trace:
+    """An hour of an ordinary PBX: phones re-register every 10 min (challenged, then 200), call each other
+    and now and then abroad (long calls), and the PBX pings every phone with OPTIONS each minute."""
+    rnd = random.Random(seed)
+    tr = Trace()
+    for p in range(phones):
+        side = SipSide(tr, f"10.50.0.{p + 10}")
+        user = str(1000 + p)
+        for k, t in enumerate(range(rnd.randrange(0, 600) * SEC, 3600 * SEC, 600 * SEC)):
+            side.register(t, f"reg-{user}-{k}@x", user, 2 * k + 1)
+        t = rnd.randrange(0, 300) * SEC
+        n = 0
+        while t < 3500 * SEC:
+            callee = f"+4420{rnd.randrange(10**7):07d}" if rnd.random() < 0.2 else str(1000 + rnd.randrange(phones))
+            side.call(t, f"call-{user}-{n}@x", user, callee, rnd.randrange(60, 600) * SEC)
+            t += rnd.randrange(300, 900) * SEC
+            n += 1
+        for k in range(60):  # the PBX's keepalive OPTIONS to the phone, answered 200
+            tr.add(k * 60 * SEC + p * 10_000_000, udp_frame("10.40.0.1", 5060, side.client, 5060, sip_message(
+                f"OPTIONS sip:{user}@{side.client} SIP/2.0", f"ka-{user}-{k}@pbx", 1, "OPTIONS", "pbx", user,
+                "Asterisk PBX 18.0")))
+    return tr
