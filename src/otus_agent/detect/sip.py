@@ -39,19 +39,19 @@ class SipDetector:
             self.out.raise_("sip_scanner", (src,), t, "warning", f"{src} sends SIP as a scanner ({r['user_agent']})",
                             src_ip=src, user_agent=r["user_agent"], method=method)
         if method == "OPTIONS" and src not in self._trusted:
-            c = self.config.sip_scan
+            sc = self.config.sip_scan
             n = self.options.add(src, (r["dst_ip"], r.get("to_user")), t)
-            if n >= c.options_targets:
+            if n >= sc.options_targets:
                 self.out.raise_("options_sweep", (src,), t, "warning",
-                                f"{src} sent OPTIONS to {n} targets in {c.window_s:g} s", src_ip=src, count=n,
-                                threshold=c.options_targets, window_s=c.window_s)
+                                f"{src} sent OPTIONS to {n} targets in {sc.window_s:g} s", src_ip=src, count=n,
+                                threshold=sc.options_targets, window_s=sc.window_s)
         elif method == "INVITE" and not r.get("to_tag"):
-            c = self.config.invite_flood
+            fc = self.config.invite_flood
             n = self.invites.add(src, r.get("call_id"), t)
-            if n >= c.invites:
+            if n >= fc.invites:
                 self.out.raise_("invite_flood", (src,), t, "critical",
-                                f"{src} started {n} INVITE transactions in {c.window_s:g} s", src_ip=src, count=n,
-                                threshold=c.invites, window_s=c.window_s)
+                                f"{src} started {n} INVITE transactions in {fc.window_s:g} s", src_ip=src, count=n,
+                                threshold=fc.invites, window_s=fc.window_s)
 
     def _response(self, r: dict) -> None:
         if r.get("cseq_method") != "REGISTER":

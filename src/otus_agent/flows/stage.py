@@ -18,7 +18,7 @@ from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address, flow_record
-from otus_agent.flows.table import CLOSED, ESTABLISHED, NONE, RESET, SYN, ACK, SYN_RECEIVED, SYN_SENT, Flow
+from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, SYN, SYN_RECEIVED, SYN_SENT, Flow
 
 NF = D.NF
 F_STATUS, F_IPVER, F_L3OFF, F_L3END, F_PROTO, F_L4OFF = D.F_STATUS, D.F_IPVER, D.F_L3OFF, D.F_L3END, D.F_PROTO, \

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import pathlib
+import subprocess
+from array import array
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otus_agent.capture.pcapfile import open_capture
+from otus_agent.capture.pcapfile import PacketBatch, open_capture
 from otus_agent.flows import FlowConfig, FlowStage
 from otus_agent.sim import flowgen
 from otus_agent.sim import packets as P
+
+from .tshark import need_tshark
 
 
 def run(path: str, config: FlowConfig | None = None, events: list | None = None) -> tuple[list[dict], FlowStage]:
@@ -52,8 +56,6 @@ def test_tcp_end_states(tmp_path: pathlib.Path) -> None:
 
 
 def test_retransmissions_agree_with_tshark(tmp_path: pathlib.Path) -> None:
-    from .tshark import need_tshark
-    import subprocess
     path = write(tmp_path, flowgen.tcp_states_trace()[0])
     out = subprocess.run([need_tshark(), "-n", "-r", path, "-Y", "tcp.analysis.retransmission", "-T", "fields",
                           "-e", "tcp.srcport"], capture_output=True, text=True, check=True, timeout=60).stdout.split()
@@ -167,8 +169,6 @@ def test_truncated_icmp_never_crashes(tmp_path: pathlib.Path, cut: int) -> None:
 def test_random_icmp_payload_is_counted_not_raised(body: bytes, proto: int) -> None:
     v6 = proto == 58
     src, dst = ("fd00::1", "fd00::2") if v6 else ("10.0.0.1", "10.0.0.2")
-    from otus_agent.capture.pcapfile import PacketBatch
-    from array import array
     data = flowgen.frame(src, dst, proto, body)
     batch = PacketBatch(data, 1, array("q", [0]), array("q", [len(data)]), array("q", [len(data)]), array("q", [5]),
                         array("q", [1]))
