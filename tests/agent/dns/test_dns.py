@@ -144,3 +144,24 @@ def test_pending_table_is_bounded_and_unanswered_counted(tmp_path: pathlib.Path)
     _, stage = run(path, DnsConfig(max_pending=5))
     s = stage.summary()
     assert s["pending_evicted"] == 15 and s["unanswered"] == 5 and s["pending"] == 1
+
+
+def test_domain_metrics_are_bounded(tmp_path: pathlib.Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from otus_agent.dns.metrics import domain_metrics
+    path = str(tmp_path / "dns.pcap")
+    tr, want = flowgen.DnsWorld().trace()
+    tr.write(path)
+    _, stage = run(path, DnsConfig(top_domains=2))
+
+    class C:
+        def collect(self):
+            return domain_metrics("t1", stage)
+    reg = CollectorRegistry()
+    reg.register(C())
+    text = generate_latest(reg).decode()
+    series = [ln for ln in text.splitlines() if ln.startswith("otus_domain_bytes_sent_total{")]
+    assert len(series) == 3  # two domains and other
+    www = want["www.example.com"]
+    assert f'otus_domain_bytes_sent_total{{domain="www.example.com",task="t1"}} {float(www[0])}' in text
