@@ -19,6 +19,7 @@ from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address, flow_record
 from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, SYN, SYN_RECEIVED, SYN_SENT, Flow
+from otus_agent.flows.walk_cy import walk
 
 NF = D.NF
 F_STATUS, F_IPVER, F_L3OFF, F_L3END, F_PROTO, F_L4OFF = D.F_STATUS, D.F_IPVER, D.F_L3OFF, D.F_L3END, D.F_PROTO, \
@@ -78,93 +79,25 @@ class FlowStage:
             if self._decoder is None:
                 self._decoder = D.Decoder(max(self._batch_size, n), verify_ipv4_checksum=False)
             rows = self._decoder.decode(batch.buf, n, batch.offs, batch.caplens, batch.links)
-        buf, ts, wl = batch.buf, batch.ts_ns, batch.wirelens
-        flows = self.flows
-        t_min = self._t_min
-        new = False
-        for i in range(n):
-            o = i * NF
-            st = rows[o]
-            if st != ST_L4:
-                if st == ST_OTHER_IP:
-                    self._other(buf, rows, o, ts[i], wl[i])
-                elif st == ST_FRAGMENT:
-                    self.fragments += 1
-                elif st == ST_DROPPED:
-                    self.undecoded += 1
-                continue
-            t = ts[i]
-            length = wl[i]
-            if t >= self._next_sweep:
-                self._sweep(t)
-            ipver = rows[o + F_IPVER]
-            l3 = rows[o + F_L3OFF]
-            if ipver == 4:
-                src = buf[l3 + 12:l3 + 16]
-                dst = buf[l3 + 16:l3 + 20]
-            else:
-                src = buf[l3 + 8:l3 + 24]
-                dst = buf[l3 + 24:l3 + 40]
-            proto = rows[o + F_PROTO]
-            sp = rows[o + F_SPORT]
-            dp = rows[o + F_DPORT]
-            k = (src, dst, sp, dp, proto)
-            f = flows.get(k)
-            d = 0
-            if f is None:
-                f = flows.get((dst, src, dp, sp, proto))
-                d = 1
-            if proto == 6:
-                flags = rows[o + F_TCPFLAGS]
-                if f is not None:
-                    if t - f.last_ns > t_min and self._expired(f, t):
-                        self._end(f, t, self._timeout_reason(f))
-                        f = None
-                    elif flags & (SYN | ACK) == SYN and f.closed():
-                        if d == 0 and rows[o + F_TCPSEQ] == f.isn:  # its SYN again (as tshark: same stream)
-                            f.reopen()
-                        else:  # a new connection on the same ports
-                            self._end(f, t, "rst" if f.state == RESET else "fin")
-                            f = None
-                if f is None:
-                    if flags & (SYN | ACK) == SYN | ACK:  # the SYN was missed: the receiver initiated
-                        f = self._new((dst, src, dp, sp, proto), ipver, proto, dst, src, dp, sp, t)
-                        d = 1
-                    else:
-                        f = self._new(k, ipver, proto, src, dst, sp, dp, t)
-                        d = 0
-                        if not flags & SYN:
-                            f.state = ESTABLISHED
-                            f.midstream = True
-                    new = True
-                l4 = rows[o + F_L4OFF]
-                was = f.state
-                f.tcp(d, flags, rows[o + F_TCPSEQ], rows[o + F_PAYLEN], (buf[l4 + 14] << 8) | buf[l4 + 15])
-                if f.state == ESTABLISHED and was == SYN_RECEIVED and self.events is not None:
-                    self.events(flow_record(f, "established", t))
-            else:
-                if f is not None and t - f.last_ns > t_min and self._expired(f, t):
-                    self._end(f, t, self._timeout_reason(f))
-                    f = None
-                if f is None:
-                    f = self._new(k, ipver, proto, src, dst, sp, dp, t)
-                    d = 0
-                    new = True
-            if d == 0:
-                f.pk_ab += 1
-                f.by_ab += length
-            else:
-                f.pk_ba += 1
-                f.by_ba += length
-            f.last_ns = t
-            self.packets += 1
-            self.bytes += length
-            if new:
-                new = False
-                if self.events is not None:
-                    self.events(flow_record(f, "start", t))
+        walk(self, batch.buf, rows, n, batch.ts_ns, batch.wirelens)
         if n:
-            self.now_ns = max(self.now_ns, ts[n - 1])
+            self.now_ns = max(self.now_ns, batch.ts_ns[n - 1])
+
+    def _tcp_new(self, key: tuple, ipver: int, src: bytes, dst: bytes, sp: int, dp: int, flags: int,
+                 t: int) -> tuple[Flow, int]:
+        """A new TCP flow and the packet's direction in it: the receiver of a first SYN-ACK is the
+        initiator (its SYN was missed); a first packet without SYN is a flow picked up mid-stream."""
+        if flags & (SYN | ACK) == SYN | ACK:
+            return self._new((dst, src, dp, sp, 6), ipver, 6, dst, src, dp, sp, t), 1
+        f = self._new(key, ipver, 6, src, dst, sp, dp, t)
+        if not flags & SYN:
+            f.state = ESTABLISHED
+            f.midstream = True
+        return f, 0
+
+    def _event(self, f: Flow, event: str, t: int) -> None:
+        if self.events is not None:
+            self.events(flow_record(f, event, t))
 
     def run(self, batches: Iterable[PacketBatch]) -> None:
         for b in batches:
