@@ -45,15 +45,16 @@ class FlowStage:
         self.sink = sink
         self.events = events
         self.flows: dict[tuple, Flow] = {}
-        s = 1_000_000_000
-        self._t_syn = int(c.tcp_syn_timeout_s * s)
-        self._t_est = int(c.tcp_established_timeout_s * s)
-        self._t_closed = int(c.tcp_closed_timeout_s * s)
-        self._t_udp = int(c.udp_timeout_s * s)
-        self._t_icmp = int(c.icmp_timeout_s * s)
+        def ns(seconds: float) -> int:  # at most 2**62 ns (146 years): the compiled walk's clock is int64
+            return min(int(seconds * 1_000_000_000), 1 << 62)
+        self._t_syn = ns(c.tcp_syn_timeout_s)
+        self._t_est = ns(c.tcp_established_timeout_s)
+        self._t_closed = ns(c.tcp_closed_timeout_s)
+        self._t_udp = ns(c.udp_timeout_s)
+        self._t_icmp = ns(c.icmp_timeout_s)
         self._t_min = min(self._t_syn, self._t_est, self._t_closed, self._t_udp, self._t_icmp)
-        self._report_ns = int(c.report_interval_s * s)
-        self._sweep_ns = int(c.sweep_interval_s * s)
+        self._report_ns = ns(c.report_interval_s)
+        self._sweep_ns = ns(c.sweep_interval_s)
         self._next_sweep = -1
         self._decoder: D.Decoder | None = None
         self._batch_size = batch_size
