@@ -6,8 +6,8 @@ import pathlib
 import pytest
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.flows import FlowStage, stage as stage_mod
-from otus_agent.flows import walk_cy
+from otus_agent.flows import FlowStage, walk_cy
+from otus_agent.flows import stage as stage_mod
 from otus_agent.sim import flowgen
 
 from ...conftest import corpus_path, load_pure
