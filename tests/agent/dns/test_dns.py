@@ -165,3 +165,34 @@ def test_domain_metrics_are_bounded(tmp_path: pathlib.Path) -> None:
     assert len(series) == 3  # two domains and other
     www = want["www.example.com"]
     assert f'otus_domain_bytes_sent_total{{domain="www.example.com",task="t1"}} {float(www[0])}' in text
+
+
+def test_dns_over_tcp_split_and_pipelined(tmp_path: pathlib.Path) -> None:
+    """A response split over two segments, then two queries in one segment (RFC 7766 pipelining)."""
+    import struct
+
+    from otus_agent.sim import packets as P
+    tr = flowgen.Trace()
+    c = flowgen.TcpConn(tr, "10.0.0.1", 45000, "10.0.0.53", 53)
+    t = c.handshake(flowgen.SEC)
+    q1 = flowgen.dns_message(1, "a.test")
+    r1 = flowgen.dns_message(1, "a.test", 1, True, 0, (("a.test", 1, 60, "192.0.2.1"),))
+    c.c(t + 1000, P.TCP_ACK | P.TCP_PSH, struct.pack("!H", len(q1)) + q1)
+    framed = struct.pack("!H", len(r1)) + r1
+    c.s(t + 2000, P.TCP_ACK | P.TCP_PSH, framed[:7])
+    c.s(t + 3000, P.TCP_ACK | P.TCP_PSH, framed[7:])
+    q2, q3 = flowgen.dns_message(2, "b.test"), flowgen.dns_message(3, "c.test", 28)
+    c.c(t + 4000, P.TCP_ACK | P.TCP_PSH, struct.pack("!H", len(q2)) + q2 + struct.pack("!H", len(q3)) + q3)
+    path = str(tmp_path / "tcp.pcap")
+    tr.write(path)
+    recs, stage = run(path)
+    assert [(r["id"], r["response"], r["qname"]) for r in recs] == [
+        (1, False, "a.test"), (1, True, "a.test"), (2, False, "b.test"), (3, False, "c.test")]
+    assert recs[1]["addresses"] == ["192.0.2.1"] and recs[1]["latency_ms"] == pytest.approx(0.002)
+    exe = shutil.which("tshark")
+    if exe is None:
+        pytest.skip("tshark not installed")
+    out = subprocess.run([exe, "-n", "-r", path, "-Y", "dns", "-T", "fields", "-e", "dns.id", "-e", "dns.qry.name"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    theirs = [(int(i, 16), n) for line in out.splitlines() for i, n in zip(*(f.split(",") for f in line.split("\t")))]
+    assert theirs == [(r["id"], r["qname"]) for r in recs]  # tshark puts both pipelined queries in one frame
