@@ -19,4 +19,6 @@ class FlowConfig(BaseModel):
     udp_timeout_s: float = Field(default=60.0, gt=0, description="idle limit of a UDP (or SCTP, other) flow")
     icmp_timeout_s: float = Field(default=30.0, gt=0, description="idle limit of an ICMP flow")
     report_interval_s: float = Field(default=60.0, ge=0, description="interval records for active flows; 0: end only")
+    reassemble_fragments: bool = Field(default=True, description="count an IP-fragmented datagram once, when "
+                                       "its last fragment completes it (as tshark does); else count fragments only")
     sweep_interval_s: float = Field(default=1.0, gt=0, description="how often (packet time) timeouts are checked")

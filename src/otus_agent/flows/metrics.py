@@ -29,4 +29,6 @@ def flow_metrics(task: str, stage: FlowStage) -> list[Metric]:
     evict = CounterMetricFamily("otus_table_evictions", "Entries evicted from bounded tables (limit reached)",
                                 labels=["task", "table"])
     evict.add_metric([task, "flows"], s["evictions"])
+    if s["reassembly"] is not None:
+        evict.add_metric([task, "flow_fragments"], s["reassembly"].get("evictions", 0))
     return [active, limit, created, ended, icmp, joins, evict]

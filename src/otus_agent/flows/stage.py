@@ -14,12 +14,14 @@ from __future__ import annotations
 from array import array
 from typing import Any, Callable, Iterable
 
+from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
 from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address, flow_record
 from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, SYN, SYN_RECEIVED, SYN_SENT, Flow
 from otus_agent.flows.walk_cy import walk
+from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 NF = D.NF
 F_STATUS, F_IPVER, F_L3OFF, F_L3END, F_PROTO, F_L4OFF = D.F_STATUS, D.F_IPVER, D.F_L3OFF, D.F_L3END, D.F_PROTO, \
@@ -57,6 +59,10 @@ class FlowStage:
         self._sweep_ns = ns(c.sweep_interval_s)
         self._next_sweep = -1
         self._decoder: D.Decoder | None = None
+        # fragments: the same reassembler as the datagram stage, with its own bounds and counters
+        self.reasm = FragmentReassembler() if c.reassemble_fragments else None
+        self._inner = D.Decoder(1, verify_ipv4_checksum=False)
+        self._one = tuple(array("q", [0]) for _ in range(5))
         self._batch_size = batch_size
         self.now_ns = 0
         # counters (summary() names them)
@@ -83,6 +89,22 @@ class FlowStage:
         walk(self, batch.buf, rows, n, batch.ts_ns, batch.wirelens)
         if n:
             self.now_ns = max(self.now_ns, batch.ts_ns[n - 1])
+
+    def _fragment(self, buf: bytes, rows: array, o: int, t: int, length: int) -> None:
+        """An IP fragment: counted; the datagram it completes is accounted once, with this frame's length."""
+        self.fragments += 1
+        if self.reasm is None:
+            return
+        whole = self.reasm.add(buf, rows[o + D.F_L3OFF], rows[o + D.F_L3END], rows[o + F_IPVER], rows[o + D.F_FRAGHDR],
+                               t)
+        if whole is None:
+            return
+        offs, caps, wls, tss, links = self._one
+        caps[0], wls[0], tss[0], links[0] = len(whole), length, t, LINKTYPE_RAW
+        out = self._inner.decode_one(whole)
+        if out[F_STATUS] == ST_FRAGMENT:  # fragments inside the fragment: not followed further
+            return
+        walk(self, whole, array("q", out), 1, tss, wls)
 
     def _tcp_new(self, key: tuple, ipver: int, src: bytes, dst: bytes, sp: int, dp: int, flags: int,
                  t: int) -> tuple[Flow, int]:
@@ -286,4 +308,5 @@ class FlowStage:
     def summary(self) -> dict:
         return {"active": len(self.flows), "limit": self.config.max_flows, "created": self.created,
                 "ended": dict(self.ended), "evictions": self.evictions, "packets": self.packets, "bytes": self.bytes,
-                "fragments": self.fragments, "undecoded": self.undecoded, "icmp": self.icmp()}
+                "fragments": self.fragments, "undecoded": self.undecoded, "icmp": self.icmp(),
+                "reassembly": self.reasm.counters() if self.reasm is not None else None}

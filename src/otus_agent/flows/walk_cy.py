@@ -58,7 +58,8 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
                 stage._other(buf, rows, o, t, wl[i])  # type: ignore[attr-defined]
                 next_sweep = stage._next_sweep  # type: ignore[attr-defined]
             elif st == ST_FRAGMENT:
-                stage.fragments += 1  # type: ignore[attr-defined]
+                stage._fragment(buf, rows, o, t, wl[i])  # type: ignore[attr-defined]
+                next_sweep = stage._next_sweep  # type: ignore[attr-defined]
             elif st == ST_DROPPED:
                 stage.undecoded += 1  # type: ignore[attr-defined]
             continue

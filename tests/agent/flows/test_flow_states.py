@@ -175,3 +175,20 @@ def test_random_icmp_payload_is_counted_not_raised(body: bytes, proto: int) -> N
     stage = FlowStage()
     stage.feed_batch(batch)
     assert stage.packets + stage.undecoded == 1  # an empty IPv6 payload is a jumbogram to the decoder
+
+
+def test_metric_families(tmp_path: pathlib.Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from otus_agent.flows.metrics import flow_metrics
+    _, stage = run(write(tmp_path, flowgen.mixed_trace(seed=2, tcp_conns=5, udp_flows=20)))
+
+    class C:
+        def collect(self):
+            return flow_metrics("t1", stage)
+    reg = CollectorRegistry()
+    reg.register(C())
+    text = generate_latest(reg).decode()
+    assert f'otus_flows_created_total{{task="t1"}} {float(stage.created)}' in text
+    assert f'otus_flows_ended_total{{reason="shutdown",task="t1"}} {float(stage.created)}' in text
+    assert 'otus_icmp_errors_total{outcome="joined",task="t1"}' in text
