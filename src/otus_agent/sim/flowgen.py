@@ -200,7 +200,7 @@ def mixed_trace(seed: int = 1, tcp_conns: int = 40, udp_flows: int = 40) -> Trac
         t += rnd.randrange(1, 50) * 1_000_000
     for i in range(udp_flows):
         v6 = i % 4 == 0
-        a = f"fd00::a{i:x}" if v6 else f"10.3.0.{i + 1}"
+        a = f"fd00::a{i:x}" if v6 else f"10.3.{i // 250}.{i % 250 + 1}"
         b = "fd00::b" if v6 else "10.4.0.1"
         sp, dp = 30000 + i, rnd.choice((5060, 53, 9999))
         first = udp_frame(a, sp, b, dp, b"u" * rnd.randrange(1, 900))
