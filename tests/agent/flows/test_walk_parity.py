@@ -1,0 +1,42 @@
+"""The compiled flow walk (flows/walk_cy.py) gives the same records as its pure-Python source."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from otus_agent.capture.pcapfile import open_capture
+from otus_agent.flows import FlowStage, walk_cy
+from otus_agent.flows import stage as stage_mod
+from otus_agent.sim import flowgen
+
+from ...conftest import corpus_path, load_pure
+
+COMPILED = not walk_cy.__file__.endswith(".py")
+
+
+def records(path: str, walk) -> list[dict]:
+    recs: list[dict] = []
+    events: list[dict] = []
+    orig = stage_mod.walk
+    stage_mod.walk = walk
+    try:
+        st = FlowStage(sink=recs.append, events=events.append)
+        with open_capture(path) as r:
+            st.run(r.batches())
+        st.flush()
+    finally:
+        stage_mod.walk = orig
+    return recs + events + [st.summary()]
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled build is not installed (pure build: nothing to compare)")
+@pytest.mark.parametrize("source", ["mixed", "states", "corpus"])
+def test_compiled_walk_equals_pure(tmp_path: pathlib.Path, source: str) -> None:
+    pure = load_pure("flows/walk_cy.py", "otus_pure_flow_walk").walk
+    if source == "corpus":
+        path = str(corpus_path("pcap/sip/wireshark-sample-aaa.pcap"))
+    else:
+        path = str(tmp_path / "t.pcap")
+        (flowgen.mixed_trace(seed=4) if source == "mixed" else flowgen.tcp_states_trace()[0]).write(path)
+    assert records(path, walk_cy.walk) == records(path, pure)
