@@ -117,6 +117,9 @@
                            "data-src": m.src, "data-dst": m.dst, "data-label": m.label });
       const x1 = x(m.src), x2 = x(m.dst);
       const self = x1 === x2;
+      const lo = Math.min(x1, self ? x1 + 40 : x2);   // the click target: the arrow's row, label included
+      g.appendChild(svg("rect", { x: lo, y: y - 16, width: Math.abs((self ? x1 + 40 : x2) - x1), height: 22,
+                                  fill: "transparent" }));
       g.appendChild(svg("line", { x1: x1, y1: y, x2: self ? x1 + 40 : x2, y2: y, stroke: "#333",
                                   "stroke-width": 1.5, "marker-end": "url(#ah)", color: "#333" }));
       const label = (m.retransmission ? "\u21bb " : "") + m.label;
