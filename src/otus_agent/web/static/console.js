@@ -100,7 +100,8 @@
     const width = left * 2 + colW * Math.max(1, ends.length - 1), height = top + rowH * (msgs.length + 1);
     const s = svg("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height, id: "ladder-svg" });
     const defs = svg("defs", {});
-    const mk = svg("marker", { id: "ah", markerWidth: 10, markerHeight: 8, refX: 9, refY: 4, orient: "auto" });
+    const mk = svg("marker", { id: "ah", markerWidth: 10, markerHeight: 8, refX: 9, refY: 4, orient: "auto",
+                               markerUnits: "userSpaceOnUse" });
     mk.appendChild(svg("path", { d: "M0,0 L10,4 L0,8 z", fill: "currentColor" }));
     defs.appendChild(mk);
     s.appendChild(defs);
