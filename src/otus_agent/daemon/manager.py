@@ -147,7 +147,8 @@ class TaskManager:
     def _start(self, h: TaskHandle) -> None:
         parent, child = self.ctx.Pipe(duplex=False)
         p = self.ctx.Process(target=task_main, args=(child, h.spec.model_dump_json(), self.kafka_brokers,
-                                                     self.state_dir, self.tap_path), name=f"otus-task-{h.spec.id}", daemon=False)
+                                                     self.state_dir, self.tap_path),
+                             name=f"otus-task-{h.spec.id}", daemon=False)
         p.start()
         child.close()
         h.process, h.conn, h.status = p, parent, "running"

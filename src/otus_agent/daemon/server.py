@@ -118,7 +118,8 @@ class Daemon:
         if new.otus.log != self.config.otus.log:
             self.loki = logs.setup(new.otus.log.level, new.otus.log.format, self._loki_endpoint(new.otus))
             changed.append("log")
-        fixed = [k for k in ("control", "metrics", "state_dir", "http") if getattr(new.otus, k) != getattr(self.config.otus, k)]
+        fixed = [k for k in ("control", "metrics", "state_dir", "http")
+                 if getattr(new.otus, k) != getattr(self.config.otus, k)]
         self.config = new
         log.info("configuration reloaded")
         return {"reloaded": True, "applied": changed, "needs_restart": fixed}
