@@ -111,6 +111,8 @@ def create_app(store: RecordStore, dispatch: Dispatch | None, token: Callable[[]
         return reply["result"]
 
     def authorised(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if dispatch is None:
+            raise ApiError(405, "read-only console: tasks are managed on each agent")
         want = token()
         if not want:
             raise ApiError(403, "mutations are disabled: no token configured (otus.http.token_file or the "

@@ -60,8 +60,9 @@ class Call:
 
 
 def _retrans_key(r: dict) -> tuple:
-    """Same message again: same hop, transaction (branch, CSeq) and first line."""
-    return (r.get("src_ip"), r.get("src_port"), r.get("dst_ip"), r.get("dst_port"), r.get("via_branch"),
+    """Same message again: same capture point, hop, transaction (branch, CSeq) and first line (the
+    same message seen by two agents is two captures, not a retransmission)."""
+    return (r.get("agent"), r.get("src_ip"), r.get("src_port"), r.get("dst_ip"), r.get("dst_port"), r.get("via_branch"),
             r.get("cseq_num"), r.get("cseq_method"), r.get("method"), r.get("status_code"))
 
 
@@ -230,6 +231,7 @@ class RecordStore:
             r = orjson.loads(data)
             out.append({"index": i, "ts": r.get("ts"), "src": endpoint(r.get("src_ip"), r.get("src_port")),
                         "dst": endpoint(r.get("dst_ip"), r.get("dst_port")), "retransmission": re,
+                        "agent": r.get("agent"),
                         "label": r.get("method") or f"{r.get('status_code')} {r.get('reason_phrase') or ''}".strip(),
                         "record": r})
         out.sort(key=lambda m: (m["ts"] or 0, m["index"]))

@@ -37,6 +37,9 @@ def test_call_state_retransmission_and_order():
     assert [m["label"] for m in msgs] == ["INVITE", "INVITE", "180", "200", "ACK", "BYE", "200"]
     assert [m["retransmission"] for m in msgs] == [False, True, False, False, False, False, False]
     assert msgs[2]["src"] == "10.0.0.2:5060" and msgs[2]["dst"] == "10.0.0.1:5060"
+    # the same INVITE captured by a second agent is not a retransmission
+    s.add_line(orjson.dumps(rec("c1", 1_700_000_000_000_000_010, "INVITE", agent="node-2")))
+    assert s.messages("c1")[-1]["retransmission"] is False and s.call("c1")["agents"] == ["node-1", "node-2"]
     dialog(s, "c2", final=486)
     assert s.call("c2")["state"] == "failed" and s.call("c2")["final_status"] == 486
 

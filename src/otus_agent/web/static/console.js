@@ -95,6 +95,7 @@
     if (!r.ok) { box.appendChild(el("p", r.body.error, "err")); return; }
     const msgs = r.body.messages;
     const ends = [];
+    const multi = new Set(msgs.map((m) => m.agent)).size > 1;
     for (const m of msgs) for (const e of [m.src, m.dst]) if (!ends.includes(e)) ends.push(e);
     const colW = 200, top = 40, rowH = 30, left = 90;
     const width = left * 2 + colW * Math.max(1, ends.length - 1), height = top + rowH * (msgs.length + 1);
@@ -115,7 +116,8 @@
     msgs.forEach((m, i) => {
       const y = top + rowH * i + 16;
       const g = svg("g", { class: "arrow" + (m.retransmission ? " retrans" : ""), "data-index": i,
-                           "data-src": m.src, "data-dst": m.dst, "data-label": m.label });
+                           "data-src": m.src, "data-dst": m.dst, "data-label": m.label,
+                           "data-agent": m.agent || "" });
       const x1 = x(m.src), x2 = x(m.dst);
       const self = x1 === x2;
       const lo = Math.min(x1, self ? x1 + 40 : x2);   // the click target: the arrow's row, label included
@@ -123,7 +125,8 @@
                                   fill: "transparent" }));
       g.appendChild(svg("line", { x1: x1, y1: y, x2: self ? x1 + 40 : x2, y2: y, stroke: "#333",
                                   "stroke-width": 1.5, "marker-end": "url(#ah)", color: "#333" }));
-      const label = (m.retransmission ? "\u21bb " : "") + m.label;
+      // several capture points (cluster console): each hop says which agent saw it
+      const label = (m.retransmission ? "\u21bb " : "") + m.label + (multi && m.agent ? " [" + m.agent + "]" : "");
       g.appendChild(svg("text", { x: (x1 + (self ? x1 + 40 : x2)) / 2, y: y - 4, "text-anchor": "middle",
                                   "font-size": 11 }, label));
       const t = new Date((m.ts || 0) / 1e6);
