@@ -54,7 +54,7 @@ def main() -> None:
     steps = [("INVITE", None, "INVITE"), (None, 100, "INVITE"), (None, 180, "INVITE"), (None, 200, "INVITE"),
              ("ACK", None, "ACK"), ("BYE", None, "BYE"), (None, 200, "BYE")]
     start = time.monotonic()
-    sent, n, peak = 0, 0, 0.0
+    sent, peak = 0, 0.0
     last_print = start
     ev0 = rd0 = 0
     while time.monotonic() - start < seconds:
