@@ -1,8 +1,9 @@
 """The record tap: task processes copy their JSON-line records to the daemon, for the web console.
 
 Only present when the daemon serves HTTP (``otus.http.enabled``).  A task sends whole lines in
-datagrams on a Unix datagram socket, never blocking: when the daemon's receive buffer is full (the
-kernel's limit, ``RCVBUF`` bytes) or no daemon listens, the lines are dropped and counted
+datagrams on a Unix datagram socket, never blocking: when the daemon's queue is full (the kernel
+holds at most net.unix.max_dgram_qlen datagrams -- 10 by default, of up to ``DATAGRAM_MAX`` bytes each
+-- and ``RCVBUF`` bytes) or no daemon listens, the lines are dropped and counted
 (``tap.dropped_lines`` in the task's stats) -- the capture path never waits for the console.
 Kafka/files stay the record of truth; the tap is a best-effort window.
 """
