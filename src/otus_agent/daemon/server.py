@@ -84,7 +84,13 @@ class Daemon:
                                    token_source(h.token_file, h.token_env), h.max_body_bytes)
             self.tap = TapReceiver(tap_path, self.store.add_line)
         except OSError as e:
-            self.control.close()
+            self.control.server.server_close()   # not serving yet: close() would wait for serve_forever
+            try:
+                os.unlink(o.control.socket)
+            except FileNotFoundError:
+                pass
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
             raise SpecError(f"http listen {h.listen}: {e.strerror or e}") from None
 
     @staticmethod

@@ -149,3 +149,31 @@ def test_task_lifecycle_on_loopback(api):
     assert api.get("/api/v1/tasks").json() == []
 
 
+
+
+def test_a_crash_is_a_json_500_without_traceback():
+    def broken(_: bytes) -> dict:
+        raise RuntimeError("secret internals /etc/x")
+    with TestClient(create_app(RecordStore(), broken, lambda: TOKEN), raise_server_exceptions=False) as c:
+        r = c.get("/api/v1/tasks")
+    assert r.status_code == 500 and r.json() == {"error": "internal error: RuntimeError"}
+
+
+def test_daemon_refuses_a_taken_port_clearly(tmp_path):
+    import socket
+    import subprocess
+
+    from ...conftest import otus_bin
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    cfg = tmp_path / "otus.yaml"
+    cfg.write_text(f"otus:\n  control:\n    socket: {tmp_path / 'c.sock'}\n  metrics:\n    enabled: false\n"
+                   f"  http:\n    enabled: true\n    listen: \"127.0.0.1:{s.getsockname()[1]}\"\n"
+                   f"  state_dir: {tmp_path / 'state'}\n")
+    try:
+        r = subprocess.run([otus_bin(), "daemon", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    finally:
+        s.close()
+    assert r.returncode == 2 and "http listen 127.0.0.1:" in r.stderr and "Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
