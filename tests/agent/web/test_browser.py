@@ -105,6 +105,14 @@ def test_console_end_to_end(daemon, browser, tmp_path):
     assert page.evaluate("document.querySelectorAll('main script, main img, #ladder-svg foreignObject').length") == 0
     page.screenshot(path=f"/tmp/otus-console-hostile-{os.getpid()}.png", full_page=True)
 
+    # the search box narrows the live list; the task row has its counters chart
+    page.fill("#search", ok_cid[5:20].upper())
+    wait_for(lambda: rows(page) == [ok_cid], 5, "the search to narrow the list")
+    page.fill("#search", "")
+    page.wait_for_selector(f"#tasks tr[data-task-id='{tid}'] svg.chart polyline", timeout=15000)
+    sip = page.eval_on_selector(f"#tasks tr[data-task-id='{tid}']", "tr => tr.children[4].textContent")
+    assert int(sip) >= len(sent) + 7
+
     # delete through the page
     page.click(f"#tasks tr[data-task-id='{tid}'] button")
     page.wait_for_function(f"document.getElementById('task-msg').textContent == 'deleted {tid}'")
