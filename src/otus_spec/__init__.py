@@ -230,12 +230,38 @@ class CommandChannel(_Strict):
                            description="environment variable holding the shared token every command must carry")
 
 
+class HttpStore(_Strict):
+    calls: int = Field(default=1000, ge=1, le=100_000, description="calls kept in memory; the oldest is evicted")
+    max_bytes: int = Field(default=64 << 20, ge=1 << 20, le=4 << 30,
+                           description="record bytes kept in memory across calls; the oldest call is evicted")
+    messages_per_call: int = Field(default=200, ge=1, le=10_000, description="messages kept per call; later ones counted")
+
+
+class HttpConfig(_Strict):
+    enabled: bool = False
+    listen: str = "127.0.0.1:8080"
+    token_env: str = Field(default="OTUS_HTTP_TOKEN", description="environment variable holding the bearer token")
+    token_file: str | None = Field(default=None, description="file holding the bearer token (wins over token_env)")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20, description="larger request bodies get 413")
+    store: HttpStore = Field(default_factory=HttpStore)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return MetricsConfig._listen(v)
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
 class OtusSection(_Strict):
     control: ControlConfig = Field(default_factory=ControlConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     kafka: KafkaDefaults = Field(default_factory=KafkaDefaults)
     command_channel: CommandChannel = Field(default_factory=CommandChannel)
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the HTTP API and web console (issue 17)")
     state_dir: str = "/var/lib/otus"
 
 

@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fragment bytes in flight before the oldest datagram is evicted (default 32 MiB)")
     r.add_argument("--frag-max-fragments", type=_positive_int, default=1024, metavar="N",
                    help="fragments per datagram before it is dropped (default 1024)")
+    from otus_agent.web.console import add_parser as add_console_parser
+    add_console_parser(sub)   # `otus console` (issue 17): web/console.py
     d = sub.add_parser("daemon", help="run the agent daemon (tasks, control socket, metrics)",
                        description="Run Otus as a long-lived daemon: tasks from the control socket are "
                                    "captured, persisted in the state directory and restored on restart.")
@@ -459,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _daemon(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "console":
+            return args.func(args)
         if args.command == "agent":
             from otus_agent.kube.main import run as run_agent
             return run_agent(args)

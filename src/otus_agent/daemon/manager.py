@@ -42,8 +42,9 @@ class TaskHandle:
 
 
 class TaskManager:
-    def __init__(self, state_dir: str, kafka_brokers: list[str] | None = None):
+    def __init__(self, state_dir: str, kafka_brokers: list[str] | None = None, tap_path: str | None = None):
         self.state_dir = state_dir
+        self.tap_path = tap_path   # tasks copy their records there (daemon/tap.py) when set
         self.kafka_brokers = list(kafka_brokers or [])
         self.tasks_dir = os.path.join(state_dir, "tasks")
         os.makedirs(self.tasks_dir, mode=0o750, exist_ok=True)
@@ -146,7 +147,8 @@ class TaskManager:
     def _start(self, h: TaskHandle) -> None:
         parent, child = self.ctx.Pipe(duplex=False)
         p = self.ctx.Process(target=task_main, args=(child, h.spec.model_dump_json(), self.kafka_brokers,
-                                                     self.state_dir), name=f"otus-task-{h.spec.id}", daemon=False)
+                                                     self.state_dir, self.tap_path),
+                             name=f"otus-task-{h.spec.id}", daemon=False)
         p.start()
         child.close()
         h.process, h.conn, h.status = p, parent, "running"

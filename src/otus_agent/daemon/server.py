@@ -35,7 +35,9 @@ class Daemon:
             os.makedirs(o.state_dir, mode=0o750, exist_ok=True)
         except OSError as e:
             raise SpecError(f"state directory {o.state_dir}: {e.strerror}") from None
-        self.manager = TaskManager(o.state_dir, o.kafka.brokers)
+        self.store = self.tap = self.http = None
+        tap_path = os.path.join(o.state_dir, "tap.sock") if o.http.enabled else None
+        self.manager = TaskManager(o.state_dir, o.kafka.brokers, tap_path)
         self.metrics_server = None
         if o.metrics.enabled:
             try:
@@ -49,6 +51,9 @@ class Daemon:
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
             raise SpecError(f"control socket {o.control.socket}: {e}") from None
+
+        if o.http.enabled:
+            self._start_http(o, tap_path)
 
         self.commands = None
         cc = o.command_channel
@@ -64,6 +69,30 @@ class Daemon:
                 self.commands = CommandChannel(brokers, cc.kafka.topic, cc.kafka.reply_topic, token,
                                                self.control.dispatch)
 
+    def _start_http(self, o, tap_path: str) -> None:
+        """The HTTP API and console (web/), fed by the record tap (daemon/tap.py)."""
+        h = o.http
+        try:
+            from otus_agent.web.server import HttpServer, token_source
+            from otus_agent.web.store import RecordStore
+        except ImportError as e:
+            raise SpecError(f"otus.http.enabled needs the web extra (pip install 'otus[web]'): {e}") from None
+        from otus_agent.daemon.tap import TapReceiver
+        self.store = RecordStore(h.store.calls, h.store.max_bytes, h.store.messages_per_call)
+        try:
+            self.http = HttpServer(h.address(), self.store, self.control.dispatch,
+                                   token_source(h.token_file, h.token_env), h.max_body_bytes)
+            self.tap = TapReceiver(tap_path, self.store.add_line)
+        except OSError as e:
+            self.control.server.server_close()   # not serving yet: close() would wait for serve_forever
+            try:
+                os.unlink(o.control.socket)
+            except FileNotFoundError:
+                pass
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+            raise SpecError(f"http listen {h.listen}: {e.strerror or e}") from None
+
     @staticmethod
     def _loki_endpoint(o) -> str | None:
         lk = o.log.outputs.loki
@@ -76,6 +105,8 @@ class Daemon:
                 "metrics": self.config.otus.metrics.listen if self.config.otus.metrics.enabled else None,
                 "tasks": len(tasks), "running": sum(1 for t in tasks if t["status"] == "running"),
                 "command_channel": self.commands.stats() if self.commands is not None else None,
+                "http": f"{self.config.otus.http.address()[0]}:{self.http.port}" if self.http is not None else None,
+                "tap": self.tap.stats() if self.tap is not None else None,
                 "loki": self.loki.stats() if self.loki is not None else None}
 
     def stats(self) -> dict:
@@ -93,7 +124,8 @@ class Daemon:
         if new.otus.log != self.config.otus.log:
             self.loki = logs.setup(new.otus.log.level, new.otus.log.format, self._loki_endpoint(new.otus))
             changed.append("log")
-        fixed = [k for k in ("control", "metrics", "state_dir") if getattr(new.otus, k) != getattr(self.config.otus, k)]
+        fixed = [k for k in ("control", "metrics", "state_dir", "http")
+                 if getattr(new.otus, k) != getattr(self.config.otus, k)]
         self.config = new
         log.info("configuration reloaded")
         return {"reloaded": True, "applied": changed, "needs_restart": fixed}
@@ -105,8 +137,12 @@ class Daemon:
         self.control.start()
         if self.commands is not None:
             self.commands.start()
+        if self.http is not None and self.tap is not None:
+            self.tap.start()
+            self.http.start()
         restored = self.manager.restore()
         log.info(f"otus daemon {__version__} started; control socket {self.config.otus.control.socket}; "
+                 f"http: {self.config.otus.http.listen if self.http is not None else 'off'}; "
                  f"restored tasks: {restored}")
 
         def on_term(*_: object) -> None:
@@ -126,6 +162,9 @@ class Daemon:
         self.manager.shutdown()
         if self.commands is not None:
             self.commands.close()
+        if self.http is not None and self.tap is not None:
+            self.http.close()
+            self.tap.close()
         self.control.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()

@@ -93,8 +93,10 @@ class Reporters:
                 o.close()
 
 
-def task_main(conn, spec_json: str, kafka_defaults: list[str] | None = None, state_dir: str = "/var/lib/otus") -> None:
-    """Entry point of a task process (forked by the manager)."""
+def task_main(conn, spec_json: str, kafka_defaults: list[str] | None = None, state_dir: str = "/var/lib/otus",
+              tap_path: str | None = None) -> None:
+    """Entry point of a task process (forked by the manager); ``tap_path``: also copy the records to
+    the daemon's record tap (the web console), never blocking (daemon/tap.py)."""
     spec = TaskSpec.model_validate_json(spec_json)
     send: Callable[[tuple], None] = conn.send
     try:
@@ -107,9 +109,19 @@ def task_main(conn, spec_json: str, kafka_defaults: list[str] | None = None, sta
         live, pipe_cfg, sip_cfg = configs(spec, kafka_defaults, state_dir)
         if live.kafka is not None and not live.kafka.brokers:
             raise CaptureError("kafka reporter: no brokers (set them in the task or in the daemon's kafka.brokers)")
-        live.on_stats = lambda st: send(("stats", st))
-        summary = run_live(live, pipe_cfg, sip_cfg, reporters.write)
-        send(("done", summary))
+        write = reporters.write
+        tap = None
+        if tap_path is not None:
+            from otus_agent.daemon.tap import TapSender
+            tap = TapSender(tap_path)
+            live.lines, live.output_path = True, None   # every line through this process, so the tap sees it
+
+            def write(data: bytes) -> None:
+                reporters.write(data)
+                tap.write(data)
+        live.on_stats = lambda st: send(("stats", st if tap is None else {**st, "tap": tap.stats()}))
+        summary = run_live(live, pipe_cfg, sip_cfg, write)
+        send(("done", summary if tap is None else {**summary, "tap": tap.stats()}))
     except CaptureError as e:
         send(("error", str(e)))
     except Exception as e:  # reported as the task's failure reason, never silent
