@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-EXTRAS = "kafka,operator,test"
+EXTRAS = "kafka,operator,web,test"
 
 
 def run(*args, timeout: float = 600, **kw) -> subprocess.CompletedProcess:

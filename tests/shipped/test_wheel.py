@@ -122,7 +122,7 @@ def test_the_sdist_installs(shipped, tmp_path):
     check(sys.executable, "-m", "venv", venv, timeout=120)
     env = {**os.environ, "OTUS_PURE_PYTHON": "1"}
     check(venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
-          f"{shipped.sdist}[kafka,operator]", cwd=shipped.work, env=env, timeout=900)
+          f"{shipped.sdist}[kafka,operator,web]", cwd=shipped.work, env=env, timeout=900)
     got = _imports(shipped, python=venv / "bin" / "python")
     assert all((f or "").startswith(str(venv)) for f in got["modules"].values())
     r = shipped.run(venv / "bin" / "otus", "run", "--demo", "--demo-calls", "5", timeout=300)
