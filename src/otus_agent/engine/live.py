@@ -16,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import Callable
+from typing import Any, Callable
 
 from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
@@ -69,10 +69,11 @@ class LiveConfig:
     # O_APPEND), instead of relaying them through the parent; None: through the parent (stdout)
     output_path: str | None = None
     parsers: tuple[str, ...] = ("sip",)
+    settings: dict[str, Any] = field(default_factory=dict)   # other parsers' settings (sip's comes apart)
 
     def engine_config(self, pipe_cfg: DatagramConfig, sip_cfg: SipConfig) -> EngineConfig:
         """What each capture process builds its engine from."""
-        return EngineConfig(pipe_cfg, self.parsers, {"sip": sip_cfg}, self.kafka, self.hep, self.lines, self.task)
+        return EngineConfig(pipe_cfg, self.parsers, {**self.settings, "sip": sip_cfg}, self.kafka, self.hep, self.lines, self.task)
 
 
 def merge_counts(a: dict, b: dict) -> dict:
