@@ -183,8 +183,10 @@ def _datagrams(settings: Any, out: Outputs) -> Parser:
 
 
 def _media_clause(settings: Any) -> str:
+    """media's MEDIA_BPF (RTP version 2 on unprivileged UDP ports); libpcap's ``udp[8]`` matches IPv4
+    only, so IPv6 adds the same test at the fixed offset (40-byte header + UDP: no extension headers)."""
     from otus_agent.media.discovery import MEDIA_BPF
-    return MEDIA_BPF
+    return f"({MEDIA_BPF}) or (ip6 and udp and ip6[48] & 0xc0 = 0x80 and udp portrange 1024-65535)"
 
 
 def _dns_clause(settings: Any) -> str:
