@@ -144,13 +144,20 @@ def _flow(settings: Any, out: Outputs) -> Parser:
     return Parser(None, finish=stage.flush, summary=stage.summary, on_batch=stage.feed_batch)
 
 
+DOMAIN_TRAFFIC = ("sent", "received", "connections", "accessed")   # DomainTraffic.top()'s tuple
+
+
 def _dns(settings: Any, out: Outputs) -> Parser:
     """DNS messages (dns/) from datagrams, and per-domain traffic from every decoded batch."""
     from otus_agent.dns.stage import DnsStage
     sink = out.sink
     assert sink is not None
     stage = DnsStage(settings, sink.emit)
-    return Parser(stage.feed, summary=stage.summary, on_batch=stage.feed_batch)
+
+    def summary() -> dict:   # with the top domains (bounded: top_domains + other) for the metrics; dicts of
+        top = stage.traffic.top()   # numbers, so that fanout workers' summaries add up (live.merge_counts)
+        return {**stage.summary(), "top": {d: dict(zip(DOMAIN_TRAFFIC, v)) for d, v in top.items()}}
+    return Parser(stage.feed, summary=summary, on_batch=stage.feed_batch)
 
 
 def _detect(settings: Any, out: Outputs) -> Parser:

@@ -92,19 +92,10 @@ def test_dns_parser_reports_queries_and_domain_traffic(tmp_path):
     dns = [r for r in recs if r["type"] == "dns"]
     assert summary["dns"]["queries"] == len(world.names) == summary["dns"]["matched"]
     assert {r.get("qname") or r.get("query") or r.get("name") for r in dns} >= set(world.names)
-    stage = engine.parsers["dns"]
-    assert stage.summary is not None
-    top = engine_domain_traffic(engine)
+    top = summary["dns"]["top"]          # per-domain traffic, from every decoded packet (the batch hook)
     for name, (sent, recv) in want.items():
         if sent or recv:
-            assert top[name][:2] == (sent, recv)
-
-
-def engine_domain_traffic(engine) -> dict:
-    """The DNS stage's per-domain traffic, through the closure the registry built (its summary)."""
-    summary = engine.parsers["dns"].summary
-    stage = summary.__self__            # a bound method of the DnsStage
-    return {d: tuple(v) for d, v in stage.traffic.top().items()}
+            assert (top[name]["sent"], top[name]["received"]) == (sent, recv), name
 
 
 def test_detect_alerts_on_a_port_scan_from_flow_events(tmp_path):
@@ -137,3 +128,34 @@ def test_capture_clauses_per_parser():
     assert rtp is not None and "udp[8] & 0xc0 = 0x80" in rtp[0]
     assert capture_clauses(("sip", "dns"), {}) == ("(udp or tcp) and (port 53 or port 5353)",)
     assert set(PARSERS) >= {"sip", "rtp", "flow", "dns", "detect"}
+
+
+def test_parser_counters_reach_prometheus(rtp_pcap, tmp_path):
+    """A task summary with rtp, flow and dns (as a task process sends it) rendered by the daemon's collector."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from otus_agent.observability.metrics import TaskCollector
+    from otus_spec import TaskSpec
+    path, wl = rtp_pcap
+    _, s1, _ = _run(path, ("sip", "rtp", "flow", "dns"))
+    _, s2, _ = _run(path, ("sip", "flow"))
+    reg = CollectorRegistry()
+    snap = [(TaskSpec(id="m", interfaces=["lo"]), "running", s1), (TaskSpec(id="f", interfaces=["lo"]), "running", s2)]
+    reg.register(TaskCollector(lambda: snap))
+    text = generate_latest(reg).decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}    # a parse error would raise here
+    assert text.count("# TYPE otus_table_evictions_total counter") == 1         # one family, samples of all sources
+
+    def value(name: str, **labels: str) -> float:
+        return next(s.value for f in fams.values() for s in f.samples if s.name == name and s.labels == labels)
+    assert value("otus_media_rtp_packets_total", task="m") == s1["rtp"]["rtp_packets"] > 0
+    assert value("otus_media_streams_total", task="m") == len(wl.streams)
+    assert value("otus_media_mos_count", task="m") == len(wl.streams)          # every stream has a final MOS
+    assert value("otus_flows_created_total", task="m") == s1["flow"]["created"] == value("otus_flows_created_total",
+                                                                                          task="f")
+    assert value("otus_dns_messages_total", task="m", kind="query") == 0      # no DNS in this capture
+    assert value("otus_table_evictions_total", task="m", table="media_streams") == 0
+    assert value("otus_table_evictions_total", task="f", table="flows") == 0
+    assert not [s for f in fams.values() for s in f.samples if s.name.startswith("otus_media") and s.labels.get(
+        "task") == "f"]
