@@ -97,6 +97,9 @@ class _Stop:
         self.flag = True
 
 
+TICK_S = 1.0   # how often the parsers' time-driven output runs (Engine.tick) during live capture
+
+
 def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callable,
                   stop: Callable[[], bool], worker: int | None, fanout: int | None,
                   on_stats: Callable[[dict], None] | None = None) -> dict:
@@ -110,6 +113,7 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                                     cfg.ring.snaplen)
     start = time.monotonic()
     next_stats = start + cfg.stats_interval_s
+    next_tick = start + TICK_S
     packets = 0
     # stage latencies: a batch's processing time, and capture time to records written
     lat_batch, lat_e2e = Histogram(), Histogram()
@@ -128,6 +132,10 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                 on_stats(snapshot())
             if cfg.duration_s is not None and time.monotonic() - start >= cfg.duration_s:
                 break
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_S
+                engine.tick(time.time_ns())    # packet timestamps are wall-clock ns
+                engine.flush()
             for batch in cap.batches(100):
                 t0 = time.perf_counter()
                 engine.feed(batch)

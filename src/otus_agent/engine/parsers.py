@@ -53,6 +53,8 @@ class Parser:
     finish: Callable[[], None] = _nothing            # end of input: emit what is still held
     summary: Callable[[], dict] | None = None        # counters, under the parser's name in the summary
     on_batch: Callable[[PacketBatch, array], None] | None = None   # every decoded batch (buffer, rows)
+    # live capture, about once a second (wall clock, ns): time-driven output while traffic is quiet
+    tick: Callable[[int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,15 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
                 for r in flush(t):
                     emit(r)
 
+    def tick(now_ns: int) -> None:
+        due[0] = now_ns + MEDIA_FLUSH_NS
+        for r in flush(now_ns):
+            emit(r)
+
     def finish() -> None:
         for r in stage.finish():
             emit(r)
-    return Parser(on_datagram, finish=finish, summary=stage.counters)
+    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick)
 
 
 def _flow(settings: Any, out: Outputs) -> Parser:
@@ -141,7 +148,7 @@ def _flow(settings: Any, out: Outputs) -> Parser:
             for tap in taps:
                 tap(ev)
     stage = FlowStage(settings, sink.emit, events)
-    return Parser(None, finish=stage.flush, summary=stage.summary, on_batch=stage.feed_batch)
+    return Parser(None, finish=stage.flush, summary=stage.summary, on_batch=stage.feed_batch, tick=stage.tick)
 
 
 DOMAIN_TRAFFIC = ("sent", "received", "connections", "accessed")   # DomainTraffic.top()'s tuple

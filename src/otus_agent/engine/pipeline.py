@@ -65,6 +65,7 @@ class Engine:
         chain = [p for p in self.parsers.values() if p.on_datagram is not None]
         # batch parsers see every decoded packet, so a lane (which hides its packets from the
         # datagram path only) may still serve the one datagram parser
+        self._ticks = [p.tick for p in self.parsers.values() if p.tick is not None]
         self.batch_hooks = [p.on_batch for p in self.parsers.values() if p.on_batch is not None]
         on_datagram: Callable[[Datagram], None] | None = None
         lane = None
@@ -93,6 +94,11 @@ class Engine:
             rows = self.datagrams.decoder.out   # the batch just decoded (fragments decode apart)
         for hook in self.batch_hooks:
             hook(batch, rows)
+
+    def tick(self, now_ns: int) -> None:
+        """Live capture, about once a second: parsers emit what time makes due (interims, timeouts)."""
+        for t in self._ticks:
+            t(now_ns)
 
     def run(self, batches: Iterable[PacketBatch]) -> None:
         if not self.batch_hooks:
