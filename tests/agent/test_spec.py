@@ -208,3 +208,20 @@ def test_parser_sections_reach_the_agent_configs():
     live, _, _ = configs(spec)
     assert live.parsers == ("sip", "dns", "flow", "rtp") and live.settings == s
     assert parser_settings(task_from_dict({"id": "a", "interface": "eth0"})) == {}
+
+
+def test_capturetask_sections_render_to_the_task_parsers():
+    """A CaptureTask with media, flow, dns and detect on: the operator's task file runs those parsers."""
+    from otus_agent.daemon.task import parser_settings
+    from otus_operator.crd import CaptureTaskSpec
+    from otus_operator.render import task_spec
+    ct = CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "media": {"enabled": True, "interimSeconds": 7},
+                                         "flow": {"enabled": True, "maxFlows": 99}, "dns": {"enabled": True,
+                                                                                           "ports": [53]},
+                                         "detect": True})
+    spec = task_from_dict(task_spec("ct", ct))
+    assert spec.parsers == ["sip", "rtp", "flow", "dns", "detect"]
+    s = parser_settings(spec)
+    assert s["rtp"].interim_s == 7 and s["flow"].max_flows == 99 and s["dns"].ports == frozenset({53})
+    plain = task_from_dict(task_spec("ct", CaptureTaskSpec.model_validate({"target": {"nodes": {}}})))
+    assert plain.parsers == ["sip"]
