@@ -73,7 +73,8 @@ class LiveConfig:
 
     def engine_config(self, pipe_cfg: DatagramConfig, sip_cfg: SipConfig) -> EngineConfig:
         """What each capture process builds its engine from."""
-        return EngineConfig(pipe_cfg, self.parsers, {**self.settings, "sip": sip_cfg}, self.kafka, self.hep, self.lines, self.task)
+        return EngineConfig(pipe_cfg, self.parsers, {**self.settings, "sip": sip_cfg}, self.kafka, self.hep, self.lines,
+                            self.task)
 
 
 def merge_counts(a: dict, b: dict) -> dict:
