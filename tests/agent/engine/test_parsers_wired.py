@@ -159,3 +159,18 @@ def test_parser_counters_reach_prometheus(rtp_pcap, tmp_path):
     assert value("otus_table_evictions_total", task="f", table="flows") == 0
     assert not [s for f in fams.values() for s in f.samples if s.name.startswith("otus_media") and s.labels.get(
         "task") == "f"]
+
+
+def test_detect_alerts_on_a_sip_scanner_from_sip_records(tmp_path):
+    """detect beside sip reads its records (the lane is off: it produces bytes only)."""
+    tr = flowgen.Trace()
+    for i in range(80):
+        side = flowgen.SipSide(tr, "203.0.113.66", cport=5070)
+        side.req(flowgen.SEC + i * 200_000_000, "OPTIONS", f"scan{i}@x", 1, "100", "100", ua="friendly-scanner",
+                 dst=f"10.60.0.{i + 1}")
+    path = tmp_path / "sipscan.pcap"
+    tr.write(str(path))
+    recs, summary, engine = _run(path, ("sip", "detect"))
+    assert sorted(r["detector"] for r in recs if r["type"] == "alert") == ["options_sweep", "sip_scanner"]
+    assert sum(1 for r in recs if r["type"] == "sip") == 80 and engine.datagrams.lane is None
+    assert "sip" in summary["detect"] and "network" not in summary["detect"]
