@@ -130,7 +130,8 @@ def media_metrics(task: str, c: dict) -> list[Metric]:
                                labels=["task"])
     slow.add_metric([task], c.get("slow_path_datagrams", 0))
     loss = GaugeMetricFamily("otus_media_loss_ratio", "RTP packets lost / expected, over ended streams", labels=["task"])
-    loss.add_metric([task], float(cast(float, c.get("loss_ratio", 0.0))))
+    expected = c.get("expected_total", 0)   # from the totals, not loss_ratio: fanout workers' summaries add up
+    loss.add_metric([task], c.get("lost_total", 0) / expected if expected else 0.0)
     bad = CounterMetricFamily("otus_media_bad_packets", "RTP/RTCP refused, by reason", labels=["task", "reason"])
     for k, v in c.items():
         if k.startswith("bad_"):

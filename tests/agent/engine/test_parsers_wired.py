@@ -151,6 +151,7 @@ def test_parser_counters_reach_prometheus(rtp_pcap, tmp_path):
         return next(s.value for f in fams.values() for s in f.samples if s.name == name and s.labels == labels)
     assert value("otus_media_rtp_packets_total", task="m") == s1["rtp"]["rtp_packets"] > 0
     assert value("otus_media_streams_total", task="m") == len(wl.streams)
+    assert value("otus_media_loss_ratio", task="m") == pytest.approx(s1["rtp"]["loss_ratio"]) and s1["rtp"]["loss_ratio"] > 0
     assert value("otus_media_mos_count", task="m") == len(wl.streams)          # every stream has a final MOS
     assert value("otus_flows_created_total", task="m") == s1["flow"]["created"] == value("otus_flows_created_total",
                                                                                           task="f")
