@@ -76,7 +76,8 @@ class Capture(_M):
     interfaces: list[str] = Field(default=["any"], min_length=1, max_length=16,
                                   description="Interfaces to capture on ('any' for all).")
     bpfFilter: str | None = Field(default=None, max_length=4096,
-                                  description="tcpdump-syntax kernel filter; default: the SIP ports plus IP fragments.")
+                                  description="tcpdump-syntax kernel filter; default: the SIP ports plus IP fragments, "
+                                  "widened for media (RTP-shaped UDP) and dns (its ports); none with flow.")
     snaplen: int = Field(default=65535, ge=64, le=262144, description="Bytes kept per packet.")
     workers: int = Field(default=1, ge=1, le=64, description="Capture processes per agent (PACKET_FANOUT).")
     promiscuous: bool = Field(default=False, description="Put the interfaces in promiscuous mode.")
@@ -90,6 +91,33 @@ class Sip(_M):
     discardMethods: list[str] = Field(default=[], max_length=32, description="Methods counted but not reported.")
     callSummaries: bool = Field(default=False, description="Emit a call summary record when each call ends.")
     redactAuthorization: bool = Field(default=True, description="Redact Authorization headers.")
+
+
+class Media(_M):
+    enabled: bool = Field(default=False, description="Measure RTP/RTCP quality (the rtp parser; needs sip).")
+    interimSeconds: float = Field(default=60.0, gt=0, description="An interim media record this often per stream.")
+    idleTimeoutSeconds: float = Field(default=30.0, gt=0, description="A stream without packets this long ends.")
+    maxStreams: int = Field(default=100_000, gt=0, description="Streams followed; when full the least recently "
+                            "active is closed (end_reason evicted).")
+    heuristic: bool = Field(default=False, description="Also follow RTP streams no SDP announced.")
+
+
+class Flow(_M):
+    enabled: bool = Field(default=False, description="Track every flow (the flow parser; no kernel filter).")
+    maxFlows: int = Field(default=65536, ge=1, description="Flows held at once; the oldest is evicted when full.")
+    udpTimeoutSeconds: float = Field(default=60.0, gt=0, description="Idle limit of a UDP flow.")
+    tcpEstablishedTimeoutSeconds: float = Field(default=300.0, gt=0, description="Idle limit of an established TCP "
+                                                "flow.")
+    reportIntervalSeconds: float = Field(default=60.0, ge=0, description="Interval records of active flows; 0: "
+                                         "end only.")
+
+
+class Dns(_M):
+    enabled: bool = Field(default=False, description="Parse DNS and attribute traffic to domains (the dns parser).")
+    ports: list[int] = Field(default=[53, 5353], min_length=1, max_length=16, description="DNS server ports.")
+    topDomains: int = Field(default=100, ge=1, description="Domains exported as metrics; the rest sum into 'other'.")
+    cacheEntries: int = Field(default=65536, ge=1, description="Address -> domain entries; the oldest goes when "
+                              "full.")
 
 
 class SecretKeyRef(_M):
@@ -141,6 +169,10 @@ class CaptureTaskSpec(_M):
     target: Target = Field(description="Where to capture: exactly one of nodes or pods.")
     capture: Capture = Field(default_factory=Capture, description="Capture options.")
     sip: Sip = Field(default_factory=Sip, description="SIP options.")
+    media: Media = Field(default_factory=Media, description="Media quality (RTP/RTCP) options.")
+    flow: Flow = Field(default_factory=Flow, description="Flow table options.")
+    dns: Dns = Field(default_factory=Dns, description="DNS options.")
+    detect: bool = Field(default=False, description="Alerts from SIP records and flow events (the detect parser).")
     outputs: Outputs = Field(default_factory=Outputs, description="Where records go.")
     limits: Limits = Field(default_factory=Limits, description="When to stop.")
     suspend: bool = Field(default=False, description="Stop capturing without deleting the task.")

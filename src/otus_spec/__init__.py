@@ -107,15 +107,80 @@ class Limits(_Strict):
     max_packets: int | None = Field(default=None, gt=0, description="stop after about this many packets")
 
 
+PARSER_NAMES = ("sip", "rtp", "flow", "dns", "detect")
+ParserName = Literal["sip", "rtp", "flow", "dns", "detect"]
+
+
+class MediaOptions(_Strict):
+    """RTP/RTCP quality (parser ``rtp``); the agent's MediaConfig has the same fields and defaults."""
+    enabled: bool = Field(default=False, description="run the rtp parser (as listing 'rtp' in parsers does)")
+    interim_s: float = Field(default=60.0, gt=0, description="interim record interval for running streams")
+    idle_timeout_s: float = Field(default=30.0, gt=0, description="a stream without packets this long ends")
+    bye_linger_s: float = Field(default=2.0, ge=0, description="media after a BYE still counts this long")
+    max_streams: int = Field(default=100_000, gt=0, description="streams followed; when full, idle then the least "
+                                                                "recently active are closed (end_reason evicted)")
+    max_endpoints: int = Field(default=200_000, gt=0, description="SDP-announced addresses remembered")
+    heuristic: bool = Field(default=False, description="also follow RTP streams no SDP announced")
+
+
+class FlowOptions(_Strict):
+    """The flow table (parser ``flow``); the agent's FlowConfig has the same fields and defaults."""
+    max_flows: int = Field(default=65536, ge=1, description="flows held at once; the oldest is evicted when full")
+    tcp_syn_timeout_s: float = Field(default=30.0, gt=0, description="idle limit before the handshake completes")
+    tcp_established_timeout_s: float = Field(default=300.0, gt=0, description="idle limit of an established TCP flow")
+    tcp_closed_timeout_s: float = Field(default=10.0, gt=0, description="linger after FIN both ways or RST")
+    udp_timeout_s: float = Field(default=60.0, gt=0, description="idle limit of a UDP (or SCTP, other) flow")
+    icmp_timeout_s: float = Field(default=30.0, gt=0, description="idle limit of an ICMP flow")
+    report_interval_s: float = Field(default=60.0, ge=0, description="interval records for active flows; 0: end only")
+    reassemble_fragments: bool = Field(default=True, description="count a fragmented datagram once, when complete")
+    sweep_interval_s: float = Field(default=1.0, gt=0, description="how often (packet time) timeouts are checked")
+
+
+class DnsIgnoreOptions(_Strict):
+    ports: list[int] = Field(default=[], description="L4 ports (either side) not attributed to domains")
+    addresses: list[str] = Field(default=[], description="addresses or CIDR networks (either side) not attributed")
+    localhost: bool = Field(default=True, description="ignore 127.0.0.0/8 and ::1")
+    domains: list[str] = Field(default=[], description="domains (and subdomains) neither cached nor recorded")
+
+
+class DnsOptions(_Strict):
+    """DNS and per-domain traffic (parser ``dns``); the agent's DnsConfig has the same fields and defaults."""
+    ports: list[int] = Field(default=[53, 5353], min_length=1, description="DNS server ports (UDP and TCP)")
+    max_pending: int = Field(default=16384, ge=1, description="queries awaiting a response; the oldest is dropped "
+                                                              "when full")
+    query_timeout_s: float = Field(default=10.0, gt=0, description="a query unanswered this long is unanswered")
+    cache_entries: int = Field(default=65536, ge=1, description="address -> domain entries; the oldest goes when full")
+    ttl_floor_s: float = Field(default=30.0, ge=0, description="an answer is kept at least this long")
+    ttl_cap_s: float = Field(default=86400.0, gt=0, description="and at most this long, whatever its TTL")
+    top_domains: int = Field(default=100, ge=1, description="domains exported as metrics; the rest sum into 'other'")
+    max_tracked_domains: int = Field(default=10000, ge=1, description="domains counted; beyond, traffic is 'other'")
+    tcp_max_streams: int = Field(default=4096, ge=1, description="DNS-over-TCP streams followed")
+    ignore: DnsIgnoreOptions = Field(default_factory=DnsIgnoreOptions)
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 0 < p < 65536:
+                raise ValueError(f"not a port: {p}")
+        return v
+
+
 class TaskSpec(_Strict):
     id: str = Field(min_length=1, max_length=TASK_ID_MAX,
                     description="unique task name: lower-case letters, digits and '-' (a DNS label)")
     interfaces: list[str] = Field(default=[], description="interfaces to capture on ('any' for all)")
     interface: str | None = Field(default=None, description="a single interface (older task files)")
     bpf_filter: str | None = Field(default=None, description="tcpdump-syntax kernel filter; default: SIP ports + "
-                                                             "IP fragments")
-    parsers: list[Literal["sip"]] = Field(default=["sip"], description="application parsers (sip)")
+                                                             "IP fragments, widened for the parsers (rtp: RTP-shaped "
+                                                             "UDP, dns: the DNS ports, flow: everything)")
+    parsers: list[ParserName] = Field(default=["sip"], min_length=1,
+                                      description="application parsers, each off unless named: sip, rtp (media "
+                                                  "quality; needs sip), flow, dns, detect (needs sip or flow)")
     sip: SipOptions = Field(default_factory=SipOptions)
+    media: MediaOptions = Field(default_factory=MediaOptions)
+    flow: FlowOptions = Field(default_factory=FlowOptions)
+    dns: DnsOptions = Field(default_factory=DnsOptions)
     snaplen: int = Field(default=65535, ge=64, le=262144)
     workers: int = Field(default=1, ge=1, le=64, description="capture processes sharing the traffic (fanout)")
     promiscuous: bool = False
@@ -159,6 +224,19 @@ class TaskSpec(_Strict):
             TaskSpec._ifaces(self.interfaces)
         if not self.interfaces:
             raise ValueError("no interface: set 'interfaces' (or 'interface')")
+        return self
+
+    @model_validator(mode="after")
+    def _parsers(self) -> "TaskSpec":
+        names = list(dict.fromkeys(self.parsers))
+        if self.media.enabled and "rtp" not in names:
+            names.append("rtp")
+        if "rtp" in names and "sip" not in names:
+            raise ValueError("parsers: rtp finds its streams in SIP's SDP: add sip")
+        if "detect" in names and "sip" not in names and "flow" not in names:
+            raise ValueError("parsers: detect reads sip records and flow events: add sip or flow")
+        if names != self.parsers:
+            object.__setattr__(self, "parsers", names)
         return self
 
 

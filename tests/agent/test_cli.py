@@ -18,7 +18,7 @@ def otus(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def test_help_explains_every_option():
     r = otus("run", "--help")
     assert r.returncode == 0
-    for opt in ("--pcap", "--demo", "--datagrams", "--output", "--no-verify-checksum", "--frag-timeout",
+    for opt in ("--pcap", "--demo", "--parsers", "--media-interim", "--media-heuristic", "--datagrams", "--output", "--no-verify-checksum", "--frag-timeout",
                 "--frag-max-datagrams", "--frag-max-bytes", "--frag-max-fragments", "--no-vxlan", "--calls",
                 "--no-error-records", "--sip-port", "--no-heuristic", "--correlation-header", "--discard-method"):
         assert opt in r.stdout
@@ -91,6 +91,12 @@ def test_truncated_file_still_reports_what_it_read(tmp_path):
     (["--frag-max-datagrams", "x"], "not an integer"),
     (["--sip-port", "70000"], "port out of range"),
     (["--output", "/nonexistent-dir/x.jsonl"], "cannot write"),
+    (["--parsers", "sip,rtcp"], "--parsers: unknown parser rtcp; known: sip, rtp, flow, dns, detect"),
+    (["--parsers", ","], "--parsers: unknown parser (none given)"),
+    (["--parsers", "rtp"], "rtp finds its streams in SIP's SDP: add sip"),
+    (["--parsers", "dns,detect"], "detect reads sip records and flow events"),
+    (["--parsers", "sip,flow", "--datagrams"], "--datagrams replaces the parsers"),
+    (["--media-interim", "0"], "must be > 0"),
 ])
 def test_bad_options(workload_pcap, args, needle):
     r = otus("run", "--pcap", str(workload_pcap[0]), *args)
@@ -178,3 +184,23 @@ def test_agent_and_validate_still_parse_and_report_errors(tmp_path):
     assert r.returncode == 2 and "workers" in r.stderr and "Traceback" not in r.stderr
     r = otus("agent", "--task-file", str(bad), "--status-interval", "0")
     assert r.returncode == 2 and r.stderr.startswith("otus: error: --status-interval must be >= 1")
+
+
+def test_parsers_flag_runs_each_parser_and_keeps_sip_as_it_was(workload_pcap):
+    """--parsers sip,flow,dns adds flow records and the parsers' counters; the SIP lines do not change."""
+    path, wl = workload_pcap
+    plain = otus("run", "--pcap", str(path))
+    r = otus("run", "--pcap", str(path), "--parsers", "sip,flow,dns")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stderr.strip().splitlines()[-1])
+    from otus_agent.capture.pcapfile import open_capture
+    from otus_agent.flows import FlowStage
+    alone = FlowStage()
+    with open_capture(str(path)) as f:
+        alone.run(f.batches())
+    assert s["packets"] == wl.packets and "dns" in s and "rtp" not in s
+    assert s["flow"]["packets"] == alone.packets and s["flow"]["created"] == alone.created > 0
+    lines = r.stdout.splitlines()
+    kinds = {json.loads(x)["type"] for x in lines}
+    assert "flow" in kinds
+    assert [x for x in lines if '"type":"flow"' not in x] == plain.stdout.splitlines()

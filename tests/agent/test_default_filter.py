@@ -115,3 +115,51 @@ def test_interface_link_types():
     assert afpacket.interface_linktype("any") == linktypes.RAW
     assert afpacket.interface_linktype("lo") == linktypes.ETHERNET
     assert afpacket.interface_linktype("no-such-if0") == linktypes.ETHERNET   # offline: checked elsewhere
+
+
+def _rtp(v6: bool, dport: int, first: int = 0x80) -> bytes:
+    rtp = bytes([first, 0]) + struct.pack("!HII", 1, 160, 0x1234) + b"\xff" * 160
+    return _ip(v6, udp(SRC6 if v6 else SRC4, DST6 if v6 else DST4, 40000, dport, rtp))
+
+
+def _tcp_syn(v6: bool, dport: int) -> bytes:
+    hdr = struct.pack("!HHIIBBHHH", 40000, dport, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+    return _ip(v6, hdr, 6)
+
+
+PARSER_SETS = [("sip",), ("sip", "rtp"), ("sip", "dns"), ("sip", "rtp", "dns"), ("sip", "flow"),
+               ("sip", "rtp", "dns", "flow", "detect"), ("dns",), ("flow", "detect")]
+
+
+@pytest.mark.parametrize("parsers", PARSER_SETS, ids=["+".join(p) for p in PARSER_SETS])
+@pytest.mark.parametrize("linktype", [linktypes.ETHERNET, linktypes.LINUX_SLL2, linktypes.RAW],
+                         ids=["ethernet", "sll2", "raw"])
+def test_default_filter_widens_only_as_the_parsers_need(parsers, linktype):
+    """Each combination compiled by libpcap and run: SIP always kept, RTP-shaped UDP with rtp, the DNS
+    ports with dns, everything (no filter) with flow; nothing else."""
+    from otus_agent.engine.parsers import capture_clauses
+    f = bpf.default_filter((5060,), capture_clauses(parsers, {}))
+    if "flow" in parsers:
+        assert f == ""                       # the flow table counts every packet: no kernel filter
+        return
+    insns = bpf.compile_filter(bpf.for_linktype(f, linktype), linktype)
+    for v6 in (False, True):
+        assert _accepts(insns, _link(linktype, _udp(v6, 5060), v6))
+        assert _accepts(insns, _link(linktype, _rtp(v6, 30000), v6)) == ("rtp" in parsers)
+        assert not _accepts(insns, _link(linktype, _rtp(v6, 30000, first=0x40), v6))   # RTP version 1: not RTP
+        assert _accepts(insns, _link(linktype, _udp(v6, 53), v6)) == ("dns" in parsers)
+        assert _accepts(insns, _link(linktype, _tcp_syn(v6, 53), v6)) == ("dns" in parsers)
+        assert not _accepts(insns, _link(linktype, _tcp_syn(v6, 443), v6))
+    g = __import__("pickle").loads(__import__("pickle").dumps(f))
+    assert g == f and g.for_linktype(linktype) == f.for_linktype(linktype)
+
+
+def test_task_default_filter_follows_its_parsers():
+    from otus_agent.daemon.task import configs
+    live, _, _ = configs(TaskSpec(id="t", interfaces=["lo"], parsers=["sip", "rtp", "dns"]))
+    assert "udp[8] & 0xc0 = 0x80" in live.filter_expr and "port 53" in live.filter_expr
+    check_filter(TaskSpec(id="t", interfaces=["lo", "any"], parsers=["sip", "rtp", "dns"]))
+    live, _, _ = configs(TaskSpec(id="t", interfaces=["lo"], parsers=["sip", "flow"]))
+    assert live.filter_expr is None                                 # everything
+    live, _, _ = configs(TaskSpec(id="t", interfaces=["lo"]))
+    assert live.filter_expr == bpf.default_sip_filter((5060, 5061, 5080))

@@ -61,7 +61,16 @@ def test_users_existing_files_load_as_they_are(tmp_path):
     ({"id": "a", "interface": "eth0", "interfaces": ["eth1"]}, "either 'interface' or 'interfaces'"),
     ({"id": "a", "interfaces": ["eth0", "eth0"]}, "listed twice"),
     ({"id": "a", "interfaces": ["a/b"]}, "bad interface name"),
-    ({"id": "a", "interface": "eth0", "parsers": ["dns"]}, "task: parsers.0: Input should be 'sip'"),
+    ({"id": "a", "interface": "eth0", "parsers": ["sip", "rtcp"]},
+     "task: parsers.1: Input should be 'sip', 'rtp', 'flow', 'dns' or 'detect'"),
+    ({"id": "a", "interface": "eth0", "parsers": ["rtp"]}, "rtp finds its streams in SIP's SDP: add sip"),
+    ({"id": "a", "interface": "eth0", "parsers": ["detect"]}, "detect reads sip records and flow events"),
+    ({"id": "a", "interface": "eth0", "parsers": []}, "task: parsers: List should have at least 1 item"),
+    ({"id": "a", "interface": "eth0", "media": {"interim_s": 0}}, "task: media.interim_s: Input should be greater"),
+    ({"id": "a", "interface": "eth0", "media": {"snaplen": 200}}, "task: media.snaplen: unknown field"),
+    ({"id": "a", "interface": "eth0", "flow": {"max_flows": 0}}, "task: flow.max_flows"),
+    ({"id": "a", "interface": "eth0", "dns": {"ports": [0]}}, "task: dns.ports: not a port: 0"),
+    ({"id": "a", "interface": "eth0", "dns": {"ignore": {"addresses": "x"}}}, "task: dns.ignore.addresses"),
     ({"id": "a", "interface": "eth0", "workers": 0}, "task: workers: Input should be greater than or equal to 1"),
     ({"id": "a", "interface": "eth0", "sip": {"ports": [70000]}}, "task: sip.ports: port 70000 out of range"),
     ({"id": "a", "interface": "eth0", "ring": {"block_size": 5000}}, "task: ring.block_size: 5000 is not a power"),
@@ -171,3 +180,48 @@ def test_record_sink_buffer_is_bounded():
     sink.flush()
     data = b"".join(writes)
     assert data.count(b"\n") == 3 * LINES_MAX // 1000 + 1 and data.endswith(b'{"a":1}\n')
+
+
+def test_parser_sections_reach_the_agent_configs():
+    """The task's media/flow/dns sections become the stages' own configs (same fields, same defaults)."""
+    from otus_agent.daemon.task import configs, parser_settings
+    from otus_agent.dns.config import DnsConfig
+    from otus_agent.flows.config import FlowConfig
+    from otus_agent.media.stage import MediaConfig
+    from otus_spec import DnsOptions, FlowOptions, MediaOptions
+    # the defaults are one fact: the spec's options spell out the stages' defaults
+    assert MediaOptions().model_dump(exclude={"enabled"}) == MediaConfig().model_dump()
+    assert FlowOptions().model_dump() == FlowConfig().model_dump()
+    d = DnsConfig().model_dump()
+    assert DnsOptions().model_dump() == {**d, "ports": sorted(d["ports"]),
+                                         "ignore": {**d["ignore"], "ports": sorted(d["ignore"]["ports"]),
+                                                    "addresses": list(d["ignore"]["addresses"]),
+                                                    "domains": list(d["ignore"]["domains"])}}
+    spec = task_from_dict({"id": "a", "interface": "eth0", "parsers": ["sip", "dns", "flow"],
+                           "media": {"enabled": True, "interim_s": 5, "heuristic": True},
+                           "flow": {"max_flows": 10, "udp_timeout_s": 3}, "dns": {"ports": [53], "top_domains": 7}})
+    assert spec.parsers == ["sip", "dns", "flow", "rtp"]          # media.enabled adds rtp
+    s = parser_settings(spec)
+    assert s["rtp"] == MediaConfig(interim_s=5, heuristic=True)
+    assert s["flow"].max_flows == 10 and s["flow"].udp_timeout_s == 3
+    assert s["dns"].ports == frozenset({53}) and s["dns"].top_domains == 7
+    live, _, _ = configs(spec)
+    assert live.parsers == ("sip", "dns", "flow", "rtp") and live.settings == s
+    assert parser_settings(task_from_dict({"id": "a", "interface": "eth0"})) == {}
+
+
+def test_capturetask_sections_render_to_the_task_parsers():
+    """A CaptureTask with media, flow, dns and detect on: the operator's task file runs those parsers."""
+    from otus_agent.daemon.task import parser_settings
+    from otus_operator.crd import CaptureTaskSpec
+    from otus_operator.render import task_spec
+    ct = CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "media": {"enabled": True, "interimSeconds": 7},
+                                         "flow": {"enabled": True, "maxFlows": 99}, "dns": {"enabled": True,
+                                                                                           "ports": [53]},
+                                         "detect": True})
+    spec = task_from_dict(task_spec("ct", ct))
+    assert spec.parsers == ["sip", "rtp", "flow", "dns", "detect"]
+    s = parser_settings(spec)
+    assert s["rtp"].interim_s == 7 and s["flow"].max_flows == 99 and s["dns"].ports == frozenset({53})
+    plain = task_from_dict(task_spec("ct", CaptureTaskSpec.model_validate({"target": {"nodes": {}}})))
+    assert plain.parsers == ["sip"]

@@ -102,16 +102,19 @@ def attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
 DROP_ALL = [(0x06, 0, 0, 0)]  # ret #0
 
 
-def _sip_expr(ports: tuple[int, ...], linktype: int) -> str:
+def _sip_expr(ports: tuple[int, ...], linktype: int, extra: tuple[str, ...] = ()) -> str:
     port_expr = " or ".join(f"port {p}" for p in ports)
     core = f"((udp or tcp or sctp) and ({port_expr})) or (ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
+    if extra:
+        core = " or ".join([core, *(f"({e})" for e in extra)])
     if linktype in linktypes.VLAN_CAPABLE:
         return f"({core}) or (vlan and ({core}))"
     return core
 
 
 class DefaultFilter(str):
-    """The default SIP filter, rendered per link type when compiled.
+    """The default filter: the SIP ports, IP fragments, and the ``extra`` clauses other parsers
+    need (engine/parsers.py: each parser's ``capture`` clause), rendered per link type when compiled.
 
     Its text (what is shown, logged and checked offline) is the Ethernet form;
     ``for_linktype`` gives the form for another link type.  It is a ``str`` so
@@ -120,18 +123,21 @@ class DefaultFilter(str):
     """
 
     ports: tuple[int, ...]
+    extra: tuple[str, ...]
 
-    def __new__(cls, ports: tuple[int, ...] = DEFAULT_SIP_PORTS) -> "DefaultFilter":
+    def __new__(cls, ports: tuple[int, ...] = DEFAULT_SIP_PORTS, extra: tuple[str, ...] = ()) -> "DefaultFilter":
         ports = tuple(int(p) for p in ports)
-        obj = super().__new__(cls, _sip_expr(ports, linktypes.ETHERNET))
+        extra = tuple(extra)
+        obj = super().__new__(cls, _sip_expr(ports, linktypes.ETHERNET, extra))
         obj.ports = ports
+        obj.extra = extra
         return obj
 
     def __reduce__(self):
-        return DefaultFilter, (self.ports,)
+        return DefaultFilter, (self.ports, self.extra)
 
     def for_linktype(self, linktype: int) -> str:
-        return _sip_expr(self.ports, linktype)
+        return _sip_expr(self.ports, linktype, self.extra)
 
 
 def for_linktype(expr: str, linktype: int) -> str:
@@ -147,3 +153,9 @@ def default_sip_filter(ports: tuple[int, ...] = DEFAULT_SIP_PORTS, linktype: int
     """
     f = DefaultFilter(ports)
     return f if linktype is None else f.for_linktype(linktype)
+
+
+def default_filter(ports: tuple[int, ...], extra: tuple[str, ...] | None) -> str:
+    """The default filter widened by ``extra`` clauses; None (a parser that reads every packet, e.g. the
+    flow table): no filter at all, ``""``."""
+    return "" if extra is None else DefaultFilter(ports, extra)

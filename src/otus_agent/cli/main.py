@@ -139,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hep-node-name", metavar="NAME", help="HEP node name (default: the host name)")
     r.add_argument("--kafka-flush-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                    help="at exit, wait this long for Kafka to confirm everything (the rest stays spooled)")
+    r.add_argument("--parsers", default="sip", metavar="LIST",
+                   help="application parsers, comma-separated: sip, rtp (media quality; needs sip), flow (flow "
+                        "table), dns, detect (alerts from sip records and flow events) (default sip); the default "
+                        "kernel filter widens to what they need")
+    r.add_argument("--media-interim", type=_positive_float, default=60.0, metavar="SECONDS",
+                   help="with rtp: an interim media record for running streams this often (default 60)")
+    r.add_argument("--media-heuristic", action="store_true",
+                   help="with rtp: also follow RTP streams no SDP announced (looks for RTP-shaped UDP)")
     r.add_argument("--datagrams", action="store_true",
                    help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) instead of SIP records")
     r.add_argument("--calls", action="store_true",
@@ -213,6 +221,7 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
         error_records=not args.no_error_records,
         discard_methods=tuple(m.upper() for m in args.discard_method or ()),
         call_summaries=args.calls)
+    args.parser_names, args.parser_settings = _parsers(args)
     if not args.interface:
         live_only = [opt for opt, used in (("--filter", args.bpf_filter is not None), ("--workers", args.workers != 1),
                                            ("--duration", args.duration), ("--max-packets", args.max_packets),
@@ -244,6 +253,27 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
     if summary.get("error"):
         raise CaptureFileError(summary["error"])
     return EXIT_OK
+
+
+def _parsers(args: argparse.Namespace) -> tuple[tuple[str, ...], dict]:
+    """``--parsers`` checked against the registry, and the settings of the parsers it names."""
+    from otus_agent.engine.parsers import PARSERS
+    names = tuple(dict.fromkeys(n.strip().lower() for n in args.parsers.split(",") if n.strip()))
+    unknown = [n for n in names if n not in PARSERS or n == "datagrams"]
+    if unknown or not names:
+        known = ", ".join(n for n in PARSERS if n != "datagrams")
+        raise UserError(f"--parsers: unknown parser {', '.join(unknown) or '(none given)'}; known: {known}")
+    if "rtp" in names and "sip" not in names:
+        raise UserError("--parsers: rtp finds its streams in SIP's SDP: add sip")
+    if "detect" in names and "sip" not in names and "flow" not in names:
+        raise UserError("--parsers: detect reads sip records and flow events: add sip or flow")
+    if args.datagrams and names != ("sip",):
+        raise UserError("--datagrams replaces the parsers: leave --parsers out")
+    settings: dict = {}
+    if "rtp" in names:
+        from otus_agent.media.stage import MediaConfig
+        settings["rtp"] = MediaConfig(interim_s=args.media_interim, heuristic=args.media_heuristic)
+    return names, settings
 
 
 def _kafka_settings(args: argparse.Namespace):
@@ -303,8 +333,8 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
     hep = _hep_settings(args)
     if args.datagrams and (kafka is not None or hep is not None):
         raise UserError("--datagrams cannot go to Kafka or HEP")
-    config = EngineConfig(cfg, ("datagrams",) if args.datagrams else ("sip",), {"sip": sip_cfg}, kafka, hep,
-                          lines=kafka is None or args.console)
+    config = EngineConfig(cfg, ("datagrams",) if args.datagrams else args.parser_names,
+                          {"sip": sip_cfg, **args.parser_settings}, kafka, hep, lines=kafka is None or args.console)
     try:
         engine = build_engine(config, write)
     except (OSError, ValueError) as e:
@@ -321,6 +351,7 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
             with open(path, "wb") as f:
                 generate(f, WorkloadSpec(calls=args.demo_calls, rtp_packets=2))
         error = None
+        _quiet_gc()
         with open_capture(path) as reader:
             try:
                 engine.run(reader.batches())
@@ -338,16 +369,32 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
             tmpdir.cleanup()
 
 
+GC_GEN0_THRESHOLD = 100_000   # objects allocated between young collections while reading a file (default 700)
+
+
+def _quiet_gc() -> None:
+    """Reading a file: what start-up made is frozen out of the collector's sight, and young collections
+    come 100x less often; no reference cycles are made per packet, so this only saves the GC's scans
+    (bench/PROFILE.md, step 4; bench/bench_realistic.py measures it)."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    _, g1, g2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, g1, g2)
+
+
 def _run_live(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
     from otus_agent.capture import afpacket, bpf
     from otus_agent.engine.live import LiveConfig, run_live
+    from otus_agent.engine.parsers import capture_clauses
     if args.datagrams:
         raise UserError("--datagrams works with --pcap only")
     if args.ring_block_size & (args.ring_block_size - 1) or args.ring_block_size < 4096:
         raise UserError("--ring-block-size must be a power of two of at least 4096")
     if args.ring_blocks < 2:
         raise UserError("--ring-blocks must be at least 2")
-    expr = args.bpf_filter if args.bpf_filter is not None else bpf.default_sip_filter(sip_cfg.ports)
+    expr = args.bpf_filter if args.bpf_filter is not None else bpf.default_filter(
+        sip_cfg.ports, capture_clauses(args.parser_names, args.parser_settings))
     if args.write_pcap and not os.path.isdir(os.path.dirname(os.path.abspath(args.write_pcap))):
         raise UserError(f"--write-pcap: directory does not exist: {os.path.dirname(args.write_pcap)}")
     live = LiveConfig(
@@ -359,6 +406,7 @@ def _run_live(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
     live.kafka = _kafka_settings(args)
     live.hep = _hep_settings(args)
     live.lines = live.kafka is None or args.console
+    live.parsers, live.settings = args.parser_names, args.parser_settings
     if args.output and args.workers > 1:
         live.output_path = args.output     # workers append to it themselves (opened and emptied by _run)
     try:

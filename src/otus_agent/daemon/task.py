@@ -18,6 +18,7 @@ from typing import Callable
 from otus_agent.capture import bpf
 from otus_agent.capture.afpacket import CaptureError, RingConfig, compile_for
 from otus_agent.engine.live import LiveConfig, run_live
+from otus_agent.engine.parsers import capture_clauses
 from otus_agent.reassembly.datagrams import DatagramConfig
 from otus_agent.reporters.sink import HepSettings, KafkaSettings
 from otus_agent.sip.framing import SipConfig
@@ -28,12 +29,15 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
             state_dir: str = "/var/lib/otus") -> tuple[LiveConfig, DatagramConfig, SipConfig]:
     s = spec.sip
     sip_cfg = SipConfig.from_options(s, extra={"task": spec.id, "agent": socket.gethostname()})
-    expr = spec.bpf_filter if spec.bpf_filter is not None else bpf.default_sip_filter(tuple(s.ports))
+    parsers = tuple(spec.parsers)
+    settings = parser_settings(spec)
+    expr = spec.bpf_filter if spec.bpf_filter is not None else bpf.default_filter(
+        tuple(s.ports), capture_clauses(parsers, settings))
     live = LiveConfig(interfaces=list(spec.interfaces), filter_expr=expr or None,
                       ring=RingConfig(spec.ring.block_size, spec.ring.blocks, spec.ring.block_timeout_ms, spec.snaplen,
                                       spec.promiscuous),
                       workers=spec.workers, duration_s=spec.limits.duration_s, max_packets=spec.limits.max_packets,
-                      task=spec.id, parsers=tuple(spec.parsers))
+                      task=spec.id, parsers=parsers, settings=settings)
     for r in spec.reporters:
         if r.type == "kafka":
             conf = {k: v for k, v in r.options.items()}
@@ -49,6 +53,21 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
     if spec.workers > 1 and len(line_outs) == 1 and line_outs[0].type == "file":
         live.output_path = line_outs[0].path   # workers append to it themselves
     return live, DatagramConfig(), sip_cfg
+
+
+def parser_settings(spec: TaskSpec) -> dict:
+    """The agent-side settings of the task's parsers other than sip (only those it runs)."""
+    out: dict = {}
+    if "rtp" in spec.parsers:
+        from otus_agent.media.stage import MediaConfig
+        out["rtp"] = MediaConfig(**spec.media.model_dump(exclude={"enabled"}))
+    if "flow" in spec.parsers:
+        from otus_agent.flows.config import FlowConfig
+        out["flow"] = FlowConfig(**spec.flow.model_dump())
+    if "dns" in spec.parsers:
+        from otus_agent.dns.config import DnsConfig
+        out["dns"] = DnsConfig(**spec.dns.model_dump())
+    return out
 
 
 def check_filter(spec: TaskSpec) -> None:

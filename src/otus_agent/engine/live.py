@@ -16,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import Callable
+from typing import Any, Callable
 
 from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
@@ -69,10 +69,12 @@ class LiveConfig:
     # O_APPEND), instead of relaying them through the parent; None: through the parent (stdout)
     output_path: str | None = None
     parsers: tuple[str, ...] = ("sip",)
+    settings: dict[str, Any] = field(default_factory=dict)   # other parsers' settings (sip's comes apart)
 
     def engine_config(self, pipe_cfg: DatagramConfig, sip_cfg: SipConfig) -> EngineConfig:
         """What each capture process builds its engine from."""
-        return EngineConfig(pipe_cfg, self.parsers, {"sip": sip_cfg}, self.kafka, self.hep, self.lines, self.task)
+        return EngineConfig(pipe_cfg, self.parsers, {**self.settings, "sip": sip_cfg}, self.kafka, self.hep, self.lines,
+                            self.task)
 
 
 def merge_counts(a: dict, b: dict) -> dict:
@@ -96,6 +98,9 @@ class _Stop:
         self.flag = True
 
 
+TICK_S = 1.0   # how often the parsers' time-driven output runs (Engine.tick) during live capture
+
+
 def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callable,
                   stop: Callable[[], bool], worker: int | None, fanout: int | None,
                   on_stats: Callable[[dict], None] | None = None) -> dict:
@@ -109,6 +114,7 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                                     cfg.ring.snaplen)
     start = time.monotonic()
     next_stats = start + cfg.stats_interval_s
+    next_tick = start + TICK_S
     packets = 0
     # stage latencies: a batch's processing time, and capture time to records written
     lat_batch, lat_e2e = Histogram(), Histogram()
@@ -127,6 +133,10 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                 on_stats(snapshot())
             if cfg.duration_s is not None and time.monotonic() - start >= cfg.duration_s:
                 break
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + TICK_S
+                engine.tick(time.time_ns())    # packet timestamps are wall-clock ns
+                engine.flush()
             for batch in cap.batches(100):
                 t0 = time.perf_counter()
                 engine.feed(batch)

@@ -15,6 +15,7 @@ from otus_agent.reassembly.datagrams import DatagramConfig, DatagramStage
 
 if TYPE_CHECKING:
     from otus_agent.capture.pcapfile import PacketBatch
+    from otus_agent.decode.decoder import Decoder
     from otus_agent.reassembly.datagrams import Datagram
     from otus_agent.reporters.sink import HepSettings, KafkaSettings, RecordSink
 
@@ -31,6 +32,14 @@ class EngineConfig:
     task: str = "run"           # names the Kafka spool and topic
 
 
+def _fan(calls: list[Callable[[Datagram], None]]) -> Callable[[Datagram], None]:
+    """One datagram to every parser, in the configured order."""
+    def on_datagram(d: Datagram) -> None:
+        for call in calls:
+            call(d)
+    return on_datagram
+
+
 class Engine:
     """Consumes decoded batches (``feed``), hands records to the sink (``flush`` writes them out)."""
 
@@ -45,25 +54,58 @@ class Engine:
             self.sink = RecordSink(write if config.lines else None,
                                    config.kafka.reporter(config.task, worker) if config.kafka is not None else None,
                                    config.hep.reporter() if config.hep is not None else None)
-        outputs = Outputs(self.sink, write)
+        enabled = set(config.parsers)
+        for p in config.parsers:
+            wanted = PARSERS[p].listens
+            if wanted and not enabled.intersection(wanted):
+                raise ValueError(f"parser {p} reads the records of {' or '.join(wanted)}: enable it too")
+        taps: dict[str, list] = {src: [] for p in config.parsers for src in PARSERS[p].listens if src in enabled}
+        outputs = Outputs(self.sink, write, taps)
         self.parsers: dict[str, Parser] = {p: PARSERS[p].build(config.settings.get(p), outputs) for p in config.parsers}
-        chain = list(self.parsers.values())
+        chain = [p for p in self.parsers.values() if p.on_datagram is not None]
+        # batch parsers see every decoded packet, so a lane (which hides its packets from the
+        # datagram path only) may still serve the one datagram parser
+        self._ticks = [p.tick for p in self.parsers.values() if p.tick is not None]
+        self.batch_hooks = [p.on_batch for p in self.parsers.values() if p.on_batch is not None]
+        on_datagram: Callable[[Datagram], None] | None = None
+        lane = None
         if len(chain) == 1:
             on_datagram, lane = chain[0].on_datagram, chain[0].lane
-        else:
-            calls = [p.on_datagram for p in chain]
-
-            def on_datagram(d: Datagram) -> None:
-                for call in calls:
-                    call(d)
-            lane = None
+        elif chain:
+            on_datagram = _fan([p.on_datagram for p in chain if p.on_datagram is not None])
         self.datagrams = DatagramStage(config.datagram, on_datagram, lane=lane)
+        # the lane marks the rows it handled (status 255), so batch parsers beside it read rows of
+        # their own (one more compiled decode); without a lane they share the datagram stage's
+        self._rows: Decoder | None = None
+        if self.batch_hooks and self.datagrams.lane is not None:
+            from otus_agent.decode.decoder import Decoder
+            c = config.datagram
+            self._rows = Decoder(4096, c.verify_ipv4_checksum, c.decode_vxlan)
 
     def feed(self, batch: PacketBatch) -> None:
-        self.datagrams.feed(batch)
+        if not self.batch_hooks:
+            self.datagrams.feed(batch)
+            return
+        if self._rows is not None:
+            rows = self._rows.decode(batch.buf, batch.n, batch.offs, batch.caplens, batch.links)
+            self.datagrams.feed(batch)
+        else:
+            self.datagrams.feed(batch)
+            rows = self.datagrams.decoder.out   # the batch just decoded (fragments decode apart)
+        for hook in self.batch_hooks:
+            hook(batch, rows)
+
+    def tick(self, now_ns: int) -> None:
+        """Live capture, about once a second: parsers emit what time makes due (interims, timeouts)."""
+        for t in self._ticks:
+            t(now_ns)
 
     def run(self, batches: Iterable[PacketBatch]) -> None:
-        self.datagrams.run(batches)
+        if not self.batch_hooks:
+            self.datagrams.run(batches)
+            return
+        for b in batches:
+            self.feed(b)
 
     def flush(self) -> None:
         """Write out the records buffered so far (live capture: after every batch)."""

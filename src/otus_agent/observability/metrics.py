@@ -1,7 +1,13 @@
-"""Prometheus metrics of the daemon, built at scrape time from each task's latest counters."""
+"""Prometheus metrics of the daemon, built at scrape time from each task's latest counters.
+
+Besides SIP and the pipeline: the media counters (``summary["rtp"]``, MediaStage.counters()), the flow
+table's and DNS's families (built by flows/metrics.py and dns/metrics.py from the summaries the task
+processes send), and the task interfaces' kernel counters (ifstats.InterfaceCollector).  Families of
+the same name from several tasks or sources are merged: one HELP/TYPE per name in the exposition.
+"""
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -42,6 +48,7 @@ class TaskCollector:
         delivered = CounterMetricFamily("otus_kafka_delivered", "Records Kafka confirmed", labels=["task"])
         evict = CounterMetricFamily("otus_table_evictions", "Entries evicted from bounded tables (limit reached)",
                                     labels=["task", "table"])
+        extra: list[Metric] = []
         for spec, st, s in self.snapshot():
             t = spec.id
             for name in STATUSES:
@@ -91,12 +98,110 @@ class TaskCollector:
                     buckets.append((le, acc))
                 if buckets:
                     latency.add_metric([t, stage_name], buckets, h.get("sum", 0.0))
-        return [pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency, spool,
-                spool_age, spool_drop, delivered, evict]
+            extra += media_metrics(t, s["rtp"]) if isinstance(s.get("rtp"), dict) else []
+            extra += _stage_metrics(t, s)
+        return _merge([pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency,
+                       spool, spool_age, spool_drop, delivered, evict, *extra])
+
+
+def _merge(families: list[Metric]) -> list[Metric]:
+    """One family per name: samples of later families of the same name join the first."""
+    out: dict[str, Metric] = {}
+    for f in families:
+        if f.name in out:
+            out[f.name].samples.extend(f.samples)
+        else:
+            out[f.name] = f
+    return list(out.values())
+
+
+JITTER_HELP = "Streams by mean jitter (ms), at their final record"
+
+
+def media_metrics(task: str, c: dict) -> list[Metric]:
+    """The media stage's counters (MediaStage.counters(): histograms already cumulative)."""
+    active = GaugeMetricFamily("otus_media_streams_active", "RTP streams followed", labels=["task"])
+    active.add_metric([task], c.get("streams_active", 0))
+    started = CounterMetricFamily("otus_media_streams", "RTP streams started", labels=["task"])
+    started.add_metric([task], c.get("streams_started", 0))
+    pkts = CounterMetricFamily("otus_media_rtp_packets", "RTP packets measured", labels=["task"])
+    pkts.add_metric([task], c.get("rtp_packets", 0))
+    slow = CounterMetricFamily("otus_media_slow_path_datagrams", "Datagrams off the per-stream fast path",
+                               labels=["task"])
+    slow.add_metric([task], c.get("slow_path_datagrams", 0))
+    loss = GaugeMetricFamily("otus_media_loss_ratio", "RTP packets lost / expected, over ended streams", labels=["task"])
+    expected = c.get("expected_total", 0)   # from the totals, not loss_ratio: fanout workers' summaries add up
+    loss.add_metric([task], c.get("lost_total", 0) / expected if expected else 0.0)
+    bad = CounterMetricFamily("otus_media_bad_packets", "RTP/RTCP refused, by reason", labels=["task", "reason"])
+    for k, v in c.items():
+        if k.startswith("bad_"):
+            bad.add_metric([task, k[4:]], v)
+    evict = CounterMetricFamily("otus_table_evictions", "Entries evicted from bounded tables (limit reached)",
+                                labels=["task", "table"])
+    evict.add_metric([task, "media_streams"], c.get("streams_evicted", 0))
+    fams: list[Metric] = [active, started, pkts, slow, loss, bad, evict]
+    for key, name, help_ in (("jitter_ms_hist", "otus_media_jitter_ms", JITTER_HELP),
+                             ("mos_hist", "otus_media_mos", "Streams by MOS, at their final record")):
+        h = c.get(key)
+        if isinstance(h, dict) and h:
+            fam = HistogramMetricFamily(name, help_, labels=["task"])
+            fam.add_metric([task], list(h.items()), 0.0)   # the stage keeps no sum: 0 (counts and le are exact)
+            fams.append(fam)
+    return fams
+
+
+class _SummaryView:
+    """The summary a task process sent, shaped like the stage the families are built from (duck-typed:
+    flows/metrics.py and dns/metrics.py read ``summary()``, ``icmp_types`` and ``traffic.top()``)."""
+
+    def __init__(self, s: dict):
+        self._s = s
+        self.icmp_types = {}
+        for text, n in s.get("icmp", {}).get("types", {}).items():   # "v4 8/0"
+            v, _, tc = text.partition(" ")
+            t, _, code = tc.partition("/")
+            self.icmp_types[(int(v[1:]), int(t), int(code))] = n
+        self.traffic = self
+        keys = ("sent", "received", "connections", "accessed")   # engine/parsers.py DOMAIN_TRAFFIC
+        self._top = {d: tuple(v.get(k, 0) for k in keys) for d, v in s.get("top", {}).items()}
+
+    def summary(self) -> dict:
+        return self._s
+
+    def top(self) -> dict:
+        return self._top
+
+
+def _stage_metrics(task: str, s: dict) -> list[Metric]:
+    out: list[Metric] = []
+    if isinstance(s.get("flow"), dict):
+        from otus_agent.flows.metrics import flow_metrics
+        out += flow_metrics(task, cast(Any, _SummaryView(s["flow"])))
+    if isinstance(s.get("dns"), dict):
+        from otus_agent.dns.metrics import domain_metrics
+        out += domain_metrics(task, cast(Any, _SummaryView(s["dns"])))
+    return out
+
+
+class TaskInterfaces:
+    """The kernel counters of the interfaces the tasks capture on (all of them when one uses 'any')."""
+
+    def __init__(self, snapshot: Callable[[], list]):
+        from otus_agent.observability.ifstats import InterfaceStats
+        self.snapshot = snapshot
+        self.stats = InterfaceStats([])     # one reader: rates are kept between scrapes
+
+    def collect(self) -> Iterable[Metric]:
+        names: set[str] = set()
+        for spec, _, _ in self.snapshot():
+            names.update(spec.interfaces)
+        self.stats.names = None if "any" in names else sorted(names)
+        return self.stats.metrics() if names else []
 
 
 def serve(address: tuple[str, int], snapshot: Callable[[], list]):
     registry = CollectorRegistry()
     registry.register(TaskCollector(snapshot))
+    registry.register(TaskInterfaces(snapshot))
     server, thread = start_http_server(address[1], addr=address[0], registry=registry)
     return server

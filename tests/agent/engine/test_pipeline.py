@@ -93,8 +93,8 @@ def test_a_registered_parser_runs_beside_sip(workload_pcap, monkeypatch):
 
 
 def test_unknown_parser_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown parser dns; known: sip, datagrams"):
-        build_engine(EngineConfig(parsers=("sip", "dns")), lambda b: None)
+    with pytest.raises(ValueError, match="unknown parser rtcp; known: sip, rtp, flow, dns, detect, datagrams"):
+        build_engine(EngineConfig(parsers=("sip", "rtcp")), lambda b: None)
     with pytest.raises(ValueError, match=r"unknown parser \(none given\)"):
         build_engine(EngineConfig(parsers=()), lambda b: None)
 
