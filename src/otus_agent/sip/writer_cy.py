@@ -491,8 +491,10 @@ class UdpLane:
     counts_arr = cython.declare(object, visibility="readonly")
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
+    tracker: object       # a DialogTracker (call summaries on) or None
 
-    def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False):
+    def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
+                 tracker=None):
         if not cython.compiled:    # C arrays and pointers throughout: no pure-Python twin
             raise RuntimeError("the SIP lane exists only in the compiled build")
         from array import array
@@ -510,6 +512,7 @@ class UdpLane:
         self.counts_arr = array("q", bytes(8 * NCOUNT))
         self.counts = self.counts_arr
         self.starts = []
+        self.tracker = tracker
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -786,7 +789,67 @@ class UdpLane:
         else:
             c[C_RESP] += 1
             c[C_CLASS + o[O_STATUS] // 100] += 1
+        if self.tracker is not None:
+            self._observe(p, ts, req)
         return True
+
+    @cython.cfunc
+    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint) -> cython.int:
+        """Feed the dialog tracker from the scanner's offsets (the fields the record just written holds,
+        all ASCII) and append the summaries of the calls that ended, after the record: the general path's
+        order.  Only the fields the message's kind reads are decoded (DialogTracker.observe_fields)."""
+        o = self.so
+        if o[O_CID0] < 0 or o[O_CID1] == o[O_CID0] or o[O_CSM0] < 0:
+            if not self.tracker.calls:
+                return 0       # nothing to expire, nothing to follow: the tracker would do nothing
+            cid = None
+        else:
+            cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1")
+        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
+        method = None
+        ftag = None
+        fuser = None
+        tuser = None
+        ttag = None
+        code: cython.longlong = 0
+        invite: cython.bint = False
+        ml: cython.longlong
+        if req:
+            ml = o[O_M1] - o[O_M0]
+            invite = ml == 6 and p[o[O_M0]] == 73 and p[o[O_M0] + 1] == 78 and p[o[O_M0] + 2] == 86 and \
+                p[o[O_M0] + 3] == 73 and p[o[O_M0] + 4] == 84 and p[o[O_M0] + 5] == 69      # INVITE
+            method = p[o[O_M0]:o[O_M1]].decode("latin-1")
+            if invite or method == "BYE":
+                ftag = p[o[O_FT0]:o[O_FT1]].decode("latin-1") if o[O_FT0] >= 0 else None
+            if invite:
+                fuser = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
+                tuser = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
+        else:
+            code = o[O_STATUS]
+        if invite or not req:
+            ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1") if o[O_TT0] >= 0 else None
+        ended = self.tracker.observe_fields(ts, cid, csm, method, code, ftag, fuser, tuser, ttag)
+        for rec in ended:
+            self._append(dumps(rec), rec["call_id"].encode("utf-8", "surrogateescape"))
+        return len(ended)
+
+    @cython.cfunc
+    def _append(self, line: bytes, key: bytes) -> cython.void:
+        """A record serialised elsewhere (a call summary) as the next line of the block."""
+        need: cython.Py_ssize_t = self.olen + len(line) + 1
+        if need > len(self.obuf):
+            self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
+        q: cython.p_uchar
+        if cython.compiled:
+            q = cython.cast(cython.p_uchar, self.obuf)
+        else:
+            q = self.obuf
+        k0: cython.Py_ssize_t = self.olen
+        k: cython.Py_ssize_t = _lit(q, k0, line)
+        q[k] = 10
+        if self.want_pairs:
+            self.starts.append((k0, k, 0, 0, key))
+        self.olen = k + 1
 
 
 def sdp_json(body: bytes):
