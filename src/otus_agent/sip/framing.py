@@ -117,14 +117,13 @@ class SipStage:
         self.truncated_at_close = 0
         self.sctp_fragments_dropped = 0
         self._sctp: dict = {}
-        self._last_ts = 0
         self.lane = None
         self.emit_block = emit_block
         if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
             self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs,
-                                        self.dialogs if c.call_summaries else None)
+                                        self.dialogs if c.call_summaries else None, self.tcp)
             self._lane_seen = [0] * _LC["size"]
 
     # ------------------------------------------------------------ entry
@@ -287,9 +286,7 @@ class SipStage:
     def _tcp(self, d: Datagram) -> None:
         key = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
         tcp = self.tcp
-        if d.ts_ns - self._last_ts > 1_000_000_000:
-            self._last_ts = d.ts_ns
-            tcp.expire(d.ts_ns)
+        tcp.tick(d.ts_ns)
         s = tcp.get(key)
         if s is None:
             p = d.payload

@@ -29,6 +29,7 @@ if cython.compiled:   # the one definition: decode/layout.pxd (its Python view i
         F_PROTO,
         F_SPORT,
         F_STATUS,
+        F_TCPFLAGS,
         NF,
         ST_FRAGMENT,
         ST_L4,
@@ -43,6 +44,7 @@ else:
         F_PROTO,
         F_SPORT,
         F_STATUS,
+        F_TCPFLAGS,
         NF,
         ST_FRAGMENT,
         ST_L4,
@@ -492,9 +494,11 @@ class UdpLane:
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
     tracker: object       # a DialogTracker (call summaries on) or None
+    tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
+    tcp_wire: dict        # its streams by wire key
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
-                 tracker=None):
+                 tracker=None, tcp=None):
         if not cython.compiled:    # C arrays and pointers throughout: no pure-Python twin
             raise RuntimeError("the SIP lane exists only in the compiled build")
         from array import array
@@ -513,6 +517,8 @@ class UdpLane:
         self.counts = self.counts_arr
         self.starts = []
         self.tracker = tracker
+        self.tcp = tcp
+        self.tcp_wire = tcp.by_wire if tcp is not None else {}
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -556,10 +562,15 @@ class UdpLane:
                 return i
             if st != ST_L4:
                 continue
-            if dec[base + F_PROTO] != 17:
-                return i
             pay = dec[base + F_PAYOFF]
             plen = dec[base + F_PAYLEN]
+            if dec[base + F_PROTO] != 17:
+                # a TCP segment with no payload and no SYN, FIN or RST: only the stream's bookkeeping
+                if dec[base + F_PROTO] != 6 or plen != 0 or dec[base + F_TCPFLAGS] & 7 or self.tcp is None \
+                        or not self._ack(bp, dec, base, ts[i]):
+                    return i
+                dec[base + F_STATUS] = 255
+                continue
             if plen == 0:
                 continue
             if not (self.ports[dec[base + F_SPORT]] or self.ports[dec[base + F_DPORT]]):
@@ -573,6 +584,39 @@ class UdpLane:
                 return i
             dec[base + F_STATUS] = 255     # handled: the caller's loop skips it
         return n
+
+    @cython.cfunc
+    def _ack(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+             ts: cython.longlong) -> cython.bint:
+        """What SipStage._tcp and TcpReassembler.add do for a pure ACK: touch its stream, if followed
+        (found by wire_key, no text made); False when the idle-stream timer is due (the general path)."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        tmp: cython.uchar[36]
+        l3: cython.Py_ssize_t = dec[base + F_L3OFF]
+        j: cython.int
+        n: cython.int
+        if dec[base + F_IPVER] == 4:
+            for j in range(8):
+                tmp[j] = bp[l3 + 12 + j]
+            n = 8
+        else:
+            for j in range(32):
+                tmp[j] = bp[l3 + 8 + j]
+            n = 32
+        sp: cython.longlong = dec[base + F_SPORT]
+        dp: cython.longlong = dec[base + F_DPORT]
+        tmp[n] = sp >> 8
+        tmp[n + 1] = sp & 255
+        tmp[n + 2] = dp >> 8
+        tmp[n + 3] = dp & 255
+        kp: cython.p_uchar = cython.address(tmp[0])
+        s = self.tcp_wire.get(kp[:n + 4])
+        if s is not None:
+            tcp.touch(s, ts)
+        return True
 
     def write_scanned(self, data: bytes, ts: cython.longlong, src: bytes, sport: cython.longlong, dst: bytes,
                       dport: cython.longlong, transport: bytes) -> bool:
