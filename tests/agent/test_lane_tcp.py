@@ -1,7 +1,8 @@
-"""Pure TCP ACKs stay in the compiled lane, and the records and TCP counters equal the general path's.
+"""Pure TCP ACKs and in-order TCP messages stay in the compiled lane, with the general path's records and counters.
 
 The lane touches the ACK's stream (found by wire key) exactly as ``TcpReassembler.add`` does for a
-segment with no payload and no SYN, FIN or RST; everything else about TCP still takes the general path.
+segment with no payload and no SYN, FIN or RST, and writes the record of a segment holding one whole
+message in order on an idle stream (``SipStage._tcp``'s common case); the rest takes the general path.
 Compared byte for byte (records, every counter, the stream table's order through evictions and idle
 timeouts) over the PBX workload (real connections: handshakes, delayed ACKs, FINs) and the generated one.
 """
@@ -19,15 +20,17 @@ pytestmark = pytest.mark.skipif(not LANE_COMPILED, reason="the lane exists only 
 
 
 def run(path, lane: bool, **cfg):
-    """Records, counters, the stream table's keys in order, and how many pure ACKs reached Python."""
+    """Records, counters, the stream table's keys in order, and how many pure ACKs and TCP segments with
+    payload reached Python."""
     out = bytearray()
     sink = RecordSink(out.extend)
     st = SipStage(SipConfig(**cfg), sink.emit, None, sink.emit_block if lane else None)
-    acks = 0
+    acks = data = 0
 
     def on_datagram(d):
-        nonlocal acks
+        nonlocal acks, data
         acks += d.proto == 6 and not d.payload and not d.tcp_flags & 7
+        data += d.proto == 6 and bool(d.payload)
         st.on_datagram(d)
 
     with open_capture(str(path)) as r:
@@ -36,7 +39,7 @@ def run(path, lane: bool, **cfg):
     sink.flush()
     table = list(st.tcp.streams)
     assert sorted(st.tcp.by_wire) == sorted(wire_key(k) for k in table)     # the index follows the table
-    return bytes(out), st.summary(), table, acks
+    return bytes(out), st.summary(), table, acks, data
 
 
 def same(path, **cfg):
@@ -63,6 +66,7 @@ def test_pbx_acks_stay_in_the_lane(pbx_pcap):
     assert general[3] > 500                       # the workload does carry pure ACKs ...
     assert lane[3] < general[3] // 10             # ... and the lane keeps them (the 1 s timer hands a few back)
     assert lane[1]["tcp"]["segments"] > general[3]
+    assert general[4] > 1000 and lane[4] < general[4] // 10   # so do the in-order messages
     same(path, call_summaries=True)
 
 

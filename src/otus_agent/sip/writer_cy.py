@@ -30,6 +30,7 @@ if cython.compiled:   # the one definition: decode/layout.pxd (its Python view i
         F_SPORT,
         F_STATUS,
         F_TCPFLAGS,
+        F_TCPSEQ,
         NF,
         ST_FRAGMENT,
         ST_L4,
@@ -565,9 +566,14 @@ class UdpLane:
             pay = dec[base + F_PAYOFF]
             plen = dec[base + F_PAYLEN]
             if dec[base + F_PROTO] != 17:
-                # a TCP segment with no payload and no SYN, FIN or RST: only the stream's bookkeeping
-                if dec[base + F_PROTO] != 6 or plen != 0 or dec[base + F_TCPFLAGS] & 7 or self.tcp is None \
-                        or not self._ack(bp, dec, base, ts[i]):
+                # TCP with no SYN, FIN or RST: a pure ACK (the stream's bookkeeping only), or one whole
+                # message in order on an idle stream (SipStage._tcp's common case); else the general path
+                if dec[base + F_PROTO] != 6 or dec[base + F_TCPFLAGS] & 7 or self.tcp is None:
+                    return i
+                if plen == 0:
+                    if not self._ack(bp, dec, base, ts[i]):
+                        return i
+                elif not self._tcp_message(buf, bp, dec, base, pay, plen, ts[i]):
                     return i
                 dec[base + F_STATUS] = 255
                 continue
@@ -586,14 +592,8 @@ class UdpLane:
         return n
 
     @cython.cfunc
-    def _ack(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
-             ts: cython.longlong) -> cython.bint:
-        """What SipStage._tcp and TcpReassembler.add do for a pure ACK: touch its stream, if followed
-        (found by wire_key, no text made); False when the idle-stream timer is due (the general path)."""
-        tcp = self.tcp
-        last: cython.longlong = tcp.tick_ts
-        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
-            return False
+    def _wire(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t) -> bytes:
+        """tcpstream.wire_key of the packet's stream, straight from its headers."""
         tmp: cython.uchar[36]
         l3: cython.Py_ssize_t = dec[base + F_L3OFF]
         j: cython.int
@@ -613,9 +613,48 @@ class UdpLane:
         tmp[n + 2] = dp >> 8
         tmp[n + 3] = dp & 255
         kp: cython.p_uchar = cython.address(tmp[0])
-        s = self.tcp_wire.get(kp[:n + 4])
+        return kp[:n + 4]
+
+    @cython.cfunc
+    def _ack(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+             ts: cython.longlong) -> cython.bint:
+        """What SipStage._tcp and TcpReassembler.add do for a pure ACK: touch its stream, if followed
+        (found by wire_key, no text made); False when the idle-stream timer is due (the general path)."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is not None:
             tcp.touch(s, ts)
+        return True
+
+    @cython.cfunc
+    def _tcp_message(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+                     pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
+        """SipStage._tcp's common case without a Datagram: a segment in order on a followed, idle stream
+        (nothing buffered or waiting, no WebSocket) that holds exactly one whole message the scanner
+        accepts.  Its record, then TcpReassembler.consumed; False leaves the packet untouched."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        s = self.tcp_wire.get(self._wire(bp, dec, base))
+        if s is None or s.buf or s.pending or s.state is not None:
+            return False
+        nxt: cython.longlong = s.next_seq
+        if nxt != dec[base + F_TCPSEQ]:
+            return False
+        if not _looks_like_sip(bp + pay if cython.compiled else buf[pay:pay + plen], plen):
+            return False
+        if self.scanner.scan_at(buf, pay, plen, True) != 1:
+            return False
+        o = self.so
+        if o[O_BODY] + o[O_CL] != plen:
+            return False
+        if not self._whole(buf, bp, dec, base, pay, plen, ts, b"tcp"):
+            return False
+        tcp.consumed(s, plen, ts)
         return True
 
     def write_scanned(self, data: bytes, ts: cython.longlong, src: bytes, sport: cython.longlong, dst: bytes,
@@ -634,15 +673,21 @@ class UdpLane:
              pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
         if self.scanner.scan_at(buf, pay, plen, False) != 1:
             return False
+        return self._whole(buf, bp, dec, base, pay, plen, ts, b"udp")
+
+    @cython.cfunc
+    def _whole(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+               pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong, transport: bytes) -> cython.bint:
+        """The record of the packet's payload, just scanned, with the addresses from its IP header."""
         ipver: cython.longlong = dec[base + F_IPVER]
         l3: cython.Py_ssize_t = dec[base + F_L3OFF]
         if ipver != 4:
             src6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 8:l3 + 24]).encode()
             dst6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 24:l3 + 40]).encode()
             return self._record(None, bp + pay, plen, ts, cython.NULL, src6, dst6, dec[base + F_SPORT],
-                                dec[base + F_DPORT], b"udp", buf, pay)
+                                dec[base + F_DPORT], transport, buf, pay)
         return self._record(None, bp + pay, plen, ts, bp + l3 + 12, b"", b"", dec[base + F_SPORT],
-                            dec[base + F_DPORT], b"udp", buf, pay)
+                            dec[base + F_DPORT], transport, buf, pay)
 
     @cython.cfunc
     def _record(self, data: object, p: cython.p_uchar, plen: cython.Py_ssize_t, ts: cython.longlong,
