@@ -105,3 +105,26 @@ def test_every_corpus_capture():
         compared += 1
         with_calls += bool(calls(lane[0]))
     assert compared >= 15 and with_calls >= 5
+
+
+def _invite(t, cid: str, ts: int):
+    return t.observe_fields(ts, cid, "INVITE", "INVITE", 0, "ft", "a", "b", None)
+
+
+def test_eviction_and_expiry_take_the_oldest_call_still_open():
+    """The insertion-order queue beside the table (dialogs._order) picks what next(iter(calls)) picked."""
+    from otus_agent.sip.dialogs import DialogTracker
+    t = DialogTracker(max_calls=3, timeout_s=10)
+    for i in range(3):
+        _invite(t, f"c{i}", i)
+    assert [s["state"] for s in t.observe_fields(3, "c0", "INVITE", None, 486, None, None, None, "tt")] == ["failed"]
+    _invite(t, "c0", 4)                        # the same Call-ID again: a new call, now the newest
+    _invite(t, "c3", 5)                        # table full: c1, the oldest still open, goes
+    assert list(t.calls) == ["c2", "c0", "c3"] and t.evictions == 1
+    t.observe_fields(6, "c2", "INVITE", None, 180, None, None, None, None)   # activity does not reorder
+    ended = t.observe_fields(int(14.5e9), "x", "OPTIONS", "OPTIONS", 0, None, None, None, None)
+    assert [s["call_id"] for s in ended] == ["c2", "c0", "c3"] and t.timeouts == 3 and not t.calls
+    for i in range(5000):                      # calls that end keep the queue bounded
+        _invite(t, f"d{i}", int(20e9) + i)
+        t.observe_fields(int(20e9) + i, f"d{i}", "INVITE", None, 603, None, None, None, None)
+    assert len(t._order) <= 1026      # rebuilt once it exceeds 1024 + twice the open calls (one, at the INVITE)

@@ -8,6 +8,7 @@ duration (2xx to BYE), final status and who ended it.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from otus_agent.sip.message_cy import SipMessage
@@ -41,6 +42,11 @@ class DialogTracker:
         self.max_calls = max_calls
         self.timeout_ns = int(timeout_s * 1e9)
         self.calls: dict[str, Call] = {}
+        # the calls in the order they were added, for expiry and eviction: next(iter(self.calls)) walks
+        # over every deleted slot at the dict's front (calls end roughly in the order they start), which
+        # costs as much as the table is large on every message.  Ended calls are skipped lazily; the
+        # queue is rebuilt from the table when it holds more than twice as many (its bound).
+        self._order: deque[Call] = deque()
         self.started = 0
         self.completed = 0
         self.evictions = 0
@@ -81,10 +87,13 @@ class DialogTracker:
             if method == "INVITE":
                 if c is None:
                     while len(self.calls) >= self.max_calls:
-                        del self.calls[next(iter(self.calls))]
+                        del self.calls[self._oldest().call_id]
                         self.evictions += 1
                     c = Call(cid, from_tag, from_user, to_user, ts, ts)
                     self.calls[cid] = c
+                    self._order.append(c)
+                    if len(self._order) > 2 * len(self.calls) + 1024:
+                        self._order = deque(self.calls.values())
                     self.started += 1
                 elif to_tag is not None and c.state == "answered":
                     c.reinvites += 1
@@ -130,9 +139,18 @@ class DialogTracker:
         self.completed += 1
         return summary(c)
 
+    def _oldest(self) -> Call:
+        """The call added first of those still in the table (which must not be empty)."""
+        order, calls = self._order, self.calls
+        while True:
+            c = order[0]
+            if calls.get(c.call_id) is c:
+                return c
+            order.popleft()
+
     def _expire(self, now: int, out: list) -> None:
         while self.calls:
-            c = next(iter(self.calls.values()))
+            c = self._oldest()
             if c.last_ts + self.timeout_ns >= now:
                 return
             del self.calls[c.call_id]
@@ -144,6 +162,7 @@ class DialogTracker:
         """Summaries of every call still open (end of a capture file)."""
         out = [summary(c, open_=True) for c in self.calls.values()]
         self.calls.clear()
+        self._order.clear()
         return out
 
 
