@@ -17,10 +17,24 @@ Limits, each with a counter:
 """
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 SYN, FIN, RST = 0x02, 0x01, 0x04
 MOD = 1 << 32
+EXPIRE_EVERY_NS = 1_000_000_000   # idle streams are looked for at most once per second of capture
+
+
+def wire_key(key: tuple) -> bytes:
+    """The stream's key as the packet carries it: source and destination address, then the ports
+    (2 bytes each, network order).  The compiled lane finds streams by it without making the text."""
+    src, sport, dst, dport = key[:4]
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    try:
+        return socket.inet_pton(family, src) + socket.inet_pton(family, dst) + \
+            sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+    except (OSError, ValueError, OverflowError, AttributeError, TypeError):
+        return b""        # not an address a packet can carry (e.g. a test's made-up key): not indexed
 
 
 def _after(a: int, b: int) -> int:
@@ -39,6 +53,7 @@ class Stream:
     pending_bytes: int = 0
     closed: bool = False
     state: object = None                          # framer's per-stream state (e.g. WebSocket)
+    wire: bytes = b""                             # wire_key(key): the index ``by_wire`` holds it
 
 
 class TcpReassembler:
@@ -51,6 +66,8 @@ class TcpReassembler:
         self.max_pending = max_pending
         self.timeout_ns = int(timeout_s * 1e9)
         self.streams: dict[tuple, Stream] = {}
+        self.by_wire: dict[bytes, Stream] = {}    # the same streams by wire_key (the lane's pure ACKs)
+        self.tick_ts = 0                          # capture time of the last look for idle streams
         self.segments = 0
         self.retransmissions = 0
         self.out_of_order = 0
@@ -72,22 +89,41 @@ class TcpReassembler:
         s = self.streams.pop(key, None)
         if s is None:
             while len(self.streams) >= self.max_streams:
-                del self.streams[next(iter(self.streams))]
+                self._drop(self.streams[next(iter(self.streams))])
                 self.evictions += 1
-            s = Stream(key, seq, ts)
+            s = Stream(key, seq, ts, wire=wire_key(key))
+            if s.wire:
+                self.by_wire[s.wire] = s
         self.streams[key] = s
         return s
 
+    def _drop(self, s: Stream) -> None:
+        del self.streams[s.key]
+        if self.by_wire.get(s.wire) is s:
+            del self.by_wire[s.wire]
+
     def close(self, key: tuple) -> None:
-        self.streams.pop(key, None)
+        s = self.streams.get(key)
+        if s is not None:
+            self._drop(s)
+
+    def tick(self, now: int) -> None:
+        """Per segment: drop idle streams, looking at most once per EXPIRE_EVERY_NS of capture time."""
+        if now - self.tick_ts > EXPIRE_EVERY_NS:
+            self.tick_ts = now
+            self.expire(now)
 
     def expire(self, now: int) -> None:
         while self.streams:
             s = next(iter(self.streams.values()))
             if s.last_ts + self.timeout_ns >= now:
                 break
-            del self.streams[s.key]
+            self._drop(s)
             self.timeouts += 1
+
+    def touch(self, s: Stream, ts: int) -> None:
+        """A segment with no payload and no SYN, FIN or RST (a pure ACK): all ``add`` does for it."""
+        self._touch(s, ts)
 
     def _touch(self, s: Stream, ts: int) -> None:
         """A segment arrived: count it, and move the stream to the end (the dict stays ordered by last activity)."""

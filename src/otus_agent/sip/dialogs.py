@@ -8,6 +8,7 @@ duration (2xx to BYE), final status and who ended it.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 from otus_agent.sip.message_cy import SipMessage
@@ -41,6 +42,11 @@ class DialogTracker:
         self.max_calls = max_calls
         self.timeout_ns = int(timeout_s * 1e9)
         self.calls: dict[str, Call] = {}
+        # the calls in the order they were added, for expiry and eviction: next(iter(self.calls)) walks
+        # over every deleted slot at the dict's front (calls end roughly in the order they start), which
+        # costs as much as the table is large on every message.  Ended calls are skipped lazily; the
+        # queue is rebuilt from the table when it holds more than twice as many (its bound).
+        self._order: deque[Call] = deque()
         self.started = 0
         self.completed = 0
         self.evictions = 0
@@ -51,37 +57,54 @@ class DialogTracker:
                 "evictions": self.evictions, "timeouts": self.timeouts}
 
     def observe(self, m: SipMessage, ts: int) -> list[dict]:
-        """Update state with one message; return summaries of calls that ended."""
+        """Update state with one parsed message; return summaries of calls that ended."""
+        f, t = m.from_, m.to
+        return self.observe_fields(
+            ts, m.call_id, m.cseq_method, m.method if m.is_request else None, m.status_code or 0,
+            f.params.get("tag") if f else None, f.uri.user if f and f.uri else None,
+            t.uri.user if t and t.uri else None, t_tag(m))
+
+    def observe_record(self, rec: dict, ts: int) -> list[dict]:
+        """Update state from a SIP record (the Python fast path's, whose fields equal the message's)."""
+        return self.observe_fields(ts, rec["call_id"], rec["cseq_method"], rec["method"], rec["status_code"] or 0,
+                                   rec["from_tag"], rec["from_user"], rec["to_user"], rec["to_tag"])
+
+    def observe_fields(self, ts: int, cid: str | None, cseq_method: str | None, method: str | None, code: int,
+                       from_tag: str | None, from_user: str | None, to_user: str | None,
+                       to_tag: str | None) -> list[dict]:
+        """The state machine on a message's fields (``method`` None: a response with status ``code``).
+
+        The one definition for both paths: ``observe`` feeds it from a parsed message, the compiled
+        lane from the scanner's offsets.  Only the fields the message's kind reads need be given:
+        users for an INVITE, the From tag for INVITE and BYE, the To tag for INVITE and responses."""
         out: list[dict] = []
         if self.calls:
             self._expire(ts, out)
-        cid = m.call_id
-        if not cid or m.cseq_method is None:
+        if not cid or cseq_method is None:
             return out
         c = self.calls.get(cid)
-        if m.is_request:
-            meth = m.method
-            if meth == "INVITE":
+        if method is not None:
+            if method == "INVITE":
                 if c is None:
                     while len(self.calls) >= self.max_calls:
-                        del self.calls[next(iter(self.calls))]
+                        del self.calls[self._oldest().call_id]
                         self.evictions += 1
-                    f, t = m.from_, m.to
-                    c = Call(cid, f.params.get("tag") if f else None, f.uri.user if f and f.uri else None,
-                             t.uri.user if t and t.uri else None, ts, ts)
+                    c = Call(cid, from_tag, from_user, to_user, ts, ts)
                     self.calls[cid] = c
+                    self._order.append(c)
+                    if len(self._order) > 2 * len(self.calls) + 1024:
+                        self._order = deque(self.calls.values())
                     self.started += 1
-                elif t_tag(m) is not None and c.state == "answered":
+                elif to_tag is not None and c.state == "answered":
                     c.reinvites += 1
             elif c is None:
                 return out
-            elif meth == "BYE":
+            elif method == "BYE":
                 if c.end_ts is None:
                     c.end_ts = ts
-                    ftag = m.from_.params.get("tag") if m.from_ else None
-                    c.ended_by = "caller" if ftag is not None and ftag == c.from_tag else "callee"
+                    c.ended_by = "caller" if from_tag is not None and from_tag == c.from_tag else "callee"
                 c.bye_pending = True
-            elif meth == "CANCEL":
+            elif method == "CANCEL":
                 if c.state in ("trying", "ringing"):
                     c.ended_by = "caller"
             c.last_ts = ts
@@ -89,8 +112,7 @@ class DialogTracker:
         if c is None:
             return out
         c.last_ts = ts
-        code = m.status_code or 0
-        if m.cseq_method == "INVITE":
+        if cseq_method == "INVITE":
             if 180 <= code < 200 and c.ringing_ts is None:
                 c.ringing_ts = ts
                 if c.state == "trying":
@@ -99,7 +121,7 @@ class DialogTracker:
                 c.answer_ts = ts
                 c.final_status = code
                 c.state = "answered"
-                c.to_tag = t_tag(m)
+                c.to_tag = to_tag
             elif code >= 300 and c.final_status is None:
                 c.final_status = code
                 c.end_ts = ts
@@ -107,7 +129,7 @@ class DialogTracker:
                 if c.ended_by is None:
                     c.ended_by = "callee"
                 out.append(self._finish(c))
-        elif m.cseq_method == "BYE" and code >= 200 and c.bye_pending:
+        elif cseq_method == "BYE" and code >= 200 and c.bye_pending:
             c.state = "ended"
             out.append(self._finish(c))
         return out
@@ -117,9 +139,18 @@ class DialogTracker:
         self.completed += 1
         return summary(c)
 
+    def _oldest(self) -> Call:
+        """The call added first of those still in the table (which must not be empty)."""
+        order, calls = self._order, self.calls
+        while True:
+            c = order[0]
+            if calls.get(c.call_id) is c:
+                return c
+            order.popleft()
+
     def _expire(self, now: int, out: list) -> None:
         while self.calls:
-            c = next(iter(self.calls.values()))
+            c = self._oldest()
             if c.last_ts + self.timeout_ns >= now:
                 return
             del self.calls[c.call_id]
@@ -131,6 +162,7 @@ class DialogTracker:
         """Summaries of every call still open (end of a capture file)."""
         out = [summary(c, open_=True) for c in self.calls.values()]
         self.calls.clear()
+        self._order.clear()
         return out
 
 

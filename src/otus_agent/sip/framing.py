@@ -99,8 +99,8 @@ class SipStage:
         self.tcp = TcpReassembler(c.tcp_max_streams, c.tcp_max_buffer, timeout_s=c.tcp_timeout_s)
         self.dialogs = DialogTracker(c.max_calls)
         self.extra = dict(c.extra) or None
-        # the scanner knows the default correlation headers only, and dialogs need full messages
-        self.fast = c.fast_path and tuple(c.correlation_headers) == DEFAULT_CORRELATION and not c.call_summaries
+        # the scanner knows the default correlation headers only; dialogs are fed from its fields too
+        self.fast = c.fast_path and tuple(c.correlation_headers) == DEFAULT_CORRELATION
         self._scanner = Scanner()
         self.fast_messages = 0
         self.messages = 0
@@ -117,13 +117,13 @@ class SipStage:
         self.truncated_at_close = 0
         self.sctp_fragments_dropped = 0
         self._sctp: dict = {}
-        self._last_ts = 0
         self.lane = None
         self.emit_block = emit_block
         if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
-            self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs)
+            self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs,
+                                        self.dialogs if c.call_summaries else None, self.tcp)
             self._lane_seen = [0] * _LC["size"]
 
     # ------------------------------------------------------------ entry
@@ -247,6 +247,9 @@ class SipStage:
         self.emit(rec)
         if self.raw is not None:
             self.raw(data[:bend], rec)
+        if self.config.call_summaries:
+            for s in self.dialogs.observe_record(rec, d.ts_ns):
+                self.emit(s)
 
     def _deliver(self, m: sip.SipMessage, d: Datagram, transport: str, src: tuple | None = None,
                  raw: bytes = b"") -> None:
@@ -283,9 +286,7 @@ class SipStage:
     def _tcp(self, d: Datagram) -> None:
         key = (d.src_ip, d.src_port, d.dst_ip, d.dst_port)
         tcp = self.tcp
-        if d.ts_ns - self._last_ts > 1_000_000_000:
-            self._last_ts = d.ts_ns
-            tcp.expire(d.ts_ns)
+        tcp.tick(d.ts_ns)
         s = tcp.get(key)
         if s is None:
             p = d.payload

@@ -29,6 +29,8 @@ if cython.compiled:   # the one definition: decode/layout.pxd (its Python view i
         F_PROTO,
         F_SPORT,
         F_STATUS,
+        F_TCPFLAGS,
+        F_TCPSEQ,
         NF,
         ST_FRAGMENT,
         ST_L4,
@@ -43,6 +45,7 @@ else:
         F_PROTO,
         F_SPORT,
         F_STATUS,
+        F_TCPFLAGS,
         NF,
         ST_FRAGMENT,
         ST_L4,
@@ -491,8 +494,12 @@ class UdpLane:
     counts_arr = cython.declare(object, visibility="readonly")
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
+    tracker: object       # a DialogTracker (call summaries on) or None
+    tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
+    tcp_wire: dict        # its streams by wire key
 
-    def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False):
+    def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
+                 tracker=None, tcp=None):
         if not cython.compiled:    # C arrays and pointers throughout: no pure-Python twin
             raise RuntimeError("the SIP lane exists only in the compiled build")
         from array import array
@@ -510,6 +517,9 @@ class UdpLane:
         self.counts_arr = array("q", bytes(8 * NCOUNT))
         self.counts = self.counts_arr
         self.starts = []
+        self.tracker = tracker
+        self.tcp = tcp
+        self.tcp_wire = tcp.by_wire if tcp is not None else {}
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -553,10 +563,20 @@ class UdpLane:
                 return i
             if st != ST_L4:
                 continue
-            if dec[base + F_PROTO] != 17:
-                return i
             pay = dec[base + F_PAYOFF]
             plen = dec[base + F_PAYLEN]
+            if dec[base + F_PROTO] != 17:
+                # TCP with no SYN, FIN or RST: a pure ACK (the stream's bookkeeping only), or one whole
+                # message in order on an idle stream (SipStage._tcp's common case); else the general path
+                if dec[base + F_PROTO] != 6 or dec[base + F_TCPFLAGS] & 7 or self.tcp is None:
+                    return i
+                if plen == 0:
+                    if not self._ack(bp, dec, base, ts[i]):
+                        return i
+                elif not self._tcp_message(buf, bp, dec, base, pay, plen, ts[i]):
+                    return i
+                dec[base + F_STATUS] = 255
+                continue
             if plen == 0:
                 continue
             if not (self.ports[dec[base + F_SPORT]] or self.ports[dec[base + F_DPORT]]):
@@ -570,6 +590,72 @@ class UdpLane:
                 return i
             dec[base + F_STATUS] = 255     # handled: the caller's loop skips it
         return n
+
+    @cython.cfunc
+    def _wire(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t) -> bytes:
+        """tcpstream.wire_key of the packet's stream, straight from its headers."""
+        tmp: cython.uchar[36]
+        l3: cython.Py_ssize_t = dec[base + F_L3OFF]
+        j: cython.int
+        n: cython.int
+        if dec[base + F_IPVER] == 4:
+            for j in range(8):
+                tmp[j] = bp[l3 + 12 + j]
+            n = 8
+        else:
+            for j in range(32):
+                tmp[j] = bp[l3 + 8 + j]
+            n = 32
+        sp: cython.longlong = dec[base + F_SPORT]
+        dp: cython.longlong = dec[base + F_DPORT]
+        tmp[n] = sp >> 8
+        tmp[n + 1] = sp & 255
+        tmp[n + 2] = dp >> 8
+        tmp[n + 3] = dp & 255
+        kp: cython.p_uchar = cython.address(tmp[0])
+        return kp[:n + 4]
+
+    @cython.cfunc
+    def _ack(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+             ts: cython.longlong) -> cython.bint:
+        """What SipStage._tcp and TcpReassembler.add do for a pure ACK: touch its stream, if followed
+        (found by wire_key, no text made); False when the idle-stream timer is due (the general path)."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        s = self.tcp_wire.get(self._wire(bp, dec, base))
+        if s is not None:
+            tcp.touch(s, ts)
+        return True
+
+    @cython.cfunc
+    def _tcp_message(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+                     pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
+        """SipStage._tcp's common case without a Datagram: a segment in order on a followed, idle stream
+        (nothing buffered or waiting, no WebSocket) that holds exactly one whole message the scanner
+        accepts.  Its record, then TcpReassembler.consumed; False leaves the packet untouched."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        s = self.tcp_wire.get(self._wire(bp, dec, base))
+        if s is None or s.buf or s.pending or s.state is not None:
+            return False
+        nxt: cython.longlong = s.next_seq
+        if nxt != dec[base + F_TCPSEQ]:
+            return False
+        if not _looks_like_sip(bp + pay if cython.compiled else buf[pay:pay + plen], plen):
+            return False
+        if self.scanner.scan_at(buf, pay, plen, True) != 1:
+            return False
+        o = self.so
+        if o[O_BODY] + o[O_CL] != plen:
+            return False
+        if not self._whole(buf, bp, dec, base, pay, plen, ts, b"tcp"):
+            return False
+        tcp.consumed(s, plen, ts)
+        return True
 
     def write_scanned(self, data: bytes, ts: cython.longlong, src: bytes, sport: cython.longlong, dst: bytes,
                       dport: cython.longlong, transport: bytes) -> bool:
@@ -587,15 +673,21 @@ class UdpLane:
              pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
         if self.scanner.scan_at(buf, pay, plen, False) != 1:
             return False
+        return self._whole(buf, bp, dec, base, pay, plen, ts, b"udp")
+
+    @cython.cfunc
+    def _whole(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+               pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong, transport: bytes) -> cython.bint:
+        """The record of the packet's payload, just scanned, with the addresses from its IP header."""
         ipver: cython.longlong = dec[base + F_IPVER]
         l3: cython.Py_ssize_t = dec[base + F_L3OFF]
         if ipver != 4:
             src6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 8:l3 + 24]).encode()
             dst6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 24:l3 + 40]).encode()
             return self._record(None, bp + pay, plen, ts, cython.NULL, src6, dst6, dec[base + F_SPORT],
-                                dec[base + F_DPORT], b"udp", buf, pay)
+                                dec[base + F_DPORT], transport, buf, pay)
         return self._record(None, bp + pay, plen, ts, bp + l3 + 12, b"", b"", dec[base + F_SPORT],
-                            dec[base + F_DPORT], b"udp", buf, pay)
+                            dec[base + F_DPORT], transport, buf, pay)
 
     @cython.cfunc
     def _record(self, data: object, p: cython.p_uchar, plen: cython.Py_ssize_t, ts: cython.longlong,
@@ -786,7 +878,67 @@ class UdpLane:
         else:
             c[C_RESP] += 1
             c[C_CLASS + o[O_STATUS] // 100] += 1
+        if self.tracker is not None:
+            self._observe(p, ts, req)
         return True
+
+    @cython.cfunc
+    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint) -> cython.int:
+        """Feed the dialog tracker from the scanner's offsets (the fields the record just written holds,
+        all ASCII) and append the summaries of the calls that ended, after the record: the general path's
+        order.  Only the fields the message's kind reads are decoded (DialogTracker.observe_fields)."""
+        o = self.so
+        if o[O_CID0] < 0 or o[O_CID1] == o[O_CID0] or o[O_CSM0] < 0:
+            if not self.tracker.calls:
+                return 0       # nothing to expire, nothing to follow: the tracker would do nothing
+            cid = None
+        else:
+            cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1")
+        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
+        method = None
+        ftag = None
+        fuser = None
+        tuser = None
+        ttag = None
+        code: cython.longlong = 0
+        invite: cython.bint = False
+        ml: cython.longlong
+        if req:
+            ml = o[O_M1] - o[O_M0]
+            invite = ml == 6 and p[o[O_M0]] == 73 and p[o[O_M0] + 1] == 78 and p[o[O_M0] + 2] == 86 and \
+                p[o[O_M0] + 3] == 73 and p[o[O_M0] + 4] == 84 and p[o[O_M0] + 5] == 69      # INVITE
+            method = p[o[O_M0]:o[O_M1]].decode("latin-1")
+            if invite or method == "BYE":
+                ftag = p[o[O_FT0]:o[O_FT1]].decode("latin-1") if o[O_FT0] >= 0 else None
+            if invite:
+                fuser = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
+                tuser = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
+        else:
+            code = o[O_STATUS]
+        if invite or not req:
+            ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1") if o[O_TT0] >= 0 else None
+        ended = self.tracker.observe_fields(ts, cid, csm, method, code, ftag, fuser, tuser, ttag)
+        for rec in ended:
+            self._append(dumps(rec), rec["call_id"].encode("utf-8", "surrogateescape"))
+        return len(ended)
+
+    @cython.cfunc
+    def _append(self, line: bytes, key: bytes) -> cython.void:
+        """A record serialised elsewhere (a call summary) as the next line of the block."""
+        need: cython.Py_ssize_t = self.olen + len(line) + 1
+        if need > len(self.obuf):
+            self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
+        q: cython.p_uchar
+        if cython.compiled:
+            q = cython.cast(cython.p_uchar, self.obuf)
+        else:
+            q = self.obuf
+        k0: cython.Py_ssize_t = self.olen
+        k: cython.Py_ssize_t = _lit(q, k0, line)
+        q[k] = 10
+        if self.want_pairs:
+            self.starts.append((k0, k, 0, 0, key))
+        self.olen = k + 1
 
 
 def sdp_json(body: bytes):
