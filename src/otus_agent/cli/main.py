@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fragments per datagram before it is dropped (default 1024)")
     from otus_agent.web.console import add_parser as add_console_parser
     add_console_parser(sub)   # `otus console` (issue 17): web/console.py
+    from otus_agent.cli.filter import add_parser as add_filter_parser
+    add_filter_parser(sub)    # `otus filter suggest` (issue 19): cli/filter.py
     d = sub.add_parser("daemon", help="run the agent daemon (tasks, control socket, metrics)",
                        description="Run Otus as a long-lived daemon: tasks from the control socket are "
                                    "captured, persisted in the state directory and restored on restart.")
@@ -509,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _daemon(args)
         if args.command == "validate":
             return _validate(args)
-        if args.command == "console":
+        if args.command in ("console", "filter"):
             return args.func(args)
         if args.command == "agent":
             from otus_agent.kube.main import run as run_agent

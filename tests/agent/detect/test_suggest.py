@@ -4,6 +4,9 @@ compatible server). libpcap compiles the BPF for real."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Iterator
@@ -108,3 +111,43 @@ def test_never_applied_without_confirmation() -> None:
     assert not confirm_and_apply(sug, lambda text: shown.append(text) is not None, applied.append)
     assert applied == [] and GOOD["bpf"] in shown[0]
     assert confirm_and_apply(sug, lambda text: True, applied.append) and applied == [sug]
+
+
+def _cli(args: list[str], env_key: str | None = "k-123", stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTUS_LLM")}
+    if env_key is not None:
+        env["OTUS_LLM_API_KEY"] = env_key
+    return subprocess.run([sys.executable, "-m", "otus_agent.cli.main", "filter", "suggest", *args], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_cli_shows_the_checked_suggestion_and_changes_nothing(server):
+    r = _cli(["SIP over TCP from 10.1.0.0/16", "--url", server.url, "--model", "m"])
+    assert r.returncode == 0, r.stderr
+    assert "bpf_filter: tcp and src net 10.1.0.0/16 and port 5060" in r.stdout
+    headers, _body = server.requests[-1]
+    assert headers.get("Authorization") == "Bearer k-123"     # the key from the environment
+    assert "k-123" not in r.stdout + r.stderr
+
+
+def test_cli_applies_to_a_task_file_only_on_yes(server, tmp_path):
+    import yaml
+    task = tmp_path / "task.yaml"
+    task.write_text("id: t1\ninterfaces: [lo]\nsip:\n  heuristic: false\n")
+    before = task.read_text()
+    r = _cli(["SIP over TCP", "--url", server.url, "--model", "m", "--apply", str(task)], stdin="n\n")
+    assert r.returncode == 1 and "not applied" in r.stdout
+    assert task.read_text() == before
+    r = _cli(["SIP over TCP", "--url", server.url, "--model", "m", "--apply", str(task)], stdin="y\n")
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load(task.read_text())
+    assert doc["bpf_filter"] == GOOD["bpf"]
+    assert doc["sip"] == {"heuristic": False, "ports": [5060]}
+
+
+def test_cli_hostile_answer_and_missing_endpoint_are_one_line_errors(server, tmp_path):
+    server.say("rm -rf / ; {\"bpf\": \"not a (filter\"}")
+    r = _cli(["anything", "--url", server.url, "--model", "m"])
+    assert r.returncode == 2 and r.stderr.startswith("otus: error: ") and "Traceback" not in r.stderr
+    r = _cli(["anything"])
+    assert r.returncode == 2 and "--url and --model" in r.stderr
