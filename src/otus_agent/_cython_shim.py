@@ -45,6 +45,12 @@ double = _CType(float)
 # pointers only exist compiled; annotations need a name
 p_uchar = _CType(object)
 p_longlong = _CType(object)
+void = _CType(object)   # a return annotation only
+
+
+def address(value: Any) -> Any:
+    """No pointers in the pure build: only the compiled lane (writer_cy, never run pure) takes one."""
+    return value
 
 
 def _identity(f: _F) -> _F:
