@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tomllib
@@ -39,7 +40,13 @@ def test_the_wheel_carries_every_module_and_no_generated_c(shipped):
     for mod in source_modules():
         path = mod.replace(".", "/")
         assert f"{path}.py" in names or f"{path}/__init__.py" in names, f"{mod} missing from the wheel"
-    assert not [n for n in names if n.endswith((".c", ".html", ".pyx"))]
+    assert not [n for n in names if n.endswith((".c", ".pyx"))]
+    assert not [n for n in names if n.endswith(".html") and "/web/static/" not in n], "Cython annotation pages"
+    # every committed data file of the packages ships (the console's page, .pxd layouts, py.typed)
+    tracked = subprocess.run(["git", "ls-files", "src"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0 and tracked.stdout:
+        data = [f.removeprefix("src/") for f in tracked.stdout.split() if not f.endswith(".py")]
+        assert data and not [f for f in data if f not in names], "package data missing from the wheel"
     assert not [n for n in names if n.startswith(("tests/", "src/"))]
     if shutil.which("cc") and not os.environ.get("OTUS_PURE_PYTHON"):
         for mod in hot_modules():
