@@ -45,7 +45,7 @@ def test_the_wheel_carries_every_module_and_no_generated_c(shipped):
     # every committed data file of the packages ships (the console's page, .pxd layouts, py.typed)
     tracked = subprocess.run(["git", "ls-files", "src"], cwd=ROOT, capture_output=True, text=True)
     if tracked.returncode == 0 and tracked.stdout:
-        data = [f.removeprefix("src/") for f in tracked.stdout.split() if not f.endswith(".py")]
+        data = [f.removeprefix("src/") for f in tracked.stdout.split() if not f.endswith((".py", ".md"))]   # .md: notes for developers
         assert data and not [f for f in data if f not in names], "package data missing from the wheel"
     assert not [n for n in names if n.startswith(("tests/", "src/"))]
     if shutil.which("cc") and not os.environ.get("OTUS_PURE_PYTHON"):
