@@ -4,15 +4,14 @@ The emulator itself (a Kubernetes API on loopback, the kopf operator in a thread
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import pathlib
-import socket
-import time
 from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
+
+from tests.support import free_port, poll, wait_for  # noqa: F401 - shared with the other tiers
 
 G, V, P = "otus.io", "v1alpha1", "capturetasks"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -32,35 +31,6 @@ def validate_k8s(obj: dict) -> None:
     for k in ("uid", "resourceVersion", "creationTimestamp", "generation"):
         obj.get("metadata", {}).pop(k, None)
     kubernetes_validate.validate(obj, "1.30.0", strict=True)
-
-
-def free_port(udp: bool = False) -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def poll(fn: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    """Call ``fn`` until it returns something truthy or ``timeout`` passes; returns its last value (an
-    exception counts as None: the thing polled for may not exist yet)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = None
-        with contextlib.suppress(Exception):
-            last = fn()
-        if last or time.monotonic() >= deadline:
-            return last
-        time.sleep(interval)
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> Any:
-    """``poll``, failing the test with the last value when ``fn`` never became truthy."""
-    last = poll(fn, timeout, interval)
-    if not last:
-        raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(last, default=str)[:2000]}")
-    return last
 
 
 def gone(fn: Callable[[], Any]) -> bool:

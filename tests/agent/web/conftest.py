@@ -12,18 +12,12 @@ import uuid
 
 import pytest
 
+from tests.support import free_port, wait_for  # noqa: F401 - the web tests import them from here
+
 from ...conftest import otus_bin
 
 pytest.importorskip("fastapi", reason="the web extra (fastapi, uvicorn) is not installed")
 TOKEN = "t0k3n-" + uuid.uuid4().hex
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class DaemonRun:
@@ -145,13 +139,5 @@ def send_call(callee_port: int, call_id: str, from_user: str = "alice", to_user:
         b.close()
 
 
-def wait_for(pred, timeout: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -70,9 +70,9 @@ def test_console_end_to_end(daemon, browser, tmp_path):
     ok_cid = f"call-{uuid.uuid4().hex}@test"
     sent = send_call(port, ok_cid)
     send_call(port, HOSTILE_CID, from_user=HOSTILE_FROM, retransmit=False, extra=f"User-Agent: {HOSTILE_UA}\r\n")
-    wait_for(lambda: {ok_cid, HOSTILE_CID} <= set(rows(page)), 30, "both calls in the page's call list")
+    wait_for(lambda: {ok_cid, HOSTILE_CID} <= set(rows(page)), 30, what="both calls in the page's call list")
     wait_for(lambda: page.eval_on_selector(f"#calls tr[data-call-id='{ok_cid}'] td:nth-child(2)",
-                                           "td => td.textContent") == "ended", 10, "the call to end")
+                                           "td => td.textContent") == "ended", 10, what="the call to end")
 
     # the ladder: one arrow per message, in the order sent, the retransmission marked
     page.click(f"#calls tr[data-call-id='{ok_cid}']")
@@ -107,7 +107,7 @@ def test_console_end_to_end(daemon, browser, tmp_path):
 
     # the search box narrows the live list; the task row has its counters chart
     page.fill("#search", ok_cid[5:20].upper())
-    wait_for(lambda: rows(page) == [ok_cid], 5, "the search to narrow the list")
+    wait_for(lambda: rows(page) == [ok_cid], 5, what="the search to narrow the list")
     page.fill("#search", "")
     page.wait_for_selector(f"#tasks tr[data-task-id='{tid}'] svg.chart polyline", timeout=15000)
     sip = page.eval_on_selector(f"#tasks tr[data-task-id='{tid}']", "tr => tr.children[4].textContent")

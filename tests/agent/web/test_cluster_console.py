@@ -53,7 +53,7 @@ def test_one_call_two_agents(broker, tmp_path):  # noqa: F811
                              "--from-beginning", "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(url) and get(url + "/api/v1/calls")[1], 60, "the call from Kafka")
+        wait_for(lambda: _up(url) and get(url + "/api/v1/calls")[1], 60, what="the call from Kafka")
         calls = get(url + "/api/v1/calls")[1]
         assert len(calls) == 1 and sorted(calls[0]["agents"]) == ["callee-pod", "caller-pod"]
         msgs = get(url + "/api/v1/messages?call_id=two-agents%40x")[1]["messages"]

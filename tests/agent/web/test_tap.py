@@ -19,7 +19,7 @@ def test_lines_arrive_whole_and_long_lines_are_counted(tmp_path):
     # ~100 KB: a few datagrams, within what the kernel queues for one reader (net.unix.max_dgram_qlen)
     lines = [b'{"n": %d, "pad": "%s"}' % (i, b"x" * (i * 37 % 900)) for i in range(200)]
     tx.write(b"".join(line + b"\n" for line in lines) + b"y" * (DATAGRAM_MAX + 10) + b"\n" + b'{"last": 1}\n')
-    wait_for(lambda: len(got) >= 201, 10, "the lines")
+    wait_for(lambda: len(got) >= 201, 10, what="the lines")
     assert got == lines + [b'{"last": 1}'] and tx.stats() == {"sent_lines": 201, "dropped_lines": 1}
     rx.close()
     tx.close()
@@ -45,7 +45,7 @@ def test_never_blocks_and_counts_drops(tmp_path):
 
 
 def test_task_with_workers_feeds_the_console(daemon):
-    port = free_port(socket.SOCK_DGRAM)
+    port = free_port(udp=True)
     tid = "wk-" + uuid.uuid4().hex[:6]
     code, body = daemon.request("POST", "/api/v1/tasks", (task_yaml(tid, port) + "workers: 2\n").encode())
     assert code == 201, body
@@ -57,7 +57,7 @@ def test_task_with_workers_feeds_the_console(daemon):
             sent = send_call(port, cid)
             try:
                 wait_for(lambda: any(c["call_id"] == cid and c["messages"] == len(sent)
-                                     for c in daemon.get("/api/v1/calls")), 3, "the call captured by a 2-worker task")
+                                     for c in daemon.get("/api/v1/calls")), 3, what="the call captured by a 2-worker task")
                 break
             except AssertionError:
                 if attempt == 7:
@@ -65,7 +65,7 @@ def test_task_with_workers_feeds_the_console(daemon):
         def tap_counted():   # the task's stats reach the daemon periodically, after the lines themselves
             tap = daemon.get(f"/api/v1/tasks/{tid}")["stats"].get("tap")
             return tap if tap and tap["sent_lines"] >= len(sent) else None
-        tap = wait_for(tap_counted, 10, "the task's tap counters")
+        tap = wait_for(tap_counted, 10, what="the task's tap counters")
         assert tap["dropped_lines"] == 0
     finally:
         daemon.request("DELETE", f"/api/v1/tasks/{tid}")

@@ -1,0 +1,37 @@
+"""Helpers every test tier shares: a free loopback port, and waiting for a condition with a bound."""
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from typing import Any, Callable
+
+
+def free_port(udp: bool = False) -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(fn: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Call ``fn`` until it returns something truthy or ``timeout`` passes; returns its last value (an
+    exception counts as None: the thing polled for may not exist yet)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = None
+        with contextlib.suppress(Exception):
+            last = fn()
+        if last or time.monotonic() >= deadline:
+            return last
+        time.sleep(interval)
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> Any:
+    """``poll``, failing the test with the last value when ``fn`` never became truthy."""
+    last = poll(fn, timeout, interval)
+    if not last:
+        raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(last, default=str)[:2000]}")
+    return last
