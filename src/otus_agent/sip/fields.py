@@ -4,7 +4,7 @@ Each ``Field`` says, once, what a record key is: its JSON key (the record's key 
 table's order), its JSON-schema type, how the general path reads it from a parsed
 ``SipMessage`` (``message``: a Python expression) and which scanner slots the fast path reads it
 from (``scan``).  Four places are generated from this table by
-``python -m otus_agent.sip.fields --write``, and ``tests/agent/test_sip_fields.py`` fails when one
+``python -m otus_agent.sip.fields --write``, and ``tests/agent/sip/test_sip_fields.py`` fails when one
 of them drifts:
 
 * ``sip/records.py``: the record dict of the general path (``sip_record``) and the packet part of

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from otus_spec import SipOptions
 
 # SipOptions' defaults (otus_spec), spelled out so `otus run --pcap` starts without pydantic;
-# tests/agent/test_sip_grammar.py fails when they drift from the task contract's.
+# tests/agent/sip/test_sip_grammar.py fails when they drift from the task contract's.
 DEFAULT_PORTS = (5060, 5061, 5080)
 MAX_SCTP_MESSAGE = 256 << 10
 MAX_WS_FRAME = 256 << 10

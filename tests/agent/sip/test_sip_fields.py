@@ -21,7 +21,7 @@ from otus_agent.sip import message_cy as sip
 from otus_agent.sip.records import Correlator, sip_record
 from otus_agent.sip.slots import LAYOUT
 
-from ..conftest import ROOT
+from ...conftest import ROOT
 
 SCHEMA = ROOT / "schemas" / F.SCHEMA_NAME   # the checkout's; the package may be an installed wheel
 

@@ -19,7 +19,7 @@ from otus_agent.sip import message_cy as sip
 from otus_agent.sip.framing import SipConfig
 from otus_spec import SipOptions, TaskSpec
 
-from ..conftest import SRC, load_pure
+from ...conftest import SRC, load_pure
 
 _PURE = []
 

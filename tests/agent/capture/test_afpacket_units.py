@@ -12,7 +12,7 @@ from otus_agent.capture.afpacket import Ring
 from otus_agent.decode import decoder as D
 from otus_agent.sim import packets as P
 
-from ..conftest import load_pure
+from ...conftest import load_pure
 
 _SRC, _DST = bytes((192, 0, 2, 1)), bytes((192, 0, 2, 2))
 FRAME = P.ethernet(b"\2\0\0\0\0\1", b"\2\0\0\0\0\2", 0x0800,

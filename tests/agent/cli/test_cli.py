@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ..conftest import otus_bin, pcap_bytes
+from ...conftest import otus_bin, pcap_bytes
 
 OTUS = otus_bin()
 

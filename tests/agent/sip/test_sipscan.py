@@ -15,7 +15,7 @@ from otus_agent.sip import scan_cy as sipscan
 from otus_agent.sip import slots
 from otus_agent.sip.records import Correlator, fast_sip_record, sip_record
 
-from ..conftest import CORPUS, load_pure
+from ...conftest import CORPUS, load_pure
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.reporters.sink import RecordSink
 from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
 
-from ..conftest import corpus_path
+from ...conftest import corpus_path
 
 pytestmark = pytest.mark.skipif(not LANE_COMPILED, reason="the lane exists only in the compiled build")
 

@@ -12,7 +12,7 @@ from scapy.utils import PcapWriter as ScapyPcapWriter
 
 from otus_agent.capture.pcapfile import CaptureFileError, PcapWriter, open_capture
 
-from ..conftest import corpus_path
+from ...conftest import corpus_path
 
 
 def read_all(path, **kw) -> list[tuple[bytes, int, int, int]]:
@@ -213,7 +213,7 @@ def test_record_walker_builds_agree(tmp_path):
 
     from otus_agent.capture import frames_cy as recwalk
 
-    from ..conftest import load_pure
+    from ...conftest import load_pure
     pure = load_pure("capture/frames_cy.py", "otus_pure_recwalk")
     path = tmp_path / "w.pcap"
     with open(path, "wb") as f:

@@ -16,7 +16,7 @@ from scapy.layers.vxlan import VXLAN
 
 from otus_agent.decode import decoder as D
 
-from .helpers import decode
+from tests.support import decode
 
 SIP = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n"
 U = UDP(sport=5060, dport=5062) / SIP

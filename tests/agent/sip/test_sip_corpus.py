@@ -19,7 +19,7 @@ from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.sip import message_cy as sip
 from otus_agent.sip.framing import SipConfig, SipStage
 
-from ..conftest import ROOT, corpus_path
+from ...conftest import ROOT, corpus_path
 
 pytestmark = pytest.mark.corpus
 

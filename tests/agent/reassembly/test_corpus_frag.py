@@ -17,7 +17,7 @@ from otus_agent.decode import decoder as D
 from otus_agent.reassembly.datagrams import Datagram, DatagramConfig, DatagramStage
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
-from ..conftest import corpus_path
+from ...conftest import corpus_path
 
 pytestmark = pytest.mark.corpus
 FRAG = "pcap/frag/"

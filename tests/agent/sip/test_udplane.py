@@ -19,7 +19,7 @@ from otus_agent.sim import packets as P
 from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
 from otus_agent.sip.sdp_cy import parse_sdp
 
-from ..conftest import corpus_path, pcap_bytes
+from ...conftest import corpus_path, pcap_bytes
 
 pytestmark = pytest.mark.skipif(not LANE_COMPILED, reason="the lane exists only in the compiled build")
 
