@@ -15,7 +15,6 @@ from scapy.layers.sctp import SCTP, SCTPChunkData, SCTPChunkSACK
 from scapy.layers.vxlan import VXLAN
 
 from otus_agent.decode import decoder as D
-
 from tests.support import decode
 
 SIP = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n"
