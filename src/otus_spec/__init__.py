@@ -21,6 +21,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+MATCH_LIST_MAX = 64
+
+
+def _nonempty_strings(v: list[str], what: str) -> list[str]:
+    for x in v:
+        if not x or len(x) > 1024 or any(ord(c) < 32 for c in x):
+            raise ValueError(f"bad {what} {x!r}: 1-1024 printable characters")
+    return v
+
+
+class HeaderMatch(_Strict):
+    name: str = Field(min_length=1, max_length=128, description="header name, case-insensitive (e.g. X-Tenant)")
+    equals: str | None = Field(default=None, max_length=1024, description="the value equals this (trimmed)")
+    contains: str | None = Field(default=None, max_length=1024, description="the value contains this")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "HeaderMatch":
+        if (self.equals is None) == (self.contains is None):
+            raise ValueError(f"header {self.name!r}: give exactly one of 'equals' or 'contains'")
+        if not all(c.isascii() and (c.isalnum() or c in "-_.!%*+`'~") for c in self.name):
+            raise ValueError(f"bad header name {self.name!r}")
+        return self
+
+
+class SipMatch(_Strict):
+    """Which dialogs a task reports: conditions combined with AND, each list an OR; tested on requests,
+    and a dialog whose request matches is reported whole (sip/select.py)."""
+    methods: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="request methods, e.g. INVITE")
+    from_user: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="From URI user parts, exact")
+    to_user: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="To URI user parts, exact")
+    request_uri_prefix: list[str] = Field(default=[], max_length=MATCH_LIST_MAX,
+                                          description="Request-URI starts with, e.g. 'sip:+1555'")
+    request_uri: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="Request-URI equals")
+    call_id: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="Call-IDs")
+    headers: list[HeaderMatch] = Field(default=[], max_length=MATCH_LIST_MAX,
+                                       description="header conditions (any of them)")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not m or len(m) > 32 or not all(c.isascii() and (c.isalnum() or c in "-_.!%*+`'~") for c in m):
+                raise ValueError(f"bad method {m!r}: a SIP token such as INVITE")
+        return [m.upper() for m in v]
+
+    @field_validator("from_user", "to_user", "request_uri_prefix", "request_uri", "call_id")
+    @classmethod
+    def _strings(cls, v: list[str]) -> list[str]:
+        return _nonempty_strings(v, "value")
+
+    @model_validator(mode="after")
+    def _something(self) -> "SipMatch":
+        if not (self.methods or self.from_user or self.to_user or self.request_uri_prefix or self.request_uri
+                or self.call_id or self.headers):
+            raise ValueError("match: give at least one condition (or leave 'match' out to report every dialog)")
+        return self
+
+
 class SipOptions(_Strict):
     ports: list[int] = Field(default=[5060, 5061, 5080], min_length=1,
                              description="ports always parsed as SIP; other ports when the payload looks like SIP")
@@ -31,6 +89,8 @@ class SipOptions(_Strict):
     discard_methods: list[str] = Field(default=[], description="methods counted but not reported, e.g. OPTIONS")
     error_records: bool = Field(default=True, description="emit a record (with 'error') for malformed messages")
     call_summaries: bool = Field(default=False, description="emit a call summary record when each call ends")
+    match: SipMatch | None = Field(default=None, description="report only the dialogs these conditions select "
+                                   "(methods, users, Request-URI, Call-ID, headers); the rest is counted")
 
     @field_validator("ports")
     @classmethod
