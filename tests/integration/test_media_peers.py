@@ -300,14 +300,15 @@ def test_two_baresips_through_an_impaired_link(tmp_path):
             for p in reversed(procs):
                 stop(p)
         bridge = None if kernel else json.loads(procs[0].stdout.read() or "null")
-    sent, received = rtp_per_ssrc(cap_a), rtp_per_ssrc(cap_b)
-    up = [k for k in sent if k[0] == c.ip_a]
-    down = [k for k in received if k[0] == c.ip_b]
-    assert len(up) == len(down) == 1, (sent, received)
+    at_a, at_b = rtp_per_ssrc(cap_a), rtp_per_ssrc(cap_b)   # RTP packets per stream on each end's veth
+    up = [k for k in at_a if k[0] == c.ip_a]
+    down = [k for k in at_b if k[0] == c.ip_b]
+    assert len(up) == len(down) == 1, (at_a, at_b)
     up_k, down_k = up[0], down[0]
-    truth_pct = 100 * (sent[up_k] - received.get(up_k, 0)) / sent[up_k]
-    assert sent[up_k] >= 40 * CALL_S and 0 < truth_pct < 6, (sent, received, bridge)
-    assert sent.get(down_k) == received[down_k]                    # b -> a is not impaired
+    sent = at_a[up_k]                                               # a's tap sees what a sent, before r
+    truth_pct = 100 * (sent - at_b.get(up_k, 0)) / sent
+    assert sent >= 40 * CALL_S and 0 < truth_pct < 6, (at_a, at_b, bridge)
+    assert at_a.get(down_k) == at_b[down_k]                         # b -> a is not impaired
 
     live = final_by_key(media_records(out))
     assert {up_k, down_k} <= set(live), (sorted(live), up_k, down_k)
@@ -330,7 +331,7 @@ def test_two_baresips_through_an_impaired_link(tmp_path):
         for f in ("mean_jitter_ms", "max_jitter_ms"):
             assert close(g[f], t[f], *LIVE_JITTER_TOL), (f, g[f], t[f], "netem" if kernel else "bridge")
     t_up = next(t for t in rows if t["src_ip"] == c.ip_a)
-    print(f"impairment={'netem' if kernel else 'userspace bridge'} sent={sent[up_k]} truth_loss={truth_pct:.2f}% "
+    print(f"impairment={'netem' if kernel else 'userspace bridge'} sent={sent} truth_loss={truth_pct:.2f}% "
           f"otus_loss={otus_pct:.2f}% a->b mean/max jitter otus={u['mean_jitter_ms']:.3f}/{u['max_jitter_ms']:.3f} ms "
           f"tshark={t_up['mean_jitter_ms']}/{t_up['max_jitter_ms']} ms; b->a otus="
           f"{live[down_k]['mean_jitter_ms']:.3f} ms")

@@ -232,7 +232,7 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
                 raise SimError("the Kafka consumer did not start")
             threading.Thread(target=_reader, args=(tail.stdout, records), daemon=True).start()
             if cfg.web and _web_available():
-                console_url = _start_console(ns, procs)
+                console_url = _start_console(ns, procs, out)
             elif cfg.web and not cfg.quiet:
                 out.write("otus local simulator: no web console (pip install 'otus[web]' for one)\n")
         procs.append(ns.popen(ns.uas, py, "-m", "otus_agent.sim.sipua", "uas", "--bind", ns.ip_uas,
@@ -318,8 +318,9 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
             shutil.rmtree(spool, ignore_errors=True)
 
 
-def _start_console(ns: Namespaces, procs: list[subprocess.Popen]) -> str:
-    """`otus console` in the UAS namespace, on the host link; its URL once it listens."""
+def _start_console(ns: Namespaces, procs: list[subprocess.Popen], out: TextIO) -> str | None:
+    """`otus console` in the UAS namespace, on the host link; its URL once it listens (None: it did not start,
+    said on `out`; the calls run without it)."""
     ns.host_link()
     console = ns.popen(ns.uas, _otus(), "console", "--kafka-brokers", f"127.0.0.1:{KAFKA_PORT}", "--topic", TOPIC,
                        "--listen", f"{ns.ip_web}:{CONSOLE_PORT}", "--from-beginning", stdout=subprocess.PIPE,
@@ -332,7 +333,8 @@ def _start_console(ns: Namespaces, procs: list[subprocess.Popen]) -> str:
     line = first[0].decode() if first else ""
     if not line.startswith("otus console: http"):
         _end(console)
-        raise SimError(f"the web console did not start: {console.stderr.read().decode()[-500:]}")
+        out.write(f"otus local simulator: the web console did not start: {console.stderr.read().decode()[-500:]}\n")
+        return None
     threading.Thread(target=console.stdout.read, daemon=True).start()   # keep its pipe drained
     return line.split()[2]
 
