@@ -10,9 +10,12 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
+
+from otus_spec import DetectOptions
 
 GROUP = "otus.io"
 VERSION = "v1alpha1"
@@ -120,6 +123,61 @@ class Dns(_M):
                               "full.")
 
 
+def camel(name: str) -> str:
+    """A task field's CaptureTask name: ``window_s`` -> ``windowSeconds``, ``max_keys`` -> ``maxKeys``."""
+    parts = name.split("_")
+    if len(parts) > 1 and parts[-1] == "s":
+        parts[-1] = "seconds"
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+
+
+class _Mirror(_M):
+    """A CaptureTask section generated from a task model (``mirror``): same fields, defaults and limits,
+    camelCase names; ``task_options`` turns it back into the task's own (snake_case) section."""
+    _snake: ClassVar[dict[str, str]] = {}
+
+    def task_options(self) -> dict:
+        out: dict = {}
+        for name, snake in self._snake.items():
+            v = getattr(self, name)
+            out[snake] = v.task_options() if isinstance(v, _Mirror) else (list(v) if isinstance(v, tuple) else v)
+        return out
+
+
+def mirror(model: type[BaseModel], name: str, base: type[_Mirror] = _Mirror, **extra: Any) -> type[_Mirror]:
+    """The CaptureTask form of ``model`` (one definition of the fields: the task's; nested models mirrored too)."""
+    fields: dict[str, Any] = {}
+    snake: dict[str, str] = {}
+    for fname, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            sub = mirror(ann, name + ann.__name__.removesuffix("Options"))
+            fields[camel(fname)] = (sub, Field(default_factory=sub, description=f.description))
+        else:
+            info = copy.copy(f)
+            if isinstance(info.default, tuple):
+                info = FieldInfo.merge_field_infos(info, default=list(info.default))
+                ann = list[str]
+            fields[camel(fname)] = (ann, info)
+        snake[camel(fname)] = fname
+    m = create_model(name, __base__=base, __doc__=model.__doc__, **extra, **fields)  # type: ignore[call-overload]
+    m._snake = snake
+    return m
+
+
+class _DetectBase(_Mirror):
+    @model_validator(mode="before")
+    @classmethod
+    def _was_a_bool(cls, v: Any) -> Any:
+        """``detect: true`` (before thresholds existed) is ``detect: {enabled: true}``."""
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
+Detect = mirror(DetectOptions, "Detect", _DetectBase, enabled=(bool, Field(
+    default=False, description="Alerts from SIP records and flow events (the detect parser); the thresholds "
+    "below are the task's detect section (docs/reference.md).")))
+
+
 class SecretKeyRef(_M):
     name: str = Field(min_length=1, max_length=253, description="Secret in the CaptureTask's namespace.")
     key: str = Field(default="password", min_length=1, description="Key holding the SASL password.")
@@ -172,7 +230,7 @@ class CaptureTaskSpec(_M):
     media: Media = Field(default_factory=Media, description="Media quality (RTP/RTCP) options.")
     flow: Flow = Field(default_factory=Flow, description="Flow table options.")
     dns: Dns = Field(default_factory=Dns, description="DNS options.")
-    detect: bool = Field(default=False, description="Alerts from SIP records and flow events (the detect parser).")
+    detect: Detect = Field(default_factory=Detect, description="Detection: alerts, their thresholds and windows.")
     outputs: Outputs = Field(default_factory=Outputs, description="Where records go.")
     limits: Limits = Field(default_factory=Limits, description="When to stop.")
     suspend: bool = Field(default=False, description="Stop capturing without deleting the task.")

@@ -67,6 +67,8 @@ def parser_settings(spec: TaskSpec) -> dict:
     if "dns" in spec.parsers:
         from otus_agent.dns.config import DnsConfig
         out["dns"] = DnsConfig(**spec.dns.model_dump())
+    if "detect" in spec.parsers:
+        out["detect"] = spec.detect   # otus_spec.DetectOptions is the detectors' own config (detect/config.py)
     return out
 
 
