@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from otus_spec import DetectOptions
+from otus_spec import ALERTS_IN_STATUS, DetectOptions
 
 GROUP = "otus.io"
 VERSION = "v1alpha1"
@@ -173,9 +173,13 @@ class _DetectBase(_Mirror):
         return {"enabled": v} if isinstance(v, bool) else v
 
 
-Detect = mirror(DetectOptions, "Detect", _DetectBase, enabled=(bool, Field(
-    default=False, description="Alerts from SIP records and flow events (the detect parser); the thresholds "
-    "below are the task's detect section (docs/reference.md).")))
+if TYPE_CHECKING:               # what mypy sees of the generated model
+    class Detect(_DetectBase):
+        enabled: bool = False
+else:
+    Detect = mirror(DetectOptions, "Detect", _DetectBase, enabled=(bool, Field(
+        default=False, description="Alerts from SIP records and flow events (the detect parser); the thresholds "
+        "below are the task's detect section (docs/reference.md).")))
 
 
 class SecretKeyRef(_M):
@@ -246,6 +250,15 @@ class Condition(_M):
     observedGeneration: int | None = None
 
 
+class AgentAlert(_M):
+    kind: str = Field(max_length=64, description="The detector: port_scan, syn_flood, sip_scanner, toll_fraud, ...")
+    source: str = Field(max_length=200, description="What it is about: a source address, 'source/IP' or 'user/NAME' "
+                        "(REGISTER brute force), 'SRC/DST' (port scan), ...")
+    count: int = Field(default=0, description="Times the detector fired for it (alerts and repeats in cooldown).")
+    lastSeen: str | None = Field(default=None, description="When it last fired.")
+    message: str = Field(default="", max_length=200, description="The last alert's summary.")
+
+
 class AgentStatus(_M):
     node: str | None = None
     pod: str | None = None
@@ -255,6 +268,10 @@ class AgentStatus(_M):
     sipMessages: int = 0
     matchedCalls: int = Field(default=0, description="Dialogs the SIP selector matched (0 until agents count them).")
     spoolBytes: int = 0
+    mediaStreams: int = Field(default=0, description="RTP streams measured (the rtp parser).")
+    worstMos: float | None = Field(default=None, description="The lowest MOS of any media record (absent: none yet).")
+    alerts: list[AgentAlert] = Field(default=[], max_length=ALERTS_IN_STATUS, description="Detector alerts in effect "
+                                     "(fired within detect.resolveAfterSeconds), newest first.")
     kafkaAvailable: bool | None = Field(default=None, description="Whether the Kafka reporter reaches a broker "
                                         "(absent: not reported; the spool size tells then).")
     lastReport: str | None = None
@@ -266,6 +283,8 @@ class Totals(_M):
     drops: int = 0
     sipMessages: int = 0
     matchedCalls: int = Field(default=0, description="Dialogs the SIP selector matched, over all agents.")
+    mediaStreams: int = Field(default=0, description="RTP streams measured, over all agents.")
+    worstMos: float | None = Field(default=None, description="The lowest MOS any agent measured over the task's life.")
 
 
 class PodsStatus(_M):
@@ -373,6 +392,10 @@ def crd() -> dict:
                     {"name": "Target", "type": "string", "jsonPath": ".status.target", "priority": 1},
                     {"name": "Matched", "type": "integer", "jsonPath": ".status.totals.matchedCalls", "priority": 1,
                      "description": "SIP dialogs the selector matched"},
+                    {"name": "Streams", "type": "integer", "jsonPath": ".status.totals.mediaStreams", "priority": 1,
+                     "description": "RTP streams measured"},
+                    {"name": "Worst-MOS", "type": "number", "jsonPath": ".status.totals.worstMos", "priority": 1,
+                     "description": "the lowest MOS measured"},
                 ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",

@@ -219,6 +219,9 @@ class TollFraudOptions(_Frozen):
     home_prefixes: tuple[str, ...] = Field(default=(), description="prefixes that are not international here (e.g. +1)")
 
 
+ALERTS_IN_STATUS = 10   # detector alerts an agent lists in its CaptureTask status entry (the CRD's maxItems)
+
+
 class DetectOptions(_Frozen):
     """Thresholds and windows of the detectors (parser ``detect``): the one definition, which the agent's
     detectors run on as they are (otus_agent.detect.config) and the CaptureTask's ``detect`` section mirrors.
@@ -257,7 +260,8 @@ class TaskSpec(_Strict):
     media: MediaOptions = Field(default_factory=MediaOptions)
     flow: FlowOptions = Field(default_factory=FlowOptions)
     dns: DnsOptions = Field(default_factory=DnsOptions)
-    detect: DetectOptions = Field(default_factory=DetectOptions, description="detector thresholds and windows (parser detect)")
+    detect: DetectOptions = Field(default_factory=DetectOptions,
+                                  description="detector thresholds and windows (parser detect)")
     snaplen: int = Field(default=65535, ge=64, le=262144)
     workers: int = Field(default=1, ge=1, le=64, description="capture processes sharing the traffic (fanout)")
     promiscuous: bool = False

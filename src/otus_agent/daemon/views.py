@@ -86,8 +86,8 @@ def icmp(views: dict[str, str], limit: int = 100) -> dict:
             for t in a.get("types", []):
                 k = (task, t["version"], t["type"], t["code"])
                 types[k] = types.get(k, 0) + t["packets"]
-            for k in sums:
-                sums[k] += int(a.get(k, 0))
+            for name in sums:
+                sums[name] += int(a.get(name, 0))
             errors += [{**e, "task": task} for e in a.get("errors", [])]
     errors.sort(key=lambda e: e["ts"], reverse=True)
     return {"tasks": sorted(views), "unanswered": unanswered, **sums,

@@ -82,7 +82,7 @@ def row_order(r: dict) -> tuple:
 
 def icmp(stage: FlowStage, limit: int = 100) -> dict:
     """ICMP counts by (version, type, code), the error join counters, and the last errors, newest first."""
-    errors = []
+    errors: list[dict] = []
     for t, rep, typ, code, ipver, proto, src, dst, sp, dp, joined in reversed(list(stage.icmp_recent)):
         if len(errors) >= limit:
             break

@@ -184,7 +184,8 @@ def create_app(store: RecordStore, dispatch: Dispatch | None, token: Callable[[]
                          "the previous ask.")
     def stats(all_interfaces: bool = Query(False, description="every interface of the host")) -> StatsReport:
         if dispatch is None:
-            return StatsReport(daemon=DaemonCounters(read_only=True), store=store.stats(), tasks={}, interfaces={})
+            return StatsReport(daemon=DaemonCounters.model_validate({"read_only": True}), store=store.stats(), tasks={},
+                               interfaces={})
         ifs = call({"cmd": "interfaces", "query": {"all": all_interfaces}})
         daemon = call({"cmd": "status"})
         return StatsReport(daemon=DaemonCounters.model_validate(daemon), store={**store.stats(), "stream": hub.stats()},
