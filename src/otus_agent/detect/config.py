@@ -2,30 +2,13 @@
 the one definition of the fields and their defaults; the detectors take it as it is."""
 from __future__ import annotations
 
-from otus_spec import (
-    DetectOptions as DetectConfig,
-)
-from otus_spec import (
-    IcmpFloodOptions as IcmpFlood,
-)
-from otus_spec import (
-    InviteFloodOptions as InviteFlood,
-)
-from otus_spec import (
-    PortScanOptions as PortScan,
-)
-from otus_spec import (
-    RegisterBruteForceOptions as RegisterBruteForce,
-)
-from otus_spec import (
-    SipScanOptions as SipScan,
-)
-from otus_spec import (
-    SynFloodOptions as SynFlood,
-)
-from otus_spec import (
-    TollFraudOptions as TollFraud,
-)
+import otus_spec
 
-__all__ = ["DetectConfig", "IcmpFlood", "InviteFlood", "PortScan", "RegisterBruteForce", "SipScan", "SynFlood",
-           "TollFraud"]
+DetectConfig = otus_spec.DetectOptions
+PortScan = otus_spec.PortScanOptions
+SynFlood = otus_spec.SynFloodOptions
+IcmpFlood = otus_spec.IcmpFloodOptions
+SipScan = otus_spec.SipScanOptions
+RegisterBruteForce = otus_spec.RegisterBruteForceOptions
+InviteFlood = otus_spec.InviteFloodOptions
+TollFraud = otus_spec.TollFraudOptions
