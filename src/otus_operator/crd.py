@@ -336,6 +336,9 @@ def _structural(schema: dict, defs: dict) -> dict:
             raise ValueError(f"cannot express a union in a structural schema: {schema}")
     if "const" in s:
         s["enum"] = [s.pop("const")]
+    for bound, edge in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(s.get(bound), (int, float)) and not isinstance(s[bound], bool):
+            s[edge], s[bound] = s[bound], True     # OpenAPI v3.0 (what the API server takes): a flag on the bound
     if s.get("type") == "object":
         if "properties" in s:
             s["properties"] = {k: _structural(v, defs) for k, v in s["properties"].items()}

@@ -23,6 +23,9 @@ def test_checked_in_crd_matches_generator():
 def _jsonschema(s: dict) -> dict:
     """OpenAPI v3 structural schema -> JSON Schema (nullable becomes a null type; k8s keys dropped)."""
     s = {k: v for k, v in s.items() if not k.startswith("x-kubernetes")}
+    for bound, edge in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if s.get(bound) is True:                     # OpenAPI v3.0's flag -> JSON Schema's number
+            s[bound] = s.pop(edge)
     if s.pop("nullable", False):
         s["type"] = [s["type"], "null"]
     if "properties" in s:

@@ -323,4 +323,5 @@ class FlowStage:
         return {"active": len(self.flows), "limit": self.config.max_flows, "created": self.created,
                 "ended": dict(self.ended), "evictions": self.evictions, "packets": self.packets, "bytes": self.bytes,
                 "fragments": self.fragments, "undecoded": self.undecoded, "icmp": self.icmp(),
-                "reassembly": self.reasm.counters() if self.reasm is not None else None}
+                "reassembly": self.reasm.counters() if self.reasm is not None else None,
+                "view": self.view.counters() if self.view is not None else None}

@@ -186,6 +186,9 @@ class ViewServer:
                 reply = {"error": "request is not JSON"}
         conn.sendall(orjson.dumps(reply) + b"\n")
 
+    def counters(self) -> dict:
+        return {"requests": self.requests, "errors": self.errors}
+
     def close(self) -> None:
         self._stop.set()
         self.sock.close()

@@ -36,6 +36,7 @@ def test_the_daemon_reads_the_live_table(tmp_path: pathlib.Path) -> None:
     try:
         assert stage.view is not None and pathlib.Path(stage.view.path).stat().st_mode & 0o777 == 0o600
         every = views.connections({"t": d}, {"limit": 1000})
+        assert stage.summary()["view"] == {"requests": 1, "errors": 0}
         assert every["total"] == len(stage.flows) == len(every["connections"]) and every["unanswered"] == 0
         want = {(c["proto"], c["src_ip"], c["src_port"], c["dst_ip"], c["dst_port"], c["src_packets"], c["dst_bytes"])
                 for c in stage.connections(limit=10_000)}
