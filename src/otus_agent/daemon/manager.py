@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class TaskManager:
                 raise TaskError(f"no such task: {task_id}")
             self._stop_task(h, timeout)
             del self.tasks[task_id]
+            shutil.rmtree(view_dir(self.state_dir, task_id), ignore_errors=True)   # its flow views, if any
             try:
                 os.unlink(self._path(task_id))
             except FileNotFoundError:
