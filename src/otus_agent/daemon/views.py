@@ -73,6 +73,22 @@ def connections(views: dict[str, str], query: dict[str, Any]) -> dict:
             "connections": rows[offset:offset + limit]}
 
 
+def _join_across(view_dir: str, errors: list[dict]) -> None:
+    """Fanout workers: an ICMP error unmatched where it was captured may quote a flow another worker holds
+    (PACKET_FANOUT hashes the ICMP packet apart from it); ask them all, mark those found as joined.  The
+    counters (errors_joined, errors_unmatched) stay as each worker counted them."""
+    from otus_agent.flows.view import LOOKUP_MAX
+    lonely = [e for e in errors if not e["joined"]][:LOOKUP_MAX]
+    if not lonely:
+        return
+    tuples = [[f["proto"], f["src_ip"], f["src_port"], f["dst_ip"], f["dst_port"]] for f in (e["flow"] for e in lonely)]
+    answers, _ = ask(view_dir, {"what": "lookup", "flows": tuples})
+    for a in answers:
+        for e, hit in zip(lonely, a.get("found", [])):
+            if hit:
+                e["joined"] = True
+
+
 def icmp(views: dict[str, str], limit: int = 100) -> dict:
     """ICMP type/code counts summed over the tasks' processes, and their last errors (newest first)."""
     types: dict[tuple[str, int, int, int], int] = {}
@@ -82,13 +98,17 @@ def icmp(views: dict[str, str], limit: int = 100) -> dict:
     for task, d in sorted(views.items()):
         answers, missed = ask(d, {"what": "icmp", "limit": limit})
         unanswered += missed
+        mine: list[dict] = []
         for a in answers:
             for t in a.get("types", []):
                 k = (task, t["version"], t["type"], t["code"])
                 types[k] = types.get(k, 0) + t["packets"]
             for name in sums:
                 sums[name] += int(a.get(name, 0))
-            errors += [{**e, "task": task} for e in a.get("errors", [])]
+            mine += [{**e, "task": task} for e in a.get("errors", [])]
+        if len(answers) > 1:
+            _join_across(d, mine)
+        errors += mine
     errors.sort(key=lambda e: e["ts"], reverse=True)
     return {"tasks": sorted(views), "unanswered": unanswered, **sums,
             "types": [{"task": k[0], "version": k[1], "type": k[2], "code": k[3], "packets": n}

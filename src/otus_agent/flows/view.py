@@ -96,6 +96,26 @@ def icmp(stage: FlowStage, limit: int = 100) -> dict:
             "truncated": stage.icmp_truncated, "errors": errors}
 
 
+LOOKUP_MAX = 100        # five-tuples one lookup asks about
+
+
+def lookup(stage: FlowStage, flows: Any) -> dict:
+    """Which of ``flows`` ([proto, src_ip, src_port, dst_ip, dst_port], either direction) the table holds: the
+    daemon joins an ICMP error that another fanout worker saw (PACKET_FANOUT hashes it apart from its flow)."""
+    if not isinstance(flows, list) or len(flows) > LOOKUP_MAX:
+        raise ValueError(f"flows: a list of at most {LOOKUP_MAX} five-tuples")
+    found = []
+    for t in flows:
+        try:
+            proto, src, sp, dst, dp = t
+            fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+            a, b, p = socket.inet_pton(fam, src), socket.inet_pton(fam, dst), PROTO_NUMBERS[proto]
+        except (TypeError, ValueError, KeyError, OSError):
+            raise ValueError("flows: each is [proto, src_ip, src_port, dst_ip, dst_port]") from None
+        found.append((a, b, sp, dp, p) in stage.flows or (b, a, dp, sp, p) in stage.flows)
+    return {"found": found}
+
+
 def answer(stage: FlowStage, req: Any) -> dict:
     """One request (already decoded JSON) to its reply; a bad request gets ``{"error": ...}``."""
     if not isinstance(req, dict):
@@ -114,6 +134,8 @@ def answer(stage: FlowStage, req: Any) -> dict:
             return connections(stage, opt("proto", str), opt("ip", str), opt("port", int), opt("state", str), limit)
         if what == "icmp":
             return icmp(stage, limit)
+        if what == "lookup":
+            return lookup(stage, req.get("flows"))
     except ValueError as e:
         return {"error": str(e)}
     return {"error": f"unknown request {what!r}"}

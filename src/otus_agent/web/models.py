@@ -74,7 +74,8 @@ class IcmpError(BaseModel):
     version: int
     icmp_type: int
     icmp_code: int
-    joined: bool = Field(description="whether the quoted packet's flow was in the table")
+    joined: bool = Field(description="whether the quoted packet's flow is (or was, when the error came) in the "
+                         "table of a capture process of the task")
     flow: QuotedFlow = Field(description="the five-tuple of the quoted packet")
 
 
