@@ -62,6 +62,12 @@ def test_the_daemon_reads_the_live_table(tmp_path: pathlib.Path) -> None:
         assert {(t["version"], t["type"], t["code"]): t["packets"] for t in rep["types"]} == stage.icmp_types
         joined = [e for e in rep["errors"] if e["joined"]]
         assert len(joined) == stage.icmp_errors_joined
+        c = every["connections"][0]
+        fwd = [c["proto"], c["src_ip"], c["src_port"], c["dst_ip"], c["dst_port"]]
+        back = [c["proto"], c["dst_ip"], c["dst_port"], c["src_ip"], c["src_port"]]
+        assert V.answer(stage, {"what": "lookup", "flows": [fwd, back, ["udp", "192.0.2.1", 1, "192.0.2.2", 2]]}) \
+            == {"found": [True, True, False]}
+        assert "error" in V.answer(stage, {"what": "lookup", "flows": [["udp", "x", 1, "y", 2]]})
         for e in joined:
             f = e["flow"]
             assert f["proto"] == "udp" and f["dst_ip"] in ("10.4.0.1", "fd00::b")
