@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from otus_spec import ALERTS_IN_STATUS, DetectOptions
+from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions
 
 GROUP = "otus.io"
 VERSION = "v1alpha1"
@@ -251,12 +251,13 @@ class Condition(_M):
 
 
 class AgentAlert(_M):
-    kind: str = Field(max_length=64, description="The detector: port_scan, syn_flood, sip_scanner, toll_fraud, ...")
-    source: str = Field(max_length=200, description="What it is about: a source address, 'source/IP' or 'user/NAME' "
-                        "(REGISTER brute force), 'SRC/DST' (port scan), ...")
+    kind: str = Field(max_length=ALERT_TEXT_IN_STATUS,
+                      description="The detector: port_scan, syn_flood, sip_scanner, toll_fraud, ...")
+    source: str = Field(max_length=ALERT_TEXT_IN_STATUS, description="What it is about: a source address, 'source/IP' "
+                        "or 'user/NAME' (REGISTER brute force), 'SRC/DST' (port scan), ...")
     count: int = Field(default=0, description="Times the detector fired for it (alerts and repeats in cooldown).")
     lastSeen: str | None = Field(default=None, description="When it last fired.")
-    message: str = Field(default="", max_length=200, description="The last alert's summary.")
+    message: str = Field(default="", max_length=ALERT_TEXT_IN_STATUS, description="The last alert's summary.")
 
 
 class AgentStatus(_M):

@@ -220,6 +220,7 @@ class TollFraudOptions(_Frozen):
 
 
 ALERTS_IN_STATUS = 10   # detector alerts an agent lists in its CaptureTask status entry (the CRD's maxItems)
+ALERT_TEXT_IN_STATUS = 200   # characters of such an alert's source and message (the CRD's maxLength)
 
 
 class DetectOptions(_Frozen):

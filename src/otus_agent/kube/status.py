@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
-from otus_spec import ALERTS_IN_STATUS
+from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions
 
 log = logging.getLogger("otus.kube.status")
 
@@ -32,7 +32,7 @@ MIN_GAP_S = 1.0          # even a state change waits this long after the previou
 ERROR_MAX = 512          # an error message is cut to this many characters
 LOG_EVERY_S = 300.0      # a failure that lasts is logged again at most this often
 ALERTS_MAX = ALERTS_IN_STATUS   # detector alerts in effect listed in the entry (the CRD's AgentStatus.alerts)
-ALERT_TEXT_MAX = 200     # characters of an alert's source and message
+ALERT_TEXT_MAX = ALERT_TEXT_IN_STATUS   # characters of an alert's kind, source and message
 
 STATES = {"starting": "Starting", "running": "Capturing", "completed": "Stopped", "stopped": "Stopped",
           "failed": "Failed", "suspended": "Suspended"}
@@ -102,7 +102,6 @@ def alerts_in_effect(stats: dict, spec: dict | None, now: datetime | None = None
     """The detectors' alerts still firing (``detect.*.recent``, detect/alerts.py): those that fired within the
     task's ``detect.resolve_after_s``, newest first, at most ``ALERTS_MAX`` (the operator posts an Event per
     new kind and source, and a Resolved one when it leaves this list)."""
-    from otus_spec import DetectOptions
     now = now or datetime.now(timezone.utc)
     try:
         resolve = DetectOptions.model_validate((spec or {}).get("detect") or {}).resolve_after_s
@@ -117,7 +116,7 @@ def alerts_in_effect(stats: dict, spec: dict | None, now: datetime | None = None
             last = _parse_ts(e.get("last")) if isinstance(e, dict) else None
             if last is None or (now - last).total_seconds() > resolve:
                 continue
-            out.append({"kind": kind, "source": source[:ALERT_TEXT_MAX], "count": int(e.get("count", 0)),
+            out.append({"kind": kind[:ALERT_TEXT_MAX], "source": source[:ALERT_TEXT_MAX], "count": int(e.get("count", 0)),
                         "lastSeen": e["last"], "message": str(e.get("summary") or "")[:ALERT_TEXT_MAX]})
     out.sort(key=lambda a: (a["lastSeen"], a["kind"], a["source"]), reverse=True)
     return out[:ALERTS_MAX]
