@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions
+from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions, SipMatch
 
 GROUP = "otus.io"
 VERSION = "v1alpha1"
@@ -94,6 +94,8 @@ class Sip(_M):
     discardMethods: list[str] = Field(default=[], max_length=32, description="Methods counted but not reported.")
     callSummaries: bool = Field(default=False, description="Emit a call summary record when each call ends.")
     redactAuthorization: bool = Field(default=True, description="Redact Authorization headers.")
+    match: SipMatchSpec | None = Field(default=None, description="Report only the dialogs these conditions select "
+                                       "(docs/selectors.md); the rest is counted.")
 
 
 class Media(_M):
@@ -140,7 +142,11 @@ class _Mirror(_M):
         out: dict = {}
         for name, snake in self._snake.items():
             v = getattr(self, name)
-            out[snake] = v.task_options() if isinstance(v, _Mirror) else (list(v) if isinstance(v, tuple) else v)
+            if isinstance(v, _Mirror):
+                v = v.task_options()
+            elif isinstance(v, (list, tuple)):
+                v = [x.model_dump(exclude_none=True) if isinstance(x, BaseModel) else x for x in v]
+            out[snake] = v
         return out
 
 
@@ -163,6 +169,14 @@ def mirror(model: type[BaseModel], name: str, base: type[_Mirror] = _Mirror, **e
     m = create_model(name, __base__=base, __doc__=model.__doc__, **extra, **fields)  # type: ignore[call-overload]
     m._snake = snake
     return m
+
+
+if TYPE_CHECKING:               # what mypy sees of the generated model
+    class SipMatchSpec(_Mirror):
+        pass
+else:
+    SipMatchSpec = mirror(SipMatch, "SipMatch")
+Sip.model_rebuild()
 
 
 class _DetectBase(_Mirror):
