@@ -248,6 +248,33 @@ def valid_ipv6(ref: bytes) -> bool:
     return _v6_ok(p, 0, len(ref))
 
 
+def is_token(s: bytes) -> bool:
+    """A non-empty RFC 3261 token (grammar.TOKEN): ``_tok`` over s, for the full parser's token tests."""
+    p: cython.p_uchar
+    i: cython.Py_ssize_t
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    if len(s) == 0:
+        return False
+    for i in range(len(s)):
+        if not _tok(p[i]):
+            return False
+    return True
+
+
+def valid_host(host: bytes) -> bool:
+    """hostname, IPv4address or IPv6reference (RFC 3261 25.1, RFC 5118) filling all of ``host``: the
+    scanner's ``_host`` walk, for the full parser's host test."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, host)
+    else:
+        p = host
+    return len(host) > 0 and _host(p, 0, len(host)) == len(host)
+
+
 @cython.cfunc
 @cython.exceptval(check=False)
 def _looks_like_sip(p: cython.p_uchar, n: cython.Py_ssize_t) -> cython.bint:
