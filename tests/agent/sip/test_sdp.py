@@ -193,3 +193,34 @@ def test_the_lane_has_no_sdp_parser_of_its_own():
     assert "from cython.cimports.otus_agent.sip.sdp_cy import" in src and "_scan_sdp(" in src
     for gone in ("def _tokens", "def _close_media", "sdp_from_body", "MAX_RTPMAP = "):
         assert gone not in src
+
+
+BODIES = [SDP, SDP + b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:0 G711\r\n", SDP + "a=rtpmap:0 PCMU/8000 é\r\n".encode(),
+          SDP + "m=vidéo 5 RTP/AVP\u00a031\r\n".encode(), SDP + "m=vid\xe9o 5 RTP/AVP\xa031\r\n".encode("latin-1"),
+          SDP + b"".join(b"m=audio %d RTP/AVP 0\r\n" % i for i in range(40)), b"v=0\r\n", b"x=0\r\n"]
+TYPES = ["application/sdp", "Application/SDP ; x=y", "application/sdp\x0b", "\x1capplication/sdp", "text/plain",  # str.strip()
+         "multipart/mixed;boundary=b"]
+
+
+@pytest.mark.skipif(not LANE_COMPILED, reason="the lane exists only in the compiled build")
+def test_the_lane_and_the_general_path_write_the_same_sdp(tmp_path):
+    from otus_agent.sim import packets as P
+
+    from ...conftest import pcap_bytes
+    from .test_udplane import same
+    frames = []
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    for i, (ct, body) in enumerate((ct, body) for ct in TYPES for body in BODIES):
+        if ct.startswith("multipart"):
+            body = b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/sdp\r\n\r\n" + \
+                body + b"\r\n--b--\r\n"
+        m = (f"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK{i}\r\n"
+             f"From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c{i}\r\n"
+             f"CSeq: 1 INVITE\r\nContent-Type: {ct}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        frames.append(P.ethernet(b"\x02" * 6, b"\x04" * 6, 0x0800, P.ipv4(a, b, 17, P.udp(a, b, 5060, 5060, m))))
+    path = tmp_path / "sdp.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    out, summary, _ = same(path)
+    assert summary["fast_path"] == len(frames)          # every one written by the lane
+    recs = [orjson.loads(x) for x in out.splitlines()]
+    assert sum(r["sdp"] is not None for r in recs) == 5 * (len(BODIES) - 1)     # text/plain has none
