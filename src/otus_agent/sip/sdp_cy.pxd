@@ -6,3 +6,4 @@ cdef Py_ssize_t _skip_ws(unsigned char* p, Py_ssize_t i, Py_ssize_t e, int enc) 
 cdef Py_ssize_t _skip_tok(unsigned char* p, Py_ssize_t i, Py_ssize_t e, int enc) noexcept
 cdef bint _scan_sdp(unsigned char* p, Py_ssize_t a, Py_ssize_t b, long long* s) noexcept
 cdef dict _sdp_dict(unsigned char* p, long long* s)
+cdef int _sdp_kind(unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept

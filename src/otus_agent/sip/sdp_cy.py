@@ -415,6 +415,47 @@ def parse_sdp(body: bytes) -> dict | None:
     return _parse(body, 0, len(body))
 
 
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _ieq(p: cython.p_uchar, a: cython.Py_ssize_t, lit: bytes) -> cython.bint:
+    """p[a:a + len(lit)] equals the lower-case ASCII ``lit``, ASCII letters in any case."""
+    j: cython.Py_ssize_t
+    c: cython.uchar
+    for j in range(len(lit)):
+        c = p[a + j]
+        if 65 <= c <= 90:
+            c += 32
+        if c != lit[j]:
+            return False
+    return True
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _sdp_kind(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.int:
+    """The media type of the Content-Type value p[a:b] (UTF-8): 1 application/sdp, 2 multipart/..., 0 other.
+    As ``ct.split(";", 1)[0].strip().lower()`` reads it (no other letter lower-cases to these ASCII ones);
+    the one test, for ``sdp_span`` and the compiled lane."""
+    e: cython.Py_ssize_t = a
+    w: cython.int
+    while e < b and p[e] != 59:        # ';'
+        e += 1
+    a = _wsk(p, a, e, 1)
+    while e > a:                       # strip from the right: a whitespace character of 1 to 3 bytes ends at e
+        for w in range(1, 4):
+            if e - w >= a and _ws(p, e - w, e, 1) == w:
+                e -= w
+                break
+        else:
+            break
+    if e - a >= 10 and _ieq(p, a, b"multipart/"):
+        return 2
+    if e - a == 15 and _ieq(p, a, b"application/sdp"):
+        return 1
+    return 0
+
+
 def boundary_of(content_type: str) -> str | None:
     for p in content_type.split(";")[1:]:
         k, _, v = p.partition("=")
@@ -432,10 +473,16 @@ def sdp_span(content_type: str | None, body: bytes) -> tuple[int, int] | None:
     for it: the general path (``sdp_from_body``) and the compiled lane's multipart case both use it."""
     if not body or not content_type:
         return None
-    ct = content_type.split(";", 1)[0].strip().lower()
-    if ct == "application/sdp":
+    ctb = content_type.encode("utf-8", "surrogatepass")
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, ctb)
+    else:
+        p = ctb
+    kind: cython.int = _sdp_kind(p, 0, len(ctb))
+    if kind == 1:
         return (0, len(body)) if body.startswith(b"v=") else None
-    if not ct.startswith("multipart/"):
+    if kind != 2:
         return None
     b = boundary_of(content_type)
     if not b:

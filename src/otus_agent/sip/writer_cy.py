@@ -63,10 +63,10 @@ from orjson import dumps
 from otus_agent.sip.sdp_cy import sdp_span
 
 if cython.compiled:   # the one SDP scanner and its dict emitter (sip/sdp_cy.pxd; offsets: sip/sdpspans.pxd)
-    from cython.cimports.otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _skip_tok, _skip_ws
+    from cython.cimports.otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _sdp_kind, _skip_tok, _skip_ws
     from cython.cimports.otus_agent.sip.sdpspans import *  # noqa: F403
 else:
-    from otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _skip_tok, _skip_ws
+    from otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _sdp_kind, _skip_tok, _skip_ws
     from otus_agent.sip.sdpspans import *  # noqa: F403
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
@@ -273,41 +273,6 @@ def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, lim: cython.Py_ssize_t, p: cyt
         k = _str(q, k, p, s[SD_C0], s[SD_C1])
     q[k] = 125
     return k + 1
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _is_app_sdp(p: cython.p_uchar, a: cython.longlong, b: cython.longlong) -> cython.int:
-    """1: 'application/sdp'; 2: 'multipart/...'; 0: other -- sdp_cy.sdp_span's test of the media type
-    (before any ';', whitespace stripped as str.strip() does, any case) on the lane's ASCII header."""
-    e: cython.longlong = a
-    lit = b"application/sdp"
-    lit2 = b"multipart/"
-    j: cython.int
-    c: cython.uchar
-    while e < b and p[e] != 59:
-        e += 1
-    a = _skip_ws(p, a, e, 0)
-    while e > a and _skip_ws(p, e - 1, e, 0) == e:
-        e -= 1
-    if e - a >= 10:
-        for j in range(10):
-            c = p[a + j]
-            if 65 <= c <= 90:
-                c += 32
-            if c != lit2[j]:
-                break
-        else:
-            return 2
-    if e - a != 15:
-        return 0
-    for j in range(15):
-        c = p[a + j]
-        if 65 <= c <= 90:
-            c += 32
-        if c != lit[j]:
-            return 0
-    return 1
 
 
 @cython.cfunc
@@ -569,7 +534,7 @@ class UdpLane:
         s1: cython.longlong = -1
         kind: cython.int = 0
         if o[O_CT0] >= 0 and bend > bstart:
-            kind = _is_app_sdp(p, o[O_CT0], o[O_CT1])
+            kind = _sdp_kind(p, o[O_CT0], o[O_CT1])
             if kind == 1:
                 s0, s1 = bstart, bend
             elif kind == 2:    # multipart: the one search for the SDP part

@@ -191,7 +191,7 @@ def test_the_sdp_part_is_found_once_and_fed_to_the_scanner(ct, body, found):
 def test_the_lane_has_no_sdp_parser_of_its_own():
     src = (pathlib.Path(sdp_cy.__file__).parent / "writer_cy.py").read_text()
     assert "from cython.cimports.otus_agent.sip.sdp_cy import" in src and "_scan_sdp(" in src
-    for gone in ("def _tokens", "def _close_media", "sdp_from_body", "MAX_RTPMAP = "):
+    for gone in ("def _tokens", "def _close_media", "def _is_app_sdp", "sdp_from_body", "MAX_RTPMAP = "):
         assert gone not in src
 
 
@@ -224,3 +224,21 @@ def test_the_lane_and_the_general_path_write_the_same_sdp(tmp_path):
     assert summary["fast_path"] == len(frames)          # every one written by the lane
     recs = [orjson.loads(x) for x in out.splitlines()]
     assert sum(r["sdp"] is not None for r in recs) == 5 * (len(BODIES) - 1)     # text/plain has none
+
+
+CT_PIECES = ["application/sdp", "APPLICATION/SDP", "multipart/mixed", "MultiPart/", "multipart", " ", "\t", "\x0b",
+             "\x1c", "\xa0", "\x85", "\u2000", "\u3000", "\u200b", ";", "boundary=b", "\u0130", "\u212a", "\udc80", "\r"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(CT_PIECES), max_size=6))
+def test_one_media_type_test_reads_content_type_as_str_does(pieces):
+    """sdp_span and the lane share _sdp_kind on bytes; it reads the text as ct.split(';')[0].strip().lower()."""
+    ct = "".join(pieces)
+    low = ct.split(";", 1)[0].strip().lower()
+    multipart = b"--b\r\nContent-Type: application/sdp\r\n\r\n" + SDP + b"\r\n--b--"
+    want = (0, len(SDP)) if low == "application/sdp" else None
+    assert sdp_cy.sdp_span(ct, SDP) == PURE.sdp_span(ct, SDP) == want, ct
+    want = sdp_cy.sdp_span(ct, multipart)
+    assert (want is not None) == (low.startswith("multipart/") and sdp_cy.boundary_of(ct) == "b"), ct
+    assert PURE.sdp_span(ct, multipart) == want
