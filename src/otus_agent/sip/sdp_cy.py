@@ -25,19 +25,17 @@ if cython.compiled:   # the one definition: sip/sdpspans.pxd (its Python view is
 else:
     from otus_agent.sip.sdpspans import *  # noqa: F403
 if cython.compiled:
-    from cython.cimports.libc.string import memchr
+    from cython.cimports.libc.string import memchr, memcpy
+
+_HIGH8 = cython.declare(cython.longlong, -0x7F7F7F7F7F7F7F80)     # 0x8080808080808080: the top bit of 8 bytes
 
 MAX_PARTS = 16
 
 
 def _classes() -> bytes:
-    """Per byte: 1 ASCII whitespace (str.isspace), 2 past ASCII (whitespace or not by the encoding), 0 other."""
-    t = bytearray(256)
-    for c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32):
-        t[c] = 1
-    for c in range(0x80, 0x100):
-        t[c] = 2
-    return bytes(t)
+    """Per byte: 1 ASCII whitespace (``str.isspace``), 2 past ASCII (whitespace or not by the encoding: ``_ws``),
+    0 other."""
+    return bytes(2 if c >= 0x80 else int(chr(c).isspace()) for c in range(256))
 
 
 _CLASSES = cython.declare(bytes, _classes())
@@ -57,9 +55,7 @@ def _ws(p: cython.p_uchar, i: cython.Py_ssize_t, e: cython.Py_ssize_t, enc: cyth
     d: cython.uchar
     f: cython.uchar
     if c < 0x80:
-        if c > 32:
-            return 0
-        return 1 if c == 32 or 9 <= c <= 13 or 28 <= c <= 31 else 0
+        return _CLS[c]
     if enc == 2:                       # latin-1: NEL, NBSP
         return 1 if c == 0x85 or c == 0xA0 else 0
     if enc != 1:
@@ -151,6 +147,7 @@ def _until_slash(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) 
 
 
 @cython.cfunc
+@cython.inline
 @cython.exceptval(check=False)
 def _fields(p: cython.p_uchar, i: cython.Py_ssize_t, e: cython.Py_ssize_t, enc: cython.int, most: cython.int,
             f: cython.p_longlong) -> cython.int:
@@ -195,8 +192,18 @@ def _eol(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cytho
 @cython.inline
 @cython.exceptval(check=False)
 def _ascii(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.bint:
+    """No byte of p[a:b] past 0x7f (compiled: eight at a time)."""
     hi: cython.uchar = 0
     i: cython.Py_ssize_t
+    w: cython.longlong
+    acc: cython.longlong = 0
+    if cython.compiled:
+        while a + 8 <= b:
+            memcpy(cython.address(w), p + a, 8)
+            acc |= w
+            a += 8
+        if acc & _HIGH8:
+            return False
     for i in range(a, b):
         hi |= p[i]
     return hi < 0x80

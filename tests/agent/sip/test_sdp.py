@@ -242,3 +242,14 @@ def test_one_media_type_test_reads_content_type_as_str_does(pieces):
     want = sdp_cy.sdp_span(ct, multipart)
     assert (want is not None) == (low.startswith("multipart/") and sdp_cy.boundary_of(ct) == "b"), ct
     assert PURE.sdp_span(ct, multipart) == want
+
+
+def test_whitespace_is_what_str_isspace_says_in_each_encoding():
+    """The scanner's one whitespace test (pure build: its cfuncs are callable), over every code point."""
+    for c in range(0x110000):
+        if 0xD800 <= c < 0xE000:
+            continue
+        b = chr(c).encode()
+        assert PURE._ws(b, 0, len(b), 1) == (len(b) if chr(c).isspace() else 0), hex(c)
+        if c < 256:
+            assert PURE._ws(bytes([c]), 0, 1, 2) == int(chr(c).isspace()), hex(c)
