@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from otus_agent.sip import grammar
-from otus_agent.sip.scan_cy import is_token as _token_walk  # the one token and host walks: the scanner's
+from otus_agent.sip.scan_cy import digits as _digit_walk  # the one number, token and host walks: the scanner's
+from otus_agent.sip.scan_cy import is_token as _token_walk
 from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one definition, re-exported
 from otus_agent.sip.scan_cy import valid_host as _host_walk
 
@@ -36,6 +37,7 @@ MAX_CSEQ = grammar.MAX_CSEQ
 MAX_DELTA = grammar.MAX_DELTA
 MAX_PORT = grammar.MAX_PORT
 MAX_FORWARDS = grammar.MAX_FORWARDS
+MAX_LIMIT = grammar.MAX_LIMIT
 MAX_HEADER_BYTES = 65536
 
 
@@ -64,10 +66,10 @@ def _canonical_name(raw: str) -> str | None:
 
 
 def _digits(s: str) -> int:
-    """Non-negative decimal, or -1 when ``s`` is not one."""
-    if not s or not s.isascii() or not s.isdigit():
-        return -1
-    return int(s)
+    """Non-negative decimal, or -1 when ``s`` is not one: the scanner's walk.  A number past MAX_LIMIT
+    (10**17) reads as MAX_LIMIT + 1, still greater than every limit and than any datagram or stream."""
+    v = _digit_walk(s.encode("utf-8", "surrogatepass"), MAX_LIMIT)
+    return MAX_LIMIT + 1 if v == -2 else v
 
 
 @dataclass(slots=True)
