@@ -253,3 +253,14 @@ def test_whitespace_is_what_str_isspace_says_in_each_encoding():
         assert PURE._ws(b, 0, len(b), 1) == (len(b) if chr(c).isspace() else 0), hex(c)
         if c < 256:
             assert PURE._ws(bytes([c]), 0, 1, 2) == int(chr(c).isspace()), hex(c)
+
+
+def test_the_offsets_layout_is_cimported_not_copied():
+    from otus_agent import _pxd
+    assert "sip/sdpspans" in _pxd.VIEWS           # its Python view is generated and drift-checked
+    root = pathlib.Path(sdp_cy.__file__).parent
+    for mod in ("sdp_cy.py", "writer_cy.py"):
+        text = (root / mod).read_text()
+        assert "from cython.cimports.otus_agent.sip.sdpspans import" in text, mod
+        for name in sdpspans.LAYOUT:
+            assert f"\n{name} = " not in text, f"{mod} redeclares {name}"
