@@ -60,7 +60,14 @@ else:
     from otus_agent.sip.scan_cy import _looks_like_sip
 from orjson import dumps
 
-from otus_agent.sip.sdp_cy import sdp_from_body
+from otus_agent.sip.sdp_cy import sdp_span
+
+if cython.compiled:   # the one SDP scanner and its dict emitter (sip/sdp_cy.pxd; offsets: sip/sdpspans.pxd)
+    from cython.cimports.otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _sdp_kind, _skip_tok, _skip_ws
+    from cython.cimports.otus_agent.sip.sdpspans import *  # noqa: F403
+else:
+    from otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _sdp_kind, _skip_tok, _skip_ws
+    from otus_agent.sip.sdpspans import *  # noqa: F403
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
 NMETHODS = cython.declare(cython.int, 14)
@@ -180,280 +187,92 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
     return k + 1
 
 
-MAX_MEDIA = cython.declare(cython.int, 32)
-MAX_RTPMAP = cython.declare(cython.int, 64)
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _tokens(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, t0: cython.p_longlong,
-            t1: cython.p_longlong, most: cython.int) -> cython.int:
-    """Space-separated tokens of p[a:b] (str.split() on text with no other whitespace)."""
-    n: cython.int = 0
-    i: cython.Py_ssize_t = a
-    while i < b and n < most:
-        while i < b and p[i] == 32:
-            i += 1
-        if i >= b:
-            break
-        t0[n] = i
-        while i < b and p[i] != 32:
-            i += 1
-        t1[n] = i
-        n += 1
-    return n
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _until_slash(p: cython.p_uchar, a: cython.longlong, b: cython.longlong) -> cython.longlong:
-    i: cython.longlong
-    for i in range(a, b):
-        if p[i] == 47:
-            return i
-    return b
-
-
 @cython.cfunc
 @cython.exceptval(-2, check=True)
-def _close_media(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, has_conn: cython.int,
-                 c0: cython.longlong, c1: cython.longlong, conn_first: cython.bint, nrtp: cython.int,
-                 rk0: cython.p_longlong, rk1: cython.p_longlong, rv0: cython.p_longlong,
-                 rv1: cython.p_longlong) -> cython.Py_ssize_t:
-    j: cython.int
-    if has_conn and conn_first:
-        k = _lit(q, k, b',"connection":')
-        k = _str(q, k, p, c0, c1)
-        if k < 0:
+def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, lim: cython.Py_ssize_t, p: cython.p_uchar, a: cython.Py_ssize_t,
+         b: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """The JSON emitter of the one SDP scanner (sip/sdp_cy.py: _scan_sdp, offsets as in sip/sdpspans.pxd):
+    orjson.dumps(sdp_cy.parse_sdp(p[a:b])) written at q[k:], null when p[a:b] is not SDP.  A body that is
+    not ASCII is written as orjson writes the dict emitter's output over the same offsets; -1 when that
+    does not fit below q[lim]."""
+    s: cython.longlong[NSDP]
+    m: cython.Py_ssize_t
+    r: cython.Py_ssize_t
+    r1: cython.Py_ssize_t
+    i: cython.Py_ssize_t
+    j: cython.Py_ssize_t
+    e: cython.Py_ssize_t
+    n: cython.Py_ssize_t
+    if not _scan_sdp(p, a, b, s):
+        return _lit(q, k, b"null")
+    if s[SD_ENC] != 0:
+        js = dumps(_sdp_dict(p, s))
+        if k + len(js) > lim:
             return -1
-    if nrtp > 0:
-        k = _lit(q, k, b',"rtpmap":{')
-        for j in range(nrtp):
-            if j:
+        return _lit(q, k, js)
+    k = _lit(q, k, b'{"media":[')
+    for m in range(SD_MEDIA, SD_MEDIA + MW * s[SD_NMEDIA], MW):
+        if m > SD_MEDIA:
+            q[k] = 44
+            k += 1
+        k = _lit(q, k, b'{"type":')
+        k = _str(q, k, p, s[m + M_T0], s[m + M_T1])
+        k = _lit(q, k, b',"port":')
+        if s[m + M_PORT] >= 0:
+            k = _int(q, k, s[m + M_PORT])
+        else:
+            k = _lit(q, k, b"null")
+        k = _lit(q, k, b',"proto":')
+        k = _str(q, k, p, s[m + M_P0], s[m + M_P1])
+        k = _lit(q, k, b',"payloads":[')
+        i = s[m + M_PL0]
+        e = s[m + M_PL1]
+        while i < e:
+            if i > s[m + M_PL0]:
                 q[k] = 44
                 k += 1
-            k = _str(q, k, p, rk0[j], rk1[j])
-            if k < 0:
-                return -1
-            q[k] = 58
-            k = _str(q, k + 1, p, rv0[j], rv1[j])
-            if k < 0:
-                return -1
+            j = _skip_tok(p, i, e, 0)
+            k = _str(q, k, p, i, j)
+            i = _skip_ws(p, j, e, 0)
+        q[k] = 93
+        k += 1
+        if s[m + M_CONN] == 1:
+            k = _lit(q, k, b',"connection":')
+            k = _str(q, k, p, s[m + M_C0], s[m + M_C1])
+        n = s[m + M_RN]
+        if n:
+            k = _lit(q, k, b',"rtpmap":{')
+            r1 = SD_RTP + RW * (s[m + M_R] + n)
+            for r in range(SD_RTP + RW * s[m + M_R], r1, RW):
+                k = _str(q, k, p, s[r + R_K0], s[r + R_K1])
+                q[k] = 58
+                k = _str(q, k + 1, p, s[r + R_V0], s[r + R_V1])
+                q[k] = 44
+                k += 1
+            q[k - 1] = 125
+        if s[m + M_CONN] == 2:
+            k = _lit(q, k, b',"connection":')
+            k = _str(q, k, p, s[m + M_C0], s[m + M_C1])
         q[k] = 125
         k += 1
-    if has_conn and not conn_first:
-        k = _lit(q, k, b',"connection":')
-        k = _str(q, k, p, c0, c1)
-        if k < 0:
-            return -1
-    q[k] = 125
-    return k + 1
-
-
-@cython.cfunc
-@cython.exceptval(-2, check=True)
-def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.Py_ssize_t,
-         b: cython.Py_ssize_t) -> cython.Py_ssize_t:
-    """sdp.parse_sdp(p[a:b]) as JSON; -1 when the body needs the Python parser (non-ASCII, tabs, ...)."""
-    i: cython.Py_ssize_t
-    ls: cython.Py_ssize_t
-    le: cython.Py_ssize_t
-    ve: cython.Py_ssize_t
-    c: cython.uchar
-    t0: cython.longlong[40]
-    t1: cython.longlong[40]
-    rk0: cython.longlong[64]
-    rk1: cython.longlong[64]
-    rv0: cython.longlong[64]
-    rv1: cython.longlong[64]
-    nt: cython.int
-    j: cython.int
-    m: cython.int
-    nmedia: cython.int = 0
-    cur: cython.bint = False
-    has_conn: cython.int = 0
-    mc0: cython.longlong = -1
-    mc1: cython.longlong = -1
-    conn_first: cython.bint = False
-    nrtp: cython.int = 0
-    sconn: cython.bint = False
-    sc0: cython.longlong = -1
-    sc1: cython.longlong = -1
-    origin: cython.bint = False
-    o0: cython.longlong[4]
-    o1: cython.longlong[4]
-    e: cython.longlong
-    if b - a < 2 or p[a] != 118 or p[a + 1] != 61:
-        return _lit(q, k, b"null")
-    for i in range(a, b):
-        c = p[i]
-        if c >= 0x80 or (c < 0x20 and c != 10 and c != 13):
-            return -1
-        if c == 13 and i + 1 < b and p[i + 1] != 10 and p[i + 1] != 13:
-            return -1                   # a CR inside a line: whitespace to str.split()
-    k = _lit(q, k, b'{"media":[')
-    ls = a
-    while ls < b:
-        le = ls
-        while le < b and p[le] != 10:
-            le += 1
-        if le - ls >= 2 and p[ls + 1] == 61:
-            ve = le
-            while ve > ls + 2 and p[ve - 1] == 13:
-                ve -= 1
-            c = p[ls]
-            if c == 109:      # m=
-                if cur:
-                    k = _close_media(q, k, p, has_conn, mc0, mc1, conn_first, nrtp, rk0, rk1, rv0, rv1)
-                    if k < 0:
-                        return -1
-                    cur = False
-                if nmedia >= MAX_MEDIA:
-                    pass
-                else:
-                    nt = _tokens(p, ls + 2, ve, t0, t1, 40)
-                    if nt >= 40:
-                        return -1
-                    if nt >= 3:
-                        if nmedia:
-                            q[k] = 44
-                            k += 1
-                        k = _lit(q, k, b'{"type":')
-                        k = _str(q, k, p, t0[0], t1[0])
-                        k = _lit(q, k, b',"port":')
-                        e = _until_slash(p, t0[1], t1[1])
-                        if 0 < e - t0[1] <= 5:
-                            for j in range(t0[1], e):
-                                if not 48 <= p[j] <= 57:
-                                    break
-                            else:
-                                num: cython.longlong = 0
-                                for j in range(t0[1], e):
-                                    num = num * 10 + p[j] - 48
-                                k = _int(q, k, num)
-                                e = -1
-                        if e >= 0:
-                            k = _lit(q, k, b"null")
-                        k = _lit(q, k, b',"proto":')
-                        k = _str(q, k, p, t0[2], t1[2])
-                        k = _lit(q, k, b',"payloads":[')
-                        for j in range(3, nt):
-                            if j > 3:
-                                q[k] = 44
-                                k += 1
-                            k = _str(q, k, p, t0[j], t1[j])
-                        q[k] = 93
-                        k += 1
-                        if k < 0:
-                            return -1
-                        nmedia += 1
-                        cur = True
-                        has_conn = 0
-                        nrtp = 0
-            elif c == 99:     # c=
-                nt = _tokens(p, ls + 2, ve, t0, t1, 3)
-                if cur:
-                    if not has_conn:
-                        conn_first = nrtp == 0
-                    has_conn = 1
-                    if nt >= 3:
-                        mc0, mc1 = t0[2], _until_slash(p, t0[2], t1[2])
-                    else:
-                        mc0 = mc1 = -1
-                elif nt >= 3:
-                    sconn, sc0, sc1 = True, t0[2], _until_slash(p, t0[2], t1[2])
-                else:
-                    sconn = False
-            elif c == 111:    # o=
-                nt = _tokens(p, ls + 2, ve, t0, t1, 6)
-                if nt >= 6:
-                    origin = True
-                    o0[0], o1[0], o0[1], o1[1] = t0[0], t1[0], t0[1], t1[1]
-                    o0[2], o1[2], o0[3], o1[3] = t0[2], t1[2], t0[5], t1[5]
-            elif c == 97 and cur and ve - ls - 2 >= 7 and p[ls + 2] == 114 and p[ls + 3] == 116 and \
-                    p[ls + 4] == 112 and p[ls + 5] == 109 and p[ls + 6] == 97 and p[ls + 7] == 112 and p[ls + 8] == 58:
-                e = -1
-                for i in range(ls + 2, ve):
-                    if p[i] == 32:
-                        e = i
-                        break
-                if e > ls + 2 + 7:
-                    if nrtp >= MAX_RTPMAP:
-                        return -1
-                    rk0[nrtp], rk1[nrtp] = ls + 9, e
-                    for m in range(nrtp):          # a repeated payload type: the Python parser's dict
-                        if rk1[m] - rk0[m] == e - ls - 9:
-                            for j in range(e - ls - 9):
-                                if p[rk0[m] + j] != p[ls + 9 + j]:
-                                    break
-                            else:
-                                return -1
-                    i = e + 1
-                    while i < ve and p[i] == 32:
-                        i += 1
-                    j = ve
-                    while j > i and p[j - 1] == 32:
-                        j -= 1
-                    rv0[nrtp], rv1[nrtp] = i, j
-                    nrtp += 1
-        ls = le + 1
-    if cur:
-        k = _close_media(q, k, p, has_conn, mc0, mc1, conn_first, nrtp, rk0, rk1, rv0, rv1)
-        if k < 0:
-            return -1
     q[k] = 93
     k += 1
-    if origin:
+    if s[SD_OU0] >= 0:
         k = _lit(q, k, b',"origin":{"username":')
-        k = _str(q, k, p, o0[0], o1[0])
+        k = _str(q, k, p, s[SD_OU0], s[SD_OU1])
         k = _lit(q, k, b',"session_id":')
-        k = _str(q, k, p, o0[1], o1[1])
+        k = _str(q, k, p, s[SD_OI0], s[SD_OI1])
         k = _lit(q, k, b',"session_version":')
-        k = _str(q, k, p, o0[2], o1[2])
+        k = _str(q, k, p, s[SD_OV0], s[SD_OV1])
         k = _lit(q, k, b',"address":')
-        k = _str(q, k, p, o0[3], o1[3])
+        k = _str(q, k, p, s[SD_OA0], s[SD_OA1])
         q[k] = 125
         k += 1
-    if sconn:
+    if s[SD_C0] >= 0:
         k = _lit(q, k, b',"connection":')
-        k = _str(q, k, p, sc0, sc1)
+        k = _str(q, k, p, s[SD_C0], s[SD_C1])
     q[k] = 125
     return k + 1
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _is_app_sdp(p: cython.p_uchar, a: cython.longlong, b: cython.longlong) -> cython.int:
-    """1: 'application/sdp' (case-insensitive, before any ';', spaces around); 2: multipart/...; 0: other."""
-    e: cython.longlong = a
-    lit = b"application/sdp"
-    lit2 = b"multipart/"
-    j: cython.int
-    c: cython.uchar
-    while e < b and p[e] != 59:
-        e += 1
-    while a < e and (p[a] == 32 or p[a] == 9):
-        a += 1
-    while e > a and (p[e - 1] == 32 or p[e - 1] == 9):
-        e -= 1
-    if e - a >= 10:
-        for j in range(10):
-            c = p[a + j]
-            if 65 <= c <= 90:
-                c += 32
-            if c != lit2[j]:
-                break
-        else:
-            return 2
-    if e - a != 15:
-        return 0
-    for j in range(15):
-        c = p[a + j]
-        if 65 <= c <= 90:
-            c += 32
-        if c != lit[j]:
-            return 0
-    return 1
 
 
 @cython.cfunc
@@ -711,20 +530,22 @@ class UdpLane:
         bend: cython.longlong = bstart + cl if cl >= 0 else plen
         if bend > plen:
             return False
-        sdp = b"null"
+        s0: cython.longlong = -1      # the SDP, scanned and written by _sdp
+        s1: cython.longlong = -1
         kind: cython.int = 0
         if o[O_CT0] >= 0 and bend > bstart:
-            kind = _is_app_sdp(p, o[O_CT0], o[O_CT1])
-            if kind == 2:      # multipart: the Python parser finds the SDP part
-                s = sdp_from_body(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
-                                  whole[off + bstart:off + bend])
-                if s is not None:
-                    sdp = dumps(s)
-                kind = 0
+            kind = _sdp_kind(p, o[O_CT0], o[O_CT1])
+            if kind == 1:
+                s0, s1 = bstart, bend
+            elif kind == 2:    # multipart: the one search for the SDP part
+                span = sdp_span(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
+                                whole[off + bstart:off + bend])
+                if span is not None:
+                    s0, s1 = bstart + span[0], bstart + span[1]
         # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
         fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
             len(transport)
-        need: cython.Py_ssize_t = self.olen + fixed + len(sdp)
+        need: cython.Py_ssize_t = self.olen + fixed
         if need > len(self.obuf):
             self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
         q: cython.p_uchar
@@ -851,18 +672,12 @@ class UdpLane:
             return False
         # </fields:lane>
         k = _lit(q, k, b',"sdp":')
-        kbeforesdp: cython.Py_ssize_t = k
-        if kind == 1:
-            k = _sdp(q, k, p, bstart, bend)
-            if k < 0:          # unusual SDP text: the Python parser's exact output instead
-                s = sdp_from_body(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
-                                  whole[off + bstart:off + bend])
-                sdp = dumps(s) if s is not None else b"null"
-                if self.olen + fixed + len(sdp) > len(self.obuf):
-                    return False
-                k = _lit(q, kbeforesdp, sdp)
+        if s0 >= 0:
+            k = _sdp(q, k, len(self.obuf) - len(self.extra) - 2, p, s0, s1)
+            if k < 0:
+                return False
         else:
-            k = _lit(q, k, sdp)
+            k = _lit(q, k, b"null")
         k = _lit(q, k, self.extra)
         q[k] = 125   # }
         q[k + 1] = 10
@@ -942,8 +757,8 @@ class UdpLane:
 
 
 def sdp_json(body: bytes):
-    """The lane's JSON for an application/sdp body, or None where it defers to the Python parser
-    (for tests: it must equal orjson.dumps(sdp.parse_sdp(body)))."""
+    """The lane's JSON for an application/sdp body (for tests: it must equal orjson.dumps(sdp.parse_sdp(body)),
+    or null)."""
     if not cython.compiled:
         raise RuntimeError("the SIP lane exists only in the compiled build")
     out = bytearray(16 * len(body) + 1024)
@@ -955,5 +770,5 @@ def sdp_json(body: bytes):
     else:
         q = out
         p = body
-    k: cython.Py_ssize_t = _sdp(q, 0, p, 0, len(body))
+    k: cython.Py_ssize_t = _sdp(q, 0, len(out), p, 0, len(body))
     return None if k < 0 else bytes(out[:k])
