@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with rtp: also follow RTP streams no SDP announced (looks for RTP-shaped UDP)")
     r.add_argument("--datagrams", action="store_true",
                    help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) instead of SIP records")
+    r.add_argument("--task", metavar="FILE",
+                   help="take the SIP settings (sip: ports, heuristic, correlation headers, call summaries, the "
+                        "match selector, ...) and the parsers from this task file (see docs/selectors.md); the "
+                        "SIP flags below are then refused, --calls adds call summaries")
     r.add_argument("--calls", action="store_true",
                    help="also emit a call summary record (type=call) when each call ends")
     r.add_argument("--no-error-records", action="store_true",
@@ -216,13 +220,16 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
     cfg = DatagramConfig(verify_ipv4_checksum=not args.no_verify_checksum, decode_vxlan=not args.no_vxlan,
                          frag_timeout_s=args.frag_timeout, frag_max_datagrams=args.frag_max_datagrams,
                          frag_max_bytes=args.frag_max_bytes, frag_max_fragments=args.frag_max_fragments)
-    sip_cfg = SipConfig(
-        ports=tuple(args.sip_port) if args.sip_port else DEFAULT_PORTS,
-        heuristic=not args.no_heuristic,
-        correlation_headers=tuple(args.correlation_header) if args.correlation_header else DEFAULT_CORRELATION,
-        error_records=not args.no_error_records,
-        discard_methods=tuple(m.upper() for m in args.discard_method or ()),
-        call_summaries=args.calls)
+    if args.task:
+        sip_cfg = _task_sip(args)
+    else:
+        sip_cfg = SipConfig(
+            ports=tuple(args.sip_port) if args.sip_port else DEFAULT_PORTS,
+            heuristic=not args.no_heuristic,
+            correlation_headers=tuple(args.correlation_header) if args.correlation_header else DEFAULT_CORRELATION,
+            error_records=not args.no_error_records,
+            discard_methods=tuple(m.upper() for m in args.discard_method or ()),
+            call_summaries=args.calls)
     args.parser_names, args.parser_settings = _parsers(args)
     if not args.interface:
         live_only = [opt for opt, used in (("--filter", args.bpf_filter is not None), ("--workers", args.workers != 1),
@@ -255,6 +262,26 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
     if summary.get("error"):
         raise CaptureFileError(summary["error"])
     return EXIT_OK
+
+
+def _task_sip(args: argparse.Namespace):
+    """``--task``: the task file's SIP section as the stage's settings, its parsers as ``--parsers``."""
+    from otus_agent.sip.framing import SipConfig
+    from otus_spec import load_task
+    flags = [opt for opt, used in (("--sip-port", args.sip_port), ("--no-heuristic", args.no_heuristic),
+                                   ("--correlation-header", args.correlation_header),
+                                   ("--no-error-records", args.no_error_records),
+                                   ("--discard-method", args.discard_method),
+                                   ("--parsers", args.parsers != "sip")) if used]
+    if flags:
+        raise UserError(f"{', '.join(flags)}: the task file sets these (its sip section and parsers)")
+    spec = load_task(args.task)
+    cfg = SipConfig.from_options(spec.sip)
+    cfg.call_summaries = cfg.call_summaries or args.calls
+    args.parsers = ",".join(spec.parsers)
+    if args.bpf_filter is None and args.interface and spec.bpf_filter is not None:
+        args.bpf_filter = spec.bpf_filter
+    return cfg
 
 
 def _parsers(args: argparse.Namespace) -> tuple[tuple[str, ...], dict]:
