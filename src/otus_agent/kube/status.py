@@ -145,6 +145,7 @@ def entry(view: dict, stats: dict, node: str | None, pod: str | None, state: str
         "state": state or STATES.get(view.get("status", ""), "Starting"),
         "packets": int(view.get("packets", 0)), "drops": int(view.get("kernel_drops", 0)),
         "sipMessages": int(view.get("sip_messages", 0)), "spoolBytes": int(report.get("spool_bytes", 0)),
+        "matchedCalls": int(_section(_section(stats, "sip"), "select").get("matched_dialogs", 0)),
         "mediaStreams": int(rtp.get("streams_started", 0)), "worstMos": worst_mos(stats),
         "alerts": alerts_in_effect(stats, view.get("spec")),
         "lastReport": now_rfc3339(), "error": err[:ERROR_MAX] if err else None,

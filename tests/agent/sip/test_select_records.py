@@ -87,3 +87,21 @@ def test_a_bad_selector_is_a_clear_error(tmp_path, workload, capsys):
     rc = main(["run", "--pcap", str(pcap), "--task", str(task), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc != 0 and "sip.match.methods" in err and "bad method" in err and "Traceback" not in err
+
+
+def test_matched_calls_reach_the_capturetask_status(tmp_path, workload):
+    """The agent's status entry counts the admitted dialogs and the operator's roll-up sums the agents."""
+    from datetime import datetime, timezone
+
+    from otus_agent.kube.status import entry
+    from otus_operator.crd import CaptureTaskSpec
+    from otus_operator.status import roll_up
+    pcap, calls = workload
+    _, stats = _run(tmp_path, pcap, {"match": {"call_id": [c.call_id for c in calls[:5]]}})
+    e = entry({"status": "running", "packets": stats["packets"]}, stats, "node-1", None)
+    assert e["matchedCalls"] == 5
+    spec = CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "sip": {"match": {"callId": ["x"]}}})
+    st = roll_up(spec, {"a1": {**e, "lastReport": "2026-12-02T00:00:00Z"},
+                        "a2": {**e, "matchedCalls": 2, "lastReport": "2026-12-02T00:00:00Z"}}, 1,
+                 datetime(2026, 12, 2, tzinfo=timezone.utc))
+    assert st["totals"]["matchedCalls"] == 7
