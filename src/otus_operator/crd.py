@@ -281,7 +281,8 @@ class AgentStatus(_M):
     packets: int = 0
     drops: int = 0
     sipMessages: int = 0
-    matchedCalls: int = Field(default=0, description="Dialogs the task's sip.match selector admitted (0 without a selector).")
+    matchedCalls: int = Field(default=0, description="Dialogs the task's sip.match selector admitted "
+                              "(0 without a selector).")
     spoolBytes: int = 0
     mediaStreams: int = Field(default=0, description="RTP streams measured (the rtp parser).")
     worstMos: float | None = Field(default=None, description="The lowest MOS of any media record (absent: none yet).")
