@@ -260,7 +260,7 @@ class SipStage:
             names = self._select_headers
             if not sel.admit(d.ts_ns, req, f["method"], f["status_code"], f["cseq_method"], f["call_id"],
                              f["from_user"], f["to_user"], f["request_uri"],
-                             header_getter(data, names) if names and req else None):
+                             header_getter(data, names) if names and req else None, f["to_tag"] is not None):
                 return
         rec = fast_sip_record(data, sc, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.extra)
         self._flush_lane()
@@ -301,7 +301,8 @@ class SipStage:
             if not sel.admit(d.ts_ns, m.is_request, m.method if m.is_request else None, m.status_code,
                              m.cseq_method, m.call_id, fu.user if fu is not None else None,
                              tu.user if tu is not None else None, m.request_uri,
-                             (lambda name: h.get(name) or []) if m.is_request else None):
+                             (lambda name: h.get(name) or []) if m.is_request else None,
+                             m.to is not None and m.to.params.get("tag") is not None):
                 return
         rec = sip_record(m, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.correlator, self.extra)
         self._flush_lane()

@@ -2,11 +2,13 @@
 
 A selector (a task's ``sip.match``) is a set of conditions combined with AND; each condition's list
 is an OR: ``methods: [INVITE, MESSAGE]`` and ``from_user: [alice]`` select INVITEs or MESSAGEs from
-alice.  Conditions look at requests only, because a request carries what a person asks for (who
-calls whom, which URI, which tenant header); a request that matches admits its Call-ID, and from
-then on every message of that Call-ID -- its responses, retransmissions, ACK, in-dialog requests
-and the BYE -- is reported whole, even when the later messages alone would not match.  Everything
-else is dropped before a record is made and counted (``unmatched``).
+alice.  Conditions look at initial requests only (no To tag: the request that opens a dialog or
+stands alone, such as REGISTER), because that request carries what a person asks for (who calls
+whom, which URI, which tenant header); one that matches admits its Call-ID, and from then on every
+message of that Call-ID -- its responses, retransmissions, ACK, in-dialog requests and the BYE --
+is reported whole, even when the later messages alone would not match.  Everything else is dropped
+before a record is made and counted (``unmatched``); a dialog whose initial request was not
+captured (capture started later) is not selected.
 
 The admitted Call-IDs are a bounded table (``max_dialogs``, the oldest evicted and counted: an
 evicted dialog's later messages are then judged on their own).  An entry lives until its dialog
@@ -129,12 +131,13 @@ class DialogSelector:
 
     def admit(self, ts: int, is_request: bool, method: str | None, status: int | None, cseq_method: str | None,
               call_id: str | None, from_user: str | None, to_user: str | None, request_uri: str | None,
-              header: Callable[[str], list[str]] | None = None) -> bool:
-        """Whether this message is reported; updates the table (capture clock ``ts``, ns)."""
+              header: Callable[[str], list[str]] | None = None, in_dialog: bool = False) -> bool:
+        """Whether this message is reported; updates the table (capture clock ``ts``, ns).
+        ``in_dialog``: the request's To has a tag (only an initial request can open a selection)."""
         self._expire(ts)
         e = self.dialogs.get(call_id) if call_id is not None else None
-        if e is None and is_request and self.selector.matches(method, from_user, to_user, request_uri, call_id,
-                                                              header):
+        if e is None and is_request and not in_dialog and self.selector.matches(method, from_user, to_user,
+                                                                                request_uri, call_id, header):
             e = self._add(call_id, ts)
         if e is None:
             self.unmatched += 1

@@ -13,8 +13,10 @@ def _sel(**kw) -> DialogSelector:
 
 
 def _req(ds: DialogSelector, ts: float, method: str, cid: str, fu: str = "alice", tu: str = "bob",
-         ruri: str = "sip:bob@example.com", header=None) -> bool:
-    return ds.admit(int(ts * NS), True, method, None, method if method != "ACK" else "ACK", cid, fu, tu, ruri, header)
+         ruri: str = "sip:bob@example.com", header=None, in_dialog: bool | None = None) -> bool:
+    if in_dialog is None:
+        in_dialog = method in ("ACK", "BYE")
+    return ds.admit(int(ts * NS), True, method, None, method, cid, fu, tu, ruri, header, in_dialog)
 
 
 def _resp(ds: DialogSelector, ts: float, status: int, cseq_method: str, cid: str) -> bool:
@@ -63,6 +65,14 @@ def test_a_matching_dialog_is_reported_whole_and_the_rest_counted():
     # the ended dialog leaves the table after the linger; a late stray message is judged alone
     assert not _resp(ds, 9.1 + 33, 200, "BYE", "c1")
     assert ds.counters()["active"] == 0 and ds.counters()["expired"] == 1
+
+
+def test_only_an_initial_request_opens_a_selection():
+    ds = _sel(from_user=["alice"])
+    assert not _req(ds, 0, "BYE", "c9")                          # in-dialog, its INVITE never seen
+    assert not _req(ds, 0, "INFO", "c9", in_dialog=True)
+    assert _req(ds, 1, "MESSAGE", "c8", in_dialog=False)         # out of dialog: judged
+    assert ds.counters()["unmatched"] == 2
 
 
 def test_a_challenged_invite_keeps_its_dialog():
