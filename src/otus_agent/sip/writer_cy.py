@@ -55,6 +55,7 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
 else:
     from otus_agent.sip.slots import *  # noqa: F403
 if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
+    from cython.cimports.libc.string import memcpy
     from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
 else:
     from otus_agent.sip.scan_cy import _looks_like_sip
@@ -79,19 +80,29 @@ HEX = b"0123456789abcdef"
 
 
 
+# per byte, what a JSON string needs: 0 copy as is, 1 not ASCII (the general path decodes it),
+# 2 a backslash before it (" and \\), 3 a control character (an escape sequence)
+_ESC_TABLE = cython.declare(bytes, bytes(0 if 0x20 <= c < 0x80 and c not in (34, 92) else
+                                         1 if c >= 0x80 else 2 if c in (34, 92) else 3 for c in range(256)))
+_ESC = cython.declare(cython.p_uchar)
+if cython.compiled:
+    _ESC = cython.cast(cython.p_uchar, _ESC_TABLE)
+else:
+    _ESC = _ESC_TABLE
+
+
 @cython.cfunc
 @cython.inline
 @cython.exceptval(check=False)
 def _lit(q: cython.p_uchar, k: cython.Py_ssize_t, lit: bytes) -> cython.Py_ssize_t:
-    s: cython.p_uchar
-    if cython.compiled:
-        s = cython.cast(cython.p_uchar, lit)
-    else:
-        s = lit
+    n: cython.Py_ssize_t = len(lit)
     j: cython.Py_ssize_t
-    for j in range(len(lit)):
-        q[k + j] = s[j]
-    return k + len(lit)
+    if cython.compiled:
+        memcpy(q + k, cython.cast(cython.p_uchar, lit), n)
+    else:
+        for j in range(n):
+            q[k + j] = lit[j]
+    return k + n
 
 
 @cython.cfunc
@@ -99,16 +110,19 @@ def _lit(q: cython.p_uchar, k: cython.Py_ssize_t, lit: bytes) -> cython.Py_ssize
 def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
     tmp: cython.uchar[24]
     n: cython.int = 0
+    u: cython.ulonglong
     if v < 0:
         q[k] = 45  # '-'
         k += 1
-        v = -v
-    if v == 0:
+        u = cython.cast(cython.ulonglong, -(v + 1)) + 1
+    else:
+        u = v
+    if u == 0:
         q[k] = 48
         return k + 1
-    while v > 0:
-        tmp[n] = 48 + v % 10
-        v //= 10
+    while u > 0:
+        tmp[n] = 48 + u % 10
+        u //= 10
         n += 1
     while n > 0:
         n -= 1
@@ -124,19 +138,24 @@ def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.l
     """A JSON string of p[a:b] escaped as orjson escapes it; null when a < 0; -1 for non-ASCII."""
     j: cython.longlong
     c: cython.uchar
+    e: cython.uchar
     if a < 0:
         return _lit(q, k, b"null")
     q[k] = 34
     k += 1
     for j in range(a, b):
         c = p[j]
-        if c >= 0x80:
+        e = _ESC[c]
+        if e == 0:               # the common case: one table look-up per byte
+            q[k] = c
+            k += 1
+        elif e == 1:
             return -1
-        if c == 34 or c == 92:
+        elif e == 2:
             q[k] = 92
             q[k + 1] = c
             k += 2
-        elif c < 0x20:
+        else:
             q[k] = 92
             if c == 8:
                 q[k + 1] = 98
@@ -158,9 +177,6 @@ def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.l
                 q[k] = HEX[c >> 4]
                 q[k + 1] = HEX[c & 15]
                 k += 2
-        else:
-            q[k] = c
-            k += 1
     q[k] = 34
     return k + 1
 
