@@ -122,6 +122,8 @@ class SipStage:
         if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
+            if c.call_summaries:   # the compiled table (DialogTracker's twin): the lane feeds it with no Python call
+                self.dialogs = udplane.CallTable(c.max_calls)
             self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs,
                                         self.dialogs if c.call_summaries else None, self.tcp)
             self._lane_seen = [0] * _LC["size"]

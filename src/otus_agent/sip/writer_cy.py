@@ -495,6 +495,265 @@ def _method(p: cython.p_uchar, ml: cython.longlong) -> cython.int:
     return -1
 
 
+# ---------------------------------------------------------------- call summaries (--calls) in compiled code
+# dialogs.DialogTracker's state machine over C fields: the lane feeds it from the scanner's offsets with no
+# Python call, no str per field it does not read and no object per message (one per call).  The general
+# path of the same stage feeds the same table through the DialogTracker interface (observe, observe_record,
+# observe_fields, flush, counters), so one table holds every call.  The pure build (and any stage without
+# the lane) uses DialogTracker itself; tests/agent/sip/test_lane_calls.py compares the two byte for byte.
+K_NONE = cython.declare(cython.int, 0)      # a response (method), or no CSeq method
+K_OTHER = cython.declare(cython.int, 1)
+K_INVITE = cython.declare(cython.int, 2)
+K_BYE = cython.declare(cython.int, 3)
+K_CANCEL = cython.declare(cython.int, 4)
+S_TRYING = cython.declare(cython.int, 0)
+S_RINGING = cython.declare(cython.int, 1)
+S_ANSWERED = cython.declare(cython.int, 2)
+S_FAILED = cython.declare(cython.int, 3)
+S_CANCELLED = cython.declare(cython.int, 4)
+S_ENDED = cython.declare(cython.int, 5)
+S_TIMED_OUT = cython.declare(cython.int, 6)
+STATES = ("trying", "ringing", "answered", "failed", "cancelled", "ended", "timed_out")
+ENDED_BY = (None, "caller", "callee")
+NO_TS = cython.declare(cython.longlong, -(1 << 62))   # dialogs.Call's None timestamps (capture times are >= 0)
+EXACT = cython.declare(cython.longlong, 1 << 53)                   # below it, C division is Python's
+
+
+@cython.cfunc
+def _kind(s: object) -> cython.int:
+    if s is None:
+        return K_NONE
+    if s == "INVITE":
+        return K_INVITE
+    if s == "BYE":
+        return K_BYE
+    if s == "CANCEL":
+        return K_CANCEL
+    return K_OTHER
+
+
+@cython.cfunc
+def _ms(a: cython.longlong, b: cython.longlong) -> object:
+    """dialogs._ms: milliseconds between two capture times, rounded to 3 places; None if either is None."""
+    d: cython.longlong
+    if a == NO_TS or b == NO_TS:
+        return None
+    d = b - a
+    if -EXACT < d < EXACT:
+        return round(cython.cast(cython.double, d) / 1e6, 3)
+    return round((cython.cast(object, b) - cython.cast(object, a)) / 1_000_000, 3)
+
+
+@cython.cfunc
+def _ts(v: cython.longlong) -> object:
+    return None if v == NO_TS else v
+
+
+@cython.cclass
+class _Call:
+    """dialogs.Call with C fields (NO_TS, 0 and S_* where it holds None and state names)."""
+    call_id: object
+    from_tag: object
+    from_user: object
+    to_user: object
+    to_tag: object
+    invite_ts: cython.longlong
+    last_ts: cython.longlong
+    ringing_ts: cython.longlong
+    answer_ts: cython.longlong
+    end_ts: cython.longlong
+    final_status: cython.longlong       # 0: none yet
+    ended_by: cython.int                # index into ENDED_BY
+    reinvites: cython.longlong
+    state: cython.int
+    bye_pending: cython.bint
+    live: cython.bint                   # the table's entry for its Call-ID (False once removed)
+
+    @cython.cfunc
+    def summary(self, open_: cython.bint) -> dict:
+        """dialogs.summary, key for key."""
+        final = None if self.final_status == 0 else self.final_status
+        state = STATES[self.state]
+        return {
+            "v": 1, "type": "call", "call_id": self.call_id, "from_user": self.from_user, "to_user": self.to_user,
+            "start_ts": self.invite_ts, "answer_ts": _ts(self.answer_ts), "end_ts": _ts(self.end_ts),
+            "setup_ms": _ms(self.invite_ts, self.ringing_ts), "answer_ms": _ms(self.invite_ts, self.answer_ts),
+            "duration_ms": _ms(self.answer_ts, self.end_ts), "final_status": final,
+            "ended_by": ENDED_BY[self.ended_by], "reinvites": self.reinvites,
+            "state": ("open:" + state) if open_ else state,
+        }
+
+
+@cython.cclass
+class CallTable:
+    """dialogs.DialogTracker compiled: the same bounded table (``max_calls``, oldest evicted), the same
+    idle timeout on the capture clock and the same summaries, in the same order."""
+    max_calls: cython.Py_ssize_t
+    timeout_ns: cython.longlong
+    calls: dict
+    order: list           # calls in the order they were added; order[head:] still to look at
+    head: cython.Py_ssize_t
+    started = cython.declare(cython.longlong, visibility="readonly")
+    completed = cython.declare(cython.longlong, visibility="readonly")
+    evictions = cython.declare(cython.longlong, visibility="readonly")
+    timeouts = cython.declare(cython.longlong, visibility="readonly")
+
+    def __init__(self, max_calls: int = 100_000, timeout_s: float = 7200.0):
+        if max_calls < 1 or timeout_s <= 0:
+            raise ValueError("dialog limits: max_calls >= 1, timeout > 0")
+        self.max_calls = max_calls
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.calls = {}
+        self.order = []
+        self.head = 0
+
+    def counters(self) -> dict:
+        return {"active": len(self.calls), "started": self.started, "completed": self.completed,
+                "evictions": self.evictions, "timeouts": self.timeouts}
+
+    @property
+    def active(self) -> int:
+        return len(self.calls)
+
+    def observe(self, m, ts: int) -> list:
+        """DialogTracker.observe: one parsed message."""
+        f, t = m.from_, m.to
+        return self.observe_fields(
+            ts, m.call_id, m.cseq_method, m.method if m.is_request else None, m.status_code or 0,
+            f.params.get("tag") if f else None, f.uri.user if f and f.uri else None,
+            t.uri.user if t and t.uri else None, t.params.get("tag") if t is not None else None)
+
+    def observe_record(self, rec: dict, ts: int) -> list:
+        """DialogTracker.observe_record: a SIP record of the Python fast path."""
+        return self.observe_fields(ts, rec["call_id"], rec["cseq_method"], rec["method"], rec["status_code"] or 0,
+                                   rec["from_tag"], rec["from_user"], rec["to_user"], rec["to_tag"])
+
+    def observe_fields(self, ts: int, cid, cseq_method, method, code: int, from_tag, from_user, to_user,
+                       to_tag) -> list:
+        """DialogTracker.observe_fields; summaries (dicts) of the calls that ended."""
+        out: list = []
+        self.step(ts, cid, _kind(cseq_method), _kind(method), code, from_tag, from_user, to_user, to_tag, out)
+        return out
+
+    def flush(self) -> list:
+        """Summaries of every call still open (end of a capture file)."""
+        c: _Call
+        out = []
+        for c in self.calls.values():
+            out.append(c.summary(True))
+            c.live = False
+        self.calls.clear()
+        self.order = []
+        self.head = 0
+        return out
+
+    @cython.cfunc
+    def _oldest(self) -> _Call:
+        """The call added first of those still in the table (which must not be empty)."""
+        c: _Call
+        while True:
+            c = self.order[self.head]
+            if c.live:
+                return c
+            self.head += 1
+
+    @cython.cfunc
+    def _remove(self, c: _Call) -> cython.void:
+        del self.calls[c.call_id]
+        c.live = False
+        if self.head > 4096 and self.head * 2 > len(self.order):    # the queue's dead front: dropped
+            del self.order[:self.head]
+            self.head = 0
+
+    @cython.cfunc
+    def step(self, ts: cython.longlong, cid: object, csm: cython.int, mk: cython.int, code: cython.longlong,
+             from_tag: object, from_user: object, to_user: object, to_tag: object, out: list) -> cython.int:
+        """DialogTracker.observe_fields on kinds (K_*); ``mk`` K_NONE: a response with status ``code``.
+        Summaries of the calls that ended are appended to ``out``."""
+        c: _Call
+        if self.calls:
+            while self.calls:                                    # DialogTracker._expire
+                c = self._oldest()
+                if c.last_ts + self.timeout_ns >= ts:
+                    break
+                self._remove(c)
+                self.timeouts += 1
+                c.state = S_TIMED_OUT
+                out.append(c.summary(False))
+        if not cid or csm == K_NONE:
+            return 0
+        found = self.calls.get(cid)
+        if mk != K_NONE:
+            if mk == K_INVITE:
+                if found is None:
+                    while len(self.calls) >= self.max_calls:
+                        self._remove(self._oldest())
+                        self.evictions += 1
+                    c = _Call.__new__(_Call)
+                    c.call_id, c.from_tag, c.from_user, c.to_user, c.to_tag = cid, from_tag, from_user, to_user, None
+                    c.invite_ts = c.last_ts = ts
+                    c.ringing_ts = c.answer_ts = c.end_ts = NO_TS
+                    c.final_status = 0
+                    c.ended_by = 0
+                    c.reinvites = 0
+                    c.state = S_TRYING
+                    c.bye_pending = False
+                    c.live = True
+                    self.calls[cid] = c
+                    self.order.append(c)
+                    if len(self.order) - self.head > 2 * len(self.calls) + 1024:
+                        self.order = list(self.calls.values())
+                        self.head = 0
+                    self.started += 1
+                else:
+                    c = found
+                    if to_tag is not None and c.state == S_ANSWERED:
+                        c.reinvites += 1
+            elif found is None:
+                return 0
+            else:
+                c = found
+                if mk == K_BYE:
+                    if c.end_ts == NO_TS:
+                        c.end_ts = ts
+                        c.ended_by = 1 if from_tag is not None and from_tag == c.from_tag else 2
+                    c.bye_pending = True
+                elif mk == K_CANCEL:
+                    if c.state == S_TRYING or c.state == S_RINGING:
+                        c.ended_by = 1
+            c.last_ts = ts
+            return 0
+        if found is None:
+            return 0
+        c = found
+        c.last_ts = ts
+        if csm == K_INVITE:
+            if 180 <= code < 200 and c.ringing_ts == NO_TS:
+                c.ringing_ts = ts
+                if c.state == S_TRYING:
+                    c.state = S_RINGING
+            elif 200 <= code < 300 and c.answer_ts == NO_TS:
+                c.answer_ts = ts
+                c.final_status = code
+                c.state = S_ANSWERED
+                c.to_tag = to_tag
+            elif code >= 300 and c.final_status == 0:
+                c.final_status = code
+                c.end_ts = ts
+                c.state = S_CANCELLED if code == 487 else S_FAILED
+                if c.ended_by == 0:
+                    c.ended_by = 2
+                self._remove(c)
+                self.completed += 1
+                out.append(c.summary(False))
+        elif csm == K_BYE and code >= 200 and c.bye_pending:
+            c.state = S_ENDED
+            self._remove(c)
+            self.completed += 1
+            out.append(c.summary(False))
+        return 0
+
+
 @cython.cclass
 class UdpLane:
     """One per SIP stage.  ``run`` writes records into its buffer; ``take`` hands them over."""
@@ -510,7 +769,8 @@ class UdpLane:
     counts_arr = cython.declare(object, visibility="readonly")
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
-    tracker: object       # a DialogTracker (call summaries on) or None
+    tracker: CallTable    # call summaries on (the SIP stage's table), or None
+    ended: list           # the summaries one message ended (reused)
     tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
     tcp_wire: dict        # its streams by wire key
 
@@ -534,6 +794,7 @@ class UdpLane:
         self.counts = self.counts_arr
         self.starts = []
         self.tracker = tracker
+        self.ended = []
         self.tcp = tcp
         self.tcp_wire = tcp.by_wire if tcp is not None else {}
 
@@ -895,48 +1156,56 @@ class UdpLane:
             c[C_RESP] += 1
             c[C_CLASS + o[O_STATUS] // 100] += 1
         if self.tracker is not None:
-            self._observe(p, ts, req)
+            self._observe(p, ts, req, midx)
         return True
 
     @cython.cfunc
-    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint) -> cython.int:
-        """Feed the dialog tracker from the scanner's offsets (the fields the record just written holds,
-        all ASCII) and append the summaries of the calls that ended, after the record: the general path's
-        order.  Only the fields the message's kind reads are decoded (DialogTracker.observe_fields)."""
+    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint, midx: cython.int) -> cython.int:
+        """Feed the call table from the scanner's offsets (the fields the record just written holds, all
+        ASCII) and append the summaries of the calls that ended, after the record: the general path's
+        order.  Only the fields the message's kind reads are made into text (CallTable.step)."""
         o = self.so
+        t: CallTable = self.tracker
+        csm: cython.int = K_NONE
+        cl: cython.longlong
+        mk: cython.int = K_NONE
         if o[O_CID0] < 0 or o[O_CID1] == o[O_CID0] or o[O_CSM0] < 0:
-            if not self.tracker.calls:
-                return 0       # nothing to expire, nothing to follow: the tracker would do nothing
+            if not t.calls:
+                return 0       # nothing to expire, nothing to follow: the table would do nothing
             cid = None
         else:
             cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1")
-        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
-        method = None
+            cl = o[O_CSM1] - o[O_CSM0]
+            csm = K_OTHER
+            if cl == 6 and _method(p + o[O_CSM0], 6) == 0:
+                csm = K_INVITE
+            elif cl == 3 and _method(p + o[O_CSM0], 3) == 2:
+                csm = K_BYE
         ftag = None
         fuser = None
         tuser = None
         ttag = None
         code: cython.longlong = 0
-        invite: cython.bint = False
-        ml: cython.longlong
         if req:
-            ml = o[O_M1] - o[O_M0]
-            invite = ml == 6 and p[o[O_M0]] == 73 and p[o[O_M0] + 1] == 78 and p[o[O_M0] + 2] == 86 and \
-                p[o[O_M0] + 3] == 73 and p[o[O_M0] + 4] == 84 and p[o[O_M0] + 5] == 69      # INVITE
-            method = p[o[O_M0]:o[O_M1]].decode("latin-1")
-            if invite or method == "BYE":
+            mk = K_INVITE if midx == 0 else K_BYE if midx == 2 else K_CANCEL if midx == 3 else K_OTHER
+            if mk == K_INVITE or mk == K_BYE:
                 ftag = p[o[O_FT0]:o[O_FT1]].decode("latin-1") if o[O_FT0] >= 0 else None
-            if invite:
+            if mk == K_INVITE:
                 fuser = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
                 tuser = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
         else:
             code = o[O_STATUS]
-        if invite or not req:
+        if mk == K_INVITE or not req:
             ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1") if o[O_TT0] >= 0 else None
-        ended = self.tracker.observe_fields(ts, cid, csm, method, code, ftag, fuser, tuser, ttag)
+        ended = self.ended
+        t.step(ts, cid, csm, mk, code, ftag, fuser, tuser, ttag, ended)
+        if not ended:
+            return 0
         for rec in ended:
             self._append(dumps(rec), rec["call_id"].encode("utf-8", "surrogateescape"))
-        return len(ended)
+        n: cython.int = len(ended)
+        ended.clear()
+        return n
 
     @cython.cfunc
     def _append(self, line: bytes, key: bytes) -> cython.void:
