@@ -754,6 +754,20 @@ class CallTable:
         return 0
 
 
+@cython.cfunc
+def _ipv4_text(p: cython.p_uchar, at: cython.Py_ssize_t) -> str:
+    """socket.inet_ntop(AF_INET, ...) of the 4 bytes at p + at."""
+    tmp: cython.uchar[16]
+    k: cython.Py_ssize_t = 0
+    i: cython.int
+    for i in range(4):
+        if i:
+            tmp[k] = 46
+            k += 1
+        k = _int(cython.address(tmp[0]), k, p[at + i])
+    return cython.cast(cython.p_uchar, cython.address(tmp[0]))[:k].decode("ascii")
+
+
 @cython.cclass
 class UdpLane:
     """One per SIP stage.  ``run`` writes records into its buffer; ``take`` hands them over."""
@@ -773,6 +787,7 @@ class UdpLane:
     ended: list           # the summaries one message ended (reused)
     tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
     tcp_wire: dict        # its streams by wire key
+    tcp_streams: dict     # its streams by key, in the order of their last activity
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
                  tracker=None, tcp=None):
@@ -797,6 +812,7 @@ class UdpLane:
         self.ended = []
         self.tcp = tcp
         self.tcp_wire = tcp.by_wire if tcp is not None else {}
+        self.tcp_streams = tcp.streams if tcp is not None else {}
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -845,9 +861,12 @@ class UdpLane:
             if dec[base + F_PROTO] != 17:
                 # TCP with no SYN, FIN or RST: a pure ACK (the stream's bookkeeping only), or one whole
                 # message in order on an idle stream (SipStage._tcp's common case); else the general path
-                if dec[base + F_PROTO] != 6 or dec[base + F_TCPFLAGS] & 7 or self.tcp is None:
+                if dec[base + F_PROTO] != 6 or self.tcp is None:
                     return i
-                if plen == 0:
+                if dec[base + F_TCPFLAGS] & 7:
+                    if plen != 0 or not self._control(bp, dec, base, ts[i]):
+                        return i
+                elif plen == 0:
                     if not self._ack(bp, dec, base, ts[i]):
                         return i
                 elif not self._tcp_message(buf, bp, dec, base, pay, plen, ts[i]):
@@ -903,7 +922,54 @@ class UdpLane:
             return False
         s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is not None:
-            tcp.touch(s, ts)
+            self._touch(s, ts)
+        return True
+
+    @cython.cfunc
+    def _touch(self, s: object, ts: cython.longlong) -> cython.void:
+        """TcpReassembler._touch without a Python call: count the segment, move its stream to the end of
+        the table (ordered by last activity), note the time."""
+        self.tcp.segments += 1
+        key = s.key
+        streams = self.tcp_streams
+        streams.pop(key, None)
+        streams[key] = s
+        s.last_ts = ts
+
+    @cython.cfunc
+    def _control(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+                 ts: cython.longlong) -> cython.bint:
+        """What SipStage._tcp does for a SYN, FIN or RST without payload, with no Datagram made: a SYN on
+        a SIP port opens (or restarts) its stream; a FIN or RST closes an empty one.  False leaves the
+        packet to the general path: the idle-stream timer due, IPv6 addresses to write as text, bytes
+        still buffered at the close (counted there), SYN with FIN or RST."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        fl: cython.longlong = dec[base + F_TCPFLAGS]
+        seq = dec[base + F_TCPSEQ]
+        s = self.tcp_wire.get(self._wire(bp, dec, base))
+        if fl & 2:
+            if fl & 5:
+                return False
+            if s is None:
+                sp: cython.longlong = dec[base + F_SPORT]
+                dp: cython.longlong = dec[base + F_DPORT]
+                if not (self.ports[sp] or self.ports[dp]):
+                    return True           # not a SIP port: not followed
+                if dec[base + F_IPVER] != 4:
+                    return False
+                l3: cython.Py_ssize_t = dec[base + F_L3OFF]
+                s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts)
+            tcp.add(s, seq, fl, b"", ts)
+            return True
+        if s is None:
+            return True                   # no stream, nothing to frame: the general path ignores it too
+        if s.buf:
+            return False
+        tcp.add(s, seq, fl, b"", ts)
+        tcp.close(s.key)
         return True
 
     @cython.cfunc
@@ -931,7 +997,8 @@ class UdpLane:
             return False
         if not self._whole(buf, bp, dec, base, pay, plen, ts, b"tcp"):
             return False
-        tcp.consumed(s, plen, ts)
+        self._touch(s, ts)                # TcpReassembler.consumed
+        s.next_seq = (nxt + plen) & 0xFFFFFFFF
         return True
 
     def write_scanned(self, data: bytes, ts: cython.longlong, src: bytes, sport: cython.longlong, dst: bytes,
