@@ -85,6 +85,13 @@ HEX = b"0123456789abcdef"
 _ESC_TABLE = cython.declare(bytes, bytes(0 if 0x20 <= c < 0x80 and c not in (34, 92) else
                                          1 if c >= 0x80 else 2 if c in (34, 92) else 3 for c in range(256)))
 _ESC = cython.declare(cython.p_uchar)
+# the same test on eight bytes at once (each constant is one byte repeated): "has a byte >= 0x80, < 0x20,
+# equal to 0x22 or equal to 0x5C" (the haszero / hasless tricks: exact for "any byte", not for which)
+_W01 = cython.declare(cython.ulonglong, 0x0101010101010101)
+_W20 = cython.declare(cython.ulonglong, 0x2020202020202020)
+_W22 = cython.declare(cython.ulonglong, 0x2222222222222222)
+_W5C = cython.declare(cython.ulonglong, 0x5C5C5C5C5C5C5C5C)
+_W80 = cython.declare(cython.ulonglong, 0x8080808080808080)
 if cython.compiled:
     _ESC = cython.cast(cython.p_uchar, _ESC_TABLE)
 else:
@@ -136,15 +143,29 @@ def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.
 def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.longlong,
          b: cython.longlong) -> cython.Py_ssize_t:
     """A JSON string of p[a:b] escaped as orjson escapes it; null when a < 0; -1 for non-ASCII."""
-    j: cython.longlong
+    j: cython.longlong = a
     c: cython.uchar
     e: cython.uchar
+    w: cython.ulonglong
+    x: cython.ulonglong
+    y: cython.ulonglong
     if a < 0:
         return _lit(q, k, b"null")
     q[k] = 34
     k += 1
-    for j in range(a, b):
+    if cython.compiled:       # eight bytes at a time while none is non-ASCII, a control, '"' or '\\'
+        while j + 8 <= b:
+            memcpy(cython.address(w), p + j, 8)
+            x = w ^ _W22
+            y = w ^ _W5C
+            if ((w | ((w - _W20) & ~w) | ((x - _W01) & ~x) | ((y - _W01) & ~y)) & _W80) != 0:
+                break
+            memcpy(q + k, p + j, 8)
+            k += 8
+            j += 8
+    while j < b:
         c = p[j]
+        j += 1
         e = _ESC[c]
         if e == 0:               # the common case: one table look-up per byte
             q[k] = c
