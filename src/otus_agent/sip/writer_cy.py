@@ -55,6 +55,12 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
 else:
     from otus_agent.sip.slots import *  # noqa: F403
 if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
+    from cython.cimports.cpython.unicode import (
+        PyUnicode_1BYTE_KIND,
+        PyUnicode_DATA,
+        PyUnicode_GET_LENGTH,
+        PyUnicode_KIND,
+    )
     from cython.cimports.libc.string import memcpy
     from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
 else:
@@ -64,6 +70,7 @@ from orjson import dumps
 from otus_agent.sip.sdp_cy import sdp_from_body
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
+V6_CACHE_MAX = cython.declare(cython.Py_ssize_t, 4096)   # IPv6 address pairs kept as text; emptied when full
 NMETHODS = cython.declare(cython.int, 14)
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER", b"PRACK", b"SUBSCRIBE", b"NOTIFY",
            b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
@@ -127,6 +134,12 @@ def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.
     if u == 0:
         q[k] = 48
         return k + 1
+    while u >= 100:                  # two digits per division
+        d: cython.int = u % 100
+        u //= 100
+        tmp[n] = 48 + d % 10
+        tmp[n + 1] = 48 + d // 10
+        n += 2
     while u > 0:
         tmp[n] = 48 + u % 10
         u //= 10
@@ -565,6 +578,67 @@ def _ms(a: cython.longlong, b: cython.longlong) -> object:
     return round((cython.cast(object, b) - cython.cast(object, a)) / 1_000_000, 3)
 
 
+STATE_BYTES = tuple(x.encode() for x in STATES)
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _ustr(q: cython.p_uchar, k: cython.Py_ssize_t, s: object) -> cython.Py_ssize_t:
+    """A text as _str writes it (null for None); -1 unless it is ASCII."""
+    if s is None:
+        return _lit(q, k, b"null")
+    if not cython.compiled or PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND:
+        return -1
+    return _str(q, k, cython.cast(cython.p_uchar, PyUnicode_DATA(s)), 0, PyUnicode_GET_LENGTH(s))
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _ms_json(q: cython.p_uchar, k: cython.Py_ssize_t, a: cython.longlong, b: cython.longlong) -> cython.Py_ssize_t:
+    """orjson.dumps(_ms(a, b)) written here.  For 0 <= b - a < 10**15 ns not ending in exactly 500 ns,
+    round((b - a) / 1e6, 3) is the microsecond count rounded half up, and orjson writes it as its
+    decimal digits, a point and one to three decimals (tests/agent/sip/test_lane_calls.py checks both
+    claims); other spans take Python's round and orjson."""
+    d: cython.longlong = b - a
+    u: cython.longlong
+    f: cython.int
+    if a == NO_TS or b == NO_TS:
+        return _lit(q, k, b"null")
+    if d < 0 or d >= 1_000_000_000_000_000 or d % 1000 == 500:
+        return _lit(q, k, dumps(_ms(a, b)))
+    u = (d + 500) // 1000
+    k = _int(q, k, u // 1000)
+    q[k] = 46
+    f = u % 1000
+    q[k + 1] = 48 + f // 100
+    k += 2
+    if f % 100:
+        q[k] = 48 + f // 10 % 10
+        k += 1
+        if f % 10:
+            q[k] = 48 + f % 10
+            k += 1
+    return k
+
+
+def ms_json(a: object, b: object) -> bytes:
+    """_ms_json for tests: it must equal orjson.dumps(dialogs._ms(a, b))."""
+    out = bytearray(64)
+    q: cython.p_uchar
+    if cython.compiled:
+        q = cython.cast(cython.p_uchar, out)
+    else:
+        q = out
+    k: cython.Py_ssize_t = _ms_json(q, 0, NO_TS if a is None else a, NO_TS if b is None else b)
+    return bytes(out[:k])
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _ts_json(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
+    return _lit(q, k, b"null") if v == NO_TS else _int(q, k, v)
+
+
 @cython.cfunc
 def _ts(v: cython.longlong) -> object:
     return None if v == NO_TS else v
@@ -653,8 +727,9 @@ class CallTable:
                        to_tag) -> list:
         """DialogTracker.observe_fields; summaries (dicts) of the calls that ended."""
         out: list = []
+        c: _Call
         self.step(ts, cid, _kind(cseq_method), _kind(method), code, from_tag, from_user, to_user, to_tag, out)
-        return out
+        return [c.summary(False) for c in out]
 
     def flush(self) -> list:
         """Summaries of every call still open (end of a capture file)."""
@@ -690,7 +765,7 @@ class CallTable:
     def step(self, ts: cython.longlong, cid: object, csm: cython.int, mk: cython.int, code: cython.longlong,
              from_tag: object, from_user: object, to_user: object, to_tag: object, out: list) -> cython.int:
         """DialogTracker.observe_fields on kinds (K_*); ``mk`` K_NONE: a response with status ``code``.
-        Summaries of the calls that ended are appended to ``out``."""
+        The calls that ended (no longer changed: out of the table) are appended to ``out``."""
         c: _Call
         if self.calls:
             while self.calls:                                    # DialogTracker._expire
@@ -700,7 +775,7 @@ class CallTable:
                 self._remove(c)
                 self.timeouts += 1
                 c.state = S_TIMED_OUT
-                out.append(c.summary(False))
+                out.append(c)
         if not cid or csm == K_NONE:
             return 0
         found = self.calls.get(cid)
@@ -766,12 +841,12 @@ class CallTable:
                     c.ended_by = 2
                 self._remove(c)
                 self.completed += 1
-                out.append(c.summary(False))
+                out.append(c)
         elif csm == K_BYE and code >= 200 and c.bye_pending:
             c.state = S_ENDED
             self._remove(c)
             self.completed += 1
-            out.append(c.summary(False))
+            out.append(c)
         return 0
 
 
@@ -806,6 +881,7 @@ class UdpLane:
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
     tracker: CallTable    # call summaries on (the SIP stage's table), or None
     ended: list           # the summaries one message ended (reused)
+    v6text: dict          # IPv6 source + destination (32 bytes) -> their text (bounded: V6_CACHE_MAX)
     tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
     tcp_wire: dict        # its streams by wire key
     tcp_streams: dict     # its streams by key, in the order of their last activity
@@ -831,6 +907,7 @@ class UdpLane:
         self.starts = []
         self.tracker = tracker
         self.ended = []
+        self.v6text = {}
         self.tcp = tcp
         self.tcp_wire = tcp.by_wire if tcp is not None else {}
         self.tcp_streams = tcp.streams if tcp is not None else {}
@@ -1047,8 +1124,15 @@ class UdpLane:
         ipver: cython.longlong = dec[base + F_IPVER]
         l3: cython.Py_ssize_t = dec[base + F_L3OFF]
         if ipver != 4:
-            src6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 8:l3 + 24]).encode()
-            dst6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 24:l3 + 40]).encode()
+            raw = buf[l3 + 8:l3 + 40]
+            pair = self.v6text.get(raw)     # traffic repeats few address pairs: their text is kept
+            if pair is None:
+                if len(self.v6text) >= V6_CACHE_MAX:
+                    self.v6text.clear()
+                pair = (socket.inet_ntop(socket.AF_INET6, raw[:16]).encode(),
+                        socket.inet_ntop(socket.AF_INET6, raw[16:]).encode())
+                self.v6text[raw] = pair
+            src6, dst6 = pair
             return self._record(None, bp + pay, plen, ts, cython.NULL, src6, dst6, dec[base + F_SPORT],
                                 dec[base + F_DPORT], transport, buf, pay)
         return self._record(None, bp + pay, plen, ts, bp + l3 + 12, b"", b"", dec[base + F_SPORT],
@@ -1281,19 +1365,59 @@ class UdpLane:
             if mk == K_INVITE:
                 fuser = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
                 tuser = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
+                if o[O_TT0] >= 0:
+                    ttag = True            # an INVITE's To tag is only tested for presence (a re-INVITE)
         else:
             code = o[O_STATUS]
-        if mk == K_INVITE or not req:
-            ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1") if o[O_TT0] >= 0 else None
+            if csm == K_INVITE and 200 <= code < 300 and o[O_TT0] >= 0:
+                ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1")    # kept by the call it answers
         ended = self.ended
         t.step(ts, cid, csm, mk, code, ftag, fuser, tuser, ttag, ended)
         if not ended:
             return 0
-        for rec in ended:
-            self._append(dumps(rec), rec["call_id"].encode("utf-8", "surrogateescape"))
+        c: _Call
+        for c in ended:
+            self._summary(c)
         n: cython.int = len(ended)
         ended.clear()
         return n
+
+    @cython.cfunc
+    def _summary(self, c: _Call) -> cython.void:
+        """The call's summary (c.summary(False), i.e. dialogs.summary) as the next JSON line, written here as
+        orjson writes it; texts that are not ASCII take orjson itself."""
+        room: cython.Py_ssize_t = 512 + 6 * (len(c.call_id) + (len(c.from_user) if c.from_user is not None else 0) +
+                                             (len(c.to_user) if c.to_user is not None else 0))
+        if self.olen + room > len(self.obuf):
+            self.obuf.extend(bytes(max(self.olen + room - len(self.obuf), len(self.obuf))))
+        q: cython.p_uchar = cython.cast(cython.p_uchar, self.obuf)
+        k0: cython.Py_ssize_t = self.olen
+        k: cython.Py_ssize_t = _lit(q, k0, b'{"v":1,"type":"call","call_id":')
+        k = _ustr(q, k, c.call_id)
+        if k >= 0:
+            k = _ustr(q, _lit(q, k, b',"from_user":'), c.from_user)
+        if k >= 0:
+            k = _ustr(q, _lit(q, k, b',"to_user":'), c.to_user)
+        if k < 0:
+            self._append(dumps(c.summary(False)), c.call_id.encode("utf-8", "surrogateescape"))
+            return
+        k = _int(q, _lit(q, k, b',"start_ts":'), c.invite_ts)
+        k = _ts_json(q, _lit(q, k, b',"answer_ts":'), c.answer_ts)
+        k = _ts_json(q, _lit(q, k, b',"end_ts":'), c.end_ts)
+        k = _ms_json(q, _lit(q, k, b',"setup_ms":'), c.invite_ts, c.ringing_ts)
+        k = _ms_json(q, _lit(q, k, b',"answer_ms":'), c.invite_ts, c.answer_ts)
+        k = _ms_json(q, _lit(q, k, b',"duration_ms":'), c.answer_ts, c.end_ts)
+        k = _lit(q, k, b',"final_status":')
+        k = _int(q, k, c.final_status) if c.final_status != 0 else _lit(q, k, b"null")
+        k = _lit(q, k, b',"ended_by":')
+        k = _lit(q, k, b"null" if c.ended_by == 0 else b'"caller"' if c.ended_by == 1 else b'"callee"')
+        k = _int(q, _lit(q, k, b',"reinvites":'), c.reinvites)
+        k = _lit(q, _lit(q, k, b',"state":"'), STATE_BYTES[c.state])
+        k = _lit(q, k, b'"}')
+        q[k] = 10
+        if self.want_pairs:
+            self.starts.append((k0, k, 0, 0, c.call_id.encode("utf-8", "surrogateescape")))
+        self.olen = k + 1
 
     @cython.cfunc
     def _append(self, line: bytes, key: bytes) -> cython.void:

@@ -156,3 +156,22 @@ def test_compiled_call_table_equals_dialog_tracker(seed):
         assert [list(x) for x in a] == [list(x) for x in b]      # key order too: the JSON is compared byte for byte
     assert ref.counters() == got.counters() and ref.evictions and ref.timeouts and ref.completed
     assert ref.flush() == got.flush() and got.counters()["active"] == 0
+
+
+def test_summary_milliseconds_written_as_orjson_writes_round():
+    """The lane writes a summary's *_ms itself: equal to orjson.dumps(dialogs._ms(a, b)) for every span,
+    including the ones it leaves to Python (ending in 500 ns: the double decides; negative; huge)."""
+    import random
+
+    import orjson
+
+    from otus_agent.sip.dialogs import _ms
+    from otus_agent.sip.writer_cy import ms_json
+    rnd = random.Random(7)
+    spans = [*range(0, 30_000), *(rnd.randrange(0, 10**15) for _ in range(100_000)),
+             *(rnd.randrange(0, 10**10) for _ in range(100_000)), *(k * 1000 + 500 for k in range(2000)),
+             -1, -1500, 10**15 - 1, 10**15, 10**15 + 1, 10**18, *(10**k for k in range(16)), *(10**k - 1 for k in range(1, 16))]
+    a = 1_700_000_000 * 10**9
+    for d in spans:
+        assert ms_json(a, a + d) == orjson.dumps(_ms(a, a + d)), d
+    assert ms_json(None, a) == ms_json(a, None) == b"null"
