@@ -1046,8 +1046,9 @@ class UdpLane:
         if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
             return False
         fl: cython.longlong = dec[base + F_TCPFLAGS]
-        seq = dec[base + F_TCPSEQ]
-        s = self.tcp_wire.get(self._wire(bp, dec, base))
+        seq: cython.longlong = dec[base + F_TCPSEQ]
+        wire = self._wire(bp, dec, base)
+        s = self.tcp_wire.get(wire)
         if fl & 2:
             if fl & 5:
                 return False
@@ -1059,15 +1060,25 @@ class UdpLane:
                 if dec[base + F_IPVER] != 4:
                     return False
                 l3: cython.Py_ssize_t = dec[base + F_L3OFF]
-                s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts)
-            tcp.add(s, seq, fl, b"", ts)
+                s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
+            # TcpReassembler.add for a SYN without payload
+            self._touch(s, ts)
+            s.next_seq = (seq + 1) & 0xFFFFFFFF
+            s.buf.clear()
+            s.pending.clear()
+            s.pending_bytes = 0
             return True
         if s is None:
             return True                   # no stream, nothing to frame: the general path ignores it too
         if s.buf:
             return False
-        tcp.add(s, seq, fl, b"", ts)
-        tcp.close(s.key)
+        # TcpReassembler.add for a FIN or RST without payload (the stream is closed), then close()
+        self._touch(s, ts)
+        s.closed = True
+        key = s.key
+        del self.tcp_streams[key]
+        if self.tcp_wire.get(s.wire) is s:
+            del self.tcp_wire[s.wire]
         return True
 
     @cython.cfunc
