@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from otus_agent.reporters.sink import RecordSink
 
 # (buf, decoded batch, n, timestamps, start) -> index of the first packet the datagram path must see
-Lane = Callable[[bytes, Any, int, Any, int], int]
+Lane = Callable[[bytes, Any, int, Any, int, bool], int]
 
 
 def _nothing() -> None:

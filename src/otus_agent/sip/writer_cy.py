@@ -729,7 +729,10 @@ class CallTable:
         out: list = []
         c: _Call
         self.step(ts, cid, _kind(cseq_method), _kind(method), code, from_tag, from_user, to_user, to_tag, out)
-        return [c.summary(False) for c in out]
+        ended = []
+        for c in out:
+            ended.append(c.summary(False))
+        return ended
 
     def flush(self) -> list:
         """Summaries of every call still open (end of a capture file)."""
