@@ -875,6 +875,7 @@ class UdpLane:
     extra: bytes
     want_pairs: cython.bint
     scanner: object
+    scan_at: object
     so: cython.longlong[:]
     obuf: bytearray
     olen = cython.declare(cython.Py_ssize_t, visibility="readonly")   # bytes written, not yet taken
@@ -902,6 +903,7 @@ class UdpLane:
         self.extra = extra
         self.want_pairs = want_pairs
         self.scanner = scanner
+        self.scan_at = scanner.scan_at     # bound once: no attribute look-up per message
         self.so = scanner.arr
         self.obuf = bytearray(1 << 16)
         self.olen = 0
@@ -1102,7 +1104,7 @@ class UdpLane:
             return False
         if not _looks_like_sip(bp + pay if cython.compiled else buf[pay:pay + plen], plen):
             return False
-        if self.scanner.scan_at(buf, pay, plen, True) != 1:
+        if self.scan_at(buf, pay, plen, True) != 1:
             return False
         o = self.so
         if o[O_BODY] + o[O_CL] != plen:
@@ -1127,7 +1129,7 @@ class UdpLane:
     @cython.cfunc
     def _one(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
              pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
-        if self.scanner.scan_at(buf, pay, plen, False) != 1:
+        if self.scan_at(buf, pay, plen, False) != 1:
             return False
         return self._whole(buf, bp, dec, base, pay, plen, ts, b"udp")
 
