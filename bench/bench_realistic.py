@@ -158,6 +158,7 @@ def measure(cmd: list[str], stdout=subprocess.DEVNULL, cwd: str | None = None) -
 
 
 def otus_run(pcap: pathlib.Path, out: pathlib.Path, *extra: str) -> dict:
+    out.unlink(missing_ok=True)   # every run writes a new file (truncating the last run's would be charged to it)
     r = measure([OTUS, "run", "--pcap", str(pcap), "--output", str(out), *extra])
     r["summary"] = json.loads(r["stderr"].strip().splitlines()[-1])
     return r
@@ -214,6 +215,7 @@ def main() -> None:
     have_suricata = not a.skip_anchors and ensure_suricata()
     pcap, info = workload(a.calls)
     msgs = info["sip_messages"]
+    print("load average at the start: {:.2f} {:.2f} {:.2f} (2 cores shared; CPU time is quoted)".format(*os.getloadavg()))
     print(f"workload: {pcap}  {info['calls']:,} calls, {msgs:,} SIP messages, {info['packets']:,} packets, "
           f"{info['fragments']:,} IP fragments, {info['tcp_calls']:,} TCP calls, {info['bytes'] / 1e6:.0f} MB; "
           f"compiled={COMPILED}")
@@ -229,6 +231,7 @@ def main() -> None:
         print(f"  otus run --pcap --calls           {fmt(msgs, calls)}  [{n_calls:,} call summaries]")
         ours, ours_calls = msgs / plain["cpu"], msgs / calls["cpu"]
         print(f"  --calls / plain: {ours_calls / ours:.2f}  (goal >= 0.80)")
+        print("  load average after the Otus runs: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         if not a.skip_anchors and shutil.which("tshark"):
             with open(work / "tshark.txt", "wb") as f:
                 ts = measure(["tshark", "-n", "-r", str(pcap), "-Y", "sip", "-T", "fields", "-e", "sip.Call-ID",
@@ -255,8 +258,8 @@ def main() -> None:
             f = big
             if n < inf["calls"]:
                 f = work / f"open-{n}.pcap"
-                subprocess.run(["editcap", "-r", str(big), str(f), f"1-{inf['packets'] * n // inf['calls']}"],
-                               check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(["editcap", "-F", "nsecpcap", "-r", str(big), str(f),
+                                f"1-{inf['packets'] * n // inf['calls']}"], check=True, stdout=subprocess.DEVNULL)
             r = otus_run(f, work / "rss.jsonl", "--calls")
             d = r["summary"]["sip"]["calls"]
             print(f"  RSS, --calls, {d['started']:>7,} dialogs opened, none ended: max RSS {r['rss_mb']:.0f} MB"
