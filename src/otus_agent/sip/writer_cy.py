@@ -122,33 +122,52 @@ def _lit(q: cython.p_uchar, k: cython.Py_ssize_t, lit: bytes) -> cython.Py_ssize
 @cython.cfunc
 @cython.exceptval(check=False)
 def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
-    tmp: cython.uchar[24]
-    n: cython.int = 0
+    """The decimal digits of v (str(v)): counted first, then written from the last, two per division."""
     u: cython.ulonglong
+    t: cython.ulonglong
+    n: cython.int = 1
+    d: cython.int
     if v < 0:
         q[k] = 45  # '-'
         k += 1
         u = cython.cast(cython.ulonglong, -(v + 1)) + 1
     else:
         u = v
-    if u == 0:
-        q[k] = 48
-        return k + 1
-    while u >= 100:                  # two digits per division
-        d: cython.int = u % 100
-        u //= 100
-        tmp[n] = 48 + d % 10
-        tmp[n + 1] = 48 + d // 10
-        n += 2
-    while u > 0:
-        tmp[n] = 48 + u % 10
-        u //= 10
+    t = u
+    while t >= 10:
+        t //= 10
         n += 1
-    while n > 0:
-        n -= 1
-        q[k] = tmp[n]
-        k += 1
-    return k
+    e: cython.Py_ssize_t = k + n
+    while u >= 100:
+        d = u % 100
+        u //= 100
+        q[e - 1] = 48 + d % 10
+        q[e - 2] = 48 + d // 10
+        e -= 2
+    if u >= 10:
+        q[e - 1] = 48 + u % 10
+        q[e - 2] = 48 + u // 10
+    else:
+        q[e - 1] = 48 + u
+    return k + n
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _u8(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.uchar) -> cython.Py_ssize_t:
+    """_int for 0..255 (an IPv4 address's byte)."""
+    if v >= 100:
+        q[k] = 48 + v // 100
+        q[k + 1] = 48 + v // 10 % 10
+        q[k + 2] = 48 + v % 10
+        return k + 3
+    if v >= 10:
+        q[k] = 48 + v // 10
+        q[k + 1] = 48 + v % 10
+        return k + 2
+    q[k] = 48 + v
+    return k + 1
 
 
 @cython.cfunc
@@ -225,7 +244,7 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
         if i:
             q[k] = 46
             k += 1
-        k = _int(q, k, p[at + i])
+        k = _u8(q, k, p[at + i])
     q[k] = 34
     return k + 1
 
@@ -863,7 +882,7 @@ def _ipv4_text(p: cython.p_uchar, at: cython.Py_ssize_t) -> str:
         if i:
             tmp[k] = 46
             k += 1
-        k = _int(cython.address(tmp[0]), k, p[at + i])
+        k = _u8(cython.address(tmp[0]), k, p[at + i])
     return cython.cast(cython.p_uchar, cython.address(tmp[0]))[:k].decode("ascii")
 
 
