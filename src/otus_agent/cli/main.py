@@ -335,7 +335,7 @@ def _hep_settings(args: argparse.Namespace):
 
 def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
     from otus_agent.capture.pcapfile import CaptureFileError, open_capture
-    from otus_agent.engine.pipeline import EngineConfig, build_engine
+    from otus_agent.engine.pipeline import EngineConfig, build_engine, quiet_gc
     kafka = _kafka_settings(args)
     hep = _hep_settings(args)
     if args.datagrams and (kafka is not None or hep is not None):
@@ -358,7 +358,7 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
             with open(path, "wb") as f:
                 generate(f, WorkloadSpec(calls=args.demo_calls, rtp_packets=2))
         error = None
-        _quiet_gc()
+        quiet_gc()
         with open_capture(path) as reader:
             try:
                 engine.run(reader.batches())
@@ -374,20 +374,6 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()
-
-
-GC_GEN0_THRESHOLD = 100_000   # objects allocated between young collections while reading a file (default 700)
-
-
-def _quiet_gc() -> None:
-    """Reading a file: what start-up made is frozen out of the collector's sight, and young collections
-    come 100x less often; no reference cycles are made per packet, so this only saves the GC's scans
-    (bench/PROFILE.md, step 4; bench/bench_realistic.py measures it)."""
-    import gc
-    gc.collect()
-    gc.freeze()
-    _, g1, g2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, g1, g2)
 
 
 def _run_live(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
