@@ -93,12 +93,13 @@ _ESC_TABLE = cython.declare(bytes, bytes(0 if 0x20 <= c < 0x80 and c not in (34,
                                          1 if c >= 0x80 else 2 if c in (34, 92) else 3 for c in range(256)))
 _ESC = cython.declare(cython.p_uchar)
 # the same test on eight bytes at once (each constant is one byte repeated): "has a byte >= 0x80, < 0x20,
-# equal to 0x22 or equal to 0x5C" (the haszero / hasless tricks: exact for "any byte", not for which)
-_W01 = cython.declare(cython.ulonglong, 0x0101010101010101)
-_W20 = cython.declare(cython.ulonglong, 0x2020202020202020)
-_W22 = cython.declare(cython.ulonglong, 0x2222222222222222)
-_W5C = cython.declare(cython.ulonglong, 0x5C5C5C5C5C5C5C5C)
-_W80 = cython.declare(cython.ulonglong, 0x8080808080808080)
+# equal to 0x22 or equal to 0x5C" (the haszero / hasless tricks: exact for "any byte", not for which);
+# unsigned long is 64 bits on the LP64 Linux Otus runs on
+_W01 = cython.declare(cython.ulong, 0x0101010101010101)
+_W20 = cython.declare(cython.ulong, 0x2020202020202020)
+_W22 = cython.declare(cython.ulong, 0x2222222222222222)
+_W5C = cython.declare(cython.ulong, 0x5C5C5C5C5C5C5C5C)
+_W80 = cython.declare(cython.ulong, 0x8080808080808080)
 if cython.compiled:
     _ESC = cython.cast(cython.p_uchar, _ESC_TABLE)
 else:
@@ -123,14 +124,14 @@ def _lit(q: cython.p_uchar, k: cython.Py_ssize_t, lit: bytes) -> cython.Py_ssize
 @cython.exceptval(check=False)
 def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
     """The decimal digits of v (str(v)): counted first, then written from the last, two per division."""
-    u: cython.ulonglong
-    t: cython.ulonglong
+    u: cython.ulong
+    t: cython.ulong
     n: cython.int = 1
     d: cython.int
     if v < 0:
         q[k] = 45  # '-'
         k += 1
-        u = cython.cast(cython.ulonglong, -(v + 1)) + 1
+        u = cython.cast(cython.ulong, -(v + 1)) + 1
     else:
         u = v
     t = u
@@ -178,9 +179,9 @@ def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.l
     j: cython.longlong = a
     c: cython.uchar
     e: cython.uchar
-    w: cython.ulonglong
-    x: cython.ulonglong
-    y: cython.ulonglong
+    w: cython.ulong
+    x: cython.ulong
+    y: cython.ulong
     if a < 0:
         return _lit(q, k, b"null")
     q[k] = 34
