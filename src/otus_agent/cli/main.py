@@ -76,7 +76,9 @@ def _add_agent_parser(sub) -> None:
     a.add_argument("--log-format", choices=("json", "text"), default="json")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``command`` (the one being run, when known) skips importing the modules
+    that only other commands' options live in (``otus console`` pulls logging, threading and uuid)."""
     p = argparse.ArgumentParser(prog="otus", description="Otus: packet capture and SIP analysis for VoIP.")
     p.add_argument("--version", action="version", version=f"otus {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -177,8 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fragment bytes in flight before the oldest datagram is evicted (default 32 MiB)")
     r.add_argument("--frag-max-fragments", type=_positive_int, default=1024, metavar="N",
                    help="fragments per datagram before it is dropped (default 1024)")
-    from otus_agent.web.console import add_parser as add_console_parser
-    add_console_parser(sub)   # `otus console` (issue 17): web/console.py
+    if command in (None, "console"):
+        from otus_agent.web.console import add_parser as add_console_parser
+        add_console_parser(sub)   # `otus console` (issue 17): web/console.py
+    else:
+        sub.add_parser("console", help="the web console")   # parsed only when it is the command: see above
     from otus_agent.cli.filter import add_parser as add_filter_parser
     add_filter_parser(sub)    # `otus filter suggest` (issue 19): cli/filter.py
     d = sub.add_parser("daemon", help="run the agent daemon (tasks, control socket, metrics)",
@@ -357,7 +362,7 @@ def _hep_settings(args: argparse.Namespace):
 
 def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
     from otus_agent.capture.pcapfile import CaptureFileError, open_capture
-    from otus_agent.engine.pipeline import EngineConfig, build_engine
+    from otus_agent.engine.pipeline import EngineConfig, build_engine, quiet_gc
     kafka = _kafka_settings(args)
     hep = _hep_settings(args)
     if args.datagrams and (kafka is not None or hep is not None):
@@ -380,7 +385,7 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
             with open(path, "wb") as f:
                 generate(f, WorkloadSpec(calls=args.demo_calls, rtp_packets=2))
         error = None
-        _quiet_gc()
+        quiet_gc()
         with open_capture(path) as reader:
             try:
                 engine.run(reader.batches())
@@ -396,20 +401,6 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()
-
-
-GC_GEN0_THRESHOLD = 100_000   # objects allocated between young collections while reading a file (default 700)
-
-
-def _quiet_gc() -> None:
-    """Reading a file: what start-up made is frozen out of the collector's sight, and young collections
-    come 100x less often; no reference cycles are made per packet, so this only saves the GC's scans
-    (bench/PROFILE.md, step 4; bench/bench_realistic.py measures it)."""
-    import gc
-    gc.collect()
-    gc.freeze()
-    _, g1, g2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, g1, g2)
 
 
 def _run_live(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
@@ -525,8 +516,13 @@ def _is_user_error(e: Exception) -> bool:
     return isinstance(e, kinds)
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` when it leads (no option before it), else None (the whole parser)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

@@ -133,22 +133,29 @@ class SipStage:
                 and self.select is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
+            if c.call_summaries:   # the compiled table (DialogTracker's twin): the lane feeds it with no Python call
+                self.dialogs = udplane.CallTable(c.max_calls)
             self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs,
                                         self.dialogs if c.call_summaries else None, self.tcp)
             self._lane_seen = [0] * _LC["size"]
 
     # ------------------------------------------------------------ entry
-    def run_lane(self, buf: bytes, out, n: int, ts, start: int) -> int:
-        """The pipeline's hook: the UDP lane from packet ``start``; index of the first packet it left."""
+    def run_lane(self, buf: bytes, out, n: int, ts, start: int, end: bool = True) -> int:
+        """The pipeline's hook: the UDP lane from packet ``start``; index of the first packet it left.
+
+        What the lane wrote stays in its buffer while it stops for a packet of the general path (which
+        hands it over before a record of its own: ``_flush_lane``); it is handed over when the lane
+        reaches the batch's end (``end``: the caller's batch ends there too) or its buffer is full."""
         lane = self.lane
         while True:
             i = lane.run(buf, out, n, ts, start)
-            block = lane.take()
-            if block[0]:
-                self.emit_block(*block)
-            if not lane.full:
-                return i
-            start = i
+            if lane.full:
+                self.emit_block(*lane.take())
+                start = i
+                continue
+            if i >= n and end and lane.olen:
+                self.emit_block(*lane.take())
+            return i
 
     def _flush_lane(self) -> None:
         """Hand over what the lane holds, before a record of the general path: order is kept."""

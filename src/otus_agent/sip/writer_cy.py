@@ -55,6 +55,13 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
 else:
     from otus_agent.sip.slots import *  # noqa: F403
 if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
+    from cython.cimports.cpython.unicode import (
+        PyUnicode_1BYTE_KIND,
+        PyUnicode_DATA,
+        PyUnicode_GET_LENGTH,
+        PyUnicode_KIND,
+    )
+    from cython.cimports.libc.string import memcpy
     from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
 else:
     from otus_agent.sip.scan_cy import _looks_like_sip
@@ -70,6 +77,7 @@ else:
     from otus_agent.sip.sdpspans import *  # noqa: F403
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
+V6_CACHE_MAX = cython.declare(cython.Py_ssize_t, 4096)   # IPv6 address pairs kept as text; emptied when full
 NMETHODS = cython.declare(cython.int, 14)
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER", b"PRACK", b"SUBSCRIBE", b"NOTIFY",
            b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
@@ -86,42 +94,88 @@ HEX = b"0123456789abcdef"
 
 
 
+# per byte, what a JSON string needs: 0 copy as is, 1 not ASCII (the general path decodes it),
+# 2 a backslash before it (" and \\), 3 a control character (an escape sequence)
+_ESC_TABLE = cython.declare(bytes, bytes(0 if 0x20 <= c < 0x80 and c not in (34, 92) else
+                                         1 if c >= 0x80 else 2 if c in (34, 92) else 3 for c in range(256)))
+_ESC = cython.declare(cython.p_uchar)
+# the same test on eight bytes at once (each constant is one byte repeated): "has a byte >= 0x80, < 0x20,
+# equal to 0x22 or equal to 0x5C" (the haszero / hasless tricks: exact for "any byte", not for which);
+# unsigned long is 64 bits on the LP64 Linux Otus runs on
+_W01 = cython.declare(cython.ulong, 0x0101010101010101)
+_W20 = cython.declare(cython.ulong, 0x2020202020202020)
+_W22 = cython.declare(cython.ulong, 0x2222222222222222)
+_W5C = cython.declare(cython.ulong, 0x5C5C5C5C5C5C5C5C)
+_W80 = cython.declare(cython.ulong, 0x8080808080808080)
+if cython.compiled:
+    _ESC = cython.cast(cython.p_uchar, _ESC_TABLE)
+else:
+    _ESC = _ESC_TABLE
+
+
 @cython.cfunc
 @cython.inline
 @cython.exceptval(check=False)
 def _lit(q: cython.p_uchar, k: cython.Py_ssize_t, lit: bytes) -> cython.Py_ssize_t:
-    s: cython.p_uchar
-    if cython.compiled:
-        s = cython.cast(cython.p_uchar, lit)
-    else:
-        s = lit
+    n: cython.Py_ssize_t = len(lit)
     j: cython.Py_ssize_t
-    for j in range(len(lit)):
-        q[k + j] = s[j]
-    return k + len(lit)
+    if cython.compiled:
+        memcpy(q + k, cython.cast(cython.p_uchar, lit), n)
+    else:
+        for j in range(n):
+            q[k + j] = lit[j]
+    return k + n
 
 
 @cython.cfunc
 @cython.exceptval(check=False)
 def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
-    tmp: cython.uchar[24]
-    n: cython.int = 0
+    """The decimal digits of v (str(v)): counted first, then written from the last, two per division."""
+    u: cython.ulong
+    t: cython.ulong
+    n: cython.int = 1
+    d: cython.int
     if v < 0:
         q[k] = 45  # '-'
         k += 1
-        v = -v
-    if v == 0:
-        q[k] = 48
-        return k + 1
-    while v > 0:
-        tmp[n] = 48 + v % 10
-        v //= 10
+        u = cython.cast(cython.ulong, -(v + 1)) + 1
+    else:
+        u = v
+    t = u
+    while t >= 10:
+        t //= 10
         n += 1
-    while n > 0:
-        n -= 1
-        q[k] = tmp[n]
-        k += 1
-    return k
+    e: cython.Py_ssize_t = k + n
+    while u >= 100:
+        d = u % 100
+        u //= 100
+        q[e - 1] = 48 + d % 10
+        q[e - 2] = 48 + d // 10
+        e -= 2
+    if u >= 10:
+        q[e - 1] = 48 + u % 10
+        q[e - 2] = 48 + u // 10
+    else:
+        q[e - 1] = 48 + u
+    return k + n
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _u8(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.uchar) -> cython.Py_ssize_t:
+    """_int for 0..255 (an IPv4 address's byte)."""
+    if v >= 100:
+        q[k] = 48 + v // 100
+        q[k + 1] = 48 + v // 10 % 10
+        q[k + 2] = 48 + v % 10
+        return k + 3
+    if v >= 10:
+        q[k] = 48 + v // 10
+        q[k + 1] = 48 + v % 10
+        return k + 2
+    q[k] = 48 + v
+    return k + 1
 
 
 @cython.cfunc
@@ -129,21 +183,40 @@ def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.
 def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.longlong,
          b: cython.longlong) -> cython.Py_ssize_t:
     """A JSON string of p[a:b] escaped as orjson escapes it; null when a < 0; -1 for non-ASCII."""
-    j: cython.longlong
+    j: cython.longlong = a
     c: cython.uchar
+    e: cython.uchar
+    w: cython.ulong
+    x: cython.ulong
+    y: cython.ulong
     if a < 0:
         return _lit(q, k, b"null")
     q[k] = 34
     k += 1
-    for j in range(a, b):
+    if cython.compiled:       # eight bytes at a time while none is non-ASCII, a control, '"' or '\\'
+        while j + 8 <= b:
+            memcpy(cython.address(w), p + j, 8)
+            x = w ^ _W22
+            y = w ^ _W5C
+            if ((w | ((w - _W20) & ~w) | ((x - _W01) & ~x) | ((y - _W01) & ~y)) & _W80) != 0:
+                break
+            memcpy(q + k, p + j, 8)
+            k += 8
+            j += 8
+    while j < b:
         c = p[j]
-        if c >= 0x80:
+        j += 1
+        e = _ESC[c]
+        if e == 0:               # the common case: one table look-up per byte
+            q[k] = c
+            k += 1
+        elif e == 1:
             return -1
-        if c == 34 or c == 92:
+        elif e == 2:
             q[k] = 92
             q[k + 1] = c
             k += 2
-        elif c < 0x20:
+        else:
             q[k] = 92
             if c == 8:
                 q[k + 1] = 98
@@ -165,9 +238,6 @@ def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.l
                 q[k] = HEX[c >> 4]
                 q[k + 1] = HEX[c & 15]
                 k += 2
-        else:
-            q[k] = c
-            k += 1
     q[k] = 34
     return k + 1
 
@@ -182,7 +252,7 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
         if i:
             q[k] = 46
             k += 1
-        k = _int(q, k, p[at + i])
+        k = _u8(q, k, p[at + i])
     q[k] = 34
     return k + 1
 
@@ -298,6 +368,344 @@ def _method(p: cython.p_uchar, ml: cython.longlong) -> cython.int:
     return -1
 
 
+# ---------------------------------------------------------------- call summaries (--calls) in compiled code
+# dialogs.DialogTracker's state machine over C fields: the lane feeds it from the scanner's offsets with no
+# Python call, no str per field it does not read and no object per message (one per call).  The general
+# path of the same stage feeds the same table through the DialogTracker interface (observe, observe_record,
+# observe_fields, flush, counters), so one table holds every call.  The pure build (and any stage without
+# the lane) uses DialogTracker itself; tests/agent/sip/test_lane_calls.py compares the two byte for byte.
+K_NONE = cython.declare(cython.int, 0)      # a response (method), or no CSeq method
+K_OTHER = cython.declare(cython.int, 1)
+K_INVITE = cython.declare(cython.int, 2)
+K_BYE = cython.declare(cython.int, 3)
+K_CANCEL = cython.declare(cython.int, 4)
+S_TRYING = cython.declare(cython.int, 0)
+S_RINGING = cython.declare(cython.int, 1)
+S_ANSWERED = cython.declare(cython.int, 2)
+S_FAILED = cython.declare(cython.int, 3)
+S_CANCELLED = cython.declare(cython.int, 4)
+S_ENDED = cython.declare(cython.int, 5)
+S_TIMED_OUT = cython.declare(cython.int, 6)
+STATES = ("trying", "ringing", "answered", "failed", "cancelled", "ended", "timed_out")
+ENDED_BY = (None, "caller", "callee")
+NO_TS = cython.declare(cython.longlong, -(1 << 62))   # dialogs.Call's None timestamps (capture times are >= 0)
+EXACT = cython.declare(cython.longlong, 1 << 53)                   # below it, C division is Python's
+
+
+@cython.cfunc
+def _kind(s: object) -> cython.int:
+    if s is None:
+        return K_NONE
+    if s == "INVITE":
+        return K_INVITE
+    if s == "BYE":
+        return K_BYE
+    if s == "CANCEL":
+        return K_CANCEL
+    return K_OTHER
+
+
+@cython.cfunc
+def _ms(a: cython.longlong, b: cython.longlong) -> object:
+    """dialogs._ms: milliseconds between two capture times, rounded to 3 places; None if either is None."""
+    d: cython.longlong
+    if a == NO_TS or b == NO_TS:
+        return None
+    d = b - a
+    if -EXACT < d < EXACT:
+        return round(cython.cast(cython.double, d) / 1e6, 3)
+    return round((cython.cast(object, b) - cython.cast(object, a)) / 1_000_000, 3)
+
+
+STATE_BYTES = tuple(x.encode() for x in STATES)
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _ustr(q: cython.p_uchar, k: cython.Py_ssize_t, s: object) -> cython.Py_ssize_t:
+    """A text as _str writes it (null for None); -1 unless it is ASCII."""
+    if s is None:
+        return _lit(q, k, b"null")
+    if not cython.compiled or PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND:
+        return -1
+    return _str(q, k, cython.cast(cython.p_uchar, PyUnicode_DATA(s)), 0, PyUnicode_GET_LENGTH(s))
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _ms_json(q: cython.p_uchar, k: cython.Py_ssize_t, a: cython.longlong, b: cython.longlong) -> cython.Py_ssize_t:
+    """orjson.dumps(_ms(a, b)) written here.  For 0 <= b - a < 10**15 ns not ending in exactly 500 ns,
+    round((b - a) / 1e6, 3) is the microsecond count rounded half up, and orjson writes it as its
+    decimal digits, a point and one to three decimals (tests/agent/sip/test_lane_calls.py checks both
+    claims); other spans take Python's round and orjson."""
+    d: cython.longlong = b - a
+    u: cython.longlong
+    f: cython.int
+    if a == NO_TS or b == NO_TS:
+        return _lit(q, k, b"null")
+    if d < 0 or d >= 1_000_000_000_000_000 or d % 1000 == 500:
+        return _lit(q, k, dumps(_ms(a, b)))
+    u = (d + 500) // 1000
+    k = _int(q, k, u // 1000)
+    q[k] = 46
+    f = u % 1000
+    q[k + 1] = 48 + f // 100
+    k += 2
+    if f % 100:
+        q[k] = 48 + f // 10 % 10
+        k += 1
+        if f % 10:
+            q[k] = 48 + f % 10
+            k += 1
+    return k
+
+
+def ms_json(a: object, b: object) -> bytes:
+    """_ms_json for tests: it must equal orjson.dumps(dialogs._ms(a, b))."""
+    out = bytearray(64)
+    q: cython.p_uchar
+    if cython.compiled:
+        q = cython.cast(cython.p_uchar, out)
+    else:
+        q = out
+    k: cython.Py_ssize_t = _ms_json(q, 0, NO_TS if a is None else a, NO_TS if b is None else b)
+    return bytes(out[:k])
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _ts_json(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
+    return _lit(q, k, b"null") if v == NO_TS else _int(q, k, v)
+
+
+@cython.cfunc
+def _ts(v: cython.longlong) -> object:
+    return None if v == NO_TS else v
+
+
+@cython.cclass
+class _Call:
+    """dialogs.Call with C fields (NO_TS, 0 and S_* where it holds None and state names)."""
+    call_id: object
+    from_tag: object
+    from_user: object
+    to_user: object
+    to_tag: object
+    invite_ts: cython.longlong
+    last_ts: cython.longlong
+    ringing_ts: cython.longlong
+    answer_ts: cython.longlong
+    end_ts: cython.longlong
+    final_status: cython.longlong       # 0: none yet
+    ended_by: cython.int                # index into ENDED_BY
+    reinvites: cython.longlong
+    state: cython.int
+    bye_pending: cython.bint
+    live: cython.bint                   # the table's entry for its Call-ID (False once removed)
+
+    @cython.cfunc
+    def summary(self, open_: cython.bint) -> dict:
+        """dialogs.summary, key for key."""
+        final = None if self.final_status == 0 else self.final_status
+        state = STATES[self.state]
+        return {
+            "v": 1, "type": "call", "call_id": self.call_id, "from_user": self.from_user, "to_user": self.to_user,
+            "start_ts": self.invite_ts, "answer_ts": _ts(self.answer_ts), "end_ts": _ts(self.end_ts),
+            "setup_ms": _ms(self.invite_ts, self.ringing_ts), "answer_ms": _ms(self.invite_ts, self.answer_ts),
+            "duration_ms": _ms(self.answer_ts, self.end_ts), "final_status": final,
+            "ended_by": ENDED_BY[self.ended_by], "reinvites": self.reinvites,
+            "state": ("open:" + state) if open_ else state,
+        }
+
+
+@cython.cclass
+class CallTable:
+    """dialogs.DialogTracker compiled: the same bounded table (``max_calls``, oldest evicted), the same
+    idle timeout on the capture clock and the same summaries, in the same order."""
+    max_calls: cython.Py_ssize_t
+    timeout_ns: cython.longlong
+    calls: dict
+    order: list           # calls in the order they were added; order[head:] still to look at
+    head: cython.Py_ssize_t
+    started = cython.declare(cython.longlong, visibility="readonly")
+    completed = cython.declare(cython.longlong, visibility="readonly")
+    evictions = cython.declare(cython.longlong, visibility="readonly")
+    timeouts = cython.declare(cython.longlong, visibility="readonly")
+
+    def __init__(self, max_calls: int = 100_000, timeout_s: float = 7200.0):
+        if max_calls < 1 or timeout_s <= 0:
+            raise ValueError("dialog limits: max_calls >= 1, timeout > 0")
+        self.max_calls = max_calls
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.calls = {}
+        self.order = []
+        self.head = 0
+
+    def counters(self) -> dict:
+        return {"active": len(self.calls), "started": self.started, "completed": self.completed,
+                "evictions": self.evictions, "timeouts": self.timeouts}
+
+    @property
+    def active(self) -> int:
+        return len(self.calls)
+
+    def observe(self, m, ts: int) -> list:
+        """DialogTracker.observe: one parsed message."""
+        f, t = m.from_, m.to
+        return self.observe_fields(
+            ts, m.call_id, m.cseq_method, m.method if m.is_request else None, m.status_code or 0,
+            f.params.get("tag") if f else None, f.uri.user if f and f.uri else None,
+            t.uri.user if t and t.uri else None, t.params.get("tag") if t is not None else None)
+
+    def observe_record(self, rec: dict, ts: int) -> list:
+        """DialogTracker.observe_record: a SIP record of the Python fast path."""
+        return self.observe_fields(ts, rec["call_id"], rec["cseq_method"], rec["method"], rec["status_code"] or 0,
+                                   rec["from_tag"], rec["from_user"], rec["to_user"], rec["to_tag"])
+
+    def observe_fields(self, ts: int, cid, cseq_method, method, code: int, from_tag, from_user, to_user,
+                       to_tag) -> list:
+        """DialogTracker.observe_fields; summaries (dicts) of the calls that ended."""
+        out: list = []
+        c: _Call
+        self.step(ts, cid, _kind(cseq_method), _kind(method), code, from_tag, from_user, to_user, to_tag, out)
+        ended = []
+        for c in out:
+            ended.append(c.summary(False))
+        return ended
+
+    def flush(self) -> list:
+        """Summaries of every call still open (end of a capture file)."""
+        c: _Call
+        out = []
+        for c in self.calls.values():
+            out.append(c.summary(True))
+            c.live = False
+        self.calls.clear()
+        self.order = []
+        self.head = 0
+        return out
+
+    @cython.cfunc
+    def _oldest(self) -> _Call:
+        """The call added first of those still in the table (which must not be empty)."""
+        c: _Call
+        while True:
+            c = self.order[self.head]
+            if c.live:
+                return c
+            self.head += 1
+
+    @cython.cfunc
+    def _remove(self, c: _Call) -> cython.void:
+        del self.calls[c.call_id]
+        c.live = False
+        if self.head > 4096 and self.head * 2 > len(self.order):    # the queue's dead front: dropped
+            del self.order[:self.head]
+            self.head = 0
+
+    @cython.cfunc
+    def step(self, ts: cython.longlong, cid: object, csm: cython.int, mk: cython.int, code: cython.longlong,
+             from_tag: object, from_user: object, to_user: object, to_tag: object, out: list) -> cython.int:
+        """DialogTracker.observe_fields on kinds (K_*); ``mk`` K_NONE: a response with status ``code``.
+        The calls that ended (no longer changed: out of the table) are appended to ``out``."""
+        c: _Call
+        if self.calls:
+            while self.calls:                                    # DialogTracker._expire
+                c = self._oldest()
+                if c.last_ts + self.timeout_ns >= ts:
+                    break
+                self._remove(c)
+                self.timeouts += 1
+                c.state = S_TIMED_OUT
+                out.append(c)
+        if not cid or csm == K_NONE:
+            return 0
+        found = self.calls.get(cid)
+        if mk != K_NONE:
+            if mk == K_INVITE:
+                if found is None:
+                    while len(self.calls) >= self.max_calls:
+                        self._remove(self._oldest())
+                        self.evictions += 1
+                    c = _Call.__new__(_Call)
+                    c.call_id, c.from_tag, c.from_user, c.to_user, c.to_tag = cid, from_tag, from_user, to_user, None
+                    c.invite_ts = c.last_ts = ts
+                    c.ringing_ts = c.answer_ts = c.end_ts = NO_TS
+                    c.final_status = 0
+                    c.ended_by = 0
+                    c.reinvites = 0
+                    c.state = S_TRYING
+                    c.bye_pending = False
+                    c.live = True
+                    self.calls[cid] = c
+                    self.order.append(c)
+                    if len(self.order) - self.head > 2 * len(self.calls) + 1024:
+                        self.order = list(self.calls.values())
+                        self.head = 0
+                    self.started += 1
+                else:
+                    c = found
+                    if to_tag is not None and c.state == S_ANSWERED:
+                        c.reinvites += 1
+            elif found is None:
+                return 0
+            else:
+                c = found
+                if mk == K_BYE:
+                    if c.end_ts == NO_TS:
+                        c.end_ts = ts
+                        c.ended_by = 1 if from_tag is not None and from_tag == c.from_tag else 2
+                    c.bye_pending = True
+                elif mk == K_CANCEL:
+                    if c.state == S_TRYING or c.state == S_RINGING:
+                        c.ended_by = 1
+            c.last_ts = ts
+            return 0
+        if found is None:
+            return 0
+        c = found
+        c.last_ts = ts
+        if csm == K_INVITE:
+            if 180 <= code < 200 and c.ringing_ts == NO_TS:
+                c.ringing_ts = ts
+                if c.state == S_TRYING:
+                    c.state = S_RINGING
+            elif 200 <= code < 300 and c.answer_ts == NO_TS:
+                c.answer_ts = ts
+                c.final_status = code
+                c.state = S_ANSWERED
+                c.to_tag = to_tag
+            elif code >= 300 and c.final_status == 0:
+                c.final_status = code
+                c.end_ts = ts
+                c.state = S_CANCELLED if code == 487 else S_FAILED
+                if c.ended_by == 0:
+                    c.ended_by = 2
+                self._remove(c)
+                self.completed += 1
+                out.append(c)
+        elif csm == K_BYE and code >= 200 and c.bye_pending:
+            c.state = S_ENDED
+            self._remove(c)
+            self.completed += 1
+            out.append(c)
+        return 0
+
+
+@cython.cfunc
+def _ipv4_text(p: cython.p_uchar, at: cython.Py_ssize_t) -> str:
+    """socket.inet_ntop(AF_INET, ...) of the 4 bytes at p + at."""
+    tmp: cython.uchar[16]
+    k: cython.Py_ssize_t = 0
+    i: cython.int
+    for i in range(4):
+        if i:
+            tmp[k] = 46
+            k += 1
+        k = _u8(cython.address(tmp[0]), k, p[at + i])
+    return cython.cast(cython.p_uchar, cython.address(tmp[0]))[:k].decode("ascii")
+
+
 @cython.cclass
 class UdpLane:
     """One per SIP stage.  ``run`` writes records into its buffer; ``take`` hands them over."""
@@ -306,6 +714,7 @@ class UdpLane:
     extra: bytes
     want_pairs: cython.bint
     scanner: object
+    scan_at: object
     so: cython.longlong[:]
     obuf: bytearray
     olen = cython.declare(cython.Py_ssize_t, visibility="readonly")   # bytes written, not yet taken
@@ -313,9 +722,12 @@ class UdpLane:
     counts_arr = cython.declare(object, visibility="readonly")
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
-    tracker: object       # a DialogTracker (call summaries on) or None
+    tracker: CallTable    # call summaries on (the SIP stage's table), or None
+    ended: list           # the summaries one message ended (reused)
+    v6text: dict          # IPv6 source + destination (32 bytes) -> their text (bounded: V6_CACHE_MAX)
     tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
     tcp_wire: dict        # its streams by wire key
+    tcp_streams: dict     # its streams by key, in the order of their last activity
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
                  tracker=None, tcp=None):
@@ -330,6 +742,7 @@ class UdpLane:
         self.extra = extra
         self.want_pairs = want_pairs
         self.scanner = scanner
+        self.scan_at = scanner.scan_at     # bound once: no attribute look-up per message
         self.so = scanner.arr
         self.obuf = bytearray(1 << 16)
         self.olen = 0
@@ -337,8 +750,11 @@ class UdpLane:
         self.counts = self.counts_arr
         self.starts = []
         self.tracker = tracker
+        self.ended = []
+        self.v6text = {}
         self.tcp = tcp
         self.tcp_wire = tcp.by_wire if tcp is not None else {}
+        self.tcp_streams = tcp.streams if tcp is not None else {}
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -387,9 +803,12 @@ class UdpLane:
             if dec[base + F_PROTO] != 17:
                 # TCP with no SYN, FIN or RST: a pure ACK (the stream's bookkeeping only), or one whole
                 # message in order on an idle stream (SipStage._tcp's common case); else the general path
-                if dec[base + F_PROTO] != 6 or dec[base + F_TCPFLAGS] & 7 or self.tcp is None:
+                if dec[base + F_PROTO] != 6 or self.tcp is None:
                     return i
-                if plen == 0:
+                if dec[base + F_TCPFLAGS] & 7:
+                    if plen != 0 or not self._control(bp, dec, base, ts[i]):
+                        return i
+                elif plen == 0:
                     if not self._ack(bp, dec, base, ts[i]):
                         return i
                 elif not self._tcp_message(buf, bp, dec, base, pay, plen, ts[i]):
@@ -445,7 +864,65 @@ class UdpLane:
             return False
         s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is not None:
-            tcp.touch(s, ts)
+            self._touch(s, ts)
+        return True
+
+    @cython.cfunc
+    def _touch(self, s: object, ts: cython.longlong) -> cython.void:
+        """TcpReassembler._touch without a Python call: count the segment, move its stream to the end of
+        the table (ordered by last activity), note the time."""
+        self.tcp.segments += 1
+        key = s.key
+        streams = self.tcp_streams
+        streams.pop(key, None)
+        streams[key] = s
+        s.last_ts = ts
+
+    @cython.cfunc
+    def _control(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+                 ts: cython.longlong) -> cython.bint:
+        """What SipStage._tcp does for a SYN, FIN or RST without payload, with no Datagram made: a SYN on
+        a SIP port opens (or restarts) its stream; a FIN or RST closes an empty one.  False leaves the
+        packet to the general path: the idle-stream timer due, IPv6 addresses to write as text, bytes
+        still buffered at the close (counted there), SYN with FIN or RST."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        fl: cython.longlong = dec[base + F_TCPFLAGS]
+        seq: cython.longlong = dec[base + F_TCPSEQ]
+        wire = self._wire(bp, dec, base)
+        s = self.tcp_wire.get(wire)
+        if fl & 2:
+            if fl & 5:
+                return False
+            if s is None:
+                sp: cython.longlong = dec[base + F_SPORT]
+                dp: cython.longlong = dec[base + F_DPORT]
+                if not (self.ports[sp] or self.ports[dp]):
+                    return True           # not a SIP port: not followed
+                if dec[base + F_IPVER] != 4:
+                    return False
+                l3: cython.Py_ssize_t = dec[base + F_L3OFF]
+                s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
+            # TcpReassembler.add for a SYN without payload
+            self._touch(s, ts)
+            s.next_seq = (seq + 1) & 0xFFFFFFFF
+            s.buf.clear()
+            s.pending.clear()
+            s.pending_bytes = 0
+            return True
+        if s is None:
+            return True                   # no stream, nothing to frame: the general path ignores it too
+        if s.buf:
+            return False
+        # TcpReassembler.add for a FIN or RST without payload (the stream is closed), then close()
+        self._touch(s, ts)
+        s.closed = True
+        key = s.key
+        del self.tcp_streams[key]
+        if self.tcp_wire.get(s.wire) is s:
+            del self.tcp_wire[s.wire]
         return True
 
     @cython.cfunc
@@ -466,14 +943,15 @@ class UdpLane:
             return False
         if not _looks_like_sip(bp + pay if cython.compiled else buf[pay:pay + plen], plen):
             return False
-        if self.scanner.scan_at(buf, pay, plen, True) != 1:
+        if self.scan_at(buf, pay, plen, True) != 1:
             return False
         o = self.so
         if o[O_BODY] + o[O_CL] != plen:
             return False
         if not self._whole(buf, bp, dec, base, pay, plen, ts, b"tcp"):
             return False
-        tcp.consumed(s, plen, ts)
+        self._touch(s, ts)                # TcpReassembler.consumed
+        s.next_seq = (nxt + plen) & 0xFFFFFFFF
         return True
 
     def write_scanned(self, data: bytes, ts: cython.longlong, src: bytes, sport: cython.longlong, dst: bytes,
@@ -490,7 +968,7 @@ class UdpLane:
     @cython.cfunc
     def _one(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
              pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
-        if self.scanner.scan_at(buf, pay, plen, False) != 1:
+        if self.scan_at(buf, pay, plen, False) != 1:
             return False
         return self._whole(buf, bp, dec, base, pay, plen, ts, b"udp")
 
@@ -501,8 +979,15 @@ class UdpLane:
         ipver: cython.longlong = dec[base + F_IPVER]
         l3: cython.Py_ssize_t = dec[base + F_L3OFF]
         if ipver != 4:
-            src6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 8:l3 + 24]).encode()
-            dst6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 24:l3 + 40]).encode()
+            raw = buf[l3 + 8:l3 + 40]
+            pair = self.v6text.get(raw)     # traffic repeats few address pairs: their text is kept
+            if pair is None:
+                if len(self.v6text) >= V6_CACHE_MAX:
+                    self.v6text.clear()
+                pair = (socket.inet_ntop(socket.AF_INET6, raw[:16]).encode(),
+                        socket.inet_ntop(socket.AF_INET6, raw[16:]).encode())
+                self.v6text[raw] = pair
+            src6, dst6 = pair
             return self._record(None, bp + pay, plen, ts, cython.NULL, src6, dst6, dec[base + F_SPORT],
                                 dec[base + F_DPORT], transport, buf, pay)
         return self._record(None, bp + pay, plen, ts, bp + l3 + 12, b"", b"", dec[base + F_SPORT],
@@ -694,48 +1179,96 @@ class UdpLane:
             c[C_RESP] += 1
             c[C_CLASS + o[O_STATUS] // 100] += 1
         if self.tracker is not None:
-            self._observe(p, ts, req)
+            self._observe(p, ts, req, midx)
         return True
 
     @cython.cfunc
-    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint) -> cython.int:
-        """Feed the dialog tracker from the scanner's offsets (the fields the record just written holds,
-        all ASCII) and append the summaries of the calls that ended, after the record: the general path's
-        order.  Only the fields the message's kind reads are decoded (DialogTracker.observe_fields)."""
+    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint, midx: cython.int) -> cython.int:
+        """Feed the call table from the scanner's offsets (the fields the record just written holds, all
+        ASCII) and append the summaries of the calls that ended, after the record: the general path's
+        order.  Only the fields the message's kind reads are made into text (CallTable.step)."""
         o = self.so
+        t: CallTable = self.tracker
+        csm: cython.int = K_NONE
+        cl: cython.longlong
+        mk: cython.int = K_NONE
         if o[O_CID0] < 0 or o[O_CID1] == o[O_CID0] or o[O_CSM0] < 0:
-            if not self.tracker.calls:
-                return 0       # nothing to expire, nothing to follow: the tracker would do nothing
+            if not t.calls:
+                return 0       # nothing to expire, nothing to follow: the table would do nothing
             cid = None
         else:
             cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1")
-        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
-        method = None
+            cl = o[O_CSM1] - o[O_CSM0]
+            csm = K_OTHER
+            if cl == 6 and _method(p + o[O_CSM0], 6) == 0:
+                csm = K_INVITE
+            elif cl == 3 and _method(p + o[O_CSM0], 3) == 2:
+                csm = K_BYE
         ftag = None
         fuser = None
         tuser = None
         ttag = None
         code: cython.longlong = 0
-        invite: cython.bint = False
-        ml: cython.longlong
         if req:
-            ml = o[O_M1] - o[O_M0]
-            invite = ml == 6 and p[o[O_M0]] == 73 and p[o[O_M0] + 1] == 78 and p[o[O_M0] + 2] == 86 and \
-                p[o[O_M0] + 3] == 73 and p[o[O_M0] + 4] == 84 and p[o[O_M0] + 5] == 69      # INVITE
-            method = p[o[O_M0]:o[O_M1]].decode("latin-1")
-            if invite or method == "BYE":
+            mk = K_INVITE if midx == 0 else K_BYE if midx == 2 else K_CANCEL if midx == 3 else K_OTHER
+            if mk == K_INVITE or mk == K_BYE:
                 ftag = p[o[O_FT0]:o[O_FT1]].decode("latin-1") if o[O_FT0] >= 0 else None
-            if invite:
+            if mk == K_INVITE:
                 fuser = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
                 tuser = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
+                if o[O_TT0] >= 0:
+                    ttag = True            # an INVITE's To tag is only tested for presence (a re-INVITE)
         else:
             code = o[O_STATUS]
-        if invite or not req:
-            ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1") if o[O_TT0] >= 0 else None
-        ended = self.tracker.observe_fields(ts, cid, csm, method, code, ftag, fuser, tuser, ttag)
-        for rec in ended:
-            self._append(dumps(rec), rec["call_id"].encode("utf-8", "surrogateescape"))
-        return len(ended)
+            if csm == K_INVITE and 200 <= code < 300 and o[O_TT0] >= 0:
+                ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1")    # kept by the call it answers
+        ended = self.ended
+        t.step(ts, cid, csm, mk, code, ftag, fuser, tuser, ttag, ended)
+        if not ended:
+            return 0
+        c: _Call
+        for c in ended:
+            self._summary(c)
+        n: cython.int = len(ended)
+        ended.clear()
+        return n
+
+    @cython.cfunc
+    def _summary(self, c: _Call) -> cython.void:
+        """The call's summary (c.summary(False), i.e. dialogs.summary) as the next JSON line, written here as
+        orjson writes it; texts that are not ASCII take orjson itself."""
+        room: cython.Py_ssize_t = 512 + 6 * (len(c.call_id) + (len(c.from_user) if c.from_user is not None else 0) +
+                                             (len(c.to_user) if c.to_user is not None else 0))
+        if self.olen + room > len(self.obuf):
+            self.obuf.extend(bytes(max(self.olen + room - len(self.obuf), len(self.obuf))))
+        q: cython.p_uchar = cython.cast(cython.p_uchar, self.obuf)
+        k0: cython.Py_ssize_t = self.olen
+        k: cython.Py_ssize_t = _lit(q, k0, b'{"v":1,"type":"call","call_id":')
+        k = _ustr(q, k, c.call_id)
+        if k >= 0:
+            k = _ustr(q, _lit(q, k, b',"from_user":'), c.from_user)
+        if k >= 0:
+            k = _ustr(q, _lit(q, k, b',"to_user":'), c.to_user)
+        if k < 0:
+            self._append(dumps(c.summary(False)), c.call_id.encode("utf-8", "surrogateescape"))
+            return
+        k = _int(q, _lit(q, k, b',"start_ts":'), c.invite_ts)
+        k = _ts_json(q, _lit(q, k, b',"answer_ts":'), c.answer_ts)
+        k = _ts_json(q, _lit(q, k, b',"end_ts":'), c.end_ts)
+        k = _ms_json(q, _lit(q, k, b',"setup_ms":'), c.invite_ts, c.ringing_ts)
+        k = _ms_json(q, _lit(q, k, b',"answer_ms":'), c.invite_ts, c.answer_ts)
+        k = _ms_json(q, _lit(q, k, b',"duration_ms":'), c.answer_ts, c.end_ts)
+        k = _lit(q, k, b',"final_status":')
+        k = _int(q, k, c.final_status) if c.final_status != 0 else _lit(q, k, b"null")
+        k = _lit(q, k, b',"ended_by":')
+        k = _lit(q, k, b"null" if c.ended_by == 0 else b'"caller"' if c.ended_by == 1 else b'"callee"')
+        k = _int(q, _lit(q, k, b',"reinvites":'), c.reinvites)
+        k = _lit(q, _lit(q, k, b',"state":"'), STATE_BYTES[c.state])
+        k = _lit(q, k, b'"}')
+        q[k] = 10
+        if self.want_pairs:
+            self.starts.append((k0, k, 0, 0, c.call_id.encode("utf-8", "surrogateescape")))
+        self.olen = k + 1
 
     @cython.cfunc
     def _append(self, line: bytes, key: bytes) -> cython.void:
