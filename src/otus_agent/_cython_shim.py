@@ -58,6 +58,7 @@ def _identity(f: _F) -> _F:
 
 
 cfunc = _identity
+ccall = _identity
 cclass = _identity
 inline = _identity
 

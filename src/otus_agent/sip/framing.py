@@ -19,7 +19,8 @@ from otus_agent.sip import message_cy as sip
 from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
 from otus_agent.sip.scan_cy import Scanner
-from otus_agent.sip.select import DialogSelector, Selector, header_getter
+from otus_agent.sip.select import Selector, header_getter
+from otus_agent.sip.select_cy import DialogSelector
 from otus_agent.sip.slots import LAYOUT as SCAN
 
 try:
@@ -127,10 +128,7 @@ class SipStage:
         if c.match:
             self.select = DialogSelector(Selector.from_options(c.match))
             self._select_headers = self.select.selector.header_names()
-        # the lane writes every message it scans: a selector (like discarded methods) keeps SIP on the
-        # stage's own paths, which judge each message before its record is made
-        if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None \
-                and self.select is None:
+        if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
             if c.call_summaries:   # the compiled table (DialogTracker's twin): the lane feeds it with no Python call
@@ -138,6 +136,8 @@ class SipStage:
             self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs,
                                         self.dialogs if c.call_summaries else None, self.tcp)
             self._lane_seen = [0] * _LC["size"]
+            self.lane.select = self.select          # the lane judges with the same table
+            self.lane.select_heads = self._select_headers
 
     # ------------------------------------------------------------ entry
     def run_lane(self, buf: bytes, out, n: int, ts, start: int, end: bool = True) -> int:

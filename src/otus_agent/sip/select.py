@@ -10,14 +10,14 @@ is reported whole, even when the later messages alone would not match.  Everythi
 before a record is made and counted (``unmatched``); a dialog whose initial request was not
 captured (capture started later) is not selected.
 
-The admitted Call-IDs are a bounded table (``max_dialogs``, the oldest evicted and counted: an
+The admitted Call-IDs are a bounded table (``select_cy.DialogSelector``, compiled: the SIP lane asks it
+about every message) (``max_dialogs``, the oldest evicted and counted: an
 evicted dialog's later messages are then judged on their own).  An entry lives until its dialog
 ends (BYE answered, INVITE answered with a final failure, CANCEL) plus ``linger_s`` for the
 retransmissions that follow, or until it has been idle for ``idle_s``, on the capture clock.
 """
 from __future__ import annotations
 
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -99,106 +99,6 @@ class Selector:
 
     def header_names(self) -> frozenset[str]:
         return frozenset(c.name for c in self.headers)
-
-
-class _Entry:
-    __slots__ = ("last_ns", "ended_ns")
-
-    def __init__(self, ts: int) -> None:
-        self.last_ns = ts
-        self.ended_ns = 0
-
-
-class DialogSelector:
-    """The selector plus the table of admitted dialogs.  ``admit`` is called once per message, in
-    capture order, before its record is made."""
-
-    def __init__(self, selector: Selector, max_dialogs: int = MAX_DIALOGS, linger_s: float = LINGER_S,
-                 idle_s: float = IDLE_S) -> None:
-        if max_dialogs < 1 or linger_s < 0 or idle_s <= 0:
-            raise ValueError("selector limits: max_dialogs >= 1, linger >= 0, idle > 0")
-        self.selector = selector
-        self.max_dialogs = max_dialogs
-        self.linger_ns = int(linger_s * NS)
-        self.idle_ns = int(idle_s * NS)
-        self.dialogs: OrderedDict[str, _Entry] = OrderedDict()   # least recently seen first
-        self._ended: deque[tuple[int, str]] = deque()            # (end time, Call-ID), oldest first
-        self.matched_dialogs = 0      # dialogs admitted (a task's "matched calls")
-        self.matched_messages = 0
-        self.unmatched = 0            # messages dropped: otus_sip_unmatched_total
-        self.evictions = 0
-        self.expired = 0
-
-    def admit(self, ts: int, is_request: bool, method: str | None, status: int | None, cseq_method: str | None,
-              call_id: str | None, from_user: str | None, to_user: str | None, request_uri: str | None,
-              header: Callable[[str], list[str]] | None = None, in_dialog: bool = False) -> bool:
-        """Whether this message is reported; updates the table (capture clock ``ts``, ns).
-        ``in_dialog``: the request's To has a tag (only an initial request can open a selection)."""
-        self._expire(ts)
-        e = self.dialogs.get(call_id) if call_id is not None else None
-        if e is None and is_request and not in_dialog and self.selector.matches(method, from_user, to_user,
-                                                                                request_uri, call_id, header):
-            e = self._add(call_id, ts)
-        if e is None:
-            self.unmatched += 1
-            return False
-        e.last_ns = ts
-        if call_id is not None:
-            self.dialogs.move_to_end(call_id)
-            if e.ended_ns and is_request and method not in ("ACK", "CANCEL"):
-                e.ended_ns = 0       # a new request after a challenge (401/407) or a failed re-INVITE
-            if not e.ended_ns and self._ends(is_request, method, status, cseq_method):
-                e.ended_ns = ts
-                self._ended.append((ts, call_id))
-        self.matched_messages += 1
-        return True
-
-    @staticmethod
-    def _ends(is_request: bool, method: str | None, status: int | None, cseq_method: str | None) -> bool:
-        if is_request:
-            return method == "CANCEL"
-        if status is None or status < 200:
-            return False
-        if cseq_method == "BYE":
-            return True
-        # a final failure to the INVITE ends the dialog; to an out-of-dialog request, its transaction
-        return status >= 300 and cseq_method == "INVITE" or cseq_method not in ("INVITE", "ACK", "PRACK",
-                                                                                 "UPDATE", "INFO", "BYE")
-
-    def _add(self, call_id: str | None, ts: int) -> _Entry:
-        e = _Entry(ts)
-        self.matched_dialogs += 1
-        if call_id is None:          # a request without Call-ID: reported, nothing to remember
-            return e
-        if len(self.dialogs) >= self.max_dialogs:
-            self.dialogs.popitem(last=False)
-            self.evictions += 1
-        self.dialogs[call_id] = e
-        return e
-
-    def _expire(self, ts: int) -> None:
-        d = self.dialogs
-        ended = self._ended
-        while ended and ts - ended[0][0] > self.linger_ns:
-            t, cid = ended.popleft()
-            e = d.get(cid)
-            if e is not None and e.ended_ns == t:     # not resumed, not evicted and re-added since
-                del d[cid]
-                self.expired += 1
-        # the front is the least recently seen: once it is fresh, so is everything behind it
-        while d:
-            cid, e = next(iter(d.items()))
-            if ts - e.last_ns <= self.idle_ns:
-                break
-            del d[cid]
-            self.expired += 1
-        if len(ended) > 2 * self.max_dialogs:      # its bound: entries of resumed or evicted dialogs
-            self._ended = deque((t, c) for t, c in ended if c in d and d[c].ended_ns == t)
-
-    def counters(self) -> dict:
-        return {"matched_dialogs": self.matched_dialogs, "matched_messages": self.matched_messages,
-                "unmatched": self.unmatched, "active": len(self.dialogs), "evictions": self.evictions,
-                "expired": self.expired}
 
 
 def header_getter(data: bytes, names: frozenset[str]) -> Callable[[str], list[str]]:

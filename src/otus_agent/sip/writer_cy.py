@@ -68,6 +68,12 @@ else:
 from orjson import dumps
 
 from otus_agent.sip.sdp_cy import sdp_span
+from otus_agent.sip.select import header_getter
+
+if cython.compiled:
+    from cython.cimports.otus_agent.sip.select_cy import DialogSelector
+else:
+    from otus_agent.sip.select_cy import DialogSelector
 
 if cython.compiled:   # the one SDP scanner and its dict emitter (sip/sdp_cy.pxd; offsets: sip/sdpspans.pxd)
     from cython.cimports.otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _sdp_kind, _skip_tok, _skip_ws
@@ -81,6 +87,7 @@ V6_CACHE_MAX = cython.declare(cython.Py_ssize_t, 4096)   # IPv6 address pairs ke
 NMETHODS = cython.declare(cython.int, 14)
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER", b"PRACK", b"SUBSCRIBE", b"NOTIFY",
            b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
+METHOD_NAMES = tuple(m.decode() for m in METHODS)
 # counters: [messages, requests, responses, 0xx..6xx (7), per method (NMETHODS)]
 C_MSG = cython.declare(cython.int, 0)
 C_REQ = cython.declare(cython.int, 1)
@@ -728,6 +735,10 @@ class UdpLane:
     tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
     tcp_wire: dict        # its streams by wire key
     tcp_streams: dict     # its streams by key, in the order of their last activity
+    # the SIP stage's DialogSelector (sip.match), or None: every message is written; and the header
+    # names its conditions read
+    select = cython.declare(object, visibility="public")
+    select_heads = cython.declare(object, visibility="public")
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
                  tracker=None, tcp=None):
@@ -755,6 +766,8 @@ class UdpLane:
         self.tcp = tcp
         self.tcp_wire = tcp.by_wire if tcp is not None else {}
         self.tcp_streams = tcp.streams if tcp is not None else {}
+        self.select = None
+        self.select_heads = frozenset()
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -1167,9 +1180,15 @@ class UdpLane:
         q[k] = 125   # }
         q[k + 1] = 10
         k += 2
-        if self.want_pairs:
-            self.starts.append((k0, k - 1, kc0, kc1, key))
-        self.olen = k
+        admitted: cython.bint = True
+        if self.select is not None:
+            # judged on the record's fields once it is written (all ASCII then: a message the lane
+            # leaves to the general path is judged there, once); dropped: its bytes are not kept
+            admitted = self._admit(data, p, plen, ts, req, midx, whole, off)
+        if admitted:
+            if self.want_pairs:
+                self.starts.append((k0, k - 1, kc0, kc1, key))
+            self.olen = k
         c = self.counts
         c[C_MSG] += 1
         if req:
@@ -1178,9 +1197,32 @@ class UdpLane:
         else:
             c[C_RESP] += 1
             c[C_CLASS + o[O_STATUS] // 100] += 1
-        if self.tracker is not None:
+        if self.tracker is not None and admitted:
             self._observe(p, ts, req, midx)
         return True
+
+    @cython.cfunc
+    def _admit(self, data: object, p: cython.p_uchar, plen: cython.Py_ssize_t, ts: cython.longlong,
+               req: cython.bint, midx: cython.int, whole: bytes, off: cython.Py_ssize_t) -> cython.bint:
+        """The selector's verdict (SipStage._deliver_fast's, from the same fields): an initial request
+        of a dialog not yet admitted is judged on the scanner's fields; every other message by its
+        Call-ID alone, without making the rest into text."""
+        o = self.so
+        sel: DialogSelector = self.select
+        cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1") if o[O_CID0] >= 0 else None
+        in_dialog: cython.bint = o[O_TT0] >= 0
+        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
+        if req and not in_dialog and (cid is None or cid not in sel.dialogs):
+            # the fields the fast path's record holds (scan_cy._fields), ASCII as the record just written
+            fu = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
+            tu = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
+            ruri = p[o[O_U0]:o[O_U1]].decode("latin-1") if o[O_U0] >= 0 else None
+            heads = None
+            if self.select_heads:
+                heads = header_getter(data if data is not None else whole[off:off + plen], self.select_heads)
+            return sel.admit(ts, True, METHOD_NAMES[midx], None, csm, cid, fu, tu, ruri, heads, False)
+        return sel.admit(ts, req, METHOD_NAMES[midx] if req else None, None if req else o[O_STATUS], csm, cid,
+                         None, None, None, None, in_dialog)
 
     @cython.cfunc
     def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint, midx: cython.int) -> cython.int:

@@ -4,22 +4,37 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from otus_agent.sip.select import NS, DialogSelector, Selector, header_getter
+from otus_agent.sip import select_cy
+from otus_agent.sip.select import NS, Selector, header_getter
 from otus_spec import SipMatch, SipOptions
 
+from ...conftest import load_pure
 
-def _sel(**kw) -> DialogSelector:
+# the dialog table runs compiled in the lane and as Python in the pure build: every test runs both
+BUILDS = {"installed": select_cy, "pure": load_pure("sip/select_cy.py", "otus_pure_select")}
+
+
+@pytest.fixture(params=sorted(BUILDS), autouse=True)
+def build(request, monkeypatch):
+    monkeypatch.setitem(globals(), "DialogSelector", BUILDS[request.param].DialogSelector)
+    return request.param
+
+
+DialogSelector = select_cy.DialogSelector
+
+
+def _sel(**kw):
     return DialogSelector(Selector.from_options(SipMatch(**kw)))
 
 
-def _req(ds: DialogSelector, ts: float, method: str, cid: str, fu: str = "alice", tu: str = "bob",
+def _req(ds, ts: float, method: str, cid: str, fu: str = "alice", tu: str = "bob",
          ruri: str = "sip:bob@example.com", header=None, in_dialog: bool | None = None) -> bool:
     if in_dialog is None:
         in_dialog = method in ("ACK", "BYE")
     return ds.admit(int(ts * NS), True, method, None, method, cid, fu, tu, ruri, header, in_dialog)
 
 
-def _resp(ds: DialogSelector, ts: float, status: int, cseq_method: str, cid: str) -> bool:
+def _resp(ds, ts: float, status: int, cseq_method: str, cid: str) -> bool:
     return ds.admit(int(ts * NS), False, None, status, cseq_method, cid, "alice", "bob", None)
 
 
