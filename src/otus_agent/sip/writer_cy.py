@@ -60,6 +60,8 @@ else:
     from otus_agent.sip.scan_cy import _looks_like_sip
 from orjson import dumps
 
+from otus_agent.sip.fingerprint import fingerprint
+from otus_agent.sip.identity import FRAGMENTS, MAX_FRAGMENT
 from otus_agent.sip.sdp_cy import sdp_from_body
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
@@ -178,6 +180,17 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
         k = _int(q, k, p[at + i])
     q[k] = 34
     return k + 1
+
+
+@cython.cfunc
+def _addr(v4: cython.p_uchar, at: cython.int, text: bytes) -> bytes:
+    """An address as text (sip/identity.py's FRAGMENTS key): IPv4 from its 4 bytes at v4 + at, else ``text``."""
+    tmp: cython.uchar[24]
+    if v4 == cython.NULL:
+        return text
+    t: cython.p_uchar = cython.address(tmp[0])
+    n: cython.Py_ssize_t = _ipv4(t, 0, v4, at)
+    return t[1:n - 1]
 
 
 MAX_MEDIA = cython.declare(cython.int, 32)
@@ -849,6 +862,21 @@ class UdpLane:
             k = _str(q, k, p, o[O_PC0], o[O_PC1])
         if k < 0:
             return False
+        k = _lit(q, k, b',"fingerprint":')
+        fp = fingerprint(
+            p[o[O_M0]:o[O_M1]] if req else b"%d" % o[O_STATUS],
+            (p[o[O_CID0]:o[O_CID1]] if o[O_CID0] >= 0 else b""),
+            b"%d" % o[O_CSEQ],
+            (p[o[O_CSM0]:o[O_CSM1]] if o[O_CSM0] >= 0 else b""),
+            (p[o[O_VB0]:o[O_VB1]] if o[O_VB0] >= 0 else b""),
+            (p[o[O_FT0]:o[O_FT1]] if o[O_FT0] >= 0 else b""),
+            (p[o[O_TT0]:o[O_TT1]] if o[O_TT0] >= 0 else b""),
+            p[bstart:bend if bend < bstart + 64 else bstart + 64],
+        )
+        q[k] = 34
+        k = _lit(q, k + 1, fp.encode())
+        q[k] = 34
+        k += 1
         # </fields:lane>
         k = _lit(q, k, b',"sdp":')
         kbeforesdp: cython.Py_ssize_t = k
@@ -864,6 +892,24 @@ class UdpLane:
         else:
             k = _lit(q, k, sdp)
         k = _lit(q, k, self.extra)
+        # who holds the addresses, and the capture point (sip/identity.py); nothing outside a cluster
+        # <fields:lane_identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
+        if FRAGMENTS:
+            if len(self.obuf) - k < 4 * MAX_FRAGMENT:
+                return False
+            frag = FRAGMENTS.get(b"capture")
+            if frag is not None:
+                k = _lit(q, k, b',"capture":')
+                k = _lit(q, k, frag)
+            frag = FRAGMENTS.get(_addr(v4, 0, src6))
+            if frag is not None:
+                k = _lit(q, k, b',"src_k8s":')
+                k = _lit(q, k, frag)
+            frag = FRAGMENTS.get(_addr(v4, 4, dst6))
+            if frag is not None:
+                k = _lit(q, k, b',"dst_k8s":')
+                k = _lit(q, k, frag)
+        # </fields:lane_identity>
         q[k] = 125   # }
         q[k + 1] = 10
         k += 2
