@@ -176,22 +176,24 @@ class _Holder:
     gone_at: float | None = None                   # deleted (monotonic); resolves until gone_at + grace
 
 
+Answer = tuple[dict, bytes]      # an address's identity and its JSON (shared by the holder's addresses: never mutated)
+
+
 class Sink(Protocol):
-    def publish(self, changes: dict[str, bytes | None]) -> None: ...
+    def publish(self, changes: dict[str, Answer | None]) -> None: ...
 
 
 class LocalSink:
     """This process's ``sip/identity.py`` dicts (tests, and capture in the watching process itself)."""
 
-    def publish(self, changes: dict[str, bytes | None]) -> None:
-        for ip, frag in changes.items():
+    def publish(self, changes: dict[str, Answer | None]) -> None:
+        for ip, answer in changes.items():
             key = ip.encode()
-            if frag is None:
+            if answer is None:
                 hooks.ADDRESSES.pop(ip, None)
                 hooks.FRAGMENTS.pop(key, None)
             else:
-                hooks.ADDRESSES[ip] = json.loads(frag)
-                hooks.FRAGMENTS[key] = frag
+                hooks.ADDRESSES[ip], hooks.FRAGMENTS[key] = answer
 
 
 class IdentityTable:
@@ -289,7 +291,7 @@ class IdentityTable:
     def replace(self, kind: str, objects: list[dict]) -> None:
         """A fresh list of ``kind`` ("pod" or "svc"): upsert each; those of that kind not in it are deleted."""
         with self.lock:
-            keep = set()
+            keep: set[tuple] = set()
             for o in objects:
                 meta = o.get("metadata") or {}
                 if kind == "pod":
@@ -318,7 +320,7 @@ class IdentityTable:
 
     # -------------------------------------------------------------- the holder queues
     def _put(self, new: _Holder) -> None:
-        new.frag = dumps(new.ident)
+        new.frag = bytes(memoryview(dumps(new.ident)))     # orjson's bytes keep a 4 kB buffer: a tight copy
         if len(new.frag) > hooks.MAX_FRAGMENT:
             self.counters["oversized"] += 1
             self._remove(new.key)
@@ -402,12 +404,12 @@ class IdentityTable:
         """Publish the answers that changed."""
         if not self._changed:
             return
-        changes: dict[str, bytes | None] = {}
+        changes: dict[str, Answer | None] = {}
         for ip in self._changed:
             h = self._current(ip)
             frag = h.frag if h is not None else None
             if self.answer.get(ip) != frag:
-                changes[ip] = frag
+                changes[ip] = (h.ident, h.frag) if h is not None else None
                 if frag is None:
                     self.answer.pop(ip, None)
                 else:
@@ -429,12 +431,12 @@ class FileSink:
         self.last = float("-inf")
         self.writes = 0
 
-    def publish(self, changes: dict[str, bytes | None]) -> None:
-        for ip, frag in changes.items():
-            if frag is None:
+    def publish(self, changes: dict[str, Answer | None]) -> None:
+        for ip, answer in changes.items():
+            if answer is None:
                 self.answers.pop(ip, None)
             else:
-                self.answers[ip] = frag
+                self.answers[ip] = answer[1]
         self.dirty = True
 
     def flush(self, force: bool = False) -> bool:
@@ -462,12 +464,16 @@ def load_snapshot(path: str, sink: LocalSink | None = None) -> int:
         ip, sep, frag = line.partition(b"\t")
         if sep:
             new[ip] = frag
-    changes: dict[str, bytes | None] = {}
+    changes: dict[str, Answer | None] = {}
     for key in [k for k in hooks.FRAGMENTS if k != hooks.CAPTURE_KEY and k not in new]:
         changes[key.decode()] = None
+    parsed: dict[bytes, dict] = {}          # a pod's addresses share one identity
     for key, frag in new.items():
         if hooks.FRAGMENTS.get(key) != frag:
-            changes[key.decode()] = frag
+            frag = bytes(frag)
+            if frag not in parsed:
+                parsed[frag] = json.loads(frag)
+            changes[key.decode()] = (parsed[frag], frag)
     (sink or LocalSink()).publish(changes)
     return len(changes)
 

@@ -48,7 +48,7 @@ def start_identity(args: argparse.Namespace, stop: threading.Event,
     own = identity.own_identity(env)
     if own:
         from orjson import dumps
-        identity.LocalSink().publish({ip: dumps(who) for ip, who in own.items()})
+        identity.LocalSink().publish({ip: (who, dumps(who)) for ip, who in own.items()})
     in_cluster = bool(args.kubeconfig or env.get("KUBERNETES_SERVICE_HOST"))
     enabled = settings.enabled if settings.enabled is not None else in_cluster and env.get("OTUS_MODE") != "sidecar"
     if not enabled:

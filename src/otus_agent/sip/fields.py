@@ -16,7 +16,7 @@ of them drifts:
 Two more kinds of field (issue 18), generated the same way:
 
 * ``fingerprint`` (scan kind ``("fingerprint",)``): the message's fingerprint, one hash
-  (``sip/fingerprint.py``) over values every path already has; the generated code only gathers them.
+  (``sip/fingerprint_cy.py``) over values every path already has; the generated code only gathers them.
 * ``part="identity"``: the capture point (``capture``) and, for an ``address`` field, who holds that
   address in the cluster (``src_k8s``, ``dst_k8s``), looked up in ``sip/identity.py``'s tables
   (``ADDRESSES`` for the general path, ``FRAGMENTS``, pre-serialised JSON, for the lane) after the
@@ -36,7 +36,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from otus_agent.sip.fingerprint import BODY_BYTES
+from otus_agent.sip.fingerprint_cy import BODY_BYTES
 
 # the general path's locals the ``message`` expressions may use (sip/records.py: sip_record)
 #   m: the SipMessage; f, t: From/To (NameAddr or None); fu, tu: their URIs; h: headers;
@@ -48,7 +48,7 @@ from otus_agent.sip.fingerprint import BODY_BYTES
 #   ("resp_str", S)   "str" for a response, null for a request
 #   ("resp_int", S)   "int" for a response, null for a request
 #   ("first", S, T)   "str" of S when S is found, else "str" of T
-#   ("fingerprint",)  sip/fingerprint.py's hash of FP_SLOTS (start line, Call-ID, CSeq, branch, tags) and the body
+#   ("fingerprint",)  sip/fingerprint_cy.py's hash of FP_SLOTS (start line, Call-ID, CSeq, branch, tags) and the body
 KINDS = {"str": 1, "int": 1, "req_str": 1, "resp_str": 1, "resp_int": 1, "first": 2, "fingerprint": 0}
 # the fingerprint's inputs after the start line, in its order (sip/fingerprint.py); "int" slots are numbers
 FP_SLOTS = (("str", "O_CID0"), ("int", "O_CSEQ"), ("str", "O_CSM0"), ("str", "O_VB0"), ("str", "O_FT0"),
@@ -124,7 +124,7 @@ FIELDS: tuple[Field, ...] = (
                                 "P-Charging-Vector icid-value)"}),
     Field("fingerprint", {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "fingerprint_of(m)", ("fingerprint",),
           extra={"description": "the message's fingerprint, equal at every capture point that sees it (and for "
-                                "its retransmissions): sip/fingerprint.py"}),
+                                "its retransmissions): FNV-1a, see sip/fingerprint_cy.py"}),
     Field("sdp", {
         "type": ["object", "null"],
         "properties": {
@@ -253,10 +253,14 @@ def render_scan(fields: tuple[Field, ...]) -> list[str]:
 
 
 def _lane_value(f: Field) -> list[str]:
-    if f.scan[0] == "fingerprint":
-        body = f"p[bstart:bend if bend < bstart + {BODY_BYTES} else bstart + {BODY_BYTES}]"
-        return ["fp = fingerprint(", *_fp_args("p", "o", "req", body), ")", "q[k] = 34",
-                "k = _lit(q, k + 1, fp.encode())", "q[k] = 34", "k += 1"]
+    if f.scan[0] == "fingerprint":     # the same FNV-1a in place, over the same parts (sip/fingerprint_cy.py)
+        out = ["h: cython.ulonglong = _start()", "if req:", "    h = _fnv(h, p, o[O_M0], o[O_M1])", "else:",
+               "    h = _fnv_num(h, o[O_STATUS])"]
+        for kind, s in FP_SLOTS:
+            out.append(f"h = _fnv_num(_sep(h), o[{s}])" if kind == "int" else f"h = _fnv(_sep(h), p, o[{s}], o[{_end(s)}])")
+        out += [f"h = _fnv(_sep(h), p, bstart, bend if bend < bstart + {BODY_BYTES} else bstart + {BODY_BYTES})",
+                "q[k] = 34", "k = _hex(q, k + 1, h)", "q[k] = 34", "k += 1"]
+        return out
     kind, s = f.scan[0], f.scan[1]
     text = f"k = _str(q, k, p, o[{s}], o[{_end(s)}])"
     if kind == "str" and f.kafka_key:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from otus_agent.sip.fields import SCHEMA_VERSION
-from otus_agent.sip.fingerprint import of_message as fingerprint_of
+from otus_agent.sip.fingerprint_cy import of_message as fingerprint_of
 from otus_agent.sip.identity import ADDRESSES, CAPTURE
 from otus_agent.sip.message_cy import SipMessage, parse_params
 from otus_agent.sip.scan_cy import Scanner

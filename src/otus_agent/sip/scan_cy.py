@@ -21,7 +21,7 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
 else:
     from otus_agent.sip.slots import *  # noqa: F403
 from otus_agent.sip import grammar
-from otus_agent.sip.fingerprint import fingerprint
+from otus_agent.sip.fingerprint_cy import fingerprint
 
 MAX_HEADERS = cython.declare(cython.int, 128)
 MAX_PORT = cython.declare(cython.longlong, grammar.MAX_PORT)

@@ -58,9 +58,12 @@ if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
     from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
 else:
     from otus_agent.sip.scan_cy import _looks_like_sip
+if cython.compiled:   # the one fingerprint hash (sip/fingerprint_cy.pxd), over the message in place
+    from cython.cimports.otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
+else:
+    from otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
 from orjson import dumps
 
-from otus_agent.sip.fingerprint import fingerprint
 from otus_agent.sip.identity import FRAGMENTS, MAX_FRAGMENT
 from otus_agent.sip.sdp_cy import sdp_from_body
 
@@ -737,6 +740,8 @@ class UdpLane:
         # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
         fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
             len(transport)
+        if FRAGMENTS:     # room for the identity keys after the labels (each at most MAX_FRAGMENT bytes)
+            fixed += 4 * MAX_FRAGMENT
         need: cython.Py_ssize_t = self.olen + fixed + len(sdp)
         if need > len(self.obuf):
             self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
@@ -863,18 +868,20 @@ class UdpLane:
         if k < 0:
             return False
         k = _lit(q, k, b',"fingerprint":')
-        fp = fingerprint(
-            p[o[O_M0]:o[O_M1]] if req else b"%d" % o[O_STATUS],
-            (p[o[O_CID0]:o[O_CID1]] if o[O_CID0] >= 0 else b""),
-            b"%d" % o[O_CSEQ],
-            (p[o[O_CSM0]:o[O_CSM1]] if o[O_CSM0] >= 0 else b""),
-            (p[o[O_VB0]:o[O_VB1]] if o[O_VB0] >= 0 else b""),
-            (p[o[O_FT0]:o[O_FT1]] if o[O_FT0] >= 0 else b""),
-            (p[o[O_TT0]:o[O_TT1]] if o[O_TT0] >= 0 else b""),
-            p[bstart:bend if bend < bstart + 64 else bstart + 64],
-        )
+        h: cython.ulonglong = _start()
+        if req:
+            h = _fnv(h, p, o[O_M0], o[O_M1])
+        else:
+            h = _fnv_num(h, o[O_STATUS])
+        h = _fnv(_sep(h), p, o[O_CID0], o[O_CID1])
+        h = _fnv_num(_sep(h), o[O_CSEQ])
+        h = _fnv(_sep(h), p, o[O_CSM0], o[O_CSM1])
+        h = _fnv(_sep(h), p, o[O_VB0], o[O_VB1])
+        h = _fnv(_sep(h), p, o[O_FT0], o[O_FT1])
+        h = _fnv(_sep(h), p, o[O_TT0], o[O_TT1])
+        h = _fnv(_sep(h), p, bstart, bend if bend < bstart + 64 else bstart + 64)
         q[k] = 34
-        k = _lit(q, k + 1, fp.encode())
+        k = _hex(q, k + 1, h)
         q[k] = 34
         k += 1
         # </fields:lane>
