@@ -8,6 +8,10 @@
   rest) on a generated workload whose two ends are pods, with the tables empty (records as outside a
   cluster) and filled (both ends and the capture point resolve; 10,000 other pods in the table);
   CPU time (time.process_time), best of several runs;
+  the cost splits into the lookups (about 100 ns per resolved address and for the capture point)
+  and, with a large table in the process, glibc returning freed heap to the kernel between the lane's
+  output blocks (page faults on the next block): run with ``MALLOC_TRIM_THRESHOLD_=268435456`` to
+  see the lookups alone;
 * the fingerprint alone: sip/fingerprint_cy.py's hash through its Python entry (the lane hashes in place), per call.
 
 Usage: python bench/bench_identity.py [--pods N] [--calls N]

@@ -308,11 +308,15 @@ def render_identity(fields: tuple[Field, ...]) -> list[str]:
 def render_lane_identity(fields: tuple[Field, ...]) -> list[str]:
     """The lane's identity keys after the labels, from sip/identity.py's FRAGMENTS (JSON bytes); the
     record goes to the general path when the buffer lacks room for them."""
+    from otus_agent.sip.identity import MAX_FRAGMENT, ROOM
     ids = [f for f in fields if f.part == "identity"]
-    out = ["if FRAGMENTS:", f"    if len(self.obuf) - k < {len(ids) + 1} * MAX_FRAGMENT:", "        return False"]
+    if len(ids) * (MAX_FRAGMENT + 16) > ROOM:
+        raise ValueError("more identity keys than sip/identity.py's ROOM holds")
+    out = ["if FRAGMENTS:", "    frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method",
+           "    if len(self.obuf) - k < IDENT_ROOM:", "        return False"]
     for f in ids:
         look = {"src_ip": "_addr(v4, 0, src6)", "dst_ip": "_addr(v4, 4, dst6)"}.get(f.address, f'b"{f.key}"')
-        out += [f"    frag = FRAGMENTS.get({look})", "    if frag is not None:",
+        out += [f"    frag = frags.get({look})", "    if frag is not None:",
                 f"        k = _lit(q, k, b',\"{f.key}\":')", "        k = _lit(q, k, frag)"]
     return out
 

@@ -22,6 +22,7 @@ FRAGMENTS: dict[bytes, bytes] = {}
 CAPTURE: dict[str, dict] = {}
 CAPTURE_KEY = b"capture"          # no address's text: the capture point's entry in FRAGMENTS
 MAX_FRAGMENT = 1024               # an identity's JSON longer than this is left out (the lane's room per key)
+ROOM = 4 * MAX_FRAGMENT           # the lane's room for a record's identity keys (sip/fields.py: at most 3)
 
 
 def set_capture(point: dict[str, str] | None) -> None:

@@ -64,7 +64,7 @@ else:
     from otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
 from orjson import dumps
 
-from otus_agent.sip.identity import FRAGMENTS, MAX_FRAGMENT
+from otus_agent.sip.identity import FRAGMENTS, ROOM
 from otus_agent.sip.sdp_cy import sdp_from_body
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
@@ -81,6 +81,7 @@ NCOUNT = cython.declare(cython.int, 24)
 COUNTERS = {"messages": C_MSG, "requests": C_REQ, "responses": C_RESP, "classes": C_CLASS, "methods": C_METHOD,
             "size": NCOUNT}
 HEX = b"0123456789abcdef"
+IDENT_ROOM = cython.declare(cython.Py_ssize_t, ROOM)    # bytes kept free for a record's identity keys
 
 
 
@@ -740,8 +741,8 @@ class UdpLane:
         # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
         fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
             len(transport)
-        if FRAGMENTS:     # room for the identity keys after the labels (each at most MAX_FRAGMENT bytes)
-            fixed += 4 * MAX_FRAGMENT
+        if FRAGMENTS:     # room for the identity keys after the labels (sip/identity.py)
+            fixed += IDENT_ROOM
         need: cython.Py_ssize_t = self.olen + fixed + len(sdp)
         if need > len(self.obuf):
             self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
@@ -902,17 +903,18 @@ class UdpLane:
         # who holds the addresses, and the capture point (sip/identity.py); nothing outside a cluster
         # <fields:lane_identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
         if FRAGMENTS:
-            if len(self.obuf) - k < 4 * MAX_FRAGMENT:
+            frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method
+            if len(self.obuf) - k < IDENT_ROOM:
                 return False
-            frag = FRAGMENTS.get(b"capture")
+            frag = frags.get(b"capture")
             if frag is not None:
                 k = _lit(q, k, b',"capture":')
                 k = _lit(q, k, frag)
-            frag = FRAGMENTS.get(_addr(v4, 0, src6))
+            frag = frags.get(_addr(v4, 0, src6))
             if frag is not None:
                 k = _lit(q, k, b',"src_k8s":')
                 k = _lit(q, k, frag)
-            frag = FRAGMENTS.get(_addr(v4, 4, dst6))
+            frag = frags.get(_addr(v4, 4, dst6))
             if frag is not None:
                 k = _lit(q, k, b',"dst_k8s":')
                 k = _lit(q, k, frag)
