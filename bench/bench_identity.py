@@ -8,10 +8,11 @@
   rest) on a generated workload whose two ends are pods, with the tables empty (records as outside a
   cluster) and filled (both ends and the capture point resolve; 10,000 other pods in the table);
   CPU time (time.process_time), best of several runs;
-  the cost splits into the lookups (about 100 ns per resolved address and for the capture point)
-  and, with a large table in the process, glibc returning freed heap to the kernel between the lane's
-  output blocks (page faults on the next block): run with ``MALLOC_TRIM_THRESHOLD_=268435456`` to
-  see the lookups alone;
+  on and off alternate (this shared VM's speed drifts) with the table's dicts in memory for both.
+  The lookups cost about 100 ns per key found; the rest depends on the heap's layout: with large
+  dicts in the process, glibc returns the lane's freed output blocks (a new 64 kB bytes per flush)
+  to the kernel and the next block page-faults them in (``MALLOC_TRIM_THRESHOLD_=268435456
+  MALLOC_MMAP_THRESHOLD_=268435456`` shows the run without it);
 * the fingerprint alone: sip/fingerprint_cy.py's hash through its Python entry (the lane hashes in place), per call.
 
 Usage: python bench/bench_identity.py [--pods N] [--calls N]
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     a = ap.parse_args()
     hooks.clear()
-    memory(a.pods)
+    table = memory(a.pods)     # kept: the dicts stay in memory for both modes
     # the workload's two ends are pods (on top of the 10,000 already in the table)
     path = workload(a.calls, 0, large_invite_ratio=0.1, tcp_ratio=0.1, vlan_ratio=0.1, ipv6_ratio=0.1,
                     ipv4_pair=("10.200.0.1", "10.200.0.2"), ipv6_pair=("fd00:200::1", "fd00:200::2"))
@@ -145,6 +146,7 @@ def main() -> None:
     for _ in range(k):
         fingerprint(*args)
     fp = (time.process_time() - t0) / k
+    del table
     print(f"fingerprint: {fp * 1e9:,.0f} ns per message ({100 * fp * n / t_off:.1f}% of the identity-off time)")
 
 
