@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -144,21 +145,48 @@ def test_address_reuse_within_and_after_the_grace(cluster):
         w.stop.set()
 
 
-def _gone_cluster():
+def _gone_cluster(forbidden: int = 0):
     from emulator import Cluster, StampingEmulator, verb_of
 
     class Emu(StampingEmulator):
-        """The next ``gone`` watches of pods answer HTTP 410 Gone."""
+        """The next ``gone`` watches of pods answer HTTP 410 Gone; the first ``forbidden`` lists of pods 403
+        (RBAC not there yet: the ClusterRoleBinding is created beside the DaemonSet)."""
         gone = 0
+        denied = forbidden
 
         async def _handle(self, request):
             r = request.resource
-            if verb_of(request) == "watch" and r is not None and getattr(r, "plural", None) == "pods" and self.gone:
+            pods = r is not None and getattr(r, "plural", None) == "pods"
+            if verb_of(request) == "watch" and pods and self.gone:
                 self.gone -= 1
                 self._record(request)
                 raise KubernetesError(status=410, reason="Expired", message="too old resource version: 1 (99)")
+            if verb_of(request) == "list" and pods and self.denied:
+                self.denied -= 1
+                self._record(request)
+                raise KubernetesError(status=403, reason="Forbidden", message="pods is forbidden")
             return await super()._handle(request)
     return Cluster(Emu).start()
+
+
+def test_errors_back_off_and_the_watch_recovers(caplog):
+    caplog.set_level(logging.INFO, "otus.kube.identity")
+    c = _gone_cluster(forbidden=3)
+    try:
+        core = client.CoreV1Api(c.client())
+        _pod(core, "ns-x", "a", ["10.12.0.1"], "node-a")
+        table = ki.IdentityTable()
+        w = ki.IdentityWatch(core, table, backoff_s=0.1, max_backoff_s=0.4).start()
+        t0 = time.monotonic()
+        assert w.wait_synced(15), "no list after the 403s"
+        assert time.monotonic() - t0 >= 0.1 + 0.2 + 0.4 - 0.2      # back-off 0.1, 0.2, 0.4 s (jitter 20%)
+        assert table.counters["watch_errors"] == 3 and hooks.ADDRESSES["10.12.0.1"]["pod"] == "a"
+        warnings = [r for r in caplog.records if "identity watch of pods" in r.getMessage()]
+        assert len([r for r in warnings if "failed" in r.getMessage()]) == 1     # logged once, not per retry
+        assert any("works again" in r.getMessage() for r in warnings)
+        w.stop.set()
+    finally:
+        c.stop()
 
 
 def test_410_gone_relists(tmp_path):

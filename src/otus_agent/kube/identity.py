@@ -72,6 +72,7 @@ from typing import Any, Callable, Iterator, Protocol
 from orjson import dumps
 from pydantic import BaseModel, ConfigDict, Field
 
+from otus_agent.kube.status import FailureLog
 from otus_agent.sip import identity as hooks
 
 log = logging.getLogger("otus.kube.identity")
@@ -272,14 +273,15 @@ class IdentityTable:
             self._remove(("pod", meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"))
             self._flush()
 
-    def upsert_service(self, svc: dict) -> None:
+    def upsert_service(self, svc: dict, reselect: bool = True) -> None:
         meta = svc.get("metadata") or {}
         ns, name = meta.get("namespace", ""), meta.get("name", "")
         with self.lock:
             sel = (svc.get("spec") or {}).get("selector") or {}
             self._put(_Holder(("svc", ns, name), service_ips(svc), {"namespace": ns, "service": name}, b"", ns,
                               selector=sel))
-            self._reselect(ns)
+            if reselect:
+                self._reselect(ns)
             self._flush()
 
     def delete_service(self, svc: dict) -> None:
@@ -294,6 +296,7 @@ class IdentityTable:
         """A fresh list of ``kind`` ("pod" or "svc"): upsert each; those of that kind not in it are deleted."""
         with self.lock:
             keep: set[tuple] = set()
+            touched: set[str] = set()          # namespaces whose pods' Service is looked up again, once each
             for o in objects:
                 meta = o.get("metadata") or {}
                 if kind == "pod":
@@ -301,12 +304,14 @@ class IdentityTable:
                     self.upsert_pod(o)
                 else:
                     keep.add(("svc", meta.get("namespace", ""), meta.get("name", "")))
-                    self.upsert_service(o)
+                    touched.add(meta.get("namespace", ""))
+                    self.upsert_service(o, reselect=False)
             for key in [k for k, h in self.holders.items() if k[0] == kind and k not in keep and h.gone_at is None]:
-                h = self.holders[key]
+                touched.add(self.holders[key].namespace)
                 self._remove(key)
-                if kind == "svc":
-                    self._reselect(h.namespace)
+            if kind == "svc":
+                for ns in touched:
+                    self._reselect(ns)
             self._flush()
 
     def _reselect(self, ns: str) -> None:
@@ -540,6 +545,7 @@ class IdentityWatch:
             watch_timeout_s, backoff_s, max_backoff_s, page
         self.synced = {k: threading.Event() for k in self.KINDS}     # first list done
         self.versions: dict[str, str] = {}
+        self.failures = {k: FailureLog(log, f"identity watch of {k}s") for k in self.KINDS}
         self.threads: list[threading.Thread] = []
 
     def start(self) -> IdentityWatch:
@@ -551,6 +557,15 @@ class IdentityWatch:
         t.start()
         self.threads.append(t)
         return self
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the first lists (so the first records resolve); whether both came."""
+        deadline = time.monotonic() + timeout_s
+        ok = all(e.wait(max(0.0, deadline - time.monotonic())) for e in self.synced.values())
+        if isinstance(self.table.sink, FileSink):
+            with self.table.lock:
+                self.table.sink.flush(force=True)
+        return ok
 
     def _janitor(self) -> None:
         while not self.stop.wait(1.0):
@@ -622,6 +637,7 @@ class IdentityWatch:
                 rv = self._list(kind)
                 self.versions[kind] = rv
                 self.synced[kind].set()
+                self.failures[kind].ok()
                 backoff = self.backoff_s
                 while not self.stop.is_set():
                     rv = self._watch(kind, rv)
@@ -631,7 +647,10 @@ class IdentityWatch:
                 self.stop.wait(self.backoff_s * 0.1)     # a server answering 410 at once is not hammered
             except Exception as e:
                 self.table.counters["watch_errors"] += 1
-                log.warning(f"identity watch of {kind}s failed: {e!r}; again in {backoff:.0f} s")
+                status = _status(e)
+                what = f"{status} {getattr(e, 'reason', '') or ''}".strip() if status else repr(e)[:200]
+                self.failures[kind].failed(f"{what}; retrying with back-off ({self.backoff_s:g} s doubling to "
+                                           f"{self.max_backoff_s:g} s)")
                 self.stop.wait(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.max_backoff_s)
 

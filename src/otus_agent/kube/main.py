@@ -16,6 +16,7 @@ from otus_agent.observability import logs, metrics
 from otus_spec import SpecError
 
 log = logging.getLogger("otus.kube.agent")
+SYNC_WAIT_S = 10.0          # node agent: how long the first list of pods and services may delay the capture
 
 
 def _api(kubeconfig: str | None, kind: str = "custom"):
@@ -59,8 +60,10 @@ def start_identity(args: argparse.Namespace, stop: threading.Event,
         return None
     path = os.path.join(args.state_dir, "identity.tsv")
     table = identity.IdentityTable(settings.grace_s, settings.max_entries, identity.FileSink(path))
-    identity.IdentityWatch(core, table, stop).start()
+    watch = identity.IdentityWatch(core, table, stop).start()
     identity.follow_in_children(path)
+    if not watch.wait_synced(SYNC_WAIT_S):     # the first records resolve; an API away delays capture no longer
+        log.warning(f"identity: pods and services not listed within {SYNC_WAIT_S:g} s; capturing, resolving later")
     log.info(f"identity watch of pods and services on (grace {settings.grace_s:g} s, "
              f"at most {settings.max_entries} addresses)")
     return table
