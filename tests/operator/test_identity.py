@@ -238,12 +238,19 @@ def test_agent_identity_rbac_is_exactly_get_list_watch_of_pods_and_services(clus
     op = rbac.rules(**rbac.release_names("otus"))
     assert rbac.allows(op, "bind", "rbac.authorization.k8s.io", "clusterroles", name=rbac.AGENT_IDENTITY_ROLE)
     assert not rbac.allows(op, "bind", "rbac.authorization.k8s.io", "clusterroles", name="cluster-admin")
-    # every call a watch makes is allowed by those rules
-    since = len(cluster.emulator.calls)
-    core, table, w = _start(cluster)
-    wait_for(lambda: len([c for c in cluster.calls(since=since) if c.verb == "watch"]) >= 2, what="two watches")
+    # every call a watch makes is allowed by those rules (the watch has a token of its own: other tests'
+    # clients share the session's emulator)
+    from kubernetes import config
+    kubeconfig = os.path.join(cluster.dir, "identity-kubeconfig")
+    cluster._write_kubeconfig(kubeconfig, "identity-agent")     # the token is the emulator's user name
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    core = client.CoreV1Api(client.ApiClient(cfg))
+    w = ki.IdentityWatch(core, ki.IdentityTable()).start()
+    assert w.wait_synced(10)
+    wait_for(lambda: len([c for c in cluster.calls("identity-agent") if c.verb == "watch"]) >= 2, what="two watches")
     w.stop.set()
-    calls = cluster.calls(since=since)
+    calls = cluster.calls("identity-agent")
     assert {(c.verb, c.resource) for c in calls} == {("list", "pods"), ("watch", "pods"), ("list", "services"),
                                                        ("watch", "services")}
     assert all(rbac.allows(rules, c.verb, c.group, c.resource, c.subresource, c.name) and c.namespace is None

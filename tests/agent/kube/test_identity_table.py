@@ -146,3 +146,22 @@ def test_capture_point_from_the_downward_api():
     assert ki.IdentitySettings.from_env({"OTUS_IDENTITY": "false", "OTUS_IDENTITY_GRACE_SECONDS": "5"}).grace_s == 5
     with pytest.raises(ValueError):
         ki.IdentitySettings.from_env({"OTUS_IDENTITY_GRACE_SECONDS": "-1"})
+
+
+def test_sidecar_mode_knows_its_own_pod_and_watches_nothing(tmp_path):
+    import argparse
+    import threading
+
+    from otus_agent.kube.main import start_identity
+    env = {"OTUS_MODE": "sidecar", "OTUS_NODE": "n1", "OTUS_AGENT_NAME": "web-1", "OTUS_POD": "web-1",
+           "OTUS_POD_NAMESPACE": "alpha", "OTUS_POD_IPS": "10.1.0.5,fd00:1::5", "KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+    args = argparse.Namespace(kubeconfig=None, state_dir=str(tmp_path))
+    assert start_identity(args, threading.Event(), env) is None          # no table, no watch, no API call
+    me = {"namespace": "alpha", "pod": "web-1", "node": "n1"}
+    assert hooks.ADDRESSES == {"10.1.0.5": me, "fd00:1::5": me}
+    assert hooks.FRAGMENTS[b"10.1.0.5"] == orjson.dumps(me)
+    assert hooks.CAPTURE["capture"] == {"agent": "web-1", "node": "n1", "pod": "web-1", "namespace": "alpha"}
+    # outside a cluster: nothing at all, records unchanged
+    hooks.clear()
+    assert start_identity(args, threading.Event(), {}) is None
+    assert not hooks.ADDRESSES and not hooks.FRAGMENTS and not hooks.CAPTURE
