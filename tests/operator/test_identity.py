@@ -92,16 +92,17 @@ def test_the_table_follows_pods_and_services(cluster):
     ns = _ns()
     try:
         _svc(core, ns, "sip", ["10.96.7.1"], {"app": "sbc"})
+        # first: the watch sees pods in order, so once db-0 resolves this one has been handled too
+        _pod(core, ns, "kube-proxy-x", ["192.168.7.10"], "node-a", ("DaemonSet", "kube-proxy"), host_network=True)
         _pod(core, ns, "sbc-7d4b9c6f5-x2x9z", ["10.7.0.1", "fd00:7::1"], "node-a",
              ("ReplicaSet", "sbc-7d4b9c6f5"), {"app": "sbc", "pod-template-hash": "7d4b9c6f5"})
         _pod(core, ns, "db-0", ["10.7.0.2"], "node-b", ("StatefulSet", "db"), {"app": "db"})
-        _pod(core, ns, "kube-proxy-x", ["192.168.7.10"], "node-a", ("DaemonSet", "kube-proxy"), host_network=True)
         want = {"namespace": ns, "pod": "sbc-7d4b9c6f5-x2x9z", "workload": {"kind": "Deployment", "name": "sbc"},
                 "node": "node-a", "service": "sip"}
         wait_for(lambda: hooks.ADDRESSES.get("fd00:7::1") == want, what="the Deployment's pod, both families")
         assert hooks.ADDRESSES["10.7.0.1"] == want
-        assert table.resolve("10.7.0.2") == {"namespace": ns, "pod": "db-0",
-                                             "workload": {"kind": "StatefulSet", "name": "db"}, "node": "node-b"}
+        db = {"namespace": ns, "pod": "db-0", "workload": {"kind": "StatefulSet", "name": "db"}, "node": "node-b"}
+        wait_for(lambda: table.resolve("10.7.0.2") == db, what="the StatefulSet's pod")
         assert hooks.ADDRESSES["10.96.7.1"] == {"namespace": ns, "service": "sip"}
         assert "192.168.7.10" not in hooks.ADDRESSES                  # host network: the node's address
 
