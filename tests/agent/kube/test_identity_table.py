@@ -165,3 +165,38 @@ def test_sidecar_mode_knows_its_own_pod_and_watches_nothing(tmp_path):
     hooks.clear()
     assert start_identity(args, threading.Event(), {}) is None
     assert not hooks.ADDRESSES and not hooks.FRAGMENTS and not hooks.CAPTURE
+
+
+def test_lane_and_general_path_write_the_same_identity_bytes(tmp_path):
+    """With identities published, the compiled lane's records (pre-serialised fragments) are byte for
+    byte the general path's (orjson of the dicts), key order included."""
+    from otus_agent.capture.pcapfile import open_capture
+    from otus_agent.reassembly.datagrams import DatagramStage
+    from otus_agent.reporters.sink import RecordSink
+    from otus_agent.sim.callgen import WorkloadSpec, generate
+    from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
+    if not LANE_COMPILED:
+        pytest.skip("the lane exists only in the compiled build")
+    pcap = tmp_path / "w.pcap"
+    with open(pcap, "wb") as f:
+        generate(f, WorkloadSpec(calls=80, seed=9, tcp_ratio=0.2, large_invite_ratio=0.2, ipv6_ratio=0.3,
+                                 ipv4_pair=("10.3.0.1", "10.3.0.2"), ipv6_pair=("fd00:3::1", "fd00:3::2")))
+    t = ki.IdentityTable()
+    t.upsert_pod(pod("uac-1", "alpha", ["10.3.0.1", "fd00:3::1"], owner=("StatefulSet", "uac")))
+    t.upsert_service(svc("uas", "beta", ["10.3.0.2", "fd00:3::2"]))
+    hooks.set_capture({"agent": "otus-x", "node": "n1"})
+
+    def run(lane: bool) -> bytes:
+        out = bytearray()
+        sink = RecordSink(out.extend)
+        st = SipStage(SipConfig(extra={"task": "t", "agent": "a"}), sink.emit, None, sink.emit_block if lane else None)
+        with open_capture(pcap) as r:
+            DatagramStage(sink=st.on_datagram, lane=st.run_lane if st.lane is not None else None).run(r.batches())
+        sink.flush()
+        st.finish()
+        assert (st.lane is not None) == lane
+        return bytes(out)
+    general, fast = run(False), run(True)
+    assert general == fast
+    recs = [orjson.loads(x) for x in fast.splitlines()]
+    assert all(list(r)[-5:] == ["task", "agent", "capture", "src_k8s", "dst_k8s"] for r in recs if r["type"] == "sip")
