@@ -141,11 +141,11 @@ def workload(calls: int, seed: int = 15, **kw) -> tuple[pathlib.Path, dict]:
     return path, json.loads(meta.read_text())
 
 
-def measure(cmd: list[str], stdout=subprocess.DEVNULL, cwd: str | None = None) -> dict:
+def measure(cmd: list[str], stdout=subprocess.DEVNULL, cwd: str | None = None, env: dict | None = None) -> dict:
     """Run ``cmd`` to the end; its own user+sys CPU and max RSS from wait4, wall from the clock."""
     t = time.perf_counter()
     err = tempfile.TemporaryFile()
-    p = subprocess.Popen(cmd, stdout=stdout, stderr=err, cwd=cwd)
+    p = subprocess.Popen(cmd, stdout=stdout, stderr=err, cwd=cwd, env=env)
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t
@@ -157,8 +157,9 @@ def measure(cmd: list[str], stdout=subprocess.DEVNULL, cwd: str | None = None) -
             "rss_mb": ru.ru_maxrss / 1024, "stderr": text}
 
 
-def otus_run(pcap: pathlib.Path, out: pathlib.Path, *extra: str) -> dict:
-    r = measure([OTUS, "run", "--pcap", str(pcap), "--output", str(out), *extra])
+def otus_run(pcap: pathlib.Path, out: pathlib.Path, *extra: str, otus: str = OTUS, env: dict | None = None) -> dict:
+    out.unlink(missing_ok=True)   # every run writes a new file (truncating the last run's would be charged to it)
+    r = measure([otus, "run", "--pcap", str(pcap), "--output", str(out), *extra], env=env)
     r["summary"] = json.loads(r["stderr"].strip().splitlines()[-1])
     return r
 
@@ -207,6 +208,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each Otus measure (the least CPU is quoted)")
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--skip-anchors", action="store_true", help="no Suricata / tshark")
+    ap.add_argument("--baseline", metavar="OTUS", help="another build's `otus` (e.g. main's checkout): its plain and "
+                    "--calls figures are measured in the same run, interleaved with this build's (before/after)")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from otus_agent.decode.decoder import COMPILED
@@ -214,12 +217,28 @@ def main() -> None:
     have_suricata = not a.skip_anchors and ensure_suricata()
     pcap, info = workload(a.calls)
     msgs = info["sip_messages"]
+    print("load average at the start: {:.2f} {:.2f} {:.2f} (2 cores shared; CPU time is quoted)".format(*os.getloadavg()))
     print(f"workload: {pcap}  {info['calls']:,} calls, {msgs:,} SIP messages, {info['packets']:,} packets, "
           f"{info['fragments']:,} IP fragments, {info['tcp_calls']:,} TCP calls, {info['bytes'] / 1e6:.0f} MB; "
           f"compiled={COMPILED}")
     with tempfile.TemporaryDirectory(prefix="otus-bench-") as tmp:
         work = pathlib.Path(tmp)
         out = work / "records.jsonl"
+        if a.baseline:    # run without writing bytecode into the other checkout
+            env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+            runs: dict[str, list] = {"base": [], "base_calls": [], "new": [], "new_calls": []}
+            for _ in range(a.repeat):   # interleaved, so both builds see the same machine
+                runs["base"].append(otus_run(pcap, out, otus=a.baseline, env=env))
+                runs["new"].append(otus_run(pcap, out))
+                runs["base_calls"].append(otus_run(pcap, out, "--calls", otus=a.baseline, env=env))
+                runs["new_calls"].append(otus_run(pcap, out, "--calls"))
+            b, bc, n, nc = (best(runs[k]) for k in ("base", "base_calls", "new", "new_calls"))
+            print(f"  before ({a.baseline}), plain   {fmt(msgs, b)}")
+            print(f"  after  (this build), plain     {fmt(msgs, n)}  -> {b['cpu'] / n['cpu']:.2f}x")
+            print(f"  before, --calls                {fmt(msgs, bc)}  (--calls / plain {b['cpu'] / bc['cpu']:.2f})")
+            print(f"  after,  --calls                {fmt(msgs, nc)}  -> {bc['cpu'] / nc['cpu']:.2f}x "
+                  f"(--calls / plain {n['cpu'] / nc['cpu']:.2f})")
+            print("  load average after the before/after runs: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         plain = best([otus_run(pcap, out) for _ in range(a.repeat)])
         got = plain["summary"]["sip"]["sip_messages"]
         print(f"  otus run --pcap --output FILE     {fmt(msgs, plain)}  [{got:,} SIP messages, "
@@ -229,6 +248,7 @@ def main() -> None:
         print(f"  otus run --pcap --calls           {fmt(msgs, calls)}  [{n_calls:,} call summaries]")
         ours, ours_calls = msgs / plain["cpu"], msgs / calls["cpu"]
         print(f"  --calls / plain: {ours_calls / ours:.2f}  (goal >= 0.80)")
+        print("  load average after the Otus runs: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         if not a.skip_anchors and shutil.which("tshark"):
             with open(work / "tshark.txt", "wb") as f:
                 ts = measure(["tshark", "-n", "-r", str(pcap), "-Y", "sip", "-T", "fields", "-e", "sip.Call-ID",
@@ -255,8 +275,8 @@ def main() -> None:
             f = big
             if n < inf["calls"]:
                 f = work / f"open-{n}.pcap"
-                subprocess.run(["editcap", "-r", str(big), str(f), f"1-{inf['packets'] * n // inf['calls']}"],
-                               check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(["editcap", "-F", "nsecpcap", "-r", str(big), str(f),
+                                f"1-{inf['packets'] * n // inf['calls']}"], check=True, stdout=subprocess.DEVNULL)
             r = otus_run(f, work / "rss.jsonl", "--calls")
             d = r["summary"]["sip"]["calls"]
             print(f"  RSS, --calls, {d['started']:>7,} dialogs opened, none ended: max RSS {r['rss_mb']:.0f} MB"

@@ -12,7 +12,7 @@ import pathlib
 import re
 import sys
 
-VIEWS = ("decode/layout", "sip/slots")
+VIEWS = ("decode/layout", "sip/slots", "sip/sdpspans")
 _ENTRY = re.compile(r"^\s+([A-Z][A-Z0-9_]*)\s*=\s*(-?\d+)\s*(?:#\s*(.*))?$")
 
 

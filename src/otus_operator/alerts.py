@@ -7,6 +7,11 @@ them with kopf (core/v1 Events on the CaptureTask: involvedObject, type, reason,
 
 An alert's key is its reason, or ``reason/subject`` for one agent (``AgentFailed/otus-edge-sip-x1``):
 a second agent failing is news even while the first still fails.
+
+The detectors' alerts (``status.agents.*.alerts``, each agent's in effect: kube/status.py) are keyed by
+kind and source (``PortScan/203.0.113.5/10.0.0.9``): one Warning per attack however many agents see it,
+a Normal ``PortScanResolved`` when no agent lists it any more (it stopped firing for
+``detect.resolveAfterSeconds``).  At most ``DETECTIONS_MAX`` are kept, the most recently seen.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from .crd import AgentStatus
 SPOOL_ALARM_BYTES = 1 << 20      # KafkaUnavailable once an agent spools this much (status.py's condition too)
 DROP_ALERT_RATIO = 0.01          # KernelDrops: above 1 % of one status interval's packets dropped (default)
 NAMES_MAX = 10                   # pod names quoted in one message
+DETECTIONS_MAX = 50              # detector alerts (kind and source) kept in effect at once
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,32 @@ def active(agents: dict[str, AgentStatus], *, crashing: list[str], failed: list[
                          f"{not_injected} pods matching {selector} have no capture agent (created before the task"
                          f"{': ' + _names(names) if names else ''}): recreate them, or set "
                          "spec.target.pods.attachExisting"))
+    out += detections(agents)
+    return out
+
+
+def reason_of(kind: str) -> str:
+    """An Event reason from a detector's name: ``port_scan`` -> ``PortScan``."""
+    return "".join(p[:1].upper() + p[1:] for p in kind.split("_") if p.isalnum()) or "Detection"
+
+
+def detections(agents: dict[str, AgentStatus]) -> list[Alert]:
+    """One alert per detector kind and source listed by any agent, newest first, at most DETECTIONS_MAX."""
+    seen: dict[tuple[str, str], list] = {}       # -> [count, last, message, agents]
+    for name, a in sorted(agents.items()):
+        for d in a.alerts:
+            e = seen.setdefault((d.kind, d.source), [0, "", "", []])
+            e[0] += d.count
+            if (d.lastSeen or "") >= e[1]:
+                e[1], e[2] = d.lastSeen or "", d.message
+            e[3].append(name)
+    out = []
+    for (kind, source), (count, last, message, names) in sorted(seen.items(), key=lambda kv: kv[1][1],
+                                                                 reverse=True)[:DETECTIONS_MAX]:
+        reason = reason_of(kind)
+        out.append(Alert(f"{reason}/{source}", reason,
+                         f"{kind} {source}: {message or 'detected'} ({count} times, last {last or '?'}; seen by agent "
+                         f"{_names(names)})"))
     return out
 
 

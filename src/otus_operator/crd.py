@@ -10,9 +10,12 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
+
+from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions, SipMatch
 
 GROUP = "otus.io"
 VERSION = "v1alpha1"
@@ -91,6 +94,8 @@ class Sip(_M):
     discardMethods: list[str] = Field(default=[], max_length=32, description="Methods counted but not reported.")
     callSummaries: bool = Field(default=False, description="Emit a call summary record when each call ends.")
     redactAuthorization: bool = Field(default=True, description="Redact Authorization headers.")
+    match: SipMatchSpec | None = Field(default=None, description="Report only the dialogs these conditions select "
+                                       "(docs/selectors.md); the rest is counted.")
 
 
 class Media(_M):
@@ -118,6 +123,77 @@ class Dns(_M):
     topDomains: int = Field(default=100, ge=1, description="Domains exported as metrics; the rest sum into 'other'.")
     cacheEntries: int = Field(default=65536, ge=1, description="Address -> domain entries; the oldest goes when "
                               "full.")
+
+
+def camel(name: str) -> str:
+    """A task field's CaptureTask name: ``window_s`` -> ``windowSeconds``, ``max_keys`` -> ``maxKeys``."""
+    parts = name.split("_")
+    if len(parts) > 1 and parts[-1] == "s":
+        parts[-1] = "seconds"
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+
+
+class _Mirror(_M):
+    """A CaptureTask section generated from a task model (``mirror``): same fields, defaults and limits,
+    camelCase names; ``task_options`` turns it back into the task's own (snake_case) section."""
+    _snake: ClassVar[dict[str, str]] = {}
+
+    def task_options(self) -> dict:
+        out: dict = {}
+        for name, snake in self._snake.items():
+            v = getattr(self, name)
+            if isinstance(v, _Mirror):
+                v = v.task_options()
+            elif isinstance(v, (list, tuple)):
+                v = [x.model_dump(exclude_none=True) if isinstance(x, BaseModel) else x for x in v]
+            out[snake] = v
+        return out
+
+
+def mirror(model: type[BaseModel], name: str, base: type[_Mirror] = _Mirror, **extra: Any) -> type[_Mirror]:
+    """The CaptureTask form of ``model`` (one definition of the fields: the task's; nested models mirrored too)."""
+    fields: dict[str, Any] = {}
+    snake: dict[str, str] = {}
+    for fname, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            sub = mirror(ann, name + ann.__name__.removesuffix("Options"))
+            fields[camel(fname)] = (sub, Field(default_factory=sub, description=f.description))
+        else:
+            info = copy.copy(f)
+            if isinstance(info.default, tuple):
+                info = FieldInfo.merge_field_infos(info, default=list(info.default))
+                ann = list[str]
+            fields[camel(fname)] = (ann, info)
+        snake[camel(fname)] = fname
+    m = create_model(name, __base__=base, __doc__=model.__doc__, **extra, **fields)  # type: ignore[call-overload]
+    m._snake = snake
+    return m
+
+
+if TYPE_CHECKING:               # what mypy sees of the generated model
+    class SipMatchSpec(_Mirror):
+        pass
+else:
+    SipMatchSpec = mirror(SipMatch, "SipMatch")
+Sip.model_rebuild()
+
+
+class _DetectBase(_Mirror):
+    @model_validator(mode="before")
+    @classmethod
+    def _was_a_bool(cls, v: Any) -> Any:
+        """``detect: true`` (before thresholds existed) is ``detect: {enabled: true}``."""
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
+if TYPE_CHECKING:               # what mypy sees of the generated model
+    class Detect(_DetectBase):
+        enabled: bool = False
+else:
+    Detect = mirror(DetectOptions, "Detect", _DetectBase, enabled=(bool, Field(
+        default=False, description="Alerts from SIP records and flow events (the detect parser); the thresholds "
+        "below are the task's detect section (docs/reference.md).")))
 
 
 class SecretKeyRef(_M):
@@ -172,7 +248,7 @@ class CaptureTaskSpec(_M):
     media: Media = Field(default_factory=Media, description="Media quality (RTP/RTCP) options.")
     flow: Flow = Field(default_factory=Flow, description="Flow table options.")
     dns: Dns = Field(default_factory=Dns, description="DNS options.")
-    detect: bool = Field(default=False, description="Alerts from SIP records and flow events (the detect parser).")
+    detect: Detect = Field(default_factory=Detect, description="Detection: alerts, their thresholds and windows.")
     outputs: Outputs = Field(default_factory=Outputs, description="Where records go.")
     limits: Limits = Field(default_factory=Limits, description="When to stop.")
     suspend: bool = Field(default=False, description="Stop capturing without deleting the task.")
@@ -188,6 +264,16 @@ class Condition(_M):
     observedGeneration: int | None = None
 
 
+class AgentAlert(_M):
+    kind: str = Field(max_length=ALERT_TEXT_IN_STATUS,
+                      description="The detector: port_scan, syn_flood, sip_scanner, toll_fraud, ...")
+    source: str = Field(max_length=ALERT_TEXT_IN_STATUS, description="What it is about: a source address, 'source/IP' "
+                        "or 'user/NAME' (REGISTER brute force), 'SRC/DST' (port scan), ...")
+    count: int = Field(default=0, description="Times the detector fired for it (alerts and repeats in cooldown).")
+    lastSeen: str | None = Field(default=None, description="When it last fired.")
+    message: str = Field(default="", max_length=ALERT_TEXT_IN_STATUS, description="The last alert's summary.")
+
+
 class AgentStatus(_M):
     node: str | None = None
     pod: str | None = None
@@ -195,8 +281,13 @@ class AgentStatus(_M):
     packets: int = 0
     drops: int = 0
     sipMessages: int = 0
-    matchedCalls: int = Field(default=0, description="Dialogs the SIP selector matched (0 until agents count them).")
+    matchedCalls: int = Field(default=0, description="Dialogs the task's sip.match selector admitted "
+                              "(0 without a selector).")
     spoolBytes: int = 0
+    mediaStreams: int = Field(default=0, description="RTP streams measured (the rtp parser).")
+    worstMos: float | None = Field(default=None, description="The lowest MOS of any media record (absent: none yet).")
+    alerts: list[AgentAlert] = Field(default=[], max_length=ALERTS_IN_STATUS, description="Detector alerts in effect "
+                                     "(fired within detect.resolveAfterSeconds), newest first.")
     kafkaAvailable: bool | None = Field(default=None, description="Whether the Kafka reporter reaches a broker "
                                         "(absent: not reported; the spool size tells then).")
     lastReport: str | None = None
@@ -208,6 +299,8 @@ class Totals(_M):
     drops: int = 0
     sipMessages: int = 0
     matchedCalls: int = Field(default=0, description="Dialogs the SIP selector matched, over all agents.")
+    mediaStreams: int = Field(default=0, description="RTP streams measured, over all agents.")
+    worstMos: float | None = Field(default=None, description="The lowest MOS any agent measured over the task's life.")
 
 
 class PodsStatus(_M):
@@ -259,6 +352,9 @@ def _structural(schema: dict, defs: dict) -> dict:
             raise ValueError(f"cannot express a union in a structural schema: {schema}")
     if "const" in s:
         s["enum"] = [s.pop("const")]
+    for bound, edge in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(s.get(bound), (int, float)) and not isinstance(s[bound], bool):
+            s[edge], s[bound] = s[bound], True     # OpenAPI v3.0 (what the API server takes): a flag on the bound
     if s.get("type") == "object":
         if "properties" in s:
             s["properties"] = {k: _structural(v, defs) for k, v in s["properties"].items()}
@@ -315,6 +411,10 @@ def crd() -> dict:
                     {"name": "Target", "type": "string", "jsonPath": ".status.target", "priority": 1},
                     {"name": "Matched", "type": "integer", "jsonPath": ".status.totals.matchedCalls", "priority": 1,
                      "description": "SIP dialogs the selector matched"},
+                    {"name": "Streams", "type": "integer", "jsonPath": ".status.totals.mediaStreams", "priority": 1,
+                     "description": "RTP streams measured"},
+                    {"name": "Worst-MOS", "type": "number", "jsonPath": ".status.totals.worstMos", "priority": 1,
+                     "description": "the lowest MOS measured"},
                 ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",

@@ -59,7 +59,16 @@ def unschedulable(pods: list[dict]) -> list[str]:
     return sorted(out)
 
 
-COUNTERS = ("packets", "drops", "sipMessages", "matchedCalls")
+COUNTERS = ("packets", "drops", "sipMessages", "matchedCalls", "mediaStreams")
+
+
+def worst_mos(prev_totals: dict | None, parsed: dict[str, AgentStatus]) -> float | None:
+    """The lowest MOS over the task's life: the previous roll-up's and every agent's (agents restart theirs)."""
+    values = [a.worstMos for a in parsed.values() if a.worstMos is not None]
+    before = (prev_totals or {}).get("worstMos")
+    if isinstance(before, (int, float)):
+        values.append(float(before))
+    return min(values) if values else None
 
 
 def monotonic_totals(prev: dict, parsed: dict[str, AgentStatus]) -> tuple[dict, dict]:
@@ -85,6 +94,9 @@ def roll_up(spec: CaptureTaskSpec, agents: dict[str, dict], generation: int, now
     prev = previous or {}
     parsed = {name: AgentStatus.model_validate(a) for name, a in agents.items()}
     totals, counters = monotonic_totals(prev, parsed)
+    mos = worst_mos(prev.get("totals"), parsed)
+    if mos is not None:            # absent until measured (a null in a merge patch would delete, every round)
+        totals["worstMos"] = mos
 
     def fresh(a: AgentStatus) -> bool:
         t = _parse(a.lastReport)

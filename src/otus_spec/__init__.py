@@ -21,6 +21,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+MATCH_LIST_MAX = 64
+
+
+def _nonempty_strings(v: list[str], what: str) -> list[str]:
+    for x in v:
+        if not x or len(x) > 1024 or any(ord(c) < 32 for c in x):
+            raise ValueError(f"bad {what} {x!r}: 1-1024 printable characters")
+    return v
+
+
+class HeaderMatch(_Strict):
+    name: str = Field(min_length=1, max_length=128, description="header name, case-insensitive (e.g. X-Tenant)")
+    equals: str | None = Field(default=None, max_length=1024, description="the value equals this (trimmed)")
+    contains: str | None = Field(default=None, max_length=1024, description="the value contains this")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "HeaderMatch":
+        if (self.equals is None) == (self.contains is None):
+            raise ValueError(f"header {self.name!r}: give exactly one of 'equals' or 'contains'")
+        if not all(c.isascii() and (c.isalnum() or c in "-_.!%*+`'~") for c in self.name):
+            raise ValueError(f"bad header name {self.name!r}")
+        return self
+
+
+class SipMatch(_Strict):
+    """Which dialogs a task reports: conditions combined with AND, each list an OR; tested on requests,
+    and a dialog whose request matches is reported whole (sip/select.py)."""
+    methods: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="request methods, e.g. INVITE")
+    from_user: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="From URI user parts, exact")
+    to_user: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="To URI user parts, exact")
+    request_uri_prefix: list[str] = Field(default=[], max_length=MATCH_LIST_MAX,
+                                          description="Request-URI starts with, e.g. 'sip:+1555'")
+    request_uri: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="Request-URI equals")
+    call_id: list[str] = Field(default=[], max_length=MATCH_LIST_MAX, description="Call-IDs")
+    headers: list[HeaderMatch] = Field(default=[], max_length=MATCH_LIST_MAX,
+                                       description="header conditions (any of them)")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not m or len(m) > 32 or not all(c.isascii() and (c.isalnum() or c in "-_.!%*+`'~") for c in m):
+                raise ValueError(f"bad method {m!r}: a SIP token such as INVITE")
+        return [m.upper() for m in v]
+
+    @field_validator("from_user", "to_user", "request_uri_prefix", "request_uri", "call_id")
+    @classmethod
+    def _strings(cls, v: list[str]) -> list[str]:
+        return _nonempty_strings(v, "value")
+
+    @model_validator(mode="after")
+    def _something(self) -> "SipMatch":
+        if not (self.methods or self.from_user or self.to_user or self.request_uri_prefix or self.request_uri
+                or self.call_id or self.headers):
+            raise ValueError("match: give at least one condition (or leave 'match' out to report every dialog)")
+        return self
+
+
 class SipOptions(_Strict):
     ports: list[int] = Field(default=[5060, 5061, 5080], min_length=1,
                              description="ports always parsed as SIP; other ports when the payload looks like SIP")
@@ -31,6 +89,8 @@ class SipOptions(_Strict):
     discard_methods: list[str] = Field(default=[], description="methods counted but not reported, e.g. OPTIONS")
     error_records: bool = Field(default=True, description="emit a record (with 'error') for malformed messages")
     call_summaries: bool = Field(default=False, description="emit a call summary record when each call ends")
+    match: SipMatch | None = Field(default=None, description="report only the dialogs these conditions select "
+                                   "(methods, users, Request-URI, Call-ID, headers); the rest is counted")
 
     @field_validator("ports")
     @classmethod
@@ -166,6 +226,86 @@ class DnsOptions(_Strict):
         return v
 
 
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PortScanOptions(_Frozen):
+    window_s: float = Field(default=60.0, gt=0, description="the sliding window the counts are taken over")
+    distinct_ports: int = Field(default=100, ge=2, description="ports of one host probed by one source")
+    distinct_hosts: int = Field(default=100, ge=2, description="hosts probed on one port by one source")
+
+
+class SynFloodOptions(_Frozen):
+    window_s: float = Field(default=10.0, gt=0, description="the sliding window the counts are taken over")
+    incomplete: int = Field(default=500, ge=1, description="SYNs to one destination without a completed handshake")
+    ratio: float = Field(default=0.8, gt=0, le=1, description="share of that destination's SYNs left incomplete")
+
+
+class IcmpFloodOptions(_Frozen):
+    window_s: float = Field(default=10.0, gt=0, description="the sliding window the counts are taken over")
+    packets: int = Field(default=1000, ge=1, description="ICMP packets to one destination")
+
+
+class SipScanOptions(_Frozen):
+    window_s: float = Field(default=60.0, gt=0, description="the sliding window the counts are taken over")
+    user_agents: tuple[str, ...] = Field(default=("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipsak-scan",
+                                          "vaxsipuseragent", "sundayddr", "iwar", "smap", "pplsip", "siparator",
+                                          "voipbuster"),
+                                         description="User-Agent substrings of known scanners (case-insensitive)")
+    options_targets: int = Field(default=50, ge=2, description="distinct hosts or users one source sends OPTIONS to")
+    trusted_sources: tuple[str, ...] = Field(default=(), description="sources whose OPTIONS are not a sweep: a proxy "
+                                             "pinging more registered contacts than options_targets a window")
+
+
+class RegisterBruteForceOptions(_Frozen):
+    window_s: float = Field(default=60.0, gt=0, description="the sliding window the counts are taken over")
+    per_source: int = Field(default=20, ge=1, description="401/403 answers to REGISTERs of one source")
+    per_user: int = Field(default=10, ge=1, description="401/403 answers to REGISTERs of one user")
+    failure_ratio: float = Field(default=0.8, gt=0, le=1, description="failures over all final answers (a challenge "
+                                 "followed by 200 is normal)")
+
+
+class InviteFloodOptions(_Frozen):
+    window_s: float = Field(default=10.0, gt=0, description="the sliding window the counts are taken over")
+    invites: int = Field(default=50, ge=1, description="new INVITE transactions (distinct Call-IDs) from one source")
+
+
+class TollFraudOptions(_Frozen):
+    window_s: float = Field(default=600.0, gt=0, description="the sliding window the counts are taken over")
+    calls: int = Field(default=10, ge=1, description="short international calls from one account")
+    short_call_s: float = Field(default=30.0, gt=0, description="a call shorter than this (or unanswered) is short")
+    international_prefixes: tuple[str, ...] = Field(default=("+", "00", "011"))
+    home_prefixes: tuple[str, ...] = Field(default=(), description="prefixes that are not international here (e.g. +1)")
+
+
+ALERTS_IN_STATUS = 10   # detector alerts an agent lists in its CaptureTask status entry (the CRD's maxItems)
+ALERT_TEXT_IN_STATUS = 200   # characters of such an alert's source and message (the CRD's maxLength)
+
+
+class DetectOptions(_Frozen):
+    """Thresholds and windows of the detectors (parser ``detect``): the one definition, which the agent's
+    detectors run on as they are (otus_agent.detect.config) and the CaptureTask's ``detect`` section mirrors.
+    The defaults sit well above what ordinary traffic does (the clean-workload tests hold them to that)."""
+    port_scan: PortScanOptions = Field(default_factory=PortScanOptions, description="distinct ports or hosts probed "
+                                       "by one source in a window")
+    syn_flood: SynFloodOptions = Field(default_factory=SynFloodOptions, description="SYNs without completion")
+    icmp_flood: IcmpFloodOptions = Field(default_factory=IcmpFloodOptions, description="ICMP packets to one host")
+    sip_scan: SipScanOptions = Field(default_factory=SipScanOptions, description="scanner User-Agents and OPTIONS "
+                                     "sweeps")
+    register_brute_force: RegisterBruteForceOptions = Field(default_factory=RegisterBruteForceOptions,
+                                                            description="401/403 to REGISTER per source and per user")
+    invite_flood: InviteFloodOptions = Field(default_factory=InviteFloodOptions, description="new INVITEs per source")
+    toll_fraud: TollFraudOptions = Field(default_factory=TollFraudOptions, description="many short international "
+                                         "calls from one account")
+    max_keys: int = Field(default=16384, ge=1, description="sources/destinations/users tracked per detector; the oldest "
+                          "goes when full (counted in evictions)")
+    cooldown_s: float = Field(default=300.0, ge=0, description="an alert for the same detector and key repeats at most "
+                              "this often")
+    resolve_after_s: float = Field(default=300.0, gt=0, description="an alert is over (in Kubernetes: a Normal "
+                                   "...Resolved Event) once its detector has not fired for its key this long")
+
+
 class TaskSpec(_Strict):
     id: str = Field(min_length=1, max_length=TASK_ID_MAX,
                     description="unique task name: lower-case letters, digits and '-' (a DNS label)")
@@ -181,6 +321,8 @@ class TaskSpec(_Strict):
     media: MediaOptions = Field(default_factory=MediaOptions)
     flow: FlowOptions = Field(default_factory=FlowOptions)
     dns: DnsOptions = Field(default_factory=DnsOptions)
+    detect: DetectOptions = Field(default_factory=DetectOptions,
+                                  description="detector thresholds and windows (parser detect)")
     snaplen: int = Field(default=65535, ge=64, le=262144)
     workers: int = Field(default=1, ge=1, le=64, description="capture processes sharing the traffic (fanout)")
     promiscuous: bool = False

@@ -78,3 +78,24 @@ def test_the_simulator_wiring():
         assert ua.bind == s[sip]["networks"]["voip"]["ipv4_address"]
     uac = ua_parser().parse_args(_expand(s["uac"]["command"]))
     assert uac.target == s["uas"]["networks"]["voip"]["ipv4_address"] and uac.calls == 1000
+
+
+def test_the_console_service():
+    """Issue 17.4: the cluster-wide console reads what both agents send, on the host's loopback only, and
+    runs without root or capabilities (it captures nothing)."""
+    from otus_agent.cli.main import build_parser
+    s = load()["services"]
+    c = s["console"]
+    args = build_parser().parse_args(c["command"])
+    assert args.command == "console" and args.func.__module__ == "otus_agent.web.console"
+    agents = [build_parser().parse_args(s[a]["command"]) for a in ("otus-uas", "otus-uac")]
+    assert {a.kafka_topic for a in agents} == {args.topic} and {a.kafka_brokers for a in agents} == {args.kafka_brokers}
+    assert f"PLAINTEXT://{args.kafka_brokers}" == s["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert args.from_beginning and args.listen == "0.0.0.0:8080"
+    host, container = c["ports"][0].rsplit(":", 1)[0], c["ports"][0].rsplit(":", 1)[1]
+    assert host.startswith("127.0.0.1:") and container == "8080"
+    assert host.split(":")[1] not in {p.split(":")[1] for p in s["kafka-ui"]["ports"]}   # no clash with Kafka UI
+    assert c["user"] != "0" and c["cap_add"] == [] and c["cap_drop"] == ["ALL"] and c["read_only"] is True
+    assert "no-new-privileges:true" in c["security_opt"] and "network_mode" not in c
+    assert c["depends_on"]["kafka"]["condition"] == "service_healthy" and c["networks"] == ["voip"]
+    assert "http://localhost:8081" in FILE.read_text().split("name:", 1)[0]   # the header says where it is

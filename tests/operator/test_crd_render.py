@@ -23,6 +23,9 @@ def test_checked_in_crd_matches_generator():
 def _jsonschema(s: dict) -> dict:
     """OpenAPI v3 structural schema -> JSON Schema (nullable becomes a null type; k8s keys dropped)."""
     s = {k: v for k, v in s.items() if not k.startswith("x-kubernetes")}
+    for bound, edge in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if s.get(bound) is True:                     # OpenAPI v3.0's flag -> JSON Schema's number
+            s[bound] = s.pop(edge)
     if s.pop("nullable", False):
         s["type"] = [s["type"], "null"]
     if "properties" in s:
@@ -52,7 +55,8 @@ def test_crd_shape():
     cols = v["additionalPrinterColumns"]
     assert [col["name"] for col in cols if not col.get("priority")] == ["Mode", "Phase", "Ready", "Packets", "Drops",
                                                                         "Age"]
-    assert [col["name"] for col in cols if col.get("priority") == 1] == ["Target", "Matched"]   # -o wide only
+    assert [col["name"] for col in cols if col.get("priority") == 1] == ["Target", "Matched", "Streams",  # -o wide
+                                                                         "Worst-MOS"]
     spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["capture"]["properties"]["workers"]["description"]
     assert any("exactly one of nodes or pods" in r["message"] for r in spec["x-kubernetes-validations"])
@@ -73,7 +77,7 @@ def test_printer_columns_read_fields_the_schema_defines_with_their_type():
     schema (status.target and status.totals.matchedCalls are defined so agents can report them later)."""
     v = crd.crd()["spec"]["versions"][0]
     root = v["schema"]["openAPIV3Schema"]
-    kinds = {"string": "string", "integer": "integer", "date": "string"}
+    kinds = {"string": "string", "integer": "integer", "number": "number", "date": "string"}
     for col in v["additionalPrinterColumns"]:
         if col["jsonPath"] == ".metadata.creationTimestamp":
             continue

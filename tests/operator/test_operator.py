@@ -48,7 +48,8 @@ def test_daemonset_mode_lifecycle(api, ns):
     agent_report(api, ns, "edge-sip", "agent-b", packets=500, sipMessages=10)
     st = wait_for(lambda: cond(status(api, ns, "edge-sip"), "Ready").get("status") == "True"
                   and status(api, ns, "edge-sip"), what="Ready=True")
-    assert st["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 50, "matchedCalls": 0}
+    assert st["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 50, "matchedCalls": 0,
+                            "mediaStreams": 0}
     assert set(st["agents"]) == {"agent-a", "agent-b"}               # neither agent clobbered the other
     assert cond(st, "Capturing")["status"] == "True" and cond(st, "Degraded")["status"] == "False"
     ready_since = cond(st, "Ready")["lastTransitionTime"]

@@ -28,7 +28,8 @@ def test_pending_then_running_ready():
     assert s["phase"] == "Pending" and conds(s)["Ready"] == ("False", "AgentsPending") and s["mode"] == "DaemonSet"
     s2 = roll_up(NODES, {"a1": agent(), "a2": agent(packets=500)}, 2, NOW + timedelta(seconds=5), s, desired_agents=2)
     assert s2["phase"] == "Running" and s2["readyAgents"] == 2 and conds(s2)["Ready"] == ("True", "AgentsReady")
-    assert s2["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 750, "matchedCalls": 0}
+    assert s2["totals"] == {"packets": 1500, "drops": 0, "sipMessages": 750, "matchedCalls": 0,
+                            "mediaStreams": 0}
     assert s2["observedGeneration"] == 2 and s2["target"] == "nodes (all)"
     CaptureTaskStatus.model_validate(s2)
     # Ready went False -> True: its transition time moved; Degraded stayed False: its time did not

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from otus_agent.capture import bpf
-from otus_agent.capture.frames_cy import walk_tpacket3
+from otus_agent.capture.frames_cy import restore_vlans, walk_tpacket3
 from otus_agent.capture.linktypes import ETHERNET as LINKTYPE_ETHERNET
 from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
 from otus_agent.capture.linktypes import describe
@@ -195,8 +195,8 @@ class Ring:
             n, skipped = walk_tpacket3(data, first, num, self.offs, self.caplens, self.wirelens, self.ts,
                                        self.vlans)
             self.loopback_outgoing_skipped += skipped
-            if -1 != max(self.vlans[:n], default=-1):
-                data = self._restore_vlans(data, n)
+            if not self.cooked:
+                data = restore_vlans(data, n, self.offs, self.caplens, self.wirelens, self.vlans)
             yield PacketBatch(data, n, self.offs, self.caplens, self.wirelens, self.ts, self.links)
 
     def _grow(self, n: int) -> None:
@@ -204,21 +204,10 @@ class Ring:
         self.links = array("q", [self.linktype] * n)
 
     def _restore_vlans(self, data: bytes, n: int) -> bytes:
-        """Put back the 802.1Q tags the kernel moved into the frame headers."""
-        extra = bytearray()
-        base = len(data)
-        for i in range(n):
-            v = self.vlans[i]
-            if v < 0 or self.cooked:
-                continue
-            o = self.offs[i]
-            cap = self.caplens[i]
-            frame = data[o:o + cap]
-            self.offs[i] = base + len(extra)
-            extra += frame[:12] + struct.pack("!HH", v >> 16, v & 0xFFFF) + frame[12:]
-            self.caplens[i] = cap + 4
-            self.wirelens[i] += 4
-        return data + bytes(extra)
+        """Put back the 802.1Q tags the kernel moved into the frame headers (frames_cy.restore_vlans)."""
+        if self.cooked:
+            return data
+        return restore_vlans(data, n, self.offs, self.caplens, self.wirelens, self.vlans)
 
     def read_stats(self) -> tuple[int, int]:
         """PACKET_STATISTICS (reset by each read): accumulate the kernel's counts."""

@@ -130,3 +130,44 @@ def walk_tpacket3(buf: bytes, first: cython.Py_ssize_t, num: cython.Py_ssize_t, 
             break
         pos = nxt_pos
     return n, skipped
+
+
+def restore_vlans(data: bytes, n: cython.Py_ssize_t, offs: cython.longlong[:], caplens: cython.longlong[:],
+                  wirelens: cython.longlong[:], vlans: cython.longlong[:]) -> bytes:
+    """Put back the 802.1Q tags the kernel moved into the frame headers (``vlans`` from walk_tpacket3).
+
+    Each tagged frame is appended, tag restored after its two MAC addresses, behind the block's bytes;
+    its offset and lengths are updated.  ``data`` itself comes back when no frame had a tag."""
+    i: cython.Py_ssize_t
+    extra: cython.Py_ssize_t = 0
+    for i in range(n):
+        if vlans[i] >= 0:
+            extra += caplens[i] + 4
+    if extra == 0:
+        return data
+    base: cython.Py_ssize_t = len(data)
+    out = bytearray(base + extra)
+    out[:base] = data
+    pos: cython.Py_ssize_t = base
+    o: cython.Py_ssize_t
+    cap: cython.Py_ssize_t
+    h: cython.Py_ssize_t
+    v: cython.longlong
+    for i in range(n):
+        v = vlans[i]
+        if v < 0:
+            continue
+        o = offs[i]
+        cap = caplens[i]
+        h = 12 if cap > 12 else cap
+        out[pos:pos + h] = data[o:o + h]
+        out[pos + h] = (v >> 24) & 255       # TPID, then the TCI
+        out[pos + h + 1] = (v >> 16) & 255
+        out[pos + h + 2] = (v >> 8) & 255
+        out[pos + h + 3] = v & 255
+        out[pos + h + 4:pos + cap + 4] = data[o + h:o + cap]
+        offs[i] = pos
+        caplens[i] = cap + 4
+        wirelens[i] += 4
+        pos += cap + 4
+    return bytes(out)

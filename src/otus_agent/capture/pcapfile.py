@@ -99,6 +99,43 @@ class PcapReader(CaptureReader):
             self.links[i] = self.linktype
 
     def batches(self) -> Iterator[PacketBatch]:
+        """Each chunk is read at its file offset (``os.pread``) into a ``bytes`` of its own: no copy of
+        the chunk in user space.  A record straddling the chunk's end is read again at the start of
+        the next chunk.  Files that cannot seek (pipes) are read sequentially instead."""
+        try:
+            fd = self._f.fileno()
+            os.pread(fd, 0, 24)
+        except (OSError, AttributeError, ValueError):    # a pipe, or a file object without a descriptor
+            yield from self._batches_stream()
+            return
+        file_pos = 24
+        size = self.chunk_size
+        while True:
+            data = os.pread(fd, size, file_pos)
+            eof = len(data) < size
+            pos = 0
+            while True:
+                n, pos, stop = walk_pcap(data, pos, self.swapped, self.nanosecond, MAX_RECORD,
+                                         self.offs, self.caplens, self.wirelens, self.ts_ns)
+                if n:
+                    yield self._batch(data, n)
+                if stop != STOP_FULL:
+                    break
+            if stop == STOP_CORRUPT:
+                raise CaptureFileError(
+                    f"{self.name}: corrupt record at byte {file_pos + pos} "
+                    f"(captured length over {MAX_RECORD} bytes) after {self.packets} packets")
+            if eof:
+                if stop == STOP_PARTIAL:
+                    raise CaptureFileError(
+                        f"{self.name}: capture file truncated in the middle of a packet "
+                        f"at byte {file_pos + pos} after {self.packets} packets")
+                return
+            # a record longer than the chunk: read more at once (MAX_RECORD bounds it)
+            size = self.chunk_size if pos else 2 * size
+            file_pos += pos
+
+    def _batches_stream(self) -> Iterator[PacketBatch]:
         data = b""
         pos = 0
         eof = False

@@ -76,7 +76,9 @@ def _add_agent_parser(sub) -> None:
     a.add_argument("--log-format", choices=("json", "text"), default="json")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``command`` (the one being run, when known) skips importing the modules
+    that only other commands' options live in (``otus console`` pulls logging, threading and uuid)."""
     p = argparse.ArgumentParser(prog="otus", description="Otus: packet capture and SIP analysis for VoIP.")
     p.add_argument("--version", action="version", version=f"otus {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -149,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with rtp: also follow RTP streams no SDP announced (looks for RTP-shaped UDP)")
     r.add_argument("--datagrams", action="store_true",
                    help="print one JSON line per L4 datagram (UDP/TCP/SCTP payload) instead of SIP records")
+    r.add_argument("--task", metavar="FILE",
+                   help="take the SIP settings (sip: ports, heuristic, correlation headers, call summaries, the "
+                        "match selector, ...) and the parsers from this task file (see docs/selectors.md); the "
+                        "SIP flags below are then refused, --calls adds call summaries")
     r.add_argument("--calls", action="store_true",
                    help="also emit a call summary record (type=call) when each call ends")
     r.add_argument("--no-error-records", action="store_true",
@@ -173,8 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fragment bytes in flight before the oldest datagram is evicted (default 32 MiB)")
     r.add_argument("--frag-max-fragments", type=_positive_int, default=1024, metavar="N",
                    help="fragments per datagram before it is dropped (default 1024)")
-    from otus_agent.web.console import add_parser as add_console_parser
-    add_console_parser(sub)   # `otus console` (issue 17): web/console.py
+    if command in (None, "console"):
+        from otus_agent.web.console import add_parser as add_console_parser
+        add_console_parser(sub)   # `otus console` (issue 17): web/console.py
+    else:
+        sub.add_parser("console", help="the web console")   # parsed only when it is the command: see above
     from otus_agent.cli.filter import add_parser as add_filter_parser
     add_filter_parser(sub)    # `otus filter suggest` (issue 19): cli/filter.py
     d = sub.add_parser("daemon", help="run the agent daemon (tasks, control socket, metrics)",
@@ -216,13 +225,16 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
     cfg = DatagramConfig(verify_ipv4_checksum=not args.no_verify_checksum, decode_vxlan=not args.no_vxlan,
                          frag_timeout_s=args.frag_timeout, frag_max_datagrams=args.frag_max_datagrams,
                          frag_max_bytes=args.frag_max_bytes, frag_max_fragments=args.frag_max_fragments)
-    sip_cfg = SipConfig(
-        ports=tuple(args.sip_port) if args.sip_port else DEFAULT_PORTS,
-        heuristic=not args.no_heuristic,
-        correlation_headers=tuple(args.correlation_header) if args.correlation_header else DEFAULT_CORRELATION,
-        error_records=not args.no_error_records,
-        discard_methods=tuple(m.upper() for m in args.discard_method or ()),
-        call_summaries=args.calls)
+    if args.task:
+        sip_cfg = _task_sip(args)
+    else:
+        sip_cfg = SipConfig(
+            ports=tuple(args.sip_port) if args.sip_port else DEFAULT_PORTS,
+            heuristic=not args.no_heuristic,
+            correlation_headers=tuple(args.correlation_header) if args.correlation_header else DEFAULT_CORRELATION,
+            error_records=not args.no_error_records,
+            discard_methods=tuple(m.upper() for m in args.discard_method or ()),
+            call_summaries=args.calls)
     args.parser_names, args.parser_settings = _parsers(args)
     if not args.interface:
         live_only = [opt for opt, used in (("--filter", args.bpf_filter is not None), ("--workers", args.workers != 1),
@@ -255,6 +267,26 @@ def _run(args: argparse.Namespace, stdout, stderr: TextIO) -> int:
     if summary.get("error"):
         raise CaptureFileError(summary["error"])
     return EXIT_OK
+
+
+def _task_sip(args: argparse.Namespace):
+    """``--task``: the task file's SIP section as the stage's settings, its parsers as ``--parsers``."""
+    from otus_agent.sip.framing import SipConfig
+    from otus_spec import load_task
+    flags = [opt for opt, used in (("--sip-port", args.sip_port), ("--no-heuristic", args.no_heuristic),
+                                   ("--correlation-header", args.correlation_header),
+                                   ("--no-error-records", args.no_error_records),
+                                   ("--discard-method", args.discard_method),
+                                   ("--parsers", args.parsers != "sip")) if used]
+    if flags:
+        raise UserError(f"{', '.join(flags)}: the task file sets these (its sip section and parsers)")
+    spec = load_task(args.task)
+    cfg = SipConfig.from_options(spec.sip)
+    cfg.call_summaries = cfg.call_summaries or args.calls
+    args.parsers = ",".join(spec.parsers)
+    if args.bpf_filter is None and args.interface and spec.bpf_filter is not None:
+        args.bpf_filter = spec.bpf_filter
+    return cfg
 
 
 def _parsers(args: argparse.Namespace) -> tuple[tuple[str, ...], dict]:
@@ -330,7 +362,7 @@ def _hep_settings(args: argparse.Namespace):
 
 def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
     from otus_agent.capture.pcapfile import CaptureFileError, open_capture
-    from otus_agent.engine.pipeline import EngineConfig, build_engine
+    from otus_agent.engine.pipeline import EngineConfig, build_engine, quiet_gc
     kafka = _kafka_settings(args)
     hep = _hep_settings(args)
     if args.datagrams and (kafka is not None or hep is not None):
@@ -353,7 +385,7 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
             with open(path, "wb") as f:
                 generate(f, WorkloadSpec(calls=args.demo_calls, rtp_packets=2))
         error = None
-        _quiet_gc()
+        quiet_gc()
         with open_capture(path) as reader:
             try:
                 engine.run(reader.batches())
@@ -369,20 +401,6 @@ def _run_file(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()
-
-
-GC_GEN0_THRESHOLD = 100_000   # objects allocated between young collections while reading a file (default 700)
-
-
-def _quiet_gc() -> None:
-    """Reading a file: what start-up made is frozen out of the collector's sight, and young collections
-    come 100x less often; no reference cycles are made per packet, so this only saves the GC's scans
-    (bench/PROFILE.md, step 4; bench/bench_realistic.py measures it)."""
-    import gc
-    gc.collect()
-    gc.freeze()
-    _, g1, g2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, g1, g2)
 
 
 def _run_live(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig, write) -> dict:
@@ -498,8 +516,13 @@ def _is_user_error(e: Exception) -> bool:
     return isinstance(e, kinds)
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` when it leads (no option before it), else None (the whole parser)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

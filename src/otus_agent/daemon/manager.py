@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 from otus_agent.capture.afpacket import CaptureError
-from otus_agent.daemon.task import preflight, task_main
+from otus_agent.daemon.task import preflight, task_main, view_dir
 from otus_spec import TaskSpec
 
 log = logging.getLogger("otus.manager")
@@ -81,6 +82,7 @@ class TaskManager:
                 raise TaskError(f"no such task: {task_id}")
             self._stop_task(h, timeout)
             del self.tasks[task_id]
+            shutil.rmtree(view_dir(self.state_dir, task_id), ignore_errors=True)   # its flow views, if any
             try:
                 os.unlink(self._path(task_id))
             except FileNotFoundError:
@@ -98,6 +100,24 @@ class TaskManager:
     def list(self) -> list[dict]:
         with self.lock:
             return [h.view() for h in self.tasks.values()]
+
+    def view_dir(self, task_id: str) -> str:
+        """Where a task's capture processes serve their flow table (flows/view.py, daemon/views.py)."""
+        return view_dir(self.state_dir, task_id)
+
+    def flow_views(self, task_id: str | None = None) -> dict[str, str]:
+        """task -> view directory of the running tasks with the flow parser (``task_id``: that one only)."""
+        with self.lock:
+            if task_id is not None:
+                h = self.tasks.get(task_id)
+                if h is None:
+                    raise TaskError(f"no such task: {task_id}")
+                if "flow" not in h.spec.parsers:
+                    raise TaskError(f"task {task_id} does not run the flow parser (parsers: {', '.join(h.spec.parsers)})")
+                running = [h] if h.status == "running" else []
+            else:
+                running = [h for h in self.tasks.values() if h.status == "running" and "flow" in h.spec.parsers]
+            return {h.spec.id: self.view_dir(h.spec.id) for h in running}
 
     def snapshot(self) -> list[tuple[TaskSpec, str, dict]]:
         with self.lock:

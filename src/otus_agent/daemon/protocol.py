@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from otus_agent.flows.view import FlowProto, TcpState
 from otus_spec import TaskSpec, describe
 
 MAX_REQUEST = 1 << 20
@@ -17,9 +18,48 @@ MAX_REQUEST = 1 << 20
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cmd: Literal["task.create", "task.delete", "task.list", "task.status", "status", "stats", "reload", "stop"]
+    cmd: Literal["task.create", "task.delete", "task.list", "task.status", "status", "stats", "reload", "stop",
+                 "flow.connections", "flow.icmp", "interfaces"]
     id: str | None = Field(default=None, max_length=63)
     spec: dict[str, Any] | None = None
+    query: dict[str, Any] | None = Field(default=None, description="flow.connections: a ConnectionQuery; "
+                                         "flow.icmp: {limit}; interfaces: {all}")
+
+
+class ConnectionQuery(BaseModel):
+    """Filters of the live connections (flows/view.py); every one given must match."""
+    model_config = ConfigDict(extra="forbid")
+    proto: FlowProto | None = None
+    ip: str | None = Field(default=None, max_length=45, description="an address on either side")
+    port: int | None = Field(default=None, ge=0, le=65535, description="a port on either side")
+    state: TcpState | None = Field(default=None, description="TCP state as the observer sees it (TCP flows only)")
+    offset: int = Field(default=0, ge=0, le=100_000)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import ipaddress
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"not an IP address: {v!r}") from None
+
+
+class IcmpQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=100, ge=1, le=100, description="ICMP errors listed (newest first)")
+
+
+class InterfacesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    all: bool = Field(default=False, description="every interface of the host, not only the tasks'")
+
+
+QUERIES: dict[str, type[BaseModel]] = {"flow.connections": ConnectionQuery, "flow.icmp": IcmpQuery,
+                                       "interfaces": InterfacesQuery}
 
 
 class ProtocolError(Exception):
@@ -50,4 +90,9 @@ def parse_request(line: bytes) -> tuple[Request, TaskSpec | None]:
             raise ProtocolError(describe(e, "task").replace("\n", "; ")) from None
     elif req.cmd in ("task.delete", "task.status") and not req.id:
         raise ProtocolError(f"{req.cmd} needs 'id'")
+    elif req.cmd in QUERIES:
+        try:
+            req.query = QUERIES[req.cmd].model_validate(req.query or {}).model_dump()
+        except ValidationError as e:
+            raise ProtocolError(describe(e, "query").replace("\n", "; ")) from None
     return req, spec

@@ -36,6 +36,8 @@ class Daemon:
         except OSError as e:
             raise SpecError(f"state directory {o.state_dir}: {e.strerror}") from None
         self.store = self.tap = self.http = None
+        self._ifstats = None
+        self._if_lock = threading.Lock()
         tap_path = os.path.join(o.state_dir, "tap.sock") if o.http.enabled else None
         self.manager = TaskManager(o.state_dir, o.kafka.brokers, tap_path)
         self.metrics_server = None
@@ -46,7 +48,7 @@ class Daemon:
                 raise SpecError(f"metrics listen {o.metrics.listen}: {e.strerror}") from None
         try:
             self.control = ControlServer(o.control.socket, o.control.mode, o.control.group, self.manager,
-                                         self.status, self.stats, self.reload, self.stop)
+                                         self.status, self.stats, self.reload, self.stop, self.interfaces)
         except OSError as e:
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
@@ -111,6 +113,22 @@ class Daemon:
 
     def stats(self) -> dict:
         return {spec.id: {"status": st, **s} for spec, st, s in self.manager.snapshot()}
+
+    def interfaces(self, all: bool = False) -> dict:
+        """Kernel counters and rates (since the previous ask) of the tasks' interfaces, or of every one."""
+        from otus_agent.observability.ifstats import InterfaceStats
+        names: set[str] = set()
+        for spec, st, _ in self.manager.snapshot():
+            if st in ("starting", "running"):
+                names.update(spec.interfaces)
+        want = None if all or "any" in names else sorted(names)
+        with self._if_lock:
+            if self._ifstats is None:
+                self._ifstats = InterfaceStats([])      # one reader: the rates are kept between asks
+            self._ifstats.names = want
+            polled = self._ifstats.poll() if want is None or want else {}
+            skipped = self._ifstats.skipped
+        return {"interfaces": polled, "skipped": skipped}
 
     def reload(self) -> dict:
         if self.config_path is None:

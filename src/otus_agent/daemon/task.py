@@ -55,6 +55,11 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
     return live, DatagramConfig(), sip_cfg
 
 
+def view_dir(state_dir: str, task_id: str) -> str:
+    """Where a task's capture processes serve their flow table (flows/view.py; read by daemon/views.py)."""
+    return os.path.join(state_dir, "views", task_id)
+
+
 def parser_settings(spec: TaskSpec) -> dict:
     """The agent-side settings of the task's parsers other than sip (only those it runs)."""
     out: dict = {}
@@ -67,6 +72,8 @@ def parser_settings(spec: TaskSpec) -> dict:
     if "dns" in spec.parsers:
         from otus_agent.dns.config import DnsConfig
         out["dns"] = DnsConfig(**spec.dns.model_dump())
+    if "detect" in spec.parsers:
+        out["detect"] = spec.detect   # otus_spec.DetectOptions is the detectors' own config (detect/config.py)
     return out
 
 
@@ -126,6 +133,9 @@ def task_main(conn, spec_json: str, kafka_defaults: list[str] | None = None, sta
         return
     try:
         live, pipe_cfg, sip_cfg = configs(spec, kafka_defaults, state_dir)
+        if "flow" in live.settings:       # the daemon reads the live table there (flows/view.py)
+            live.settings["flow"] = live.settings["flow"].model_copy(
+                update={"view_dir": view_dir(state_dir, spec.id)})
         if live.kafka is not None and not live.kafka.brokers:
             raise CaptureError("kafka reporter: no brokers (set them in the task or in the daemon's kafka.brokers)")
         write = reporters.write

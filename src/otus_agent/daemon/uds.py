@@ -37,10 +37,11 @@ def peer_allowed(conn: socket.socket, group: str | None) -> bool:
 class ControlServer:
     def __init__(self, path: str, mode: int, group: str | None, manager: TaskManager,
                  status: Callable[[], dict], stats: Callable[[], dict], reload: Callable[[], dict],
-                 stop: Callable[[], None]):
+                 stop: Callable[[], None], interfaces: Callable[..., dict] | None = None):
         self.path, self.mode, self.group = path, mode, group
         self.manager = manager
-        self.handlers = {"status": status, "stats": stats, "reload": reload}
+        self.handlers: dict[str, Callable[..., dict]] = {"status": status, "stats": stats, "reload": reload,
+                                                          "interfaces": interfaces or (lambda **_: {})}
         self.stop_cb = stop
         d = os.path.dirname(path) or "."
         if not os.path.isdir(d):
@@ -97,6 +98,14 @@ class ControlServer:
                 return {"ok": True, "result": m.get(req.id)}
             if req.cmd == "task.list":
                 return {"ok": True, "result": m.list()}
+            if req.cmd == "flow.connections":
+                from otus_agent.daemon import views
+                return {"ok": True, "result": views.connections(m.flow_views(req.id), req.query or {})}
+            if req.cmd == "flow.icmp":
+                from otus_agent.daemon import views
+                return {"ok": True, "result": views.icmp(m.flow_views(req.id), (req.query or {}).get("limit", 100))}
+            if req.cmd == "interfaces":
+                return {"ok": True, "result": self.handlers["interfaces"](**(req.query or {}))}
             if req.cmd == "stop":
                 threading.Thread(target=self.stop_cb, daemon=True).start()
                 return {"ok": True, "result": "stopping"}

@@ -68,5 +68,5 @@ class NetworkDetector:
                             window_s=c.window_s)
 
     def counters(self) -> dict:
-        return {"alerts": dict(self.out.alerts), "suppressed": self.out.suppressed,
+        return {"alerts": dict(self.out.alerts), "suppressed": self.out.suppressed, "recent": self.out.recent_summary(),
                 "evictions": self.ports.evictions + self.hosts.evictions + self.syns.evictions + self.icmp.evictions}

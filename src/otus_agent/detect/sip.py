@@ -98,6 +98,6 @@ class SipDetector:
                             account=account, count=n, last_number=number, threshold=c.calls, window_s=c.window_s)
 
     def counters(self) -> dict:
-        return {"alerts": dict(self.out.alerts), "suppressed": self.out.suppressed,
+        return {"alerts": dict(self.out.alerts), "suppressed": self.out.suppressed, "recent": self.out.recent_summary(),
                 "evictions": self.options.evictions + self.reg_src.evictions + self.reg_user.evictions
                 + self.invites.evictions + self.toll.evictions}

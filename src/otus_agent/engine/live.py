@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
-from otus_agent.engine.pipeline import EngineConfig, build_engine
+from otus_agent.engine.pipeline import EngineConfig, build_engine, quiet_gc
 from otus_agent.reassembly.datagrams import DatagramConfig
 from otus_agent.reporters.sink import HepSettings, KafkaSettings
 from otus_agent.sip.framing import SipConfig
@@ -167,6 +167,7 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, engine_cfg: En
     stop = _Stop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, stop)
+    quiet_gc()        # a process of its own running one capture loop
     out = None
     try:
         write = conn.send_bytes

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from otus_agent.reassembly.datagrams import Datagram
     from otus_agent.reporters.sink import RecordSink
 
-# (buf, decoded batch, n, timestamps, start) -> index of the first packet the datagram path must see
-Lane = Callable[[bytes, Any, int, Any, int], int]
+# (buf, decoded batch, n, timestamps, start, end of the batch) -> index of the first packet the datagram path must see
+Lane = Callable[[bytes, Any, int, Any, int, bool], int]
 
 
 def _nothing() -> None:

@@ -22,3 +22,5 @@ class FlowConfig(BaseModel):
     reassemble_fragments: bool = Field(default=True, description="count an IP-fragmented datagram once, when "
                                        "its last fragment completes it (as tshark does); else count fragments only")
     sweep_interval_s: float = Field(default=1.0, gt=0, description="how often (packet time) timeouts are checked")
+    # not a task setting: set by the daemon, which reads the live table through a socket there (flows/view.py)
+    view_dir: str | None = Field(default=None, exclude=True, description="directory of the table's view socket")

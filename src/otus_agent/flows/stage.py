@@ -12,6 +12,7 @@ records, and one ``type: "icmp"`` event per ICMP packet.
 from __future__ import annotations
 
 from array import array
+from collections import deque
 from typing import Any, Callable, Iterable
 
 from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
@@ -34,6 +35,7 @@ ICMP6_ERRORS = frozenset((1, 2, 3, 4))  # unreachable, packet too big, time exce
 ICMP4_ECHO = frozenset((0, 8))
 ICMP6_ECHO = frozenset((128, 129))
 PORTED = frozenset((6, 17, 132))
+ICMP_RECENT = 100   # ICMP errors kept for the API (a ring: the oldest goes)
 
 Sink = Callable[[dict], Any]
 
@@ -77,6 +79,12 @@ class FlowStage:
         self.icmp_errors_joined = 0
         self.icmp_errors_unmatched = 0
         self.icmp_truncated = 0  # ICMP header or quoted header too short to read
+        # the last ICMP errors: (ts, reporter, type, code, ipver, proto, src, dst, sport, dport, joined)
+        self.icmp_recent: deque[tuple] = deque(maxlen=ICMP_RECENT)
+        self.view = None
+        if c.view_dir is not None:   # the daemon's window on this table (flows/view.py)
+            from otus_agent.flows.view import ViewServer
+            self.view = ViewServer.open(c.view_dir, self)
 
     # -- input ---------------------------------------------------------------------------------
     def feed_batch(self, batch: PacketBatch, rows: array | None = None) -> None:
@@ -150,7 +158,7 @@ class FlowStage:
                 if (typ in ICMP4_ECHO if proto == 1 else typ in ICMP6_ECHO) and end - l4 >= 8:
                     ident = (buf[l4 + 4] << 8) | buf[l4 + 5]
                 if typ in (ICMP4_ERRORS if proto == 1 else ICMP6_ERRORS):
-                    self._join(buf, l4 + 8, end, typ, code, ipver)
+                    self._join(buf, l4 + 8, end, typ, code, ipver, t, src)
         k = (src, dst, ident, ident, proto)
         f = self.flows.get(k)
         d = 0
@@ -181,8 +189,10 @@ class FlowStage:
         self.bytes += length
         self.now_ns = max(self.now_ns, t)
 
-    def _join(self, buf: bytes, q: int, end: int, typ: int, code: int, ipver: int) -> None:
-        """Count an ICMP error on the flow of the packet it quotes (RFC 792 / RFC 4443)."""
+    def _join(self, buf: bytes, q: int, end: int, typ: int, code: int, ipver: int, t: int = 0,
+              reporter: bytes = b"") -> None:
+        """Count an ICMP error on the flow of the packet it quotes (RFC 792 / RFC 4443); the last
+        ``ICMP_RECENT`` errors that quote a whole header are kept for ``/api/v1/icmp`` (flows/view.py)."""
         if ipver == 4:
             if end - q < 20 or buf[q] >> 4 != 4:
                 self.icmp_truncated += 1
@@ -211,6 +221,7 @@ class FlowStage:
         else:
             sp = dp = 0
         f = self.flows.get((src, dst, sp, dp, proto)) or self.flows.get((dst, src, dp, sp, proto))
+        self.icmp_recent.append((t, reporter, typ, code, ipver, proto, src, dst, sp, dp, f is not None))
         if f is None:
             self.icmp_errors_unmatched += 1
             return
@@ -277,6 +288,9 @@ class FlowStage:
 
     def flush(self, reason: str = "shutdown") -> None:
         """End every flow (capture over); each gets an end record."""
+        if self.view is not None:
+            self.view.close()
+            self.view = None
         for f in list(self.flows.values()):
             self._end(f, self.now_ns, reason)
 
@@ -309,4 +323,5 @@ class FlowStage:
         return {"active": len(self.flows), "limit": self.config.max_flows, "created": self.created,
                 "ended": dict(self.ended), "evictions": self.evictions, "packets": self.packets, "bytes": self.bytes,
                 "fragments": self.fragments, "undecoded": self.undecoded, "icmp": self.icmp(),
-                "reassembly": self.reasm.counters() if self.reasm is not None else None}
+                "reassembly": self.reasm.counters() if self.reasm is not None else None,
+                "view": self.view.counters() if self.view is not None else None}

@@ -23,12 +23,16 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
+from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions
+
 log = logging.getLogger("otus.kube.status")
 
 GROUP, VERSION, PLURAL = "otus.io", "v1alpha1", "capturetasks"
 MIN_GAP_S = 1.0          # even a state change waits this long after the previous patch
 ERROR_MAX = 512          # an error message is cut to this many characters
 LOG_EVERY_S = 300.0      # a failure that lasts is logged again at most this often
+ALERTS_MAX = ALERTS_IN_STATUS   # detector alerts in effect listed in the entry (the CRD's AgentStatus.alerts)
+ALERT_TEXT_MAX = ALERT_TEXT_IN_STATUS   # characters of an alert's kind, source and message
 
 STATES = {"starting": "Starting", "running": "Capturing", "completed": "Stopped", "stopped": "Stopped",
           "failed": "Failed", "suspended": "Suspended"}
@@ -82,16 +86,68 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _section(stats: dict, name: str) -> dict:
+    v = stats.get(name)
+    return v if isinstance(v, dict) else {}
+
+
+def _parse_ts(text: Any) -> datetime | None:
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def alerts_in_effect(stats: dict, spec: dict | None, now: datetime | None = None) -> list[dict]:
+    """The detectors' alerts still firing (``detect.*.recent``, detect/alerts.py): those that fired within the
+    task's ``detect.resolve_after_s``, newest first, at most ``ALERTS_MAX`` (the operator posts an Event per
+    new kind and source, and a Resolved one when it leaves this list)."""
+    now = now or datetime.now(timezone.utc)
+    try:
+        resolve = DetectOptions.model_validate((spec or {}).get("detect") or {}).resolve_after_s
+    except ValueError:
+        resolve = DetectOptions().resolve_after_s
+    out = []
+    parts = _section(stats, "detect")
+    for part in parts.values():
+        recent = part.get("recent") if isinstance(part, dict) else None
+        for key, e in (recent or {}).items():
+            kind, _, source = str(key).partition("|")
+            last = _parse_ts(e.get("last")) if isinstance(e, dict) else None
+            if last is None or (now - last).total_seconds() > resolve:
+                continue
+            out.append({"kind": kind[:ALERT_TEXT_MAX], "source": source[:ALERT_TEXT_MAX], "count": int(e.get("count", 0)),
+                        "lastSeen": e["last"], "message": str(e.get("summary") or "")[:ALERT_TEXT_MAX]})
+    out.sort(key=lambda a: (a["lastSeen"], a["kind"], a["source"]), reverse=True)
+    return out[:ALERTS_MAX]
+
+
+def worst_mos(stats: dict) -> float | None:
+    """The lowest MOS any media record of the task carried (``rtp.mos_worst``: the workers' minima)."""
+    rtp = _section(stats, "rtp")
+    values = []
+    for k in (rtp.get("mos_worst") or {}):
+        try:
+            values.append(float(k))
+        except ValueError:
+            continue
+    return min(values) if values else None
+
+
 def entry(view: dict, stats: dict, node: str | None, pod: str | None, state: str | None = None,
           error: str | None = None) -> dict:
     """One agent's status entry (the operator's AgentStatus shape) from a task's view and counters."""
     report = stats.get("report", {}) if isinstance(stats.get("report"), dict) else {}
     err = error if error is not None else view.get("reason")
+    rtp = _section(stats, "rtp")
     return {
         "node": node, "pod": pod,
         "state": state or STATES.get(view.get("status", ""), "Starting"),
         "packets": int(view.get("packets", 0)), "drops": int(view.get("kernel_drops", 0)),
         "sipMessages": int(view.get("sip_messages", 0)), "spoolBytes": int(report.get("spool_bytes", 0)),
+        "matchedCalls": int(_section(_section(stats, "sip"), "select").get("matched_dialogs", 0)),
+        "mediaStreams": int(rtp.get("streams_started", 0)), "worstMos": worst_mos(stats),
+        "alerts": alerts_in_effect(stats, view.get("spec")),
         "lastReport": now_rfc3339(), "error": err[:ERROR_MAX] if err else None,
     }
 

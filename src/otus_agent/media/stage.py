@@ -85,6 +85,7 @@ class MediaStage:
         self.slow_packets = 0   # datagrams off the per-flow fast path (metric: it should stay small)
         self.jitter_hist = [0] * (len(JITTER_BUCKETS_MS) + 1)
         self.mos_hist = [0] * (len(MOS_BUCKETS) + 1)
+        self.mos_worst: float | None = None      # the lowest MOS of any record (interim or final) so far
         self.idle_ns = int(c.idle_timeout_s * 1e9)
         self.interim_ns = int(c.interim_s * 1e9)
         self.linger_ns = int(c.bye_linger_s * 1e9)
@@ -257,8 +258,10 @@ class MediaStage:
                 out.append(self._close(ms, "idle"))
             elif now_ns - ms.last_report_ns >= self.interim_ns:
                 ms.last_report_ns = now_ns
-                out.append(self.record(ms, final=False))
+                rec = self.record(ms, final=False)
+                out.append(rec)
                 self.c["records_interim"] += 1
+                self._worst(rec)
         out.extend(self._closed)
         self._closed.clear()
         return out
@@ -292,9 +295,15 @@ class MediaStage:
         self.c["expected_total"] += max(0, rec["expected"])
         self.jitter_hist[bisect.bisect_left(JITTER_BUCKETS_MS, rec["mean_jitter_ms"])] += 1
         self.mos_hist[bisect.bisect_left(MOS_BUCKETS, rec["mos"])] += 1
+        self._worst(rec)
         if reason == "evicted":
             self._closed.append(rec)
         return rec
+
+    def _worst(self, rec: dict) -> None:
+        mos = rec.get("mos")
+        if isinstance(mos, (int, float)) and (self.mos_worst is None or mos < self.mos_worst):
+            self.mos_worst = float(mos)
 
     def record(self, ms: MediaStream, final: bool) -> dict:
         s = ms.stats
@@ -336,6 +345,9 @@ class MediaStage:
             out[f"discovery_{k}"] = n
         out["jitter_ms_hist"] = _cumulative(JITTER_BUCKETS_MS, self.jitter_hist)
         out["mos_hist"] = _cumulative(MOS_BUCKETS, self.mos_hist)
+        # a one-key dict, not a number: fanout workers' counters are summed (engine/live.merge_counts), and
+        # dicts merge into the set of the workers' minima, whose least is the task's (kube/status.worst_mos)
+        out["mos_worst"] = {f"{self.mos_worst:.2f}": 1} if self.mos_worst is not None else {}
         return out
 
 

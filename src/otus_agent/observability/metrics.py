@@ -48,6 +48,10 @@ class TaskCollector:
         delivered = CounterMetricFamily("otus_kafka_delivered", "Records Kafka confirmed", labels=["task"])
         evict = CounterMetricFamily("otus_table_evictions", "Entries evicted from bounded tables (limit reached)",
                                     labels=["task", "table"])
+        unmatched = CounterMetricFamily("otus_sip_unmatched", "SIP messages dropped because no dialog of the "
+                                        "task's sip.match selector holds them", labels=["task"])
+        matched = CounterMetricFamily("otus_sip_matched_calls", "Dialogs the task's sip.match selector admitted",
+                                      labels=["task"])
         extra: list[Metric] = []
         for spec, st, s in self.snapshot():
             t = spec.id
@@ -83,6 +87,11 @@ class TaskCollector:
             evict.add_metric([t, "reassembly"], r.get("evictions", 0))
             evict.add_metric([t, "tcp_streams"], sip.get("tcp", {}).get("evictions", 0))
             evict.add_metric([t, "calls"], sip.get("calls", {}).get("evictions", 0))
+            sel = sip.get("select")
+            if isinstance(sel, dict):
+                unmatched.add_metric([t], sel.get("unmatched", 0))
+                matched.add_metric([t], sel.get("matched_dialogs", 0))
+                evict.add_metric([t, "selector"], sel.get("evictions", 0))
             rep = s.get("report", {})
             if "spool_bytes" in rep:
                 spool.add_metric([t], rep["spool_bytes"])
@@ -101,7 +110,7 @@ class TaskCollector:
             extra += media_metrics(t, s["rtp"]) if isinstance(s.get("rtp"), dict) else []
             extra += _stage_metrics(t, s)
         return _merge([pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency,
-                       spool, spool_age, spool_drop, delivered, evict, *extra])
+                       spool, spool_age, spool_drop, delivered, evict, unmatched, matched, *extra])
 
 
 def _merge(families: list[Metric]) -> list[Metric]:

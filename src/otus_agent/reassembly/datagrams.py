@@ -7,6 +7,7 @@ decode loop itself allocates nothing per packet.
 from __future__ import annotations
 
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -64,9 +65,10 @@ class DatagramStage:
 
     def __init__(self, config: DatagramConfig | None = None,
                  sink: Callable[[Datagram], None] | None = None, batch_size: int = 4096,
-                 lane: Callable[[bytes, object, int, object, int], int] | None = None):
+                 lane: Callable[[bytes, object, int, object, int, bool], int] | None = None):
         """``lane`` (e.g. SipStage.run_lane) takes whole runs of a batch's packets itself and
-        returns the index of the first one ``sink`` must see; order is kept."""
+        returns the index of the first one ``sink`` must see; order is kept.  Its last argument is
+        False for a reassembled datagram (a one-packet batch inside the batch being fed)."""
         c = self.config = config or DatagramConfig()
         self.decoder = D.Decoder(batch_size, c.verify_ipv4_checksum, c.decode_vxlan)
         # reassembled datagrams are decoded apart, so "packets" keeps meaning captured packets
@@ -75,6 +77,7 @@ class DatagramStage:
                                          c.frag_max_fragments)
         self.sink = sink
         self.lane = lane if sink is not None else None
+        self._ts_one = array("q", bytes(8))   # a reassembled datagram's time, as the lane takes it
         self.l4_datagrams = 0
         self.reassembled_datagrams = 0
         self.started = time.monotonic()
@@ -119,6 +122,10 @@ class DatagramStage:
             st = out[D.F_STATUS]
             if st == D.ST_L4:
                 self.l4_datagrams += 1
+                if self.lane is not None:       # a one-packet batch: the lane takes it when it is typical
+                    self._ts_one[0] = ts_ns
+                    if self.lane(buf, out, 1, self._ts_one, 0, False):
+                        return
                 if self.sink is not None:
                     self.sink(_datagram(buf, out, 0, ts_ns, True))
                 return

@@ -85,13 +85,15 @@ class TcpReassembler:
     def get(self, key: tuple) -> Stream | None:
         return self.streams.get(key)
 
-    def open(self, key: tuple, seq: int, ts: int) -> Stream:
+    def open(self, key: tuple, seq: int, ts: int, wire: bytes | None = None) -> Stream:
+        """The stream of ``key`` (created, the least recently active evicted when full); ``wire``: its
+        wire_key when the caller has it already (the lane, from the packet's headers)."""
         s = self.streams.pop(key, None)
         if s is None:
             while len(self.streams) >= self.max_streams:
                 self._drop(self.streams[next(iter(self.streams))])
                 self.evictions += 1
-            s = Stream(key, seq, ts, wire=wire_key(key))
+            s = Stream(key, seq, ts, wire=wire_key(key) if wire is None else wire)
             if s.wire:
                 self.by_wire[s.wire] = s
         self.streams[key] = s

@@ -1,6 +1,8 @@
 """The local VoIP simulator: real SIP calls between two network namespaces, captured live by the agent.
 
     UAC namespace  --veth--  UAS namespace: UAS + otus agent (like a sidecar) + Kafka broker (tansu)
+                                     |  + `otus console` (the cluster-wide web console, fed from Kafka)
+                             host  --veth--  (so a browser on this machine opens the console's URL)
 
 The UAC places calls at a fixed rate; the agent captures on the UAS's
 interface and reports to an embedded Kafka-protocol broker (or the console
@@ -28,6 +30,7 @@ from typing import TextIO
 
 SIP_PORT = 5060
 KAFKA_PORT = 9092
+CONSOLE_PORT = 8080
 TOPIC = "otus-sim"
 
 
@@ -44,6 +47,8 @@ class SimConfig:
     kafka: bool | None = None          # None: use the embedded broker when it is installed
     quiet: bool = False
     settle_s: float = 10.0             # how long to wait for the last records after the last call
+    web: bool = True                   # with Kafka: start `otus console` and print its URL
+    web_stay_s: float = 0.0            # keep the console up this long after the summary
 
 
 def tansu_path() -> str | None:
@@ -63,6 +68,15 @@ def _kafka_available() -> bool:
     return tansu_path() is not None
 
 
+def _web_available() -> bool:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _otus() -> str:
     exe = Path(sys.executable).parent / "otus"
     return str(exe) if exe.exists() else (shutil.which("otus") or "otus")
@@ -77,7 +91,11 @@ class Namespaces:
         self.if_uac, self.if_uas = f"osimc{sfx}", f"osims{sfx}"
         net = 10 + os.getpid() % 200
         self.ip_uac, self.ip_uas = f"10.213.{net}.1", f"10.213.{net}.2"
+        # the console's link to the host: link-local, a /30 of its own; it goes with the UAS namespace
+        self.if_host, self.if_web = f"osimh{sfx}", f"osimw{sfx}"
+        self.ip_host, self.ip_web = f"169.254.{net}.1", f"169.254.{net}.2"
         self.created: list[str] = []
+        self.host_link_made = False
 
     def sh(self, *args: str) -> None:
         r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
@@ -96,10 +114,23 @@ class Namespaces:
             self.sh("-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
             self.sh("-n", ns, "link", "set", ifname, "up")
 
+    def host_link(self) -> None:
+        """A veth from the host's namespace into the UAS namespace, for the console's URL."""
+        self.host_link_made = True
+        self.sh("link", "add", self.if_host, "type", "veth", "peer", "name", self.if_web)
+        self.sh("link", "set", self.if_web, "netns", self.uas)
+        self.sh("addr", "add", f"{self.ip_host}/30", "dev", self.if_host)
+        self.sh("link", "set", self.if_host, "up")
+        self.sh("-n", self.uas, "addr", "add", f"{self.ip_web}/30", "dev", self.if_web)
+        self.sh("-n", self.uas, "link", "set", self.if_web, "up")
+
     def popen(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
         return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)
 
     def close(self) -> None:
+        if self.host_link_made:   # gone with the namespace, unless setup stopped before moving it there
+            subprocess.run(["ip", "link", "del", self.if_host], capture_output=True, timeout=30)
+            self.host_link_made = False
         for ns in self.created:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         self.created = []
@@ -185,6 +216,7 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
     view = LiveView(out, cfg.quiet)
     agent = uac = None
     spool = None
+    console_url: str | None = None
     try:
         ns.setup()
         py = sys.executable
@@ -199,6 +231,10 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
             if tail.stderr.readline() == b"" and tail.poll() is not None:
                 raise SimError("the Kafka consumer did not start")
             threading.Thread(target=_reader, args=(tail.stdout, records), daemon=True).start()
+            if cfg.web and _web_available():
+                console_url = _start_console(ns, procs, out)
+            elif cfg.web and not cfg.quiet:
+                out.write("otus local simulator: no web console (pip install 'otus[web]' for one)\n")
         procs.append(ns.popen(ns.uas, py, "-m", "otus_agent.sim.sipua", "uas", "--bind", ns.ip_uas,
                               "--busy-ratio", str(cfg.busy_ratio), stdout=subprocess.DEVNULL))
         import tempfile
@@ -223,6 +259,8 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
             out.write(f"otus local simulator: {cfg.calls} calls at {cfg.rate}/s, UAC {ns.ip_uac} -> UAS {ns.ip_uas}, "
                       f"agent on {ns.if_uas}, records via {'Kafka (embedded tansu broker)' if use_kafka else 'console'}"
                       "\n")
+            if console_url:
+                out.write(f"otus console: {console_url} (every record from Kafka; open it in a browser here)\n")
             out.flush()
         uac = ns.popen(ns.uac, py, "-m", "otus_agent.sim.sipua", "uac", "--bind", ns.ip_uac, "--target", ns.ip_uas,
                        "--calls", str(cfg.calls), "--rate", str(cfg.rate), "--hold", str(cfg.hold_s),
@@ -258,7 +296,18 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
             agent_summary = json.loads(err.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
             agent_summary = {"error": err.decode()[-500:]}
-        return _summary(cfg, placed, expected, view, agent_summary, use_kafka, out)
+        s = _summary(cfg, placed, expected, view, agent_summary, use_kafka, out, console_url)
+        if console_url and cfg.web_stay_s > 0:
+            if not cfg.quiet:
+                out.write(f"otus console stays up {cfg.web_stay_s:g} s at {console_url} (Ctrl-C ends it)\n")
+                out.flush()
+            stay = time.monotonic() + cfg.web_stay_s
+            try:
+                while time.monotonic() < stay and all(p.poll() is None for p in procs):
+                    time.sleep(0.2)
+            except KeyboardInterrupt:   # the expected end of a demo's stay, not an interruption
+                pass
+        return s
     finally:
         _end(uac)
         _end(agent, signal.SIGINT, 30)
@@ -267,6 +316,27 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
         ns.close()
         if spool:
             shutil.rmtree(spool, ignore_errors=True)
+
+
+def _start_console(ns: Namespaces, procs: list[subprocess.Popen], out: TextIO) -> str | None:
+    """`otus console` in the UAS namespace, on the host link; its URL once it listens (None: it did not start,
+    said on `out`; the calls run without it)."""
+    ns.host_link()
+    console = ns.popen(ns.uas, _otus(), "console", "--kafka-brokers", f"127.0.0.1:{KAFKA_PORT}", "--topic", TOPIC,
+                       "--listen", f"{ns.ip_web}:{CONSOLE_PORT}", "--from-beginning", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+    procs.append(console)
+    first: list[bytes] = []
+    reader = threading.Thread(target=lambda: first.append(console.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(30)                              # "otus console: http://...", or EOF if it failed
+    line = first[0].decode() if first else ""
+    if not line.startswith("otus console: http"):
+        _end(console)
+        out.write(f"otus local simulator: the web console did not start: {console.stderr.read().decode()[-500:]}\n")
+        return None
+    threading.Thread(target=console.stdout.read, daemon=True).start()   # keep its pipe drained
+    return line.split()[2]
 
 
 def _drain(q: queue.Queue, view: LiveView, wait: float) -> None:
@@ -279,7 +349,7 @@ def _drain(q: queue.Queue, view: LiveView, wait: float) -> None:
 
 
 def _summary(cfg: SimConfig, placed: list[dict], expected: dict, view: LiveView, agent: dict, kafka: bool,
-             out: TextIO) -> dict:
+             out: TextIO, console_url: str | None = None) -> dict:
     complete = [cid for cid, exp in expected.items() if view.calls.get(cid) == exp]
     missing = {cid: dict(exp - view.calls.get(cid, collections.Counter())) for cid, exp in expected.items()
                if exp - view.calls.get(cid, collections.Counter())}
@@ -291,14 +361,14 @@ def _summary(cfg: SimConfig, placed: list[dict], expected: dict, view: LiveView,
          "failed": outcomes.get("failed", 0), "messages_sent": sum(sum(e.values()) for e in expected.values()),
          "records": view.records, "calls_complete": len(complete), "calls_missing_messages": len(missing),
          "calls_with_extra_messages": len(extra), "via": "kafka" if kafka else "console",
-         "agent_packets": agent.get("packets"), "kernel_drops": kernel.get("kernel_drops"),
+         "agent_packets": agent.get("packets"), "kernel_drops": kernel.get("kernel_drops"), "console_url": console_url,
          "ok": bool(placed) and len(complete) == len(placed) and outcomes.get("failed", 0) == 0}
     if missing:
         s["missing_examples"] = dict(list(missing.items())[:3])
     if not cfg.quiet:
         out.write("\nsummary\n")
         for k in ("calls_placed", "answered", "busy", "failed", "messages_sent", "records", "calls_complete",
-                  "calls_missing_messages", "via", "agent_packets", "kernel_drops"):
+                  "calls_missing_messages", "via", "agent_packets", "kernel_drops", "console_url"):
             out.write(f"  {k:<24} {s[k]}\n")
         out.write(("  every call's messages arrived\n" if s["ok"] else "  SOME MESSAGES DID NOT ARRIVE\n"))
     out.write(json.dumps(s, separators=(",", ":")) + "\n")
@@ -316,13 +386,18 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--kafka", dest="kafka", action="store_true", default=None, help="require the embedded broker")
     g.add_argument("--console", dest="kafka", action="store_false", help="records from the agent's stdout")
     ap.add_argument("--quiet", action="store_true", help="only the final JSON summary")
+    ap.add_argument("--no-web", dest="web", action="store_false",
+                    help="no web console (default: with Kafka, `otus console` runs and its URL is printed)")
+    ap.add_argument("--web-stay", type=float, default=0.0, metavar="SECONDS",
+                    help="keep the web console up this long after the summary (default 0; Ctrl-C ends it)")
     a = ap.parse_args(argv)
     if not 1 <= a.calls <= 100_000 or not 0 < a.rate <= 1000 or not 0 <= a.hold <= 600 or \
-            not 0 <= a.busy_ratio <= 1:
-        ap.error("need 1 <= --calls <= 100000, 0 < --rate <= 1000, 0 <= --hold <= 600, 0 <= --busy-ratio <= 1")
+            not 0 <= a.busy_ratio <= 1 or not 0 <= a.web_stay <= 86400:
+        ap.error("need 1 <= --calls <= 100000, 0 < --rate <= 1000, 0 <= --hold <= 600, 0 <= --busy-ratio <= 1, "
+                 "0 <= --web-stay <= 86400")
     try:
         s = run(SimConfig(calls=a.calls, rate=a.rate, hold_s=a.hold, busy_ratio=a.busy_ratio, kafka=a.kafka,
-                          quiet=a.quiet))
+                          quiet=a.quiet, web=a.web, web_stay_s=a.web_stay))
     except SimError as e:
         sys.stderr.write(f"voip-simulator: error: {e}\n")
         return 2

@@ -74,9 +74,11 @@ class DialogTracker:
                        to_tag: str | None) -> list[dict]:
         """The state machine on a message's fields (``method`` None: a response with status ``code``).
 
-        The one definition for both paths: ``observe`` feeds it from a parsed message, the compiled
-        lane from the scanner's offsets.  Only the fields the message's kind reads need be given:
-        users for an INVITE, the From tag for INVITE and BYE, the To tag for INVITE and responses."""
+        ``observe`` feeds it from a parsed message.  The compiled lane's twin, sip/writer_cy.py
+        CallTable.step (the same machine over C fields, fed from the scanner's offsets), is checked
+        against this one by tests/agent/sip/test_lane_calls.py.  Only the fields the message's kind reads
+        need be given: users for an INVITE, the From tag for INVITE and BYE, the To tag for INVITE (only
+        whether there is one) and for a 2xx to an INVITE (kept)."""
         out: list[dict] = []
         if self.calls:
             self._expire(ts, out)

@@ -19,6 +19,7 @@ from otus_agent.sip import message_cy as sip
 from otus_agent.sip.dialogs import DialogTracker
 from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
 from otus_agent.sip.scan_cy import Scanner
+from otus_agent.sip.select import DialogSelector, Selector, header_getter
 from otus_agent.sip.slots import LAYOUT as SCAN
 
 try:
@@ -56,6 +57,7 @@ class SipConfig:
     tcp_max_buffer: int = 256 << 10
     tcp_timeout_s: float = 300.0
     extra: dict = field(default_factory=dict)  # task / agent labels added to every record
+    match: dict | None = None                # the task's sip.match (SipMatch as a dict): sip/select.py
 
     @classmethod
     def from_options(cls, options: SipOptions, extra: dict | None = None) -> SipConfig:
@@ -63,7 +65,8 @@ class SipConfig:
         return cls(ports=tuple(options.ports), heuristic=options.heuristic,
                    correlation_headers=tuple(options.correlation_headers), redact_auth=options.redact_authorization,
                    error_records=options.error_records, discard_methods=tuple(options.discard_methods),
-                   call_summaries=options.call_summaries, extra=dict(extra or {}))
+                   call_summaries=options.call_summaries, extra=dict(extra or {}),
+                   match=options.match.model_dump() if options.match is not None else None)
 
 
 def _sip_websocket_handshake(p: bytes) -> bool:
@@ -119,25 +122,40 @@ class SipStage:
         self._sctp: dict = {}
         self.lane = None
         self.emit_block = emit_block
-        if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
+        self.select: DialogSelector | None = None
+        self._select_headers: frozenset[str] = frozenset()
+        if c.match:
+            self.select = DialogSelector(Selector.from_options(c.match))
+            self._select_headers = self.select.selector.header_names()
+        # the lane writes every message it scans: a selector (like discarded methods) keeps SIP on the
+        # stage's own paths, which judge each message before its record is made
+        if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None \
+                and self.select is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
+            if c.call_summaries:   # the compiled table (DialogTracker's twin): the lane feeds it with no Python call
+                self.dialogs = udplane.CallTable(c.max_calls)
             self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs,
                                         self.dialogs if c.call_summaries else None, self.tcp)
             self._lane_seen = [0] * _LC["size"]
 
     # ------------------------------------------------------------ entry
-    def run_lane(self, buf: bytes, out, n: int, ts, start: int) -> int:
-        """The pipeline's hook: the UDP lane from packet ``start``; index of the first packet it left."""
+    def run_lane(self, buf: bytes, out, n: int, ts, start: int, end: bool = True) -> int:
+        """The pipeline's hook: the UDP lane from packet ``start``; index of the first packet it left.
+
+        What the lane wrote stays in its buffer while it stops for a packet of the general path (which
+        hands it over before a record of its own: ``_flush_lane``); it is handed over when the lane
+        reaches the batch's end (``end``: the caller's batch ends there too) or its buffer is full."""
         lane = self.lane
         while True:
             i = lane.run(buf, out, n, ts, start)
-            block = lane.take()
-            if block[0]:
-                self.emit_block(*block)
-            if not lane.full:
-                return i
-            start = i
+            if lane.full:
+                self.emit_block(*lane.take())
+                start = i
+                continue
+            if i >= n and end and lane.olen:
+                self.emit_block(*lane.take())
+            return i
 
     def _flush_lane(self) -> None:
         """Hand over what the lane holds, before a record of the general path: order is kept."""
@@ -242,6 +260,15 @@ class SipStage:
             if self.discard and data[o[_O_CSM0]:o[_O_CSM1]].decode("latin-1") in self.discard:
                 self.discarded += 1
                 return
+        sel = self.select
+        if sel is not None:
+            req = o[_O_REQ] == 1
+            f = sc.fields(data)
+            names = self._select_headers
+            if not sel.admit(d.ts_ns, req, f["method"], f["status_code"], f["cseq_method"], f["call_id"],
+                             f["from_user"], f["to_user"], f["request_uri"],
+                             header_getter(data, names) if names and req else None, f["to_tag"] is not None):
+                return
         rec = fast_sip_record(data, sc, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.extra)
         self._flush_lane()
         self.emit(rec)
@@ -273,6 +300,17 @@ class SipStage:
         if m.method in self.discard or (m.cseq_method in self.discard and not m.is_request):
             self.discarded += 1
             return
+        sel = self.select
+        if sel is not None:
+            fu = m.from_.uri if m.from_ is not None else None
+            tu = m.to.uri if m.to is not None else None
+            h = m.headers
+            if not sel.admit(d.ts_ns, m.is_request, m.method if m.is_request else None, m.status_code,
+                             m.cseq_method, m.call_id, fu.user if fu is not None else None,
+                             tu.user if tu is not None else None, m.request_uri,
+                             (lambda name: h.get(name) or []) if m.is_request else None,
+                             m.to is not None and m.to.params.get("tag") is not None):
+                return
         rec = sip_record(m, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.correlator, self.extra)
         self._flush_lane()
         self.emit(rec)
@@ -480,4 +518,5 @@ class SipStage:
             "discarded": self.discarded, "fast_path": self.fast_messages,
             "tcp": self.tcp.counters(), "sctp_fragments_dropped": self.sctp_fragments_dropped,
             "calls": self.dialogs.counters(),
+            **({"select": self.select.counters()} if self.select is not None else {}),
         }

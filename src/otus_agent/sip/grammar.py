@@ -1,9 +1,9 @@
 """The SIP grammar's character classes and number limits (RFC 3261 25.1): the one definition.
 
-The full parser (``message_cy``, on decoded text) and the fast scanner (``scan_cy``, on bytes,
-which the compiled lane runs) both build their tests from these: the parser its ``str.translate``
-tables, the scanner 256-entry lookup tables.  IPv6 references are checked by one routine,
-``scan_cy.valid_ipv6`` (glibc's inet_pton6 in C), for both.
+The fast scanner (``scan_cy``, on bytes, which the compiled lane runs) builds its 256-entry lookup
+tables from these, and its number, token and host walks (``_digits``, ``_tok``, ``_host``, IPv6
+references by ``_v6_ok``, glibc's inet_pton6 in C) are the full parser's too: ``message_cy`` calls them
+through ``scan_cy.digits``, ``is_token`` and ``valid_host`` on its decoded text, encoded back.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ MAX_PORT = 65535
 MAX_CSEQ = 2**31 - 1
 MAX_FORWARDS = 255
 MAX_DELTA = 2**32 - 1                  # delta-seconds (Expires, expires=)
+MAX_LIMIT = 10**17                     # the greatest limit of a number walk (ten times it plus 9 fits in 63 bits)
 
 
 def table(chars: bytes) -> bytes:

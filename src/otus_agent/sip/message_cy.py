@@ -18,8 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from otus_agent.sip import grammar
+from otus_agent.sip.scan_cy import digits as _digit_walk  # the one number, token and host walks: the scanner's
+from otus_agent.sip.scan_cy import is_token as _token_walk
 from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one definition, re-exported
-from otus_agent.sip.scan_cy import valid_ipv6
+from otus_agent.sip.scan_cy import valid_host as _host_walk
 
 # RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
 COMPACT = {
@@ -35,17 +37,17 @@ MAX_CSEQ = grammar.MAX_CSEQ
 MAX_DELTA = grammar.MAX_DELTA
 MAX_PORT = grammar.MAX_PORT
 MAX_FORWARDS = grammar.MAX_FORWARDS
+MAX_LIMIT = grammar.MAX_LIMIT
 MAX_HEADER_BYTES = 65536
 
 
-_DROP_TOKEN = str.maketrans("", "", grammar.TOKEN.decode("ascii"))
-_DROP_HOST = str.maketrans("", "", grammar.HOST.decode("ascii"))
 _NAMES: dict[str, str | None] = {}   # raw header name -> canonical name (None: not a token)
 MAX_NAMES = 4096
 
 
 def _is_token(s: str) -> bool:
-    return bool(s) and not s.translate(_DROP_TOKEN)
+    """A token (RFC 3261 25.1); past ASCII never one."""
+    return _token_walk(s.encode("utf-8", "surrogatepass"))
 
 
 def _canonical_name(raw: str) -> str | None:
@@ -64,10 +66,10 @@ def _canonical_name(raw: str) -> str | None:
 
 
 def _digits(s: str) -> int:
-    """Non-negative decimal, or -1 when ``s`` is not one."""
-    if not s or not s.isascii() or not s.isdigit():
-        return -1
-    return int(s)
+    """Non-negative decimal, or -1 when ``s`` is not one: the scanner's walk.  A number past MAX_LIMIT
+    (10**17) reads as MAX_LIMIT + 1, still greater than every limit and than any datagram or stream."""
+    v = _digit_walk(s.encode("utf-8", "surrogatepass"), MAX_LIMIT)
+    return MAX_LIMIT + 1 if v == -2 else v
 
 
 @dataclass(slots=True)
@@ -187,15 +189,8 @@ def parse_params(s: str) -> tuple[dict, bool]:
 
 
 def valid_host(host: str) -> bool:
-    """hostname, IPv4address or IPv6reference (RFC 3261 25.1, RFC 5118)."""
-    if not host:
-        return False
-    if host[0] == "[":
-        if host[-1] != "]":
-            return False
-        ref = host[1:-1]
-        return ref.isascii() and valid_ipv6(ref.encode("ascii"))
-    return not host.translate(_DROP_HOST)
+    """hostname, IPv4address or IPv6reference (RFC 3261 25.1, RFC 5118); past ASCII never one."""
+    return _host_walk(host.encode("utf-8", "surrogatepass"))
 
 
 def _split_hostport(hp: str) -> tuple[str, int | None, bool]:

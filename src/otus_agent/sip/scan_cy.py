@@ -28,6 +28,7 @@ MAX_PORT = cython.declare(cython.longlong, grammar.MAX_PORT)
 MAX_CSEQ = cython.declare(cython.longlong, grammar.MAX_CSEQ)
 MAX_FORWARDS = cython.declare(cython.longlong, grammar.MAX_FORWARDS)
 MAX_DELTA = cython.declare(cython.longlong, grammar.MAX_DELTA)
+MAX_LIMIT = cython.declare(cython.longlong, grammar.MAX_LIMIT)
 # the character classes as lookup tables (C globals holding the bytes the pointers borrow)
 _TOKEN_TABLE = cython.declare(bytes, grammar.table(grammar.TOKEN))
 _HOST_TABLE = cython.declare(bytes, grammar.table(grammar.HOST))
@@ -88,18 +89,32 @@ def _eq(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, lit: byte
 @cython.cfunc
 @cython.exceptval(check=False)
 def _digits(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, limit: cython.longlong) -> cython.longlong:
-    """Decimal in p[a:b] no greater than limit, else -1."""
+    """The decimal p[a:b] (ASCII digits, as many as there are); -1 when it is not one, -2 when it exceeds
+    ``limit`` (at most MAX_LIMIT: the value stops growing past it, so it never overflows)."""
     v: cython.longlong = 0
     i: cython.Py_ssize_t
-    if a >= b or b - a > 12:
+    if a >= b:
         return -1
     for i in range(a, b):
         if p[i] < 48 or p[i] > 57:
             return -1
-        v = v * 10 + (p[i] - 48)
+        if v <= limit:
+            v = v * 10 + (p[i] - 48)
     if v > limit:
-        return -1
+        return -2
     return v
+
+
+def digits(s: bytes, limit: cython.longlong) -> cython.longlong:
+    """``_digits`` over all of s, for the full parser's numbers."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    if limit > MAX_LIMIT:
+        raise ValueError("digits: limit above MAX_LIMIT")
+    return _digits(p, 0, len(s), limit)
 
 
 @cython.cfunc
@@ -247,6 +262,33 @@ def valid_ipv6(ref: bytes) -> bool:
     else:
         p = ref
     return _v6_ok(p, 0, len(ref))
+
+
+def is_token(s: bytes) -> bool:
+    """A non-empty RFC 3261 token (grammar.TOKEN): ``_tok`` over s, for the full parser's token tests."""
+    p: cython.p_uchar
+    i: cython.Py_ssize_t
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    if len(s) == 0:
+        return False
+    for i in range(len(s)):
+        if not _tok(p[i]):
+            return False
+    return True
+
+
+def valid_host(host: bytes) -> bool:
+    """hostname, IPv4address or IPv6reference (RFC 3261 25.1, RFC 5118) filling all of ``host``: the
+    scanner's ``_host`` walk, for the full parser's host test."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, host)
+    else:
+        p = host
+    return len(host) > 0 and _host(p, 0, len(host)) == len(host)
 
 
 @cython.cfunc

@@ -55,6 +55,13 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
 else:
     from otus_agent.sip.slots import *  # noqa: F403
 if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
+    from cython.cimports.cpython.unicode import (
+        PyUnicode_1BYTE_KIND,
+        PyUnicode_DATA,
+        PyUnicode_GET_LENGTH,
+        PyUnicode_KIND,
+    )
+    from cython.cimports.libc.string import memcpy
     from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
 else:
     from otus_agent.sip.scan_cy import _looks_like_sip
@@ -65,9 +72,17 @@ else:
 from orjson import dumps
 
 from otus_agent.sip.identity import FRAGMENTS, ROOM
-from otus_agent.sip.sdp_cy import sdp_from_body
+from otus_agent.sip.sdp_cy import sdp_span
+
+if cython.compiled:   # the one SDP scanner and its dict emitter (sip/sdp_cy.pxd; offsets: sip/sdpspans.pxd)
+    from cython.cimports.otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _sdp_kind, _skip_tok, _skip_ws
+    from cython.cimports.otus_agent.sip.sdpspans import *  # noqa: F403
+else:
+    from otus_agent.sip.sdp_cy import _scan_sdp, _sdp_dict, _sdp_kind, _skip_tok, _skip_ws
+    from otus_agent.sip.sdpspans import *  # noqa: F403
 
 FLUSH_BYTES = cython.declare(cython.Py_ssize_t, 64 << 10)
+V6_CACHE_MAX = cython.declare(cython.Py_ssize_t, 4096)   # IPv6 address pairs kept as text; emptied when full
 NMETHODS = cython.declare(cython.int, 14)
 METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"REGISTER", b"PRACK", b"SUBSCRIBE", b"NOTIFY",
            b"PUBLISH", b"INFO", b"REFER", b"MESSAGE", b"UPDATE")
@@ -85,42 +100,88 @@ IDENT_ROOM = cython.declare(cython.Py_ssize_t, ROOM)    # bytes kept free for a 
 
 
 
+# per byte, what a JSON string needs: 0 copy as is, 1 not ASCII (the general path decodes it),
+# 2 a backslash before it (" and \\), 3 a control character (an escape sequence)
+_ESC_TABLE = cython.declare(bytes, bytes(0 if 0x20 <= c < 0x80 and c not in (34, 92) else
+                                         1 if c >= 0x80 else 2 if c in (34, 92) else 3 for c in range(256)))
+_ESC = cython.declare(cython.p_uchar)
+# the same test on eight bytes at once (each constant is one byte repeated): "has a byte >= 0x80, < 0x20,
+# equal to 0x22 or equal to 0x5C" (the haszero / hasless tricks: exact for "any byte", not for which);
+# unsigned long is 64 bits on the LP64 Linux Otus runs on
+_W01 = cython.declare(cython.ulong, 0x0101010101010101)
+_W20 = cython.declare(cython.ulong, 0x2020202020202020)
+_W22 = cython.declare(cython.ulong, 0x2222222222222222)
+_W5C = cython.declare(cython.ulong, 0x5C5C5C5C5C5C5C5C)
+_W80 = cython.declare(cython.ulong, 0x8080808080808080)
+if cython.compiled:
+    _ESC = cython.cast(cython.p_uchar, _ESC_TABLE)
+else:
+    _ESC = _ESC_TABLE
+
+
 @cython.cfunc
 @cython.inline
 @cython.exceptval(check=False)
 def _lit(q: cython.p_uchar, k: cython.Py_ssize_t, lit: bytes) -> cython.Py_ssize_t:
-    s: cython.p_uchar
-    if cython.compiled:
-        s = cython.cast(cython.p_uchar, lit)
-    else:
-        s = lit
+    n: cython.Py_ssize_t = len(lit)
     j: cython.Py_ssize_t
-    for j in range(len(lit)):
-        q[k + j] = s[j]
-    return k + len(lit)
+    if cython.compiled:
+        memcpy(q + k, cython.cast(cython.p_uchar, lit), n)
+    else:
+        for j in range(n):
+            q[k + j] = lit[j]
+    return k + n
 
 
 @cython.cfunc
 @cython.exceptval(check=False)
 def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
-    tmp: cython.uchar[24]
-    n: cython.int = 0
+    """The decimal digits of v (str(v)): counted first, then written from the last, two per division."""
+    u: cython.ulong
+    t: cython.ulong
+    n: cython.int = 1
+    d: cython.int
     if v < 0:
         q[k] = 45  # '-'
         k += 1
-        v = -v
-    if v == 0:
-        q[k] = 48
-        return k + 1
-    while v > 0:
-        tmp[n] = 48 + v % 10
-        v //= 10
+        u = cython.cast(cython.ulong, -(v + 1)) + 1
+    else:
+        u = v
+    t = u
+    while t >= 10:
+        t //= 10
         n += 1
-    while n > 0:
-        n -= 1
-        q[k] = tmp[n]
-        k += 1
-    return k
+    e: cython.Py_ssize_t = k + n
+    while u >= 100:
+        d = u % 100
+        u //= 100
+        q[e - 1] = 48 + d % 10
+        q[e - 2] = 48 + d // 10
+        e -= 2
+    if u >= 10:
+        q[e - 1] = 48 + u % 10
+        q[e - 2] = 48 + u // 10
+    else:
+        q[e - 1] = 48 + u
+    return k + n
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _u8(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.uchar) -> cython.Py_ssize_t:
+    """_int for 0..255 (an IPv4 address's byte)."""
+    if v >= 100:
+        q[k] = 48 + v // 100
+        q[k + 1] = 48 + v // 10 % 10
+        q[k + 2] = 48 + v % 10
+        return k + 3
+    if v >= 10:
+        q[k] = 48 + v // 10
+        q[k + 1] = 48 + v % 10
+        return k + 2
+    q[k] = 48 + v
+    return k + 1
 
 
 @cython.cfunc
@@ -128,21 +189,40 @@ def _int(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.
 def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.longlong,
          b: cython.longlong) -> cython.Py_ssize_t:
     """A JSON string of p[a:b] escaped as orjson escapes it; null when a < 0; -1 for non-ASCII."""
-    j: cython.longlong
+    j: cython.longlong = a
     c: cython.uchar
+    e: cython.uchar
+    w: cython.ulong
+    x: cython.ulong
+    y: cython.ulong
     if a < 0:
         return _lit(q, k, b"null")
     q[k] = 34
     k += 1
-    for j in range(a, b):
+    if cython.compiled:       # eight bytes at a time while none is non-ASCII, a control, '"' or '\\'
+        while j + 8 <= b:
+            memcpy(cython.address(w), p + j, 8)
+            x = w ^ _W22
+            y = w ^ _W5C
+            if ((w | ((w - _W20) & ~w) | ((x - _W01) & ~x) | ((y - _W01) & ~y)) & _W80) != 0:
+                break
+            memcpy(q + k, p + j, 8)
+            k += 8
+            j += 8
+    while j < b:
         c = p[j]
-        if c >= 0x80:
+        j += 1
+        e = _ESC[c]
+        if e == 0:               # the common case: one table look-up per byte
+            q[k] = c
+            k += 1
+        elif e == 1:
             return -1
-        if c == 34 or c == 92:
+        elif e == 2:
             q[k] = 92
             q[k + 1] = c
             k += 2
-        elif c < 0x20:
+        else:
             q[k] = 92
             if c == 8:
                 q[k + 1] = 98
@@ -164,9 +244,6 @@ def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.l
                 q[k] = HEX[c >> 4]
                 q[k + 1] = HEX[c & 15]
                 k += 2
-        else:
-            q[k] = c
-            k += 1
     q[k] = 34
     return k + 1
 
@@ -181,7 +258,7 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
         if i:
             q[k] = 46
             k += 1
-        k = _int(q, k, p[at + i])
+        k = _u8(q, k, p[at + i])
     q[k] = 34
     return k + 1
 
@@ -197,280 +274,92 @@ def _addr(v4: cython.p_uchar, at: cython.int, text: bytes) -> bytes:
     return t[1:n - 1]
 
 
-MAX_MEDIA = cython.declare(cython.int, 32)
-MAX_RTPMAP = cython.declare(cython.int, 64)
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _tokens(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, t0: cython.p_longlong,
-            t1: cython.p_longlong, most: cython.int) -> cython.int:
-    """Space-separated tokens of p[a:b] (str.split() on text with no other whitespace)."""
-    n: cython.int = 0
-    i: cython.Py_ssize_t = a
-    while i < b and n < most:
-        while i < b and p[i] == 32:
-            i += 1
-        if i >= b:
-            break
-        t0[n] = i
-        while i < b and p[i] != 32:
-            i += 1
-        t1[n] = i
-        n += 1
-    return n
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _until_slash(p: cython.p_uchar, a: cython.longlong, b: cython.longlong) -> cython.longlong:
-    i: cython.longlong
-    for i in range(a, b):
-        if p[i] == 47:
-            return i
-    return b
-
-
 @cython.cfunc
 @cython.exceptval(-2, check=True)
-def _close_media(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, has_conn: cython.int,
-                 c0: cython.longlong, c1: cython.longlong, conn_first: cython.bint, nrtp: cython.int,
-                 rk0: cython.p_longlong, rk1: cython.p_longlong, rv0: cython.p_longlong,
-                 rv1: cython.p_longlong) -> cython.Py_ssize_t:
-    j: cython.int
-    if has_conn and conn_first:
-        k = _lit(q, k, b',"connection":')
-        k = _str(q, k, p, c0, c1)
-        if k < 0:
+def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, lim: cython.Py_ssize_t, p: cython.p_uchar, a: cython.Py_ssize_t,
+         b: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """The JSON emitter of the one SDP scanner (sip/sdp_cy.py: _scan_sdp, offsets as in sip/sdpspans.pxd):
+    orjson.dumps(sdp_cy.parse_sdp(p[a:b])) written at q[k:], null when p[a:b] is not SDP.  A body that is
+    not ASCII is written as orjson writes the dict emitter's output over the same offsets; -1 when that
+    does not fit below q[lim]."""
+    s: cython.longlong[NSDP]
+    m: cython.Py_ssize_t
+    r: cython.Py_ssize_t
+    r1: cython.Py_ssize_t
+    i: cython.Py_ssize_t
+    j: cython.Py_ssize_t
+    e: cython.Py_ssize_t
+    n: cython.Py_ssize_t
+    if not _scan_sdp(p, a, b, s):
+        return _lit(q, k, b"null")
+    if s[SD_ENC] != 0:
+        js = dumps(_sdp_dict(p, s))
+        if k + len(js) > lim:
             return -1
-    if nrtp > 0:
-        k = _lit(q, k, b',"rtpmap":{')
-        for j in range(nrtp):
-            if j:
+        return _lit(q, k, js)
+    k = _lit(q, k, b'{"media":[')
+    for m in range(SD_MEDIA, SD_MEDIA + MW * s[SD_NMEDIA], MW):
+        if m > SD_MEDIA:
+            q[k] = 44
+            k += 1
+        k = _lit(q, k, b'{"type":')
+        k = _str(q, k, p, s[m + M_T0], s[m + M_T1])
+        k = _lit(q, k, b',"port":')
+        if s[m + M_PORT] >= 0:
+            k = _int(q, k, s[m + M_PORT])
+        else:
+            k = _lit(q, k, b"null")
+        k = _lit(q, k, b',"proto":')
+        k = _str(q, k, p, s[m + M_P0], s[m + M_P1])
+        k = _lit(q, k, b',"payloads":[')
+        i = s[m + M_PL0]
+        e = s[m + M_PL1]
+        while i < e:
+            if i > s[m + M_PL0]:
                 q[k] = 44
                 k += 1
-            k = _str(q, k, p, rk0[j], rk1[j])
-            if k < 0:
-                return -1
-            q[k] = 58
-            k = _str(q, k + 1, p, rv0[j], rv1[j])
-            if k < 0:
-                return -1
+            j = _skip_tok(p, i, e, 0)
+            k = _str(q, k, p, i, j)
+            i = _skip_ws(p, j, e, 0)
+        q[k] = 93
+        k += 1
+        if s[m + M_CONN] == 1:
+            k = _lit(q, k, b',"connection":')
+            k = _str(q, k, p, s[m + M_C0], s[m + M_C1])
+        n = s[m + M_RN]
+        if n:
+            k = _lit(q, k, b',"rtpmap":{')
+            r1 = SD_RTP + RW * (s[m + M_R] + n)
+            for r in range(SD_RTP + RW * s[m + M_R], r1, RW):
+                k = _str(q, k, p, s[r + R_K0], s[r + R_K1])
+                q[k] = 58
+                k = _str(q, k + 1, p, s[r + R_V0], s[r + R_V1])
+                q[k] = 44
+                k += 1
+            q[k - 1] = 125
+        if s[m + M_CONN] == 2:
+            k = _lit(q, k, b',"connection":')
+            k = _str(q, k, p, s[m + M_C0], s[m + M_C1])
         q[k] = 125
         k += 1
-    if has_conn and not conn_first:
-        k = _lit(q, k, b',"connection":')
-        k = _str(q, k, p, c0, c1)
-        if k < 0:
-            return -1
-    q[k] = 125
-    return k + 1
-
-
-@cython.cfunc
-@cython.exceptval(-2, check=True)
-def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.Py_ssize_t,
-         b: cython.Py_ssize_t) -> cython.Py_ssize_t:
-    """sdp.parse_sdp(p[a:b]) as JSON; -1 when the body needs the Python parser (non-ASCII, tabs, ...)."""
-    i: cython.Py_ssize_t
-    ls: cython.Py_ssize_t
-    le: cython.Py_ssize_t
-    ve: cython.Py_ssize_t
-    c: cython.uchar
-    t0: cython.longlong[40]
-    t1: cython.longlong[40]
-    rk0: cython.longlong[64]
-    rk1: cython.longlong[64]
-    rv0: cython.longlong[64]
-    rv1: cython.longlong[64]
-    nt: cython.int
-    j: cython.int
-    m: cython.int
-    nmedia: cython.int = 0
-    cur: cython.bint = False
-    has_conn: cython.int = 0
-    mc0: cython.longlong = -1
-    mc1: cython.longlong = -1
-    conn_first: cython.bint = False
-    nrtp: cython.int = 0
-    sconn: cython.bint = False
-    sc0: cython.longlong = -1
-    sc1: cython.longlong = -1
-    origin: cython.bint = False
-    o0: cython.longlong[4]
-    o1: cython.longlong[4]
-    e: cython.longlong
-    if b - a < 2 or p[a] != 118 or p[a + 1] != 61:
-        return _lit(q, k, b"null")
-    for i in range(a, b):
-        c = p[i]
-        if c >= 0x80 or (c < 0x20 and c != 10 and c != 13):
-            return -1
-        if c == 13 and i + 1 < b and p[i + 1] != 10 and p[i + 1] != 13:
-            return -1                   # a CR inside a line: whitespace to str.split()
-    k = _lit(q, k, b'{"media":[')
-    ls = a
-    while ls < b:
-        le = ls
-        while le < b and p[le] != 10:
-            le += 1
-        if le - ls >= 2 and p[ls + 1] == 61:
-            ve = le
-            while ve > ls + 2 and p[ve - 1] == 13:
-                ve -= 1
-            c = p[ls]
-            if c == 109:      # m=
-                if cur:
-                    k = _close_media(q, k, p, has_conn, mc0, mc1, conn_first, nrtp, rk0, rk1, rv0, rv1)
-                    if k < 0:
-                        return -1
-                    cur = False
-                if nmedia >= MAX_MEDIA:
-                    pass
-                else:
-                    nt = _tokens(p, ls + 2, ve, t0, t1, 40)
-                    if nt >= 40:
-                        return -1
-                    if nt >= 3:
-                        if nmedia:
-                            q[k] = 44
-                            k += 1
-                        k = _lit(q, k, b'{"type":')
-                        k = _str(q, k, p, t0[0], t1[0])
-                        k = _lit(q, k, b',"port":')
-                        e = _until_slash(p, t0[1], t1[1])
-                        if 0 < e - t0[1] <= 5:
-                            for j in range(t0[1], e):
-                                if not 48 <= p[j] <= 57:
-                                    break
-                            else:
-                                num: cython.longlong = 0
-                                for j in range(t0[1], e):
-                                    num = num * 10 + p[j] - 48
-                                k = _int(q, k, num)
-                                e = -1
-                        if e >= 0:
-                            k = _lit(q, k, b"null")
-                        k = _lit(q, k, b',"proto":')
-                        k = _str(q, k, p, t0[2], t1[2])
-                        k = _lit(q, k, b',"payloads":[')
-                        for j in range(3, nt):
-                            if j > 3:
-                                q[k] = 44
-                                k += 1
-                            k = _str(q, k, p, t0[j], t1[j])
-                        q[k] = 93
-                        k += 1
-                        if k < 0:
-                            return -1
-                        nmedia += 1
-                        cur = True
-                        has_conn = 0
-                        nrtp = 0
-            elif c == 99:     # c=
-                nt = _tokens(p, ls + 2, ve, t0, t1, 3)
-                if cur:
-                    if not has_conn:
-                        conn_first = nrtp == 0
-                    has_conn = 1
-                    if nt >= 3:
-                        mc0, mc1 = t0[2], _until_slash(p, t0[2], t1[2])
-                    else:
-                        mc0 = mc1 = -1
-                elif nt >= 3:
-                    sconn, sc0, sc1 = True, t0[2], _until_slash(p, t0[2], t1[2])
-                else:
-                    sconn = False
-            elif c == 111:    # o=
-                nt = _tokens(p, ls + 2, ve, t0, t1, 6)
-                if nt >= 6:
-                    origin = True
-                    o0[0], o1[0], o0[1], o1[1] = t0[0], t1[0], t0[1], t1[1]
-                    o0[2], o1[2], o0[3], o1[3] = t0[2], t1[2], t0[5], t1[5]
-            elif c == 97 and cur and ve - ls - 2 >= 7 and p[ls + 2] == 114 and p[ls + 3] == 116 and \
-                    p[ls + 4] == 112 and p[ls + 5] == 109 and p[ls + 6] == 97 and p[ls + 7] == 112 and p[ls + 8] == 58:
-                e = -1
-                for i in range(ls + 2, ve):
-                    if p[i] == 32:
-                        e = i
-                        break
-                if e > ls + 2 + 7:
-                    if nrtp >= MAX_RTPMAP:
-                        return -1
-                    rk0[nrtp], rk1[nrtp] = ls + 9, e
-                    for m in range(nrtp):          # a repeated payload type: the Python parser's dict
-                        if rk1[m] - rk0[m] == e - ls - 9:
-                            for j in range(e - ls - 9):
-                                if p[rk0[m] + j] != p[ls + 9 + j]:
-                                    break
-                            else:
-                                return -1
-                    i = e + 1
-                    while i < ve and p[i] == 32:
-                        i += 1
-                    j = ve
-                    while j > i and p[j - 1] == 32:
-                        j -= 1
-                    rv0[nrtp], rv1[nrtp] = i, j
-                    nrtp += 1
-        ls = le + 1
-    if cur:
-        k = _close_media(q, k, p, has_conn, mc0, mc1, conn_first, nrtp, rk0, rk1, rv0, rv1)
-        if k < 0:
-            return -1
     q[k] = 93
     k += 1
-    if origin:
+    if s[SD_OU0] >= 0:
         k = _lit(q, k, b',"origin":{"username":')
-        k = _str(q, k, p, o0[0], o1[0])
+        k = _str(q, k, p, s[SD_OU0], s[SD_OU1])
         k = _lit(q, k, b',"session_id":')
-        k = _str(q, k, p, o0[1], o1[1])
+        k = _str(q, k, p, s[SD_OI0], s[SD_OI1])
         k = _lit(q, k, b',"session_version":')
-        k = _str(q, k, p, o0[2], o1[2])
+        k = _str(q, k, p, s[SD_OV0], s[SD_OV1])
         k = _lit(q, k, b',"address":')
-        k = _str(q, k, p, o0[3], o1[3])
+        k = _str(q, k, p, s[SD_OA0], s[SD_OA1])
         q[k] = 125
         k += 1
-    if sconn:
+    if s[SD_C0] >= 0:
         k = _lit(q, k, b',"connection":')
-        k = _str(q, k, p, sc0, sc1)
+        k = _str(q, k, p, s[SD_C0], s[SD_C1])
     q[k] = 125
     return k + 1
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _is_app_sdp(p: cython.p_uchar, a: cython.longlong, b: cython.longlong) -> cython.int:
-    """1: 'application/sdp' (case-insensitive, before any ';', spaces around); 2: multipart/...; 0: other."""
-    e: cython.longlong = a
-    lit = b"application/sdp"
-    lit2 = b"multipart/"
-    j: cython.int
-    c: cython.uchar
-    while e < b and p[e] != 59:
-        e += 1
-    while a < e and (p[a] == 32 or p[a] == 9):
-        a += 1
-    while e > a and (p[e - 1] == 32 or p[e - 1] == 9):
-        e -= 1
-    if e - a >= 10:
-        for j in range(10):
-            c = p[a + j]
-            if 65 <= c <= 90:
-                c += 32
-            if c != lit2[j]:
-                break
-        else:
-            return 2
-    if e - a != 15:
-        return 0
-    for j in range(15):
-        c = p[a + j]
-        if 65 <= c <= 90:
-            c += 32
-        if c != lit[j]:
-            return 0
-    return 1
 
 
 @cython.cfunc
@@ -496,6 +385,344 @@ def _method(p: cython.p_uchar, ml: cython.longlong) -> cython.int:
     return -1
 
 
+# ---------------------------------------------------------------- call summaries (--calls) in compiled code
+# dialogs.DialogTracker's state machine over C fields: the lane feeds it from the scanner's offsets with no
+# Python call, no str per field it does not read and no object per message (one per call).  The general
+# path of the same stage feeds the same table through the DialogTracker interface (observe, observe_record,
+# observe_fields, flush, counters), so one table holds every call.  The pure build (and any stage without
+# the lane) uses DialogTracker itself; tests/agent/sip/test_lane_calls.py compares the two byte for byte.
+K_NONE = cython.declare(cython.int, 0)      # a response (method), or no CSeq method
+K_OTHER = cython.declare(cython.int, 1)
+K_INVITE = cython.declare(cython.int, 2)
+K_BYE = cython.declare(cython.int, 3)
+K_CANCEL = cython.declare(cython.int, 4)
+S_TRYING = cython.declare(cython.int, 0)
+S_RINGING = cython.declare(cython.int, 1)
+S_ANSWERED = cython.declare(cython.int, 2)
+S_FAILED = cython.declare(cython.int, 3)
+S_CANCELLED = cython.declare(cython.int, 4)
+S_ENDED = cython.declare(cython.int, 5)
+S_TIMED_OUT = cython.declare(cython.int, 6)
+STATES = ("trying", "ringing", "answered", "failed", "cancelled", "ended", "timed_out")
+ENDED_BY = (None, "caller", "callee")
+NO_TS = cython.declare(cython.longlong, -(1 << 62))   # dialogs.Call's None timestamps (capture times are >= 0)
+EXACT = cython.declare(cython.longlong, 1 << 53)                   # below it, C division is Python's
+
+
+@cython.cfunc
+def _kind(s: object) -> cython.int:
+    if s is None:
+        return K_NONE
+    if s == "INVITE":
+        return K_INVITE
+    if s == "BYE":
+        return K_BYE
+    if s == "CANCEL":
+        return K_CANCEL
+    return K_OTHER
+
+
+@cython.cfunc
+def _ms(a: cython.longlong, b: cython.longlong) -> object:
+    """dialogs._ms: milliseconds between two capture times, rounded to 3 places; None if either is None."""
+    d: cython.longlong
+    if a == NO_TS or b == NO_TS:
+        return None
+    d = b - a
+    if -EXACT < d < EXACT:
+        return round(cython.cast(cython.double, d) / 1e6, 3)
+    return round((cython.cast(object, b) - cython.cast(object, a)) / 1_000_000, 3)
+
+
+STATE_BYTES = tuple(x.encode() for x in STATES)
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _ustr(q: cython.p_uchar, k: cython.Py_ssize_t, s: object) -> cython.Py_ssize_t:
+    """A text as _str writes it (null for None); -1 unless it is ASCII."""
+    if s is None:
+        return _lit(q, k, b"null")
+    if not cython.compiled or PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND:
+        return -1
+    return _str(q, k, cython.cast(cython.p_uchar, PyUnicode_DATA(s)), 0, PyUnicode_GET_LENGTH(s))
+
+
+@cython.cfunc
+@cython.exceptval(-2, check=True)
+def _ms_json(q: cython.p_uchar, k: cython.Py_ssize_t, a: cython.longlong, b: cython.longlong) -> cython.Py_ssize_t:
+    """orjson.dumps(_ms(a, b)) written here.  For 0 <= b - a < 10**15 ns not ending in exactly 500 ns,
+    round((b - a) / 1e6, 3) is the microsecond count rounded half up, and orjson writes it as its
+    decimal digits, a point and one to three decimals (tests/agent/sip/test_lane_calls.py checks both
+    claims); other spans take Python's round and orjson."""
+    d: cython.longlong = b - a
+    u: cython.longlong
+    f: cython.int
+    if a == NO_TS or b == NO_TS:
+        return _lit(q, k, b"null")
+    if d < 0 or d >= 1_000_000_000_000_000 or d % 1000 == 500:
+        return _lit(q, k, dumps(_ms(a, b)))
+    u = (d + 500) // 1000
+    k = _int(q, k, u // 1000)
+    q[k] = 46
+    f = u % 1000
+    q[k + 1] = 48 + f // 100
+    k += 2
+    if f % 100:
+        q[k] = 48 + f // 10 % 10
+        k += 1
+        if f % 10:
+            q[k] = 48 + f % 10
+            k += 1
+    return k
+
+
+def ms_json(a: object, b: object) -> bytes:
+    """_ms_json for tests: it must equal orjson.dumps(dialogs._ms(a, b))."""
+    out = bytearray(64)
+    q: cython.p_uchar
+    if cython.compiled:
+        q = cython.cast(cython.p_uchar, out)
+    else:
+        q = out
+    k: cython.Py_ssize_t = _ms_json(q, 0, NO_TS if a is None else a, NO_TS if b is None else b)
+    return bytes(out[:k])
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _ts_json(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
+    return _lit(q, k, b"null") if v == NO_TS else _int(q, k, v)
+
+
+@cython.cfunc
+def _ts(v: cython.longlong) -> object:
+    return None if v == NO_TS else v
+
+
+@cython.cclass
+class _Call:
+    """dialogs.Call with C fields (NO_TS, 0 and S_* where it holds None and state names)."""
+    call_id: object
+    from_tag: object
+    from_user: object
+    to_user: object
+    to_tag: object
+    invite_ts: cython.longlong
+    last_ts: cython.longlong
+    ringing_ts: cython.longlong
+    answer_ts: cython.longlong
+    end_ts: cython.longlong
+    final_status: cython.longlong       # 0: none yet
+    ended_by: cython.int                # index into ENDED_BY
+    reinvites: cython.longlong
+    state: cython.int
+    bye_pending: cython.bint
+    live: cython.bint                   # the table's entry for its Call-ID (False once removed)
+
+    @cython.cfunc
+    def summary(self, open_: cython.bint) -> dict:
+        """dialogs.summary, key for key."""
+        final = None if self.final_status == 0 else self.final_status
+        state = STATES[self.state]
+        return {
+            "v": 1, "type": "call", "call_id": self.call_id, "from_user": self.from_user, "to_user": self.to_user,
+            "start_ts": self.invite_ts, "answer_ts": _ts(self.answer_ts), "end_ts": _ts(self.end_ts),
+            "setup_ms": _ms(self.invite_ts, self.ringing_ts), "answer_ms": _ms(self.invite_ts, self.answer_ts),
+            "duration_ms": _ms(self.answer_ts, self.end_ts), "final_status": final,
+            "ended_by": ENDED_BY[self.ended_by], "reinvites": self.reinvites,
+            "state": ("open:" + state) if open_ else state,
+        }
+
+
+@cython.cclass
+class CallTable:
+    """dialogs.DialogTracker compiled: the same bounded table (``max_calls``, oldest evicted), the same
+    idle timeout on the capture clock and the same summaries, in the same order."""
+    max_calls: cython.Py_ssize_t
+    timeout_ns: cython.longlong
+    calls: dict
+    order: list           # calls in the order they were added; order[head:] still to look at
+    head: cython.Py_ssize_t
+    started = cython.declare(cython.longlong, visibility="readonly")
+    completed = cython.declare(cython.longlong, visibility="readonly")
+    evictions = cython.declare(cython.longlong, visibility="readonly")
+    timeouts = cython.declare(cython.longlong, visibility="readonly")
+
+    def __init__(self, max_calls: int = 100_000, timeout_s: float = 7200.0):
+        if max_calls < 1 or timeout_s <= 0:
+            raise ValueError("dialog limits: max_calls >= 1, timeout > 0")
+        self.max_calls = max_calls
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.calls = {}
+        self.order = []
+        self.head = 0
+
+    def counters(self) -> dict:
+        return {"active": len(self.calls), "started": self.started, "completed": self.completed,
+                "evictions": self.evictions, "timeouts": self.timeouts}
+
+    @property
+    def active(self) -> int:
+        return len(self.calls)
+
+    def observe(self, m, ts: int) -> list:
+        """DialogTracker.observe: one parsed message."""
+        f, t = m.from_, m.to
+        return self.observe_fields(
+            ts, m.call_id, m.cseq_method, m.method if m.is_request else None, m.status_code or 0,
+            f.params.get("tag") if f else None, f.uri.user if f and f.uri else None,
+            t.uri.user if t and t.uri else None, t.params.get("tag") if t is not None else None)
+
+    def observe_record(self, rec: dict, ts: int) -> list:
+        """DialogTracker.observe_record: a SIP record of the Python fast path."""
+        return self.observe_fields(ts, rec["call_id"], rec["cseq_method"], rec["method"], rec["status_code"] or 0,
+                                   rec["from_tag"], rec["from_user"], rec["to_user"], rec["to_tag"])
+
+    def observe_fields(self, ts: int, cid, cseq_method, method, code: int, from_tag, from_user, to_user,
+                       to_tag) -> list:
+        """DialogTracker.observe_fields; summaries (dicts) of the calls that ended."""
+        out: list = []
+        c: _Call
+        self.step(ts, cid, _kind(cseq_method), _kind(method), code, from_tag, from_user, to_user, to_tag, out)
+        ended = []
+        for c in out:
+            ended.append(c.summary(False))
+        return ended
+
+    def flush(self) -> list:
+        """Summaries of every call still open (end of a capture file)."""
+        c: _Call
+        out = []
+        for c in self.calls.values():
+            out.append(c.summary(True))
+            c.live = False
+        self.calls.clear()
+        self.order = []
+        self.head = 0
+        return out
+
+    @cython.cfunc
+    def _oldest(self) -> _Call:
+        """The call added first of those still in the table (which must not be empty)."""
+        c: _Call
+        while True:
+            c = self.order[self.head]
+            if c.live:
+                return c
+            self.head += 1
+
+    @cython.cfunc
+    def _remove(self, c: _Call) -> cython.void:
+        del self.calls[c.call_id]
+        c.live = False
+        if self.head > 4096 and self.head * 2 > len(self.order):    # the queue's dead front: dropped
+            del self.order[:self.head]
+            self.head = 0
+
+    @cython.cfunc
+    def step(self, ts: cython.longlong, cid: object, csm: cython.int, mk: cython.int, code: cython.longlong,
+             from_tag: object, from_user: object, to_user: object, to_tag: object, out: list) -> cython.int:
+        """DialogTracker.observe_fields on kinds (K_*); ``mk`` K_NONE: a response with status ``code``.
+        The calls that ended (no longer changed: out of the table) are appended to ``out``."""
+        c: _Call
+        if self.calls:
+            while self.calls:                                    # DialogTracker._expire
+                c = self._oldest()
+                if c.last_ts + self.timeout_ns >= ts:
+                    break
+                self._remove(c)
+                self.timeouts += 1
+                c.state = S_TIMED_OUT
+                out.append(c)
+        if not cid or csm == K_NONE:
+            return 0
+        found = self.calls.get(cid)
+        if mk != K_NONE:
+            if mk == K_INVITE:
+                if found is None:
+                    while len(self.calls) >= self.max_calls:
+                        self._remove(self._oldest())
+                        self.evictions += 1
+                    c = _Call.__new__(_Call)
+                    c.call_id, c.from_tag, c.from_user, c.to_user, c.to_tag = cid, from_tag, from_user, to_user, None
+                    c.invite_ts = c.last_ts = ts
+                    c.ringing_ts = c.answer_ts = c.end_ts = NO_TS
+                    c.final_status = 0
+                    c.ended_by = 0
+                    c.reinvites = 0
+                    c.state = S_TRYING
+                    c.bye_pending = False
+                    c.live = True
+                    self.calls[cid] = c
+                    self.order.append(c)
+                    if len(self.order) - self.head > 2 * len(self.calls) + 1024:
+                        self.order = list(self.calls.values())
+                        self.head = 0
+                    self.started += 1
+                else:
+                    c = found
+                    if to_tag is not None and c.state == S_ANSWERED:
+                        c.reinvites += 1
+            elif found is None:
+                return 0
+            else:
+                c = found
+                if mk == K_BYE:
+                    if c.end_ts == NO_TS:
+                        c.end_ts = ts
+                        c.ended_by = 1 if from_tag is not None and from_tag == c.from_tag else 2
+                    c.bye_pending = True
+                elif mk == K_CANCEL:
+                    if c.state == S_TRYING or c.state == S_RINGING:
+                        c.ended_by = 1
+            c.last_ts = ts
+            return 0
+        if found is None:
+            return 0
+        c = found
+        c.last_ts = ts
+        if csm == K_INVITE:
+            if 180 <= code < 200 and c.ringing_ts == NO_TS:
+                c.ringing_ts = ts
+                if c.state == S_TRYING:
+                    c.state = S_RINGING
+            elif 200 <= code < 300 and c.answer_ts == NO_TS:
+                c.answer_ts = ts
+                c.final_status = code
+                c.state = S_ANSWERED
+                c.to_tag = to_tag
+            elif code >= 300 and c.final_status == 0:
+                c.final_status = code
+                c.end_ts = ts
+                c.state = S_CANCELLED if code == 487 else S_FAILED
+                if c.ended_by == 0:
+                    c.ended_by = 2
+                self._remove(c)
+                self.completed += 1
+                out.append(c)
+        elif csm == K_BYE and code >= 200 and c.bye_pending:
+            c.state = S_ENDED
+            self._remove(c)
+            self.completed += 1
+            out.append(c)
+        return 0
+
+
+@cython.cfunc
+def _ipv4_text(p: cython.p_uchar, at: cython.Py_ssize_t) -> str:
+    """socket.inet_ntop(AF_INET, ...) of the 4 bytes at p + at."""
+    tmp: cython.uchar[16]
+    k: cython.Py_ssize_t = 0
+    i: cython.int
+    for i in range(4):
+        if i:
+            tmp[k] = 46
+            k += 1
+        k = _u8(cython.address(tmp[0]), k, p[at + i])
+    return cython.cast(cython.p_uchar, cython.address(tmp[0]))[:k].decode("ascii")
+
+
 @cython.cclass
 class UdpLane:
     """One per SIP stage.  ``run`` writes records into its buffer; ``take`` hands them over."""
@@ -504,6 +731,7 @@ class UdpLane:
     extra: bytes
     want_pairs: cython.bint
     scanner: object
+    scan_at: object
     so: cython.longlong[:]
     obuf: bytearray
     olen = cython.declare(cython.Py_ssize_t, visibility="readonly")   # bytes written, not yet taken
@@ -511,9 +739,12 @@ class UdpLane:
     counts_arr = cython.declare(object, visibility="readonly")
     starts: list          # per record (start, end, key start, key end) when pairs are wanted
     full = cython.declare(cython.bint, visibility="readonly")   # run stopped early: take() and go on
-    tracker: object       # a DialogTracker (call summaries on) or None
+    tracker: CallTable    # call summaries on (the SIP stage's table), or None
+    ended: list           # the summaries one message ended (reused)
+    v6text: dict          # IPv6 source + destination (32 bytes) -> their text (bounded: V6_CACHE_MAX)
     tcp: object           # the SIP stage's TcpReassembler (pure ACKs stay in the lane) or None
     tcp_wire: dict        # its streams by wire key
+    tcp_streams: dict     # its streams by key, in the order of their last activity
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
                  tracker=None, tcp=None):
@@ -528,6 +759,7 @@ class UdpLane:
         self.extra = extra
         self.want_pairs = want_pairs
         self.scanner = scanner
+        self.scan_at = scanner.scan_at     # bound once: no attribute look-up per message
         self.so = scanner.arr
         self.obuf = bytearray(1 << 16)
         self.olen = 0
@@ -535,8 +767,11 @@ class UdpLane:
         self.counts = self.counts_arr
         self.starts = []
         self.tracker = tracker
+        self.ended = []
+        self.v6text = {}
         self.tcp = tcp
         self.tcp_wire = tcp.by_wire if tcp is not None else {}
+        self.tcp_streams = tcp.streams if tcp is not None else {}
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -585,9 +820,12 @@ class UdpLane:
             if dec[base + F_PROTO] != 17:
                 # TCP with no SYN, FIN or RST: a pure ACK (the stream's bookkeeping only), or one whole
                 # message in order on an idle stream (SipStage._tcp's common case); else the general path
-                if dec[base + F_PROTO] != 6 or dec[base + F_TCPFLAGS] & 7 or self.tcp is None:
+                if dec[base + F_PROTO] != 6 or self.tcp is None:
                     return i
-                if plen == 0:
+                if dec[base + F_TCPFLAGS] & 7:
+                    if plen != 0 or not self._control(bp, dec, base, ts[i]):
+                        return i
+                elif plen == 0:
                     if not self._ack(bp, dec, base, ts[i]):
                         return i
                 elif not self._tcp_message(buf, bp, dec, base, pay, plen, ts[i]):
@@ -643,7 +881,65 @@ class UdpLane:
             return False
         s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is not None:
-            tcp.touch(s, ts)
+            self._touch(s, ts)
+        return True
+
+    @cython.cfunc
+    def _touch(self, s: object, ts: cython.longlong) -> cython.void:
+        """TcpReassembler._touch without a Python call: count the segment, move its stream to the end of
+        the table (ordered by last activity), note the time."""
+        self.tcp.segments += 1
+        key = s.key
+        streams = self.tcp_streams
+        streams.pop(key, None)
+        streams[key] = s
+        s.last_ts = ts
+
+    @cython.cfunc
+    def _control(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
+                 ts: cython.longlong) -> cython.bint:
+        """What SipStage._tcp does for a SYN, FIN or RST without payload, with no Datagram made: a SYN on
+        a SIP port opens (or restarts) its stream; a FIN or RST closes an empty one.  False leaves the
+        packet to the general path: the idle-stream timer due, IPv6 addresses to write as text, bytes
+        still buffered at the close (counted there), SYN with FIN or RST."""
+        tcp = self.tcp
+        last: cython.longlong = tcp.tick_ts
+        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+            return False
+        fl: cython.longlong = dec[base + F_TCPFLAGS]
+        seq: cython.longlong = dec[base + F_TCPSEQ]
+        wire = self._wire(bp, dec, base)
+        s = self.tcp_wire.get(wire)
+        if fl & 2:
+            if fl & 5:
+                return False
+            if s is None:
+                sp: cython.longlong = dec[base + F_SPORT]
+                dp: cython.longlong = dec[base + F_DPORT]
+                if not (self.ports[sp] or self.ports[dp]):
+                    return True           # not a SIP port: not followed
+                if dec[base + F_IPVER] != 4:
+                    return False
+                l3: cython.Py_ssize_t = dec[base + F_L3OFF]
+                s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
+            # TcpReassembler.add for a SYN without payload
+            self._touch(s, ts)
+            s.next_seq = (seq + 1) & 0xFFFFFFFF
+            s.buf.clear()
+            s.pending.clear()
+            s.pending_bytes = 0
+            return True
+        if s is None:
+            return True                   # no stream, nothing to frame: the general path ignores it too
+        if s.buf:
+            return False
+        # TcpReassembler.add for a FIN or RST without payload (the stream is closed), then close()
+        self._touch(s, ts)
+        s.closed = True
+        key = s.key
+        del self.tcp_streams[key]
+        if self.tcp_wire.get(s.wire) is s:
+            del self.tcp_wire[s.wire]
         return True
 
     @cython.cfunc
@@ -664,14 +960,15 @@ class UdpLane:
             return False
         if not _looks_like_sip(bp + pay if cython.compiled else buf[pay:pay + plen], plen):
             return False
-        if self.scanner.scan_at(buf, pay, plen, True) != 1:
+        if self.scan_at(buf, pay, plen, True) != 1:
             return False
         o = self.so
         if o[O_BODY] + o[O_CL] != plen:
             return False
         if not self._whole(buf, bp, dec, base, pay, plen, ts, b"tcp"):
             return False
-        tcp.consumed(s, plen, ts)
+        self._touch(s, ts)                # TcpReassembler.consumed
+        s.next_seq = (nxt + plen) & 0xFFFFFFFF
         return True
 
     def write_scanned(self, data: bytes, ts: cython.longlong, src: bytes, sport: cython.longlong, dst: bytes,
@@ -688,7 +985,7 @@ class UdpLane:
     @cython.cfunc
     def _one(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
              pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
-        if self.scanner.scan_at(buf, pay, plen, False) != 1:
+        if self.scan_at(buf, pay, plen, False) != 1:
             return False
         return self._whole(buf, bp, dec, base, pay, plen, ts, b"udp")
 
@@ -699,8 +996,15 @@ class UdpLane:
         ipver: cython.longlong = dec[base + F_IPVER]
         l3: cython.Py_ssize_t = dec[base + F_L3OFF]
         if ipver != 4:
-            src6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 8:l3 + 24]).encode()
-            dst6 = socket.inet_ntop(socket.AF_INET6, buf[l3 + 24:l3 + 40]).encode()
+            raw = buf[l3 + 8:l3 + 40]
+            pair = self.v6text.get(raw)     # traffic repeats few address pairs: their text is kept
+            if pair is None:
+                if len(self.v6text) >= V6_CACHE_MAX:
+                    self.v6text.clear()
+                pair = (socket.inet_ntop(socket.AF_INET6, raw[:16]).encode(),
+                        socket.inet_ntop(socket.AF_INET6, raw[16:]).encode())
+                self.v6text[raw] = pair
+            src6, dst6 = pair
             return self._record(None, bp + pay, plen, ts, cython.NULL, src6, dst6, dec[base + F_SPORT],
                                 dec[base + F_DPORT], transport, buf, pay)
         return self._record(None, bp + pay, plen, ts, bp + l3 + 12, b"", b"", dec[base + F_SPORT],
@@ -728,22 +1032,24 @@ class UdpLane:
         bend: cython.longlong = bstart + cl if cl >= 0 else plen
         if bend > plen:
             return False
-        sdp = b"null"
+        s0: cython.longlong = -1      # the SDP, scanned and written by _sdp
+        s1: cython.longlong = -1
         kind: cython.int = 0
         if o[O_CT0] >= 0 and bend > bstart:
-            kind = _is_app_sdp(p, o[O_CT0], o[O_CT1])
-            if kind == 2:      # multipart: the Python parser finds the SDP part
-                s = sdp_from_body(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
-                                  whole[off + bstart:off + bend])
-                if s is not None:
-                    sdp = dumps(s)
-                kind = 0
+            kind = _sdp_kind(p, o[O_CT0], o[O_CT1])
+            if kind == 1:
+                s0, s1 = bstart, bend
+            elif kind == 2:    # multipart: the one search for the SDP part
+                span = sdp_span(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
+                                whole[off + bstart:off + bend])
+                if span is not None:
+                    s0, s1 = bstart + span[0], bstart + span[1]
         # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
         fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
             len(transport)
         if FRAGMENTS:     # room for the identity keys after the labels (sip/identity.py)
             fixed += IDENT_ROOM
-        need: cython.Py_ssize_t = self.olen + fixed + len(sdp)
+        need: cython.Py_ssize_t = self.olen + fixed
         if need > len(self.obuf):
             self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
         q: cython.p_uchar
@@ -887,18 +1193,12 @@ class UdpLane:
         k += 1
         # </fields:lane>
         k = _lit(q, k, b',"sdp":')
-        kbeforesdp: cython.Py_ssize_t = k
-        if kind == 1:
-            k = _sdp(q, k, p, bstart, bend)
-            if k < 0:          # unusual SDP text: the Python parser's exact output instead
-                s = sdp_from_body(whole[off + o[O_CT0]:off + o[O_CT1]].decode("latin-1"),
-                                  whole[off + bstart:off + bend])
-                sdp = dumps(s) if s is not None else b"null"
-                if self.olen + fixed + len(sdp) > len(self.obuf):
-                    return False
-                k = _lit(q, kbeforesdp, sdp)
+        if s0 >= 0:
+            k = _sdp(q, k, len(self.obuf) - len(self.extra) - 2, p, s0, s1)
+            if k < 0:
+                return False
         else:
-            k = _lit(q, k, sdp)
+            k = _lit(q, k, b"null")
         k = _lit(q, k, self.extra)
         # who holds the addresses, and the capture point (sip/identity.py); nothing outside a cluster
         # <fields:lane_identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
@@ -934,48 +1234,96 @@ class UdpLane:
             c[C_RESP] += 1
             c[C_CLASS + o[O_STATUS] // 100] += 1
         if self.tracker is not None:
-            self._observe(p, ts, req)
+            self._observe(p, ts, req, midx)
         return True
 
     @cython.cfunc
-    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint) -> cython.int:
-        """Feed the dialog tracker from the scanner's offsets (the fields the record just written holds,
-        all ASCII) and append the summaries of the calls that ended, after the record: the general path's
-        order.  Only the fields the message's kind reads are decoded (DialogTracker.observe_fields)."""
+    def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint, midx: cython.int) -> cython.int:
+        """Feed the call table from the scanner's offsets (the fields the record just written holds, all
+        ASCII) and append the summaries of the calls that ended, after the record: the general path's
+        order.  Only the fields the message's kind reads are made into text (CallTable.step)."""
         o = self.so
+        t: CallTable = self.tracker
+        csm: cython.int = K_NONE
+        cl: cython.longlong
+        mk: cython.int = K_NONE
         if o[O_CID0] < 0 or o[O_CID1] == o[O_CID0] or o[O_CSM0] < 0:
-            if not self.tracker.calls:
-                return 0       # nothing to expire, nothing to follow: the tracker would do nothing
+            if not t.calls:
+                return 0       # nothing to expire, nothing to follow: the table would do nothing
             cid = None
         else:
             cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1")
-        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
-        method = None
+            cl = o[O_CSM1] - o[O_CSM0]
+            csm = K_OTHER
+            if cl == 6 and _method(p + o[O_CSM0], 6) == 0:
+                csm = K_INVITE
+            elif cl == 3 and _method(p + o[O_CSM0], 3) == 2:
+                csm = K_BYE
         ftag = None
         fuser = None
         tuser = None
         ttag = None
         code: cython.longlong = 0
-        invite: cython.bint = False
-        ml: cython.longlong
         if req:
-            ml = o[O_M1] - o[O_M0]
-            invite = ml == 6 and p[o[O_M0]] == 73 and p[o[O_M0] + 1] == 78 and p[o[O_M0] + 2] == 86 and \
-                p[o[O_M0] + 3] == 73 and p[o[O_M0] + 4] == 84 and p[o[O_M0] + 5] == 69      # INVITE
-            method = p[o[O_M0]:o[O_M1]].decode("latin-1")
-            if invite or method == "BYE":
+            mk = K_INVITE if midx == 0 else K_BYE if midx == 2 else K_CANCEL if midx == 3 else K_OTHER
+            if mk == K_INVITE or mk == K_BYE:
                 ftag = p[o[O_FT0]:o[O_FT1]].decode("latin-1") if o[O_FT0] >= 0 else None
-            if invite:
+            if mk == K_INVITE:
                 fuser = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
                 tuser = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
+                if o[O_TT0] >= 0:
+                    ttag = True            # an INVITE's To tag is only tested for presence (a re-INVITE)
         else:
             code = o[O_STATUS]
-        if invite or not req:
-            ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1") if o[O_TT0] >= 0 else None
-        ended = self.tracker.observe_fields(ts, cid, csm, method, code, ftag, fuser, tuser, ttag)
-        for rec in ended:
-            self._append(dumps(rec), rec["call_id"].encode("utf-8", "surrogateescape"))
-        return len(ended)
+            if csm == K_INVITE and 200 <= code < 300 and o[O_TT0] >= 0:
+                ttag = p[o[O_TT0]:o[O_TT1]].decode("latin-1")    # kept by the call it answers
+        ended = self.ended
+        t.step(ts, cid, csm, mk, code, ftag, fuser, tuser, ttag, ended)
+        if not ended:
+            return 0
+        c: _Call
+        for c in ended:
+            self._summary(c)
+        n: cython.int = len(ended)
+        ended.clear()
+        return n
+
+    @cython.cfunc
+    def _summary(self, c: _Call) -> cython.void:
+        """The call's summary (c.summary(False), i.e. dialogs.summary) as the next JSON line, written here as
+        orjson writes it; texts that are not ASCII take orjson itself."""
+        room: cython.Py_ssize_t = 512 + 6 * (len(c.call_id) + (len(c.from_user) if c.from_user is not None else 0) +
+                                             (len(c.to_user) if c.to_user is not None else 0))
+        if self.olen + room > len(self.obuf):
+            self.obuf.extend(bytes(max(self.olen + room - len(self.obuf), len(self.obuf))))
+        q: cython.p_uchar = cython.cast(cython.p_uchar, self.obuf)
+        k0: cython.Py_ssize_t = self.olen
+        k: cython.Py_ssize_t = _lit(q, k0, b'{"v":1,"type":"call","call_id":')
+        k = _ustr(q, k, c.call_id)
+        if k >= 0:
+            k = _ustr(q, _lit(q, k, b',"from_user":'), c.from_user)
+        if k >= 0:
+            k = _ustr(q, _lit(q, k, b',"to_user":'), c.to_user)
+        if k < 0:
+            self._append(dumps(c.summary(False)), c.call_id.encode("utf-8", "surrogateescape"))
+            return
+        k = _int(q, _lit(q, k, b',"start_ts":'), c.invite_ts)
+        k = _ts_json(q, _lit(q, k, b',"answer_ts":'), c.answer_ts)
+        k = _ts_json(q, _lit(q, k, b',"end_ts":'), c.end_ts)
+        k = _ms_json(q, _lit(q, k, b',"setup_ms":'), c.invite_ts, c.ringing_ts)
+        k = _ms_json(q, _lit(q, k, b',"answer_ms":'), c.invite_ts, c.answer_ts)
+        k = _ms_json(q, _lit(q, k, b',"duration_ms":'), c.answer_ts, c.end_ts)
+        k = _lit(q, k, b',"final_status":')
+        k = _int(q, k, c.final_status) if c.final_status != 0 else _lit(q, k, b"null")
+        k = _lit(q, k, b',"ended_by":')
+        k = _lit(q, k, b"null" if c.ended_by == 0 else b'"caller"' if c.ended_by == 1 else b'"callee"')
+        k = _int(q, _lit(q, k, b',"reinvites":'), c.reinvites)
+        k = _lit(q, _lit(q, k, b',"state":"'), STATE_BYTES[c.state])
+        k = _lit(q, k, b'"}')
+        q[k] = 10
+        if self.want_pairs:
+            self.starts.append((k0, k, 0, 0, c.call_id.encode("utf-8", "surrogateescape")))
+        self.olen = k + 1
 
     @cython.cfunc
     def _append(self, line: bytes, key: bytes) -> cython.void:
@@ -997,8 +1345,8 @@ class UdpLane:
 
 
 def sdp_json(body: bytes):
-    """The lane's JSON for an application/sdp body, or None where it defers to the Python parser
-    (for tests: it must equal orjson.dumps(sdp.parse_sdp(body)))."""
+    """The lane's JSON for an application/sdp body (for tests: it must equal orjson.dumps(sdp.parse_sdp(body)),
+    or null)."""
     if not cython.compiled:
         raise RuntimeError("the SIP lane exists only in the compiled build")
     out = bytearray(16 * len(body) + 1024)
@@ -1010,5 +1358,5 @@ def sdp_json(body: bytes):
     else:
         q = out
         p = body
-    k: cython.Py_ssize_t = _sdp(q, 0, p, 0, len(body))
+    k: cython.Py_ssize_t = _sdp(q, 0, len(out), p, 0, len(body))
     return None if k < 0 else bytes(out[:k])

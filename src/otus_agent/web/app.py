@@ -24,7 +24,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from otus_agent.flows.view import FlowProto, TcpState
 from otus_agent.web.limits import BodyLimit
+from otus_agent.web.models import ConnectionsPage, DaemonCounters, IcmpReport, StatsReport
 from otus_agent.web.sse import StreamHub
 from otus_agent.web.store import RecordStore
 from otus_spec import TaskSpec, describe
@@ -175,9 +177,39 @@ def create_app(store: RecordStore, dispatch: Dispatch | None, token: Callable[[]
     def status() -> Any:
         return call({"cmd": "status"}) if dispatch is not None else {"read_only": True, "console": store.stats()}
 
-    @app.get("/api/v1/stats", summary="every task's counters (as `otus stats`)")
-    def stats() -> Any:
-        return call({"cmd": "stats"}) if dispatch is not None else {}
+    @app.get("/api/v1/stats", summary="the daemon's, every task's and the interfaces' counters",
+             response_model=StatsReport,
+             description="`tasks` is `otus stats`; `interfaces` the kernel counters of the interfaces the running "
+                         "tasks capture on (all with `all_interfaces`, or when a task uses 'any'), with rates since "
+                         "the previous ask.")
+    def stats(all_interfaces: bool = Query(False, description="every interface of the host")) -> StatsReport:
+        if dispatch is None:
+            return StatsReport(daemon=DaemonCounters.model_validate({"read_only": True}), store=store.stats(), tasks={},
+                               interfaces={})
+        ifs = call({"cmd": "interfaces", "query": {"all": all_interfaces}})
+        daemon = call({"cmd": "status"})
+        return StatsReport(daemon=DaemonCounters.model_validate(daemon), store={**store.stats(), "stream": hub.stats()},
+                           tasks=call({"cmd": "stats"}), interfaces=ifs.get("interfaces", {}),
+                           interfaces_skipped=ifs.get("skipped", 0))
+
+    @app.get("/api/v1/connections", summary="live connections of the flow tables (parser flow), filtered and paged",
+             response_model=ConnectionsPage,
+             description="Every running task with the flow parser (or `task`), each capture process asked at once. "
+                         "Filters combine; `state` matches TCP flows only. Oldest first; `offset`/`limit` page.")
+    def connections(task: str | None = Query(None, min_length=1, max_length=63),
+                    proto: FlowProto | None = Query(None), ip: str | None = Query(None, max_length=45,
+                                                                                  description="either side"),
+                    port: int | None = Query(None, ge=0, le=65535, description="either side"),
+                    state: TcpState | None = Query(None, description="TCP state as the observer sees it"),
+                    offset: int = Query(0, ge=0, le=100_000), limit: int = Query(100, ge=1, le=1000)) -> Any:
+        q = {"proto": proto, "ip": ip, "port": port, "state": state, "offset": offset, "limit": limit}
+        return call({"cmd": "flow.connections", "id": task, "query": q})
+
+    @app.get("/api/v1/icmp", summary="ICMP type/code counts and the last ICMP errors, joined to their flows",
+             response_model=IcmpReport)
+    def icmp_report(task: str | None = Query(None, min_length=1, max_length=63),
+                    limit: int = Query(100, ge=1, le=100, description="errors listed, newest first")) -> Any:
+        return call({"cmd": "flow.icmp", "id": task, "query": {"limit": limit}})
 
     @app.get("/api/v1/store", summary="the console's record store: size, limits, evictions")
     def store_stats() -> dict:

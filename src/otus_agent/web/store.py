@@ -112,6 +112,7 @@ class RecordStore:
         self.feed: deque[tuple[int, bytes, str | None]] = deque(maxlen=feed_max)
         self.seq = 0
         self.records = self.evicted_calls = self.dropped_messages = self.without_call_id = self.bad_records = 0
+        self.other_records = 0      # records of other types the tap carries (flow, media, dns, alert): not kept
 
     # ------------------------------------------------------------ writing
     def add_line(self, line: bytes) -> None:
@@ -121,8 +122,14 @@ class RecordStore:
         except orjson.JSONDecodeError:
             self.bad_records += 1
             return
-        if not isinstance(rec, dict) or rec.get("type") not in ("sip", "call") or not isinstance(rec.get("ts", 0), int):
+        if not isinstance(rec, dict) or not isinstance(rec.get("ts", 0), int):
             self.bad_records += 1
+            return
+        if rec.get("type") not in ("sip", "call"):
+            if isinstance(rec.get("type"), str):   # another parser's record (flow, media, dns, alert): not a call's
+                self.other_records += 1
+            else:
+                self.bad_records += 1
             return
         self.add(rec, bytes(line))
 
@@ -254,7 +261,8 @@ class RecordStore:
                     "max_bytes": self.max_bytes, "messages_per_call": self.messages_per_call,
                     "records": self.records, "evicted_calls": self.evicted_calls,
                     "dropped_messages": self.dropped_messages, "without_call_id": self.without_call_id,
-                    "bad_records": self.bad_records, "feed": len(self.feed), "feed_max": self.feed.maxlen}
+                    "bad_records": self.bad_records, "other_records": self.other_records, "feed": len(self.feed),
+                    "feed_max": self.feed.maxlen}
 
     def metrics(self) -> Iterable[tuple[str, str, str, float]]:
         """(name, type, help, value) for the Prometheus text endpoint."""

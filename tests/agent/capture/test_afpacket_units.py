@@ -56,6 +56,17 @@ def test_walk_and_restore_vlan(build):
     dec = D.Decoder(4)
     out = dec.decode(buf, n, offs, caps, array("q", [1] * 8))
     assert out[D.NF + D.F_VLAN] == 42 and out[D.NF + D.F_STATUS] == D.ST_L4
+    # the build's own restore_vlans gives the same bytes and offsets; a block without tags comes back as is
+    arrs2 = [array("q", bytes(8 * 8)) for _ in range(5)]
+    mod.walk_tpacket3(data, first, 3, *arrs2)
+    assert mod.restore_vlans(data, n, arrs2[0], arrs2[1], arrs2[2], arrs2[4]) == buf and arrs2[:3] == arrs[:3]
+    plain, first = block([(FRAME, None, 0), (FRAME, None, 0)])
+    n2, _ = mod.walk_tpacket3(plain, first, 2, *arrs2)
+    assert mod.restore_vlans(plain, n2, arrs2[0], arrs2[1], arrs2[2], arrs2[4]) is plain
+    short, first = block([(FRAME[:10], 7, 0)])     # shorter than two MAC addresses: the tag goes at its end
+    n3, _ = mod.walk_tpacket3(short, first, 1, *arrs2)
+    got = mod.restore_vlans(short, n3, arrs2[0], arrs2[1], arrs2[2], arrs2[4])
+    assert got[arrs2[0][0]:arrs2[0][0] + arrs2[1][0]] == FRAME[:10] + bytes.fromhex("81000007")
 
 
 def test_corrupt_block_chain_stops():

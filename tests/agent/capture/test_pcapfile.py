@@ -74,6 +74,33 @@ def test_small_chunks_and_batches_give_same_result(tmp_path):
     assert read_all(path, batch_size=7, chunk_size=100) == ref
 
 
+
+def test_records_larger_than_the_chunk_and_pipes(tmp_path):
+    """Files are read by offset (os.pread): a record longer than the chunk is read whole, a truncated
+    last record is reported; a pipe (no offsets) is read sequentially with the same result."""
+    import os
+    import threading
+    big = bytes(Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=5060, dport=5060) / (b"y" * 3000))
+    frames = [FRAMES[1], big, FRAMES[3], big, FRAMES[0]]
+    path = tmp_path / "b.pcap"
+    with open(path, "wb") as f:
+        w = PcapWriter(f, 1)
+        for i, fr in enumerate(frames):
+            w.write(i, fr)
+    ref = read_all(path)
+    assert [g[0] for g in ref] == frames
+    assert read_all(path, batch_size=2, chunk_size=64) == ref
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(path.read_bytes()), daemon=True)
+    feeder.start()
+    assert read_all(fifo, chunk_size=100) == ref
+    feeder.join(10)
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(CaptureFileError, match="truncated in the middle of a packet"):
+        read_all(cut, chunk_size=64)
+
 def test_pcapng_multi_interface(tmp_path):
     """Two interfaces with different link types, EPB and SPB blocks, ns resolution."""
     path = tmp_path / "m.pcapng"

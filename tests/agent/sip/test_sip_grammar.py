@@ -1,6 +1,6 @@
 """Grammar, looks_like_sip and the SIP settings are each defined once, and both builds agree on them.
 
-- the character classes: the full parser's token/host tests and the scanner's lookup tables come
+- the character classes: the full parser's token/host tests are the scanner's walks over lookup tables
   from sip/grammar.py and agree on every byte;
 - IPv6 references: the full parser uses the scanner's validator (which must equal inet_pton);
 - looks_like_sip: one definition (scan_cy), compiled and pure equal to the reference it replaced,

@@ -79,6 +79,8 @@ def test_bad_lines_are_counted_and_feed_reports_gaps():
     for line in (b"not json", b"[1]", b'{"type": "sip", "ts": "x"}', orjson.dumps({"v": 1, "type": "sip", "ts": 1})):
         s.add_line(line)
     assert s.stats()["bad_records"] == 3 and s.stats()["without_call_id"] == 1
+    s.add_line(orjson.dumps({"v": 1, "type": "flow", "ts": 2}))     # another parser's record: not bad, not kept
+    assert s.stats()["bad_records"] == 3 and s.stats()["other_records"] == 1 and s.stats()["records"] == 1
     seq, missed, items = s.since(0)
     assert missed == 0 and len(items) == 1
     for i in range(12):

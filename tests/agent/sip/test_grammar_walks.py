@@ -1,0 +1,84 @@
+"""The number, token and host walks exist once, in the scanner; the full parser calls them on its text.
+
+Checked against the str-based tests the parser had before (kept here as oracles) on random text,
+in the compiled and the pure build.
+"""
+from __future__ import annotations
+
+import pathlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otus_agent.sip import grammar, scan_cy
+from otus_agent.sip import message_cy as sip
+from otus_agent.sip.records import Correlator, fast_sip_record, sip_record
+
+from ...conftest import load_pure
+
+PURE = load_pure("sip/scan_cy.py", "otus_pure_sipscan_walks")
+_DROP_TOKEN = str.maketrans("", "", grammar.TOKEN.decode("ascii"))
+_DROP_HOST = str.maketrans("", "", grammar.HOST.decode("ascii"))
+
+
+def _reference_token(s: str) -> bool:
+    return bool(s) and not s.translate(_DROP_TOKEN)
+
+
+def _reference_host(host: str) -> bool:
+    if not host:
+        return False
+    if host[0] == "[":
+        return host[-1] == "]" and host[1:-1].isascii() and scan_cy.valid_ipv6(host[1:-1].encode("ascii"))
+    return not host.translate(_DROP_HOST)
+
+
+TEXT = st.text(alphabet=st.one_of(st.sampled_from("aZ09-.!%*_+`'~:;[]@ \t/?\"<>,"), st.characters()), max_size=12)
+REF = st.builds(lambda s, close: "[" + s + ("]" if close else ""), st.text(alphabet="0123456789abcdefABCDEF:.]%x",
+                                                                           max_size=40), st.booleans())
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(TEXT, REF))
+def test_the_parser_uses_the_scanner_walks(s):
+    b = s.encode("utf-8", "surrogatepass")
+    assert sip._is_token(s) == _reference_token(s) == scan_cy.is_token(b) == PURE.is_token(b), s
+    assert sip.valid_host(s) == _reference_host(s) == scan_cy.valid_host(b) == PURE.valid_host(b), s
+
+
+def test_the_parser_has_no_walk_of_its_own():
+    src = (pathlib.Path(sip.__file__).parent / "message_cy.py").read_text()
+    assert "maketrans" not in src and "translate(" not in src
+
+
+def _reference_digits(s: str) -> int:
+    return int(s) if s and s.isascii() and s.isdigit() else -1
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.text(alphabet="0123456789", max_size=30), st.text(alphabet="0123456789 +-x\u0663\u00b2\u00e9",
+                                                                           max_size=8)),
+       st.sampled_from([grammar.MAX_PORT, grammar.MAX_CSEQ, grammar.MAX_DELTA, 1 << 40, grammar.MAX_LIMIT]))
+def test_numbers_are_read_by_one_walk(s, limit):
+    want = _reference_digits(s)
+    got = sip._digits(s)
+    assert got == want or (want > grammar.MAX_LIMIT and got == grammar.MAX_LIMIT + 1), s
+    b = s.encode()
+    scanned = scan_cy.digits(b, limit)
+    assert scanned == PURE.digits(b, limit) == (-1 if want < 0 else -2 if want > limit else want), s
+
+
+def test_long_numbers_with_leading_zeros_take_the_fast_path_with_the_parser_values():
+    """No length cap on the walk: what the parser reads without a defect, the scanner accepts, with its values."""
+    data = (b"INVITE sip:bob@example.com:00000000000005060 SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP h.example.com:000000000000005060;branch=z9hG4bK1\r\n"
+            b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c\r\n"
+            b"CSeq: 0000000000000000000001 INVITE\r\nMax-Forwards: 0000000000000070\r\n"
+            b"Content-Length: 00000000000000000\r\n\r\n")
+    m = sip.parse(data)
+    assert m.defects == [] and m.cseq_num == 1 and m.content_length == 0
+    sc = scan_cy.Scanner()
+    assert sc.scan(data, False) == 1
+    assert fast_sip_record(data, sc, len(data), len(data), 1, "a", 1, "b", 2, "udp") == \
+        sip_record(m, 1, "a", 1, "b", 2, "udp", Correlator())
+    assert sc.scan(data.replace(b"CSeq: 0", b"CSeq: 9"), False) == 0      # over MAX_CSEQ: the parser's to flag
