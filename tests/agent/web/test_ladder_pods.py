@@ -39,7 +39,8 @@ def test_ladder_endpoints_are_labelled_by_pod():
     try:
         with sync_api.sync_playwright() as p:
             b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-            page = b.new_page(viewport={"width": 1400, "height": 900})
+            # bypass_csp: Playwright's waits evaluate strings, which the page's CSP forbids (as test_browser.py)
+            page = b.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True).new_page()
             page.goto(f"http://127.0.0.1:{srv.port}/")
             page.wait_for_selector("#calls tr[data-call-id='pods@x']")
             page.click("#calls tr[data-call-id='pods@x']")
