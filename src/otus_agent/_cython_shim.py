@@ -39,6 +39,7 @@ int = _CType(int)  # noqa: A001 - the name Cython uses
 long = Py_ssize_t
 longlong = Py_ssize_t
 ulong = Py_ssize_t
+ulonglong = Py_ssize_t
 uchar = Py_ssize_t
 bint = _CType(bool)
 double = _CType(float)

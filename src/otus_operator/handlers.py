@@ -193,6 +193,8 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
                      if render.has_agent(p)}
     for obj in render.agent_rbac(name, namespace, uid, sidecar, accounts):
         kube.apply(obj)
+    if sidecar:      # node agents only read pods and Services cluster-wide (a task may turn to sidecar mode)
+        kube.delete("ClusterRoleBinding", "", render.identity_binding_name(name, namespace))
     kube.apply(render.configmap(name, namespace, uid, spec, suspended=spec.suspend or finished))
     port = render.METRICS_PORT if sidecar else agent_port(body, namespace, name, cfg, state)
     if not sidecar:
@@ -241,6 +243,8 @@ def cleanup(name: str, namespace: str, logger, memo: kopf.Memo, **_) -> None:
             if kube.delete(k, namespace, n)]
     if kube.delete("Service", namespace, render.metrics_service(name, namespace, "")["metadata"]["name"]):
         gone.append("Service")
+    if kube.delete("ClusterRoleBinding", "", render.identity_binding_name(name, namespace)):   # not garbage-collected
+        gone.append("ClusterRoleBinding")
     metrics.set_phase(namespace, name, None)
     state = memo.state
     with state.port_lock:

@@ -50,6 +50,11 @@ def _ops(kind: str) -> tuple[Callable, Callable, Callable, Callable]:
         "ConfigMap": (core, "config_map"), "ServiceAccount": (core, "service_account"), "Service": (core, "service"),
         "DaemonSet": (apps, "daemon_set"), "Role": (rbac, "role"), "RoleBinding": (rbac, "role_binding"),
     }
+    if kind == "ClusterRoleBinding":     # cluster-scoped: the same calls without the namespace argument
+        return (lambda _ns, body, **kw: rbac.create_cluster_role_binding(body, **kw),
+                lambda name, _ns, body, **kw: rbac.patch_cluster_role_binding(name, body, **kw),
+                lambda name, _ns, **kw: rbac.delete_cluster_role_binding(name, **kw),
+                lambda name, _ns, **kw: rbac.read_cluster_role_binding(name, **kw))
     if kind not in table:
         raise ValueError(f"no client for kind {kind}")
     a, n = table[kind]
@@ -60,7 +65,7 @@ def _ops(kind: str) -> tuple[Callable, Callable, Callable, Callable]:
 def apply(obj: dict) -> None:
     """Server-side apply ``obj`` (create or update)."""
     _, patch, _, _ = _ops(obj["kind"])
-    patch(obj["metadata"]["name"], obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER, force=True,
+    patch(obj["metadata"]["name"], obj["metadata"].get("namespace"), obj, field_manager=FIELD_MANAGER, force=True,
           _content_type="application/apply-patch+yaml", _preload_content=False)
 
 

@@ -2,9 +2,15 @@
 
 `python -m otus_operator.rbac > helm/otus/files/operator-rules.yaml` writes
 them; a test checks the chart's copy matches.  Each rule names why it exists.
-Agents get no cluster-wide rights at all: the operator gives each task a Role
-reaching only that CaptureTask (render.agent_rbac), which it may only grant
-because it holds those verbs itself.
+Agents get a Role reaching only their CaptureTask (render.agent_rbac), which the
+operator may only grant because it holds those verbs itself.  Node agents
+(DaemonSet tasks) also read pods and Services cluster-wide, for the records'
+identity (otus_agent/kube/identity.py): exactly get/list/watch of those two,
+in the ClusterRole ``AGENT_IDENTITY_ROLE`` the chart installs
+(files/agent-identity-rules.yaml, from ``AGENT_IDENTITY_RULES``), bound to each
+DaemonSet task's ServiceAccount by a ClusterRoleBinding the operator renders
+(render.agent_identity_binding) and may create because it holds ``bind`` on
+that one ClusterRole.
 """
 from __future__ import annotations
 
@@ -35,6 +41,14 @@ WATCH_RULES: list[tuple[str, dict]] = [
      {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
 ]
 
+# The node agents' identity watch (kube/identity.py: list, then watch, of pods and Services in all
+# namespaces); get/list/watch and nothing else, in a ClusterRole of this fixed name.
+AGENT_IDENTITY_ROLE = "otus-agent-identity"
+AGENT_IDENTITY_RULES: list[tuple[str, dict]] = [
+    ("node agents: which pod, workload, node or Service holds an address (list+watch cluster-wide)",
+     {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch"]}),
+]
+
 # What only a cluster-wide grant can give (cluster-scoped objects), always in the ClusterRole.
 OPERATOR_RULES: list[tuple[str, dict]] = [
     ("kopf: namespace and resource discovery",
@@ -50,6 +64,13 @@ OPERATOR_RULES: list[tuple[str, dict]] = [
     ("kopf peering: keep-alives in its own peering object only",
      {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
       "resourceNames": ["$peering"], "verbs": ["get", "patch"]}),
+    ("node agents' identity watch: one ClusterRoleBinding per DaemonSet task (names vary per task, so "
+     "not restricted by name; it can bind only roles the operator holds, or the next rule's)",
+     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterrolebindings"],
+      "verbs": ["get", "create", "patch", "delete"]}),
+    ("... to the agents' identity ClusterRole, which the operator may bind without holding its rights",
+     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+      "resourceNames": [AGENT_IDENTITY_ROLE], "verbs": ["bind"]}),
 ]
 
 
@@ -143,7 +164,7 @@ def dump_yaml(table=None) -> str:
 
 
 if __name__ == "__main__":
-    # python -m otus_operator.rbac [own-namespace]
-    # python -m otus_operator.rbac [own-namespace | watch]
-    table = {"own-namespace": OWN_NAMESPACE_RULES, "watch": WATCH_RULES}.get((sys.argv[1:] or [""])[0])
+    # python -m otus_operator.rbac [own-namespace | watch | agent-identity]
+    table = {"own-namespace": OWN_NAMESPACE_RULES, "watch": WATCH_RULES,
+             "agent-identity": AGENT_IDENTITY_RULES}.get((sys.argv[1:] or [""])[0])
     sys.stdout.write(dump_yaml(table))

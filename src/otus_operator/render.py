@@ -22,6 +22,7 @@ import yaml
 from otus_spec import TaskSpec  # the shared contract (no capture code behind it)
 
 from .crd import GROUP, KIND, VERSION, CaptureTaskSpec, duration_seconds
+from .rbac import AGENT_IDENTITY_ROLE
 
 LABEL = "otus.io/capturetask"
 MANAGED = {"app.kubernetes.io/managed-by": "otus-operator"}
@@ -130,7 +131,11 @@ def agent_container(name: str, spec: CaptureTaskSpec, defaults: AgentDefaults = 
            {"name": "OTUS_TASK_NAMESPACE", **_field("metadata.namespace")},
            {"name": "OTUS_AGENT_NAME", **_field("metadata.name")},
            {"name": "OTUS_POD", **_field("metadata.name")},
-           {"name": "OTUS_NODE", **_field("spec.nodeName")}]
+           {"name": "OTUS_NODE", **_field("spec.nodeName")},
+           # the records' capture point and, in sidecar mode, the pod's own identity (kube/identity.py)
+           {"name": "OTUS_MODE", "value": "daemonset" if spec.target.nodes is not None else "sidecar"},
+           {"name": "OTUS_POD_NAMESPACE", **_field("metadata.namespace")},
+           {"name": "OTUS_POD_IPS", **_field("status.podIPs")}]
     ref = spec.outputs.kafka.passwordSecretRef if spec.outputs.kafka is not None else None
     if ref is not None:
         env.append({"name": PASSWORD_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
@@ -230,7 +235,26 @@ def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool, service_accou
     objs = [role, binding]
     if not sidecar:
         objs.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(n, namespace, uid, name)})
+        objs.append(agent_identity_binding(name, namespace))
     return objs
+
+
+def identity_binding_name(name: str, namespace: str) -> str:
+    """The ClusterRoleBinding of a DaemonSet task's agents (cluster-scoped: the namespace is in the name)."""
+    return f"otus-agent-identity-{namespace}-{name}"[:253].rstrip("-")
+
+
+def agent_identity_binding(name: str, namespace: str) -> dict:
+    """A node agent's cluster-wide read of pods and Services (get/list/watch, the ClusterRole
+    ``rbac.AGENT_IDENTITY_ROLE`` the chart installs) for the records' identity.  Cluster-scoped, so
+    it cannot be owned by the namespaced CaptureTask (the garbage collector ignores such owners):
+    the operator deletes it with the task, and when the task turns to sidecar mode, where each agent
+    knows its own pod from the downward API and watches nothing."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": identity_binding_name(name, namespace),
+                         "labels": {LABEL: name, "otus.io/capturetask-namespace": namespace, **MANAGED}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT_IDENTITY_ROLE},
+            "subjects": [sa_subject(child_name(name), namespace)]}
 
 
 def sa_subject(sa: str, namespace: str) -> dict:

@@ -60,6 +60,7 @@ RESOURCES = {
     "apps/v1/daemonsets": dict(kind="DaemonSet", namespaced=True, subresources=["status"]),
     "rbac.authorization.k8s.io/v1/roles": dict(kind="Role", namespaced=True),
     "rbac.authorization.k8s.io/v1/rolebindings": dict(kind="RoleBinding", namespaced=True),
+    "rbac.authorization.k8s.io/v1/clusterrolebindings": dict(kind="ClusterRoleBinding", namespaced=False),
     "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations":
         dict(kind="MutatingWebhookConfiguration", namespaced=False),
     # kopf's peering objects (their CRDs have no status subresource: kopf patches the object itself)

@@ -208,9 +208,12 @@ class TaskInterfaces:
         return self.stats.metrics() if names else []
 
 
-def serve(address: tuple[str, int], snapshot: Callable[[], list]):
+def serve(address: tuple[str, int], snapshot: Callable[[], list], collectors: Iterable[Any] = ()):
+    """``collectors``: more of this process's own (``otus agent``'s identity table)."""
     registry = CollectorRegistry()
     registry.register(TaskCollector(snapshot))
     registry.register(TaskInterfaces(snapshot))
+    for c in collectors:
+        registry.register(c)
     server, thread = start_http_server(address[1], addr=address[0], registry=registry)
     return server

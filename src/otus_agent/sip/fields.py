@@ -13,6 +13,17 @@ of them drifts:
 * ``sip/writer_cy.py``: the compiled lane's JSON for the message fields;
 * ``schemas/sip-record.v1.json``.
 
+Two more kinds of field (issue 18), generated the same way:
+
+* ``fingerprint`` (scan kind ``("fingerprint",)``): the message's fingerprint, one hash
+  (``sip/fingerprint_cy.py``) over values every path already has; the generated code only gathers them.
+* ``part="identity"``: the capture point (``capture``) and, for an ``address`` field, who holds that
+  address in the cluster (``src_k8s``, ``dst_k8s``), looked up in ``sip/identity.py``'s tables
+  (``ADDRESSES`` for the general path, ``FRAGMENTS``, pre-serialised JSON, for the lane) after the
+  labels; absent when unknown, so records outside a cluster are unchanged.  They are blocks of
+  their own in ``sip/records.py`` (``identity``, ``fast_identity``) and ``sip/writer_cy.py``
+  (``lane_identity``).  The schema change is additive: ``v`` stays 1.
+
 Adding a field is one ``Field`` line here, then ``--write``.  A field the scanner cannot locate yet
 needs a slot in ``sip/slots.pxd`` and the code that fills it in ``scan_cy._scan_p`` first: that is
 new grammar, not a second definition of the field.
@@ -25,6 +36,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from otus_agent.sip.fingerprint_cy import BODY_BYTES
+
 # the general path's locals the ``message`` expressions may use (sip/records.py: sip_record)
 #   m: the SipMessage; f, t: From/To (NameAddr or None); fu, tu: their URIs; h: headers;
 #   ua, ct: the User-Agent (else Server) and Content-Type value lists; correlator: the Correlator
@@ -35,7 +48,11 @@ from dataclasses import dataclass, field
 #   ("resp_str", S)   "str" for a response, null for a request
 #   ("resp_int", S)   "int" for a response, null for a request
 #   ("first", S, T)   "str" of S when S is found, else "str" of T
-KINDS = {"str": 1, "int": 1, "req_str": 1, "resp_str": 1, "resp_int": 1, "first": 2}
+#   ("fingerprint",)  sip/fingerprint_cy.py's hash of FP_SLOTS (start line, Call-ID, CSeq, branch, tags) and the body
+KINDS = {"str": 1, "int": 1, "req_str": 1, "resp_str": 1, "resp_int": 1, "first": 2, "fingerprint": 0}
+# the fingerprint's inputs after the start line, in its order (sip/fingerprint.py); "int" slots are numbers
+FP_SLOTS = (("str", "O_CID0"), ("int", "O_CSEQ"), ("str", "O_CSM0"), ("str", "O_VB0"), ("str", "O_FT0"),
+            ("str", "O_TT0"))
 STR = {"$ref": "#/$defs/str"}
 
 
@@ -45,7 +62,8 @@ class Field:
     schema: dict
     message: str = ""                   # general path: Python expression (message fields only)
     scan: tuple = ()                    # fast path: (kind, slot names...) (message fields only)
-    part: str = "message"               # packet | message | body | error | label
+    part: str = "message"               # packet | message | body | error | label | identity
+    address: str = ""                   # identity fields: the record key of the address looked up
     required: bool = False              # in the schema's "required"
     kafka_key: bool = False             # the lane also hands this value over as the record's Kafka key
     extra: dict = field(default_factory=dict)   # more schema keywords (description, bounds)
@@ -54,6 +72,21 @@ class Field:
 def _p(key: str, schema: dict, expr: str, **kw) -> Field:
     return Field(key, schema, message=expr, part="packet", required=True, **kw)
 
+
+# the identity of a cluster address (otus_agent.kube.identity), the value of src_k8s / dst_k8s
+CAPTURE_KEYS = ("agent", "node", "pod", "namespace")
+K8S: dict = {
+    "type": "object", "additionalProperties": False,
+    "description": "a pod (namespace, pod, workload, node, service when a Service selects it) or a Service "
+                   "(namespace, service); only the keys known",
+    "properties": {
+        "namespace": {"type": "string"}, "pod": {"type": "string"}, "node": {"type": "string"},
+        "service": {"type": "string"},
+        "workload": {"type": "object", "required": ["kind", "name"], "additionalProperties": False,
+                     "properties": {"kind": {"type": "string"}, "name": {"type": "string"}},
+                     "description": "the pod's controller; a ReplicaSet of a Deployment is given as the Deployment"},
+    },
+}
 
 SCHEMA_VERSION = 1
 FIELDS: tuple[Field, ...] = (
@@ -89,6 +122,9 @@ FIELDS: tuple[Field, ...] = (
     Field("correlation_id", STR, "correlator.find(h)", ("first", "O_XC0", "O_PC0"),
           extra={"description": "first configured correlation header found (default X-CID, "
                                 "P-Charging-Vector icid-value)"}),
+    Field("fingerprint", {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "fingerprint_of(m)", ("fingerprint",),
+          extra={"description": "the message's fingerprint, equal at every capture point that sees it (and for "
+                                "its retransmissions): FNV-1a, see sip/fingerprint_cy.py"}),
     Field("sdp", {
         "type": ["object", "null"],
         "properties": {
@@ -106,6 +142,14 @@ FIELDS: tuple[Field, ...] = (
           extra={"description": "first reason the message is malformed (error records only)"}),
     Field("defects", {"type": "array", "items": {"type": "string"}}, part="error"),
     Field("size", {"type": "integer"}, part="label"),
+    Field("capture", {"type": "object", "properties": {k: {"type": "string"} for k in CAPTURE_KEYS},
+                      "additionalProperties": False}, part="identity",
+          extra={"description": "the capture point: the agent and its node, and in sidecar mode its pod and "
+                                "namespace (absent outside Kubernetes)"}),
+    Field("src_k8s", {"$ref": "#/$defs/k8s"}, part="identity", address="src_ip",
+          extra={"description": "the pod or Service holding src_ip when the record was made (absent: unknown)"}),
+    Field("dst_k8s", {"$ref": "#/$defs/k8s"}, part="identity", address="dst_ip",
+          extra={"description": "the pod or Service holding dst_ip when the record was made (absent: unknown)"}),
 )
 
 # the per-call summary record (sip/dialogs.py), in the same schema file
@@ -127,16 +171,23 @@ def check(fields: tuple[Field, ...], slots: dict[str, int]) -> None:
     if len(set(keys)) != len(keys):
         raise ValueError(f"repeated record keys in {keys}")
     for f in fields:
-        if f.part not in ("packet", "message", "body", "error", "label"):
+        if f.part not in ("packet", "message", "body", "error", "label", "identity"):
             raise ValueError(f"{f.key}: unknown part {f.part!r}")
+        if f.part == "identity":
+            if f.address and f.address not in keys:
+                raise ValueError(f"{f.key}: no address field {f.address}")
+            if not f.address and not f.key.isidentifier():
+                raise ValueError(f"{f.key}: a capture-point key must be a plain name (the lane's FRAGMENTS key)")
+            continue
         if f.part != "message":
             continue
         if not f.message or not f.scan or f.scan[0] not in KINDS or len(f.scan) != 1 + KINDS[f.scan[0]]:
             raise ValueError(f"{f.key}: a message field needs an expression and a scan spec of a known kind")
-        for s in f.scan[1:]:
+        for s in f.scan[1:] + (tuple(s for _, s in FP_SLOTS) if f.scan[0] == "fingerprint" else ()):
             if s not in slots:
                 raise ValueError(f"{f.key}: no scanner slot {s} in sip/slots.pxd")
-            if f.scan[0] != "int" and f.scan[0] != "resp_int" and slots.get(_end(s)) != slots[s] + 1:
+            numbers = f.scan[0] in ("int", "resp_int") or (f.scan[0] == "fingerprint" and (("int", s) in FP_SLOTS))
+            if not numbers and slots.get(_end(s)) != slots[s] + 1:
                 raise ValueError(f"{f.key}: slot {s} has no end slot {_end(s)} right after it")
         if f.kafka_key and f.scan[0] != "str":
             raise ValueError(f"{f.key}: the Kafka key must be a plain string field")
@@ -161,6 +212,16 @@ def render_fast_envelope(fields: tuple[Field, ...]) -> list[str]:
     return [f'"{f.key}": {f.message},' for f in fields if f.part == "packet"]
 
 
+def _fp_args(buf: str, o: str, req: str, body: str) -> list[str]:
+    """The fingerprint's arguments from slots ``o`` over ``buf`` (scanner and lane alike), one a line."""
+    def part(kind: str, s: str) -> str:
+        if kind == "int":
+            return f'b"%d" % {o}[{s}]'
+        return f'({buf}[{o}[{s}]:{o}[{_end(s)}]] if {o}[{s}] >= 0 else b"")'
+    start = f'{buf}[{o}[O_M0]:{o}[O_M1]] if {req} else b"%d" % {o}[O_STATUS]'
+    return [f"    {a}," for a in [start] + [part(k, s) for k, s in FP_SLOTS] + [body]]
+
+
 def _scan_expr(f: Field) -> str:
     kind, s = f.scan[0], f.scan[1]
     text = f"_s(buf, out[{s}], out[{_end(s)}])"
@@ -180,10 +241,26 @@ def _scan_expr(f: Field) -> str:
 
 def render_scan(fields: tuple[Field, ...]) -> list[str]:
     """scan_cy._fields' dict entries: the message fields from the scanner's slots."""
-    return [f'"{f.key}": {_scan_expr(f)},' for f in _message(fields)]
+    out = []
+    for f in _message(fields):
+        if f.scan[0] == "fingerprint":
+            end = "out[O_BODY] + out[O_CL] if out[O_CL] >= 0 else len(buf)"
+            body = f"buf[out[O_BODY]:min({end}, out[O_BODY] + {BODY_BYTES})]"
+            out += [f'"{f.key}": fingerprint(', *_fp_args("buf", "out", "req", body), "),"]
+        else:
+            out.append(f'"{f.key}": {_scan_expr(f)},')
+    return out
 
 
 def _lane_value(f: Field) -> list[str]:
+    if f.scan[0] == "fingerprint":     # the same FNV-1a in place, over the same parts (sip/fingerprint_cy.py)
+        out = ["h: cython.ulonglong = _start()", "if req:", "    h = _fnv(h, p, o[O_M0], o[O_M1])", "else:",
+               "    h = _fnv_num(h, o[O_STATUS])"]
+        for kind, s in FP_SLOTS:
+            out.append(f"h = _fnv_num(_sep(h), o[{s}])" if kind == "int" else f"h = _fnv(_sep(h), p, o[{s}], o[{_end(s)}])")
+        out += [f"h = _fnv(_sep(h), p, bstart, bend if bend < bstart + {BODY_BYTES} else bstart + {BODY_BYTES})",
+                "q[k] = 34", "k = _hex(q, k + 1, h)", "q[k] = 34", "k += 1"]
+        return out
     kind, s = f.scan[0], f.scan[1]
     text = f"k = _str(q, k, p, o[{s}], o[{_end(s)}])"
     if kind == "str" and f.kafka_key:
@@ -212,8 +289,35 @@ def render_lane(fields: tuple[Field, ...]) -> list[str]:
     for f in _message(fields):
         out.append(f"k = _lit(q, k, b',\"{f.key}\":')")
         out += _lane_value(f)
-        if f.scan[0] not in ("int", "resp_int"):
+        if f.scan[0] not in ("int", "resp_int", "fingerprint"):
             out += ["if k < 0:", "    return False"]
+    return out
+
+
+def render_identity(fields: tuple[Field, ...]) -> list[str]:
+    """sip_record's and fast_sip_record's identity keys, after the labels: ADDRESSES and CAPTURE of
+    sip/identity.py, present only when known."""
+    out = ["if ADDRESSES or CAPTURE:"]
+    for f in fields:
+        if f.part == "identity":
+            look = f"ADDRESSES.get({f.address})" if f.address else f'CAPTURE.get("{f.key}")'
+            out += [f"    who = {look}", "    if who is not None:", f'        rec["{f.key}"] = who']
+    return out
+
+
+def render_lane_identity(fields: tuple[Field, ...]) -> list[str]:
+    """The lane's identity keys after the labels, from sip/identity.py's FRAGMENTS (JSON bytes); the
+    record goes to the general path when the buffer lacks room for them."""
+    from otus_agent.sip.identity import MAX_FRAGMENT, ROOM
+    ids = [f for f in fields if f.part == "identity"]
+    if len(ids) * (MAX_FRAGMENT + 16) > ROOM:
+        raise ValueError("more identity keys than sip/identity.py's ROOM holds")
+    out = ["if FRAGMENTS:", "    frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method",
+           "    if len(self.obuf) - k < IDENT_ROOM:", "        return False"]
+    for f in ids:
+        look = {"src_ip": "_addr(v4, 0, src6)", "dst_ip": "_addr(v4, 4, dst6)"}.get(f.address, f'b"{f.key}"')
+        out += [f"    frag = frags.get({look})", "    if frag is not None:",
+                f"        k = _lit(q, k, b',\"{f.key}\":')", "        k = _lit(q, k, frag)"]
     return out
 
 
@@ -233,6 +337,7 @@ def render_schema(fields: tuple[Field, ...]) -> str:
         "$defs": {
             "str": {"type": ["string", "null"]},
             "int": {"type": ["integer", "null"]},
+            "k8s": K8S,
             "sip": {"type": "object", "required": [f.key for f in fields if f.required],
                     "properties": {f.key: _prop(f) for f in fields}},
             "call": {"type": "object", "required": CALL_REQUIRED, "properties": CALL_PROPERTIES},
@@ -252,6 +357,9 @@ BLOCKS = (
     (SIP / "records.py", "fast_envelope", render_fast_envelope),
     (SIP / "scan_cy.py", "scan", render_scan),
     (SIP / "writer_cy.py", "lane", render_lane),
+    (SIP / "records.py", "identity", render_identity),
+    (SIP / "records.py", "fast_identity", render_identity),
+    (SIP / "writer_cy.py", "lane_identity", render_lane_identity),
 )
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from otus_agent.sip.fields import SCHEMA_VERSION
+from otus_agent.sip.fingerprint_cy import of_message as fingerprint_of
+from otus_agent.sip.identity import ADDRESSES, CAPTURE
 from otus_agent.sip.message_cy import SipMessage, parse_params
 from otus_agent.sip.scan_cy import Scanner
 from otus_agent.sip.sdp_cy import sdp_from_body
@@ -76,6 +78,7 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
         "user_agent": ua[0] if ua else None,
         "content_type": ct[0] if ct else None,
         "correlation_id": correlator.find(h),
+        "fingerprint": fingerprint_of(m),
         "sdp": sdp_from_body(ct[0], m.body) if ct and m.body else None,
         # </fields:record>
     }
@@ -84,6 +87,18 @@ def sip_record(m: SipMessage, ts: int, src_ip: str, src_port: int, dst_ip: str, 
         rec["defects"] = m.defects
     if extra:
         rec.update(extra)
+    # <fields:identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
+    if ADDRESSES or CAPTURE:
+        who = CAPTURE.get("capture")
+        if who is not None:
+            rec["capture"] = who
+        who = ADDRESSES.get(src_ip)
+        if who is not None:
+            rec["src_k8s"] = who
+        who = ADDRESSES.get(dst_ip)
+        if who is not None:
+            rec["dst_k8s"] = who
+    # </fields:identity>
     return rec
 
 
@@ -108,4 +123,16 @@ def fast_sip_record(data: bytes, scanner: Scanner, body_start: int, body_end: in
     rec["sdp"] = sdp_from_body(ct, data[body_start:body_end]) if ct and body_end > body_start else None
     if extra:
         rec.update(extra)
+    # <fields:fast_identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
+    if ADDRESSES or CAPTURE:
+        who = CAPTURE.get("capture")
+        if who is not None:
+            rec["capture"] = who
+        who = ADDRESSES.get(src_ip)
+        if who is not None:
+            rec["src_k8s"] = who
+        who = ADDRESSES.get(dst_ip)
+        if who is not None:
+            rec["dst_k8s"] = who
+    # </fields:fast_identity>
     return rec

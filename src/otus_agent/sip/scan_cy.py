@@ -21,6 +21,7 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
 else:
     from otus_agent.sip.slots import *  # noqa: F403
 from otus_agent.sip import grammar
+from otus_agent.sip.fingerprint_cy import fingerprint
 
 MAX_HEADERS = cython.declare(cython.int, 128)
 MAX_PORT = cython.declare(cython.longlong, grammar.MAX_PORT)
@@ -848,5 +849,15 @@ def _fields(buf: bytes, out: cython.longlong[:]) -> dict:
         "user_agent": _s(buf, out[O_UA0], out[O_UA1]),
         "content_type": _s(buf, out[O_CT0], out[O_CT1]),
         "correlation_id": _s(buf, out[O_XC0], out[O_XC1]) if out[O_XC0] >= 0 else _s(buf, out[O_PC0], out[O_PC1]),
+        "fingerprint": fingerprint(
+            buf[out[O_M0]:out[O_M1]] if req else b"%d" % out[O_STATUS],
+            (buf[out[O_CID0]:out[O_CID1]] if out[O_CID0] >= 0 else b""),
+            b"%d" % out[O_CSEQ],
+            (buf[out[O_CSM0]:out[O_CSM1]] if out[O_CSM0] >= 0 else b""),
+            (buf[out[O_VB0]:out[O_VB1]] if out[O_VB0] >= 0 else b""),
+            (buf[out[O_FT0]:out[O_FT1]] if out[O_FT0] >= 0 else b""),
+            (buf[out[O_TT0]:out[O_TT1]] if out[O_TT0] >= 0 else b""),
+            buf[out[O_BODY]:min(out[O_BODY] + out[O_CL] if out[O_CL] >= 0 else len(buf), out[O_BODY] + 64)],
+        ),
         # </fields:scan>
     }

@@ -65,8 +65,13 @@ if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
     from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
 else:
     from otus_agent.sip.scan_cy import _looks_like_sip
+if cython.compiled:   # the one fingerprint hash (sip/fingerprint_cy.pxd), over the message in place
+    from cython.cimports.otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
+else:
+    from otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
 from orjson import dumps
 
+from otus_agent.sip.identity import FRAGMENTS, ROOM
 from otus_agent.sip.sdp_cy import sdp_span
 from otus_agent.sip.select import header_getter
 
@@ -98,6 +103,7 @@ NCOUNT = cython.declare(cython.int, 24)
 COUNTERS = {"messages": C_MSG, "requests": C_REQ, "responses": C_RESP, "classes": C_CLASS, "methods": C_METHOD,
             "size": NCOUNT}
 HEX = b"0123456789abcdef"
+IDENT_ROOM = cython.declare(cython.Py_ssize_t, ROOM)    # bytes kept free for a record's identity keys
 
 
 
@@ -262,6 +268,17 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
         k = _u8(q, k, p[at + i])
     q[k] = 34
     return k + 1
+
+
+@cython.cfunc
+def _addr(v4: cython.p_uchar, at: cython.int, text: bytes) -> bytes:
+    """An address as text (sip/identity.py's FRAGMENTS key): IPv4 from its 4 bytes at v4 + at, else ``text``."""
+    tmp: cython.uchar[24]
+    if v4 == cython.NULL:
+        return text
+    t: cython.p_uchar = cython.address(tmp[0])
+    n: cython.Py_ssize_t = _ipv4(t, 0, v4, at)
+    return t[1:n - 1]
 
 
 @cython.cfunc
@@ -1043,6 +1060,8 @@ class UdpLane:
         # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
         fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
             len(transport)
+        if FRAGMENTS:     # room for the identity keys after the labels (sip/identity.py)
+            fixed += IDENT_ROOM
         need: cython.Py_ssize_t = self.olen + fixed
         if need > len(self.obuf):
             self.obuf.extend(bytes(max(need - len(self.obuf), len(self.obuf))))
@@ -1168,6 +1187,23 @@ class UdpLane:
             k = _str(q, k, p, o[O_PC0], o[O_PC1])
         if k < 0:
             return False
+        k = _lit(q, k, b',"fingerprint":')
+        h: cython.ulonglong = _start()
+        if req:
+            h = _fnv(h, p, o[O_M0], o[O_M1])
+        else:
+            h = _fnv_num(h, o[O_STATUS])
+        h = _fnv(_sep(h), p, o[O_CID0], o[O_CID1])
+        h = _fnv_num(_sep(h), o[O_CSEQ])
+        h = _fnv(_sep(h), p, o[O_CSM0], o[O_CSM1])
+        h = _fnv(_sep(h), p, o[O_VB0], o[O_VB1])
+        h = _fnv(_sep(h), p, o[O_FT0], o[O_FT1])
+        h = _fnv(_sep(h), p, o[O_TT0], o[O_TT1])
+        h = _fnv(_sep(h), p, bstart, bend if bend < bstart + 64 else bstart + 64)
+        q[k] = 34
+        k = _hex(q, k + 1, h)
+        q[k] = 34
+        k += 1
         # </fields:lane>
         k = _lit(q, k, b',"sdp":')
         if s0 >= 0:
@@ -1177,6 +1213,25 @@ class UdpLane:
         else:
             k = _lit(q, k, b"null")
         k = _lit(q, k, self.extra)
+        # who holds the addresses, and the capture point (sip/identity.py); nothing outside a cluster
+        # <fields:lane_identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
+        if FRAGMENTS:
+            frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method
+            if len(self.obuf) - k < IDENT_ROOM:
+                return False
+            frag = frags.get(b"capture")
+            if frag is not None:
+                k = _lit(q, k, b',"capture":')
+                k = _lit(q, k, frag)
+            frag = frags.get(_addr(v4, 0, src6))
+            if frag is not None:
+                k = _lit(q, k, b',"src_k8s":')
+                k = _lit(q, k, frag)
+            frag = frags.get(_addr(v4, 4, dst6))
+            if frag is not None:
+                k = _lit(q, k, b',"dst_k8s":')
+                k = _lit(q, k, frag)
+        # </fields:lane_identity>
         q[k] = 125   # }
         q[k + 1] = 10
         k += 2

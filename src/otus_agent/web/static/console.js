@@ -97,6 +97,15 @@
     const ends = [];
     const multi = new Set(msgs.map((m) => m.agent)).size > 1;
     for (const m of msgs) for (const e of [m.src, m.dst]) if (!ends.includes(e)) ends.push(e);
+    // in a cluster, an endpoint is named by its pod (or Service) when the records say (src_k8s / dst_k8s)
+    const names = {};
+    const who = (k) => k && (k.pod ? k.pod + (k.namespace ? "." + k.namespace : "")
+                                   : k.service ? "svc/" + k.service + (k.namespace ? "." + k.namespace : "") : null);
+    for (const m of msgs) {
+      const rec = m.record || {};
+      if (!names[m.src] && who(rec.src_k8s)) names[m.src] = who(rec.src_k8s);
+      if (!names[m.dst] && who(rec.dst_k8s)) names[m.dst] = who(rec.dst_k8s);
+    }
     const colW = 200, top = 40, rowH = 30, left = 90;
     const width = left * 2 + colW * Math.max(1, ends.length - 1), height = top + rowH * (msgs.length + 1);
     const s = svg("svg", { width: width, height: height, viewBox: "0 0 " + width + " " + height, id: "ladder-svg" });
@@ -109,7 +118,9 @@
     const x = (e) => left + colW * ends.indexOf(e);
     ends.forEach((e) => {
       const g = svg("g", { class: "endpoint", "data-endpoint": e });
-      g.appendChild(svg("text", { x: x(e), y: 16, "text-anchor": "middle", "font-size": 12 }, e));
+      const g2 = svg("text", { x: x(e), y: 16, "text-anchor": "middle", "font-size": 12 }, names[e] || e);
+      if (names[e]) { g.setAttribute("data-pod", names[e]); g2.appendChild(svg("title", {}, e)); }
+      g.appendChild(g2);
       g.appendChild(svg("line", { x1: x(e), y1: 24, x2: x(e), y2: height - 5, stroke: "#999" }));
       s.appendChild(g);
     });
