@@ -12,7 +12,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions, SipMatch
@@ -137,6 +137,20 @@ class _Mirror(_M):
     """A CaptureTask section generated from a task model (``mirror``): same fields, defaults and limits,
     camelCase names; ``task_options`` turns it back into the task's own (snake_case) section."""
     _snake: ClassVar[dict[str, str]] = {}
+    _source: ClassVar[type[BaseModel] | None] = None
+
+    @model_validator(mode="after")
+    def _source_rules(self) -> Any:
+        """The task model's own checks (its validators are not copied): a CaptureTask the agent would
+        refuse is refused here, with the task model's words."""
+        if self._source is not None:
+            try:
+                self._source.model_validate(self.task_options())
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(camel(str(x)) for x in err["loc"])
+                raise ValueError(f"{where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}") from None
+        return self
 
     def task_options(self) -> dict:
         out: dict = {}
@@ -168,6 +182,7 @@ def mirror(model: type[BaseModel], name: str, base: type[_Mirror] = _Mirror, **e
         snake[camel(fname)] = fname
     m = create_model(name, __base__=base, __doc__=model.__doc__, **extra, **fields)  # type: ignore[call-overload]
     m._snake = snake
+    m._source = model
     return m
 
 

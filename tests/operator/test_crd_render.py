@@ -213,3 +213,22 @@ def test_render_ephemeral_agent_for_a_running_pod():
     kubernetes_validate.validate(with_agent, "1.30.0", strict=True)
     no_token = render.ephemeral_container("sbc-sip", "voip", spec, {"spec": {"containers": []}})
     assert "volumeMounts" not in no_token
+
+
+def test_sip_match_reaches_the_agents_task():
+    """spec.sip.match (camelCase) becomes the task's sip.match, which the agent's contract loads as is."""
+    from otus_agent.sip.select import Selector
+    from otus_spec import task_from_dict
+    spec = CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "sip": {"match": {
+        "methods": ["invite"], "fromUser": ["alice"], "requestUriPrefix": ["sip:+1555"],
+        "headers": [{"name": "X-Tenant", "equals": "acme"}]}}})
+    task = task_from_dict(yaml.safe_load(render.configmap("sel", "voip", "uid-1", spec)["data"]["task.yaml"]))
+    m = task.sip.match
+    assert m is not None and (m.methods, m.from_user, m.request_uri_prefix) == (["INVITE"], ["alice"], ["sip:+1555"])
+    assert Selector.from_options(m.model_dump()).matches("INVITE", "alice", "bob", "sip:+15551@gw", "c",
+                                                         lambda n: ["acme"] if n == "x-tenant" else [])
+    plain = task_from_dict(yaml.safe_load(render.configmap("p", "voip", "u", CaptureTaskSpec.model_validate(
+        {"target": {"nodes": {}}}))["data"]["task.yaml"]))
+    assert plain.sip.match is None
+    with pytest.raises(Exception, match="at least one condition"):
+        CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "sip": {"match": {}}})
