@@ -429,6 +429,9 @@ def _run_live(args: argparse.Namespace, cfg: DatagramConfig, sip_cfg: SipConfig,
     live.parsers, live.settings = args.parser_names, args.parser_settings
     if args.output and args.workers > 1:
         live.output_path = args.output     # workers append to it themselves (opened and emptied by _run)
+    if args.workers == 1:
+        from otus_agent.engine.pipeline import quiet_gc
+        quiet_gc()      # this process runs the one capture loop (fanout workers do it in theirs)
     try:
         summary = run_live(live, cfg, sip_cfg, write)
     except afpacket.CaptureError as e:
