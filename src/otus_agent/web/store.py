@@ -4,9 +4,11 @@ A window for people, not a database (Kafka stays the system of record).  Limits,
 counter: ``max_calls`` calls (the least recently updated call is evicted whole:
 ``evicted_calls``), ``max_bytes`` of stored record text across all calls (same eviction), and
 ``messages_per_call`` messages per call (later ones are counted in ``dropped_messages``, the call
-itself stays).  Messages are kept as their JSON line (bytes) and parsed again when asked for:
-a third of the memory of a dict.  A bounded feed (``feed_max`` entries) carries new records to
-the live stream; a reader that falls further behind is told how many it missed.
+itself stays), and ``MEDIA_PER_CALL`` media streams per call (each stream's latest media record,
+interim or final; more streams are counted in ``dropped_media``).  Messages are kept as their JSON
+line (bytes) and parsed again when asked for: a third of the memory of a dict.  A bounded feed
+(``feed_max`` entries) carries new records to the live stream; a reader that falls further behind is
+told how many it missed.
 Thread-safe: the tap thread adds, HTTP handlers read.
 """
 from __future__ import annotations
@@ -17,6 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
+
+MEDIA_PER_CALL = 16
+# what the console shows of a media record (issue 16's fields); the rest stays in Kafka
+MEDIA_KEYS = ("direction", "src_ip", "src_port", "dst_ip", "dst_port", "ssrc", "codec", "packets", "lost",
+              "loss_ratio", "duplicates", "out_of_order", "max_delta_ms", "mean_jitter_ms", "max_jitter_ms",
+              "rtt_ms", "mos", "r_factor", "start_ts", "end_ts", "final", "end_reason")
 
 
 def endpoint(ip: Any, port: Any) -> str:
@@ -44,6 +52,7 @@ class Call:
     dropped_messages: int = 0
     size: int = 0
     method: str | None = None     # the method of the call's first request (INVITE, REGISTER...)
+    media: dict[tuple, dict] = field(default_factory=dict)   # stream -> its latest media record (MEDIA_KEYS)
 
     def view(self) -> dict:
         if self.summary_duration_ms is not None:
@@ -56,7 +65,9 @@ class Call:
                 "to_user": self.to_user, "start": self.first_ts / 1e9, "last": self.last_ts / 1e9,
                 "duration_s": round(duration, 3), "final_status": self.final_status, "agents": list(self.agents),
                 "tasks": list(self.tasks), "messages": len(self.messages), "dropped_messages": self.dropped_messages,
-                "retransmissions": sum(self.retrans)}
+                "retransmissions": sum(self.retrans), "media": list(self.media.values()),
+                "worst_mos": min((m["mos"] for m in self.media.values() if isinstance(m.get("mos"), (int, float))),
+                                 default=None)}
 
 
 def _retrans_key(r: dict) -> tuple:
@@ -112,7 +123,8 @@ class RecordStore:
         self.feed: deque[tuple[int, bytes, str | None]] = deque(maxlen=feed_max)
         self.seq = 0
         self.records = self.evicted_calls = self.dropped_messages = self.without_call_id = self.bad_records = 0
-        self.other_records = 0      # records of other types the tap carries (flow, media, dns, alert): not kept
+        self.other_records = 0      # records of other types the tap carries (flow, dns, alert): not kept
+        self.dropped_media = 0      # media streams past MEDIA_PER_CALL
 
     # ------------------------------------------------------------ writing
     def add_line(self, line: bytes) -> None:
@@ -125,8 +137,11 @@ class RecordStore:
         if not isinstance(rec, dict) or not isinstance(rec.get("ts", 0), int):
             self.bad_records += 1
             return
+        if rec.get("type") == "media" and isinstance(rec.get("call_id"), str) and rec["call_id"]:
+            self._media(rec)
+            return
         if rec.get("type") not in ("sip", "call"):
-            if isinstance(rec.get("type"), str):   # another parser's record (flow, media, dns, alert): not a call's
+            if isinstance(rec.get("type"), str):   # another parser's record (flow, dns, alert): not a call's
                 self.other_records += 1
             else:
                 self.bad_records += 1
@@ -147,6 +162,21 @@ class RecordStore:
                 self._summary(cid, rec)
             else:
                 self._message(cid, rec, data)
+            self._evict()
+
+    def _media(self, rec: dict) -> None:
+        """A media record: the stream's latest figures on its call (a stream before any SIP of its call
+        opens the call, as a SIP record would)."""
+        m = {k: rec.get(k) for k in MEDIA_KEYS}
+        key = (m["ssrc"], m["src_ip"], m["src_port"], m["dst_ip"], m["dst_port"])
+        ts = rec.get("start_ts")
+        with self.lock:
+            self.records += 1
+            c = self._get(rec["call_id"], ts if isinstance(ts, int) else 0)
+            if key not in c.media and len(c.media) >= MEDIA_PER_CALL:
+                self.dropped_media += 1
+                return
+            c.media[key] = m
             self._evict()
 
     def _get(self, cid: str, ts: int) -> Call:
@@ -261,7 +291,8 @@ class RecordStore:
                     "max_bytes": self.max_bytes, "messages_per_call": self.messages_per_call,
                     "records": self.records, "evicted_calls": self.evicted_calls,
                     "dropped_messages": self.dropped_messages, "without_call_id": self.without_call_id,
-                    "bad_records": self.bad_records, "other_records": self.other_records, "feed": len(self.feed),
+                    "bad_records": self.bad_records, "other_records": self.other_records,
+                    "dropped_media": self.dropped_media, "feed": len(self.feed),
                     "feed_max": self.feed.maxlen}
 
     def metrics(self) -> Iterable[tuple[str, str, str, float]]:

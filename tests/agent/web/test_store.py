@@ -88,3 +88,38 @@ def test_bad_lines_are_counted_and_feed_reports_gaps():
     seq2, missed, items = s.since(seq)
     assert len(items) == 5 and missed == 12 - 5 and seq2 == s.seq
     assert s.since(seq2) == (seq2, 0, [])
+
+
+def test_media_streams_join_their_calls(tmp_path):
+    """The media records of `otus run --parsers sip,rtp` on generated calls with RTP land on their calls:
+    each stream once (its final record), the call's worst MOS the lowest of its streams'."""
+    import contextlib
+    import io
+    import json as _json
+
+    from otus_agent.cli.main import main
+    from otus_agent.sim.callgen import WorkloadSpec, generate
+    from otus_agent.web.store import MEDIA_PER_CALL, RecordStore
+    pcap, out = tmp_path / "rtp.pcap", tmp_path / "records.jsonl"
+    with open(pcap, "wb") as f:
+        generate(f, WorkloadSpec(calls=5, seed=3, rtp_packets=40, tcp_ratio=0, large_invite_ratio=0))
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["run", "--pcap", str(pcap), "--parsers", "sip,rtp", "--output", str(out)]) == 0
+    lines = out.read_bytes().splitlines()
+    store = RecordStore()
+    for line in lines:
+        store.add_line(line)
+    media = [_json.loads(x) for x in lines if b'"type":"media"' in x]
+    assert media, "the generated calls carry RTP"
+    for cid in {m["call_id"] for m in media}:
+        c = store.call(cid)
+        finals = [m for m in media if m["call_id"] == cid and m["final"]]
+        assert len(c["media"]) == len(finals) and c["messages"] > 0
+        assert {(m["ssrc"], m["packets"], m["lost"]) for m in c["media"]} == \
+            {(m["ssrc"], m["packets"], m["lost"]) for m in finals}
+        assert c["worst_mos"] == min(m["mos"] for m in finals)
+    # a call's streams are bounded: more are counted, not kept
+    base = {**media[0], "call_id": "many"}
+    for i in range(MEDIA_PER_CALL + 3):
+        store.add_line(_json.dumps({**base, "ssrc": i}).encode())
+    assert len(store.call("many")["media"]) == MEDIA_PER_CALL and store.stats()["dropped_media"] == 3

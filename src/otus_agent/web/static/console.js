@@ -152,6 +152,28 @@
       s.appendChild(g);
     });
     box.appendChild(s);
+    renderMedia(r.body.call.media || []);
+  }
+
+  // the call's media streams (type "media" records: the latest of each stream), as text cells
+  const MEDIA_COLS = [["stream", (m) => m.src_ip + ":" + m.src_port + " \u2192 " + m.dst_ip + ":" + m.dst_port],
+    ["codec", (m) => m.codec], ["packets", (m) => m.packets], ["lost", (m) => m.lost],
+    ["jitter ms (mean/max)", (m) => m.mean_jitter_ms == null ? "" : m.mean_jitter_ms + " / " + m.max_jitter_ms],
+    ["MOS", (m) => m.mos], ["R", (m) => m.r_factor], ["", (m) => m.final ? (m.end_reason || "final") : "running"]];
+  function renderMedia(media) {
+    const box = $("media");
+    box.replaceChildren();
+    if (!media.length) return;
+    const t = el("table");
+    const head = el("tr");
+    for (const [name] of MEDIA_COLS) head.appendChild(el("th", name));
+    t.appendChild(head);
+    for (const m of media) {
+      const tr = el("tr");
+      for (const [, get] of MEDIA_COLS) tr.appendChild(el("td", get(m)));
+      t.appendChild(tr);
+    }
+    box.appendChild(t);
   }
 
   // ------------------------------------------------------------------ tasks
