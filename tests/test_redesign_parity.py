@@ -48,6 +48,8 @@ def _digest(pcap: pathlib.Path, extra: list[str]) -> str:
 
 
 NEW_KEYS = ("fingerprint",)   # on every SIP record since issue 18
+# in the SIP record's sdp (and each of its media) when the body has them, since issue 16
+SDP_KEYS = ("direction", "rtcp_mux", "rtcp")
 
 
 def _without_new_keys(data: bytes) -> bytes:
@@ -60,6 +62,11 @@ def _without_new_keys(data: bytes) -> bytes:
             assert all(k in rec for k in NEW_KEYS), f"a SIP record without {NEW_KEYS}: {line[:200]!r}"
             for k in NEW_KEYS:
                 del rec[k]
+            sdp = rec.get("sdp")
+            if isinstance(sdp, dict):
+                for part in (sdp, *sdp.get("media", ())):
+                    for k in SDP_KEYS:
+                        part.pop(k, None)
         out.append(orjson.dumps(rec) + b"\n")
     return b"".join(out)
 

@@ -3,7 +3,7 @@
 Why from the SIP records and not from the bodies: the agent already parsed the SDP once
 (``sip.sdp_cy``), and the record is what every stage shares.  The record's ``sdp`` has,
 per ``m=`` line, ``port``, ``connection`` (media ``c=``, else the session one), ``rtpmap``.
-Three optional keys are read when present (``sdp_cy`` does not emit them yet), at media
+Three optional keys are read when present (``sdp_cy`` emits them when the body has them), at media
 level or session level: ``direction`` (``sendrecv``/``sendonly``/``recvonly``/``inactive``),
 ``rtcp`` (the ``a=rtcp:`` value, ``"port"`` or ``"port IN IP4 addr"``) and ``rtcp_mux`` (bool).
 

@@ -54,6 +54,8 @@ KINDS = {"str": 1, "int": 1, "req_str": 1, "resp_str": 1, "resp_int": 1, "first"
 FP_SLOTS = (("str", "O_CID0"), ("int", "O_CSEQ"), ("str", "O_CSM0"), ("str", "O_VB0"), ("str", "O_FT0"),
             ("str", "O_TT0"))
 STR = {"$ref": "#/$defs/str"}
+DIRECTION = {"enum": ["sendrecv", "sendonly", "recvonly", "inactive"],
+             "description": "the last a= direction attribute (RFC 8866 6.7); absent when none"}
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,16 @@ FIELDS: tuple[Field, ...] = (
         "type": ["object", "null"],
         "properties": {
             "connection": {"type": "string"},
+            "direction": DIRECTION,
+            "rtcp_mux": {"const": True},
             "origin": {"type": "object"},
             "media": {"type": "array", "items": {
                 "type": "object", "required": ["type", "port", "proto", "payloads"],
                 "properties": {"type": {"type": "string"}, "port": {"$ref": "#/$defs/int"},
                                "proto": {"type": "string"}, "payloads": {"type": "array", "items": {"type": "string"}},
-                               "connection": STR, "rtpmap": {"type": "object"}}}},
+                               "connection": STR, "rtpmap": {"type": "object"}, "direction": DIRECTION,
+                               "rtcp_mux": {"const": True},
+                               "rtcp": {"type": "string", "description": "the a=rtcp: value (RFC 3605)"}}}},
         }}, "sdp_from_body(ct[0], m.body) if ct and m.body else None", part="body"),
     Field("task", {"type": "string"}, part="label"),
     Field("agent", {"type": "string"}, part="label"),

@@ -210,6 +210,37 @@ def _ascii(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cyt
 
 
 @cython.cfunc
+def _is(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, lit: bytes) -> cython.bint:
+    """p[a:b] == lit."""
+    j: cython.Py_ssize_t
+    if b - a != len(lit):
+        return False
+    for j in range(b - a):
+        if p[a + j] != lit[j]:
+            return False
+    return True
+
+
+DIRECTIONS = (None, "sendrecv", "sendonly", "recvonly", "inactive")    # the slots' codes (sdpspans.pxd)
+
+
+@cython.cfunc
+def _direction(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.int:
+    """The direction attribute p[a:b] names (RFC 8866 6.7), as SD_DIR codes; 0: none."""
+    if b - a != 8:
+        return 0
+    if _is(p, a, b, b"sendrecv"):
+        return 1
+    if _is(p, a, b, b"sendonly"):
+        return 2
+    if _is(p, a, b, b"recvonly"):
+        return 3
+    if _is(p, a, b, b"inactive"):
+        return 4
+    return 0
+
+
+@cython.cfunc
 @cython.exceptval(check=False)
 def _scan_sdp(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, s: cython.p_longlong) -> cython.bint:
     """Fill s (sip/sdpspans.pxd) from the SDP in p[a:b]; False when it is not SDP (no leading "v=").
@@ -239,6 +270,8 @@ def _scan_sdp(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, s: 
         return False
     for i in range(SD_OU0, SD_C1 + 1):
         s[i] = -1
+    s[SD_DIR] = 0
+    s[SD_MUX] = 0
     ls = a
     while ls < b:
         le = _eol(p, ls, b)
@@ -275,6 +308,10 @@ def _scan_sdp(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, s: 
                     s[cur + M_CONN] = 0
                     s[cur + M_R] = nrtp
                     s[cur + M_RN] = 0
+                    s[cur + M_DIR] = 0
+                    s[cur + M_RC0] = -1
+                    s[cur + M_RC1] = -1
+                    s[cur + M_MUX] = 0
             elif c == 99:                                # c=<nettype> <addrtype> <address>[/...]
                 n = _fields(p, ls + 2, ve, enc, 3, f)
                 i = -1
@@ -327,6 +364,20 @@ def _scan_sdp(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, s: 
                     if r >= 0:
                         s[r + R_V0] = i
                         s[r + R_V1] = j
+            elif c == 97:                                # a=<direction> | a=rtcp-mux | a=rtcp:<value>
+                n = _direction(p, ls + 2, ve)
+                if n:
+                    s[cur + M_DIR if cur >= 0 else SD_DIR] = n
+                elif _is(p, ls + 2, ve, b"rtcp-mux"):
+                    s[cur + M_MUX if cur >= 0 else SD_MUX] = 1
+                elif cur >= 0 and ve - ls > 7 and _is(p, ls + 2, ls + 7, b"rtcp:") and _ascii(p, ls + 7, ve):
+                    i = _wsk(p, ls + 7, ve, 0)
+                    j = ve
+                    while j > i and _ws(p, j - 1, ve, 0):
+                        j -= 1
+                    if j > i:
+                        s[cur + M_RC0] = i
+                        s[cur + M_RC1] = j
         ls = le + 1
     s[SD_ENC] = enc if enc > 0 else 0
     s[SD_NMEDIA] = nmedia
@@ -390,6 +441,12 @@ def _sdp_dict(p: cython.p_uchar, s: cython.p_longlong) -> dict:
             d["rtpmap"] = rtpmap
         if s[m + M_CONN] == 2:
             d["connection"] = _text(p, s[m + M_C0], s[m + M_C1], enc)
+        if s[m + M_DIR]:
+            d["direction"] = DIRECTIONS[s[m + M_DIR]]
+        if s[m + M_MUX]:
+            d["rtcp_mux"] = True
+        if s[m + M_RC0] >= 0:
+            d["rtcp"] = _text(p, s[m + M_RC0], s[m + M_RC1], enc)
         media.append(d)
     out: dict = {"media": media}
     if s[SD_OU0] >= 0:
@@ -399,6 +456,10 @@ def _sdp_dict(p: cython.p_uchar, s: cython.p_longlong) -> dict:
                          "address": _text(p, s[SD_OA0], s[SD_OA1], enc)}
     if s[SD_C0] >= 0:
         out["connection"] = _text(p, s[SD_C0], s[SD_C1], enc)
+    if s[SD_DIR]:
+        out["direction"] = DIRECTIONS[s[SD_DIR]]
+    if s[SD_MUX]:
+        out["rtcp_mux"] = True
     return out
 
 

@@ -4,7 +4,7 @@
 # sip/sdpspans.py is the Python view, generated from this file (python -m otus_agent._pxd --write).
 
 cdef enum:
-    NSDP = 912  # slots: SD_RTP + MAX_RTPMAP * RW
+    NSDP = 1040  # slots: SD_RTP + MAX_RTPMAP * RW
     SD_ENC = 0  # text of the body: 1 UTF-8, 2 latin-1 (not UTF-8), 0 ASCII (in every line read)
     SD_NMEDIA = 1  # media lines kept (at most MAX_MEDIA)
     SD_NRTP = 2  # rtpmap entries kept, all media (at most MAX_RTPMAP)
@@ -18,9 +18,11 @@ cdef enum:
     SD_OA1 = 10
     SD_C0 = 11  # session connection address (c= before any media); -1: none
     SD_C1 = 12
+    SD_DIR = 13  # session direction: the last a=sendrecv (1), sendonly (2), recvonly (3), inactive (4) before any media; 0 none
+    SD_MUX = 14  # 1: an a=rtcp-mux before any media
     SD_MEDIA = 16  # the first media's MW slots
     MAX_MEDIA = 32  # media lines past this are ignored
-    MW = 12  # slots per media, M_* relative to SD_MEDIA + MW * index
+    MW = 16  # slots per media, M_* relative to SD_MEDIA + MW * index
     M_T0 = 0  # media type
     M_T1 = 1
     M_PORT = 2  # port (1-5 ASCII digits before any '/'); -1: null
@@ -33,7 +35,11 @@ cdef enum:
     M_C1 = 9
     M_R = 10  # index of the media's first rtpmap entry
     M_RN = 11  # its rtpmap entries (distinct payload types, the last value of a repeated one)
-    SD_RTP = 400  # the first rtpmap entry's RW slots: SD_MEDIA + MAX_MEDIA * MW
+    M_DIR = 12  # the media's direction (as SD_DIR, its last a= direction line); 0 none
+    M_RC0 = 13  # a=rtcp: value (RFC 3605), whitespace stripped, ASCII lines only (the last); -1: none
+    M_RC1 = 14
+    M_MUX = 15  # 1: a=rtcp-mux (RFC 5761) in the media
+    SD_RTP = 528  # the first rtpmap entry's RW slots: SD_MEDIA + MAX_MEDIA * MW
     MAX_RTPMAP = 128  # rtpmap entries of new payload types past this are ignored
     RW = 4  # slots per rtpmap entry, R_* relative to SD_RTP + RW * index
     R_K0 = 0  # payload type (between "rtpmap:" and the first space)

@@ -72,7 +72,7 @@ else:
 from orjson import dumps
 
 from otus_agent.sip.identity import FRAGMENTS, ROOM
-from otus_agent.sip.sdp_cy import sdp_span
+from otus_agent.sip.sdp_cy import DIRECTIONS, sdp_span
 from otus_agent.sip.select import header_getter
 
 if cython.compiled:
@@ -281,6 +281,10 @@ def _addr(v4: cython.p_uchar, at: cython.int, text: bytes) -> bytes:
     return t[1:n - 1]
 
 
+# the direction codes of sip/sdpspans.pxd (sdp_cy.DIRECTIONS) as the record's JSON
+_DIR_JSON = tuple(b',"direction":"' + d.encode() + b'"' if d else b"" for d in DIRECTIONS)
+
+
 @cython.cfunc
 @cython.exceptval(-2, check=True)
 def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, lim: cython.Py_ssize_t, p: cython.p_uchar, a: cython.Py_ssize_t,
@@ -347,6 +351,13 @@ def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, lim: cython.Py_ssize_t, p: cyt
         if s[m + M_CONN] == 2:
             k = _lit(q, k, b',"connection":')
             k = _str(q, k, p, s[m + M_C0], s[m + M_C1])
+        if s[m + M_DIR]:
+            k = _lit(q, k, _DIR_JSON[s[m + M_DIR]])
+        if s[m + M_MUX]:
+            k = _lit(q, k, b',"rtcp_mux":true')
+        if s[m + M_RC0] >= 0:
+            k = _lit(q, k, b',"rtcp":')
+            k = _str(q, k, p, s[m + M_RC0], s[m + M_RC1])
         q[k] = 125
         k += 1
     q[k] = 93
@@ -365,6 +376,10 @@ def _sdp(q: cython.p_uchar, k: cython.Py_ssize_t, lim: cython.Py_ssize_t, p: cyt
     if s[SD_C0] >= 0:
         k = _lit(q, k, b',"connection":')
         k = _str(q, k, p, s[SD_C0], s[SD_C1])
+    if s[SD_DIR]:
+        k = _lit(q, k, _DIR_JSON[s[SD_DIR]])
+    if s[SD_MUX]:
+        k = _lit(q, k, b',"rtcp_mux":true')
     q[k] = 125
     return k + 1
 

@@ -138,3 +138,22 @@ def test_sdp_addresses_normalised_as_the_decoder_writes_them_and_names_counted()
     assert d.counters["connection_not_an_address"] == 1
     d.on_sip_record(rec("INVITE", sdp=sdp("0:0::0", 4000), cid="c3"))
     assert d.counters["hold_zero_address"] == 1
+
+
+def test_the_sdp_attributes_reach_discovery_from_parsed_bodies():
+    """a=rtcp:, a=rtcp-mux and a=sendonly as the SIP record carries them (sdp_cy's scanner, both emitters),
+    not hand-made dicts: RTCP on the announced port, on the RTP port when muxed, a held side marked."""
+    from otus_agent.sip.sdp_cy import parse_sdp
+    offer = parse_sdp(b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+                      b"m=audio 4000 RTP/AVP 0\r\na=rtcp:5005 IN IP4 10.0.0.7\r\na=sendonly\r\n")
+    answer = parse_sdp(b"v=0\r\no=- 2 2 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n"
+                       b"m=audio 6000 RTP/AVP 0\r\na=rtcp-mux\r\na=recvonly\r\n")
+    assert offer["media"][0]["rtcp"] == "5005 IN IP4 10.0.0.7" and offer["media"][0]["direction"] == "sendonly"
+    assert answer["media"][0]["rtcp_mux"] is True
+    d = MediaDiscovery()
+    d.on_sip_record(rec("INVITE", sdp=offer))
+    d.on_sip_record(rec(None, 200, answer, src="10.0.0.2", dst="10.0.0.1", ttag="b"))
+    e = d.expected
+    assert set(e) == {("10.0.0.1", 4000), ("10.0.0.7", 5005), ("10.0.0.2", 6000)}
+    assert e[("10.0.0.7", 5005)].rtcp and e[("10.0.0.2", 6000)].mux
+    assert e[("10.0.0.1", 4000)].held and not e[("10.0.0.2", 6000)].held

@@ -36,6 +36,9 @@ def _reference(body: bytes) -> dict | None:
     origin = conn = cur = None
     media: list[dict] = []
     nrtp = 0
+    # a= direction, rtcp-mux and rtcp: (issue 16): the last of each, written after the other keys
+    extra: list[dict] = []
+    session: dict = {}
     for line in text.split("\n"):
         if len(line) < 2 or line[1] != "=":
             continue
@@ -48,6 +51,7 @@ def _reference(body: bytes) -> dict | None:
                 ok = port_s.isascii() and port_s.isdigit() and len(port_s) <= 5
                 cur = {"type": f[0], "port": int(port_s) if ok else None, "proto": f[2], "payloads": f[3:]}
                 media.append(cur)
+                extra.append({})
         elif t == "c":
             f = v.split()
             addr = f[2].split("/", 1)[0] if len(f) >= 3 else None
@@ -59,6 +63,12 @@ def _reference(body: bytes) -> dict | None:
             f = v.split()
             if len(f) >= 6:
                 origin = {"username": f[0], "session_id": f[1], "session_version": f[2], "address": f[5]}
+        elif t == "a" and v in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            (extra[-1] if cur is not None else session)["direction"] = v
+        elif t == "a" and v == "rtcp-mux":
+            (extra[-1] if cur is not None else session)["rtcp_mux"] = True
+        elif t == "a" and cur is not None and v.startswith("rtcp:") and v.isascii() and v[5:].strip():
+            extra[-1]["rtcp"] = v[5:].strip()
         elif t == "a" and cur is not None and v.startswith("rtpmap:"):
             sp = v.find(" ")
             if sp > 7:
@@ -66,14 +76,20 @@ def _reference(body: bytes) -> dict | None:
                 if v[7:sp] in rtpmap or nrtp < sdpspans.MAX_RTPMAP:
                     nrtp += v[7:sp] not in rtpmap
                     rtpmap[v[7:sp]] = v[sp + 1:].strip()
-    for m in media:
+    for m, x in zip(media, extra):
         if m.get("rtpmap") == {}:
             del m["rtpmap"]
+        for k in ("direction", "rtcp_mux", "rtcp"):
+            if k in x:
+                m[k] = x[k]
     out: dict = {"media": media}
     if origin is not None:
         out["origin"] = origin
     if conn is not None:
         out["connection"] = conn
+    for k in ("direction", "rtcp_mux"):
+        if k in session:
+            out[k] = session[k]
     return out
 
 
@@ -97,6 +113,8 @@ LINES = [b"v=0", b"o=- 1 2 IN IP4 1.2.3.4", b"o=alice 2890844526 2890844526 IN I
          b"m=audio 00012 RTP/AVP", b"m=  audio   5 x  ", b"m=audio 123456 RTP/AVP 0", b"m=audio /2 RTP/AVP 0",
          b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:0 PCMA/8000", b"a=rtpmap:101  telephone-event/8000  ",
          b"a=rtpmap:x", b"a=rtpmap: y z", b"a=rtpmap:", b"a=sendrecv", b"a=rtcp:9 IN IP4 0.0.0.0", b"a=rtcp-mux",
+         b"a=sendonly", b"a=recvonly", b"a=inactive", b"a=inactive ", b"a=sendrecv\r", b"a=rtcp:  53021 ", b"a=rtcp:",
+         b"a=rtcp: \x0b", "a=rtcp:9 é".encode(), b"a=rtcp-mux x", b"a=RTCP-MUX", b'a=rtcp:1 "q\\',
          b"x", b"", b"=", b"\r", b"\r\r", b"v=", b"a=rtpmap:9 G722/8000\t", b"c=IN IP4 \x01x", b'o=u"q 1 2 IN IP4 h\\x',
          "a=rtpmap:8 é".encode(), "s=Ünïcödé".encode(), "m=audio 1 RTP/AVP 0 é".encode(), b"m=audio 1 RTP/AVP \xe9",
          "m=audio\u2000 1\u00a0RTP/AVP 0\u3000".encode(), b"m=a\xa0 1 b \x85 c", "o=a\u3000b c d e f g".encode(),
