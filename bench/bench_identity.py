@@ -2,7 +2,7 @@
 
 * memory: an IdentityTable (kube/identity.py) fed 10,000 pods (Deployment pods with the labels and
   owner references a real cluster gives them, two addresses each, IPv4 and IPv6) and 1,000 Services,
-  publishing to this process's sip/identity.py dicts, as a capture process holds them; measured
+  publishing to this process's otus_agent/identity.py dicts, as a capture process holds them; measured
   with tracemalloc (the table and the published dicts, the input objects freed) and as RSS growth;
 * per record: `otus run --pcap`'s path (the compiled UDP lane where built, the general path for the
   rest) on a generated workload whose two ends are pods, with the tables empty (records as outside a
@@ -27,11 +27,11 @@ import tracemalloc
 
 from _common import workload
 
+from otus_agent import identity as hooks
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.kube.identity import IdentityTable
 from otus_agent.reassembly.datagrams import DatagramStage
 from otus_agent.reporters.sink import RecordSink
-from otus_agent.sip import identity as hooks
 from otus_agent.sip.fingerprint_cy import fingerprint
 from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
 

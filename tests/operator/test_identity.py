@@ -30,8 +30,8 @@ from kmock import KubernetesError
 from kubernetes import client
 from support import wait_for
 
+from otus_agent import identity as hooks
 from otus_agent.kube import identity as ki
-from otus_agent.sip import identity as hooks
 from otus_operator import rbac, render
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -182,9 +182,11 @@ def test_errors_back_off_and_the_watch_recovers(caplog):
         assert w.wait_synced(15), "no list after the 403s"
         assert time.monotonic() - t0 >= 0.1 + 0.2 + 0.4 - 0.2      # back-off 0.1, 0.2, 0.4 s (jitter 20%)
         assert table.counters["watch_errors"] == 3 and hooks.ADDRESSES["10.12.0.1"]["pod"] == "a"
-        warnings = [r for r in caplog.records if "identity watch of pods" in r.getMessage()]
-        assert len([r for r in warnings if "failed" in r.getMessage()]) == 1     # logged once, not per retry
-        assert any("works again" in r.getMessage() for r in warnings)
+        def watch_logs() -> list:
+            return [r for r in caplog.records if "identity watch of pods" in r.getMessage()]
+        # the recovery is logged by the watch thread just after the list it synced on: wait for it
+        wait_for(lambda: any("works again" in r.getMessage() for r in watch_logs()), 5, what="the recovery logged")
+        assert len([r for r in watch_logs() if "failed" in r.getMessage()]) == 1     # logged once, not per retry
         w.stop.set()
     finally:
         c.stop()

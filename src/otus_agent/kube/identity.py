@@ -49,11 +49,11 @@ rarely does.
 process holds the published dicts again.  A new address in a full table first drops expired holders, then
 evicts the address whose holder was deleted longest ago, else the oldest address; evictions are
 counted (``otus_identity_evictions_total``).  An evicted address resolves to nothing until its
-holder changes again.  Identities whose JSON is longer than ``sip.identity.MAX_FRAGMENT`` are
+holder changes again.  Identities whose JSON is longer than ``otus_agent.identity.MAX_FRAGMENT`` are
 left out (counted as ``oversized``).
 
 **Where the answers go.**  The table *publishes* each address's current answer to a sink: the
-``sip/identity.py`` dicts of this process (``LocalSink``), or, for ``otus agent``, whose capture
+``otus_agent/identity.py`` dicts of this process (``LocalSink``), or, for ``otus agent``, whose capture
 runs in forked task processes, a snapshot file those processes follow (``FileSink`` and
 ``follow_snapshot``).
 """
@@ -72,8 +72,8 @@ from typing import Any, Callable, Iterator, Protocol
 from orjson import dumps
 from pydantic import BaseModel, ConfigDict, Field
 
+from otus_agent import identity as hooks
 from otus_agent.kube.status import FailureLog
-from otus_agent.sip import identity as hooks
 
 log = logging.getLogger("otus.kube.identity")
 
@@ -187,7 +187,7 @@ class Sink(Protocol):
 
 
 class LocalSink:
-    """This process's ``sip/identity.py`` dicts (tests, and capture in the watching process itself)."""
+    """This process's ``otus_agent/identity.py`` dicts (tests, and capture in the watching process itself)."""
 
     def publish(self, changes: dict[str, Answer | None]) -> None:
         for ip, answer in changes.items():
@@ -460,7 +460,7 @@ class FileSink:
 
 
 def load_snapshot(path: str, sink: LocalSink | None = None) -> int:
-    """Make this process's ``sip/identity.py`` dicts say what the snapshot file says; the entries changed."""
+    """Make this process's ``otus_agent/identity.py`` dicts say what the snapshot file says; the entries changed."""
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -43,7 +43,7 @@ def start_identity(args: argparse.Namespace, stop: threading.Event,
     Node agent (DaemonSet): also the watch of pods and Services, when in a cluster (or with
     --kubeconfig) and not turned off (``OTUS_IDENTITY=false``); its table publishes to a snapshot file in
     the state directory that every forked capture process follows."""
-    from otus_agent.sip import identity as hooks
+    from otus_agent import identity as hooks
     settings = identity.IdentitySettings.from_env(env)
     hooks.set_capture(identity.capture_point(env))
     own = identity.own_identity(env)

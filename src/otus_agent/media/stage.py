@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from otus_agent.identity import annotate
 from otus_agent.media import rtp as R
 from otus_agent.media.discovery import Endpoint, MediaDiscovery
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
@@ -326,6 +327,7 @@ class MediaStage:
             "end_reason": ms.end_reason if final else None,
         }
         assert tuple(rec) == NAMES   # one definition: media/fields.py
+        annotate(rec, src, dst)      # who holds the addresses, and the capture point (absent outside a cluster)
         return rec
 
     # ------------------------------------------------------------ metrics

@@ -18,7 +18,7 @@ Two more kinds of field (issue 18), generated the same way:
 * ``fingerprint`` (scan kind ``("fingerprint",)``): the message's fingerprint, one hash
   (``sip/fingerprint_cy.py``) over values every path already has; the generated code only gathers them.
 * ``part="identity"``: the capture point (``capture``) and, for an ``address`` field, who holds that
-  address in the cluster (``src_k8s``, ``dst_k8s``), looked up in ``sip/identity.py``'s tables
+  address in the cluster (``src_k8s``, ``dst_k8s``), looked up in ``otus_agent/identity.py``'s tables
   (``ADDRESSES`` for the general path, ``FRAGMENTS``, pre-serialised JSON, for the lane) after the
   labels; absent when unknown, so records outside a cluster are unchanged.  They are blocks of
   their own in ``sip/records.py`` (``identity``, ``fast_identity``) and ``sip/writer_cy.py``
@@ -36,6 +36,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from otus_agent.identity import CAPTURE_SCHEMA, K8S
 from otus_agent.sip.fingerprint_cy import BODY_BYTES
 
 # the general path's locals the ``message`` expressions may use (sip/records.py: sip_record)
@@ -74,21 +75,6 @@ class Field:
 def _p(key: str, schema: dict, expr: str, **kw) -> Field:
     return Field(key, schema, message=expr, part="packet", required=True, **kw)
 
-
-# the identity of a cluster address (otus_agent.kube.identity), the value of src_k8s / dst_k8s
-CAPTURE_KEYS = ("agent", "node", "pod", "namespace")
-K8S: dict = {
-    "type": "object", "additionalProperties": False,
-    "description": "a pod (namespace, pod, workload, node, service when a Service selects it) or a Service "
-                   "(namespace, service); only the keys known",
-    "properties": {
-        "namespace": {"type": "string"}, "pod": {"type": "string"}, "node": {"type": "string"},
-        "service": {"type": "string"},
-        "workload": {"type": "object", "required": ["kind", "name"], "additionalProperties": False,
-                     "properties": {"kind": {"type": "string"}, "name": {"type": "string"}},
-                     "description": "the pod's controller; a ReplicaSet of a Deployment is given as the Deployment"},
-    },
-}
 
 SCHEMA_VERSION = 1
 FIELDS: tuple[Field, ...] = (
@@ -148,8 +134,7 @@ FIELDS: tuple[Field, ...] = (
           extra={"description": "first reason the message is malformed (error records only)"}),
     Field("defects", {"type": "array", "items": {"type": "string"}}, part="error"),
     Field("size", {"type": "integer"}, part="label"),
-    Field("capture", {"type": "object", "properties": {k: {"type": "string"} for k in CAPTURE_KEYS},
-                      "additionalProperties": False}, part="identity",
+    Field("capture", CAPTURE_SCHEMA, part="identity",
           extra={"description": "the capture point: the agent and its node, and in sidecar mode its pod and "
                                 "namespace (absent outside Kubernetes)"}),
     Field("src_k8s", {"$ref": "#/$defs/k8s"}, part="identity", address="src_ip",
@@ -302,7 +287,7 @@ def render_lane(fields: tuple[Field, ...]) -> list[str]:
 
 def render_identity(fields: tuple[Field, ...]) -> list[str]:
     """sip_record's and fast_sip_record's identity keys, after the labels: ADDRESSES and CAPTURE of
-    sip/identity.py, present only when known."""
+    otus_agent/identity.py, present only when known."""
     out = ["if ADDRESSES or CAPTURE:"]
     for f in fields:
         if f.part == "identity":
@@ -312,12 +297,12 @@ def render_identity(fields: tuple[Field, ...]) -> list[str]:
 
 
 def render_lane_identity(fields: tuple[Field, ...]) -> list[str]:
-    """The lane's identity keys after the labels, from sip/identity.py's FRAGMENTS (JSON bytes); the
+    """The lane's identity keys after the labels, from otus_agent/identity.py's FRAGMENTS (JSON bytes); the
     record goes to the general path when the buffer lacks room for them."""
-    from otus_agent.sip.identity import MAX_FRAGMENT, ROOM
+    from otus_agent.identity import MAX_FRAGMENT, ROOM
     ids = [f for f in fields if f.part == "identity"]
     if len(ids) * (MAX_FRAGMENT + 16) > ROOM:
-        raise ValueError("more identity keys than sip/identity.py's ROOM holds")
+        raise ValueError("more identity keys than otus_agent/identity.py's ROOM holds")
     out = ["if FRAGMENTS:", "    frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method",
            "    if len(self.obuf) - k < IDENT_ROOM:", "        return False"]
     for f in ids:

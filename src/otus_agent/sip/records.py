@@ -1,9 +1,9 @@
 """One flat JSON-ready record per SIP message (schema: schemas/sip-record.v1.json)."""
 from __future__ import annotations
 
+from otus_agent.identity import ADDRESSES, CAPTURE
 from otus_agent.sip.fields import SCHEMA_VERSION
 from otus_agent.sip.fingerprint_cy import of_message as fingerprint_of
-from otus_agent.sip.identity import ADDRESSES, CAPTURE
 from otus_agent.sip.message_cy import SipMessage, parse_params
 from otus_agent.sip.scan_cy import Scanner
 from otus_agent.sip.sdp_cy import sdp_from_body

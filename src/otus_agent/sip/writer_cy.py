@@ -71,7 +71,7 @@ else:
     from otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
 from orjson import dumps
 
-from otus_agent.sip.identity import FRAGMENTS, ROOM
+from otus_agent.identity import FRAGMENTS, ROOM
 from otus_agent.sip.sdp_cy import DIRECTIONS, sdp_span
 from otus_agent.sip.select import header_getter
 
@@ -272,7 +272,7 @@ def _ipv4(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, at: cython
 
 @cython.cfunc
 def _addr(v4: cython.p_uchar, at: cython.int, text: bytes) -> bytes:
-    """An address as text (sip/identity.py's FRAGMENTS key): IPv4 from its 4 bytes at v4 + at, else ``text``."""
+    """An address as text (otus_agent/identity.py's FRAGMENTS key): IPv4 from its 4 bytes at v4 + at, else ``text``."""
     tmp: cython.uchar[24]
     if v4 == cython.NULL:
         return text
@@ -1075,7 +1075,7 @@ class UdpLane:
         # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
         fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
             len(transport)
-        if FRAGMENTS:     # room for the identity keys after the labels (sip/identity.py)
+        if FRAGMENTS:     # room for the identity keys after the labels (otus_agent/identity.py)
             fixed += IDENT_ROOM
         need: cython.Py_ssize_t = self.olen + fixed
         if need > len(self.obuf):
@@ -1228,7 +1228,7 @@ class UdpLane:
         else:
             k = _lit(q, k, b"null")
         k = _lit(q, k, self.extra)
-        # who holds the addresses, and the capture point (sip/identity.py); nothing outside a cluster
+        # who holds the addresses, and the capture point (otus_agent/identity.py); nothing outside a cluster
         # <fields:lane_identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
         if FRAGMENTS:
             frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from otus_agent import identity as hooks
 from otus_agent.kube import identity as ki
-from otus_agent.sip import identity as hooks
 
 
 class Clock:

@@ -17,6 +17,23 @@ Empty outside a cluster: records then carry none of these keys and stay byte-ide
 """
 from __future__ import annotations
 
+# the identity of a cluster address (otus_agent.kube.identity), the value of src_k8s / dst_k8s
+CAPTURE_KEYS = ("agent", "node", "pod", "namespace")
+K8S: dict = {
+    "type": "object", "additionalProperties": False,
+    "description": "a pod (namespace, pod, workload, node, service when a Service selects it) or a Service "
+                   "(namespace, service); only the keys known",
+    "properties": {
+        "namespace": {"type": "string"}, "pod": {"type": "string"}, "node": {"type": "string"},
+        "service": {"type": "string"},
+        "workload": {"type": "object", "required": ["kind", "name"], "additionalProperties": False,
+                     "properties": {"kind": {"type": "string"}, "name": {"type": "string"}},
+                     "description": "the pod's controller; a ReplicaSet of a Deployment is given as the Deployment"},
+    },
+}
+CAPTURE_SCHEMA: dict = {"type": "object", "properties": {k: {"type": "string"} for k in CAPTURE_KEYS},
+                        "additionalProperties": False}
+
 ADDRESSES: dict[str, dict] = {}
 FRAGMENTS: dict[bytes, bytes] = {}
 CAPTURE: dict[str, dict] = {}
@@ -39,3 +56,19 @@ def clear() -> None:
     ADDRESSES.clear()
     FRAGMENTS.clear()
     CAPTURE.clear()
+
+
+def annotate(rec: dict, src_ip: str, dst_ip: str) -> None:
+    """The capture point and the two addresses' identities on a record built in Python (the media
+    records; the SIP record's code is generated from sip/fields.py), each key only when known."""
+    if not (ADDRESSES or CAPTURE):
+        return
+    who = CAPTURE.get("capture")
+    if who is not None:
+        rec["capture"] = who
+    who = ADDRESSES.get(src_ip)
+    if who is not None:
+        rec["src_k8s"] = who
+    who = ADDRESSES.get(dst_ip)
+    if who is not None:
+        rec["dst_k8s"] = who
