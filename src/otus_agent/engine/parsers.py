@@ -77,14 +77,22 @@ class ParserSpec:
     capture: Callable[[Any], str | None] = lambda settings: ""
 
 
-def _emit_to(sink: RecordSink, taps: list[Callable[[dict], None]] | None) -> Callable[[dict], None]:
-    """The sink's ``emit``, followed by the listeners when there are any (the record is serialised first)."""
+# ``Outputs.taps[CALL_HOLDS]``: callables a call summary record is offered to before the sink gets it;
+# one that returns True keeps it and hands it to the sink itself later (media: with the call's streams)
+CALL_HOLDS = "sip.call"
+
+
+def _emit_to(sink: RecordSink, taps: list[Callable[[dict], None]] | None,
+             holds: list[Callable[[dict], bool]] | None = None) -> Callable[[dict], None]:
+    """The sink's ``emit``, followed by the listeners when there are any (the record is serialised first).
+    A call record a holder keeps goes to the listeners now and to the sink when the holder lets it go."""
     emit = sink.emit
     if taps is None:
         return emit
 
     def emit_tapped(rec: dict) -> None:
-        emit(rec)
+        if not (holds and rec.get("type") == "call" and any(h(rec) for h in holds)):
+            emit(rec)
         for tap in taps:
             tap(rec)
     return emit_tapped
@@ -98,7 +106,8 @@ def _sip(settings: Any, out: Outputs) -> Parser:
     if taps is None:
         stage = SipStage(settings, sink.emit, sink.raw, sink.emit_block, want_pairs=sink.kafka is not None)
     else:   # no emit_block: no compiled lane, every record is a dict the listeners see
-        stage = SipStage(settings, _emit_to(sink, taps), sink.raw)
+        holds = out.taps.setdefault(CALL_HOLDS, [])  # type: ignore[attr-defined]
+        stage = SipStage(settings, _emit_to(sink, taps, holds), sink.raw)
     return Parser(stage.on_datagram, stage.run_lane if stage.lane is not None else None, stage.finish,
                   stage.summary)
 
@@ -113,6 +122,7 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
     assert sink is not None
     stage = MediaStage(settings)
     out.taps["sip"].append(stage.on_sip_record)
+    out.taps.setdefault(CALL_HOLDS, []).append(stage.hold_call)  # type: ignore[attr-defined]
     emit, feed, flush = sink.emit, stage.feed_packet, stage.flush
     due = [0]
 

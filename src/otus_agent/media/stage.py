@@ -13,7 +13,7 @@ closed with ``end_reason: "evicted"`` (its record is still emitted) and counted 
 from __future__ import annotations
 
 import bisect
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,11 +24,14 @@ from otus_agent.media.discovery import Endpoint, MediaDiscovery
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
 from otus_agent.media.rtp_cy import RTP_REASONS, RtpStream
 from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
+from otus_agent.media.summary import add as add_to_summary
+from otus_agent.media.summary import new_summary
 from otus_agent.reassembly.datagrams import Datagram
 
 JITTER_BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 MOS_BUCKETS = (1.0, 2.0, 3.0, 3.5, 4.0, 4.2, 4.4, 4.5)
 MAX_SR_PER_SSRC = 4
+MAX_CALLS = 10_000    # calls with a media summary pending, and call records held for their streams
 END_OF_TIME = 1 << 62
 
 
@@ -92,6 +95,10 @@ class MediaStage:
         self.linger_ns = int(c.bye_linger_s * 1e9)
         self.last_ts_ns = 0
         self._closed: list[dict] = []   # evicted streams' records, returned by the next flush
+        # call summaries (issue 16): each call's running media summary, and the call records held
+        # while their streams run; both bounded by MAX_CALLS (the oldest goes first, counted)
+        self.call_media: OrderedDict[str, dict] = OrderedDict()
+        self.held: OrderedDict[str, dict] = OrderedDict()
 
     # ------------------------------------------------------------ input
 
@@ -265,6 +272,8 @@ class MediaStage:
                 self._worst(rec)
         out.extend(self._closed)
         self._closed.clear()
+        if self.held:
+            self._release(out)
         return out
 
     def finish(self) -> list[dict]:
@@ -274,6 +283,7 @@ class MediaStage:
             out.append(self._close(ms, ms.end_reason or "end"))
         out.extend(self._closed)
         self._closed.clear()
+        self._release(out, every=True)
         return out
 
     def _close(self, ms: MediaStream, reason: str) -> dict:
@@ -299,7 +309,39 @@ class MediaStage:
         self._worst(rec)
         if reason == "evicted":
             self._closed.append(rec)
+        if ms.call_id is not None:
+            cm = self.call_media.get(ms.call_id)
+            if cm is None:
+                if len(self.call_media) >= MAX_CALLS:
+                    self.call_media.popitem(last=False)
+                    self.c["call_media_evicted"] += 1
+                cm = self.call_media[ms.call_id] = new_summary()
+            add_to_summary(cm, rec)
         return rec
+
+    # ------------------------------------------------------------ call summaries
+
+    def hold_call(self, rec: dict) -> bool:
+        """A call summary record from the SIP stage: its media section now when none of its streams runs
+        (the record then goes on, False), else kept until they end (True: ``flush`` returns it)."""
+        cid = rec.get("call_id")
+        if isinstance(cid, str) and self.by_call.get(cid):
+            if len(self.held) >= MAX_CALLS:           # full: the oldest goes now, with what is known
+                old_cid, old = self.held.popitem(last=False)
+                old["media"] = self.call_media.pop(old_cid, None) or new_summary()
+                self._closed.append(old)
+                self.c["call_records_released_early"] += 1
+            self.held[cid] = rec
+            return True
+        rec["media"] = (self.call_media.pop(cid, None) if isinstance(cid, str) else None) or new_summary()
+        return False
+
+    def _release(self, out: list[dict], every: bool = False) -> None:
+        """The held call records whose streams have all ended (``every``: all of them), with their media."""
+        for cid in [c for c in self.held if every or not self.by_call.get(c)]:
+            rec = self.held.pop(cid)
+            rec["media"] = self.call_media.pop(cid, None) or new_summary()
+            out.append(rec)
 
     def _worst(self, rec: dict) -> None:
         mos = rec.get("mos")

@@ -143,6 +143,21 @@ FIELDS: tuple[Field, ...] = (
           extra={"description": "the pod or Service holding dst_ip when the record was made (absent: unknown)"}),
 )
 
+# the call record's media section (with the rtp parser: media/summary.py makes it, media/stage.py puts it on)
+CALL_MEDIA: dict = {
+    "additionalProperties": False,
+    "type": "object", "description": "the call's RTP streams (with the rtp parser): their count, the worst "
+    "quality among them, and packets and loss per direction",
+    "required": ["streams", "worst_mos", "worst_r_factor", "max_jitter_ms", "max_rtt_ms", "to_caller", "to_callee"],
+    "properties": {
+        "streams": {"type": "integer", "minimum": 0},
+        "worst_mos": {"type": ["number", "null"]}, "worst_r_factor": {"type": ["number", "null"]},
+        "max_jitter_ms": {"type": ["number", "null"]}, "max_rtt_ms": {"type": ["number", "null"]},
+        "to_caller": {"type": "object", "properties": {"packets": {"type": "integer"}, "lost": {"type": "integer"}}},
+        "to_callee": {"type": "object", "properties": {"packets": {"type": "integer"}, "lost": {"type": "integer"}}},
+    },
+}
+
 # the per-call summary record (sip/dialogs.py), in the same schema file
 CALL_PROPERTIES: dict = {
     "v": {"const": SCHEMA_VERSION}, "type": {"const": "call"}, "call_id": {"type": "string"},
@@ -152,6 +167,7 @@ CALL_PROPERTIES: dict = {
     "duration_ms": {"type": ["number", "null"]}, "final_status": {"$ref": "#/$defs/int"},
     "ended_by": {"enum": ["caller", "callee", None]}, "reinvites": {"type": "integer"},
     "state": {"type": "string"},
+    "media": CALL_MEDIA,
 }
 CALL_REQUIRED = ["v", "type", "call_id", "start_ts", "state"]
 
