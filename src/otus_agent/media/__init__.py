@@ -21,5 +21,5 @@ Wiring for the engine::
     about 1/s:     for r in media.flush(now_ns): emit(r)   # capture time offline, wall time live
     at the end:    for r in media.finish(): emit(r)
     metrics:       media.counters()               # plain numbers; histograms cumulative (le)
-    call record:   rec["media"] = call_media_summary(media records of that Call-ID)
+    call record:   media.hold_call(rec)           # before the sink: adds "media", or keeps it for a later flush
 """
