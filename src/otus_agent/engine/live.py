@@ -77,16 +77,28 @@ class LiveConfig:
                             self.task)
 
 
+# ratios are not added: each is made again from the merged counters it divides (media's loss ratio)
+RATIOS = {"loss_ratio": ("lost_total", "expected_total")}
+
+
 def merge_counts(a: dict, b: dict) -> dict:
-    """Sum two counter trees (ints added, dicts merged, other values from ``b``)."""
+    """Sum two counter trees (ints added, dicts merged, other values from ``b``; RATIOS recomputed)."""
     out = dict(a)
     for k, v in b.items():
         if isinstance(v, bool) or not isinstance(v, (int, float, dict)):
             out[k] = v
         elif isinstance(v, dict):
             out[k] = merge_counts(out.get(k, {}) if isinstance(out.get(k), dict) else {}, v)
+        elif k in RATIOS:
+            num, den = RATIOS[k]
+            if isinstance(out.get(num), (int, float)) and isinstance(out.get(den), (int, float)):
+                continue       # made below, from the merged counters
+            out[k] = max(out.get(k, 0), v)
         else:
             out[k] = out.get(k, 0) + v
+    for k, (num, den) in RATIOS.items():
+        if k in out and isinstance(out.get(num), (int, float)) and isinstance(out.get(den), (int, float)):
+            out[k] = out[num] / out[den] if out[den] else 0.0
     return out
 
 
