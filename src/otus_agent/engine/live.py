@@ -90,10 +90,7 @@ def merge_counts(a: dict, b: dict) -> dict:
         elif isinstance(v, dict):
             out[k] = merge_counts(out.get(k, {}) if isinstance(out.get(k), dict) else {}, v)
         elif k in RATIOS:
-            num, den = RATIOS[k]
-            if isinstance(out.get(num), (int, float)) and isinstance(out.get(den), (int, float)):
-                continue       # made below, from the merged counters
-            out[k] = max(out.get(k, 0), v)
+            out[k] = max(out.get(k, 0), v)     # made again below when its counters are there
         else:
             out[k] = out.get(k, 0) + v
     for k, (num, den) in RATIOS.items():
