@@ -85,9 +85,14 @@ def values_table() -> str:
 def metrics_table() -> str:
     from otus_agent.observability.metrics import TaskCollector
     rows = ["| metric | type | meaning |", "|---|---|---|"]
-    for m in TaskCollector(lambda: []).collect():
+    from otus_agent.observability.metrics import _detect_metrics, media_metrics
+    seen = set()
+    # the task collector's own families, then those of the rtp and detect parsers (when a task runs them)
+    for m in [*TaskCollector(lambda: []).collect(), *media_metrics("t", {}), *_detect_metrics("t", {})]:
         name = m.name + ("_total" if m.type == "counter" else "")
-        rows.append(f"| `{name}` | {m.type} | {m.documentation} |")
+        if name not in seen:
+            seen.add(name)
+            rows.append(f"| `{name}` | {m.type} | {m.documentation} |")
     return "\n".join(rows)
 
 

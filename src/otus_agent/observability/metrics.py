@@ -189,7 +189,30 @@ def _stage_metrics(task: str, s: dict) -> list[Metric]:
     if isinstance(s.get("dns"), dict):
         from otus_agent.dns.metrics import domain_metrics
         out += domain_metrics(task, cast(Any, _SummaryView(s["dns"])))
+    if isinstance(s.get("detect"), dict):
+        out += _detect_metrics(task, s["detect"])
     return out
+
+
+def _detect_metrics(task: str, d: dict) -> list[Metric]:
+    """The detectors' alerts by detector (bounded: the detectors are a fixed set), those the cooldown held
+    back, and the keys their windows evicted."""
+    alerts = CounterMetricFamily("otus_alerts", "Alert records raised, by detector", labels=["task", "detector"])
+    held = CounterMetricFamily("otus_alerts_suppressed", "Alerts held back by the detectors' cooldown (the "
+                               "attack went on)", labels=["task"])
+    evicted = CounterMetricFamily("otus_detect_evictions", "Keys the detectors' bounded windows evicted",
+                                  labels=["task"])
+    n_held = n_evicted = 0
+    for part in d.values():       # "sip" and "network"
+        if not isinstance(part, dict):
+            continue
+        for detector, n in (part.get("alerts") or {}).items():
+            alerts.add_metric([task, str(detector)], n)
+        n_held += int(part.get("suppressed", 0))
+        n_evicted += int(part.get("evictions", 0))
+    held.add_metric([task], n_held)
+    evicted.add_metric([task], n_evicted)
+    return [alerts, held, evicted]
 
 
 class TaskInterfaces:

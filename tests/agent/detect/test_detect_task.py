@@ -64,3 +64,18 @@ def test_a_capturetask_threshold_reaches_the_agent(tmp_path: pathlib.Path) -> No
     assert [a["count"] for a in alerts(path, spec)] == [20]
     old = CaptureTaskSpec.model_validate({"target": {"nodes": {}}, "detect": True})     # before thresholds
     assert old.detect.enabled and TaskSpec.model_validate(task_spec("ct", old)).detect == DetectOptions()
+
+
+def test_alerts_are_counted_in_prometheus(tmp_path: pathlib.Path) -> None:
+    """The engine's detect summary, as the daemon's collector turns it into metrics families."""
+    from otus_agent.observability.metrics import _stage_metrics
+    spec = TaskSpec(id="t", interfaces=["lo"], parsers=["flow", "detect"])
+    eng = build_engine(EngineConfig(parsers=tuple(spec.parsers), settings=parser_settings(spec)), lambda b: None)
+    with open_capture(scan(tmp_path, 300)) as r:
+        eng.run(r.batches())
+    eng.finish()
+    fams = {m.name: m for m in _stage_metrics("t", {"detect": eng.summary()["detect"]}) if m.name.startswith(
+        ("otus_alerts", "otus_detect"))}
+    fired = {s.labels["detector"]: s.value for s in fams["otus_alerts"].samples}
+    assert fired.get("port_scan", 0) >= 1 and set(fams) == {"otus_alerts", "otus_alerts_suppressed",
+                                                            "otus_detect_evictions"}
