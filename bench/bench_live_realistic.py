@@ -9,7 +9,7 @@ both cores with the replayer) at tcpreplay's top speed.  Root only; namespaces r
 tcpreplay needs the frames addressed to the capture side: tcprewrite sets the veth's MACs.
 
 Usage: python bench/bench_live_realistic.py [--rates 100000,150000,200000,250000] [--calls N] [--loops 3]
-       [--calls-summaries]
+       [--calls-summaries] [--parsers sip,flow]
 """
 from __future__ import annotations
 
@@ -41,9 +41,11 @@ def main() -> None:
     ap.add_argument("--loops", type=int, default=3, help="replays of the file per rate")
     ap.add_argument("--calls-summaries", action="store_true", help="run the capture with --calls")
     ap.add_argument("--no-two-workers", action="store_true")
+    ap.add_argument("--parsers", default="sip", help="otus run --parsers (flow: the flow table over every "
+                    "packet, issue 19's live figure; the default kernel filter widens as they need)")
     a = ap.parse_args()
     otus = str(Path(sys.executable).parent / "otus")
-    extra = ("--calls",) if a.calls_summaries else ()
+    extra = (("--calls",) if a.calls_summaries else ()) + (("--parsers", a.parsers) if a.parsers != "sip" else ())
     with veth_pair("blr", subnet=83) as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
         def mac(ns: str, i: str) -> str:
             return p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip()
@@ -53,7 +55,8 @@ def main() -> None:
         subprocess.run(["tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
                         "-i", str(src), "-o", str(pcap)], check=True, timeout=600)
         print(f"workload: {src.name}: {info['packets']:,} packets, {info['sip_messages']:,} SIP messages per "
-              f"replay, {a.loops} replays per rate; one worker on CPU 0, tcpreplay on CPU 1{' --calls' * bool(extra)}")
+              f"replay, {a.loops} replays per rate; one worker on CPU 0, tcpreplay on CPU 1; "
+              f"otus {' '.join(extra) or 'defaults'}")
         results = []
         for rate in [int(x) for x in a.rates.split(",")]:
             r = run_one(p, "otus", pcap, rate, a.loops, 1, otus, extra)
