@@ -94,8 +94,9 @@ def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int
     if tool == "otus":
         s = json.loads(text.strip().splitlines()[-1])
         k = s["kernel"]
-        res.update(received=k["kernel_packets"], dropped=k["kernel_drops"], sip=s["sip"]["sip_messages"],
-                   malformed=s["sip"]["malformed_messages"])
+        sip = s.get("sip", {})          # absent when the task runs no sip parser (--parsers flow)
+        res.update(received=k["kernel_packets"], dropped=k["kernel_drops"], sip=sip.get("sip_messages", 0),
+                   malformed=sip.get("malformed_messages", 0))
     else:
         for line in text.splitlines():
             if "packets received by filter" in line:
