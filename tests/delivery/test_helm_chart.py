@@ -96,6 +96,10 @@ def test_options_reach_the_operator():
     assert a.namespace == ["voip", "sbc"]
     a = build_parser().parse_args(_operator_args(render(OPTIONS["no-webhook"])))
     assert a.no_webhook
+    a = build_parser().parse_args(_operator_args(render({"operator": {"dropAlertRatio": 0.05}})))
+    assert a.drop_alert_ratio == 0.05
+    from otus_operator.alerts import DROP_ALERT_RATIO
+    assert build_parser().parse_args(_operator_args(render({}))).drop_alert_ratio == DROP_ALERT_RATIO
     assert [s["metadata"]["name"] for s in by_kind(render(OPTIONS["no-webhook"]), "Service")] == \
         ["otus-operator-metrics"]
     docs = render(OPTIONS["cert-manager"])
@@ -130,6 +134,7 @@ def test_service_monitor_selects_the_operators_metrics_services():
     ({"operator": {"replicas": 4}}, "replicas"),
     ({"webhook": {"port": "https"}}, "port"),
     ({"operator": {"sidecar": "maybe"}}, "sidecar"),
+    ({"operator": {"dropAlertRatio": 1.5}}, "dropAlertRatio"),
     ({"operator": {"watchNamespaces": ["Not_A_Namespace"]}}, "watchNamespaces"),
     ({"agent": {"imag": {}}}, "imag"),
     ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "interval"),
