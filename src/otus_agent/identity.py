@@ -33,6 +33,14 @@ K8S: dict = {
 }
 CAPTURE_SCHEMA: dict = {"type": "object", "properties": {k: {"type": "string"} for k in CAPTURE_KEYS},
                         "additionalProperties": False}
+# the identity keys of a record, in their order: (key, the record key of the address it names or "" for
+# the capture point, description).  sip/fields.py and media/fields.py take their fields from here.
+RECORD_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("capture", "", "the capture point: the agent and its node, and in sidecar mode its pod and namespace "
+                    "(absent outside Kubernetes)"),
+    ("src_k8s", "src_ip", "the pod or Service holding src_ip when the record was made (absent: unknown)"),
+    ("dst_k8s", "dst_ip", "the pod or Service holding dst_ip when the record was made (absent: unknown)"),
+)
 
 ADDRESSES: dict[str, dict] = {}
 FRAGMENTS: dict[bytes, bytes] = {}
@@ -59,16 +67,12 @@ def clear() -> None:
 
 
 def annotate(rec: dict, src_ip: str, dst_ip: str) -> None:
-    """The capture point and the two addresses' identities on a record built in Python (the media
-    records; the SIP record's code is generated from sip/fields.py), each key only when known."""
+    """RECORD_KEYS on a record built in Python (the media records; the SIP record's code is generated
+    from sip/fields.py, which takes the same keys), each key only when known."""
     if not (ADDRESSES or CAPTURE):
         return
-    who = CAPTURE.get("capture")
-    if who is not None:
-        rec["capture"] = who
-    who = ADDRESSES.get(src_ip)
-    if who is not None:
-        rec["src_k8s"] = who
-    who = ADDRESSES.get(dst_ip)
-    if who is not None:
-        rec["dst_k8s"] = who
+    addresses = {"src_ip": src_ip, "dst_ip": dst_ip}
+    for key, address, _ in RECORD_KEYS:
+        who = ADDRESSES.get(addresses[address]) if address else CAPTURE.get(key)
+        if who is not None:
+            rec[key] = who

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from otus_agent.identity import CAPTURE_SCHEMA, K8S
+from otus_agent.identity import CAPTURE_SCHEMA, K8S, RECORD_KEYS
 
 SCHEMA_VERSION = 1
 
@@ -65,10 +65,7 @@ FIELDS: tuple[tuple[str, dict, bool, str], ...] = (
     ("task", {"type": "string"}, False, "capture task (added by the engine)"),
     ("agent", {"type": "string"}, False, "agent (added by the engine)"),
     # in a cluster (issue 18), each only when known: otus_agent/identity.py, as on the SIP record
-    ("capture", CAPTURE_SCHEMA, False, "the capture point: the agent and its node, and in sidecar mode its pod "
-                                       "and namespace (absent outside Kubernetes)"),
-    ("src_k8s", K8S, False, "the pod or Service holding src_ip when the record was made (absent: unknown)"),
-    ("dst_k8s", K8S, False, "the pod or Service holding dst_ip when the record was made (absent: unknown)"),
+    *((key, K8S if address else CAPTURE_SCHEMA, False, text) for key, address, text in RECORD_KEYS),
 )
 NAMES = tuple(f[0] for f in FIELDS if f[2])
 

@@ -36,7 +36,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 
-from otus_agent.identity import CAPTURE_SCHEMA, K8S
+from otus_agent.identity import CAPTURE_SCHEMA, K8S, RECORD_KEYS
 from otus_agent.sip.fingerprint_cy import BODY_BYTES
 
 # the general path's locals the ``message`` expressions may use (sip/records.py: sip_record)
@@ -134,13 +134,8 @@ FIELDS: tuple[Field, ...] = (
           extra={"description": "first reason the message is malformed (error records only)"}),
     Field("defects", {"type": "array", "items": {"type": "string"}}, part="error"),
     Field("size", {"type": "integer"}, part="label"),
-    Field("capture", CAPTURE_SCHEMA, part="identity",
-          extra={"description": "the capture point: the agent and its node, and in sidecar mode its pod and "
-                                "namespace (absent outside Kubernetes)"}),
-    Field("src_k8s", {"$ref": "#/$defs/k8s"}, part="identity", address="src_ip",
-          extra={"description": "the pod or Service holding src_ip when the record was made (absent: unknown)"}),
-    Field("dst_k8s", {"$ref": "#/$defs/k8s"}, part="identity", address="dst_ip",
-          extra={"description": "the pod or Service holding dst_ip when the record was made (absent: unknown)"}),
+    *(Field(key, {"$ref": "#/$defs/k8s"} if address else CAPTURE_SCHEMA, part="identity", address=address,
+            extra={"description": text}) for key, address, text in RECORD_KEYS),
 )
 
 # the call record's media section (with the rtp parser: media/summary.py makes it, media/stage.py puts it on)
