@@ -121,19 +121,21 @@ class PcapReader(CaptureReader):
                     yield self._batch(data, n)
                 if stop != STOP_FULL:
                     break
-            if stop == STOP_CORRUPT:
-                raise CaptureFileError(
-                    f"{self.name}: corrupt record at byte {file_pos + pos} "
-                    f"(captured length over {MAX_RECORD} bytes) after {self.packets} packets")
+            self._refuse(stop, file_pos + pos, eof)
             if eof:
-                if stop == STOP_PARTIAL:
-                    raise CaptureFileError(
-                        f"{self.name}: capture file truncated in the middle of a packet "
-                        f"at byte {file_pos + pos} after {self.packets} packets")
                 return
             # a record longer than the chunk: read more at once (MAX_RECORD bounds it)
             size = self.chunk_size if pos else 2 * size
             file_pos += pos
+
+    def _refuse(self, stop: int, at: int, eof: bool) -> None:
+        """The clear error for where the walk stopped (``at``: that byte of the file), if it is one."""
+        if stop == STOP_CORRUPT:
+            raise CaptureFileError(f"{self.name}: corrupt record at byte {at} "
+                                   f"(captured length over {MAX_RECORD} bytes) after {self.packets} packets")
+        if eof and stop == STOP_PARTIAL:
+            raise CaptureFileError(f"{self.name}: capture file truncated in the middle of a packet "
+                                   f"at byte {at} after {self.packets} packets")
 
     def _batches_stream(self) -> Iterator[PacketBatch]:
         data = b""
@@ -147,15 +149,8 @@ class PcapReader(CaptureReader):
                 yield self._batch(data, n)
             if stop == STOP_FULL:
                 continue
-            if stop == STOP_CORRUPT:
-                raise CaptureFileError(
-                    f"{self.name}: corrupt record at byte {file_pos + pos} "
-                    f"(captured length over {MAX_RECORD} bytes) after {self.packets} packets")
+            self._refuse(stop, file_pos + pos, eof)
             if eof:
-                if stop == STOP_PARTIAL:
-                    raise CaptureFileError(
-                        f"{self.name}: capture file truncated in the middle of a packet "
-                        f"at byte {file_pos + pos} after {self.packets} packets")
                 return
             chunk = self._f.read(self.chunk_size)
             if not chunk:
