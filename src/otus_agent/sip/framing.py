@@ -260,16 +260,12 @@ class SipStage:
             if self.discard and data[o[_O_CSM0]:o[_O_CSM1]].decode("latin-1") in self.discard:
                 self.discarded += 1
                 return
-        sel = self.select
-        if sel is not None:
-            req = o[_O_REQ] == 1
-            f = sc.fields(data)
-            names = self._select_headers
-            if not sel.admit(d.ts_ns, req, f["method"], f["status_code"], f["cseq_method"], f["call_id"],
-                             f["from_user"], f["to_user"], f["request_uri"],
-                             header_getter(data, names) if names and req else None, f["to_tag"] is not None):
-                return
         rec = fast_sip_record(data, sc, bstart, bend, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.extra)
+        if self.select is not None:
+            req = o[_O_REQ] == 1
+            names = self._select_headers
+            if not self._selected(rec, d.ts_ns, req, header_getter(data, names) if names and req else None):
+                return
         self._flush_lane()
         self.emit(rec)
         if self.raw is not None:
@@ -277,6 +273,14 @@ class SipStage:
         if self.config.call_summaries:
             for s in self.dialogs.observe_record(rec, d.ts_ns):
                 self.emit(s)
+
+    def _selected(self, rec: dict, ts: int, req: bool, header) -> bool:
+        """The selector's verdict on a message from its record's fields (the lane asks from the same
+        fields, read from the scanner's offsets: UdpLane._admit)."""
+        assert self.select is not None
+        return self.select.admit(ts, req, rec["method"], rec["status_code"], rec["cseq_method"], rec["call_id"],
+                                 rec["from_user"], rec["to_user"], rec["request_uri"], header,
+                                 rec["to_tag"] is not None)
 
     def _deliver(self, m: sip.SipMessage, d: Datagram, transport: str, src: tuple | None = None,
                  raw: bytes = b"") -> None:
@@ -300,18 +304,11 @@ class SipStage:
         if m.method in self.discard or (m.cseq_method in self.discard and not m.is_request):
             self.discarded += 1
             return
-        sel = self.select
-        if sel is not None:
-            fu = m.from_.uri if m.from_ is not None else None
-            tu = m.to.uri if m.to is not None else None
-            h = m.headers
-            if not sel.admit(d.ts_ns, m.is_request, m.method if m.is_request else None, m.status_code,
-                             m.cseq_method, m.call_id, fu.user if fu is not None else None,
-                             tu.user if tu is not None else None, m.request_uri,
-                             (lambda name: h.get(name) or []) if m.is_request else None,
-                             m.to is not None and m.to.params.get("tag") is not None):
-                return
         rec = sip_record(m, d.ts_ns, src[0], src[1], src[2], src[3], transport, self.correlator, self.extra)
+        if self.select is not None:
+            h = m.headers
+            if not self._selected(rec, d.ts_ns, m.is_request, (lambda name: h.get(name) or []) if m.is_request else None):
+                return
         self._flush_lane()
         self.emit(rec)
         if self.raw is not None and raw:

@@ -56,23 +56,14 @@ class Selector:
     headers: tuple[HeaderCondition, ...] = ()
 
     @classmethod
-    def from_options(cls, match: Mapping | object) -> Selector:
-        """From the task's ``SipMatch`` (otus_spec) or its dict form: the one conversion."""
-        get = match.get if isinstance(match, Mapping) else (lambda k, d=None: getattr(match, k, d))
-        heads = []
-        for h in get("headers", None) or ():
-            hg = h.get if isinstance(h, Mapping) else (lambda k, d=None, h=h: getattr(h, k, d))
-            heads.append(HeaderCondition(str(hg("name")).lower(), hg("equals", None), hg("contains", None)))
-        return cls(methods=tuple(m.upper() for m in get("methods", None) or ()),
-                   from_user=tuple(get("from_user", None) or ()), to_user=tuple(get("to_user", None) or ()),
-                   request_uri_prefix=tuple(get("request_uri_prefix", None) or ()),
-                   request_uri=tuple(get("request_uri", None) or ()), call_id=tuple(get("call_id", None) or ()),
-                   headers=tuple(heads))
-
-    @property
-    def empty(self) -> bool:
-        return not (self.methods or self.from_user or self.to_user or self.request_uri_prefix or self.request_uri
-                    or self.call_id or self.headers)
+    def from_options(cls, match: Mapping) -> Selector:
+        """From the task's ``SipMatch`` (otus_spec) as a dict (``SipConfig.match``): the one conversion."""
+        return cls(methods=tuple(m.upper() for m in match.get("methods") or ()),
+                   from_user=tuple(match.get("from_user") or ()), to_user=tuple(match.get("to_user") or ()),
+                   request_uri_prefix=tuple(match.get("request_uri_prefix") or ()),
+                   request_uri=tuple(match.get("request_uri") or ()), call_id=tuple(match.get("call_id") or ()),
+                   headers=tuple(HeaderCondition(str(h["name"]).lower(), h.get("equals"), h.get("contains"))
+                                 for h in match.get("headers") or ()))
 
     def matches(self, method: str | None, from_user: str | None, to_user: str | None, request_uri: str | None,
                 call_id: str | None, header: Callable[[str], list[str]] | None = None) -> bool:
