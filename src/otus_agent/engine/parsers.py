@@ -64,7 +64,7 @@ class Outputs:
     each producer some enabled parser listens to (filled by the listeners' factories)."""
     sink: RecordSink | None
     write: Callable[[bytes], None]
-    taps: Mapping[str, list[Callable[[dict], None]]] = field(default_factory=dict)
+    taps: dict[str, list[Callable[[dict], Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _sip(settings: Any, out: Outputs) -> Parser:
     if taps is None:
         stage = SipStage(settings, sink.emit, sink.raw, sink.emit_block, want_pairs=sink.kafka is not None)
     else:   # no emit_block: no compiled lane, every record is a dict the listeners see
-        holds = out.taps.setdefault(CALL_HOLDS, [])  # type: ignore[attr-defined]
+        holds = out.taps.setdefault(CALL_HOLDS, [])
         stage = SipStage(settings, _emit_to(sink, taps, holds), sink.raw)
     return Parser(stage.on_datagram, stage.run_lane if stage.lane is not None else None, stage.finish,
                   stage.summary)
@@ -122,7 +122,7 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
     assert sink is not None
     stage = MediaStage(settings)
     out.taps["sip"].append(stage.on_sip_record)
-    out.taps.setdefault(CALL_HOLDS, []).append(stage.hold_call)  # type: ignore[attr-defined]
+    out.taps.setdefault(CALL_HOLDS, []).append(stage.hold_call)
     emit, feed, flush = sink.emit, stage.feed_packet, stage.flush
     due = [0]
 
