@@ -8,6 +8,16 @@ import time
 from typing import Any, Callable
 
 
+class Clock:
+    """A clock the test moves by hand (``clock.t += 5``), for code that takes a ``clock`` callable."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def free_port(udp: bool = False) -> int:
     """A loopback port nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:

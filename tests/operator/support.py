@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from kubernetes.client.rest import ApiException
 
-from tests.support import free_port, poll, wait_for  # noqa: F401 - shared with the other tiers
+from tests.support import Clock, free_port, poll, wait_for  # noqa: F401 - shared with the other tiers
 
 G, V, P = "otus.io", "v1alpha1", "capturetasks"
 ROOT = pathlib.Path(__file__).resolve().parents[2]

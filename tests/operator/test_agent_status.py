@@ -17,7 +17,7 @@ import uuid
 import pytest
 import yaml
 from kubernetes import client
-from support import G, P, V, wait_for
+from support import Clock, G, P, V, wait_for
 
 from otus_agent.kube.status import StatusReporter, entry
 
@@ -35,14 +35,6 @@ def _task_cr(api, ns: str, name: str) -> None:
 
 def _agents(api, ns: str, name: str) -> dict:
     return (api.get_namespaced_custom_object(G, V, ns, P, name).get("status") or {}).get("agents") or {}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_reporter_is_rate_limited_and_notices_a_deleted_task(cluster):

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from kmock import KubernetesError
 from kubernetes import client
-from support import wait_for
+from support import Clock, wait_for
 
 from otus_agent import identity as hooks
 from otus_agent.kube import identity as ki
@@ -37,14 +37,6 @@ from otus_operator import rbac, render
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from conftest import otus_bin  # noqa: E402
 from netns import stop as stop_proc  # noqa: E402
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,7 @@ import pytest
 from otus_agent import identity as hooks
 from otus_agent.kube import identity as ki
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from ...support import Clock
 
 
 @pytest.fixture(autouse=True)

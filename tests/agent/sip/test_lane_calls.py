@@ -9,38 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from otus_agent.capture.pcapfile import open_capture
-from otus_agent.reassembly.datagrams import DatagramStage
-from otus_agent.reporters.sink import RecordSink
-from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
+from otus_agent.sip.framing import LANE_COMPILED
 
 from ...conftest import corpus_path
+from .test_udplane import run as run_stage
 
 pytestmark = pytest.mark.skipif(not LANE_COMPILED, reason="the lane exists only in the compiled build")
 
 
-class FakeKafka:
-    """Collects what RecordSink would hand to the Kafka reporter (no broker needed for equality)."""
-
-    def __init__(self):
-        self.pairs = []
-
-    def write(self, pairs):
-        self.pairs.extend(pairs)
-
-
 def run(path, lane: bool, fast: bool = True, kafka: bool = False, max_calls: int = 100_000):
-    out = bytearray()
-    k = FakeKafka() if kafka else None
-    sink = RecordSink(out.extend, k)
-    st = SipStage(SipConfig(call_summaries=True, fast_path=fast, max_calls=max_calls), sink.emit, None,
-                  sink.emit_block if lane else None, want_pairs=kafka)
-    assert (st.lane is not None) == lane
-    with open_capture(str(path)) as r:
-        DatagramStage(sink=st.on_datagram, lane=st.run_lane if lane else None).run(r.batches())
-    st.finish()
-    sink.flush()
-    return bytes(out), st.summary(), (k.pairs if k else None)
+    return run_stage(path, lane, kafka=kafka, call_summaries=True, fast_path=fast, max_calls=max_calls)
 
 
 def calls(out: bytes) -> list[bytes]:

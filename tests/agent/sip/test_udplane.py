@@ -43,8 +43,8 @@ def run(path, lane: bool, extra: dict | None = None, kafka: bool = False, **cfg)
     assert (st.lane is not None) == lane
     with open_capture(str(path)) as r:
         DatagramStage(sink=st.on_datagram, lane=st.run_lane if lane else None).run(r.batches())
+    st.finish()        # what the stage still holds (call summaries, TCP leftovers) reaches the sink first
     sink.flush()
-    st.finish()
     return bytes(out), st.summary(), (k.pairs if k else None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from ...support import poll
 from .conftest import free_port, send_call, task_yaml, wait_for
 
 
@@ -23,7 +24,7 @@ def test_daemon_task_reports_only_the_selected_dialogs(daemon, tmp_path):
         for attempt in range(8):
             probe = f"probe-{attempt}-{uuid.uuid4().hex}@t"
             send_call(port, probe, extra="X-Tenant: acme\r\n")
-            if _seen(lines, probe):
+            if poll(lambda: any(r["call_id"] == probe for r in lines()), 3):
                 break
         acme, other = f"acme-{uuid.uuid4().hex}@t", f"other-{uuid.uuid4().hex}@t"
         sent_acme = send_call(port, acme, extra="X-Tenant: acme\r\n")
@@ -44,13 +45,3 @@ def test_daemon_task_reports_only_the_selected_dialogs(daemon, tmp_path):
             ["INVITE", "INVITE", 100, 180, 200, "ACK", "BYE", 200]
     finally:
         daemon.request("DELETE", f"/api/v1/tasks/{tid}")
-
-
-def _seen(lines, call_id: str) -> bool:
-    import time
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        if any(r["call_id"] == call_id for r in lines()):
-            return True
-        time.sleep(0.1)
-    return False
