@@ -149,16 +149,20 @@ def test_broker_down_30s_then_back_and_agent_restart(tmp_path):
     # a second agent run is killed while the broker is still down, its records spooled too
     pcap2 = workload(tmp_path, calls=50, seed=5)
     ref2 = reference(pcap2)
+    before = sum(f.stat().st_size for f in spool.rglob("seg-*.log"))
     p = subprocess.Popen([otus_bin(), "run", "--pcap", str(pcap2), "--kafka-brokers", b.address, "--kafka-topic",
                           "outage", "--spool-dir", str(spool), "--kafka-flush-timeout", "60"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
+    # kill it once its spool has stopped growing (all its records written), however slow the machine is
+    deadline, last, stable_since = time.time() + 45, -1, time.time()
+    while time.time() < deadline and p.poll() is None:
         size = sum(f.stat().st_size for f in spool.rglob("seg-*.log"))
-        if size > 0 and p.poll() is None and time.time() - t0 > 3:
+        if size != last:
+            last, stable_since = size, time.time()
+        elif size > before and time.time() - stable_since > 1.5 and time.time() - t0 > 3:
             break
         time.sleep(0.2)
-    time.sleep(1.0)
+    assert p.poll() is None, "the second agent ended by itself: it should wait for the broker"
     os.kill(p.pid, signal.SIGKILL)  # the process this test started
     p.wait(10)
     time.sleep(max(0.0, 30 - (time.time() - t0)))  # the broker stays down 30 s in all
