@@ -38,18 +38,7 @@ ENDED_BY = (None, "caller", "callee")       # _Call.ended_by indexes it
 EXACT = cython.declare(cython.longlong, 1 << 53)   # below it, a C double holds a span exactly
 
 
-@cython.cfunc
-def _kind(s: object) -> cython.int:
-    """K_* of a method name (None: K_NONE)."""
-    if s is None:
-        return K_NONE
-    if s == "INVITE":
-        return K_INVITE
-    if s == "BYE":
-        return K_BYE
-    if s == "CANCEL":
-        return K_CANCEL
-    return K_OTHER
+KINDS = {"INVITE": K_INVITE, "BYE": K_BYE, "CANCEL": K_CANCEL}   # K_* of a method name; another: K_OTHER
 
 
 @cython.cfunc
@@ -61,18 +50,13 @@ def _ms(a: cython.longlong, b: cython.longlong) -> object:
         return None
     d = b - a
     if -EXACT < d < EXACT:
-        return round(cython.cast(cython.double, d) / 1e6, 3)
+        return round(d / 1e6, 3)                 # compiled: a C double division, as Python's int / float
     return round((cython.cast(object, b) - cython.cast(object, a)) / 1_000_000, 3)
 
 
 def ms(a: int | None, b: int | None) -> float | None:
     """_ms for Python callers (tests, the lane's test helper): None stands for NO_TS."""
     return _ms(NO_TS if a is None else a, NO_TS if b is None else b)
-
-
-@cython.cfunc
-def _ts(v: cython.longlong) -> object:
-    return None if v == NO_TS else v
 
 
 @cython.cclass
@@ -87,7 +71,8 @@ class _Call:
         state = STATES[self.state]
         return {
             "v": 1, "type": "call", "call_id": self.call_id, "from_user": self.from_user, "to_user": self.to_user,
-            "start_ts": self.invite_ts, "answer_ts": _ts(self.answer_ts), "end_ts": _ts(self.end_ts),
+            "start_ts": self.invite_ts, "answer_ts": None if self.answer_ts == NO_TS else self.answer_ts,
+            "end_ts": None if self.end_ts == NO_TS else self.end_ts,
             "setup_ms": _ms(self.invite_ts, self.ringing_ts), "answer_ms": _ms(self.invite_ts, self.answer_ts),
             "duration_ms": _ms(self.answer_ts, self.end_ts), "final_status": final,
             "ended_by": ENDED_BY[self.ended_by], "reinvites": self.reinvites,
@@ -152,7 +137,9 @@ class CallTable:
         (dicts) of the calls that ended."""
         out: list = []
         c: _Call
-        self.step(ts, cid, _kind(cseq_method), _kind(method), code, from_tag, from_user, to_user, to_tag, out)
+        self.step(ts, cid, K_NONE if cseq_method is None else KINDS.get(cseq_method, K_OTHER),
+                  K_NONE if method is None else KINDS.get(method, K_OTHER), code, from_tag, from_user, to_user,
+                  to_tag, out)
         ended = []
         for c in out:
             ended.append(c.summary(False))
