@@ -140,6 +140,8 @@ class CallTable:
         self.step(ts, cid, K_NONE if cseq_method is None else KINDS.get(cseq_method, K_OTHER),
                   K_NONE if method is None else KINDS.get(method, K_OTHER), code, from_tag, from_user, to_user,
                   to_tag, out)
+        if not out:
+            return out
         ended = []
         for c in out:
             ended.append(c.summary(False))
