@@ -21,6 +21,7 @@ HOT_MODULES = [
     "src/otus_agent/sip/message_cy.py",
     "src/otus_agent/sip/scan_cy.py",
     "src/otus_agent/sip/sdp_cy.py",
+    "src/otus_agent/sip/dialogs_cy.py",
     "src/otus_agent/sip/writer_cy.py",
     "src/otus_agent/sip/select_cy.py",
     "src/otus_agent/sip/fingerprint_cy.py",

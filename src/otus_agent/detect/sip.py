@@ -1,5 +1,5 @@
 """SIP detectors over SIP records (``type: "sip"``, sip/records.py) and call summaries (``type: "call"``,
-sip/dialogs.py): scanner user agents and OPTIONS sweeps, REGISTER brute force (401/403 per source and per
+sip/dialogs_cy.py): scanner user agents and OPTIONS sweeps, REGISTER brute force (401/403 per source and per
 user), INVITE floods, and toll fraud (many short international calls from one account)."""
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ CALL_MEDIA: dict = {
     },
 }
 
-# the per-call summary record (sip/dialogs.py), in the same schema file
+# the per-call summary record (sip/dialogs_cy.py), in the same schema file
 CALL_PROPERTIES: dict = {
     "v": {"const": SCHEMA_VERSION}, "type": {"const": "call"}, "call_id": {"type": "string"},
     "from_user": STR, "to_user": STR,

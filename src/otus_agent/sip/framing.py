@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from otus_agent.reassembly.datagrams import Datagram
 from otus_agent.reassembly.tcpstream import TcpReassembler
 from otus_agent.sip import message_cy as sip
-from otus_agent.sip.dialogs import DialogTracker
+from otus_agent.sip.dialogs_cy import CallTable
 from otus_agent.sip.records import DEFAULT_CORRELATION, Correlator, fast_sip_record, sip_record
 from otus_agent.sip.scan_cy import Scanner
 from otus_agent.sip.select import Selector, header_getter
@@ -101,7 +101,7 @@ class SipStage:
         self.correlator = Correlator(c.correlation_headers)
         self.discard = frozenset(c.discard_methods)
         self.tcp = TcpReassembler(c.tcp_max_streams, c.tcp_max_buffer, timeout_s=c.tcp_timeout_s)
-        self.dialogs = DialogTracker(c.max_calls)
+        self.dialogs = CallTable(c.max_calls)   # the one call table: this path and the lane feed it
         self.extra = dict(c.extra) or None
         # the scanner knows the default correlation headers only; dialogs are fed from its fields too
         self.fast = c.fast_path and tuple(c.correlation_headers) == DEFAULT_CORRELATION
@@ -131,8 +131,6 @@ class SipStage:
         if emit_block is not None and LANE_COMPILED and self.fast and not self.discard and raw is None:
             from orjson import dumps
             suffix = b"," + dumps(self.extra)[1:-1] if self.extra else b""
-            if c.call_summaries:   # the compiled table (DialogTracker's twin): the lane feeds it with no Python call
-                self.dialogs = udplane.CallTable(c.max_calls)
             self.lane = udplane.UdpLane(self._scanner, c.ports, c.heuristic, suffix, want_pairs,
                                         self.dialogs if c.call_summaries else None, self.tcp)
             self._lane_seen = [0] * _LC["size"]

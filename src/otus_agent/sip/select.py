@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 NS = 1_000_000_000
 LINGER_S = 32.0        # RFC 3261 Timer B/F: a transaction's retransmissions are over by then
-IDLE_S = 7200.0        # as the dialog table's timeout (sip/dialogs.py)
+IDLE_S = 7200.0        # as the dialog table's timeout (sip/dialogs_cy.py)
 MAX_DIALOGS = 100_000
 
 

@@ -407,54 +407,28 @@ def _method(p: cython.p_uchar, ml: cython.longlong) -> cython.int:
     return -1
 
 
-# ---------------------------------------------------------------- call summaries (--calls) in compiled code
-# dialogs.DialogTracker's state machine over C fields: the lane feeds it from the scanner's offsets with no
-# Python call, no str per field it does not read and no object per message (one per call).  The general
-# path of the same stage feeds the same table through the DialogTracker interface (observe, observe_record,
-# observe_fields, flush, counters), so one table holds every call.  The pure build (and any stage without
-# the lane) uses DialogTracker itself; tests/agent/sip/test_lane_calls.py compares the two byte for byte.
-K_NONE = cython.declare(cython.int, 0)      # a response (method), or no CSeq method
-K_OTHER = cython.declare(cython.int, 1)
-K_INVITE = cython.declare(cython.int, 2)
-K_BYE = cython.declare(cython.int, 3)
-K_CANCEL = cython.declare(cython.int, 4)
-S_TRYING = cython.declare(cython.int, 0)
-S_RINGING = cython.declare(cython.int, 1)
-S_ANSWERED = cython.declare(cython.int, 2)
-S_FAILED = cython.declare(cython.int, 3)
-S_CANCELLED = cython.declare(cython.int, 4)
-S_ENDED = cython.declare(cython.int, 5)
-S_TIMED_OUT = cython.declare(cython.int, 6)
-STATES = ("trying", "ringing", "answered", "failed", "cancelled", "ended", "timed_out")
-ENDED_BY = (None, "caller", "callee")
-NO_TS = cython.declare(cython.longlong, -(1 << 62))   # dialogs.Call's None timestamps (capture times are >= 0)
-EXACT = cython.declare(cython.longlong, 1 << 53)                   # below it, C division is Python's
+# ---------------------------------------------------------------- call summaries (--calls)
+# The call table is sip/dialogs_cy.py (the one state machine): the lane feeds CallTable.step from the
+# scanner's offsets with C fields (no Python call, no str per field it does not read, no object per
+# message) and writes each ended call's summary itself, as orjson writes _Call.summary.  The general path
+# of the same stage feeds the same table (observe, observe_record); tests/agent/sip/test_lane_calls.py
+# compares the lane's records with it byte for byte.
+if cython.compiled:
+    from cython.cimports.otus_agent.sip.dialogs_cy import (
+        K_BYE,
+        K_CANCEL,
+        K_INVITE,
+        K_NONE,
+        K_OTHER,
+        NO_TS,
+        CallTable,
+        _Call,
+        _ms,
+    )
 
-
-@cython.cfunc
-def _kind(s: object) -> cython.int:
-    if s is None:
-        return K_NONE
-    if s == "INVITE":
-        return K_INVITE
-    if s == "BYE":
-        return K_BYE
-    if s == "CANCEL":
-        return K_CANCEL
-    return K_OTHER
-
-
-@cython.cfunc
-def _ms(a: cython.longlong, b: cython.longlong) -> object:
-    """dialogs._ms: milliseconds between two capture times, rounded to 3 places; None if either is None."""
-    d: cython.longlong
-    if a == NO_TS or b == NO_TS:
-        return None
-    d = b - a
-    if -EXACT < d < EXACT:
-        return round(cython.cast(cython.double, d) / 1e6, 3)
-    return round((cython.cast(object, b) - cython.cast(object, a)) / 1_000_000, 3)
-
+    from otus_agent.sip.dialogs_cy import STATES
+else:
+    from otus_agent.sip.dialogs_cy import K_BYE, K_CANCEL, K_INVITE, K_NONE, K_OTHER, NO_TS, STATES, CallTable, _Call, _ms
 
 STATE_BYTES = tuple(x.encode() for x in STATES)
 
@@ -500,7 +474,7 @@ def _ms_json(q: cython.p_uchar, k: cython.Py_ssize_t, a: cython.longlong, b: cyt
 
 
 def ms_json(a: object, b: object) -> bytes:
-    """_ms_json for tests: it must equal orjson.dumps(dialogs._ms(a, b))."""
+    """_ms_json for tests: it must equal orjson.dumps(dialogs_cy.ms(a, b))."""
     out = bytearray(64)
     q: cython.p_uchar
     if cython.compiled:
@@ -515,220 +489,6 @@ def ms_json(a: object, b: object) -> bytes:
 @cython.exceptval(check=False)
 def _ts_json(q: cython.p_uchar, k: cython.Py_ssize_t, v: cython.longlong) -> cython.Py_ssize_t:
     return _lit(q, k, b"null") if v == NO_TS else _int(q, k, v)
-
-
-@cython.cfunc
-def _ts(v: cython.longlong) -> object:
-    return None if v == NO_TS else v
-
-
-@cython.cclass
-class _Call:
-    """dialogs.Call with C fields (NO_TS, 0 and S_* where it holds None and state names)."""
-    call_id: object
-    from_tag: object
-    from_user: object
-    to_user: object
-    to_tag: object
-    invite_ts: cython.longlong
-    last_ts: cython.longlong
-    ringing_ts: cython.longlong
-    answer_ts: cython.longlong
-    end_ts: cython.longlong
-    final_status: cython.longlong       # 0: none yet
-    ended_by: cython.int                # index into ENDED_BY
-    reinvites: cython.longlong
-    state: cython.int
-    bye_pending: cython.bint
-    live: cython.bint                   # the table's entry for its Call-ID (False once removed)
-
-    @cython.cfunc
-    def summary(self, open_: cython.bint) -> dict:
-        """dialogs.summary, key for key."""
-        final = None if self.final_status == 0 else self.final_status
-        state = STATES[self.state]
-        return {
-            "v": 1, "type": "call", "call_id": self.call_id, "from_user": self.from_user, "to_user": self.to_user,
-            "start_ts": self.invite_ts, "answer_ts": _ts(self.answer_ts), "end_ts": _ts(self.end_ts),
-            "setup_ms": _ms(self.invite_ts, self.ringing_ts), "answer_ms": _ms(self.invite_ts, self.answer_ts),
-            "duration_ms": _ms(self.answer_ts, self.end_ts), "final_status": final,
-            "ended_by": ENDED_BY[self.ended_by], "reinvites": self.reinvites,
-            "state": ("open:" + state) if open_ else state,
-        }
-
-
-@cython.cclass
-class CallTable:
-    """dialogs.DialogTracker compiled: the same bounded table (``max_calls``, oldest evicted), the same
-    idle timeout on the capture clock and the same summaries, in the same order."""
-    max_calls: cython.Py_ssize_t
-    timeout_ns: cython.longlong
-    calls: dict
-    order: list           # calls in the order they were added; order[head:] still to look at
-    head: cython.Py_ssize_t
-    started = cython.declare(cython.longlong, visibility="readonly")
-    completed = cython.declare(cython.longlong, visibility="readonly")
-    evictions = cython.declare(cython.longlong, visibility="readonly")
-    timeouts = cython.declare(cython.longlong, visibility="readonly")
-
-    def __init__(self, max_calls: int = 100_000, timeout_s: float = 7200.0):
-        if max_calls < 1 or timeout_s <= 0:
-            raise ValueError("dialog limits: max_calls >= 1, timeout > 0")
-        self.max_calls = max_calls
-        self.timeout_ns = int(timeout_s * 1e9)
-        self.calls = {}
-        self.order = []
-        self.head = 0
-
-    def counters(self) -> dict:
-        return {"active": len(self.calls), "started": self.started, "completed": self.completed,
-                "evictions": self.evictions, "timeouts": self.timeouts}
-
-    @property
-    def active(self) -> int:
-        return len(self.calls)
-
-    def observe(self, m, ts: int) -> list:
-        """DialogTracker.observe: one parsed message."""
-        f, t = m.from_, m.to
-        return self.observe_fields(
-            ts, m.call_id, m.cseq_method, m.method if m.is_request else None, m.status_code or 0,
-            f.params.get("tag") if f else None, f.uri.user if f and f.uri else None,
-            t.uri.user if t and t.uri else None, t.params.get("tag") if t is not None else None)
-
-    def observe_record(self, rec: dict, ts: int) -> list:
-        """DialogTracker.observe_record: a SIP record of the Python fast path."""
-        return self.observe_fields(ts, rec["call_id"], rec["cseq_method"], rec["method"], rec["status_code"] or 0,
-                                   rec["from_tag"], rec["from_user"], rec["to_user"], rec["to_tag"])
-
-    def observe_fields(self, ts: int, cid, cseq_method, method, code: int, from_tag, from_user, to_user,
-                       to_tag) -> list:
-        """DialogTracker.observe_fields; summaries (dicts) of the calls that ended."""
-        out: list = []
-        c: _Call
-        self.step(ts, cid, _kind(cseq_method), _kind(method), code, from_tag, from_user, to_user, to_tag, out)
-        ended = []
-        for c in out:
-            ended.append(c.summary(False))
-        return ended
-
-    def flush(self) -> list:
-        """Summaries of every call still open (end of a capture file)."""
-        c: _Call
-        out = []
-        for c in self.calls.values():
-            out.append(c.summary(True))
-            c.live = False
-        self.calls.clear()
-        self.order = []
-        self.head = 0
-        return out
-
-    @cython.cfunc
-    def _oldest(self) -> _Call:
-        """The call added first of those still in the table (which must not be empty)."""
-        c: _Call
-        while True:
-            c = self.order[self.head]
-            if c.live:
-                return c
-            self.head += 1
-
-    @cython.cfunc
-    def _remove(self, c: _Call) -> cython.void:
-        del self.calls[c.call_id]
-        c.live = False
-        if self.head > 4096 and self.head * 2 > len(self.order):    # the queue's dead front: dropped
-            del self.order[:self.head]
-            self.head = 0
-
-    @cython.cfunc
-    def step(self, ts: cython.longlong, cid: object, csm: cython.int, mk: cython.int, code: cython.longlong,
-             from_tag: object, from_user: object, to_user: object, to_tag: object, out: list) -> cython.int:
-        """DialogTracker.observe_fields on kinds (K_*); ``mk`` K_NONE: a response with status ``code``.
-        The calls that ended (no longer changed: out of the table) are appended to ``out``."""
-        c: _Call
-        if self.calls:
-            while self.calls:                                    # DialogTracker._expire
-                c = self._oldest()
-                if c.last_ts + self.timeout_ns >= ts:
-                    break
-                self._remove(c)
-                self.timeouts += 1
-                c.state = S_TIMED_OUT
-                out.append(c)
-        if not cid or csm == K_NONE:
-            return 0
-        found = self.calls.get(cid)
-        if mk != K_NONE:
-            if mk == K_INVITE:
-                if found is None:
-                    while len(self.calls) >= self.max_calls:
-                        self._remove(self._oldest())
-                        self.evictions += 1
-                    c = _Call.__new__(_Call)
-                    c.call_id, c.from_tag, c.from_user, c.to_user, c.to_tag = cid, from_tag, from_user, to_user, None
-                    c.invite_ts = c.last_ts = ts
-                    c.ringing_ts = c.answer_ts = c.end_ts = NO_TS
-                    c.final_status = 0
-                    c.ended_by = 0
-                    c.reinvites = 0
-                    c.state = S_TRYING
-                    c.bye_pending = False
-                    c.live = True
-                    self.calls[cid] = c
-                    self.order.append(c)
-                    if len(self.order) - self.head > 2 * len(self.calls) + 1024:
-                        self.order = list(self.calls.values())
-                        self.head = 0
-                    self.started += 1
-                else:
-                    c = found
-                    if to_tag is not None and c.state == S_ANSWERED:
-                        c.reinvites += 1
-            elif found is None:
-                return 0
-            else:
-                c = found
-                if mk == K_BYE:
-                    if c.end_ts == NO_TS:
-                        c.end_ts = ts
-                        c.ended_by = 1 if from_tag is not None and from_tag == c.from_tag else 2
-                    c.bye_pending = True
-                elif mk == K_CANCEL:
-                    if c.state == S_TRYING or c.state == S_RINGING:
-                        c.ended_by = 1
-            c.last_ts = ts
-            return 0
-        if found is None:
-            return 0
-        c = found
-        c.last_ts = ts
-        if csm == K_INVITE:
-            if 180 <= code < 200 and c.ringing_ts == NO_TS:
-                c.ringing_ts = ts
-                if c.state == S_TRYING:
-                    c.state = S_RINGING
-            elif 200 <= code < 300 and c.answer_ts == NO_TS:
-                c.answer_ts = ts
-                c.final_status = code
-                c.state = S_ANSWERED
-                c.to_tag = to_tag
-            elif code >= 300 and c.final_status == 0:
-                c.final_status = code
-                c.end_ts = ts
-                c.state = S_CANCELLED if code == 487 else S_FAILED
-                if c.ended_by == 0:
-                    c.ended_by = 2
-                self._remove(c)
-                self.completed += 1
-                out.append(c)
-        elif csm == K_BYE and code >= 200 and c.bye_pending:
-            c.state = S_ENDED
-            self._remove(c)
-            self.completed += 1
-            out.append(c)
-        return 0
 
 
 @cython.cfunc
@@ -1347,7 +1107,7 @@ class UdpLane:
 
     @cython.cfunc
     def _summary(self, c: _Call) -> cython.void:
-        """The call's summary (c.summary(False), i.e. dialogs.summary) as the next JSON line, written here as
+        """The call's summary (c.summary(False), sip/dialogs_cy.py) as the next JSON line, written here as
         orjson writes it; texts that are not ASCII take orjson itself."""
         room: cython.Py_ssize_t = 512 + 6 * (len(c.call_id) + (len(c.from_user) if c.from_user is not None else 0) +
                                              (len(c.to_user) if c.to_user is not None else 0))

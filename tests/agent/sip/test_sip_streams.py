@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from otus_agent.reassembly.datagrams import Datagram
 from otus_agent.reassembly.tcpstream import TcpReassembler
 from otus_agent.sip import message_cy as sip
-from otus_agent.sip.dialogs import DialogTracker
+from otus_agent.sip.dialogs_cy import CallTable
 from otus_agent.sip.framing import SipConfig, SipStage
 
 A, B = ("192.0.2.1", 40000), ("192.0.2.2", 5060)
@@ -204,7 +204,7 @@ def test_dialog_cancel_reject_and_limits():
     calls = {r["call_id"]: r for r in recs if r["type"] == "call"}
     assert calls["x1"]["state"] == "cancelled" and calls["x1"]["ended_by"] == "caller"
     assert calls["x2"]["state"] == "failed" and calls["x2"]["final_status"] == 486
-    t = DialogTracker(max_calls=2, timeout_s=5)
+    t = CallTable(max_calls=2, timeout_s=5)
     for i in range(4):
         t.observe(sip.parse(message("INVITE", 1, f"e{i}")), i)
     assert t.counters()["evictions"] == 2 and t.counters()["active"] == 2
