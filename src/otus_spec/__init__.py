@@ -306,6 +306,25 @@ class DetectOptions(_Frozen):
                                    "...Resolved Event) once its detector has not fired for its key this long")
 
 
+IDENTITY_GRACE_S = 60.0
+IDENTITY_MAX_ENTRIES = 65_536
+
+
+class IdentityOptions(_Strict):
+    """Kubernetes identity of the records' addresses (pod, workload, node, Service): the node agent's
+    watch of pods and Services (``otus agent``, otus_agent/kube/identity.py).  Read by ``otus agent`` only;
+    ``otus run`` and the daemon accept the section and do nothing with it.  The CaptureTask's ``identity``
+    section mirrors it; a change reaches running agents without restarting their capture."""
+    enabled: bool | None = Field(default=None, description="watch pods and Services cluster-wide; default "
+                                 "(unset): on for node agents (DaemonSet) in a cluster, off in sidecars, which know "
+                                 "their own pod from the downward API and hold no rights to watch")
+    grace_s: float = Field(default=IDENTITY_GRACE_S, ge=0, le=3600, description="a deleted pod's (or Service's) "
+                           "addresses still resolve to it this long, so late packets are attributed to their sender")
+    max_entries: int = Field(default=IDENTITY_MAX_ENTRIES, ge=16, le=10_000_000, description="addresses the "
+                             "table holds at most (about 0.8 kB each); when full, expired holders go first, then the "
+                             "longest-deleted, else the oldest address (otus_identity_evictions_total)")
+
+
 class TaskSpec(_Strict):
     id: str = Field(min_length=1, max_length=TASK_ID_MAX,
                     description="unique task name: lower-case letters, digits and '-' (a DNS label)")
@@ -327,6 +346,8 @@ class TaskSpec(_Strict):
     workers: int = Field(default=1, ge=1, le=64, description="capture processes sharing the traffic (fanout)")
     promiscuous: bool = False
     ring: RingOptions = Field(default_factory=RingOptions)
+    identity: IdentityOptions = Field(default_factory=IdentityOptions,
+                                      description="Kubernetes identity of addresses (otus agent only)")
     reporters: list[Reporter] = Field(default_factory=lambda: [Reporter(type="console")], min_length=1)
 
     @field_validator("reporters")
