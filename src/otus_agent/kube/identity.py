@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
 from orjson import dumps
+
 from otus_agent import identity as hooks
 from otus_agent.kube.status import FailureLog
 from otus_spec import IDENTITY_GRACE_S, IDENTITY_MAX_ENTRIES

@@ -148,8 +148,8 @@ class TaskFileAgent:
             if spec is not None and self.on_spec is not None:
                 try:
                     self.on_spec(spec.identity)
-                except Exception as e:    # identity is an annotation: its failure never stops the capture
-                    log.error(f"identity settings not applied: {e}")
+                except Exception as err:    # identity is an annotation: its failure never stops the capture
+                    log.error(f"identity settings not applied: {err}")
             if spec is not None and self.spec is not None and spec != self.spec and self._running() \
                     and spec.model_copy(update={"identity": self.spec.identity}) == self.spec:
                 self.spec = spec          # only the identity section changed: applied above, the capture goes on
