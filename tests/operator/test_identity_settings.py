@@ -104,3 +104,38 @@ def test_no_cluster_wide_read_when_the_watch_is_off():
     def kinds(identity: bool) -> list[str]:
         return [o["kind"] for o in render.agent_rbac("edge", "voip", "u", sidecar=False, identity=identity)]
     assert "ClusterRoleBinding" in kinds(True) and "ClusterRoleBinding" not in kinds(False)
+
+
+def test_the_operator_renders_them_and_grants_the_watch_only_when_on(api, ns):
+    """The real operator against the emulator: spec.identity reaches the task ConfigMap; with the watch off no
+    identity ClusterRoleBinding exists, turning it back on creates it, off again deletes it."""
+    import json
+
+    from kubernetes.client.exceptions import ApiException
+    from support import G, P, V, create, example, wait_for
+    body = example("daemonset")
+    body["spec"]["identity"] = {"enabled": False, "graceSeconds": 5}
+    create(api, ns, body)
+    name = body["metadata"]["name"]
+    crb = render.identity_binding_name(name, ns)
+
+    def task() -> dict:
+        cm = api["core"].read_namespaced_config_map(render.child_name(name), ns, _preload_content=False)
+        return yaml.safe_load(json.loads(cm.data)["data"]["task.yaml"])
+
+    def binding() -> bool:
+        try:
+            api["rbac"].read_cluster_role_binding(crb, _preload_content=False)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+    wait_for(lambda: task()["identity"] == {"enabled": False, "grace_s": 5.0, "max_entries": 65536},
+             what="the identity section in the task file")
+    assert not binding()
+    api["custom"].patch_namespaced_custom_object(G, V, ns, P, name, {"spec": {"identity": {"enabled": None}}})
+    wait_for(binding, what="the identity ClusterRoleBinding once the watch is on (by default)")
+    assert task()["identity"]["enabled"] is None
+    api["custom"].patch_namespaced_custom_object(G, V, ns, P, name, {"spec": {"identity": {"enabled": False}}})
+    wait_for(lambda: not binding(), what="the binding deleted when the watch is turned off")
