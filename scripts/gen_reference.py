@@ -82,17 +82,45 @@ def values_table() -> str:
     return "\n".join(rows)
 
 
+def metric_families() -> list[tuple[str, object]]:
+    """Every family an agent exports, from the code that exports it (each parser's own metrics function,
+    fed an empty stage), with where it comes from: a new family appears here, and in the reference, by
+    itself."""
+    import tempfile
+
+    from otus_agent.dns.metrics import domain_metrics
+    from otus_agent.dns.stage import DnsStage
+    from otus_agent.flows.metrics import flow_metrics
+    from otus_agent.flows.stage import FlowStage
+    from otus_agent.kube.identity import IdentityCollector, IdentityTable
+    from otus_agent.observability.ifstats import InterfaceStats
+    from otus_agent.observability.metrics import TaskCollector, _detect_metrics, media_metrics
+    with tempfile.TemporaryDirectory() as empty:        # no interfaces: the families, no samples
+        interfaces = InterfaceStats([], root=empty).metrics()
+    return [*(("task", m) for m in TaskCollector(lambda: []).collect()),
+            *(("parser rtp", m) for m in media_metrics("t", {})),
+            *(("parser flow", m) for m in flow_metrics("t", FlowStage())),
+            *(("parser dns", m) for m in domain_metrics("t", DnsStage())),
+            *(("parser detect", m) for m in _detect_metrics("t", {})),
+            *(("interfaces", m) for m in interfaces),
+            *(("`otus agent` identity", m) for m in IdentityCollector(IdentityTable()).collect())]
+
+
 def metrics_table() -> str:
-    from otus_agent.observability.metrics import TaskCollector
-    rows = ["| metric | type | meaning |", "|---|---|---|"]
-    from otus_agent.observability.metrics import _detect_metrics, media_metrics
-    seen = set()
-    # the task collector's own families, then those of the rtp and detect parsers (when a task runs them)
-    for m in [*TaskCollector(lambda: []).collect(), *media_metrics("t", {}), *_detect_metrics("t", {})]:
+    rows = ["| metric | type | labels | from | meaning |", "|---|---|---|---|---|"]
+    seen: dict[str, int] = {}
+    for source, m in metric_families():
         name = m.name + ("_total" if m.type == "counter" else "")
-        if name not in seen:
-            seen.add(name)
-            rows.append(f"| `{name}` | {m.type} | {m.documentation} |")
+        labels = ", ".join(f"`{x}`" for x in getattr(m, "_labelnames", ()))
+        if name in seen:        # a family several parsers export (otus_table_evictions): one row, every source
+            i = seen[name]
+            if source not in rows[i]:
+                parts = rows[i].split(" | ")
+                parts[3] += f", {source}"
+                rows[i] = " | ".join(parts)
+            continue
+        seen[name] = len(rows)
+        rows.append(f"| `{name}` | {m.type} | {labels} | {source} | {m.documentation} |")
     return "\n".join(rows)
 
 
@@ -127,7 +155,9 @@ Model: `otus_operator.crd.CaptureTaskSpec`; the CRD's schema is generated from i
 
 ## Prometheus metrics (agents, `:9091/metrics`)
 
-Every metric carries `task`; the other labels are listed in the README.
+Generated from the families each exporter builds (`scripts/gen_reference.py: metric_families`). "from": the
+task processes' counters (every task), a parser's families (tasks running it), the kernel counters of the task
+interfaces (`interfaces`), or `otus agent`'s identity table (node agents in Kubernetes).
 
 {metrics_table()}
 """

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions, SipMatch
+from otus_spec import ALERT_TEXT_IN_STATUS, ALERTS_IN_STATUS, DetectOptions, IdentityOptions, SipMatch
 
 GROUP = "otus.io"
 VERSION = "v1alpha1"
@@ -211,6 +211,13 @@ else:
         "below are the task's detect section (docs/reference.md).")))
 
 
+if TYPE_CHECKING:               # what mypy sees of the generated model
+    class Identity(_Mirror):
+        enabled: bool | None = None
+else:
+    Identity = mirror(IdentityOptions, "Identity")
+
+
 class SecretKeyRef(_M):
     name: str = Field(min_length=1, max_length=253, description="Secret in the CaptureTask's namespace.")
     key: str = Field(default="password", min_length=1, description="Key holding the SASL password.")
@@ -264,10 +271,22 @@ class CaptureTaskSpec(_M):
     flow: Flow = Field(default_factory=Flow, description="Flow table options.")
     dns: Dns = Field(default_factory=Dns, description="DNS options.")
     detect: Detect = Field(default_factory=Detect, description="Detection: alerts, their thresholds and windows.")
+    identity: Identity = Field(default_factory=Identity, description="Pod, workload, node and Service of the "
+                               "records' addresses: the node agents' watch of pods and Services (docs/deployment.md).")
     outputs: Outputs = Field(default_factory=Outputs, description="Where records go.")
     limits: Limits = Field(default_factory=Limits, description="When to stop.")
     suspend: bool = Field(default=False, description="Stop capturing without deleting the task.")
     agent: Agent = Field(default_factory=Agent, description="Agent image and resources.")
+
+    @model_validator(mode="after")
+    def _identity_watch_needs_nodes(self) -> "CaptureTaskSpec":
+        if self.identity.enabled and self.target.pods is not None:
+            raise ValueError(IDENTITY_SIDECAR)
+        return self
+
+
+IDENTITY_SIDECAR = ("identity.enabled: the watch of pods and Services runs in node agents (target.nodes) only; "
+                    "a sidecar knows its own pod from the downward API and holds no rights to watch: leave it unset")
 
 
 class Condition(_M):
@@ -398,6 +417,8 @@ def crd() -> dict:
         {"rule": "!has(self.outputs.kafka) || !self.outputs.kafka.options.exists(k, k.contains('password') || "
                  "k.contains('secret'))",
          "message": "put Kafka secrets in passwordSecretRef, not in options"},
+        {"rule": "!has(self.target.pods) || !has(self.identity) || !has(self.identity.enabled) || "
+                 "self.identity.enabled != true", "message": IDENTITY_SIDECAR},
     ]
     status = _schema(CaptureTaskStatus)
     status["properties"]["agents"]["x-kubernetes-map-type"] = "granular"

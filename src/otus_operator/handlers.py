@@ -191,9 +191,11 @@ def reconcile(body, name: str, namespace: str, uid: str, patch: kopf.Patch, logg
         accounts = {s["name"] for s in binding.get("subjects") or [] if s.get("kind") == "ServiceAccount"}
         accounts |= {render.pod_service_account(p) for p in kube.list_pods(namespace, spec.target.pods.selector)
                      if render.has_agent(p)}
-    for obj in render.agent_rbac(name, namespace, uid, sidecar, accounts):
+    watch = spec.identity.enabled is not False
+    for obj in render.agent_rbac(name, namespace, uid, sidecar, accounts, identity=watch):
         kube.apply(obj)
-    if sidecar:      # node agents only read pods and Services cluster-wide (a task may turn to sidecar mode)
+    if sidecar or not watch:   # node agents only read pods and Services cluster-wide, and only when they watch
+        # (a task may turn to sidecar mode, or turn the watch off)
         kube.delete("ClusterRoleBinding", "", render.identity_binding_name(name, namespace))
     kube.apply(render.configmap(name, namespace, uid, spec, suspended=spec.suspend or finished))
     port = render.METRICS_PORT if sidecar else agent_port(body, namespace, name, cfg, state)

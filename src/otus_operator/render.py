@@ -93,6 +93,7 @@ def task_spec(name: str, spec: CaptureTaskSpec) -> dict:
                  "report_interval_s": spec.flow.reportIntervalSeconds},
         "dns": {"ports": spec.dns.ports, "top_domains": spec.dns.topDomains, "cache_entries": spec.dns.cacheEntries},
         "detect": spec.detect.task_options(),
+        "identity": spec.identity.task_options(),
         "reporters": reporters,
         "limits": {"duration_s": duration_seconds(spec.limits.duration), "max_packets": spec.limits.maxPackets},
     }
@@ -210,7 +211,8 @@ def metrics_service(name: str, namespace: str, uid: str, port: int = METRICS_POR
                                 "protocol": "TCP"}]}}
 
 
-def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool, service_accounts=()) -> list[dict]:
+def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool, service_accounts=(),
+               identity: bool = True) -> list[dict]:
     """What an agent may do: read its own CaptureTask and its task file, patch its status -- nothing else.
 
     DaemonSet agents get a ServiceAccount of their own.  Sidecars run under their pod's
@@ -218,7 +220,8 @@ def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool, service_accou
     task's agent (``service_accounts``; the webhook adds each injected pod's account before the
     pod exists, the status loop those of pods it attached to), never the namespace's whole
     ``system:serviceaccounts:<ns>`` group, so other workloads of the namespace cannot read the
-    task or forge its status.
+    task or forge its status.  Node agents also read pods and Services cluster-wide for the records'
+    identity, unless the task turns that off (``identity``: ``spec.identity.enabled`` not false).
     """
     n = child_name(name)
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(n, namespace, uid, name),
@@ -236,7 +239,8 @@ def agent_rbac(name: str, namespace: str, uid: str, sidecar: bool, service_accou
     objs = [role, binding]
     if not sidecar:
         objs.insert(0, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(n, namespace, uid, name)})
-        objs.append(agent_identity_binding(name, namespace))
+        if identity:
+            objs.append(agent_identity_binding(name, namespace))
     return objs
 
 

@@ -127,6 +127,53 @@ class RingOptions(_Strict):
         return v
 
 
+KafkaOptions = dict[str, str | int | bool]
+KAFKA_OPTIONS_DOC = "librdkafka settings passed as they are (security.protocol, sasl.mechanism, ...); no secrets"
+
+
+def check_kafka_options(options: dict, where: str = "password_env") -> dict:
+    """librdkafka settings that hold no secret: a key naming a password or secret is refused, so a secret
+    never sits in a task file, a flag or a log line (one rule for the kafka reporter and ``otus console``)."""
+    for key in options:
+        if "password" in key or "secret" in key:
+            raise ValueError(f"option {key!r}: put secrets in an environment variable or a file ({where})")
+    return options
+
+
+class KafkaAuth(_Strict):
+    """How a Kafka client authenticates, besides its brokers: librdkafka settings (``security.protocol``,
+    ``sasl.mechanism``, ``sasl.username``, ``ssl.ca.location``, ...) and the SASL password from an
+    environment variable or a file, never inline.  The kafka reporter's ``options``/``password_env`` and
+    ``otus console``'s ``--kafka-*`` flags are this one definition."""
+    options: KafkaOptions = Field(default={}, description=KAFKA_OPTIONS_DOC)
+    password_env: str | None = Field(default=None, description="environment variable with sasl.password")
+    password_file: str | None = Field(default=None, description="file with sasl.password (a mounted Secret)")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "KafkaAuth":
+        check_kafka_options(self.options, "password_env or password_file")
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give the SASL password through password_env or password_file, not both")
+        if self.password_env is not None and not self.password_env.strip():
+            raise ValueError("password_env: the name of an environment variable")
+        return self
+
+    def client_conf(self, env: Any = None) -> dict:
+        """The librdkafka settings with ``sasl.password`` filled in from where it is kept; SpecError when
+        that file cannot be read (the message names the file, never its content)."""
+        conf: dict = dict(self.options)
+        if self.password_env is not None:
+            conf["sasl.password"] = (os.environ if env is None else env).get(self.password_env, "")
+        elif self.password_file is not None:
+            try:
+                with open(self.password_file, encoding="utf-8") as f:
+                    conf["sasl.password"] = f.read().strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise SpecError(f"kafka password file {self.password_file}: "
+                                f"{getattr(e, 'strerror', None) or 'not UTF-8'}") from None
+        return conf
+
+
 class Reporter(_Strict):
     type: Literal["console", "file", "kafka", "hep"] = Field(description="where records go (hep: SIP messages as "
                                                                         "HEP v3 to Homer)")
@@ -135,13 +182,16 @@ class Reporter(_Strict):
     topic: str = Field(default="otus-{task}", description="kafka: topic; '{task}' becomes the task id")
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 16, description="kafka: disk spool limit")
     spool_full: Literal["drop-newest", "block"] = Field(default="drop-newest", description="kafka: when full")
-    options: dict[str, str | int | bool] = Field(default={}, description="kafka: librdkafka settings passed as they "
-                                                                       "are (security.protocol, sasl.mechanism, ...)")
+    options: KafkaOptions = Field(default={}, description="kafka: " + KAFKA_OPTIONS_DOC)
     password_env: str | None = Field(default=None, description="kafka: environment variable with sasl.password "
                                                                "(secrets never in task files or logs)")
     address: str | None = Field(default=None, description="hep: Homer/heplify-server HOST:PORT")
     proto: Literal["udp", "tcp"] = Field(default="udp", description="hep: transport")
     node_id: int = Field(default=2001, ge=0, le=0xFFFFFFFF, description="hep: capture agent id")
+
+    def kafka_auth(self) -> KafkaAuth:
+        """This reporter's client settings as the shared definition (daemon/task.py builds its producer's)."""
+        return KafkaAuth(options=self.options, password_env=self.password_env or None)
 
     @model_validator(mode="after")
     def _path(self) -> "Reporter":
@@ -149,9 +199,7 @@ class Reporter(_Strict):
             raise ValueError("a file reporter needs 'path'")
         if self.type != "file" and self.path:
             raise ValueError(f"a {self.type} reporter takes no 'path'")
-        for key in self.options:
-            if "password" in key or "secret" in key:
-                raise ValueError(f"option {key!r}: put secrets in an environment variable (password_env)")
+        check_kafka_options(self.options)
         for b in self.brokers + ([self.address] if self.address else []):
             host, sep, port = b.rpartition(":")
             if not sep or not host or not port.isdigit():
@@ -306,6 +354,25 @@ class DetectOptions(_Frozen):
                                    "...Resolved Event) once its detector has not fired for its key this long")
 
 
+IDENTITY_GRACE_S = 60.0
+IDENTITY_MAX_ENTRIES = 65_536
+
+
+class IdentityOptions(_Strict):
+    """Kubernetes identity of the records' addresses (pod, workload, node, Service): the node agent's
+    watch of pods and Services (``otus agent``, otus_agent/kube/identity.py).  Read by ``otus agent`` only;
+    ``otus run`` and the daemon accept the section and do nothing with it.  The CaptureTask's ``identity``
+    section mirrors it; a change reaches running agents without restarting their capture."""
+    enabled: bool | None = Field(default=None, description="watch pods and Services cluster-wide; default "
+                                 "(unset): on for node agents (DaemonSet) in a cluster, off in sidecars, which know "
+                                 "their own pod from the downward API and hold no rights to watch")
+    grace_s: float = Field(default=IDENTITY_GRACE_S, ge=0, le=3600, description="a deleted pod's (or Service's) "
+                           "addresses still resolve to it this long, so late packets are attributed to their sender")
+    max_entries: int = Field(default=IDENTITY_MAX_ENTRIES, ge=16, le=10_000_000, description="addresses the "
+                             "table holds at most (about 0.8 kB each); when full, expired holders go first, then the "
+                             "longest-deleted, else the oldest address (otus_identity_evictions_total)")
+
+
 class TaskSpec(_Strict):
     id: str = Field(min_length=1, max_length=TASK_ID_MAX,
                     description="unique task name: lower-case letters, digits and '-' (a DNS label)")
@@ -327,6 +394,8 @@ class TaskSpec(_Strict):
     workers: int = Field(default=1, ge=1, le=64, description="capture processes sharing the traffic (fanout)")
     promiscuous: bool = False
     ring: RingOptions = Field(default_factory=RingOptions)
+    identity: IdentityOptions = Field(default_factory=IdentityOptions,
+                                      description="Kubernetes identity of addresses (otus agent only)")
     reporters: list[Reporter] = Field(default_factory=lambda: [Reporter(type="console")], min_length=1)
 
     @field_validator("reporters")

@@ -1,7 +1,8 @@
 """The chart's cluster-wide console (issue 17.4), rendered by Helm's own engine and validated against the
 Kubernetes schemas: off by default; when on, a Deployment and a Service whose arguments `otus console`
 itself accepts, least privilege (no service account token, non-root, read-only root, no capabilities,
-resources), and the bearer token only from a Secret mounted as a file."""
+resources); Kafka authentication as flags `otus console` takes, the SASL password and CA only from Secrets
+mounted as files; no token Secret (the console's API is read-only)."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,12 @@ import pytest
 from .test_helm_chart import CHART, FOREIGN, KUBE, by_kind, helm, kubernetes_validate, render
 
 ON = {"console": {"enabled": True, "kafka": {"brokers": "kafka-0.kafka:9092,kafka-1.kafka:9092"}}}
-TOKEN = {"console": {**ON["console"], "token": {"existingSecret": "otus-console-token", "key": "bearer"}}}
+SASL = {"console": {**ON["console"], "kafka": {
+    "brokers": "kafka-0.kafka:9093", "securityProtocol": "SASL_SSL",
+    "sasl": {"mechanism": "SCRAM-SHA-512", "username": "otus-console",
+             "passwordSecret": {"name": "otus-kafka-creds", "key": "pw"}},
+    "tls": {"caSecret": {"name": "kafka-cluster-ca", "key": "ca.pem"}},
+    "options": {"ssl.endpoint.identification.algorithm": "https"}}}}
 
 
 def _console(docs: list[dict]) -> tuple[dict, dict]:
@@ -24,11 +30,11 @@ def test_off_by_default():
     assert not [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "otus-console"]
 
 
-@pytest.mark.parametrize("values", [ON, TOKEN, {"console": {**ON["console"], "kafka": {
+@pytest.mark.parametrize("values", [ON, SASL, {"console": {**ON["console"], "kafka": {
     "brokers": "k:9092", "topic": "otus-edge", "fromBeginning": True},
     "service": {"type": "NodePort", "port": 8080}, "image": {"repository": "r/otus-agent", "tag": "9.9.9"},
     "nodeSelector": {"kubernetes.io/os": "linux"}, "podAnnotations": {"a": "b"}}, "imagePullSecrets": [{"name": "rc"}]}],
-    ids=["on", "token", "options"])
+    ids=["on", "sasl", "options"])
 def test_renders_valid_objects_and_lints(values):
     docs = render(values)
     _console(docs)
@@ -66,18 +72,51 @@ def test_least_privilege_and_arguments_otus_console_accepts():
     assert "env" not in c and not [v for v in pod["volumes"] if "secret" in v]     # no token configured: none
 
 
-def test_the_token_is_a_mounted_secret_file_never_a_flag_or_env_value():
-    dep, _ = _console(render(TOKEN))
+def test_kafka_auth_reaches_the_console_and_the_password_only_as_a_mounted_file(tmp_path):
+    """The values become `otus console` flags it parses into the kafka reporter's settings (KafkaAuth); the
+    password file the flag names is where the Secret is mounted, read-only and not world-readable; no
+    secret in the arguments or the environment."""
+    from otus_agent.cli.main import build_parser
+    from otus_agent.web.console import kafka_auth
+    dep, _ = _console(render(SASL))
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    vol = next(v for v in pod["volumes"] if "secret" in v)
-    assert vol["secret"]["secretName"] == "otus-console-token"
-    assert vol["secret"]["items"] == [{"key": "bearer", "path": "token"}]
-    assert vol["secret"]["defaultMode"] & 0o007 == 0                  # not world-readable
-    mount = next(m for m in c["volumeMounts"] if m["name"] == vol["name"])
-    assert mount["readOnly"] is True and mount["mountPath"] == "/etc/otus/console"
-    assert not any("token" in a.lower() for a in c["args"])
+    args = build_parser().parse_args(c["args"])
+    auth = kafka_auth(args)
+    assert auth.options == {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                            "sasl.username": "otus-console", "ssl.ca.location": "/etc/otus/kafka-ca/ca.crt",
+                            "ssl.endpoint.identification.algorithm": "https"}
+    assert auth.password_env is None
+    vols = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    for path, secret, key, leaf in ((auth.password_file, "otus-kafka-creds", "pw", "password"),
+                                    (auth.options["ssl.ca.location"], "kafka-cluster-ca", "ca.pem", "ca.crt")):
+        directory, _, name = path.rpartition("/")
+        m = mounts[directory]
+        assert m["readOnly"] is True and name == leaf
+        v = vols[m["name"]]["secret"]
+        assert v["secretName"] == secret and v["items"] == [{"key": key, "path": leaf}]
+    assert vols[mounts["/etc/otus/kafka-sasl"]["name"]]["secret"]["defaultMode"] & 0o007 == 0   # not world-readable
+    assert not any("pw" in a.split("=")[-1] or "creds" in a for a in c["args"])
     assert "env" not in c and "envFrom" not in c
+    # what the console does with it: the password read from the mounted file, into librdkafka's settings
+    pw = tmp_path / "password"
+    pw.write_text("hunter2\n")
+    conf = auth.model_copy(update={"password_file": str(pw)}).client_conf()
+    assert conf["sasl.password"] == "hunter2" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
+
+
+def test_no_token_secret_is_mounted():
+    """The console's API is read-only: nothing would read a token, so the chart mounts none and refuses the
+    old value."""
+    dep, _ = _console(render(SASL))
+    assert not [m for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                if "console" in m["mountPath"]]
+    chart = helm.Chart.load(str(CHART))
+    with pytest.raises(helm.HelmError) as e:
+        chart.render({"console": {**ON["console"], "token": {"existingSecret": "t"}}}, name="otus",
+                     namespace="otus-system", is_install=True)
+    assert "token" in str(e.value)
 
 
 def test_options_reach_the_console():
@@ -99,7 +138,10 @@ def test_options_reach_the_console():
     ({"console": {"enabled": True, "kafka": {"brokers": ""}}}, "brokers"),
     ({"console": {**ON["console"], "kafka": {"brokers": "no-port"}}}, "brokers"),
     ({"console": {**ON["console"], "port": "http"}}, "port"),
-    ({"console": {**ON["console"], "token": {"value": "s3cret"}}}, "value"),      # no inline tokens
+    ({"console": {**ON["console"], "kafka": {"brokers": "k:9092", "sasl": {"password": "s3cret"}}}}, "password"),
+    ({"console": {**ON["console"], "kafka": {"brokers": "k:9092", "options": {"sasl.password": "x"}}}}, "sasl.password"),
+    ({"console": {**ON["console"], "kafka": {"brokers": "k:9092", "sasl": {"mechanism": "PLAIN"}}}}, "passwordSecret"),
+    ({"console": {**ON["console"], "kafka": {"brokers": "k:9092", "securityProtocol": "TLS"}}}, "securityProtocol"),
     ({"console": {**ON["console"], "service": {"type": "ExternalName"}}}, "type"),
     ({"console": {**ON["console"], "replicas": 3}}, "replicas"),
 ])

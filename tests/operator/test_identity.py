@@ -362,3 +362,46 @@ def test_thread_safety_smoke(cluster):
         t.join(5)
         w.stop.set()
     assert not bad
+
+
+def test_otus_agent_takes_the_identity_settings_from_its_task_file(cluster, tmp_path):
+    """The task's identity section (the CaptureTask's spec.identity, rendered by the operator) is what
+    ``otus agent`` runs its watch with: a 1 s grace lets a deleted pod's address go within seconds (the
+    default would hold it 60 s); then the file turns the watch off and the snapshot the capture processes
+    follow empties, while the capture goes on."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a packet socket on loopback)")
+    core = client.CoreV1Api(cluster.client())
+    ns = _ns()
+    _pod(core, ns, "keep", ["10.41.0.1"], "node-a")
+    _pod(core, ns, "gone", ["10.41.0.2"], "node-a")
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    task = {"id": "ident-settings", "interfaces": ["lo"], "bpf_filter": "udp port 15071", "sip": {"ports": [15071]},
+            "reporters": [{"type": "file", "path": str(tmp_path / "r.jsonl")}],
+            "identity": {"grace_s": 1, "max_entries": 1000}}
+    (task_dir / "task.yaml").write_text(yaml.safe_dump(task))
+    env = {**os.environ, "OTUS_AGENT_NAME": "otus-ids-x1", "OTUS_NODE": "node-a", "OTUS_POD": "otus-ids-x1",
+           "OTUS_MODE": "daemonset"}
+    for k in ("OTUS_TASK", "OTUS_TASK_NAMESPACE"):
+        env.pop(k, None)
+    env["OTUS_IDENTITY"] = "false"          # no longer read: the task file decides
+    snap = tmp_path / "state" / "identity.tsv"
+    proc = subprocess.Popen([otus_bin(), "agent", "--task-file", str(task_dir / "task.yaml"), "--kubeconfig",
+                             cluster.kubeconfig, "--state-dir", str(tmp_path / "state"), "--poll-interval", "0.2",
+                             "--metrics-listen", ""], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: snap.exists() and b"10.41.0.2" in snap.read_bytes(), what="both pods in the snapshot")
+        core.delete_namespaced_pod("gone", ns)
+        t0 = time.monotonic()
+        wait_for(lambda: b"10.41.0.2" not in snap.read_bytes(), 15, what="the deleted pod let go after 1 s")
+        assert time.monotonic() - t0 < 15 and b"10.41.0.1" in snap.read_bytes()
+        (task_dir / "task.yaml").write_text(yaml.safe_dump({**task, "identity": {"enabled": False}}))
+        wait_for(lambda: snap.read_bytes() == b"", 15, what="the snapshot emptied once the watch is off")
+        assert proc.poll() is None
+    finally:
+        stop_proc(proc, timeout=15)
+    err = proc.stderr.read().decode()
+    assert "identity watch of pods and services on (grace 1 s, at most 1000 addresses)" in err, err[-2000:]
+    assert "identity watch of pods and services off" in err, err[-2000:]
+    assert err.count("task started") == 1, err[-3000:]       # the identity change restarted no capture

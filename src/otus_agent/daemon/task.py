@@ -40,9 +40,7 @@ def configs(spec: TaskSpec, kafka_defaults: list[str] | None = None,
                       task=spec.id, parsers=parsers, settings=settings)
     for r in spec.reporters:
         if r.type == "kafka":
-            conf = {k: v for k, v in r.options.items()}
-            if r.password_env:
-                conf["sasl.password"] = os.environ.get(r.password_env, "")
+            conf = r.kafka_auth().client_conf()      # options and sasl.password: otus_spec.KafkaAuth
             live.kafka = KafkaSettings(r.brokers or list(kafka_defaults or []), r.topic,
                                        os.path.join(state_dir, "spool"), r.spool_max_bytes, r.spool_full,
                                        conf=conf or None)

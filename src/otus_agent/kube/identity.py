@@ -33,6 +33,10 @@ What a pod's identity holds, and why:
 A Service's identity (``namespace``, ``service``) is keyed by its ``spec.clusterIPs`` (headless
 Services have none).
 
+**Settings.**  ``enabled``, ``grace_s`` and ``max_entries`` are the task's ``identity`` section
+(``otus_spec.IdentityOptions``; the CaptureTask's ``spec.identity``, rendered by the operator into the task
+file); ``kube/main.py: IdentityService`` applies them, a change to a running table (``configure``) included.
+
 **Grace and reuse.**  A deleted pod's addresses keep resolving to it for ``grace_s`` (default
 60 s), so packets still in rings, reassembly and TCP streams when the DELETE arrives are attributed
 to the pod that sent them.  Each address has a queue of holders in the order they claimed it; it
@@ -70,40 +74,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
 from orjson import dumps
-from pydantic import BaseModel, ConfigDict, Field
 
 from otus_agent import identity as hooks
 from otus_agent.kube.status import FailureLog
+from otus_spec import IDENTITY_GRACE_S, IDENTITY_MAX_ENTRIES
 
 log = logging.getLogger("otus.kube.identity")
 
-GRACE_S = 60.0
-MAX_ENTRIES = 65_536
+GRACE_S = IDENTITY_GRACE_S           # the task contract's defaults (otus_spec.IdentityOptions)
+MAX_ENTRIES = IDENTITY_MAX_ENTRIES
 PAGE = 500                  # list page size
 WATCH_TIMEOUT_S = 300       # the server ends a watch after this (plus jitter): watch again from the last version
 BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 PUBLISH_EVERY_S = 1.0       # snapshot file: at most this often
-
-
-class IdentitySettings(BaseModel):
-    """``otus agent``'s identity watch; from the environment (``from_env``), set by the operator."""
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool | None = Field(None, description="watch pods and services; default: on in a cluster (node agent)")
-    grace_s: float = Field(GRACE_S, ge=0, le=3600, description="a deleted pod's addresses resolve to it this long")
-    max_entries: int = Field(MAX_ENTRIES, ge=16, le=10_000_000, description="addresses held at most")
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | os._Environ = os.environ) -> IdentitySettings:
-        """``OTUS_IDENTITY`` (true/false), ``OTUS_IDENTITY_GRACE_SECONDS``, ``OTUS_IDENTITY_MAX_ENTRIES``."""
-        raw: dict[str, Any] = {}
-        if env.get("OTUS_IDENTITY"):
-            raw["enabled"] = env["OTUS_IDENTITY"]
-        if env.get("OTUS_IDENTITY_GRACE_SECONDS"):
-            raw["grace_s"] = env["OTUS_IDENTITY_GRACE_SECONDS"]
-        if env.get("OTUS_IDENTITY_MAX_ENTRIES"):
-            raw["max_entries"] = env["OTUS_IDENTITY_MAX_ENTRIES"]
-        return cls.model_validate(raw)
 
 
 def capture_point(env: dict[str, str] | os._Environ = os.environ) -> dict[str, str] | None:
@@ -234,6 +218,26 @@ class IdentityTable:
         with self.lock:
             return {**self.counters, "addresses": len(self.addrs), "holders": len(self.holders),
                     "dying": len(self.dying)}
+
+    def configure(self, grace_s: float, max_entries: int) -> None:
+        """New settings for a running table (the task's identity section changed): a shorter grace
+        expires at once what it no longer covers, a smaller bound evicts (counted) down to it."""
+        with self.lock:
+            self.grace_s, self.max_entries = grace_s, max_entries
+            self.expire()
+            while len(self.addrs) > self.max_entries:
+                self._evict_one()
+            self._flush()
+
+    def clear(self) -> None:
+        """Forget everything (the watch turned off): every address stops resolving."""
+        with self.lock:
+            self._changed.update(self.addrs)
+            self.holders.clear()
+            self.addrs.clear()
+            self.by_ns.clear()
+            self.dying.clear()
+            self._flush()
 
     # -------------------------------------------------------------- pods and services
     def pod_identity(self, pod: dict, service: str | None) -> dict:
@@ -399,6 +403,9 @@ class IdentityTable:
         self.expire()
         if len(self.addrs) < self.max_entries:
             return
+        self._evict_one()
+
+    def _evict_one(self) -> None:
         victim = next((ip for h in self.dying.values() for ip in h.ips if ip in self.addrs), None)
         if victim is None:
             victim = next(iter(self.addrs))

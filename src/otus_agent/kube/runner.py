@@ -44,7 +44,7 @@ import yaml
 
 from otus_agent.daemon.manager import TaskError, TaskManager
 from otus_agent.kube.status import StatusReporter, entry
-from otus_spec import SpecError, TaskSpec
+from otus_spec import IdentityOptions, SpecError, TaskSpec
 
 log = logging.getLogger("otus.kube.agent")
 
@@ -57,8 +57,11 @@ class TaskFileAgent:
     def __init__(self, task_file: str, manager: TaskManager, reporter: StatusReporter | None = None,
                  node: str | None = None, pod: str | None = None, source=None,
                  check_interval_s: float = CHECK_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
-                 task_ref: str = "the CaptureTask"):
-        """``source``: a ConfigMapSource (``sync()`` before each pass, ``gone``), or None for a mounted file."""
+                 task_ref: str = "the CaptureTask", on_spec: Callable[[IdentityOptions], None] | None = None):
+        """``source``: a ConfigMapSource (``sync()`` before each pass, ``gone``), or None for a mounted file.
+        ``on_spec``: given each new valid task's ``identity`` section before the task (re)starts (the
+        agent's identity watch, kube/main.py); a change of that section alone restarts nothing."""
+        self.on_spec = on_spec
         self.task_file = task_file
         self.source = source
         self.check_interval_s = check_interval_s
@@ -142,7 +145,15 @@ class TaskFileAgent:
         if raw is not None and raw != self.raw:
             self.raw = raw
             spec = self._parse(raw)
-            if spec is not None and (spec != self.spec or not self._running()):
+            if spec is not None and self.on_spec is not None:
+                try:
+                    self.on_spec(spec.identity)
+                except Exception as err:    # identity is an annotation: its failure never stops the capture
+                    log.error(f"identity settings not applied: {err}")
+            if spec is not None and self.spec is not None and spec != self.spec and self._running() \
+                    and spec.model_copy(update={"identity": self.spec.identity}) == self.spec:
+                self.spec = spec          # only the identity section changed: applied above, the capture goes on
+            elif spec is not None and (spec != self.spec or not self._running()):
                 if self.spec is not None:
                     self._stop()
                     self.restarts += 1

@@ -137,28 +137,60 @@ def test_capture_point_from_the_downward_api():
     side = {"OTUS_NODE": "n1", "OTUS_AGENT_NAME": "web-1", "OTUS_POD": "web-1", "OTUS_POD_NAMESPACE": "alpha",
             "OTUS_MODE": "sidecar"}
     assert ki.capture_point(side) == {"agent": "web-1", "node": "n1", "pod": "web-1", "namespace": "alpha"}
-    assert ki.IdentitySettings.from_env({"OTUS_IDENTITY": "false", "OTUS_IDENTITY_GRACE_SECONDS": "5"}).grace_s == 5
-    with pytest.raises(ValueError):
-        ki.IdentitySettings.from_env({"OTUS_IDENTITY_GRACE_SECONDS": "-1"})
 
 
 def test_sidecar_mode_knows_its_own_pod_and_watches_nothing(tmp_path):
-    import argparse
-    import threading
-
-    from otus_agent.kube.main import start_identity
+    from otus_agent.kube.main import IdentityService, start_capture_point
+    from otus_spec import IdentityOptions
     env = {"OTUS_MODE": "sidecar", "OTUS_NODE": "n1", "OTUS_AGENT_NAME": "web-1", "OTUS_POD": "web-1",
            "OTUS_POD_NAMESPACE": "alpha", "OTUS_POD_IPS": "10.1.0.5,fd00:1::5", "KUBERNETES_SERVICE_HOST": "10.96.0.1"}
-    args = argparse.Namespace(kubeconfig=None, state_dir=str(tmp_path))
-    assert start_identity(args, threading.Event(), env) is None          # no table, no watch, no API call
+    start_capture_point(env)
+    ids = IdentityService(None, str(tmp_path), env)
+    ids.apply(IdentityOptions())
+    assert ids.table is None and ids.watch is None                     # no table, no watch, no API call
     me = {"namespace": "alpha", "pod": "web-1", "node": "n1"}
     assert hooks.ADDRESSES == {"10.1.0.5": me, "fd00:1::5": me}
     assert hooks.FRAGMENTS[b"10.1.0.5"] == orjson.dumps(me)
     assert hooks.CAPTURE["capture"] == {"agent": "web-1", "node": "n1", "pod": "web-1", "namespace": "alpha"}
     # outside a cluster: nothing at all, records unchanged
     hooks.clear()
-    assert start_identity(args, threading.Event(), {}) is None
-    assert not hooks.ADDRESSES and not hooks.FRAGMENTS and not hooks.CAPTURE
+    start_capture_point({})
+    out = IdentityService(None, str(tmp_path), {})
+    out.apply(IdentityOptions())
+    assert out.table is None and not hooks.ADDRESSES and not hooks.FRAGMENTS and not hooks.CAPTURE
+    # the default follows the mode; the task's identity.enabled wins over it
+    node = {**env, "OTUS_MODE": "daemonset"}
+    assert IdentityService(None, str(tmp_path), node).wanted(IdentityOptions())
+    assert not IdentityService(None, str(tmp_path), node).wanted(IdentityOptions(enabled=False))
+    assert not IdentityService(None, str(tmp_path), {}).wanted(IdentityOptions())
+    assert IdentityService(None, str(tmp_path), {}).wanted(IdentityOptions(enabled=True))
+
+
+def test_new_settings_apply_to_a_running_table():
+    """A shorter grace expires at once what it no longer covers; a smaller bound evicts down to it, counted;
+    clear() lets every address go."""
+    clock = Clock()
+    t = ki.IdentityTable(grace_s=60, max_entries=100, clock=clock)
+    for i in range(10):
+        t.upsert_pod(pod(f"p{i}", "x", f"10.0.0.{i}"))
+    t.delete_pod(pod("p0", "x", "10.0.0.0"))
+    clock.t += 5
+    t.configure(grace_s=30, max_entries=100)
+    assert hooks.ADDRESSES["10.0.0.0"]["pod"] == "p0"                  # 5 s after: within 30 s
+    t.configure(grace_s=2, max_entries=100)
+    assert "10.0.0.0" not in hooks.ADDRESSES and t.grace_s == 2       # 5 s after: past 2 s
+    t.configure(grace_s=2, max_entries=16)
+    assert len(t) == 9 and t.counters["evictions"] == 0
+    for i in range(10, 20):
+        t.upsert_pod(pod(f"p{i}", "x", f"10.0.0.{i}"))
+    assert len(t) == 16 and t.counters["evictions"] == 3
+    t.max_entries = 100
+    for i in range(20, 30):
+        t.upsert_pod(pod(f"p{i}", "x", f"10.0.0.{i}"))
+    t.configure(grace_s=2, max_entries=20)
+    assert len(t) == len(hooks.ADDRESSES) == 20 and t.counters["evictions"] == 3 + 6
+    t.clear()
+    assert len(t) == 0 and not hooks.ADDRESSES and t.resolve("10.0.0.25") is None
 
 
 def test_lane_and_general_path_write_the_same_identity_bytes(tmp_path):
