@@ -243,7 +243,7 @@ def test_spool_block_policy_waits_for_room(tmp_path):
 def test_kafka_options_and_secrets(tmp_path):
     r = subprocess.run([otus_bin(), "run", "--demo", "--demo-calls", "1", "--kafka-brokers", "127.0.0.1:1",
                         "--kafka-option", "sasl.password=x"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "secrets come from the environment" in r.stderr
+    assert r.returncode == 2 and "put secrets in an environment variable" in r.stderr
     from otus_spec import SpecError, task_from_dict
     with pytest.raises(SpecError, match="put secrets in an environment variable"):
         task_from_dict({"id": "k", "interface": "lo", "reporters": [{"type": "kafka", "options":

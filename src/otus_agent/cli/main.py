@@ -332,16 +332,22 @@ def _kafka_settings(args: argparse.Namespace):
     rd = logging.getLogger("otus.kafka.librdkafka")
     rd.addHandler(logging.NullHandler())
     rd.propagate = False
-    conf: dict = {}
+    options: dict = {}
     for opt in args.kafka_option or ():
         key, sep, value = opt.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--kafka-option: expected KEY=VALUE, got {opt!r}")
-        if "password" in key or "secret" in key:
-            raise UserError(f"--kafka-option {key}: secrets come from the environment ($OTUS_KAFKA_SASL_PASSWORD)")
-        conf[key.strip()] = value
-    if os.environ.get("OTUS_KAFKA_SASL_PASSWORD"):
-        conf["sasl.password"] = os.environ["OTUS_KAFKA_SASL_PASSWORD"]
+        options[key.strip()] = value
+    from pydantic import ValidationError
+
+    from otus_spec import KafkaAuth
+    env = "OTUS_KAFKA_SASL_PASSWORD" if os.environ.get("OTUS_KAFKA_SASL_PASSWORD") else None
+    try:   # the one rule for secrets in client settings (the kafka reporter's and otus console's)
+        conf = KafkaAuth(options=options, password_env=env).client_conf()
+    except ValidationError as e:
+        raise UserError("--kafka-option: " + "; ".join(str(x["msg"]).removeprefix("Value error, ")
+                                                        for x in e.errors())
+                        + "; otus run reads the SASL password from $OTUS_KAFKA_SASL_PASSWORD") from None
     return KafkaSettings(brokers, args.kafka_topic, spool, args.spool_max_bytes, args.spool_full,
                          args.kafka_flush_timeout, conf or None)
 
