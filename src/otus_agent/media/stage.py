@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,13 +80,16 @@ class MediaStage:
         self.discovery = MediaDiscovery(c.max_endpoints, c.heuristic)
         self.streams: dict[tuple[str, int, str, int, int], MediaStream] = {}
         self.flows: dict[tuple[str, int, str, int], MediaStream] = {}   # the last stream of each 4-tuple
+        # the per-packet path: each non-multiplexed flow's stream's bound ``add_packet`` (one dict get and one
+        # call per RTP packet); multiplexed (rtcp-mux) flows are absent, RTCP must be told apart first
+        self.fast: dict[tuple[str, int, str, int], Callable[[int, bytes], int]] = {}
+        self._ended_packets = 0   # RTP packets of the streams already closed (rtp_packets: these + the open ones)
         self.by_ssrc: dict[int, MediaStream] = {}
         self.by_call: dict[str, set[tuple[str, int, str, int, int]]] = {}
         self.ending: dict[str, int] = {}          # call_id -> ns after which its streams end
         self.bad: Counter[str] = Counter()        # refused RTP/RTCP by reason
         self.bad_heuristic: Counter[str] = Counter()   # unannounced datagrams the heuristic refused
         self.c: Counter[str] = Counter()
-        self.rtp_packets = 0
         self.slow_packets = 0   # datagrams off the per-flow fast path (metric: it should stay small)
         self.jitter_hist = [0] * (len(JITTER_BUCKETS_MS) + 1)
         self.mos_hist = [0] * (len(MOS_BUCKETS) + 1)
@@ -119,21 +123,28 @@ class MediaStage:
     def feed_packet(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         """One UDP datagram; anything not announced (nor heuristically RTP) is ignored cheaply."""
         self.last_ts_ns = ts_ns
-        flow = (src, sport, dst, dport)
-        ms = self.flows.get(flow)
-        if ms is not None and not (ms.mux and R.looks_like_rtcp(payload)):
-            code = ms.stats.add_packet(ts_ns, payload)   # the common case: parsed and added in one call
+        add = self.fast.get((src, sport, dst, dport))
+        if add is not None:
+            code = add(ts_ns, payload)   # the common case: parsed and added in one call
             if code == 0:
-                self.rtp_packets += 1
                 return
             if code > 0:
                 self.bad[RTP_REASONS[code]] += 1
                 return
-        self._slow(ts_ns, flow, payload)
+        self._slow(ts_ns, (src, sport, dst, dport), payload)
 
     def _slow(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
         """First packet of a flow, a new SSRC on it, RTCP, or unannounced traffic."""
         self.slow_packets += 1
+        ms = self.flows.get(flow)
+        if ms is not None and ms.mux and not R.looks_like_rtcp(payload):   # RTP on a multiplexed flow
+            code = ms.stats.add_packet(ts_ns, payload)
+            if code == 0:
+                self.slow_packets -= 1   # a multiplexed flow's RTP is its fast path
+                return
+            if code > 0:
+                self.bad[RTP_REASONS[code]] += 1
+                return
         src, sport, dst, dport = flow
         exp = self.discovery.expected
         ep = exp.get((dst, dport))
@@ -155,9 +166,16 @@ class MediaStage:
         ms = self.streams.get(key)
         if ms is None:
             ms = self._open(ts_ns, key, ep.call_id, _direction(ep, to_announcer), ep.rtpmap, False, ep.mux)
-        self.flows[flow] = ms
+        self._route(flow, ms)
         ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
-        self.rtp_packets += 1
+
+    def _route(self, flow: tuple[str, int, str, int], ms: MediaStream) -> None:
+        """``flow``'s packets go to ``ms`` from now on (its last SSRC wins, as before)."""
+        self.flows[flow] = ms
+        if ms.mux:
+            self.fast.pop(flow, None)
+        else:
+            self.fast[flow] = ms.stats.add_packet
 
     def _heuristic(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         ms = None
@@ -166,7 +184,6 @@ class MediaStage:
         if ms is not None:
             h = R.parse_rtp(payload, self.bad)
             if h is not None:
-                self.rtp_packets += 1
                 ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
             return
         if R.parse_rtp(payload, self.bad_heuristic) is None:
@@ -177,7 +194,6 @@ class MediaStage:
         key = (src, sport, dst, dport, int.from_bytes(payload[8:12], "big"))
         ms = self._open(found[0][0], key, None, None, {}, True)
         for t, seq, rts, pt, marker, size in found:
-            self.rtp_packets += 1
             ms.stats.add(t, seq, rts, pt, marker, size)
 
     def _open(self, ts_ns: int, key: tuple[str, int, str, int, int], call_id: str | None, direction: str | None,
@@ -288,10 +304,12 @@ class MediaStage:
 
     def _close(self, ms: MediaStream, reason: str) -> dict:
         """Remove a stream and return its final record (evictions queue theirs for the next flush)."""
-        self.streams.pop(ms.key, None)
+        if self.streams.pop(ms.key, None) is ms:
+            self._ended_packets += ms.stats.packets
         flow = ms.key[:4]
         if self.flows.get(flow) is ms:
             del self.flows[flow]
+            self.fast.pop(flow, None)
         if self.by_ssrc.get(ms.key[4]) is ms:
             del self.by_ssrc[ms.key[4]]
         if ms.call_id is not None:
@@ -373,6 +391,11 @@ class MediaStage:
         return rec
 
     # ------------------------------------------------------------ metrics
+
+    @property
+    def rtp_packets(self) -> int:
+        """RTP packets accounted to a stream (every one is: the ended streams' plus the open ones')."""
+        return self._ended_packets + sum(m.stats.packets for m in self.streams.values())
 
     def counters(self) -> dict[str, object]:
         """Plain numbers for metrics: histograms are cumulative bucket counts (Prometheus ``le``)."""
