@@ -16,8 +16,8 @@ import pathlib
 import resource
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 
 from otus_agent.capture.pcapfile import open_capture
