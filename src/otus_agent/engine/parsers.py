@@ -55,6 +55,9 @@ class Parser:
     on_batch: Callable[[PacketBatch, array], None] | None = None   # every decoded batch (buffer, rows)
     # live capture, about once a second (wall clock, ns): time-driven output while traffic is quiet
     tick: Callable[[int], None] | None = None
+    # a lane beside SIP's datagram path (the engine's only other datagram parser): given SIP's ports and
+    # heuristic, it takes only packets SIP would ignore (media: RTP of announced flows)
+    beside_sip: Callable[[frozenset[int], bool], Lane] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,26 +127,29 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
     out.taps["sip"].append(stage.on_sip_record)
     out.taps.setdefault(CALL_HOLDS, []).append(stage.hold_call)
     emit, feed, flush = sink.emit, stage.feed_packet, stage.flush
-    due = [0]
 
-    def on_datagram(d: Datagram) -> None:
+    def on_datagram(d: Datagram) -> None:   # stage.lane_until_ns: the next flush (the lane stops there too)
         if d.proto == 17:
             t = d.ts_ns
             feed(t, d.src_ip, d.src_port, d.dst_ip, d.dst_port, d.payload)
-            if t >= due[0]:
-                due[0] = t + MEDIA_FLUSH_NS
+            if t >= stage.lane_until_ns:
+                stage.lane_until_ns = t + MEDIA_FLUSH_NS
                 for r in flush(t):
                     emit(r)
 
     def tick(now_ns: int) -> None:
-        due[0] = now_ns + MEDIA_FLUSH_NS
+        stage.lane_until_ns = now_ns + MEDIA_FLUSH_NS
         for r in flush(now_ns):
             emit(r)
+
+    def beside_sip(ports: frozenset[int], heuristic: bool) -> Lane:
+        stage.sip_ports, stage.sip_heuristic = ports, heuristic
+        return stage.run_lane
 
     def finish() -> None:
         for r in stage.finish():
             emit(r)
-    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick)
+    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip)
 
 
 def _flow(settings: Any, out: Outputs) -> Parser:

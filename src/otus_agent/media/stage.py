@@ -19,6 +19,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from otus_agent.decode import decoder as D
 from otus_agent.identity import annotate
 from otus_agent.media import rtp as R
 from otus_agent.media.discovery import Endpoint, MediaDiscovery
@@ -77,6 +78,9 @@ def _direction(ep: Endpoint, to_announcer: bool) -> str:
 class MediaStage:
     def __init__(self, config: MediaConfig | None = None):
         c = self.config = config or MediaConfig()
+        # run_lane leaves to the datagram path what the SIP parser beside it may want (set by the engine)
+        self.sip_ports: frozenset[int] = frozenset()
+        self.sip_heuristic = True
         self.discovery = MediaDiscovery(c.max_endpoints, c.heuristic)
         self.streams: dict[tuple[str, int, str, int, int], MediaStream] = {}
         self.flows: dict[tuple[str, int, str, int], MediaStream] = {}   # the last stream of each 4-tuple
@@ -98,6 +102,8 @@ class MediaStage:
         self.interim_ns = int(c.interim_s * 1e9)
         self.linger_ns = int(c.bye_linger_s * 1e9)
         self.last_ts_ns = 0
+        self.lane_until_ns = 0   # run_lane leaves packets from this capture time on to feed (a flush is due)
+        self.lane_packets = 0    # RTP packets run_lane took (they are also in rtp_packets)
         self._closed: list[dict] = []   # evicted streams' records, returned by the next flush
         # call summaries (issue 16): each call's running media summary, and the call records held
         # while their streams run; both bounded by MAX_CALLS (the oldest goes first, counted)
@@ -132,6 +138,43 @@ class MediaStage:
                 self.bad[RTP_REASONS[code]] += 1
                 return
         self._slow(ts_ns, (src, sport, dst, dport), payload)
+
+    def run_lane(self, buf: bytes, out, n: int, ts, i: int, end: bool = True) -> int:
+        """The datagram stage's lane (reassembly.datagrams): from row ``i`` of a decoded batch, the RTP
+        packets of known plain flows go to their streams with no ``Datagram`` built and no other
+        datagram parser called; returns the first row it leaves to the datagram path, which is each
+        row that is not UDP, not on a known flow, not accepted by its stream as it is (refused, new
+        SSRC: the path counts and handles it as ``feed_packet`` does), on one of ``sip_ports`` or could
+        look like SIP to SIP's heuristic (``sip_heuristic``: never taken from the SIP parser), or at or
+        after ``lane_until_ns`` (a flush is due)."""
+        NF, fast, until, sip_ports, sip_heuristic = D.NF, self.fast, self.lane_until_ns, self.sip_ports, self.sip_heuristic
+        F_STATUS, F_PROTO, F_IPVER, F_L3OFF, F_SPORT, F_DPORT, F_PAYOFF, F_PAYLEN = (
+            D.F_STATUS, D.F_PROTO, D.F_IPVER, D.F_L3OFF, D.F_SPORT, D.F_DPORT, D.F_PAYOFF, D.F_PAYLEN)
+        ST_L4, addresses = D.ST_L4, D.ip_addresses
+        start = i
+        while i < n:
+            o = i * NF
+            if out[o + F_STATUS] != ST_L4 or out[o + F_PROTO] != 17:
+                break
+            t = ts[i]
+            sport, dport = out[o + F_SPORT], out[o + F_DPORT]
+            if t >= until or sport in sip_ports or dport in sip_ports:
+                break
+            src, dst = addresses(buf, out[o + F_IPVER], out[o + F_L3OFF])
+            add = fast.get((src, sport, dst, dport))
+            if add is None:
+                break
+            pay = out[o + F_PAYOFF]
+            payload = buf[pay:pay + out[o + F_PAYLEN]]
+            # SIP's heuristic wants a first line ending in SIP/2.0 (any case): those stay on the path
+            if sip_heuristic and b"/2.0" in payload:
+                break
+            if add(t, payload) != 0:
+                break
+            self.last_ts_ns = t
+            i += 1
+        self.lane_packets += i - start
+        return i
 
     def _slow(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
         """First packet of a flow, a new SSRC on it, RTCP, or unannounced traffic."""
