@@ -16,7 +16,9 @@ Parsers that read other parsers' records (``rtp`` learns streams from SIP's SDP,
 SIP records and flow events) name them in ``ParserSpec.listens``: the engine then gives
 ``Outputs.taps[producer]`` a list, the producer hands every record to the callables in it, and the
 listener's factory appends its own.  A tapped SIP parser runs without its compiled UDP lane: the
-lane produces JSON bytes only, and listeners need the records.  Parsers over whole decoded
+lane produces JSON bytes only, and listeners need the records.  A parser that is SIP's only
+datagram neighbour may offer ``Parser.beside_sip`` instead: a lane taking only packets SIP would
+ignore (``rtp``: the RTP of announced flows, no ``Datagram`` built).  Parsers over whole decoded
 batches (``flow``, DNS per-domain traffic) return ``Parser.on_batch``.
 
 Factories import their parser lazily, so a command that does not run a parser does not pay for
