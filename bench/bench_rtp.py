@@ -1,7 +1,8 @@
 """RTP analysis rate, single core, offline: MediaStage against tshark -z rtp,streams on the same file.
 
 Prints RTP packets per CPU-second for: MediaStage alone (datagrams decoded beforehand), the
-whole file path in process (decode -> SIP -> media records), ``otus run --pcap FILE --parsers
+whole file path in process (the engine ``otus run`` builds: decode -> SIP -> media lane ->
+records as JSON), ``otus run --pcap FILE --parsers
 sip,rtp`` end to end (CPU time of the child: start-up, decode, SIP, media, JSON to /dev/null), and
 ``tshark -q -z rtp,streams`` on the same file in the same run (CPU time of the child), and the
 ratios.  The workload is sim/rtpgen.py's (loss, duplicates, reordering,
@@ -21,6 +22,7 @@ import tempfile
 import time
 
 from otus_agent.capture.pcapfile import open_capture
+from otus_agent.engine.pipeline import Engine, EngineConfig
 from otus_agent.media import rtp_cy
 from otus_agent.media.stage import MediaStage
 from otus_agent.reassembly.datagrams import DatagramStage
@@ -77,18 +79,13 @@ def main() -> None:
     t_stage = best(stage_only, 3)
     print(f"  MediaStage alone            {n_rtp / t_stage:12,.0f} RTP packets/CPU-s")
 
-    def whole():
-        m = MediaStage()
-        sip = SipStage(SipConfig(), m.on_sip_record)
-
-        def both(d):
-            sip.on_datagram(d)
-            m.feed(d)
+    def whole():   # the engine as otus run builds it: with the media lane beside SIP
+        e = Engine(EngineConfig(parsers=("sip", "rtp")), lambda b: None)
         with open_capture(path) as r:
-            DatagramStage(sink=both).run(r.batches())
-        m.finish()
+            e.run(r.batches())
+        e.finish()
     t_whole = best(whole, 2)
-    print(f"  file -> media records       {n_rtp / t_whole:12,.0f} RTP packets/CPU-s (decode, SIP, media)")
+    print(f"  file -> media records       {n_rtp / t_whole:12,.0f} RTP packets/CPU-s (engine: decode, SIP, lane, JSON)")
     otus = str(pathlib.Path(sys.executable).parent / "otus")
     t_cli = min(child_cpu([otus, "run", "--pcap", str(path), "--parsers", "sip,rtp", "--output", os.devnull])
                 for _ in range(2))
