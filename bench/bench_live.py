@@ -54,15 +54,18 @@ def wait_socket(p, ns: str, count: int) -> None:
 
 
 def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int, otus: str,
-            otus_args: tuple[str, ...] = ()) -> dict:
-    """One replay of ``pcap`` ``loops`` times at ``rate`` pps (None: tcpreplay's top speed) into one capture."""
+            otus_args: tuple[str, ...] = (), tcpdump_filter: str | None = None) -> dict:
+    """One replay of ``pcap`` ``loops`` times at ``rate`` pps (None: tcpreplay's top speed) into one capture;
+    ``tcpdump_filter``: tcpdump's filter instead of the SIP one ("" for none, every packet)."""
     if tool == "otus":
         cmd = [otus, "run", "-i", p.if_b, "--output", "/dev/null", "--workers", str(workers), *otus_args]
         if workers == 1:  # one capture core, the replayer on the other; N workers share both
             cmd = ["taskset", "-c", "0", *cmd]
     else:
+        bpf = ("(udp or tcp) and port 5060 or (ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
+               if tcpdump_filter is None else tcpdump_filter)
         cmd = ["taskset", "-c", "0", "tcpdump", "-i", p.if_b, "-w", "/dev/null", "-n", "-B", "32768",
-               "(udp or tcp) and port 5060 or (ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"]
+               *([bpf] if bpf else [])]
     proc = p.popen(p.ns_b, *cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_socket(p, p.ns_b, workers if tool == "otus" else 1)
@@ -96,7 +99,7 @@ def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int
         k = s["kernel"]
         sip = s.get("sip", {})          # absent when the task runs no sip parser (--parsers flow)
         res.update(received=k["kernel_packets"], dropped=k["kernel_drops"], sip=sip.get("sip_messages", 0),
-                   malformed=sip.get("malformed_messages", 0))
+                   malformed=sip.get("malformed_messages", 0), rtp=s.get("rtp", {}).get("rtp_packets", 0))
     else:
         for line in text.splitlines():
             if "packets received by filter" in line:

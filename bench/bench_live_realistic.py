@@ -6,14 +6,21 @@ one worker pinned to CPU 0 captures on the other end.  Per rate it prints the ke
 dropped packets, and then the knee: the lowest rate with >= 0.1% drops.  Last, two workers (sharing
 both cores with the replayer) at tcpreplay's top speed.  Root only; namespaces removed on exit.
 
+``--mix rtp`` (issue 16's live figure): the workload is ``sim/rtpgen.py``'s instead, SIP calls with
+their RTP/RTCP streams (PCMU 20 ms, loss, duplicates, reordering), run with ``--parsers sip,rtp``.
+``--anchor tcpdump`` (issue 19): at each rate the same replay also goes to ``tcpdump -w /dev/null``
+pinned to CPU 0, with Otus's own kernel filter for the parsers (none for ``flow``), so drops and
+CPU compare on the same packets.  Namespaces are ``media-<pid>-a``/``-b``.
+
 tcpreplay needs the frames addressed to the capture side: tcprewrite sets the veth's MACs.
 
 Usage: python bench/bench_live_realistic.py [--rates 100000,150000,200000,250000] [--calls N] [--loops 3]
-       [--calls-summaries] [--parsers sip,flow]
+       [--calls-summaries] [--parsers sip,flow] [--mix pbx|rtp] [--rtp-packets N] [--anchor tcpdump]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -27,9 +34,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_live import run_one  # noqa: E402
 from bench_realistic import workload  # noqa: E402
 
-from tests.netns import veth_pair  # noqa: E402
+from otus_agent.capture.bpf import DEFAULT_SIP_PORTS, default_filter  # noqa: E402
+from otus_agent.engine.parsers import capture_clauses  # noqa: E402
+from tests.netns import Pair, sh  # noqa: E402
 
 KNEE_PCT = 0.1
+
+
+@contextlib.contextmanager
+def media_pair(subnet: int = 84):
+    """tests.netns.veth_pair's namespaces and veth, named ``media-<pid>-a/-b`` (removed on exit, also on failure)."""
+    pid = os.getpid() % 250
+    p = Pair(f"media-{pid}-a", f"media-{pid}-b", f"media{pid}a", f"media{pid}b", f"10.{subnet}.{pid}.1",
+             f"10.{subnet}.{pid}.2")
+    try:
+        for ns in (p.ns_a, p.ns_b):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", p.if_a, "netns", p.ns_a, "type", "veth", "peer", "name", p.if_b, "netns", p.ns_b)
+        for ns, ifname, ip in ((p.ns_a, p.if_a, p.ip_a), (p.ns_b, p.if_b, p.ip_b)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
+            sh("ip", "-n", ns, "link", "set", ifname, "up")
+        yield p
+    finally:
+        for ns in (p.ns_a, p.ns_b):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def rtp_workload(calls: int, packets: int, tmp: Path) -> tuple[Path, dict]:
+    """SIP calls and their RTP/RTCP (sim/rtpgen.py, impairments on), counts in bench_realistic's shape."""
+    from otus_agent.sim.rtpgen import RtpGenSpec, generate
+    path = tmp / "rtp-src.pcap"
+    with open(path, "wb") as f:
+        wl = generate(f, RtpGenSpec(calls=calls, packets=packets, seed=16, call_gap_ms=20))
+    return path, {"packets": wl.frames, "sip_messages": calls * 5, "rtp": wl.rtp_packets, "rtcp": wl.rtcp_packets}
 
 
 def main() -> None:
@@ -41,29 +79,46 @@ def main() -> None:
     ap.add_argument("--loops", type=int, default=3, help="replays of the file per rate")
     ap.add_argument("--calls-summaries", action="store_true", help="run the capture with --calls")
     ap.add_argument("--no-two-workers", action="store_true")
-    ap.add_argument("--parsers", default="sip", help="otus run --parsers (flow: the flow table over every "
-                    "packet, issue 19's live figure; the default kernel filter widens as they need)")
+    ap.add_argument("--parsers", default=None, help="otus run --parsers (flow: the flow table over every "
+                    "packet, issue 19's live figure; the default kernel filter widens as they need); "
+                    "default sip, sip,rtp with --mix rtp")
+    ap.add_argument("--mix", choices=("pbx", "rtp"), default="pbx",
+                    help="pbx: bench_realistic's PBX signalling; rtp: SIP calls with their RTP streams")
+    ap.add_argument("--rtp-packets", type=int, default=1500, help="--mix rtp: RTP packets per direction per call")
+    ap.add_argument("--anchor", choices=("none", "tcpdump"), default="none",
+                    help="tcpdump -w /dev/null with the same kernel filter on the same replay, per rate")
     a = ap.parse_args()
+    if a.parsers is None:
+        a.parsers = "sip,rtp" if a.mix == "rtp" else "sip"
     otus = str(Path(sys.executable).parent / "otus")
     extra = (("--calls",) if a.calls_summaries else ()) + (("--parsers", a.parsers) if a.parsers != "sip" else ())
-    with veth_pair("blr", subnet=83) as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
+    clauses = capture_clauses(tuple(a.parsers.split(",")), {})
+    bpf = str(default_filter(DEFAULT_SIP_PORTS, clauses))   # Otus's own filter; "" (every packet) for flow
+    with media_pair() as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
         def mac(ns: str, i: str) -> str:
             return p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip()
         # the offline bench's file, its frames rewritten to the veth's MACs (the capture side's host traffic)
-        src, info = workload(a.calls)
+        src, info = rtp_workload(a.calls, a.rtp_packets, Path(tmp)) if a.mix == "rtp" else workload(a.calls)
         pcap = Path(tmp) / "live.pcap"
         subprocess.run(["tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
                         "-i", str(src), "-o", str(pcap)], check=True, timeout=600)
         print(f"workload: {src.name}: {info['packets']:,} packets, {info['sip_messages']:,} SIP messages per "
               f"replay, {a.loops} replays per rate; one worker on CPU 0, tcpreplay on CPU 1; "
-              f"otus {' '.join(extra) or 'defaults'}")
+              f"otus {' '.join(extra) or 'defaults'}" + (f"; RTP {info['rtp']:,}, RTCP {info['rtcp']:,} per replay"
+                                                          if a.mix == "rtp" else ""))
         results = []
         for rate in [int(x) for x in a.rates.split(",")]:
             r = run_one(p, "otus", pcap, rate, a.loops, 1, otus, extra)
             results.append(r)
             print(f"  {rate:>7,} pps: sent {r['sent']:,} (tcpreplay {r['replay_pps']:,} pps), kernel received "
                   f"{r.get('received', 0):,}, dropped {r.get('dropped', 0):,} = {r['drop_pct']:.3f}%, "
-                  f"SIP {r.get('sip', 0):,}, capture CPU {r['cpu_pct']}%")
+                  f"SIP {r.get('sip', 0):,}, RTP {r.get('rtp', 0):,}, capture CPU {r['cpu_pct']}%")
+            if a.anchor == "tcpdump":
+                t = run_one(p, "tcpdump", pcap, rate, a.loops, 1, otus, tcpdump_filter=bpf)
+                r["tcpdump"] = t
+                print(f"  {'':>7}      tcpdump -w /dev/null (same filter): sent {t['sent']:,}, kernel received "
+                      f"{t.get('received', 0):,}, dropped {t.get('dropped', 0):,} = {t['drop_pct']:.3f}%, "
+                      f"capture CPU {t['cpu_pct']}%")
             sys.stdout.flush()
         knee = next((r["rate"] for r in results if r["drop_pct"] >= KNEE_PCT), None)
         below = [r["rate"] for r in results if r["drop_pct"] < KNEE_PCT and (knee is None or r["rate"] < knee)]

@@ -1,22 +1,28 @@
 """RTP analysis rate, single core, offline: MediaStage against tshark -z rtp,streams on the same file.
 
 Prints RTP packets per CPU-second for: MediaStage alone (datagrams decoded beforehand), the
-whole file path (decode -> SIP -> media records), and ``tshark -q -z rtp,streams`` (CPU time of
-the child), and the ratio.  The workload is sim/rtpgen.py's (loss, duplicates, reordering,
+whole file path in process (the engine ``otus run`` builds: decode -> SIP -> media lane ->
+records as JSON), ``otus run --pcap FILE --parsers
+sip,rtp`` end to end (CPU time of the child: start-up, decode, SIP, media, JSON to /dev/null), and
+``tshark -q -z rtp,streams`` on the same file in the same run (CPU time of the child), and the
+ratios.  The workload is sim/rtpgen.py's (loss, duplicates, reordering,
 jitter, RTCP), so the analysis does real work.
 Usage: python bench/bench_rtp.py [--calls N] [--packets N]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 from otus_agent.capture.pcapfile import open_capture
+from otus_agent.engine.pipeline import Engine, EngineConfig
 from otus_agent.media import rtp_cy
 from otus_agent.media.stage import MediaStage
 from otus_agent.reassembly.datagrams import DatagramStage
@@ -32,6 +38,14 @@ def cpu(fn) -> float:
 
 def best(fn, repeat: int) -> float:
     return min(cpu(fn) for _ in range(repeat))
+
+
+def child_cpu(cmd: list[str]) -> float:
+    """user+sys CPU seconds of one child process run to the end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -65,30 +79,26 @@ def main() -> None:
     t_stage = best(stage_only, 3)
     print(f"  MediaStage alone            {n_rtp / t_stage:12,.0f} RTP packets/CPU-s")
 
-    def whole():
-        m = MediaStage()
-        sip = SipStage(SipConfig(), m.on_sip_record)
-
-        def both(d):
-            sip.on_datagram(d)
-            m.feed(d)
+    def whole():   # the engine as otus run builds it: with the media lane beside SIP
+        e = Engine(EngineConfig(parsers=("sip", "rtp")), lambda b: None)
         with open_capture(path) as r:
-            DatagramStage(sink=both).run(r.batches())
-        m.finish()
+            e.run(r.batches())
+        e.finish()
     t_whole = best(whole, 2)
-    print(f"  file -> media records       {n_rtp / t_whole:12,.0f} RTP packets/CPU-s (decode, SIP, media)")
+    print(f"  file -> media records       {n_rtp / t_whole:12,.0f} RTP packets/CPU-s (engine: decode, SIP, lane, JSON)")
+    otus = str(pathlib.Path(sys.executable).parent / "otus")
+    t_cli = min(child_cpu([otus, "run", "--pcap", str(path), "--parsers", "sip,rtp", "--output", os.devnull])
+                for _ in range(2))
+    print(f"  otus run --pcap (sip,rtp)   {n_rtp / t_cli:12,.0f} RTP packets/CPU-s (end to end, child CPU)")
     tshark = shutil.which("tshark")
     if tshark is None:
         print("  tshark not installed: no ratio")
         return
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([tshark, "-r", str(path), "-q", "-z", "rtp,streams"], check=True, capture_output=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t_ts = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    t_ts = child_cpu([tshark, "-r", str(path), "-q", "-z", "rtp,streams"])
     print(f"  tshark -q -z rtp,streams    {n_rtp / t_ts:12,.0f} RTP packets/CPU-s (whole file)")
-    print(f"  ratio Otus file path / tshark: {t_ts / t_whole:.2f}x   MediaStage alone / tshark: {t_ts / t_stage:.2f}x")
+    print(f"  ratio to tshark (CPU time tshark / Otus): otus run --pcap {t_ts / t_cli:.2f}x, "
+          f"in-process file path {t_ts / t_whole:.2f}x, MediaStage alone {t_ts / t_stage:.2f}x")
     print("  goal (issue 16): >= 1,000,000 RTP packets/CPU-s offline")
-
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,9 @@ Parsers that read other parsers' records (``rtp`` learns streams from SIP's SDP,
 SIP records and flow events) name them in ``ParserSpec.listens``: the engine then gives
 ``Outputs.taps[producer]`` a list, the producer hands every record to the callables in it, and the
 listener's factory appends its own.  A tapped SIP parser runs without its compiled UDP lane: the
-lane produces JSON bytes only, and listeners need the records.  Parsers over whole decoded
+lane produces JSON bytes only, and listeners need the records.  A parser that is SIP's only
+datagram neighbour may offer ``Parser.beside_sip`` instead: a lane taking only packets SIP would
+ignore (``rtp``: the RTP of announced flows, no ``Datagram`` built).  Parsers over whole decoded
 batches (``flow``, DNS per-domain traffic) return ``Parser.on_batch``.
 
 Factories import their parser lazily, so a command that does not run a parser does not pay for
@@ -55,6 +57,9 @@ class Parser:
     on_batch: Callable[[PacketBatch, array], None] | None = None   # every decoded batch (buffer, rows)
     # live capture, about once a second (wall clock, ns): time-driven output while traffic is quiet
     tick: Callable[[int], None] | None = None
+    # a lane beside SIP's datagram path (the engine's only other datagram parser): given SIP's ports and
+    # heuristic, it takes only packets SIP would ignore (media: RTP of announced flows)
+    beside_sip: Callable[[frozenset[int], bool], Lane] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,26 +129,29 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
     out.taps["sip"].append(stage.on_sip_record)
     out.taps.setdefault(CALL_HOLDS, []).append(stage.hold_call)
     emit, feed, flush = sink.emit, stage.feed_packet, stage.flush
-    due = [0]
 
-    def on_datagram(d: Datagram) -> None:
+    def on_datagram(d: Datagram) -> None:   # stage.lane_until_ns: the next flush (the lane stops there too)
         if d.proto == 17:
             t = d.ts_ns
             feed(t, d.src_ip, d.src_port, d.dst_ip, d.dst_port, d.payload)
-            if t >= due[0]:
-                due[0] = t + MEDIA_FLUSH_NS
+            if t >= stage.lane_until_ns:
+                stage.lane_until_ns = t + MEDIA_FLUSH_NS
                 for r in flush(t):
                     emit(r)
 
     def tick(now_ns: int) -> None:
-        due[0] = now_ns + MEDIA_FLUSH_NS
+        stage.lane_until_ns = now_ns + MEDIA_FLUSH_NS
         for r in flush(now_ns):
             emit(r)
+
+    def beside_sip(ports: frozenset[int], heuristic: bool) -> Lane:
+        stage.sip_ports, stage.sip_heuristic = ports, heuristic
+        return stage.run_lane
 
     def finish() -> None:
         for r in stage.finish():
             emit(r)
-    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick)
+    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip)
 
 
 def _flow(settings: Any, out: Outputs) -> Parser:

@@ -73,6 +73,12 @@ class Engine:
             on_datagram, lane = chain[0].on_datagram, chain[0].lane
         elif chain:
             on_datagram = _fan([p.on_datagram for p in chain if p.on_datagram is not None])
+            others = [n for n, p in self.parsers.items() if p.on_datagram is not None and n != "sip"]
+            beside = self.parsers[others[0]].beside_sip if len(others) == 1 and "sip" in self.parsers else None
+            if beside is not None:   # e.g. sip,rtp: RTP of known flows skips the Datagram and SIP's checks
+                from otus_agent.sip.framing import SipConfig
+                sip = config.settings.get("sip") or SipConfig()
+                lane = beside(frozenset(sip.ports), sip.heuristic)
         self.datagrams = DatagramStage(config.datagram, on_datagram, lane=lane)
         # the lane marks the rows it handled (status 255), so batch parsers beside it read rows of
         # their own (one more compiled decode); without a lane they share the datagram stage's

@@ -15,9 +15,11 @@ from __future__ import annotations
 import bisect
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from otus_agent.decode import decoder as D
 from otus_agent.identity import annotate
 from otus_agent.media import rtp as R
 from otus_agent.media.discovery import Endpoint, MediaDiscovery
@@ -76,16 +78,22 @@ def _direction(ep: Endpoint, to_announcer: bool) -> str:
 class MediaStage:
     def __init__(self, config: MediaConfig | None = None):
         c = self.config = config or MediaConfig()
+        # run_lane leaves to the datagram path what the SIP parser beside it may want (set by the engine)
+        self.sip_ports: frozenset[int] = frozenset()
+        self.sip_heuristic = True
         self.discovery = MediaDiscovery(c.max_endpoints, c.heuristic)
         self.streams: dict[tuple[str, int, str, int, int], MediaStream] = {}
         self.flows: dict[tuple[str, int, str, int], MediaStream] = {}   # the last stream of each 4-tuple
+        # the per-packet path: each non-multiplexed flow's stream's bound ``add_packet`` (one dict get and one
+        # call per RTP packet); multiplexed (rtcp-mux) flows are absent, RTCP must be told apart first
+        self.fast: dict[tuple[str, int, str, int], Callable[[int, bytes], int]] = {}
+        self._ended_packets = 0   # RTP packets of the streams already closed (rtp_packets: these + the open ones)
         self.by_ssrc: dict[int, MediaStream] = {}
         self.by_call: dict[str, set[tuple[str, int, str, int, int]]] = {}
         self.ending: dict[str, int] = {}          # call_id -> ns after which its streams end
         self.bad: Counter[str] = Counter()        # refused RTP/RTCP by reason
         self.bad_heuristic: Counter[str] = Counter()   # unannounced datagrams the heuristic refused
         self.c: Counter[str] = Counter()
-        self.rtp_packets = 0
         self.slow_packets = 0   # datagrams off the per-flow fast path (metric: it should stay small)
         self.jitter_hist = [0] * (len(JITTER_BUCKETS_MS) + 1)
         self.mos_hist = [0] * (len(MOS_BUCKETS) + 1)
@@ -94,6 +102,8 @@ class MediaStage:
         self.interim_ns = int(c.interim_s * 1e9)
         self.linger_ns = int(c.bye_linger_s * 1e9)
         self.last_ts_ns = 0
+        self.lane_until_ns = 0   # run_lane leaves packets from this capture time on to feed (a flush is due)
+        self.lane_packets = 0    # RTP packets run_lane took (they are also in rtp_packets)
         self._closed: list[dict] = []   # evicted streams' records, returned by the next flush
         # call summaries (issue 16): each call's running media summary, and the call records held
         # while their streams run; both bounded by MAX_CALLS (the oldest goes first, counted)
@@ -119,21 +129,65 @@ class MediaStage:
     def feed_packet(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         """One UDP datagram; anything not announced (nor heuristically RTP) is ignored cheaply."""
         self.last_ts_ns = ts_ns
-        flow = (src, sport, dst, dport)
-        ms = self.flows.get(flow)
-        if ms is not None and not (ms.mux and R.looks_like_rtcp(payload)):
-            code = ms.stats.add_packet(ts_ns, payload)   # the common case: parsed and added in one call
+        add = self.fast.get((src, sport, dst, dport))
+        if add is not None:
+            code = add(ts_ns, payload)   # the common case: parsed and added in one call
             if code == 0:
-                self.rtp_packets += 1
                 return
             if code > 0:
                 self.bad[RTP_REASONS[code]] += 1
                 return
-        self._slow(ts_ns, flow, payload)
+        self._slow(ts_ns, (src, sport, dst, dport), payload)
+
+    def run_lane(self, buf: bytes, out, n: int, ts, i: int, end: bool = True) -> int:
+        """The datagram stage's lane (reassembly.datagrams): from row ``i`` of a decoded batch, the RTP
+        packets of known plain flows go to their streams with no ``Datagram`` built and no other
+        datagram parser called; returns the first row it leaves to the datagram path, which is each
+        row that is not UDP, not on a known flow, not accepted by its stream as it is (refused, new
+        SSRC: the path counts and handles it as ``feed_packet`` does), on one of ``sip_ports`` or could
+        look like SIP to SIP's heuristic (``sip_heuristic``: never taken from the SIP parser), or at or
+        after ``lane_until_ns`` (a flush is due)."""
+        NF, fast, until, sip_ports, sip_heuristic = D.NF, self.fast, self.lane_until_ns, self.sip_ports, self.sip_heuristic
+        F_STATUS, F_PROTO, F_IPVER, F_L3OFF, F_SPORT, F_DPORT, F_PAYOFF, F_PAYLEN = (
+            D.F_STATUS, D.F_PROTO, D.F_IPVER, D.F_L3OFF, D.F_SPORT, D.F_DPORT, D.F_PAYOFF, D.F_PAYLEN)
+        ST_L4, addresses = D.ST_L4, D.ip_addresses
+        start = i
+        while i < n:
+            o = i * NF
+            if out[o + F_STATUS] != ST_L4 or out[o + F_PROTO] != 17:
+                break
+            t = ts[i]
+            sport, dport = out[o + F_SPORT], out[o + F_DPORT]
+            if t >= until or sport in sip_ports or dport in sip_ports:
+                break
+            src, dst = addresses(buf, out[o + F_IPVER], out[o + F_L3OFF])
+            add = fast.get((src, sport, dst, dport))
+            if add is None:
+                break
+            pay = out[o + F_PAYOFF]
+            payload = buf[pay:pay + out[o + F_PAYLEN]]
+            # SIP's heuristic wants a first line ending in SIP/2.0 (any case): those stay on the path
+            if sip_heuristic and b"/2.0" in payload:
+                break
+            if add(t, payload) != 0:
+                break
+            self.last_ts_ns = t
+            i += 1
+        self.lane_packets += i - start
+        return i
 
     def _slow(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
         """First packet of a flow, a new SSRC on it, RTCP, or unannounced traffic."""
         self.slow_packets += 1
+        ms = self.flows.get(flow)
+        if ms is not None and ms.mux and not R.looks_like_rtcp(payload):   # RTP on a multiplexed flow
+            code = ms.stats.add_packet(ts_ns, payload)
+            if code == 0:
+                self.slow_packets -= 1   # a multiplexed flow's RTP is its fast path
+                return
+            if code > 0:
+                self.bad[RTP_REASONS[code]] += 1
+                return
         src, sport, dst, dport = flow
         exp = self.discovery.expected
         ep = exp.get((dst, dport))
@@ -155,9 +209,16 @@ class MediaStage:
         ms = self.streams.get(key)
         if ms is None:
             ms = self._open(ts_ns, key, ep.call_id, _direction(ep, to_announcer), ep.rtpmap, False, ep.mux)
-        self.flows[flow] = ms
+        self._route(flow, ms)
         ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
-        self.rtp_packets += 1
+
+    def _route(self, flow: tuple[str, int, str, int], ms: MediaStream) -> None:
+        """``flow``'s packets go to ``ms`` from now on (its last SSRC wins, as before)."""
+        self.flows[flow] = ms
+        if ms.mux:
+            self.fast.pop(flow, None)
+        else:
+            self.fast[flow] = ms.stats.add_packet
 
     def _heuristic(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         ms = None
@@ -166,7 +227,6 @@ class MediaStage:
         if ms is not None:
             h = R.parse_rtp(payload, self.bad)
             if h is not None:
-                self.rtp_packets += 1
                 ms.stats.add(ts_ns, h.seq, h.timestamp, h.payload_type, h.marker, len(payload))
             return
         if R.parse_rtp(payload, self.bad_heuristic) is None:
@@ -177,7 +237,6 @@ class MediaStage:
         key = (src, sport, dst, dport, int.from_bytes(payload[8:12], "big"))
         ms = self._open(found[0][0], key, None, None, {}, True)
         for t, seq, rts, pt, marker, size in found:
-            self.rtp_packets += 1
             ms.stats.add(t, seq, rts, pt, marker, size)
 
     def _open(self, ts_ns: int, key: tuple[str, int, str, int, int], call_id: str | None, direction: str | None,
@@ -288,10 +347,12 @@ class MediaStage:
 
     def _close(self, ms: MediaStream, reason: str) -> dict:
         """Remove a stream and return its final record (evictions queue theirs for the next flush)."""
-        self.streams.pop(ms.key, None)
+        if self.streams.pop(ms.key, None) is ms:
+            self._ended_packets += ms.stats.packets
         flow = ms.key[:4]
         if self.flows.get(flow) is ms:
             del self.flows[flow]
+            self.fast.pop(flow, None)
         if self.by_ssrc.get(ms.key[4]) is ms:
             del self.by_ssrc[ms.key[4]]
         if ms.call_id is not None:
@@ -373,6 +434,11 @@ class MediaStage:
         return rec
 
     # ------------------------------------------------------------ metrics
+
+    @property
+    def rtp_packets(self) -> int:
+        """RTP packets accounted to a stream (every one is: the ended streams' plus the open ones')."""
+        return self._ended_packets + sum(m.stats.packets for m in self.streams.values())
 
     def counters(self) -> dict[str, object]:
         """Plain numbers for metrics: histograms are cumulative bucket counts (Prometheus ``le``)."""

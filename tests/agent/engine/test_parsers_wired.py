@@ -45,8 +45,10 @@ def test_rtp_in_the_engine_matches_the_stages_wired_by_hand(rtp_pcap):
     assert sum(1 for r in media if r["final"]) == len(wl.streams)
     assert {r["call_id"] for r in media} == set(wl.call_ids)
     assert summary["rtp"]["rtp_packets"] == stage.counters()["rtp_packets"] > 0
-    # rtp listens to SIP: the SIP parser ran on the general path, records are dicts the media stage saw
-    assert engine.datagrams.lane is None
+    # rtp listens to SIP: the SIP parser ran on the general path, records are dicts the media stage saw;
+    # the one lane is the media stage's beside it (RTP of announced flows only)
+    assert engine.datagrams.lane is not None and engine.datagrams.lane.__name__ == "run_lane"
+    assert engine.datagrams.lane.__self__ is engine.parsers["rtp"].summary.__self__
 
 
 def test_sip_records_unchanged_by_the_media_parser(rtp_pcap):

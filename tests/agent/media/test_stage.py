@@ -202,3 +202,26 @@ def test_payload_bytes_are_never_kept():
     st.feed_packet(S, A[0], A[1] + 1, B[0], B[1] + 1, sr)
     assert [sys.getrefcount(p) for p in pkts + other + [sr]] == before
     assert len(st.discovery.candidates) == 1
+
+
+def test_rtcp_mux_flow_keeps_rtp_fast_and_rtcp_parsed_and_new_ssrc_takes_the_flow():
+    """An rtcp-mux flow is outside the fast table (RTCP must be told apart first): its RTP still goes
+    straight to the stream, its RTCP is parsed, and rtp_packets counts every packet once, also after
+    the streams end; a new SSRC on a plain flow opens a stream and takes the flow over."""
+    st = MediaStage()
+    st.on_sip_record(rec("INVITE", sdp=sdp(A[0], A[1], rtcp_mux=True), src=A[0], dst=B[0]))
+    st.on_sip_record(rec(None, 200, sdp(B[0], B[1], rtcp_mux=True), src=B[0], dst=A[0], ttag="b"))
+    for i in range(100):
+        st.feed_packet(i * 20_000_000, A[0], A[1], B[0], B[1], rtp(i, i * 160, 7))
+        if i % 25 == 24:   # an RR on the RTP flow itself
+            st.feed_packet(i * 20_000_000 + 1, A[0], A[1], B[0], B[1], struct.pack("!BBHI", 0x80, 201, 1, 7))
+    stream(st, 30, src=B, dst=A, ssrc=8)
+    stream(st, 30, t0=40 * 20_000_000, src=B, dst=A, ssrc=9)   # the B side restarts with another SSRC
+    c = st.counters()
+    assert c["rtp_packets"] == 160 and c["rtcp_packets"] == 4
+    # first packet of A's flow, its 4 RTCP, first packet of SSRC 8 and of SSRC 9: the rest took the fast path
+    assert c["slow_path_datagrams"] == 1 + 4 + 1 + 1
+    by = {r["ssrc"]: r for r in st.finish()}
+    assert {s: by[s]["packets"] for s in by} == {7: 100, 8: 30, 9: 30}
+    assert by[7]["lost"] == 0 and by[9]["lost"] == 0
+    assert st.counters()["rtp_packets"] == 160 and st.counters()["streams_active"] == 0
