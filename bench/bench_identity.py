@@ -7,12 +7,12 @@
 * per record: `otus run --pcap`'s path (the compiled UDP lane where built, the general path for the
   rest) on a generated workload whose two ends are pods, with the tables empty (records as outside a
   cluster) and filled (both ends and the capture point resolve; 10,000 other pods in the table);
-  CPU time (time.process_time), best of several runs;
+  CPU time (time.process_time), best of several runs, records written to a file as ``otus run
+  --output FILE`` does;
   on and off alternate (this shared VM's speed drifts) with the table's dicts in memory for both.
-  The lookups cost about 100 ns per key found; the rest depends on the heap's layout: with large
-  dicts in the process, glibc returns the lane's freed output blocks (a new 64 kB bytes per flush)
-  to the kernel and the next block page-faults them in (``MALLOC_TRIM_THRESHOLD_=268435456
-  MALLOC_MMAP_THRESHOLD_=268435456`` shows the run without it);
+  (Until session 6 the records went into one growing bytearray: its page faults, ~8,000 per run
+  for the ~20% more bytes identity adds, varied with the heap's layout from run to run and were
+  most of the 25% the bench then quoted; ``ru_minflt`` per run showed it.)
 * the fingerprint alone: sip/fingerprint_cy.py's hash through its Python entry (the lane hashes in place), per call.
 
 Usage: python bench/bench_identity.py [--pods N] [--calls N]
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import pathlib
 import resource
 import time
 import tracemalloc
@@ -90,16 +91,21 @@ def memory(n: int) -> IdentityTable:
     return table
 
 
-def run_records(path) -> tuple[float, int]:
-    out = bytearray()
-    sink = RecordSink(out.extend)
-    st = SipStage(SipConfig(), sink.emit, None, sink.emit_block)
-    t0 = time.process_time()
-    with open_capture(path) as r:
-        DatagramStage(sink=st.on_datagram, lane=st.run_lane if st.lane is not None else None).run(r.batches())
-    sink.flush()
-    st.finish()
-    return time.process_time() - t0, st.messages
+def run_records(path, out: pathlib.Path) -> tuple[float, int]:
+    """Records written to a new file, as ``otus run --output FILE`` writes them (into a growing bytearray
+    instead, the buffer's page faults -- more bytes with identity -- would be charged to identity)."""
+    out.unlink(missing_ok=True)
+    with open(out, "wb") as f:
+        sink = RecordSink(f.write)
+        st = SipStage(SipConfig(), sink.emit, None, sink.emit_block)
+        t0 = time.process_time()
+        with open_capture(path) as r:
+            DatagramStage(sink=st.on_datagram, lane=st.run_lane if st.lane is not None else None).run(r.batches())
+        sink.flush()
+        st.finish()
+        f.flush()
+        cpu = time.process_time() - t0
+    return cpu, st.messages
 
 
 def main() -> None:
@@ -131,7 +137,7 @@ def main() -> None:
                 hooks.ADDRESSES.update(filled[0])
                 hooks.FRAGMENTS.update(filled[1])
                 hooks.CAPTURE.update(filled[2])
-            cpu, n = run_records(path)
+            cpu, n = run_records(path, path.with_name("records.jsonl"))
             best[mode] = min(best[mode], cpu)
     t_off, t_on = best["off"], best["on"]
     print(f"records: {n:,} SIP messages, UDP lane {'on' if LANE_COMPILED else 'off: not compiled'}, CPU time")

@@ -828,6 +828,12 @@ class Scanner:
 
 
 @cython.cfunc
+def _scan_at(out: cython.longlong[:], p: cython.p_uchar, n: cython.Py_ssize_t, stream: cython.bint) -> cython.int:
+    """Scanner.scan_at for compiled callers (sip/scan_cy.pxd): a C call, p and n checked by the caller."""
+    return _scan_p(p, n, out, stream)
+
+
+@cython.cfunc
 def _fields(buf: bytes, out: cython.longlong[:]) -> dict:
     req: cython.bint = out[O_REQ] == 1
     return {

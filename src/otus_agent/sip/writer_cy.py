@@ -62,9 +62,9 @@ if cython.compiled:   # the one looks_like_sip (sip/scan_cy.pxd)
         PyUnicode_KIND,
     )
     from cython.cimports.libc.string import memcpy
-    from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip
+    from cython.cimports.otus_agent.sip.scan_cy import _looks_like_sip, _scan_at
 else:
-    from otus_agent.sip.scan_cy import _looks_like_sip
+    from otus_agent.sip.scan_cy import _looks_like_sip, _scan_at
 if cython.compiled:   # the one fingerprint hash (sip/fingerprint_cy.pxd), over the message in place
     from cython.cimports.otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
 else:
@@ -513,7 +513,6 @@ class UdpLane:
     extra: bytes
     want_pairs: cython.bint
     scanner: object
-    scan_at: object
     so: cython.longlong[:]
     obuf: bytearray
     olen = cython.declare(cython.Py_ssize_t, visibility="readonly")   # bytes written, not yet taken
@@ -545,7 +544,6 @@ class UdpLane:
         self.extra = extra
         self.want_pairs = want_pairs
         self.scanner = scanner
-        self.scan_at = scanner.scan_at     # bound once: no attribute look-up per message
         self.so = scanner.arr
         self.obuf = bytearray(1 << 16)
         self.olen = 0
@@ -748,7 +746,7 @@ class UdpLane:
             return False
         if not _looks_like_sip(bp + pay if cython.compiled else buf[pay:pay + plen], plen):
             return False
-        if self.scan_at(buf, pay, plen, True) != 1:
+        if _scan_at(self.so, bp + pay, plen, True) != 1:
             return False
         o = self.so
         if o[O_BODY] + o[O_CL] != plen:
@@ -773,7 +771,7 @@ class UdpLane:
     @cython.cfunc
     def _one(self, buf: bytes, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
              pay: cython.Py_ssize_t, plen: cython.Py_ssize_t, ts: cython.longlong) -> cython.bint:
-        if self.scan_at(buf, pay, plen, False) != 1:
+        if _scan_at(self.so, bp + pay, plen, False) != 1:
             return False
         return self._whole(buf, bp, dec, base, pay, plen, ts, b"udp")
 
