@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from otus_agent.sip import grammar
-from otus_agent.sip.scan_cy import digits as _digit_walk  # the one number, token and host walks: the scanner's
+from otus_agent.sip.scan_cy import closing_quote as _quote_walk
+from otus_agent.sip.scan_cy import digits as _digit_walk  # the one grammar walks: the scanner's (sip/grammar.py)
+from otus_agent.sip.scan_cy import hostport as _hostport_walk
 from otus_agent.sip.scan_cy import is_token as _token_walk
 from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one definition, re-exported
+from otus_agent.sip.scan_cy import param_spans as _param_walk
 from otus_agent.sip.scan_cy import valid_host as _host_walk
 
 # RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
@@ -164,23 +167,35 @@ def split_commas(s: str) -> list[str]:
     return out
 
 
+def _text(s: str) -> tuple[bytes, bool]:
+    """s as the bytes the walks read, and whether byte offsets are character offsets (ASCII)."""
+    if s.isascii():
+        return s.encode("ascii"), True
+    return s.encode("utf-8", "surrogatepass"), False
+
+
+def _piece(b: bytes, i: int, j: int) -> str:
+    return b[i:j].decode("utf-8", "surrogatepass")
+
+
 def parse_params(s: str) -> tuple[dict, bool]:
-    """';a=b ; c' -> ({'a': 'b', 'c': ''}, ok); names lower-cased, LWS around '=' allowed."""
+    """';a=b ; c' -> ({'a': 'b', 'c': ''}, ok): the scanner's ``_param`` walk (lenient) splits; LWS
+    around names and values is stripped here, and a name must then be a token; names lower-cased."""
     params: dict = {}
     ok = True
     if not s:
         return params, ok
-    parts = s.split(";")
-    if parts[0].strip():
+    b, ascii_ = _text(s)
+    sp = _param_walk(b)
+    if (s[:sp[0]] if ascii_ else _piece(b, 0, sp[0])).strip():
         ok = False
-    for p in parts[1:]:
-        eq = p.find("=")
-        if eq < 0:
-            name = p.strip()
-            val = ""
+    for k in range(1, len(sp), 4):
+        if ascii_:
+            name = s[sp[k]:sp[k + 1]].strip()
+            val = s[sp[k + 2]:sp[k + 3]].strip() if sp[k + 2] >= 0 else ""
         else:
-            name = p[:eq].strip()
-            val = p[eq + 1:].strip()
+            name = _piece(b, sp[k], sp[k + 1]).strip()
+            val = _piece(b, sp[k + 2], sp[k + 3]).strip() if sp[k + 2] >= 0 else ""
         if not _is_token(name):
             ok = False
             continue
@@ -194,23 +209,10 @@ def valid_host(host: str) -> bool:
 
 
 def _split_hostport(hp: str) -> tuple[str, int | None, bool]:
-    if hp.startswith("["):
-        end = hp.find("]")
-        if end < 0:
-            return hp, None, False
-        host = hp[:end + 1]
-        rest = hp[end + 1:]
-        if not rest:
-            return host, None, valid_host(host)
-        if rest[0] != ":":
-            return host, None, False
-        port = _digits(rest[1:])
-        return host, port, 0 <= port <= MAX_PORT and valid_host(host)
-    colon = hp.find(":")
-    if colon < 0:
-        return hp, None, valid_host(hp)
-    port = _digits(hp[colon + 1:])
-    return hp[:colon], port, 0 <= port <= MAX_PORT and valid_host(hp[:colon])
+    """(host, port, valid) by the scanner's ``_hostport`` walk."""
+    b, ascii_ = _text(hp)
+    h, port, ok = _hostport_walk(b)
+    return (hp[:h] if ascii_ else _piece(b, 0, h)), port, ok
 
 
 def parse_uri(s: str) -> tuple[Uri | None, bool]:
@@ -271,17 +273,13 @@ def _unquote(s: str) -> str:
 
 
 def _closing_quote(s: str, i: int) -> int:
-    """Index of the '"' closing a quoted-string whose content starts at ``i``, or -1."""
-    while True:
-        j = s.find('"', i)
-        if j < 0:
-            return -1
-        k = j
-        while k > i and s[k - 1] == "\\":
-            k -= 1
-        if (j - k) % 2 == 0:  # not escaped
-            return j
-        i = j + 1
+    """Index of the '"' closing a quoted-string whose content starts at ``i``, or -1: the scanner's
+    ``_quoted`` walk."""
+    if s.isascii():
+        return _quote_walk(s.encode("ascii"), i)
+    b = s.encode("utf-8", "surrogatepass")
+    j = _quote_walk(b, len(s[:i].encode("utf-8", "surrogatepass")))
+    return -1 if j < 0 else len(_piece(b, 0, j))
 
 
 def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:

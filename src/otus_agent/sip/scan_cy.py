@@ -119,44 +119,170 @@ def digits(s: bytes, limit: cython.longlong) -> cython.longlong:
 
 @cython.cfunc
 @cython.exceptval(check=False)
+def _param(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict: cython.bint) -> cython.longlong:
+    """The one parameter walk: the ';name[=value]' starting at the ';' p[i] runs to the next ';' (or b), its
+    name to the first '='.  Returns that end | (the '=' + 1, 0 when none) << 32.  ``strict`` (the scanner):
+    -1 unless the name is a non-empty token and the value holds no SP, HTAB, '"' or ','; lenient (the
+    parser) never fails: it strips LWS and tests the name itself."""
+    k: cython.Py_ssize_t = i + 1
+    eq: cython.Py_ssize_t = -1
+    n1: cython.Py_ssize_t
+    j: cython.Py_ssize_t
+    c: cython.uchar
+    while k < b and p[k] != 59:  # ';'
+        if p[k] == 61 and eq < 0:  # '='
+            eq = k
+        k += 1
+    if strict:
+        n1 = eq if eq >= 0 else k
+        if n1 == i + 1:
+            return -1
+        for j in range(i + 1, n1):
+            if not _tok(p[j]):
+                return -1
+        if eq >= 0:
+            for j in range(eq + 1, k):
+                c = p[j]
+                if c == 32 or c == 9 or c == 34 or c == 44:
+                    return -1
+    return k | (cython.cast(cython.longlong, eq + 1) << 32)
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
 def _params(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, want: bytes,
             out: cython.longlong[:], slot: cython.int) -> cython.bint:
-    """';name[=value]...' with token names and no whitespace; records the value of
-    the parameter ``want`` (first occurrence) at out[slot], out[slot+1]."""
+    """Strict ';name[=value]...' (``_param``); records the value of the parameter ``want`` (first
+    occurrence) at out[slot], out[slot+1]."""
     i: cython.Py_ssize_t = a
-    n0: cython.Py_ssize_t
-    n1: cython.Py_ssize_t
-    v0: cython.Py_ssize_t
-    c: cython.uchar
+    e: cython.Py_ssize_t
+    eq: cython.Py_ssize_t
+    r: cython.longlong
     while i < b:
         if p[i] != 59:  # ';'
             return False
-        i += 1
-        n0 = i
-        while i < b and _tok(p[i]):
-            i += 1
-        n1 = i
-        if n1 == n0:
+        r = _param(p, i, b, True)
+        if r < 0:
             return False
-        v0 = -1
-        if i < b and p[i] == 61:  # '='
-            i += 1
-            v0 = i
-            while i < b:
-                c = p[i]
-                if c == 59 or c == 32 or c == 9 or c == 34 or c == 44:
-                    break
-                i += 1
-            if i < b and p[i] != 59:
-                return False
-        if slot >= 0 and out[slot] < 0 and _eq(p, n0, n1, want):
-            if v0 < 0:
-                out[slot] = n1
-                out[slot + 1] = n1
+        e = r & 0xFFFFFFFF
+        eq = (r >> 32) - 1
+        if slot >= 0 and out[slot] < 0 and _eq(p, i + 1, eq if eq >= 0 else e, want):
+            if eq < 0:
+                out[slot] = e
+                out[slot + 1] = e
             else:
-                out[slot] = v0
-                out[slot + 1] = i
+                out[slot] = eq + 1
+                out[slot + 1] = e
+        i = e
     return True
+
+
+def param_spans(s: bytes) -> list:
+    """The lenient ``_param`` walk over all of s, for the full parser: [end of the text before the first
+    ';', then per parameter name start, name end, value start (-1: no '='), value end]."""
+    p: cython.p_uchar
+    n: cython.Py_ssize_t = len(s)
+    i: cython.Py_ssize_t = 0
+    e: cython.Py_ssize_t
+    eq: cython.Py_ssize_t
+    r: cython.longlong
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    while i < n and p[i] != 59:
+        i += 1
+    spans = [i]
+    while i < n:
+        r = _param(p, i, n, False)
+        e = r & 0xFFFFFFFF
+        eq = (r >> 32) - 1
+        if eq < 0:
+            spans += (i + 1, e, -1, e)
+        else:
+            spans += (i + 1, eq, eq + 1, e)
+        i = e
+    return spans
+
+
+BAD = cython.declare(cython.longlong, 1 << 60)   # _hostport's "not valid" flag
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _hostport(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.longlong:
+    """The one host[:port] walk over all of p[a:b]: the host runs to the ']' of an IPv6 reference, else
+    to the first ':'.  Returns the host's end | (port + 3) << 32 (port: -3 none, -1 not a number, -2 past
+    MAX_PORT, else its value) | BAD when the host is not one (``_host``) or the port not 0..MAX_PORT:
+    the scanner needs the flag, the parser the spans it builds its objects from anyway."""
+    h: cython.Py_ssize_t = a
+    port: cython.longlong = -3
+    if a < b and p[a] == 91:  # '['
+        while h < b and p[h] != 93:
+            h += 1
+        if h >= b:
+            return b | BAD
+        h += 1
+        if h < b and p[h] != 58:
+            return h | BAD
+    else:
+        while h < b and p[h] != 58:
+            h += 1
+    if h < b:
+        port = _digits(p, h + 1, b, MAX_PORT)
+    if h == a or _host(p, a, h) != h or port == -1 or port == -2:
+        return h | (cython.cast(cython.longlong, port + 3) << 32) | BAD
+    return h | (cython.cast(cython.longlong, port + 3) << 32)
+
+
+def hostport(s: bytes) -> tuple:
+    """``_hostport`` over all of s, for the full parser: (host end, port or None, valid); a port that is
+    not a number reads -1, one past MAX_LIMIT MAX_LIMIT + 1 (as the parser's numbers)."""
+    p: cython.p_uchar
+    r: cython.longlong
+    port: cython.longlong
+    h: cython.Py_ssize_t
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    r = _hostport(p, 0, len(s))
+    h = r & 0xFFFFFFFF
+    port = ((r & (BAD - 1)) >> 32) - 3
+    if port == -2:  # its value, for the parser's object
+        port = digits(s[h + 1:], MAX_LIMIT)
+        if port == -2:
+            port = MAX_LIMIT + 1
+    return (h, None if port == -3 else port, (r & BAD) == 0)
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _quoted(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict: cython.bint) -> cython.Py_ssize_t:
+    """The one quoted-string walk: the index of the '"' closing the string whose content starts at i
+    ('\\' escapes the next byte), -1 when none.  ``strict``: -1 also on an escape, a control or a
+    non-ASCII byte (the scanner hands those to the parser)."""
+    c: cython.uchar
+    while i < b:
+        c = p[i]
+        if c == 34:
+            return i
+        if strict and (c == 92 or c >= 127 or c < 32):
+            return -1
+        if c == 92:
+            i += 1
+        i += 1
+    return -1
+
+
+def closing_quote(s: bytes, i: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """The lenient ``_quoted`` walk, for the full parser."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    return _quoted(p, i, len(s), False)
 
 
 @cython.cfunc
@@ -367,7 +493,7 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     at: cython.Py_ssize_t = -1
     h0: cython.Py_ssize_t
     c: cython.uchar
-    port0: cython.Py_ssize_t
+    r: cython.longlong
     if b - a >= 4 and _eq(p, a, a + 4, b"sip:"):
         i = a + 4
     elif b - a >= 5 and _eq(p, a, a + 5, b"sips:"):
@@ -392,19 +518,15 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
             out[uslot] = i
             out[uslot + 1] = k
         h0 = at + 1
-    i = _host(p, h0, b)
-    if i == h0:
+    i = h0
+    while i < b and p[i] != 59:
+        i += 1
+    r = _hostport(p, h0, i)
+    if r & BAD:
         return False
     if hslot >= 0:
         out[hslot] = h0
-        out[hslot + 1] = i
-    if i < b and p[i] == 58:  # port
-        i += 1
-        port0 = i
-        while i < b and p[i] >= 48 and p[i] <= 57:
-            i += 1
-        if _digits(p, port0, i, MAX_PORT) < 0:
-            return False
+        out[hslot + 1] = r & 0xFFFFFFFF
     if i < b:
         return _params(p, i, b, b"", out, -1)
     return True
@@ -421,12 +543,8 @@ def _name_addr(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, ou
     gt: cython.Py_ssize_t
     c: cython.uchar
     if i < b and p[i] == 34:  # quoted display name without escapes
-        i += 1
-        while i < b and p[i] != 34:
-            if p[i] == 92 or p[i] >= 127 or p[i] < 32:
-                return False
-            i += 1
-        if i >= b:
+        i = _quoted(p, i + 1, b, True)
+        if i < 0:
             return False
         i += 1
         while i < b and (p[i] == 32 or p[i] == 9):
@@ -469,7 +587,6 @@ def _via(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     """SIP/2.0/TRANSPORT host[:port];params -- one value per line, no LWS inside."""
     i: cython.Py_ssize_t
     h0: cython.Py_ssize_t
-    port0: cython.Py_ssize_t
     if b - a < 9 or not _eq(p, a, a + 8, b"sip/2.0/"):
         return False
     i = a + 8
@@ -480,16 +597,10 @@ def _via(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
         return False
     i += 1
     h0 = i
-    i = _host(p, h0, b)
-    if i == h0:
-        return False
-    if i < b and p[i] == 58:
+    while i < b and p[i] != 59:
         i += 1
-        port0 = i
-        while i < b and p[i] >= 48 and p[i] <= 57:
-            i += 1
-        if _digits(p, port0, i, MAX_PORT) < 0:
-            return False
+    if _hostport(p, h0, i) & BAD:
+        return False
     return _params(p, i, b, b"branch", out, O_VB0 if first else -1)
 
 
