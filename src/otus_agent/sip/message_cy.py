@@ -24,6 +24,7 @@ from otus_agent.sip.scan_cy import hostport as _hostport_walk
 from otus_agent.sip.scan_cy import is_token as _token_walk
 from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one definition, re-exported
 from otus_agent.sip.scan_cy import param_spans as _param_walk
+from otus_agent.sip.scan_cy import uri_spans as _uri_walk
 from otus_agent.sip.scan_cy import valid_host as _host_walk
 
 # RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
@@ -178,6 +179,11 @@ def _piece(b: bytes, i: int, j: int) -> str:
     return b[i:j].decode("utf-8", "surrogatepass")
 
 
+def _cut(s: str, b: bytes, ascii_: bool, i: int, j: int) -> str:
+    """The text at byte offsets i:j of b (s encoded by ``_text``)."""
+    return s[i:j] if ascii_ else b[i:j].decode("utf-8", "surrogatepass")
+
+
 def parse_params(s: str) -> tuple[dict, bool]:
     """';a=b ; c' -> ({'a': 'b', 'c': ''}, ok): the scanner's ``_param`` walk (lenient) splits; LWS
     around names and values is stripped here, and a name must then be a token; names lower-cased."""
@@ -216,43 +222,24 @@ def _split_hostport(hp: str) -> tuple[str, int | None, bool]:
 
 
 def parse_uri(s: str) -> tuple[Uri | None, bool]:
-    """sip/sips/tel URIs in detail; other schemes kept opaque (still well-formed)."""
-    colon = s.find(":")
-    if colon <= 0:
+    """sip/sips/tel URIs in detail, other schemes kept opaque (still well-formed): the objects from the
+    spans of the scanner's ``_uri`` walk; the parameters by ``parse_params``."""
+    b, ascii_ = _text(s)
+    w = _uri_walk(b)
+    if w is None:
         return None, False
-    scheme = s[:colon].lower()
-    rest = s[colon + 1:]
-    if not _is_token(scheme.replace("+", "")) or " " in s or "\t" in s:
-        return None, False
-    if scheme == "tel":
-        semi = rest.find(";")
-        params, ok = parse_params(rest[semi:]) if semi >= 0 else ({}, True)
-        return Uri(scheme, rest[:semi] if semi >= 0 else rest, None, None, params), ok and bool(rest)
-    if scheme not in ("sip", "sips"):
-        return Uri(scheme, None, None, None), bool(rest)
-    # userinfo may hold ';', '?' and ':' (RFC 3261 user-unreserved); '@' only escaped,
-    # and the headers part cannot hold an unescaped '@' either: the last '@' splits.
-    at = rest.rfind("@")
-    user = None
-    if at >= 0:
-        user = rest[:at]
-        colon = user.find(":")  # user:password
-        if colon >= 0:
-            user = user[:colon]
-        rest = rest[at + 1:]
-    headers = None
-    q = rest.find("?")
-    if q >= 0:
-        headers = rest[q + 1:]
-        rest = rest[:q]
-    semi = rest.find(";")
-    if semi >= 0:
-        params, ok = parse_params(rest[semi:])
-        rest = rest[:semi]
-    else:
-        params, ok = {}, True
-    host, port, hok = _split_hostport(rest)
-    return Uri(scheme, user, host, port, params, headers), ok and hok and (at < 0 or bool(user))
+    ok, kind, colon, at, uend, semi, q, h, port = w
+    n = len(b)
+    scheme = _cut(s, b, ascii_, 0, colon).lower()
+    if kind == 2:   # tel
+        params, pok = parse_params(_cut(s, b, ascii_, semi, n)) if semi < n else ({}, True)
+        return Uri(scheme, _cut(s, b, ascii_, colon + 1, semi), None, None, params), ok and pok
+    if kind == 0:
+        return Uri(scheme, None, None, None), ok
+    params, pok = parse_params(_cut(s, b, ascii_, semi, q)) if semi < q else ({}, True)
+    return Uri(scheme, _cut(s, b, ascii_, colon + 1, uend) if at >= 0 else None,
+               _cut(s, b, ascii_, colon + 1 if at < 0 else at + 1, h), port, params,
+               _cut(s, b, ascii_, q + 1, n) if q < n else None), ok and pok
 
 
 def _unquote(s: str) -> str:

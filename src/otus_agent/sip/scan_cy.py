@@ -483,53 +483,142 @@ def _host(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cyth
     return k
 
 
+# _uri's span block for the full parser (offsets from its base slot)
+U_COLON = cython.declare(cython.int, 0)
+U_KIND = cython.declare(cython.int, 1)     # 0 another scheme, 1 sip/sips, 2 tel
+U_AT = cython.declare(cython.int, 2)
+U_SEMI = cython.declare(cython.int, 3)     # the parameters' start (their end for sip: U_Q)
+U_Q = cython.declare(cython.int, 4)        # the '?' of the headers, or the end
+U_HP = cython.declare(cython.int, 5)       # _hostport's result
+U_N = cython.declare(cython.int, 6)
+
+
 @cython.cfunc
 @cython.exceptval(check=False)
 def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
-         uslot: cython.int, hslot: cython.int) -> cython.bint:
-    """A plain sip:/sips: URI (no IPv6 reference, no headers); user and host located."""
+         uslot: cython.int, hslot: cython.int, x: cython.int, strict: cython.bint) -> cython.int:
+    """The one URI walk over p[a:b]: scheme ':' then, for sip/sips, userinfo up to the last '@' (the user
+    to its first ':'), host[:port] (``_hostport``) up to the first ';', parameters up to the first '?',
+    headers.  User and host spans go to out[uslot], out[hslot] (-1: not wanted); with x >= 0 the rest of
+    the span block (U_*) for the parser.  Returns -1 when it is no URI (no scheme, LWS), 0 when malformed,
+    1 when well-formed.  ``strict`` (the scanner): a plain sip:/sips: URI only -- no headers, nothing
+    past ASCII, no control, '<', '>', '"' or ',', strict parameters -- else -1."""
     i: cython.Py_ssize_t
     k: cython.Py_ssize_t
+    c: cython.uchar
+    colon: cython.Py_ssize_t = a
     at: cython.Py_ssize_t = -1
     h0: cython.Py_ssize_t
-    c: cython.uchar
+    q: cython.Py_ssize_t
+    semi: cython.Py_ssize_t
     r: cython.longlong
-    if b - a >= 4 and _eq(p, a, a + 4, b"sip:"):
-        i = a + 4
-    elif b - a >= 5 and _eq(p, a, a + 5, b"sips:"):
-        i = a + 5
-    else:
-        return False
-    h0 = i
+    kind: cython.int = 0
+    plus: cython.bint = True
+    ok: cython.bint = True
+    while colon < b and p[colon] != 58:  # ':'
+        if not _tok(p[colon]):
+            return -1
+        if p[colon] != 43:  # '+'
+            plus = False
+        colon += 1
+    if colon >= b or plus:
+        return -1
+    if (colon - a == 3 and _eq(p, a, colon, b"sip")) or (colon - a == 4 and _eq(p, a, colon, b"sips")):
+        kind = 1
+    elif colon - a == 3 and _eq(p, a, colon, b"tel"):
+        kind = 2
+    if strict and kind != 1:
+        return -1
+    i = colon + 1
+    q = b
+    semi = b
     for k in range(i, b):
         c = p[k]
         if c == 64:  # '@'
             at = k
-        elif c <= 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44:
-            return False  # space/control/non-ASCII, '?', '<', '>', '"', ','
+        elif c == 32 or c == 9:
+            return -1
+        elif strict and (c < 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44):
+            return -1  # control/non-ASCII, '?', '<', '>', '"', ','
+        elif c == 59 and semi == b:  # ';' (tel and others: the first one)
+            semi = k
+    if x >= 0:
+        out[x + U_COLON] = colon
+        out[x + U_KIND] = kind
+        out[x + U_AT] = at
+        out[x + U_SEMI] = semi
+        out[x + U_Q] = b
+    if kind != 1:
+        return 1 if i < b else 0   # opaque (tel: its parameters are the parser's to read)
+    h0 = i
     if at >= 0:
-        if at == i:
-            return False
-        # user (a password after ':' is not part of it)
         k = i
-        while k < at and p[k] != 58:
+        while k < at and p[k] != 58:  # user:password
             k += 1
+        if k == i:
+            ok = False
         if uslot >= 0:
             out[uslot] = i
             out[uslot + 1] = k
         h0 = at + 1
-    i = h0
-    while i < b and p[i] != 59:
-        i += 1
-    r = _hostport(p, h0, i)
+    q = h0
+    while q < b and p[q] != 63:  # '?'
+        q += 1
+    semi = h0
+    while semi < q and p[semi] != 59:
+        semi += 1
+    r = _hostport(p, h0, semi)
     if r & BAD:
-        return False
+        ok = False
     if hslot >= 0:
         out[hslot] = h0
         out[hslot + 1] = r & 0xFFFFFFFF
-    if i < b:
-        return _params(p, i, b, b"", out, -1)
-    return True
+    if x >= 0:
+        out[x + U_SEMI] = semi
+        out[x + U_Q] = q
+        out[x + U_HP] = r
+    if strict:
+        return 1 if ok and _params(p, semi, b, b"", out, -1) else -1
+    return 1 if ok else 0
+
+
+_USPANS = cython.declare(object, None)
+
+
+def uri_spans(s: bytes) -> tuple | None:
+    """The lenient ``_uri`` walk over all of s, for the full parser: None when s is no URI, else (well-formed
+    (before the parameters), kind, scheme colon, last '@' (-1), user end, parameters start, headers '?' (or
+    len(s)), host end, port or None).  A port past MAX_PORT reads its value (MAX_LIMIT + 1 past that)."""
+    global _USPANS
+    p: cython.p_uchar
+    out: cython.longlong[:]
+    code: cython.int
+    r: cython.longlong
+    port: cython.longlong
+    h: cython.Py_ssize_t
+    if _USPANS is None:
+        from array import array
+        _USPANS = array("q", bytes(8 * (U_N + 4)))
+    out = _USPANS
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    out[U_N] = -1
+    out[U_N + 1] = -1
+    out[U_HP] = 0
+    code = _uri(p, 0, len(s), out, U_N, U_N + 2, 0, False)
+    if code < 0:
+        return None
+    r = out[U_HP]
+    h = r & 0xFFFFFFFF
+    port = ((r & (BAD - 1)) >> 32) - 3
+    if port == -2:
+        port = digits(s[h + 1:out[U_SEMI]], MAX_LIMIT)
+        if port == -2:
+            port = MAX_LIMIT + 1
+    return (code == 1, out[U_KIND], out[U_COLON], out[U_AT], out[U_N + 1], out[U_SEMI], out[U_Q], h,
+            None if port == -3 else port)
 
 
 @cython.cfunc
@@ -568,14 +657,14 @@ def _name_addr(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, ou
             gt += 1
         if gt >= b:
             return False
-        if not _uri(p, lt + 1, gt, out, uslot, hslot):
+        if _uri(p, lt + 1, gt, out, uslot, hslot, -1, True) != 1:
             return False
         i = gt + 1
     else:
         i = a
         while i < b and p[i] != 59:
             i += 1
-        if not _uri(p, a, i, out, uslot, hslot):
+        if _uri(p, a, i, out, uslot, hslot, -1, True) != 1:
             return False
     return _params(p, i, b, b"tag", out, tslot)
 
@@ -691,7 +780,7 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
         k = i
         while i < e and p[i] != 32:
             i += 1
-        if i >= e or not _uri(p, k, i, out, -1, -1):
+        if i >= e or _uri(p, k, i, out, -1, -1, -1, True) != 1:
             return 0
         out[O_U0] = k
         out[O_U1] = i
@@ -856,7 +945,7 @@ def _name_addr_expires(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssi
     gt = i + 1
     while gt < b and p[gt] != 62:
         gt += 1
-    if gt >= b or not _uri(p, i + 1, gt, out, -1, -1):
+    if gt >= b or _uri(p, i + 1, gt, out, -1, -1, -1, True) != 1:
         return False
     return _params(p, gt + 1, b, b"expires", out, O_SCR0)
 
