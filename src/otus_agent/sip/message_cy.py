@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 
 from otus_agent.sip import grammar
 from otus_agent.sip.scan_cy import closing_quote as _quote_walk
+from otus_agent.sip.scan_cy import comma_spans as _comma_walk
 from otus_agent.sip.scan_cy import digits as _digit_walk  # the one grammar walks: the scanner's (sip/grammar.py)
 from otus_agent.sip.scan_cy import hostport as _hostport_walk
 from otus_agent.sip.scan_cy import is_token as _token_walk
 from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one definition, re-exported
+from otus_agent.sip.scan_cy import name_addr_spans as _name_addr_walk
 from otus_agent.sip.scan_cy import param_spans as _param_walk
 from otus_agent.sip.scan_cy import uri_spans as _uri_walk
+from otus_agent.sip.scan_cy import via_spans as _via_walk
 from otus_agent.sip.scan_cy import valid_host as _host_walk
 
 # RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
@@ -138,33 +141,16 @@ class SipMessage:
 
 # ---------------------------------------------------------------- helpers
 def split_commas(s: str) -> list[str]:
-    """Split a header value on commas outside quotes and <>."""
+    """Split a header value on commas outside quotes and <> (the scanner's ``_comma`` walk)."""
     if '"' not in s and "<" not in s:
-        return s.split(",")
+        return s.split(",")        # no quote or '<': every comma separates (what the walk finds)
+    b, ascii_ = _text(s)
     out = []
     start = 0
-    i = 0
-    n = len(s)
-    inq = False
-    ina = False
-    while i < n:
-        ch = s[i]
-        if inq:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                inq = False
-        elif ch == '"':
-            inq = True
-        elif ch == "<":
-            ina = True
-        elif ch == ">":
-            ina = False
-        elif ch == "," and not ina:
-            out.append(s[start:i])
-            start = i + 1
-        i += 1
-    out.append(s[start:])
+    for i in _comma_walk(b):
+        out.append(_cut(s, b, ascii_, start, i))
+        start = i + 1
+    out.append(_cut(s, b, ascii_, start, len(b)))
     return out
 
 
@@ -270,47 +256,43 @@ def _closing_quote(s: str, i: int) -> int:
 
 
 def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:
-    """name-addr / addr-spec with header parameters; (value, defect).
+    """name-addr / addr-spec with header parameters; (value, defect): the delimiters from the scanner's
+    ``_name_addr`` walk, LWS stripped and defects named here.
 
     A defect in one part does not hide the others: a bad display name or an
     unparsable URI still yields the header parameters (tags), flagged."""
     s = s.strip()
+    b, ascii_ = _text(s)
+    w = _name_addr_walk(b)
+    if w is None:
+        return None, "unterminated_quoted_string"
+    q, lt, gt, semi, spec = w
+    n = len(b)
     display = None
     defect = None
-    lt = -1
-    if s.startswith('"'):
-        i = _closing_quote(s, 1)
-        if i < 0:
-            return None, "unterminated_quoted_string"
-        display = _unquote(s[:i + 1])
-        rest = s[i + 1:].lstrip()
-        if not rest.startswith("<"):
+    if q >= 0:
+        display = _unquote(_cut(s, b, ascii_, 0, q + 1))
+        if lt < 0 or _cut(s, b, ascii_, q + 1, lt).strip():
             return None, "bad_name_addr"
-        s = rest
-        lt = 0
-    else:
-        lt = s.find("<")
-        if lt > 0:
-            dn = s[:lt].strip()
-            for word in dn.split():
-                if not _is_token(word):
-                    defect = "bad_display_name"
-                    break
-            display = dn or None
+    elif lt > 0:
+        dn = _cut(s, b, ascii_, 0, lt).strip()
+        for word in dn.split():
+            if not _is_token(word):
+                defect = "bad_display_name"
+                break
+        display = dn or None
     if lt >= 0:
-        gt = s.find(">", lt)
         if gt < 0:
             return None, "bad_name_addr"
-        raw = s[lt + 1:gt]
+        raw = _cut(s, b, ascii_, lt + 1, gt)
         if raw != raw.strip():
             defect = defect or "lws_in_addr_spec"
             raw = raw.strip()
-        tail = s[gt + 1:]
+        tail = _cut(s, b, ascii_, gt + 1, n)
     else:
-        semi = s.find(";")
-        raw = (s if semi < 0 else s[:semi]).strip()
-        tail = "" if semi < 0 else s[semi:]
-        if "?" in raw or "," in raw:
+        raw = _cut(s, b, ascii_, 0, semi).strip()
+        tail = _cut(s, b, ascii_, semi, n)
+        if spec:
             defect = defect or "addr_spec_needs_angle_brackets"
     uri, ok = parse_uri(raw)
     if not ok:
@@ -322,27 +304,24 @@ def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:
 
 
 def parse_via(value: str) -> tuple[list[Via], str | None]:
+    """Via values by the scanner's ``_via`` walk (its delimiters; names compared and LWS stripped here)."""
     vias = []
     for part in split_commas(value):
         part = part.strip()
         if not part:
             return vias, "bad_via"
-        segs = part.split("/", 2)
-        if len(segs) != 3 or segs[0].strip().upper() != "SIP" or segs[1].strip() != "2.0":
+        b, ascii_ = _text(part)
+        w = _via_walk(b)
+        if w is None:
             return vias, "bad_via"
-        rest = segs[2].lstrip()
-        sp = 0
-        n = len(rest)
-        while sp < n and rest[sp] not in " \t":
-            sp += 1
-        transport = rest[:sp].upper()
-        sent = rest[sp:].strip()
-        if not _is_token(transport) or not sent:
+        s1, s2, t0, t1, h0, semi = w
+        if _cut(part, b, ascii_, 0, s1).strip().upper() != "SIP" or _cut(part, b, ascii_, s1 + 1, s2).strip() != "2.0":
             return vias, "bad_via"
-        semi = sent.find(";")
-        hp = (sent if semi < 0 else sent[:semi]).strip()
-        params, ok = parse_params(sent[semi:]) if semi >= 0 else ({}, True)
-        host, port, hok = _split_hostport(hp)
+        transport = _cut(part, b, ascii_, t0, t1).upper()
+        if not _is_token(transport) or h0 >= len(b):
+            return vias, "bad_via"
+        params, ok = parse_params(_cut(part, b, ascii_, semi, len(b))) if semi < len(b) else ({}, True)
+        host, port, hok = _split_hostport(_cut(part, b, ascii_, h0, semi).strip())
         vias.append(Via(transport, host, port, params))
         if not ok or not hok:
             return vias, "bad_via"

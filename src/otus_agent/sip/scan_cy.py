@@ -20,6 +20,18 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
     from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
 else:
     from otus_agent.sip.slots import *  # noqa: F403
+if cython.compiled:   # the one whitespace test (str.isspace per encoding): the SDP scanner's
+    from cython.cimports.otus_agent.sip.sdp_cy import _skip_ws
+else:
+    from otus_agent.sip import sdp_cy as _sdp
+    if not hasattr(_sdp, "_skip_ws"):   # this source beside a compiled sdp_cy (the tests run both builds)
+        import importlib.util
+        import pathlib
+        _spec = importlib.util.spec_from_file_location("otus_agent.sip._sdp_source",
+                                                       pathlib.Path(_sdp.__file__).with_name("sdp_cy.py"))
+        _sdp = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(_sdp)
+    _skip_ws = _sdp._skip_ws
 from otus_agent.sip import grammar
 from otus_agent.sip.fingerprint_cy import fingerprint
 
@@ -621,76 +633,234 @@ def uri_spans(s: bytes) -> tuple | None:
             None if port == -3 else port)
 
 
+# _name_addr's span block for the full parser (offsets from its base slot)
+N_Q = cython.declare(cython.int, 0)        # the display name's closing '"' (-1: not quoted)
+N_LT = cython.declare(cython.int, 1)       # '<' (-1: an addr-spec)
+N_GT = cython.declare(cython.int, 2)       # '>' (-1: none)
+N_SEMI = cython.declare(cython.int, 3)     # an addr-spec's end: its first ';' (or the end)
+N_SPEC = cython.declare(cython.int, 4)     # 1: '?' or ',' in that addr-spec
+N_N = cython.declare(cython.int, 5)
+
+
 @cython.cfunc
 @cython.exceptval(check=False)
 def _name_addr(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
-               uslot: cython.int, hslot: cython.int, tslot: cython.int) -> cython.bint:
-    """<uri>, "display" <uri>, token display <uri>, or uri -- then params (tag)."""
+               uslot: cython.int, hslot: cython.int, tslot: cython.int, want: bytes, x: cython.int,
+               strict: cython.bint) -> cython.int:
+    """The one name-addr / addr-spec walk over p[a:b]: a quoted display name (``_quoted``) then '<', or
+    everything before the first '<' as the display name; the URI to the first '>' after it, or an
+    addr-spec to the first ';'; header parameters after.  With x >= 0 the delimiters go to the span block
+    (N_*) for the parser, which strips LWS, names its defects and reads URI and parameters with ``_uri`` and
+    ``_param`` itself; returns -2 when the quoted string is unterminated, else 1.  ``strict`` (the scanner):
+    nothing unusual -- token words, SP and HTAB before '<', no LWS inside <>, a strict URI (``_uri``) with its
+    user and host at out[uslot], out[hslot], strict parameters with ``want``'s value at out[tslot] -- else -1."""
     i: cython.Py_ssize_t = a
     k: cython.Py_ssize_t
+    q: cython.Py_ssize_t = -1
     lt: cython.Py_ssize_t = -1
-    gt: cython.Py_ssize_t
-    c: cython.uchar
-    if i < b and p[i] == 34:  # quoted display name without escapes
-        i = _quoted(p, i + 1, b, True)
-        if i < 0:
-            return False
+    gt: cython.Py_ssize_t = -1
+    semi: cython.Py_ssize_t
+    spec: cython.int = 0
+    if i < b and p[i] == 34:  # '"'
+        q = _quoted(p, i + 1, b, strict)
+        if q < 0:
+            return -1 if strict else -2
+        i = q + 1
+        if strict:
+            while i < b and (p[i] == 32 or p[i] == 9):
+                i += 1
+            if i >= b or p[i] != 60:
+                return -1
+    while i < b and p[i] != 60:  # '<'
         i += 1
-        while i < b and (p[i] == 32 or p[i] == 9):
-            i += 1
-        if i >= b or p[i] != 60:
-            return False
+    if i < b:
         lt = i
-    else:
-        for k in range(a, b):
-            c = p[k]
-            if c == 60:
-                lt = k
-                break
-            if not (_tok(c) or c == 32 or c == 9):
-                if c == 58 or c == 59 or c == 64:  # could be an addr-spec
-                    break
-                return False
-    if lt >= 0:
+        if strict and q < 0:
+            for k in range(a, lt):
+                if not (_tok(p[k]) or p[k] == 32 or p[k] == 9):
+                    return -1
         gt = lt + 1
-        while gt < b and p[gt] != 62:
+        while gt < b and p[gt] != 62:  # '>'
             gt += 1
         if gt >= b:
-            return False
-        if _uri(p, lt + 1, gt, out, uslot, hslot, -1, True) != 1:
-            return False
-        i = gt + 1
+            gt = -1
+    elif q >= 0 and strict:
+        return -1
+    semi = a
+    if lt < 0:
+        while semi < b and p[semi] != 59:  # ';'
+            if p[semi] == 63 or p[semi] == 44:  # '?' ','
+                spec = 1
+            semi += 1
+    if x >= 0:
+        out[x + N_Q] = q
+        out[x + N_LT] = lt
+        out[x + N_GT] = gt
+        out[x + N_SEMI] = semi
+        out[x + N_SPEC] = spec
+    if strict:
+        if lt >= 0:
+            if gt < 0 or _uri(p, lt + 1, gt, out, uslot, hslot, -1, True) != 1:
+                return -1
+            return 1 if _params(p, gt + 1, b, want, out, tslot) else -1
+        if _uri(p, a, semi, out, uslot, hslot, -1, True) != 1:
+            return -1
+        return 1 if _params(p, semi, b, want, out, tslot) else -1
+    return 1
+
+
+_NSPANS = cython.declare(object, None)
+
+
+def name_addr_spans(s: bytes) -> tuple | None:
+    """The lenient ``_name_addr`` walk over all of s, for the full parser: None when a quoted display name is
+    unterminated, else (closing '"' or -1, '<' or -1, '>' or -1, the addr-spec's end, '?' or ',' in it)."""
+    global _NSPANS
+    p: cython.p_uchar
+    out: cython.longlong[:]
+    if _NSPANS is None:
+        from array import array
+        _NSPANS = array("q", bytes(8 * N_N))
+    out = _NSPANS
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
     else:
-        i = a
-        while i < b and p[i] != 59:
-            i += 1
-        if _uri(p, a, i, out, uslot, hslot, -1, True) != 1:
-            return False
-    return _params(p, i, b, b"tag", out, tslot)
+        p = s
+    if _name_addr(p, 0, len(s), out, -1, -1, -1, b"", 0, False) == -2:
+        return None
+    return (out[N_Q], out[N_LT], out[N_GT], out[N_SEMI], out[N_SPEC] == 1)
+
+
+# _via's span block for the full parser (offsets from its base slot)
+V_S1 = cython.declare(cython.int, 0)       # the first '/' (-1: fewer than two)
+V_S2 = cython.declare(cython.int, 1)       # the second '/'
+V_T0 = cython.declare(cython.int, 2)       # the transport, after LWS
+V_T1 = cython.declare(cython.int, 3)
+V_H0 = cython.declare(cython.int, 4)       # sent-by, after LWS
+V_SEMI = cython.declare(cython.int, 5)     # its end: the first ';' (or the end)
+V_N = cython.declare(cython.int, 6)
 
 
 @cython.cfunc
 @cython.exceptval(check=False)
 def _via(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
-         first: cython.bint) -> cython.bint:
-    """SIP/2.0/TRANSPORT host[:port];params -- one value per line, no LWS inside."""
-    i: cython.Py_ssize_t
+         first: cython.bint, x: cython.int, strict: cython.bint) -> cython.bint:
+    """The one via-parm walk over p[a:b]: protocol name '/' version '/' transport, LWS, sent-by (host[:port],
+    ``_hostport``) up to the first ';', parameters (``_param``).  With x >= 0 the delimiters go to the span
+    block (V_*) for the parser, which compares names, strips LWS and reads host and parameters itself.
+    ``strict`` (the scanner): 'SIP/2.0/' token SP host[:port], strict parameters (the first Via's branch at
+    O_VB0 when ``first``) -- else False."""
+    s1: cython.Py_ssize_t = a
+    s2: cython.Py_ssize_t
+    t0: cython.Py_ssize_t
+    t1: cython.Py_ssize_t
     h0: cython.Py_ssize_t
-    if b - a < 9 or not _eq(p, a, a + 8, b"sip/2.0/"):
+    i: cython.Py_ssize_t
+    while s1 < b and p[s1] != 47:  # '/'
+        s1 += 1
+    s2 = s1 + 1
+    while s2 < b and p[s2] != 47:
+        s2 += 1
+    if s2 >= b:
+        if x >= 0:
+            out[x + V_S1] = -1
         return False
-    i = a + 8
-    h0 = i
-    while i < b and _tok(p[i]):
+    if strict:
+        if s1 != a + 3 or s2 != a + 7 or not _eq(p, a, a + 8, b"sip/2.0/"):
+            return False
+        t0 = s2 + 1
+    else:
+        t0 = _skip_ws(p, s2 + 1, b, 1)
+    t1 = t0
+    while t1 < b and p[t1] != 32 and p[t1] != 9:
+        t1 += 1
+    if strict:
+        if t1 == t0 or t1 >= b or p[t1] != 32:
+            return False
+        for i in range(t0, t1):
+            if not _tok(p[i]):
+                return False
+        h0 = t1 + 1
+    else:
+        h0 = _skip_ws(p, t1, b, 1)
+    i = h0
+    while i < b and p[i] != 59:  # ';'
         i += 1
-    if i == h0 or i >= b or p[i] != 32:
-        return False
-    i += 1
-    h0 = i
-    while i < b and p[i] != 59:
+    if x >= 0:
+        out[x + V_S1] = s1
+        out[x + V_S2] = s2
+        out[x + V_T0] = t0
+        out[x + V_T1] = t1
+        out[x + V_H0] = h0
+        out[x + V_SEMI] = i
+    if strict:
+        if _hostport(p, h0, i) & BAD:
+            return False
+        return _params(p, i, b, b"branch", out, O_VB0 if first else -1)
+    return True
+
+
+_VSPANS = cython.declare(object, None)
+
+
+def via_spans(s: bytes) -> tuple | None:
+    """The lenient ``_via`` walk over all of s, for the full parser: None without two '/', else (first '/',
+    second '/', transport start, transport end, sent-by start, its end)."""
+    global _VSPANS
+    p: cython.p_uchar
+    out: cython.longlong[:]
+    if _VSPANS is None:
+        from array import array
+        _VSPANS = array("q", bytes(8 * V_N))
+    out = _VSPANS
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    _via(p, 0, len(s), out, False, 0, False)
+    if out[V_S1] < 0:
+        return None
+    return (out[V_S1], out[V_S2], out[V_T0], out[V_T1], out[V_H0], out[V_SEMI])
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _comma(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """The one list walk: the next ',' at or after i outside quoted strings (``_quoted``) and <>; b when none."""
+    ina: cython.bint = False
+    c: cython.uchar
+    while i < b:
+        c = p[i]
+        if c == 34:  # '"'
+            i = _quoted(p, i + 1, b, False)
+            if i < 0:
+                return b
+        elif c == 60:  # '<'
+            ina = True
+        elif c == 62:  # '>'
+            ina = False
+        elif c == 44 and not ina:
+            return i
         i += 1
-    if _hostport(p, h0, i) & BAD:
-        return False
-    return _params(p, i, b, b"branch", out, O_VB0 if first else -1)
+    return b
+
+
+def comma_spans(s: bytes) -> list:
+    """``_comma`` over all of s, for the full parser: the offsets of the separating commas."""
+    p: cython.p_uchar
+    n: cython.Py_ssize_t = len(s)
+    i: cython.Py_ssize_t = 0
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    cuts = []
+    while True:
+        i = _comma(p, i, n)
+        if i >= n:
+            return cuts
+        cuts.append(i)
+        i += 1
 
 
 def scan(buf: bytes, out: cython.longlong[:], stream: cython.bint) -> cython.int:
@@ -811,16 +981,16 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
         bit = 0
         k = c0 - ls
         if (k == 3 and _eq(p, ls, c0, b"via")) or (k == 1 and _lower(p[ls]) == 118):
-            if not _via(p, v0, v1, out, (seen & H_VIA) == 0):
+            if not _via(p, v0, v1, out, (seen & H_VIA) == 0, -1, True):
                 return 0
             seen |= H_VIA
         elif (k == 4 and _eq(p, ls, c0, b"from")) or (k == 1 and _lower(p[ls]) == 102):
             bit = H_FROM
-            if not _name_addr(p, v0, v1, out, O_FU0, O_FH0, O_FT0):
+            if _name_addr(p, v0, v1, out, O_FU0, O_FH0, O_FT0, b"tag", -1, True) != 1:
                 return 0
         elif (k == 2 and _eq(p, ls, c0, b"to")) or (k == 1 and _lower(p[ls]) == 116):
             bit = H_TO
-            if not _name_addr(p, v0, v1, out, O_TU0, O_TH0, O_TT0):
+            if _name_addr(p, v0, v1, out, O_TU0, O_TH0, O_TT0, b"tag", -1, True) != 1:
                 return 0
         elif (k == 7 and _eq(p, ls, c0, b"call-id")) or (k == 1 and _lower(p[ls]) == 105):
             bit = H_CALLID
@@ -916,38 +1086,17 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
 @cython.cfunc
 @cython.exceptval(check=False)
 def _contact(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:]) -> cython.bint:
-    """One plain Contact value; an expires parameter must be a small number."""
+    """One plain Contact value (``_name_addr``); an expires parameter must be a small number."""
     i: cython.Py_ssize_t
-    for i in range(a, b):
-        if p[i] == 44 or p[i] == 34:  # several contacts or a quoted name: full parser
-            return False
+    if _comma(p, a, b) < b:  # several contacts: the full parser
+        return False
     out[O_SCR0] = -1
     out[O_SCR1] = -1
-    if not _name_addr_expires(p, a, b, out):
+    if _name_addr(p, a, b, out, -1, -1, O_SCR0, b"expires", -1, True) != 1:
         return False
     if out[O_SCR0] >= 0 and _digits(p, out[O_SCR0], out[O_SCR1], MAX_DELTA) < 0:
         return False
     return True
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
-def _name_addr_expires(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t,
-                       out: cython.longlong[:]) -> cython.bint:
-    i: cython.Py_ssize_t = a
-    gt: cython.Py_ssize_t
-    while i < b and p[i] != 60:
-        if not (_tok(p[i]) or p[i] == 32):
-            return False
-        i += 1
-    if i >= b:
-        return False
-    gt = i + 1
-    while gt < b and p[gt] != 62:
-        gt += 1
-    if gt >= b or _uri(p, i + 1, gt, out, -1, -1, -1, True) != 1:
-        return False
-    return _params(p, gt + 1, b, b"expires", out, O_SCR0)
 
 
 @cython.cfunc
