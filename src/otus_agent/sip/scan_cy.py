@@ -1104,6 +1104,7 @@ def _contact(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out:
 def _pcv(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:]) -> cython.bint:
     """P-Charging-Vector: icid-value=X;... (RFC 7315); locate icid-value, quotes stripped."""
     i: cython.Py_ssize_t = a
+    k: cython.Py_ssize_t
     v0: cython.Py_ssize_t
     if b - a < 11 or not _eq(p, a, a + 11, b"icid-value="):
         return False
@@ -1111,13 +1112,12 @@ def _pcv(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     v0 = i
     if i < b and p[i] == 34:
         v0 = i + 1
-        i += 1
-        while i < b and p[i] != 34:
-            if p[i] == 92 or p[i] == 59:
-                return False
-            i += 1
-        if i >= b:
+        i = _quoted(p, v0, b, True)
+        if i < 0:
             return False
+        for k in range(v0, i):
+            if p[k] == 59:  # ';' (the parser's parameter walk does not know quotes)
+                return False
         out[O_PC0] = v0
         out[O_PC1] = i
         i += 1
