@@ -129,6 +129,9 @@ def digits(s: bytes, limit: cython.longlong) -> cython.longlong:
     return _digits(p, 0, len(s), limit)
 
 
+LOW32 = cython.declare(cython.longlong, (1 << 32) - 1)   # the offset in a packed walk result (a C constant)
+
+
 @cython.cfunc
 @cython.exceptval(check=False)
 def _param(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict: cython.bint) -> cython.longlong:
@@ -138,25 +141,22 @@ def _param(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict
     parser) never fails: it strips LWS and tests the name itself."""
     k: cython.Py_ssize_t = i + 1
     eq: cython.Py_ssize_t = -1
-    n1: cython.Py_ssize_t
-    j: cython.Py_ssize_t
+    bad: cython.bint = False
     c: cython.uchar
-    while k < b and p[k] != 59:  # ';'
-        if p[k] == 61 and eq < 0:  # '='
-            eq = k
+    while k < b:
+        c = p[k]
+        if c == 59:  # ';'
+            break
+        if eq < 0:
+            if c == 61:  # '='
+                eq = k
+            elif strict and not _tok(c):
+                bad = True
+        elif strict and (c == 32 or c == 9 or c == 34 or c == 44):
+            bad = True
         k += 1
-    if strict:
-        n1 = eq if eq >= 0 else k
-        if n1 == i + 1:
-            return -1
-        for j in range(i + 1, n1):
-            if not _tok(p[j]):
-                return -1
-        if eq >= 0:
-            for j in range(eq + 1, k):
-                c = p[j]
-                if c == 32 or c == 9 or c == 34 or c == 44:
-                    return -1
+    if strict and (bad or (eq if eq >= 0 else k) == i + 1):
+        return -1
     return k | (cython.cast(cython.longlong, eq + 1) << 32)
 
 
@@ -176,7 +176,7 @@ def _params(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, want:
         r = _param(p, i, b, True)
         if r < 0:
             return False
-        e = r & 0xFFFFFFFF
+        e = r & LOW32
         eq = (r >> 32) - 1
         if slot >= 0 and out[slot] < 0 and _eq(p, i + 1, eq if eq >= 0 else e, want):
             if eq < 0:
@@ -207,7 +207,7 @@ def param_spans(s: bytes) -> list:
     spans = [i]
     while i < n:
         r = _param(p, i, n, False)
-        e = r & 0xFFFFFFFF
+        e = r & LOW32
         eq = (r >> 32) - 1
         if eq < 0:
             spans += (i + 1, e, -1, e)
@@ -235,14 +235,21 @@ def _hostport(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> 
         if h >= b:
             return b | BAD
         h += 1
-        if h < b and p[h] != 58:
-            return h | BAD
+        if (h < b and p[h] != 58) or _host(p, a, h) != h:
+            if h < b and p[h] == 58:
+                port = _digits(p, h + 1, b, MAX_PORT)
+            return h | (cython.cast(cython.longlong, port + 3) << 32) | BAD
     else:
-        while h < b and p[h] != 58:
-            h += 1
+        h = _host(p, a, b)         # a valid host ends at ':' or b; else find the ':' for the spans
+        if h == a or (h < b and p[h] != 58):
+            while h < b and p[h] != 58:
+                h += 1
+            if h < b:
+                port = _digits(p, h + 1, b, MAX_PORT)
+            return h | (cython.cast(cython.longlong, port + 3) << 32) | BAD
     if h < b:
         port = _digits(p, h + 1, b, MAX_PORT)
-    if h == a or _host(p, a, h) != h or port == -1 or port == -2:
+    if port == -1 or port == -2:
         return h | (cython.cast(cython.longlong, port + 3) << 32) | BAD
     return h | (cython.cast(cython.longlong, port + 3) << 32)
 
@@ -259,7 +266,7 @@ def hostport(s: bytes) -> tuple:
     else:
         p = s
     r = _hostport(p, 0, len(s))
-    h = r & 0xFFFFFFFF
+    h = r & LOW32
     port = ((r & (BAD - 1)) >> 32) - 3
     if port == -2:  # its value, for the parser's object
         port = digits(s[h + 1:], MAX_LIMIT)
@@ -523,37 +530,50 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     h0: cython.Py_ssize_t
     q: cython.Py_ssize_t
     semi: cython.Py_ssize_t
+    hsemi: cython.Py_ssize_t
     r: cython.longlong
     kind: cython.int = 0
     plus: cython.bint = True
     ok: cython.bint = True
-    while colon < b and p[colon] != 58:  # ':'
-        if not _tok(p[colon]):
+    if strict:   # sip: or sips: only
+        if b - a >= 4 and _eq(p, a, a + 4, b"sip:"):
+            colon = a + 3
+        elif b - a >= 5 and _eq(p, a, a + 5, b"sips:"):
+            colon = a + 4
+        else:
             return -1
-        if p[colon] != 43:  # '+'
-            plus = False
-        colon += 1
-    if colon >= b or plus:
-        return -1
-    if (colon - a == 3 and _eq(p, a, colon, b"sip")) or (colon - a == 4 and _eq(p, a, colon, b"sips")):
         kind = 1
-    elif colon - a == 3 and _eq(p, a, colon, b"tel"):
-        kind = 2
-    if strict and kind != 1:
-        return -1
+    else:
+        while colon < b and p[colon] != 58:  # ':'
+            if not _tok(p[colon]):
+                return -1
+            if p[colon] != 43:  # '+'
+                plus = False
+            colon += 1
+        if colon >= b or plus:
+            return -1
+        if (colon - a == 3 and _eq(p, a, colon, b"sip")) or (colon - a == 4 and _eq(p, a, colon, b"sips")):
+            kind = 1
+        elif colon - a == 3 and _eq(p, a, colon, b"tel"):
+            kind = 2
     i = colon + 1
     q = b
-    semi = b
+    semi = b          # the first ';' (tel and others)
+    hsemi = b         # the first ';' after the last '@'
     for k in range(i, b):
         c = p[k]
         if c == 64:  # '@'
             at = k
+            hsemi = b
+        elif c == 59:  # ';'
+            if semi == b:
+                semi = k
+            if hsemi == b:
+                hsemi = k
         elif c == 32 or c == 9:
             return -1
         elif strict and (c < 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44):
             return -1  # control/non-ASCII, '?', '<', '>', '"', ','
-        elif c == 59 and semi == b:  # ';' (tel and others: the first one)
-            semi = k
     if x >= 0:
         out[x + U_COLON] = colon
         out[x + U_KIND] = kind
@@ -573,18 +593,17 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
             out[uslot] = i
             out[uslot + 1] = k
         h0 = at + 1
-    q = h0
-    while q < b and p[q] != 63:  # '?'
-        q += 1
-    semi = h0
-    while semi < q and p[semi] != 59:
-        semi += 1
+    if not strict:   # strict: no '?'
+        q = h0
+        while q < b and p[q] != 63:  # '?'
+            q += 1
+    semi = hsemi if hsemi < q else q
     r = _hostport(p, h0, semi)
     if r & BAD:
         ok = False
     if hslot >= 0:
         out[hslot] = h0
-        out[hslot + 1] = r & 0xFFFFFFFF
+        out[hslot + 1] = r & LOW32
     if x >= 0:
         out[x + U_SEMI] = semi
         out[x + U_Q] = q
@@ -623,7 +642,7 @@ def uri_spans(s: bytes) -> tuple | None:
     if code < 0:
         return None
     r = out[U_HP]
-    h = r & 0xFFFFFFFF
+    h = r & LOW32
     port = ((r & (BAD - 1)) >> 32) - 3
     if port == -2:
         port = digits(s[h + 1:out[U_SEMI]], MAX_LIMIT)
