@@ -613,45 +613,6 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     return 1 if ok else 0
 
 
-_USPANS = cython.declare(object, None)
-
-
-def uri_spans(s: bytes) -> tuple | None:
-    """The lenient ``_uri`` walk over all of s, for the full parser: None when s is no URI, else (well-formed
-    (before the parameters), kind, scheme colon, last '@' (-1), user end, parameters start, headers '?' (or
-    len(s)), host end, port or None).  A port past MAX_PORT reads its value (MAX_LIMIT + 1 past that)."""
-    global _USPANS
-    p: cython.p_uchar
-    out: cython.longlong[:]
-    code: cython.int
-    r: cython.longlong
-    port: cython.longlong
-    h: cython.Py_ssize_t
-    if _USPANS is None:
-        from array import array
-        _USPANS = array("q", bytes(8 * (U_N + 4)))
-    out = _USPANS
-    if cython.compiled:
-        p = cython.cast(cython.p_uchar, s)
-    else:
-        p = s
-    out[U_N] = -1
-    out[U_N + 1] = -1
-    out[U_HP] = 0
-    code = _uri(p, 0, len(s), out, U_N, U_N + 2, 0, False)
-    if code < 0:
-        return None
-    r = out[U_HP]
-    h = r & LOW32
-    port = ((r & (BAD - 1)) >> 32) - 3
-    if port == -2:
-        port = digits(s[h + 1:out[U_SEMI]], MAX_LIMIT)
-        if port == -2:
-            port = MAX_LIMIT + 1
-    return (code == 1, out[U_KIND], out[U_COLON], out[U_AT], out[U_N + 1], out[U_SEMI], out[U_Q], h,
-            None if port == -3 else port)
-
-
 # _name_addr's span block for the full parser (offsets from its base slot)
 N_Q = cython.declare(cython.int, 0)        # the display name's closing '"' (-1: not quoted)
 N_LT = cython.declare(cython.int, 1)       # '<' (-1: an addr-spec)
@@ -728,28 +689,6 @@ def _name_addr(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, ou
     return 1
 
 
-_NSPANS = cython.declare(object, None)
-
-
-def name_addr_spans(s: bytes) -> tuple | None:
-    """The lenient ``_name_addr`` walk over all of s, for the full parser: None when a quoted display name is
-    unterminated, else (closing '"' or -1, '<' or -1, '>' or -1, the addr-spec's end, '?' or ',' in it)."""
-    global _NSPANS
-    p: cython.p_uchar
-    out: cython.longlong[:]
-    if _NSPANS is None:
-        from array import array
-        _NSPANS = array("q", bytes(8 * N_N))
-    out = _NSPANS
-    if cython.compiled:
-        p = cython.cast(cython.p_uchar, s)
-    else:
-        p = s
-    if _name_addr(p, 0, len(s), out, -1, -1, -1, b"", 0, False) == -2:
-        return None
-    return (out[N_Q], out[N_LT], out[N_GT], out[N_SEMI], out[N_SPEC] == 1)
-
-
 # _via's span block for the full parser (offsets from its base slot)
 V_S1 = cython.declare(cython.int, 0)       # the first '/' (-1: fewer than two)
 V_S2 = cython.declare(cython.int, 1)       # the second '/'
@@ -819,27 +758,80 @@ def _via(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     return True
 
 
-_VSPANS = cython.declare(object, None)
-
-
-def via_spans(s: bytes) -> tuple | None:
-    """The lenient ``_via`` walk over all of s, for the full parser: None without two '/', else (first '/',
-    second '/', transport start, transport end, sent-by start, its end)."""
-    global _VSPANS
-    p: cython.p_uchar
+@cython.cclass
+class _Spans:
+    """The full parser's entries to the lenient walks, over one span array bound once (a typed buffer
+    acquired per call costs more than a short walk)."""
     out: cython.longlong[:]
-    if _VSPANS is None:
+    arr = cython.declare(object)
+
+    def __init__(self):
         from array import array
-        _VSPANS = array("q", bytes(8 * V_N))
-    out = _VSPANS
-    if cython.compiled:
-        p = cython.cast(cython.p_uchar, s)
-    else:
-        p = s
-    _via(p, 0, len(s), out, False, 0, False)
-    if out[V_S1] < 0:
-        return None
-    return (out[V_S1], out[V_S2], out[V_T0], out[V_T1], out[V_H0], out[V_SEMI])
+        self.arr = array("q", bytes(8 * 16))
+        self.out = self.arr
+
+    def uri(self, s: bytes) -> object:
+        """The lenient ``_uri`` walk over all of s: None when s is no URI, else (well-formed (before the
+        parameters), kind, scheme colon, last '@' (-1), user end, parameters start, headers '?' (or len(s)),
+        host end, port or None).  A port past MAX_PORT reads its value (MAX_LIMIT + 1 past that)."""
+        p: cython.p_uchar
+        out: cython.longlong[:] = self.out
+        code: cython.int
+        r: cython.longlong
+        port: cython.longlong
+        h: cython.Py_ssize_t
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, s)
+        else:
+            p = s
+        out[U_N] = -1
+        out[U_N + 1] = -1
+        out[U_HP] = 0
+        code = _uri(p, 0, len(s), out, U_N, U_N + 2, 0, False)
+        if code < 0:
+            return None
+        r = out[U_HP]
+        h = r & LOW32
+        port = ((r & (BAD - 1)) >> 32) - 3
+        if port == -2:
+            port = digits(s[h + 1:out[U_SEMI]], MAX_LIMIT)
+            if port == -2:
+                port = MAX_LIMIT + 1
+        return (code == 1, out[U_KIND], out[U_COLON], out[U_AT], out[U_N + 1], out[U_SEMI], out[U_Q], h,
+                None if port == -3 else port)
+
+    def name_addr(self, s: bytes) -> object:
+        """The lenient ``_name_addr`` walk over all of s: None when a quoted display name is unterminated,
+        else (closing '"' or -1, '<' or -1, '>' or -1, the addr-spec's end, '?' or ',' in it)."""
+        p: cython.p_uchar
+        out: cython.longlong[:] = self.out
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, s)
+        else:
+            p = s
+        if _name_addr(p, 0, len(s), out, -1, -1, -1, b"", 0, False) == -2:
+            return None
+        return (out[N_Q], out[N_LT], out[N_GT], out[N_SEMI], out[N_SPEC] == 1)
+
+    def via(self, s: bytes) -> object:
+        """The lenient ``_via`` walk over all of s: None without two '/', else (first '/', second '/',
+        transport start, transport end, sent-by start, its end)."""
+        p: cython.p_uchar
+        out: cython.longlong[:] = self.out
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, s)
+        else:
+            p = s
+        _via(p, 0, len(s), out, False, 0, False)
+        if out[V_S1] < 0:
+            return None
+        return (out[V_S1], out[V_S2], out[V_T0], out[V_T1], out[V_H0], out[V_SEMI])
+
+
+_SPANS = _Spans()
+uri_spans = _SPANS.uri
+name_addr_spans = _SPANS.name_addr
+via_spans = _SPANS.via
 
 
 @cython.cfunc
