@@ -12,6 +12,9 @@ Call-ID, CSeq, Max-Forwards, Content-Length/-Type, Contact, Expires, Date,
 User-Agent/Server, P-Asserted-Identity, Reason and the correlation headers);
 the rest are kept as folded strings.  Authorization and Proxy-Authorization
 values are redacted unless asked otherwise.
+
+The grammar walks are the scanner's (``scan_cy``, lenient mode): this module
+decodes their spans, strips LWS, unescapes and names defects.
 """
 from __future__ import annotations
 
