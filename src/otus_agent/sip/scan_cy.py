@@ -133,6 +133,7 @@ LOW32 = cython.declare(cython.longlong, (1 << 32) - 1)   # the offset in a packe
 
 
 @cython.cfunc
+@cython.inline
 @cython.exceptval(check=False)
 def _param(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict: cython.bint) -> cython.longlong:
     """The one parameter walk: the ';name[=value]' starting at the ';' p[i] runs to the next ';' (or b), its
@@ -221,6 +222,7 @@ BAD = cython.declare(cython.longlong, 1 << 60)   # _hostport's "not valid" flag
 
 
 @cython.cfunc
+@cython.inline
 @cython.exceptval(check=False)
 def _hostport(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.longlong:
     """The one host[:port] walk over all of p[a:b]: the host runs to the ']' of an IPv6 reference, else
@@ -276,6 +278,7 @@ def hostport(s: bytes) -> tuple:
 
 
 @cython.cfunc
+@cython.inline
 @cython.exceptval(check=False)
 def _quoted(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict: cython.bint) -> cython.Py_ssize_t:
     """The one quoted-string walk: the index of the '"' closing the string whose content starts at i
@@ -530,7 +533,6 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     h0: cython.Py_ssize_t
     q: cython.Py_ssize_t
     semi: cython.Py_ssize_t
-    hsemi: cython.Py_ssize_t
     r: cython.longlong
     kind: cython.int = 0
     plus: cython.bint = True
@@ -558,23 +560,19 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
             kind = 2
     i = colon + 1
     q = b
-    semi = b          # the first ';' (tel and others)
-    hsemi = b         # the first ';' after the last '@'
+    semi = b
     for k in range(i, b):
         c = p[k]
         if c == 64:  # '@'
             at = k
-            hsemi = b
-        elif c == 59:  # ';'
-            if semi == b:
-                semi = k
-            if hsemi == b:
-                hsemi = k
-        elif c == 32 or c == 9:
-            return -1
-        elif strict and (c < 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44):
-            return -1  # control/non-ASCII, '?', '<', '>', '"', ','
+        elif c <= 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44:
+            if c == 32 or c == 9 or strict:
+                return -1  # LWS; strict: control/non-ASCII, '?', '<', '>', '"', ','
     if x >= 0:
+        if kind != 1:  # tel and others: the first ';'
+            semi = i
+            while semi < b and p[semi] != 59:
+                semi += 1
         out[x + U_COLON] = colon
         out[x + U_KIND] = kind
         out[x + U_AT] = at
@@ -597,7 +595,9 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
         q = h0
         while q < b and p[q] != 63:  # '?'
             q += 1
-    semi = hsemi if hsemi < q else q
+    semi = h0
+    while semi < q and p[semi] != 59:  # ';'
+        semi += 1
     r = _hostport(p, h0, semi)
     if r & BAD:
         ok = False
@@ -1097,10 +1097,8 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
 @cython.cfunc
 @cython.exceptval(check=False)
 def _contact(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:]) -> cython.bint:
-    """One plain Contact value (``_name_addr``); an expires parameter must be a small number."""
-    i: cython.Py_ssize_t
-    if _comma(p, a, b) < b:  # several contacts: the full parser
-        return False
+    """One plain Contact value (``_name_addr``, whose strict mode fails on a ',' outside quotes: several
+    contacts are the full parser's); an expires parameter must be a small number."""
     out[O_SCR0] = -1
     out[O_SCR1] = -1
     if _name_addr(p, a, b, out, -1, -1, O_SCR0, b"expires", -1, True) != 1:

@@ -169,3 +169,11 @@ def test_each_grammar_walk_exists_once():
     # the parser finds no delimiter itself: no character search or split of its own beyond LWS and case
     for gone in ('.find("', ".find('", '.rfind(', '.split("/"', 'split(";")', 'inq = ', 'ina = '):
         assert gone not in parse_src.split("# ---------------------------------------------------------------- framing")[0], gone
+
+
+def test_several_contacts_go_to_the_parser_one_quoted_with_a_comma_does_not():
+    sc = scan_cy.Scanner()
+    one = _message("<sip:a@example.com>;tag=1", "<sip:b@example.com>", "SIP/2.0/UDP h;branch=z9hG4bK1", "{}")
+    assert sc.scan(one.replace(b"{}", b'"Smith, J" <sip:j@10.0.0.1>;expires=60'), False) == 1
+    assert sc.scan(one.replace(b"{}", b"<sip:j@10.0.0.1>, <sip:k@10.0.0.2>"), False) == 0
+    assert sc.scan(one.replace(b"{}", b"sip:j@10.0.0.1;expires=99999999999"), False) == 0   # past MAX_DELTA
