@@ -30,8 +30,8 @@ from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one d
 from otus_agent.sip.scan_cy import name_addr_spans as _name_addr_walk
 from otus_agent.sip.scan_cy import param_spans as _param_walk
 from otus_agent.sip.scan_cy import uri_spans as _uri_walk
-from otus_agent.sip.scan_cy import via_spans as _via_walk
 from otus_agent.sip.scan_cy import valid_host as _host_walk
+from otus_agent.sip.scan_cy import via_spans as _via_walk
 
 # RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
 COMPACT = {
