@@ -1,9 +1,10 @@
 """The SIP grammar's character classes and number limits (RFC 3261 25.1): the one definition.
 
 The fast scanner (``scan_cy``, on bytes, which the compiled lane runs) builds its 256-entry lookup
-tables from these, and its number, token and host walks (``_digits``, ``_tok``, ``_host``, IPv6
-references by ``_v6_ok``, glibc's inet_pton6 in C) are the full parser's too: ``message_cy`` calls them
-through ``scan_cy.digits``, ``is_token`` and ``valid_host`` on its decoded text, encoded back.
+tables from these.  Its walks are the only ones of the grammar: number, token, host (IPv6 references
+by ``_v6_ok``, glibc's inet_pton6 in C), parameter, host[:port], quoted-string, URI, name-addr, via-parm
+and value list, each with a strict mode (the scanner's filter) and a lenient one whose spans the full
+parser (``message_cy``) builds its objects and defects from (docs/architecture.md, the SIP section).
 """
 from __future__ import annotations
 

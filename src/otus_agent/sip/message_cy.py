@@ -12,16 +12,26 @@ Call-ID, CSeq, Max-Forwards, Content-Length/-Type, Contact, Expires, Date,
 User-Agent/Server, P-Asserted-Identity, Reason and the correlation headers);
 the rest are kept as folded strings.  Authorization and Proxy-Authorization
 values are redacted unless asked otherwise.
+
+The grammar walks are the scanner's (``scan_cy``, lenient mode): this module
+decodes their spans, strips LWS, unescapes and names defects.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from otus_agent.sip import grammar
-from otus_agent.sip.scan_cy import digits as _digit_walk  # the one number, token and host walks: the scanner's
+from otus_agent.sip.scan_cy import closing_quote as _quote_walk
+from otus_agent.sip.scan_cy import comma_spans as _comma_walk
+from otus_agent.sip.scan_cy import digits as _digit_walk  # the one grammar walks: the scanner's (sip/grammar.py)
+from otus_agent.sip.scan_cy import hostport as _hostport_walk
 from otus_agent.sip.scan_cy import is_token as _token_walk
 from otus_agent.sip.scan_cy import looks_like_sip as looks_like_sip  # the one definition, re-exported
+from otus_agent.sip.scan_cy import name_addr_spans as _name_addr_walk
+from otus_agent.sip.scan_cy import param_spans as _param_walk
+from otus_agent.sip.scan_cy import uri_spans as _uri_walk
 from otus_agent.sip.scan_cy import valid_host as _host_walk
+from otus_agent.sip.scan_cy import via_spans as _via_walk
 
 # RFC 3261 7.3.3 compact forms, plus RFC 3515/3892/4028/3903/3841 ones in use
 COMPACT = {
@@ -134,53 +144,53 @@ class SipMessage:
 
 # ---------------------------------------------------------------- helpers
 def split_commas(s: str) -> list[str]:
-    """Split a header value on commas outside quotes and <>."""
+    """Split a header value on commas outside quotes and <> (the scanner's ``_comma`` walk)."""
     if '"' not in s and "<" not in s:
-        return s.split(",")
+        return s.split(",")        # no quote or '<': every comma separates (what the walk finds)
+    b, ascii_ = _text(s)
     out = []
     start = 0
-    i = 0
-    n = len(s)
-    inq = False
-    ina = False
-    while i < n:
-        ch = s[i]
-        if inq:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                inq = False
-        elif ch == '"':
-            inq = True
-        elif ch == "<":
-            ina = True
-        elif ch == ">":
-            ina = False
-        elif ch == "," and not ina:
-            out.append(s[start:i])
-            start = i + 1
-        i += 1
-    out.append(s[start:])
+    for i in _comma_walk(b):
+        out.append(_cut(s, b, ascii_, start, i))
+        start = i + 1
+    out.append(_cut(s, b, ascii_, start, len(b)))
     return out
 
 
+def _text(s: str) -> tuple[bytes, bool]:
+    """s as the bytes the walks read, and whether byte offsets are character offsets (ASCII)."""
+    if s.isascii():
+        return s.encode("ascii"), True
+    return s.encode("utf-8", "surrogatepass"), False
+
+
+def _piece(b: bytes, i: int, j: int) -> str:
+    return b[i:j].decode("utf-8", "surrogatepass")
+
+
+def _cut(s: str, b: bytes, ascii_: bool, i: int, j: int) -> str:
+    """The text at byte offsets i:j of b (s encoded by ``_text``)."""
+    return s[i:j] if ascii_ else b[i:j].decode("utf-8", "surrogatepass")
+
+
 def parse_params(s: str) -> tuple[dict, bool]:
-    """';a=b ; c' -> ({'a': 'b', 'c': ''}, ok); names lower-cased, LWS around '=' allowed."""
+    """';a=b ; c' -> ({'a': 'b', 'c': ''}, ok): the scanner's ``_param`` walk (lenient) splits; LWS
+    around names and values is stripped here, and a name must then be a token; names lower-cased."""
     params: dict = {}
     ok = True
     if not s:
         return params, ok
-    parts = s.split(";")
-    if parts[0].strip():
+    b, ascii_ = _text(s)
+    sp = _param_walk(b)
+    if (s[:sp[0]] if ascii_ else _piece(b, 0, sp[0])).strip():
         ok = False
-    for p in parts[1:]:
-        eq = p.find("=")
-        if eq < 0:
-            name = p.strip()
-            val = ""
+    for k in range(1, len(sp), 4):
+        if ascii_:
+            name = s[sp[k]:sp[k + 1]].strip()
+            val = s[sp[k + 2]:sp[k + 3]].strip() if sp[k + 2] >= 0 else ""
         else:
-            name = p[:eq].strip()
-            val = p[eq + 1:].strip()
+            name = _piece(b, sp[k], sp[k + 1]).strip()
+            val = _piece(b, sp[k + 2], sp[k + 3]).strip() if sp[k + 2] >= 0 else ""
         if not _is_token(name):
             ok = False
             continue
@@ -194,63 +204,31 @@ def valid_host(host: str) -> bool:
 
 
 def _split_hostport(hp: str) -> tuple[str, int | None, bool]:
-    if hp.startswith("["):
-        end = hp.find("]")
-        if end < 0:
-            return hp, None, False
-        host = hp[:end + 1]
-        rest = hp[end + 1:]
-        if not rest:
-            return host, None, valid_host(host)
-        if rest[0] != ":":
-            return host, None, False
-        port = _digits(rest[1:])
-        return host, port, 0 <= port <= MAX_PORT and valid_host(host)
-    colon = hp.find(":")
-    if colon < 0:
-        return hp, None, valid_host(hp)
-    port = _digits(hp[colon + 1:])
-    return hp[:colon], port, 0 <= port <= MAX_PORT and valid_host(hp[:colon])
+    """(host, port, valid) by the scanner's ``_hostport`` walk."""
+    b, ascii_ = _text(hp)
+    h, port, ok = _hostport_walk(b)
+    return (hp[:h] if ascii_ else _piece(b, 0, h)), port, ok
 
 
 def parse_uri(s: str) -> tuple[Uri | None, bool]:
-    """sip/sips/tel URIs in detail; other schemes kept opaque (still well-formed)."""
-    colon = s.find(":")
-    if colon <= 0:
+    """sip/sips/tel URIs in detail, other schemes kept opaque (still well-formed): the objects from the
+    spans of the scanner's ``_uri`` walk; the parameters by ``parse_params``."""
+    b, ascii_ = _text(s)
+    w = _uri_walk(b)
+    if w is None:
         return None, False
-    scheme = s[:colon].lower()
-    rest = s[colon + 1:]
-    if not _is_token(scheme.replace("+", "")) or " " in s or "\t" in s:
-        return None, False
-    if scheme == "tel":
-        semi = rest.find(";")
-        params, ok = parse_params(rest[semi:]) if semi >= 0 else ({}, True)
-        return Uri(scheme, rest[:semi] if semi >= 0 else rest, None, None, params), ok and bool(rest)
-    if scheme not in ("sip", "sips"):
-        return Uri(scheme, None, None, None), bool(rest)
-    # userinfo may hold ';', '?' and ':' (RFC 3261 user-unreserved); '@' only escaped,
-    # and the headers part cannot hold an unescaped '@' either: the last '@' splits.
-    at = rest.rfind("@")
-    user = None
-    if at >= 0:
-        user = rest[:at]
-        colon = user.find(":")  # user:password
-        if colon >= 0:
-            user = user[:colon]
-        rest = rest[at + 1:]
-    headers = None
-    q = rest.find("?")
-    if q >= 0:
-        headers = rest[q + 1:]
-        rest = rest[:q]
-    semi = rest.find(";")
-    if semi >= 0:
-        params, ok = parse_params(rest[semi:])
-        rest = rest[:semi]
-    else:
-        params, ok = {}, True
-    host, port, hok = _split_hostport(rest)
-    return Uri(scheme, user, host, port, params, headers), ok and hok and (at < 0 or bool(user))
+    ok, kind, colon, at, uend, semi, q, h, port = w
+    n = len(b)
+    scheme = _cut(s, b, ascii_, 0, colon).lower()
+    if kind == 2:   # tel
+        params, pok = parse_params(_cut(s, b, ascii_, semi, n)) if semi < n else ({}, True)
+        return Uri(scheme, _cut(s, b, ascii_, colon + 1, semi), None, None, params), ok and pok
+    if kind == 0:
+        return Uri(scheme, None, None, None), ok
+    params, pok = parse_params(_cut(s, b, ascii_, semi, q)) if semi < q else ({}, True)
+    return Uri(scheme, _cut(s, b, ascii_, colon + 1, uend) if at >= 0 else None,
+               _cut(s, b, ascii_, colon + 1 if at < 0 else at + 1, h), port, params,
+               _cut(s, b, ascii_, q + 1, n) if q < n else None), ok and pok
 
 
 def _unquote(s: str) -> str:
@@ -271,61 +249,53 @@ def _unquote(s: str) -> str:
 
 
 def _closing_quote(s: str, i: int) -> int:
-    """Index of the '"' closing a quoted-string whose content starts at ``i``, or -1."""
-    while True:
-        j = s.find('"', i)
-        if j < 0:
-            return -1
-        k = j
-        while k > i and s[k - 1] == "\\":
-            k -= 1
-        if (j - k) % 2 == 0:  # not escaped
-            return j
-        i = j + 1
+    """Index of the '"' closing a quoted-string whose content starts at ``i``, or -1: the scanner's
+    ``_quoted`` walk."""
+    if s.isascii():
+        return _quote_walk(s.encode("ascii"), i)
+    b = s.encode("utf-8", "surrogatepass")
+    j = _quote_walk(b, len(s[:i].encode("utf-8", "surrogatepass")))
+    return -1 if j < 0 else len(_piece(b, 0, j))
 
 
 def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:
-    """name-addr / addr-spec with header parameters; (value, defect).
+    """name-addr / addr-spec with header parameters; (value, defect): the delimiters from the scanner's
+    ``_name_addr`` walk, LWS stripped and defects named here.
 
     A defect in one part does not hide the others: a bad display name or an
     unparsable URI still yields the header parameters (tags), flagged."""
     s = s.strip()
+    b, ascii_ = _text(s)
+    w = _name_addr_walk(b)
+    if w is None:
+        return None, "unterminated_quoted_string"
+    q, lt, gt, semi, spec = w
+    n = len(b)
     display = None
     defect = None
-    lt = -1
-    if s.startswith('"'):
-        i = _closing_quote(s, 1)
-        if i < 0:
-            return None, "unterminated_quoted_string"
-        display = _unquote(s[:i + 1])
-        rest = s[i + 1:].lstrip()
-        if not rest.startswith("<"):
+    if q >= 0:
+        display = _unquote(_cut(s, b, ascii_, 0, q + 1))
+        if lt < 0 or _cut(s, b, ascii_, q + 1, lt).strip():
             return None, "bad_name_addr"
-        s = rest
-        lt = 0
-    else:
-        lt = s.find("<")
-        if lt > 0:
-            dn = s[:lt].strip()
-            for word in dn.split():
-                if not _is_token(word):
-                    defect = "bad_display_name"
-                    break
-            display = dn or None
+    elif lt > 0:
+        dn = _cut(s, b, ascii_, 0, lt).strip()
+        for word in dn.split():
+            if not _is_token(word):
+                defect = "bad_display_name"
+                break
+        display = dn or None
     if lt >= 0:
-        gt = s.find(">", lt)
         if gt < 0:
             return None, "bad_name_addr"
-        raw = s[lt + 1:gt]
+        raw = _cut(s, b, ascii_, lt + 1, gt)
         if raw != raw.strip():
             defect = defect or "lws_in_addr_spec"
             raw = raw.strip()
-        tail = s[gt + 1:]
+        tail = _cut(s, b, ascii_, gt + 1, n)
     else:
-        semi = s.find(";")
-        raw = (s if semi < 0 else s[:semi]).strip()
-        tail = "" if semi < 0 else s[semi:]
-        if "?" in raw or "," in raw:
+        raw = _cut(s, b, ascii_, 0, semi).strip()
+        tail = _cut(s, b, ascii_, semi, n)
+        if spec:
             defect = defect or "addr_spec_needs_angle_brackets"
     uri, ok = parse_uri(raw)
     if not ok:
@@ -337,27 +307,24 @@ def parse_name_addr(s: str) -> tuple[NameAddr | None, str | None]:
 
 
 def parse_via(value: str) -> tuple[list[Via], str | None]:
+    """Via values by the scanner's ``_via`` walk (its delimiters; names compared and LWS stripped here)."""
     vias = []
     for part in split_commas(value):
         part = part.strip()
         if not part:
             return vias, "bad_via"
-        segs = part.split("/", 2)
-        if len(segs) != 3 or segs[0].strip().upper() != "SIP" or segs[1].strip() != "2.0":
+        b, ascii_ = _text(part)
+        w = _via_walk(b)
+        if w is None:
             return vias, "bad_via"
-        rest = segs[2].lstrip()
-        sp = 0
-        n = len(rest)
-        while sp < n and rest[sp] not in " \t":
-            sp += 1
-        transport = rest[:sp].upper()
-        sent = rest[sp:].strip()
-        if not _is_token(transport) or not sent:
+        s1, s2, t0, t1, h0, semi = w
+        if _cut(part, b, ascii_, 0, s1).strip().upper() != "SIP" or _cut(part, b, ascii_, s1 + 1, s2).strip() != "2.0":
             return vias, "bad_via"
-        semi = sent.find(";")
-        hp = (sent if semi < 0 else sent[:semi]).strip()
-        params, ok = parse_params(sent[semi:]) if semi >= 0 else ({}, True)
-        host, port, hok = _split_hostport(hp)
+        transport = _cut(part, b, ascii_, t0, t1).upper()
+        if not _is_token(transport) or h0 >= len(b):
+            return vias, "bad_via"
+        params, ok = parse_params(_cut(part, b, ascii_, semi, len(b))) if semi < len(b) else ({}, True)
+        host, port, hok = _split_hostport(_cut(part, b, ascii_, h0, semi).strip())
         vias.append(Via(transport, host, port, params))
         if not ok or not hok:
             return vias, "bad_via"

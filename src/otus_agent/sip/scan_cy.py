@@ -20,6 +20,18 @@ if cython.compiled:   # the one definition: sip/slots.pxd (its Python view is ge
     from cython.cimports.otus_agent.sip.slots import *  # noqa: F403
 else:
     from otus_agent.sip.slots import *  # noqa: F403
+if cython.compiled:   # the one whitespace test (str.isspace per encoding): the SDP scanner's
+    from cython.cimports.otus_agent.sip.sdp_cy import _skip_ws
+else:
+    from otus_agent.sip import sdp_cy as _sdp
+    if not hasattr(_sdp, "_skip_ws"):   # this source beside a compiled sdp_cy (the tests run both builds)
+        import importlib.util
+        import pathlib
+        _spec = importlib.util.spec_from_file_location("otus_agent.sip._sdp_source",
+                                                       pathlib.Path(_sdp.__file__).with_name("sdp_cy.py"))
+        _sdp = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(_sdp)
+    _skip_ws = _sdp._skip_ws
 from otus_agent.sip import grammar
 from otus_agent.sip.fingerprint_cy import fingerprint
 
@@ -117,46 +129,182 @@ def digits(s: bytes, limit: cython.longlong) -> cython.longlong:
     return _digits(p, 0, len(s), limit)
 
 
+LOW32 = cython.declare(cython.longlong, (1 << 32) - 1)   # the offset in a packed walk result (a C constant)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _param(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict: cython.bint) -> cython.longlong:
+    """The one parameter walk: the ';name[=value]' starting at the ';' p[i] runs to the next ';' (or b), its
+    name to the first '='.  Returns that end | (the '=' + 1, 0 when none) << 32.  ``strict`` (the scanner):
+    -1 unless the name is a non-empty token and the value holds no SP, HTAB, '"' or ','; lenient (the
+    parser) never fails: it strips LWS and tests the name itself."""
+    k: cython.Py_ssize_t = i + 1
+    eq: cython.Py_ssize_t = -1
+    bad: cython.bint = False
+    c: cython.uchar
+    while k < b:
+        c = p[k]
+        if c == 59:  # ';'
+            break
+        if eq < 0:
+            if c == 61:  # '='
+                eq = k
+            elif strict and not _tok(c):
+                bad = True
+        elif strict and (c == 32 or c == 9 or c == 34 or c == 44):
+            bad = True
+        k += 1
+    if strict and (bad or (eq if eq >= 0 else k) == i + 1):
+        return -1
+    return k | (cython.cast(cython.longlong, eq + 1) << 32)
+
+
 @cython.cfunc
 @cython.exceptval(check=False)
 def _params(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, want: bytes,
             out: cython.longlong[:], slot: cython.int) -> cython.bint:
-    """';name[=value]...' with token names and no whitespace; records the value of
-    the parameter ``want`` (first occurrence) at out[slot], out[slot+1]."""
+    """Strict ';name[=value]...' (``_param``); records the value of the parameter ``want`` (first
+    occurrence) at out[slot], out[slot+1]."""
     i: cython.Py_ssize_t = a
-    n0: cython.Py_ssize_t
-    n1: cython.Py_ssize_t
-    v0: cython.Py_ssize_t
-    c: cython.uchar
+    e: cython.Py_ssize_t
+    eq: cython.Py_ssize_t
+    r: cython.longlong
     while i < b:
         if p[i] != 59:  # ';'
             return False
-        i += 1
-        n0 = i
-        while i < b and _tok(p[i]):
-            i += 1
-        n1 = i
-        if n1 == n0:
+        r = _param(p, i, b, True)
+        if r < 0:
             return False
-        v0 = -1
-        if i < b and p[i] == 61:  # '='
-            i += 1
-            v0 = i
-            while i < b:
-                c = p[i]
-                if c == 59 or c == 32 or c == 9 or c == 34 or c == 44:
-                    break
-                i += 1
-            if i < b and p[i] != 59:
-                return False
-        if slot >= 0 and out[slot] < 0 and _eq(p, n0, n1, want):
-            if v0 < 0:
-                out[slot] = n1
-                out[slot + 1] = n1
+        e = r & LOW32
+        eq = (r >> 32) - 1
+        if slot >= 0 and out[slot] < 0 and _eq(p, i + 1, eq if eq >= 0 else e, want):
+            if eq < 0:
+                out[slot] = e
+                out[slot + 1] = e
             else:
-                out[slot] = v0
-                out[slot + 1] = i
+                out[slot] = eq + 1
+                out[slot + 1] = e
+        i = e
     return True
+
+
+def param_spans(s: bytes) -> list:
+    """The lenient ``_param`` walk over all of s, for the full parser: [end of the text before the first
+    ';', then per parameter name start, name end, value start (-1: no '='), value end]."""
+    p: cython.p_uchar
+    n: cython.Py_ssize_t = len(s)
+    i: cython.Py_ssize_t = 0
+    e: cython.Py_ssize_t
+    eq: cython.Py_ssize_t
+    r: cython.longlong
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    while i < n and p[i] != 59:
+        i += 1
+    spans = [i]
+    while i < n:
+        r = _param(p, i, n, False)
+        e = r & LOW32
+        eq = (r >> 32) - 1
+        if eq < 0:
+            spans += (i + 1, e, -1, e)
+        else:
+            spans += (i + 1, eq, eq + 1, e)
+        i = e
+    return spans
+
+
+BAD = cython.declare(cython.longlong, 1 << 60)   # _hostport's "not valid" flag
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _hostport(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.longlong:
+    """The one host[:port] walk over all of p[a:b]: the host runs to the ']' of an IPv6 reference, else
+    to the first ':'.  Returns the host's end | (port + 3) << 32 (port: -3 none, -1 not a number, -2 past
+    MAX_PORT, else its value) | BAD when the host is not one (``_host``) or the port not 0..MAX_PORT:
+    the scanner needs the flag, the parser the spans it builds its objects from anyway."""
+    h: cython.Py_ssize_t = a
+    port: cython.longlong = -3
+    if a < b and p[a] == 91:  # '['
+        while h < b and p[h] != 93:
+            h += 1
+        if h >= b:
+            return b | BAD
+        h += 1
+        if (h < b and p[h] != 58) or _host(p, a, h) != h:
+            if h < b and p[h] == 58:
+                port = _digits(p, h + 1, b, MAX_PORT)
+            return h | (cython.cast(cython.longlong, port + 3) << 32) | BAD
+    else:
+        h = _host(p, a, b)         # a valid host ends at ':' or b; else find the ':' for the spans
+        if h == a or (h < b and p[h] != 58):
+            while h < b and p[h] != 58:
+                h += 1
+            if h < b:
+                port = _digits(p, h + 1, b, MAX_PORT)
+            return h | (cython.cast(cython.longlong, port + 3) << 32) | BAD
+    if h < b:
+        port = _digits(p, h + 1, b, MAX_PORT)
+    if port == -1 or port == -2:
+        return h | (cython.cast(cython.longlong, port + 3) << 32) | BAD
+    return h | (cython.cast(cython.longlong, port + 3) << 32)
+
+
+def hostport(s: bytes) -> tuple:
+    """``_hostport`` over all of s, for the full parser: (host end, port or None, valid); a port that is
+    not a number reads -1, one past MAX_LIMIT MAX_LIMIT + 1 (as the parser's numbers)."""
+    p: cython.p_uchar
+    r: cython.longlong
+    port: cython.longlong
+    h: cython.Py_ssize_t
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    r = _hostport(p, 0, len(s))
+    h = r & LOW32
+    port = ((r & (BAD - 1)) >> 32) - 3
+    if port == -2:  # its value, for the parser's object
+        port = digits(s[h + 1:], MAX_LIMIT)
+        if port == -2:
+            port = MAX_LIMIT + 1
+    return (h, None if port == -3 else port, (r & BAD) == 0)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _quoted(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict: cython.bint) -> cython.Py_ssize_t:
+    """The one quoted-string walk: the index of the '"' closing the string whose content starts at i
+    ('\\' escapes the next byte), -1 when none.  ``strict``: -1 also on an escape, a control or a
+    non-ASCII byte (the scanner hands those to the parser)."""
+    c: cython.uchar
+    while i < b:
+        c = p[i]
+        if c == 34:
+            return i
+        if strict and (c == 92 or c >= 127 or c < 32):
+            return -1
+        if c == 92:
+            i += 1
+        i += 1
+    return -1
+
+
+def closing_quote(s: bytes, i: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """The lenient ``_quoted`` walk, for the full parser."""
+    p: cython.p_uchar
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    return _quoted(p, i, len(s), False)
 
 
 @cython.cfunc
@@ -357,140 +505,373 @@ def _host(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cyth
     return k
 
 
+# _uri's span block for the full parser (offsets from its base slot)
+U_COLON = cython.declare(cython.int, 0)
+U_KIND = cython.declare(cython.int, 1)     # 0 another scheme, 1 sip/sips, 2 tel
+U_AT = cython.declare(cython.int, 2)
+U_SEMI = cython.declare(cython.int, 3)     # the parameters' start (their end for sip: U_Q)
+U_Q = cython.declare(cython.int, 4)        # the '?' of the headers, or the end
+U_HP = cython.declare(cython.int, 5)       # _hostport's result
+U_N = cython.declare(cython.int, 6)
+
+
 @cython.cfunc
 @cython.exceptval(check=False)
 def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
-         uslot: cython.int, hslot: cython.int) -> cython.bint:
-    """A plain sip:/sips: URI (no IPv6 reference, no headers); user and host located."""
+         uslot: cython.int, hslot: cython.int, x: cython.int, strict: cython.bint) -> cython.int:
+    """The one URI walk over p[a:b]: scheme ':' then, for sip/sips, userinfo up to the last '@' (the user
+    to its first ':'), host[:port] (``_hostport``) up to the first ';', parameters up to the first '?',
+    headers.  User and host spans go to out[uslot], out[hslot] (-1: not wanted); with x >= 0 the rest of
+    the span block (U_*) for the parser.  Returns -1 when it is no URI (no scheme, LWS), 0 when malformed,
+    1 when well-formed.  ``strict`` (the scanner): a plain sip:/sips: URI only -- no headers, nothing
+    past ASCII, no control, '<', '>', '"' or ',', strict parameters -- else -1."""
     i: cython.Py_ssize_t
     k: cython.Py_ssize_t
+    c: cython.uchar
+    colon: cython.Py_ssize_t = a
     at: cython.Py_ssize_t = -1
     h0: cython.Py_ssize_t
-    c: cython.uchar
-    port0: cython.Py_ssize_t
-    if b - a >= 4 and _eq(p, a, a + 4, b"sip:"):
-        i = a + 4
-    elif b - a >= 5 and _eq(p, a, a + 5, b"sips:"):
-        i = a + 5
+    q: cython.Py_ssize_t
+    semi: cython.Py_ssize_t
+    r: cython.longlong
+    kind: cython.int = 0
+    plus: cython.bint = True
+    ok: cython.bint = True
+    if strict:   # sip: or sips: only
+        if b - a >= 4 and _eq(p, a, a + 4, b"sip:"):
+            colon = a + 3
+        elif b - a >= 5 and _eq(p, a, a + 5, b"sips:"):
+            colon = a + 4
+        else:
+            return -1
+        kind = 1
     else:
-        return False
-    h0 = i
+        while colon < b and p[colon] != 58:  # ':'
+            if not _tok(p[colon]):
+                return -1
+            if p[colon] != 43:  # '+'
+                plus = False
+            colon += 1
+        if colon >= b or plus:
+            return -1
+        if (colon - a == 3 and _eq(p, a, colon, b"sip")) or (colon - a == 4 and _eq(p, a, colon, b"sips")):
+            kind = 1
+        elif colon - a == 3 and _eq(p, a, colon, b"tel"):
+            kind = 2
+    i = colon + 1
+    q = b
+    semi = b
     for k in range(i, b):
         c = p[k]
         if c == 64:  # '@'
             at = k
         elif c <= 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44:
-            return False  # space/control/non-ASCII, '?', '<', '>', '"', ','
+            if c == 32 or c == 9 or strict:
+                return -1  # LWS; strict: control/non-ASCII, '?', '<', '>', '"', ','
+    if x >= 0:
+        if kind != 1:  # tel and others: the first ';'
+            semi = i
+            while semi < b and p[semi] != 59:
+                semi += 1
+        out[x + U_COLON] = colon
+        out[x + U_KIND] = kind
+        out[x + U_AT] = at
+        out[x + U_SEMI] = semi
+        out[x + U_Q] = b
+    if kind != 1:
+        return 1 if i < b else 0   # opaque (tel: its parameters are the parser's to read)
+    h0 = i
     if at >= 0:
-        if at == i:
-            return False
-        # user (a password after ':' is not part of it)
         k = i
-        while k < at and p[k] != 58:
+        while k < at and p[k] != 58:  # user:password
             k += 1
+        if k == i:
+            ok = False
         if uslot >= 0:
             out[uslot] = i
             out[uslot + 1] = k
         h0 = at + 1
-    i = _host(p, h0, b)
-    if i == h0:
-        return False
+    if not strict:   # strict: no '?'
+        q = h0
+        while q < b and p[q] != 63:  # '?'
+            q += 1
+    semi = h0
+    while semi < q and p[semi] != 59:  # ';'
+        semi += 1
+    r = _hostport(p, h0, semi)
+    if r & BAD:
+        ok = False
     if hslot >= 0:
         out[hslot] = h0
-        out[hslot + 1] = i
-    if i < b and p[i] == 58:  # port
-        i += 1
-        port0 = i
-        while i < b and p[i] >= 48 and p[i] <= 57:
-            i += 1
-        if _digits(p, port0, i, MAX_PORT) < 0:
-            return False
-    if i < b:
-        return _params(p, i, b, b"", out, -1)
-    return True
+        out[hslot + 1] = r & LOW32
+    if x >= 0:
+        out[x + U_SEMI] = semi
+        out[x + U_Q] = q
+        out[x + U_HP] = r
+    if strict:
+        return 1 if ok and _params(p, semi, b, b"", out, -1) else -1
+    return 1 if ok else 0
+
+
+# _name_addr's span block for the full parser (offsets from its base slot)
+N_Q = cython.declare(cython.int, 0)        # the display name's closing '"' (-1: not quoted)
+N_LT = cython.declare(cython.int, 1)       # '<' (-1: an addr-spec)
+N_GT = cython.declare(cython.int, 2)       # '>' (-1: none)
+N_SEMI = cython.declare(cython.int, 3)     # an addr-spec's end: its first ';' (or the end)
+N_SPEC = cython.declare(cython.int, 4)     # 1: '?' or ',' in that addr-spec
+N_N = cython.declare(cython.int, 5)
 
 
 @cython.cfunc
 @cython.exceptval(check=False)
 def _name_addr(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
-               uslot: cython.int, hslot: cython.int, tslot: cython.int) -> cython.bint:
-    """<uri>, "display" <uri>, token display <uri>, or uri -- then params (tag)."""
+               uslot: cython.int, hslot: cython.int, tslot: cython.int, want: bytes, x: cython.int,
+               strict: cython.bint) -> cython.int:
+    """The one name-addr / addr-spec walk over p[a:b]: a quoted display name (``_quoted``) then '<', or
+    everything before the first '<' as the display name; the URI to the first '>' after it, or an
+    addr-spec to the first ';'; header parameters after.  With x >= 0 the delimiters go to the span block
+    (N_*) for the parser, which strips LWS, names its defects and reads URI and parameters with ``_uri`` and
+    ``_param`` itself; returns -2 when the quoted string is unterminated, else 1.  ``strict`` (the scanner):
+    nothing unusual -- token words, SP and HTAB before '<', no LWS inside <>, a strict URI (``_uri``) with its
+    user and host at out[uslot], out[hslot], strict parameters with ``want``'s value at out[tslot] -- else -1."""
     i: cython.Py_ssize_t = a
     k: cython.Py_ssize_t
+    q: cython.Py_ssize_t = -1
     lt: cython.Py_ssize_t = -1
-    gt: cython.Py_ssize_t
-    c: cython.uchar
-    if i < b and p[i] == 34:  # quoted display name without escapes
+    gt: cython.Py_ssize_t = -1
+    semi: cython.Py_ssize_t
+    spec: cython.int = 0
+    if i < b and p[i] == 34:  # '"'
+        q = _quoted(p, i + 1, b, strict)
+        if q < 0:
+            return -1 if strict else -2
+        i = q + 1
+        if strict:
+            while i < b and (p[i] == 32 or p[i] == 9):
+                i += 1
+            if i >= b or p[i] != 60:
+                return -1
+    while i < b and p[i] != 60:  # '<'
         i += 1
-        while i < b and p[i] != 34:
-            if p[i] == 92 or p[i] >= 127 or p[i] < 32:
-                return False
-            i += 1
-        if i >= b:
-            return False
-        i += 1
-        while i < b and (p[i] == 32 or p[i] == 9):
-            i += 1
-        if i >= b or p[i] != 60:
-            return False
+    if i < b:
         lt = i
-    else:
-        for k in range(a, b):
-            c = p[k]
-            if c == 60:
-                lt = k
-                break
-            if not (_tok(c) or c == 32 or c == 9):
-                if c == 58 or c == 59 or c == 64:  # could be an addr-spec
-                    break
-                return False
-    if lt >= 0:
+        if strict and q < 0:
+            for k in range(a, lt):
+                if not (_tok(p[k]) or p[k] == 32 or p[k] == 9):
+                    return -1
         gt = lt + 1
-        while gt < b and p[gt] != 62:
+        while gt < b and p[gt] != 62:  # '>'
             gt += 1
         if gt >= b:
-            return False
-        if not _uri(p, lt + 1, gt, out, uslot, hslot):
-            return False
-        i = gt + 1
-    else:
-        i = a
-        while i < b and p[i] != 59:
-            i += 1
-        if not _uri(p, a, i, out, uslot, hslot):
-            return False
-    return _params(p, i, b, b"tag", out, tslot)
+            gt = -1
+    elif q >= 0 and strict:
+        return -1
+    semi = a
+    if lt < 0:
+        while semi < b and p[semi] != 59:  # ';'
+            if p[semi] == 63 or p[semi] == 44:  # '?' ','
+                spec = 1
+            semi += 1
+    if x >= 0:
+        out[x + N_Q] = q
+        out[x + N_LT] = lt
+        out[x + N_GT] = gt
+        out[x + N_SEMI] = semi
+        out[x + N_SPEC] = spec
+    if strict:
+        if lt >= 0:
+            if gt < 0 or _uri(p, lt + 1, gt, out, uslot, hslot, -1, True) != 1:
+                return -1
+            return 1 if _params(p, gt + 1, b, want, out, tslot) else -1
+        if _uri(p, a, semi, out, uslot, hslot, -1, True) != 1:
+            return -1
+        return 1 if _params(p, semi, b, want, out, tslot) else -1
+    return 1
+
+
+# _via's span block for the full parser (offsets from its base slot)
+V_S1 = cython.declare(cython.int, 0)       # the first '/' (-1: fewer than two)
+V_S2 = cython.declare(cython.int, 1)       # the second '/'
+V_T0 = cython.declare(cython.int, 2)       # the transport, after LWS
+V_T1 = cython.declare(cython.int, 3)
+V_H0 = cython.declare(cython.int, 4)       # sent-by, after LWS
+V_SEMI = cython.declare(cython.int, 5)     # its end: the first ';' (or the end)
+V_N = cython.declare(cython.int, 6)
 
 
 @cython.cfunc
 @cython.exceptval(check=False)
 def _via(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:],
-         first: cython.bint) -> cython.bint:
-    """SIP/2.0/TRANSPORT host[:port];params -- one value per line, no LWS inside."""
-    i: cython.Py_ssize_t
+         first: cython.bint, x: cython.int, strict: cython.bint) -> cython.bint:
+    """The one via-parm walk over p[a:b]: protocol name '/' version '/' transport, LWS, sent-by (host[:port],
+    ``_hostport``) up to the first ';', parameters (``_param``).  With x >= 0 the delimiters go to the span
+    block (V_*) for the parser, which compares names, strips LWS and reads host and parameters itself.
+    ``strict`` (the scanner): 'SIP/2.0/' token SP host[:port], strict parameters (the first Via's branch at
+    O_VB0 when ``first``) -- else False."""
+    s1: cython.Py_ssize_t = a
+    s2: cython.Py_ssize_t
+    t0: cython.Py_ssize_t
+    t1: cython.Py_ssize_t
     h0: cython.Py_ssize_t
-    port0: cython.Py_ssize_t
-    if b - a < 9 or not _eq(p, a, a + 8, b"sip/2.0/"):
+    i: cython.Py_ssize_t
+    while s1 < b and p[s1] != 47:  # '/'
+        s1 += 1
+    s2 = s1 + 1
+    while s2 < b and p[s2] != 47:
+        s2 += 1
+    if s2 >= b:
+        if x >= 0:
+            out[x + V_S1] = -1
         return False
-    i = a + 8
-    h0 = i
-    while i < b and _tok(p[i]):
-        i += 1
-    if i == h0 or i >= b or p[i] != 32:
-        return False
-    i += 1
-    h0 = i
-    i = _host(p, h0, b)
-    if i == h0:
-        return False
-    if i < b and p[i] == 58:
-        i += 1
-        port0 = i
-        while i < b and p[i] >= 48 and p[i] <= 57:
-            i += 1
-        if _digits(p, port0, i, MAX_PORT) < 0:
+    if strict:
+        if s1 != a + 3 or s2 != a + 7 or not _eq(p, a, a + 8, b"sip/2.0/"):
             return False
-    return _params(p, i, b, b"branch", out, O_VB0 if first else -1)
+        t0 = s2 + 1
+    else:
+        t0 = _skip_ws(p, s2 + 1, b, 1)
+    t1 = t0
+    while t1 < b and p[t1] != 32 and p[t1] != 9:
+        t1 += 1
+    if strict:
+        if t1 == t0 or t1 >= b or p[t1] != 32:
+            return False
+        for i in range(t0, t1):
+            if not _tok(p[i]):
+                return False
+        h0 = t1 + 1
+    else:
+        h0 = _skip_ws(p, t1, b, 1)
+    i = h0
+    while i < b and p[i] != 59:  # ';'
+        i += 1
+    if x >= 0:
+        out[x + V_S1] = s1
+        out[x + V_S2] = s2
+        out[x + V_T0] = t0
+        out[x + V_T1] = t1
+        out[x + V_H0] = h0
+        out[x + V_SEMI] = i
+    if strict:
+        if _hostport(p, h0, i) & BAD:
+            return False
+        return _params(p, i, b, b"branch", out, O_VB0 if first else -1)
+    return True
+
+
+@cython.cclass
+class _Spans:
+    """The full parser's entries to the lenient walks, over one span array bound once (a typed buffer
+    acquired per call costs more than a short walk)."""
+    out: cython.longlong[:]
+    arr = cython.declare(object)
+
+    def __init__(self):
+        from array import array
+        self.arr = array("q", bytes(8 * 16))
+        self.out = self.arr
+
+    def uri(self, s: bytes) -> object:
+        """The lenient ``_uri`` walk over all of s: None when s is no URI, else (well-formed (before the
+        parameters), kind, scheme colon, last '@' (-1), user end, parameters start, headers '?' (or len(s)),
+        host end, port or None).  A port past MAX_PORT reads its value (MAX_LIMIT + 1 past that)."""
+        p: cython.p_uchar
+        out: cython.longlong[:] = self.out
+        code: cython.int
+        r: cython.longlong
+        port: cython.longlong
+        h: cython.Py_ssize_t
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, s)
+        else:
+            p = s
+        out[U_N] = -1
+        out[U_N + 1] = -1
+        out[U_HP] = 0
+        code = _uri(p, 0, len(s), out, U_N, U_N + 2, 0, False)
+        if code < 0:
+            return None
+        r = out[U_HP]
+        h = r & LOW32
+        port = ((r & (BAD - 1)) >> 32) - 3
+        if port == -2:
+            port = digits(s[h + 1:out[U_SEMI]], MAX_LIMIT)
+            if port == -2:
+                port = MAX_LIMIT + 1
+        return (code == 1, out[U_KIND], out[U_COLON], out[U_AT], out[U_N + 1], out[U_SEMI], out[U_Q], h,
+                None if port == -3 else port)
+
+    def name_addr(self, s: bytes) -> object:
+        """The lenient ``_name_addr`` walk over all of s: None when a quoted display name is unterminated,
+        else (closing '"' or -1, '<' or -1, '>' or -1, the addr-spec's end, '?' or ',' in it)."""
+        p: cython.p_uchar
+        out: cython.longlong[:] = self.out
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, s)
+        else:
+            p = s
+        if _name_addr(p, 0, len(s), out, -1, -1, -1, b"", 0, False) == -2:
+            return None
+        return (out[N_Q], out[N_LT], out[N_GT], out[N_SEMI], out[N_SPEC] == 1)
+
+    def via(self, s: bytes) -> object:
+        """The lenient ``_via`` walk over all of s: None without two '/', else (first '/', second '/',
+        transport start, transport end, sent-by start, its end)."""
+        p: cython.p_uchar
+        out: cython.longlong[:] = self.out
+        if cython.compiled:
+            p = cython.cast(cython.p_uchar, s)
+        else:
+            p = s
+        _via(p, 0, len(s), out, False, 0, False)
+        if out[V_S1] < 0:
+            return None
+        return (out[V_S1], out[V_S2], out[V_T0], out[V_T1], out[V_H0], out[V_SEMI])
+
+
+_SPANS = _Spans()
+uri_spans = _SPANS.uri
+name_addr_spans = _SPANS.name_addr
+via_spans = _SPANS.via
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _comma(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """The one list walk: the next ',' at or after i outside quoted strings (``_quoted``) and <>; b when none."""
+    ina: cython.bint = False
+    c: cython.uchar
+    while i < b:
+        c = p[i]
+        if c == 34:  # '"'
+            i = _quoted(p, i + 1, b, False)
+            if i < 0:
+                return b
+        elif c == 60:  # '<'
+            ina = True
+        elif c == 62:  # '>'
+            ina = False
+        elif c == 44 and not ina:
+            return i
+        i += 1
+    return b
+
+
+def comma_spans(s: bytes) -> list:
+    """``_comma`` over all of s, for the full parser: the offsets of the separating commas."""
+    p: cython.p_uchar
+    n: cython.Py_ssize_t = len(s)
+    i: cython.Py_ssize_t = 0
+    if cython.compiled:
+        p = cython.cast(cython.p_uchar, s)
+    else:
+        p = s
+    cuts = []
+    while True:
+        i = _comma(p, i, n)
+        if i >= n:
+            return cuts
+        cuts.append(i)
+        i += 1
 
 
 def scan(buf: bytes, out: cython.longlong[:], stream: cython.bint) -> cython.int:
@@ -580,7 +961,7 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
         k = i
         while i < e and p[i] != 32:
             i += 1
-        if i >= e or not _uri(p, k, i, out, -1, -1):
+        if i >= e or _uri(p, k, i, out, -1, -1, -1, True) != 1:
             return 0
         out[O_U0] = k
         out[O_U1] = i
@@ -611,16 +992,16 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
         bit = 0
         k = c0 - ls
         if (k == 3 and _eq(p, ls, c0, b"via")) or (k == 1 and _lower(p[ls]) == 118):
-            if not _via(p, v0, v1, out, (seen & H_VIA) == 0):
+            if not _via(p, v0, v1, out, (seen & H_VIA) == 0, -1, True):
                 return 0
             seen |= H_VIA
         elif (k == 4 and _eq(p, ls, c0, b"from")) or (k == 1 and _lower(p[ls]) == 102):
             bit = H_FROM
-            if not _name_addr(p, v0, v1, out, O_FU0, O_FH0, O_FT0):
+            if _name_addr(p, v0, v1, out, O_FU0, O_FH0, O_FT0, b"tag", -1, True) != 1:
                 return 0
         elif (k == 2 and _eq(p, ls, c0, b"to")) or (k == 1 and _lower(p[ls]) == 116):
             bit = H_TO
-            if not _name_addr(p, v0, v1, out, O_TU0, O_TH0, O_TT0):
+            if _name_addr(p, v0, v1, out, O_TU0, O_TH0, O_TT0, b"tag", -1, True) != 1:
                 return 0
         elif (k == 7 and _eq(p, ls, c0, b"call-id")) or (k == 1 and _lower(p[ls]) == 105):
             bit = H_CALLID
@@ -716,14 +1097,11 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
 @cython.cfunc
 @cython.exceptval(check=False)
 def _contact(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:]) -> cython.bint:
-    """One plain Contact value; an expires parameter must be a small number."""
-    i: cython.Py_ssize_t
-    for i in range(a, b):
-        if p[i] == 44 or p[i] == 34:  # several contacts or a quoted name: full parser
-            return False
+    """One plain Contact value (``_name_addr``, whose strict mode fails on a ',' outside quotes: several
+    contacts are the full parser's); an expires parameter must be a small number."""
     out[O_SCR0] = -1
     out[O_SCR1] = -1
-    if not _name_addr_expires(p, a, b, out):
+    if _name_addr(p, a, b, out, -1, -1, O_SCR0, b"expires", -1, True) != 1:
         return False
     if out[O_SCR0] >= 0 and _digits(p, out[O_SCR0], out[O_SCR1], MAX_DELTA) < 0:
         return False
@@ -732,29 +1110,10 @@ def _contact(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out:
 
 @cython.cfunc
 @cython.exceptval(check=False)
-def _name_addr_expires(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t,
-                       out: cython.longlong[:]) -> cython.bint:
-    i: cython.Py_ssize_t = a
-    gt: cython.Py_ssize_t
-    while i < b and p[i] != 60:
-        if not (_tok(p[i]) or p[i] == 32):
-            return False
-        i += 1
-    if i >= b:
-        return False
-    gt = i + 1
-    while gt < b and p[gt] != 62:
-        gt += 1
-    if gt >= b or not _uri(p, i + 1, gt, out, -1, -1):
-        return False
-    return _params(p, gt + 1, b, b"expires", out, O_SCR0)
-
-
-@cython.cfunc
-@cython.exceptval(check=False)
 def _pcv(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cython.longlong[:]) -> cython.bint:
     """P-Charging-Vector: icid-value=X;... (RFC 7315); locate icid-value, quotes stripped."""
     i: cython.Py_ssize_t = a
+    k: cython.Py_ssize_t
     v0: cython.Py_ssize_t
     if b - a < 11 or not _eq(p, a, a + 11, b"icid-value="):
         return False
@@ -762,13 +1121,12 @@ def _pcv(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     v0 = i
     if i < b and p[i] == 34:
         v0 = i + 1
-        i += 1
-        while i < b and p[i] != 34:
-            if p[i] == 92 or p[i] == 59:
-                return False
-            i += 1
-        if i >= b:
+        i = _quoted(p, v0, b, True)
+        if i < 0:
             return False
+        for k in range(v0, i):
+            if p[k] == 59:  # ';' (the parser's parameter walk does not know quotes)
+                return False
         out[O_PC0] = v0
         out[O_PC1] = i
         i += 1
