@@ -181,14 +181,22 @@ def tcp_states_trace() -> tuple[Trace, dict[tuple[str, int], str]]:
     return tr, want
 
 
+MAX_MIXED = 10_000          # 20000 + i and 30000 + i stay distinct, valid ports
+V6_TCP_CLIENTS = ipaddress.IPv6Address("fd00::1:0")
+V6_UDP_CLIENTS = ipaddress.IPv6Address("fd00::2:0")
+
+
 def mixed_trace(seed: int = 1, tcp_conns: int = 40, udp_flows: int = 40) -> Trace:
-    """A mix of TCP, UDP (v4 and v6) and ICMP with errors quoting UDP flows (some truncated)."""
+    """A mix of TCP, UDP (v4 and v6) and ICMP with errors quoting UDP flows (some truncated).  Up to
+    MAX_MIXED conversations of each kind: their client ports are distinct."""
+    if not (0 <= tcp_conns <= MAX_MIXED and 0 <= udp_flows <= MAX_MIXED):
+        raise ValueError(f"mixed_trace: at most {MAX_MIXED} TCP connections and {MAX_MIXED} UDP flows")
     rnd = random.Random(seed)
     tr = Trace()
     t = SEC
     for i in range(tcp_conns):
         v6 = i % 5 == 0
-        cli = f"fd00::{i + 10:x}" if v6 else f"10.1.{i // 200}.{i % 200 + 10}"
+        cli = str(V6_TCP_CLIENTS + i) if v6 else f"10.1.{i // 200}.{i % 200 + 10}"
         srv = "fd00::1" if v6 else "10.2.0.1"
         c = TcpConn(tr, cli, 20000 + i, srv, rnd.choice((80, 443, 5060)), cseq=rnd.randrange(1 << 32),
                     sseq=rnd.randrange(1 << 32))
@@ -200,7 +208,7 @@ def mixed_trace(seed: int = 1, tcp_conns: int = 40, udp_flows: int = 40) -> Trac
         t += rnd.randrange(1, 50) * 1_000_000
     for i in range(udp_flows):
         v6 = i % 4 == 0
-        a = f"fd00::a{i:x}" if v6 else f"10.3.{i // 250}.{i % 250 + 1}"
+        a = str(V6_UDP_CLIENTS + i) if v6 else f"10.3.{i // 250}.{i % 250 + 1}"
         b = "fd00::b" if v6 else "10.4.0.1"
         sp, dp = 30000 + i, rnd.choice((5060, 53, 9999))
         first = udp_frame(a, sp, b, dp, b"u" * rnd.randrange(1, 900))
