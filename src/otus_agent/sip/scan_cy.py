@@ -261,20 +261,24 @@ def hostport(s: bytes) -> tuple:
     not a number reads -1, one past MAX_LIMIT MAX_LIMIT + 1 (as the parser's numbers)."""
     p: cython.p_uchar
     r: cython.longlong
-    port: cython.longlong
-    h: cython.Py_ssize_t
     if cython.compiled:
         p = cython.cast(cython.p_uchar, s)
     else:
         p = s
     r = _hostport(p, 0, len(s))
-    h = r & LOW32
-    port = ((r & (BAD - 1)) >> 32) - 3
-    if port == -2:  # its value, for the parser's object
-        port = digits(s[h + 1:], MAX_LIMIT)
+    return (r & LOW32, _port_of(s, r, len(s)), (r & BAD) == 0)
+
+
+def _port_of(s: bytes, r: cython.longlong, end: cython.Py_ssize_t) -> object:
+    """The port of a packed ``_hostport`` result over s[..end], for the parser's objects: None when
+    there is none; a port past MAX_PORT reads its value (MAX_LIMIT + 1 past that)."""
+    h: cython.Py_ssize_t = r & LOW32
+    port: cython.longlong = ((r & (BAD - 1)) >> 32) - 3
+    if port == -2:
+        port = digits(s[h + 1:end], MAX_LIMIT)
         if port == -2:
             port = MAX_LIMIT + 1
-    return (h, None if port == -3 else port, (r & BAD) == 0)
+    return None if port == -3 else port
 
 
 @cython.cfunc
@@ -778,8 +782,6 @@ class _Spans:
         out: cython.longlong[:] = self.out
         code: cython.int
         r: cython.longlong
-        port: cython.longlong
-        h: cython.Py_ssize_t
         if cython.compiled:
             p = cython.cast(cython.p_uchar, s)
         else:
@@ -791,14 +793,8 @@ class _Spans:
         if code < 0:
             return None
         r = out[U_HP]
-        h = r & LOW32
-        port = ((r & (BAD - 1)) >> 32) - 3
-        if port == -2:
-            port = digits(s[h + 1:out[U_SEMI]], MAX_LIMIT)
-            if port == -2:
-                port = MAX_LIMIT + 1
-        return (code == 1, out[U_KIND], out[U_COLON], out[U_AT], out[U_N + 1], out[U_SEMI], out[U_Q], h,
-                None if port == -3 else port)
+        return (code == 1, out[U_KIND], out[U_COLON], out[U_AT], out[U_N + 1], out[U_SEMI], out[U_Q],
+                r & LOW32, _port_of(s, r, out[U_SEMI]))
 
     def name_addr(self, s: bytes) -> object:
         """The lenient ``_name_addr`` walk over all of s: None when a quoted display name is unterminated,
