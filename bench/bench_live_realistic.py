@@ -10,7 +10,7 @@ both cores with the replayer) at tcpreplay's top speed.  Root only; namespaces r
 their RTP/RTCP streams (PCMU 20 ms, loss, duplicates, reordering), run with ``--parsers sip,rtp``.
 ``--anchor tcpdump`` (issue 19): at each rate the same replay also goes to ``tcpdump -w /dev/null``
 pinned to CPU 0, with Otus's own kernel filter for the parsers (none for ``flow``), so drops and
-CPU compare on the same packets.  Namespaces are ``media-<pid>-a``/``-b``.
+CPU compare on the same packets.
 
 tcpreplay needs the frames addressed to the capture side: tcprewrite sets the veth's MACs.
 
@@ -20,7 +20,6 @@ Usage: python bench/bench_live_realistic.py [--rates 100000,150000,200000,250000
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -36,29 +35,9 @@ from bench_realistic import workload  # noqa: E402
 
 from otus_agent.capture.bpf import DEFAULT_SIP_PORTS, default_filter  # noqa: E402
 from otus_agent.engine.parsers import capture_clauses  # noqa: E402
-from tests.netns import Pair, sh  # noqa: E402
+from tests.netns import veth_pair  # noqa: E402
 
 KNEE_PCT = 0.1
-
-
-@contextlib.contextmanager
-def media_pair(subnet: int = 84):
-    """tests.netns.veth_pair's namespaces and veth, named ``media-<pid>-a/-b`` (removed on exit, also on failure)."""
-    pid = os.getpid() % 250
-    p = Pair(f"media-{pid}-a", f"media-{pid}-b", f"media{pid}a", f"media{pid}b", f"10.{subnet}.{pid}.1",
-             f"10.{subnet}.{pid}.2")
-    try:
-        for ns in (p.ns_a, p.ns_b):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", p.if_a, "netns", p.ns_a, "type", "veth", "peer", "name", p.if_b, "netns", p.ns_b)
-        for ns, ifname, ip in ((p.ns_a, p.if_a, p.ip_a), (p.ns_b, p.if_b, p.ip_b)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
-            sh("ip", "-n", ns, "link", "set", ifname, "up")
-        yield p
-    finally:
-        for ns in (p.ns_a, p.ns_b):
-            sh("ip", "netns", "del", ns, check=False)
 
 
 def rtp_workload(calls: int, packets: int, tmp: Path) -> tuple[Path, dict]:
@@ -94,7 +73,7 @@ def main() -> None:
     extra = (("--calls",) if a.calls_summaries else ()) + (("--parsers", a.parsers) if a.parsers != "sip" else ())
     clauses = capture_clauses(tuple(a.parsers.split(",")), {})
     bpf = str(default_filter(DEFAULT_SIP_PORTS, clauses))   # Otus's own filter; "" (every packet) for flow
-    with media_pair() as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
+    with veth_pair("blr", subnet=84) as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
         def mac(ns: str, i: str) -> str:
             return p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip()
         # the offline bench's file, its frames rewritten to the veth's MACs (the capture side's host traffic)
