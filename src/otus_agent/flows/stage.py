@@ -3,7 +3,11 @@
 It walks the rows of ``decode/layout.pxd`` (no Datagram objects), so it can follow every packet
 of a capture. Bytes are frame (wire) lengths, as tshark's conversation statistics count them.
 Timeouts and interval reports run on packet time, checked at most every ``sweep_interval_s``;
-``tick(now_ns)`` drives them when no packets arrive. Otus only observes: nothing is dropped.
+``tick(now_ns)`` drives them when no packets arrive. A sweep does not walk the table: two timing
+wheels (flows/wheel.py) file every flow by the packet time it may time out and be reported at, filed
+when it is created and again only when a sweep finds it not due yet (or its deadline moved earlier:
+a shorter timeout for its new TCP state, or packet time going back), so a sweep touches only the
+flows that may be due. Otus only observes: nothing is dropped.
 
 Outputs: ``sink(record)`` gets the ``type: "flow"`` records (interval and end);
 ``events(record)`` (optional, for the detectors) also gets ``start`` and ``established``
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
@@ -20,8 +25,10 @@ from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address, flow_record
-from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, SYN, SYN_RECEIVED, SYN_SENT, Flow
+from otus_agent.flows.table import (ACK, CLOSED, ESTABLISHED, NONE, RESET, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT,
+                                    Flow)
 from otus_agent.flows.walk_cy import walk
+from otus_agent.flows.wheel import Wheel
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 NF = D.NF
@@ -38,6 +45,7 @@ PORTED = frozenset((6, 17, 132))
 ICMP_RECENT = 100   # ICMP errors kept for the API (a ring: the oldest goes)
 
 Sink = Callable[[dict], Any]
+_SEQ = attrgetter("seq")
 
 
 class FlowStage:
@@ -56,10 +64,14 @@ class FlowStage:
         self._t_closed = ns(c.tcp_closed_timeout_s)
         self._t_udp = ns(c.udp_timeout_s)
         self._t_icmp = ns(c.icmp_timeout_s)
+        self._tcp_lim = tuple(self._tcp_timeout(st) for st in range(len(STATE_NAMES)))  # by state, for walk_cy
         self._t_min = min(self._t_syn, self._t_est, self._t_closed, self._t_udp, self._t_icmp)
         self._report_ns = ns(c.report_interval_s)
         self._sweep_ns = ns(c.sweep_interval_s)
         self._next_sweep = -1
+        # who may be due at a sweep: wheels of sweep-interval buckets, each at most twice the table (wheel.py)
+        self._xw = Wheel(self._sweep_ns, 2 * c.max_flows)   # idle timeouts: deadline last_ns + timeout
+        self._rw = Wheel(self._sweep_ns, 2 * c.max_flows)   # interval reports: reported_ns + interval
         self._decoder: D.Decoder | None = None
         # fragments: the same reassembler as the datagram stage, with its own bounds and counters
         self.reasm = FragmentReassembler() if c.reassemble_fragments else None
@@ -184,7 +196,10 @@ class FlowStage:
             if self.events is not None:
                 self.events({"type": "icmp", "ts": t, "ipver": ipver, "src_ip": address(src), "dst_ip": address(dst),
                              "icmp_type": typ, "icmp_code": code, "bytes": length})
+        back = t < f.last_ns
         f.last_ns = t
+        if back:   # packet time went back: so did the flow's deadline
+            self._refile(f)
         self.packets += 1
         self.bytes += length
         self.now_ns = max(self.now_ns, t)
@@ -237,18 +252,67 @@ class FlowStage:
             self.evictions += 1
             self._end(flows[next(iter(flows))], t, "evicted")
         f = Flow(key, ipver, proto, src, dst, sp, dp, t)
+        f.seq = self.created
         flows[key] = f
         self.created += 1
+        self._file_x(f, t + self._limit(f))
+        if self._report_ns and self.sink is not None:
+            self._file_r(f, t + self._report_ns - 1)
         return f
+
+    # -- the wheels: an entry's deadline is the last packet time the flow is *not* due at -------------
+    def _file_x(self, f: Flow, deadline: int) -> None:
+        w = self._xw
+        if w.size >= w.limit:
+            self._rebuild(w, "xq")
+        f.xq = b = deadline // w.width
+        w.add(f, b)
+
+    def _file_r(self, f: Flow, deadline: int) -> None:
+        w = self._rw
+        if w.size >= w.limit:
+            self._rebuild(w, "rq")
+        f.rq = b = deadline // w.width
+        w.add(f, b)
+
+    def _rebuild(self, w: Wheel, slot: str) -> None:
+        """The wheel is full of stale entries (flows ended before their bucket came): one entry per live flow."""
+        w.clear()
+        w.rebuilds += 1
+        for f in self.flows.values():
+            b = getattr(f, slot)
+            if b >= 0:
+                w.add(f, b)
+
+    def _refile(self, f: Flow) -> None:
+        """The flow's deadline may have moved earlier than its entry (walk_cy calls this when its TCP state
+        got a shorter timeout or packet time went back): file it again, earlier."""
+        dl = f.last_ns + self._limit(f)
+        if dl // self._xw.width < f.xq:
+            self._file_x(f, dl)
+
+    @staticmethod
+    def _take(w: Wheel, t: int, slot: str) -> list[Flow]:
+        """The flows whose live entry is in a bucket that can be due at ``t``, unfiled (their slot -1)."""
+        out = []
+        for b, lst in w.take(t):
+            for f in lst:
+                if getattr(f, slot) == b:
+                    setattr(f, slot, -1)
+                    out.append(f)
+        return out
+
+    def _tcp_timeout(self, st: int) -> int:
+        """The idle timeout of a TCP flow in state ``st`` (``_tcp_lim`` holds it for every state)."""
+        if st == CLOSED or st == RESET:
+            return self._t_closed
+        if st == SYN_SENT or st == SYN_RECEIVED or st == NONE:
+            return self._t_syn
+        return self._t_est
 
     def _limit(self, f: Flow) -> int:
         if f.proto == 6:
-            st = f.state
-            if st == CLOSED or st == RESET:
-                return self._t_closed
-            if st == SYN_SENT or st == SYN_RECEIVED or st == NONE:
-                return self._t_syn
-            return self._t_est
+            return self._tcp_lim[f.state]
         if f.proto == 1 or f.proto == 58:
             return self._t_icmp
         return self._t_udp
@@ -263,23 +327,48 @@ class FlowStage:
 
     def _end(self, f: Flow, t: int, reason: str) -> None:
         del self.flows[f.key]
+        f.xq = f.rq = -1  # its wheel entries are stale now
         self.ended[reason] = self.ended.get(reason, 0) + 1
-        rec = flow_record(f, "end", t, reason)
-        if self.sink is not None:
-            self.sink(rec)
-        if self.events is not None:
-            self.events(rec)
+        if self.sink is not None or self.events is not None:
+            rec = flow_record(f, "end", t, reason)
+            if self.sink is not None:
+                self.sink(rec)
+            if self.events is not None:
+                self.events(rec)
 
     def _sweep(self, t: int) -> None:
+        """End the flows idle past their timeout at ``t``, then report those due an interval record, each
+        set in table order (creation order, as a walk over the table gives), touching only wheel entries
+        that can be due: a flow due is one with ``t - last_ns > timeout`` / ``t - reported_ns >= interval``."""
         self._next_sweep = t + self._sweep_ns
+        w = self._xw
+        if w.heap and w.heap[0] * w.width < t:
+            limit = self._limit
+            due = []
+            for f in self._take(w, t, "xq"):
+                dl = f.last_ns + limit(f)
+                if dl < t:
+                    due.append(f)
+                else:
+                    self._file_x(f, dl)
+            due.sort(key=_SEQ)
+            for f in due:
+                self._end(f, t, self._timeout_reason(f))
         report = self._report_ns
-        for f in [f for f in self.flows.values() if t - f.last_ns > self._limit(f)]:
-            self._end(f, t, self._timeout_reason(f))
-        if report and self.sink is not None:
-            for f in self.flows.values():
-                if t - f.reported_ns >= report:
-                    f.reported_ns = t
-                    self.sink(flow_record(f, "interval", t))
+        w = self._rw
+        if report and self.sink is not None and w.heap and w.heap[0] * w.width < t:
+            due = []
+            for f in self._take(w, t, "rq"):
+                dl = f.reported_ns + report - 1
+                if dl < t:
+                    due.append(f)
+                else:
+                    self._file_r(f, dl)
+            due.sort(key=_SEQ)
+            for f in due:
+                f.reported_ns = t
+                self.sink(flow_record(f, "interval", t))
+                self._file_r(f, t + report - 1)
 
     def tick(self, now_ns: int) -> None:
         """Run timeouts and interval reports at ``now_ns`` (packet clock) when traffic is quiet."""
@@ -293,6 +382,8 @@ class FlowStage:
             self.view = None
         for f in list(self.flows.values()):
             self._end(f, self.now_ns, reason)
+        self._xw.clear()
+        self._rw.clear()
 
     # -- views (for /api/v1/connections, /api/v1/icmp, /api/v1/stats) -----------------------
     def connections(self, proto: str | None = None, ip: str | None = None, port: int | None = None,
@@ -324,4 +415,5 @@ class FlowStage:
                 "ended": dict(self.ended), "evictions": self.evictions, "packets": self.packets, "bytes": self.bytes,
                 "fragments": self.fragments, "undecoded": self.undecoded, "icmp": self.icmp(),
                 "reassembly": self.reasm.counters() if self.reasm is not None else None,
+                "wheels": {"expiry": self._xw.counters(), "report": self._rw.counters()},
                 "view": self.view.counters() if self.view is not None else None}

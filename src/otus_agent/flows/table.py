@@ -21,7 +21,8 @@ class Flow:
     """Counters of one flow; the stage updates them in place (no allocation per packet)."""
     __slots__ = ("key", "ipver", "proto", "src", "dst", "sport", "dport", "first_ns", "last_ns",
                  "pk_ab", "by_ab", "pk_ba", "by_ba", "state", "fins", "flags_ab", "flags_ba", "nxt_ab", "nxt_ba",
-                 "retrans", "zero_win", "handshake", "midstream", "isn", "icmp", "icmp_errors", "reported_ns")
+                 "retrans", "zero_win", "handshake", "midstream", "isn", "icmp", "icmp_errors", "reported_ns",
+                 "seq", "xq", "rq")
 
     def __init__(self, key: tuple, ipver: int, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
                  ts_ns: int):
@@ -47,6 +48,9 @@ class Flow:
         self.icmp: dict[tuple[int, int], int] | None = None  # (type, code) -> packets, ICMP flows
         self.icmp_errors: dict[tuple[int, int], int] | None = None  # ICMP errors quoting this flow
         self.reported_ns = ts_ns
+        self.seq = 0  # the table's creation count: its order (the dict's) among flows due at the same sweep
+        self.xq = -1  # the expiry wheel's bucket holding this flow's live entry; -1: none (ended)
+        self.rq = -1  # the same for the interval-report wheel
 
     def tcp(self, d: int, flags: int, seq: int, paylen: int, window: int) -> None:
         """Advance the TCP state and the retransmission and zero-window counts for one segment.

@@ -21,12 +21,13 @@ else:
         ST_FRAGMENT, ST_L4, ST_OTHER_IP,
     )
 
-from otus_agent.flows.table import ESTABLISHED, RESET, SYN_RECEIVED
+from otus_agent.flows.table import ESTABLISHED, NONE, RESET, SYN_RECEIVED
 
 SYN_ACK = cython.declare(cython.longlong, 0x12)
 S_RESET = cython.declare(cython.longlong, RESET)
 S_SYN_RECEIVED = cython.declare(cython.longlong, SYN_RECEIVED)
 S_ESTABLISHED = cython.declare(cython.longlong, ESTABLISHED)
+S_NONE = cython.declare(cython.longlong, NONE)
 
 
 def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
@@ -43,12 +44,16 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
     flags: cython.longlong
     d: cython.int
     new: cython.bint
+    last: cython.longlong
+    s0: cython.longlong
+    s1: cython.longlong
     t_min: cython.longlong = stage._t_min  # type: ignore[attr-defined]
     next_sweep: cython.longlong = stage._next_sweep  # type: ignore[attr-defined]
     flows: dict = stage.flows  # type: ignore[attr-defined]
     packets: cython.longlong = 0
     nbytes: cython.longlong = 0
     events = stage.events  # type: ignore[attr-defined]
+    tcp_lim: tuple = stage._tcp_lim  # type: ignore[attr-defined]
     for i in range(n):
         o = i * NF
         st = rows[o]
@@ -84,24 +89,35 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
             f = flows.get((dst, src, dp, sp, proto))
             d = 1
         new = False
-        if f is not None and t - f.last_ns > t_min and stage._expired(f, t):  # type: ignore[attr-defined]
-            stage._end(f, t, stage._timeout_reason(f))  # type: ignore[attr-defined]
-            f = None
+        last = t
+        s0 = s1 = -1  # TCP state before this segment (its wheel entry is no later than that deadline), after it
+        if f is not None:
+            last = f.last_ns
+            if t - last > t_min and stage._expired(f, t):  # type: ignore[attr-defined]
+                stage._end(f, t, stage._timeout_reason(f))  # type: ignore[attr-defined]
+                f = None
+                last = t
         if proto == 6:
             flags = rows[o + F_TCPFLAGS]
             if f is not None and (flags & SYN_ACK) == 2 and f.closed():
                 if d == 0 and rows[o + F_TCPSEQ] == f.isn:  # its SYN again (as tshark: the same stream)
+                    s0 = f.state
                     f.reopen()
                 else:  # a new connection on the same ports
                     stage._end(f, t, "rst" if f.state == S_RESET else "fin")  # type: ignore[attr-defined]
                     f = None
+                    last = t
             if f is None:
                 f, d = stage._tcp_new(k, rows[o + F_IPVER], src, dst, sp, dp, flags, t)  # type: ignore[attr-defined]
                 new = True
+                s0 = S_NONE  # filed by _new, before _tcp_new set a mid-stream flow's state
             l4 = rows[o + F_L4OFF]
             was = f.state
+            if s0 < 0:
+                s0 = was
             f.tcp(d, flags, rows[o + F_TCPSEQ], rows[o + F_PAYLEN], (buf[l4 + 14] << 8) | buf[l4 + 15])
-            if was == S_SYN_RECEIVED and f.state == S_ESTABLISHED and events is not None:
+            s1 = f.state
+            if was == S_SYN_RECEIVED and s1 == S_ESTABLISHED and events is not None:
                 stage._event(f, "established", t)  # type: ignore[attr-defined]
         elif f is None:
             f = stage._new(k, rows[o + F_IPVER], proto, src, dst, sp, dp, t)  # type: ignore[attr-defined]
@@ -114,6 +130,10 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
             f.pk_ba += 1
             f.by_ba += length
         f.last_ns = t
+        # the flow's deadline moved earlier than its wheel entry: a shorter timeout in its new TCP state, or
+        # packet time went back (rare: the stage files it again)
+        if t < last or (s1 != s0 and tcp_lim[s1] < tcp_lim[s0]):
+            stage._refile(f)  # type: ignore[attr-defined]
         packets += 1
         nbytes += length
         if new and events is not None:
