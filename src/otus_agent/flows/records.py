@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import socket
 
-from otus_agent.flows.table import PROTO_NAMES, Flow
+from otus_agent.flows.table import PROTO_NAMES
+from otus_agent.flows.walk_cy import Flow
 
 SCHEMA_VERSION = 1
 _TCP_FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"), (0x40, "E"),

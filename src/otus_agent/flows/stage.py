@@ -25,9 +25,8 @@ from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address, flow_record
-from otus_agent.flows.table import (ACK, CLOSED, ESTABLISHED, NONE, RESET, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT,
-                                    Flow)
-from otus_agent.flows.walk_cy import walk
+from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT
+from otus_agent.flows.walk_cy import Flow, walk
 from otus_agent.flows.wheel import Wheel
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 

@@ -1,9 +1,11 @@
-"""The flow table's per-packet loop over a decoded batch (Cython pure-Python mode, see docs/architecture.md).
+"""The flow and the flow table's per-packet loop over a decoded batch (Cython pure-Python mode, see
+docs/architecture.md).
 
-``walk`` takes the TCP/UDP/SCTP packets itself -- five-tuple lookup, counters, TCP state -- and hands
-every rarer case back to the stage (ICMP and other IP protocols, timeouts, new flows, sweeps), so the
-table's rules stay in ``flows/stage.py`` and ``flows/table.py``. Compiled, the loop indexes the rows as
-C arrays; uncompiled, the same source runs as plain Python.
+``Flow`` holds one five-tuple's counters and runs the observer's TCP state machine (the names are in
+``flows/table.py``). ``walk`` takes the TCP/UDP/SCTP packets itself -- five-tuple lookup, counters, TCP
+state -- and hands every rarer case back to the stage (ICMP and other IP protocols, timeouts, new flows,
+sweeps), so the table's rules stay in ``flows/stage.py``. Compiled, ``Flow`` is a C struct the loop
+updates directly and the loop indexes the rows as C arrays; uncompiled, the same source runs as plain Python.
 """
 try:
     import cython
@@ -21,13 +23,155 @@ else:
         ST_FRAGMENT, ST_L4, ST_OTHER_IP,
     )
 
-from otus_agent.flows.table import ESTABLISHED, NONE, RESET, SYN_RECEIVED
+from otus_agent.flows.table import (ACK, CLOSED, ESTABLISHED, FIN, HALF_CLOSED, HALF_SEQ, NONE, RESET, RST,
+                                    SEQ_MOD, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT, TIMED_OUT)
 
 SYN_ACK = cython.declare(cython.longlong, 0x12)
 S_RESET = cython.declare(cython.longlong, RESET)
 S_SYN_RECEIVED = cython.declare(cython.longlong, SYN_RECEIVED)
 S_ESTABLISHED = cython.declare(cython.longlong, ESTABLISHED)
 S_NONE = cython.declare(cython.longlong, NONE)
+S_SYN_SENT = cython.declare(cython.longlong, SYN_SENT)
+S_HALF_CLOSED = cython.declare(cython.longlong, HALF_CLOSED)
+S_CLOSED = cython.declare(cython.longlong, CLOSED)
+T_FIN = cython.declare(cython.longlong, FIN)
+T_SYN = cython.declare(cython.longlong, SYN)
+T_RST = cython.declare(cython.longlong, RST)
+T_ACK = cython.declare(cython.longlong, ACK)
+SEQ_MASK = cython.declare(cython.longlong, SEQ_MOD - 1)   # x & SEQ_MASK is x mod 2**32, also for x < 0
+T_HALF = cython.declare(cython.longlong, HALF_SEQ)
+
+
+@cython.cclass
+class Flow:
+    """Counters of one flow; the walk and the stage update them in place (no allocation per packet)."""
+    key = cython.declare(tuple, visibility="public")
+    ipver = cython.declare(cython.int, visibility="public")
+    proto = cython.declare(cython.int, visibility="public")
+    src = cython.declare(bytes, visibility="public")
+    dst = cython.declare(bytes, visibility="public")
+    sport = cython.declare(cython.longlong, visibility="public")
+    dport = cython.declare(cython.longlong, visibility="public")
+    first_ns = cython.declare(cython.longlong, visibility="public")
+    last_ns = cython.declare(cython.longlong, visibility="public")
+    pk_ab = cython.declare(cython.longlong, visibility="public")
+    by_ab = cython.declare(cython.longlong, visibility="public")
+    pk_ba = cython.declare(cython.longlong, visibility="public")
+    by_ba = cython.declare(cython.longlong, visibility="public")
+    state = cython.declare(cython.int, visibility="public")
+    fins = cython.declare(cython.int, visibility="public")  # bit 1: FIN from src, bit 2: FIN from dst
+    flags_ab = cython.declare(cython.int, visibility="public")  # TCP flags seen, OR-ed per direction
+    flags_ba = cython.declare(cython.int, visibility="public")
+    nxt_ab = cython.declare(cython.longlong, visibility="public")  # next expected sequence number; -1: none yet
+    nxt_ba = cython.declare(cython.longlong, visibility="public")
+    retrans = cython.declare(cython.longlong, visibility="public")
+    zero_win = cython.declare(cython.longlong, visibility="public")
+    handshake = cython.declare(cython.bint, visibility="public")
+    midstream = cython.declare(cython.bint, visibility="public")
+    isn = cython.declare(cython.longlong, visibility="public")  # the initiator's SYN sequence number: a SYN
+    # repeating it is the same connection
+    icmp = cython.declare(object, visibility="public")  # dict (type, code) -> packets, ICMP flows; else None
+    icmp_errors = cython.declare(object, visibility="public")  # the same for ICMP errors quoting this flow
+    reported_ns = cython.declare(cython.longlong, visibility="public")
+    seq = cython.declare(cython.longlong, visibility="public")  # creation count: table order among flows due
+    xq = cython.declare(cython.longlong, visibility="public")  # expiry wheel bucket of the live entry; -1: none
+    rq = cython.declare(cython.longlong, visibility="public")  # the same for the interval-report wheel
+
+    def __init__(self, key: tuple, ipver: cython.int, proto: cython.int, src: bytes, dst: bytes,
+                 sport: cython.longlong, dport: cython.longlong, ts_ns: cython.longlong):
+        self.key = key
+        self.ipver = ipver
+        self.proto = proto
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        self.first_ns = ts_ns
+        self.last_ns = ts_ns
+        self.pk_ab = self.by_ab = self.pk_ba = self.by_ba = 0
+        self.state = S_NONE
+        self.fins = 0
+        self.flags_ab = self.flags_ba = 0
+        self.nxt_ab = self.nxt_ba = -1
+        self.retrans = 0
+        self.zero_win = 0
+        self.handshake = False
+        self.midstream = False
+        self.isn = -1
+        self.icmp = None
+        self.icmp_errors = None
+        self.reported_ns = ts_ns
+        self.seq = 0
+        self.xq = -1
+        self.rq = -1
+
+    @cython.ccall
+    def tcp(self, d: cython.int, flags: cython.longlong, seq: cython.longlong, paylen: cython.longlong,
+            window: cython.longlong) -> None:
+        """Advance the TCP state and the retransmission and zero-window counts for one segment.
+
+        A retransmission is a segment carrying data (or SYN/FIN) that starts before the next
+        expected sequence number of its direction, keep-alives excepted (as Wireshark's analysis)."""
+        st: cython.int = self.state
+        nxt: cython.longlong
+        end: cython.longlong
+        behind: cython.longlong
+        seglen: cython.longlong
+        if d == 0:
+            self.flags_ab |= flags
+        else:
+            self.flags_ba |= flags
+        if flags & T_RST:
+            st = S_RESET
+        elif flags & T_SYN:
+            if flags & T_ACK:
+                if st == S_SYN_SENT or st == S_NONE:
+                    st = S_SYN_RECEIVED
+            elif st == S_NONE:
+                st = S_SYN_SENT
+            if d == 0 and not flags & T_ACK:
+                self.isn = seq
+        elif st == S_SYN_RECEIVED and d == 0 and flags & T_ACK:
+            st = S_ESTABLISHED
+            self.handshake = True
+        if flags & T_FIN and st != S_RESET:
+            self.fins |= 1 << d
+            st = S_CLOSED if self.fins == 3 else S_HALF_CLOSED
+        self.state = st
+        seglen = paylen + (1 if flags & T_SYN else 0) + (1 if flags & T_FIN else 0)
+        if window == 0 and not flags & (T_SYN | T_FIN | T_RST):
+            self.zero_win += 1
+        if seglen == 0 or flags & T_RST:
+            return
+        nxt = self.nxt_ab if d == 0 else self.nxt_ba
+        end = (seq + seglen) & SEQ_MASK
+        if nxt >= 0:
+            behind = (nxt - seq) & SEQ_MASK
+            if 0 < behind < T_HALF:
+                if not (seglen == 1 and behind == 1 and not flags & (T_SYN | T_FIN)):
+                    self.retrans += 1
+                if not 0 < ((end - nxt) & SEQ_MASK) < T_HALF:
+                    return
+            elif not 0 < ((end - nxt) & SEQ_MASK) < T_HALF:
+                return
+        if d == 0:
+            self.nxt_ab = end
+        else:
+            self.nxt_ba = end
+
+    def tcp_state_name(self, timed_out: bool = False) -> str:
+        if timed_out and self.state != S_CLOSED and self.state != S_RESET:
+            return TIMED_OUT
+        return STATE_NAMES[self.state]  # type: ignore[no-any-return]
+
+    def reopen(self) -> None:
+        """The initiator repeated its SYN (same ISN) after the close: the same connection tries again."""
+        self.state = S_NONE
+        self.fins = 0
+
+    @cython.ccall
+    def closed(self) -> cython.bint:
+        return self.state == S_CLOSED or self.state == S_RESET
 
 
 def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
@@ -44,6 +188,7 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
     flags: cython.longlong
     d: cython.int
     new: cython.bint
+    f: Flow
     last: cython.longlong
     s0: cython.longlong
     s1: cython.longlong
