@@ -24,9 +24,9 @@ from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
 from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
-from otus_agent.flows.records import address, flow_record
+from otus_agent.flows.records import address
 from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT
-from otus_agent.flows.walk_cy import Flow, walk
+from otus_agent.flows.walk_cy import Flow, flow_record, walk
 from otus_agent.flows.wheel import Wheel
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 

@@ -23,8 +23,9 @@ else:
         ST_FRAGMENT, ST_L4, ST_OTHER_IP,
     )
 
+from otus_agent.flows.records import FLAG_STRINGS, SCHEMA_VERSION, address, type_counts
 from otus_agent.flows.table import (ACK, CLOSED, ESTABLISHED, FIN, HALF_CLOSED, HALF_SEQ, NONE, RESET, RST,
-                                    SEQ_MOD, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT, TIMED_OUT)
+                                    PROTO_NAMES, SEQ_MOD, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT, TIMED_OUT)
 
 SYN_ACK = cython.declare(cython.longlong, 0x12)
 S_RESET = cython.declare(cython.longlong, RESET)
@@ -172,6 +173,45 @@ class Flow:
     @cython.ccall
     def closed(self) -> cython.bint:
         return self.state == S_CLOSED or self.state == S_RESET
+
+
+@cython.ccall
+def flow_record(f: Flow, event: str, ts_ns: cython.longlong, end_reason: object = None) -> dict:
+    """The ``type: "flow"`` record of ``f`` (its fields: flows/records.py)."""
+    proto = PROTO_NAMES.get(f.proto)
+    rec: dict = {
+        "v": SCHEMA_VERSION,
+        "type": "flow",
+        "event": event,
+        "ts": ts_ns,
+        "proto": proto if proto is not None else str(f.proto),
+        "ipver": f.ipver,
+        "src_ip": address(f.src),
+        "src_port": f.sport,
+        "dst_ip": address(f.dst),
+        "dst_port": f.dport,
+        "first_ts": f.first_ns,
+        "last_ts": f.last_ns,
+        "src_packets": f.pk_ab,
+        "src_bytes": f.by_ab,
+        "dst_packets": f.pk_ba,
+        "dst_bytes": f.by_ba,
+    }
+    if end_reason is not None:
+        rec["end_reason"] = end_reason
+    if f.proto == 6:
+        rec["tcp_state"] = f.tcp_state_name(end_reason == "idle_timeout")
+        rec["tcp_handshake"] = f.handshake
+        rec["tcp_midstream"] = f.midstream
+        rec["tcp_flags_src"] = FLAG_STRINGS[f.flags_ab & 255]
+        rec["tcp_flags_dst"] = FLAG_STRINGS[f.flags_ba & 255]
+        rec["tcp_retransmissions"] = f.retrans
+        rec["tcp_zero_windows"] = f.zero_win
+    if f.icmp:
+        rec["icmp_types"] = type_counts(f.icmp)
+    if f.icmp_errors:
+        rec["icmp_errors"] = type_counts(f.icmp_errors)
+    return rec
 
 
 def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from otus_agent.capture.pcapfile import PacketBatch, open_capture
 from otus_agent.flows import FlowConfig, FlowStage
-from otus_agent.flows.records import flow_record
+from otus_agent.flows.walk_cy import flow_record
 from otus_agent.sim import flowgen
 from otus_agent.sim import packets as P
 

@@ -40,3 +40,19 @@ def test_compiled_walk_equals_pure(tmp_path: pathlib.Path, source: str) -> None:
         path = str(tmp_path / "t.pcap")
         (flowgen.mixed_trace(seed=4) if source == "mixed" else flowgen.tcp_states_trace()[0]).write(path)
     assert records(path, walk_cy.walk) == records(path, pure)
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled build is not installed (pure build: nothing to compare)")
+def test_compiled_record_equals_pure(tmp_path: pathlib.Path) -> None:
+    """flow_record compiled and pure, on every flow of a mix (TCP in every state, UDP, ICMP with errors)."""
+    pure = load_pure("flows/walk_cy.py", "otus_pure_flow_walk").flow_record
+    path = str(tmp_path / "t.pcap")
+    flowgen.mixed_trace(seed=5, tcp_conns=60, udp_flows=60).write(path)
+    st = FlowStage()
+    with open_capture(path) as r:
+        st.run(r.batches())
+    flows = list(st.flows.values())
+    assert {f.proto for f in flows} >= {1, 6, 17, 58} and any(f.icmp_errors for f in flows)
+    for f in flows:
+        for reason in (None, "idle_timeout", "fin"):
+            assert walk_cy.flow_record(f, "end", 7, reason) == pure(f, "end", 7, reason)
