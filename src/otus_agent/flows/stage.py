@@ -4,10 +4,10 @@ It walks the rows of ``decode/layout.pxd`` (no Datagram objects), so it can foll
 of a capture. Bytes are frame (wire) lengths, as tshark's conversation statistics count them.
 Timeouts and interval reports run on packet time, checked at most every ``sweep_interval_s``;
 ``tick(now_ns)`` drives them when no packets arrive. A sweep does not walk the table: two timing
-wheels (flows/wheel.py) file every flow by the packet time it may time out and be reported at, filed
+wheels (``Wheel`` in flows/walk_cy.py) file every flow by the packet time it may time out and be reported at, filed
 when it is created and again only when a sweep finds it not due yet (or its deadline moved earlier:
 a shorter timeout for its new TCP state, or packet time going back), so a sweep touches only the
-flows that may be due. Otus only observes: nothing is dropped.
+flows that may be due. Each wheel holds at most twice ``max_flows`` entries (``Wheel`` in walk_cy.py). Otus only observes: nothing is dropped.
 
 Outputs: ``sink(record)`` gets the ``type: "flow"`` records (interval and end);
 ``events(record)`` (optional, for the detectors) also gets ``start`` and ``established``
@@ -26,8 +26,7 @@ from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address
 from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT
-from otus_agent.flows.walk_cy import Flow, flow_record, walk
-from otus_agent.flows.wheel import Wheel
+from otus_agent.flows.walk_cy import Flow, Wheel, flow_record, walk
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 NF = D.NF
@@ -68,9 +67,9 @@ class FlowStage:
         self._report_ns = ns(c.report_interval_s)
         self._sweep_ns = ns(c.sweep_interval_s)
         self._next_sweep = -1
-        # who may be due at a sweep: wheels of sweep-interval buckets, each at most twice the table (wheel.py)
-        self._xw = Wheel(self._sweep_ns, 2 * c.max_flows)   # idle timeouts: deadline last_ns + timeout
-        self._rw = Wheel(self._sweep_ns, 2 * c.max_flows)   # interval reports: reported_ns + interval
+        # who may be due at a sweep: wheels of sweep-interval buckets, each at most twice the table (walk_cy)
+        self._xw = Wheel(self._sweep_ns, 2 * c.max_flows, False)   # idle timeouts: deadline last_ns + timeout
+        self._rw = Wheel(self._sweep_ns, 2 * c.max_flows, True)    # interval reports: reported_ns + interval
         self._decoder: D.Decoder | None = None
         # fragments: the same reassembler as the datagram stage, with its own bounds and counters
         self.reasm = FragmentReassembler() if c.reassemble_fragments else None
@@ -254,52 +253,18 @@ class FlowStage:
         f.seq = self.created
         flows[key] = f
         self.created += 1
-        self._file_x(f, t + self._limit(f))
+        # the wheels: an entry's deadline is the last packet time the flow is *not* due at
+        self._xw.file(f, t + self._limit(f), flows)
         if self._report_ns and self.sink is not None:
-            self._file_r(f, t + self._report_ns - 1)
+            self._rw.file(f, t + self._report_ns - 1, flows)
         return f
-
-    # -- the wheels: an entry's deadline is the last packet time the flow is *not* due at -------------
-    def _file_x(self, f: Flow, deadline: int) -> None:
-        w = self._xw
-        if w.size >= w.limit:
-            self._rebuild(w, "xq")
-        f.xq = b = deadline // w.width
-        w.add(f, b)
-
-    def _file_r(self, f: Flow, deadline: int) -> None:
-        w = self._rw
-        if w.size >= w.limit:
-            self._rebuild(w, "rq")
-        f.rq = b = deadline // w.width
-        w.add(f, b)
-
-    def _rebuild(self, w: Wheel, slot: str) -> None:
-        """The wheel is full of stale entries (flows ended before their bucket came): one entry per live flow."""
-        w.clear()
-        w.rebuilds += 1
-        for f in self.flows.values():
-            b = getattr(f, slot)
-            if b >= 0:
-                w.add(f, b)
 
     def _refile(self, f: Flow) -> None:
         """The flow's deadline may have moved earlier than its entry (walk_cy calls this when its TCP state
         got a shorter timeout or packet time went back): file it again, earlier."""
         dl = f.last_ns + self._limit(f)
-        if dl // self._xw.width < f.xq:
-            self._file_x(f, dl)
-
-    @staticmethod
-    def _take(w: Wheel, t: int, slot: str) -> list[Flow]:
-        """The flows whose live entry is in a bucket that can be due at ``t``, unfiled (their slot -1)."""
-        out = []
-        for b, lst in w.take(t):
-            for f in lst:
-                if getattr(f, slot) == b:
-                    setattr(f, slot, -1)
-                    out.append(f)
-        return out
+        if self._xw.bucket(dl) < f.xq:
+            self._xw.file(f, dl, self.flows)
 
     def _tcp_timeout(self, st: int) -> int:
         """The idle timeout of a TCP flow in state ``st`` (``_tcp_lim`` holds it for every state)."""
@@ -340,16 +305,16 @@ class FlowStage:
         set in table order (creation order, as a walk over the table gives), touching only wheel entries
         that can be due: a flow due is one with ``t - last_ns > timeout`` / ``t - reported_ns >= interval``."""
         self._next_sweep = t + self._sweep_ns
-        w = self._xw
+        w, flows = self._xw, self.flows
         if w.heap and w.heap[0] * w.width < t:
             limit = self._limit
             due = []
-            for f in self._take(w, t, "xq"):
+            for f in w.take(t):
                 dl = f.last_ns + limit(f)
                 if dl < t:
                     due.append(f)
                 else:
-                    self._file_x(f, dl)
+                    w.file(f, dl, flows)
             due.sort(key=_SEQ)
             for f in due:
                 self._end(f, t, self._timeout_reason(f))
@@ -357,17 +322,17 @@ class FlowStage:
         w = self._rw
         if report and self.sink is not None and w.heap and w.heap[0] * w.width < t:
             due = []
-            for f in self._take(w, t, "rq"):
+            for f in w.take(t):
                 dl = f.reported_ns + report - 1
                 if dl < t:
                     due.append(f)
                 else:
-                    self._file_r(f, dl)
+                    w.file(f, dl, flows)
             due.sort(key=_SEQ)
             for f in due:
                 f.reported_ns = t
                 self.sink(flow_record(f, "interval", t))
-                self._file_r(f, t + report - 1)
+                w.file(f, t + report - 1, flows)
 
     def tick(self, now_ns: int) -> None:
         """Run timeouts and interval reports at ``now_ns`` (packet clock) when traffic is quiet."""

@@ -23,6 +23,8 @@ else:
         ST_FRAGMENT, ST_L4, ST_OTHER_IP,
     )
 
+from heapq import heappop, heappush
+
 from otus_agent.flows.records import FLAG_STRINGS, SCHEMA_VERSION, address, type_counts
 from otus_agent.flows.table import (ACK, CLOSED, ESTABLISHED, FIN, HALF_CLOSED, HALF_SEQ, NONE, RESET, RST,
                                     PROTO_NAMES, SEQ_MOD, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT, TIMED_OUT)
@@ -173,6 +175,114 @@ class Flow:
     @cython.ccall
     def closed(self) -> cython.bint:
         return self.state == S_CLOSED or self.state == S_RESET
+
+
+@cython.cclass
+class Wheel:
+    """A timing wheel of flows: who may be due at a sweep, without walking the whole table.
+
+    Flows are filed by a deadline (packet time, ns: the last time the flow is *not* due at) into
+    buckets ``width`` ns wide; a heap holds the bucket numbers in use, so ``take(t)`` removes exactly the
+    buckets that can hold a deadline before ``t``. An entry is a hint, never a verdict: the stage files a
+    flow lazily (when created and when a sweep finds it not due yet, not per packet) and checks its real
+    deadline when its bucket comes due. The flow records the bucket of its live entry (``Flow.xq`` for
+    the expiry wheel, ``Flow.rq`` for the report wheel); an entry whose bucket is not the flow's (filed
+    again since, or the flow ended: -1) is stale and skipped. Entries hold the flow object, not its key,
+    so no entry can act on a later flow with the same key.
+
+    Bound: at most ``limit`` entries (the stage gives twice its table limit). Stale entries of ended
+    flows wait for their bucket; when the wheel is full it is rebuilt from the table's live flows (one
+    entry each), which frees at least half of it (``rebuilds`` counts that). Nothing is dropped.
+    """
+    width = cython.declare(cython.longlong, visibility="readonly")
+    limit = cython.declare(cython.longlong, visibility="readonly")
+    size = cython.declare(cython.longlong, visibility="readonly")  # entries, stale ones included
+    rebuilds = cython.declare(cython.longlong, visibility="readonly")
+    report = cython.declare(cython.bint, visibility="readonly")  # files Flow.rq (else Flow.xq)
+    buckets = cython.declare(dict, visibility="readonly")
+    heap = cython.declare(list, visibility="readonly")
+
+    def __init__(self, width: cython.longlong, limit: cython.longlong, report: cython.bint):
+        self.width = width if width > 0 else 1
+        self.limit = limit
+        self.size = 0
+        self.rebuilds = 0
+        self.report = report
+        self.buckets = {}
+        self.heap = []
+
+    @cython.cfunc
+    def _add(self, f: Flow, b: cython.longlong) -> cython.int:
+        lst = self.buckets.get(b)
+        if lst is None:
+            self.buckets[b] = [f]
+            heappush(self.heap, b)
+        else:
+            lst.append(f)
+        self.size += 1
+        if self.report:
+            f.rq = b
+        else:
+            f.xq = b
+        return 0
+
+    @cython.ccall
+    def bucket(self, deadline: cython.longlong) -> cython.longlong:
+        """deadline // width (packet times are not negative: a negative deadline is bucket 0)."""
+        return deadline // self.width if deadline > 0 else 0
+
+    @cython.ccall
+    def file(self, f: Flow, deadline: cython.longlong, flows: dict) -> None:
+        """File ``f`` by ``deadline``; a full wheel is first rebuilt from ``flows`` (the table)."""
+        if self.size >= self.limit:
+            self.rebuild(flows)
+        self._add(f, self.bucket(deadline))
+
+    @cython.ccall
+    def rebuild(self, flows: dict) -> None:
+        """One entry per live flow of the table (where it is filed now), the stale ones gone."""
+        g: Flow
+        b: cython.longlong
+        self.clear()
+        self.rebuilds += 1
+        for g in flows.values():
+            b = g.rq if self.report else g.xq
+            if b >= 0:   # -1: not filed (taken by a running sweep, or never: reports off)
+                self._add(g, b)
+
+    @cython.ccall
+    def take(self, t: cython.longlong) -> list:
+        """Unfile and return the flows whose live entry is in a bucket that can hold a deadline before ``t``
+        (bucket start < t), each once."""
+        out: list = []
+        g: Flow
+        b: cython.longlong
+        heap = self.heap
+        while heap:
+            b = heap[0]
+            if b * self.width >= t:
+                break
+            heappop(heap)
+            lst = self.buckets.pop(b)
+            self.size -= len(lst)
+            for g in lst:
+                if self.report:
+                    if g.rq == b:
+                        g.rq = -1
+                        out.append(g)
+                elif g.xq == b:
+                    g.xq = -1
+                    out.append(g)
+        return out
+
+    @cython.ccall
+    def clear(self) -> None:
+        self.buckets.clear()
+        del self.heap[:]
+        self.size = 0
+
+    def counters(self) -> dict:
+        return {"entries": self.size, "limit": self.limit, "rebuilds": self.rebuilds}
 
 
 @cython.ccall

@@ -1,4 +1,4 @@
-"""The sweep's timing wheels (flows/wheel.py): the same records as a sweep over the whole table.
+"""The sweep's timing wheels (``Wheel`` in flows/walk_cy.py): the same records as a sweep over the whole table.
 
 The reference is ``FullSweep``: the stage with the sweep it had before the wheels (every flow checked
 at every sweep, ends then interval reports, each in table order). Everything else -- the walk, the

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from otus_agent.capture.pcapfile import open_capture
-from otus_agent.flows import FlowStage, walk_cy
+from otus_agent.flows import FlowConfig, FlowStage, walk_cy
 from otus_agent.flows import stage as stage_mod
 from otus_agent.sim import flowgen
 
@@ -56,3 +56,30 @@ def test_compiled_record_equals_pure(tmp_path: pathlib.Path) -> None:
     for f in flows:
         for reason in (None, "idle_timeout", "fin"):
             assert walk_cy.flow_record(f, "end", 7, reason) == pure(f, "end", 7, reason)
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled build is not installed (pure build: nothing to compare)")
+def test_pure_wheels_equal_compiled(tmp_path: pathlib.Path) -> None:
+    """The stage on the pure walk and Wheel (as a build without Cython runs) gives the compiled records,
+    with timeouts and interval reports short enough that every flow goes through the wheels."""
+    pure = load_pure("flows/walk_cy.py", "otus_pure_flow_walk")
+    path = str(tmp_path / "t.pcap")
+    flowgen.mixed_trace(seed=6, tcp_conns=200, udp_flows=200).write(path)
+    config = FlowConfig(max_flows=5, tcp_syn_timeout_s=0.03, tcp_established_timeout_s=0.2, tcp_closed_timeout_s=0.01,
+                        udp_timeout_s=0.05, icmp_timeout_s=0.5, report_interval_s=0.04, sweep_interval_s=0.005)
+
+    def run() -> list:
+        recs: list[dict] = []
+        st = FlowStage(config, sink=recs.append)
+        with open_capture(path) as r:
+            st.run(r.batches())
+        st.flush()
+        return recs + [st.summary()]
+    want = run()
+    orig = stage_mod.walk, stage_mod.Wheel
+    stage_mod.walk, stage_mod.Wheel = pure.walk, pure.Wheel
+    try:
+        assert run() == want
+    finally:
+        stage_mod.walk, stage_mod.Wheel = orig
+    assert want[-1]["wheels"]["expiry"]["rebuilds"] > 0
