@@ -18,8 +18,9 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
+
+from _common import scratch_dir
 
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.engine.pipeline import Engine, EngineConfig
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--packets", type=int, default=1500, help="RTP packets per direction per call")
     a = ap.parse_args()
-    path = pathlib.Path(tempfile.mkdtemp(prefix="otus-bench-")) / "rtp.pcap"
+    path = scratch_dir() / "rtp.pcap"
     with open(path, "wb") as f:
         wl = generate(f, RtpGenSpec(calls=a.calls, packets=a.packets, seed=42, call_gap_ms=20))
     sip_recs: list[dict] = []
