@@ -7,7 +7,8 @@ Timeouts and interval reports run on packet time, checked at most every ``sweep_
 wheels (``Wheel`` in flows/walk_cy.py) file every flow by the packet time it may time out and be reported at, filed
 when it is created and again only when a sweep finds it not due yet (or its deadline moved earlier:
 a shorter timeout for its new TCP state, or packet time going back), so a sweep touches only the
-flows that may be due. Each wheel holds at most twice ``max_flows`` entries (``Wheel`` in walk_cy.py). Otus only observes: nothing is dropped.
+flows that may be due. Each wheel holds at most twice ``max_flows`` entries (``Wheel`` in walk_cy.py).
+Otus only observes: nothing is dropped.
 
 Outputs: ``sink(record)`` gets the ``type: "flow"`` records (interval and end);
 ``events(record)`` (optional, for the detectors) also gets ``start`` and ``established``
@@ -25,8 +26,8 @@ from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address
-from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT
-from otus_agent.flows.walk_cy import Flow, Wheel, flow_record, walk
+from otus_agent.flows.table import CLOSED, NONE, RESET, STATE_NAMES, SYN_RECEIVED, SYN_SENT
+from otus_agent.flows.walk_cy import Flow, Wheel, flow_record, idle_limit, new_flow, walk
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 NF = D.NF
@@ -65,6 +66,7 @@ class FlowStage:
         self._tcp_lim = tuple(self._tcp_timeout(st) for st in range(len(STATE_NAMES)))  # by state, for walk_cy
         self._t_min = min(self._t_syn, self._t_est, self._t_closed, self._t_udp, self._t_icmp)
         self._report_ns = ns(c.report_interval_s)
+        self._max_flows = c.max_flows
         self._sweep_ns = ns(c.sweep_interval_s)
         self._next_sweep = -1
         # who may be due at a sweep: wheels of sweep-interval buckets, each at most twice the table (walk_cy)
@@ -123,18 +125,6 @@ class FlowStage:
         if out[F_STATUS] == ST_FRAGMENT:  # fragments inside the fragment: not followed further
             return
         walk(self, whole, array("q", out), 1, tss, wls)
-
-    def _tcp_new(self, key: tuple, ipver: int, src: bytes, dst: bytes, sp: int, dp: int, flags: int,
-                 t: int) -> tuple[Flow, int]:
-        """A new TCP flow and the packet's direction in it: the receiver of a first SYN-ACK is the
-        initiator (its SYN was missed); a first packet without SYN is a flow picked up mid-stream."""
-        if flags & (SYN | ACK) == SYN | ACK:
-            return self._new((dst, src, dp, sp, 6), ipver, 6, dst, src, dp, sp, t), 1
-        f = self._new(key, ipver, 6, src, dst, sp, dp, t)
-        if not flags & SYN:
-            f.state = ESTABLISHED
-            f.midstream = True
-        return f, 0
 
     def _event(self, f: Flow, event: str, t: int) -> None:
         if self.events is not None:
@@ -197,7 +187,7 @@ class FlowStage:
         back = t < f.last_ns
         f.last_ns = t
         if back:   # packet time went back: so did the flow's deadline
-            self._refile(f)
+            self._xw.refile(f, t + self._limit(f), self.flows)
         self.packets += 1
         self.bytes += length
         self.now_ns = max(self.now_ns, t)
@@ -245,26 +235,7 @@ class FlowStage:
 
     # -- table ---------------------------------------------------------------------------------
     def _new(self, key: tuple, ipver: int, proto: int, src: bytes, dst: bytes, sp: int, dp: int, t: int) -> Flow:
-        flows = self.flows
-        if len(flows) >= self.config.max_flows:
-            self.evictions += 1
-            self._end(flows[next(iter(flows))], t, "evicted")
-        f = Flow(key, ipver, proto, src, dst, sp, dp, t)
-        f.seq = self.created
-        flows[key] = f
-        self.created += 1
-        # the wheels: an entry's deadline is the last packet time the flow is *not* due at
-        self._xw.file(f, t + self._limit(f), flows)
-        if self._report_ns and self.sink is not None:
-            self._rw.file(f, t + self._report_ns - 1, flows)
-        return f
-
-    def _refile(self, f: Flow) -> None:
-        """The flow's deadline may have moved earlier than its entry (walk_cy calls this when its TCP state
-        got a shorter timeout or packet time went back): file it again, earlier."""
-        dl = f.last_ns + self._limit(f)
-        if self._xw.bucket(dl) < f.xq:
-            self._xw.file(f, dl, self.flows)
+        return new_flow(self, self.flows, key, ipver, proto, src, dst, sp, dp, t)  # type: ignore[no-any-return]
 
     def _tcp_timeout(self, st: int) -> int:
         """The idle timeout of a TCP flow in state ``st`` (``_tcp_lim`` holds it for every state)."""
@@ -275,11 +246,7 @@ class FlowStage:
         return self._t_est
 
     def _limit(self, f: Flow) -> int:
-        if f.proto == 6:
-            return self._tcp_lim[f.state]
-        if f.proto == 1 or f.proto == 58:
-            return self._t_icmp
-        return self._t_udp
+        return idle_limit(self, f.proto, f.state)  # type: ignore[no-any-return]
 
     @staticmethod
     def _timeout_reason(f: Flow) -> str:

@@ -24,10 +24,26 @@ else:
     )
 
 from heapq import heappop, heappush
+from socket import AF_INET, AF_INET6, inet_ntop
 
-from otus_agent.flows.records import FLAG_STRINGS, SCHEMA_VERSION, address, type_counts
-from otus_agent.flows.table import (ACK, CLOSED, ESTABLISHED, FIN, HALF_CLOSED, HALF_SEQ, NONE, RESET, RST,
-                                    PROTO_NAMES, SEQ_MOD, STATE_NAMES, SYN, SYN_RECEIVED, SYN_SENT, TIMED_OUT)
+from otus_agent.flows.table import (
+    ACK,
+    CLOSED,
+    ESTABLISHED,
+    FIN,
+    HALF_CLOSED,
+    HALF_SEQ,
+    NONE,
+    PROTO_NAMES,
+    RESET,
+    RST,
+    SEQ_MOD,
+    STATE_NAMES,
+    SYN,
+    SYN_RECEIVED,
+    SYN_SENT,
+    TIMED_OUT,
+)
 
 SYN_ACK = cython.declare(cython.longlong, 0x12)
 S_RESET = cython.declare(cython.longlong, RESET)
@@ -43,6 +59,26 @@ T_RST = cython.declare(cython.longlong, RST)
 T_ACK = cython.declare(cython.longlong, ACK)
 SEQ_MASK = cython.declare(cython.longlong, SEQ_MOD - 1)   # x & SEQ_MASK is x mod 2**32, also for x < 0
 T_HALF = cython.declare(cython.longlong, HALF_SEQ)
+
+SCHEMA_VERSION = 1  # of the type: "flow" record (its fields: flows/records.py)
+_TCP_FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"), (0x40, "E"),
+                     (0x80, "C"))
+
+
+@cython.ccall
+def address(raw: bytes) -> str:
+    return inet_ntop(AF_INET if len(raw) == 4 else AF_INET6, raw)  # type: ignore[no-any-return]
+
+
+def flag_letters(flags: int) -> str:
+    return "".join(c for bit, c in _TCP_FLAG_LETTERS if flags & bit)
+
+
+FLAG_STRINGS: tuple = tuple(flag_letters(i) for i in range(256))  # flag_letters of every 8-bit flags value
+
+
+def type_counts(d: dict | None) -> dict | None:
+    return {f"{t}/{c}": n for (t, c), n in sorted(d.items())} if d else None
 
 
 @cython.cclass
@@ -239,6 +275,13 @@ class Wheel:
         self._add(f, self.bucket(deadline))
 
     @cython.ccall
+    def refile(self, f: Flow, deadline: cython.longlong, flows: dict) -> None:
+        """``f``'s deadline moved earlier (a shorter timeout for its new TCP state, or packet time went
+        back): file it again if its entry's bucket is now too late."""
+        if self.bucket(deadline) < f.xq:
+            self.file(f, deadline, flows)
+
+    @cython.ccall
     def rebuild(self, flows: dict) -> None:
         """One entry per live flow of the table (where it is filed now), the stale ones gone."""
         g: Flow
@@ -283,6 +326,39 @@ class Wheel:
 
     def counters(self) -> dict:
         return {"entries": self.size, "limit": self.limit, "rebuilds": self.rebuilds}
+
+
+@cython.ccall
+def idle_limit(stage: object, proto: cython.int, state: cython.int) -> cython.longlong:
+    """A flow's idle timeout (ns) by protocol and, for TCP, state (the one rule: FlowStage._limit asks it)."""
+    if proto == 6:
+        return stage._tcp_lim[state]  # type: ignore[attr-defined,no-any-return]
+    if proto == 1 or proto == 58:
+        return stage._t_icmp  # type: ignore[attr-defined,no-any-return]
+    return stage._t_udp  # type: ignore[attr-defined,no-any-return]
+
+
+@cython.ccall
+def new_flow(stage: object, flows: dict, key: tuple, ipver: cython.int, proto: cython.int, src: bytes, dst: bytes,
+             sp: cython.longlong, dp: cython.longlong, t: cython.longlong) -> Flow:
+    """A new flow in the table, filed in the wheels; a full table first ends its oldest flow (``evicted``)."""
+    xw: Wheel = stage._xw  # type: ignore[attr-defined]
+    rw: Wheel
+    report: cython.longlong
+    if len(flows) >= stage._max_flows:  # type: ignore[attr-defined]
+        stage.evictions += 1  # type: ignore[attr-defined]
+        stage._end(flows[next(iter(flows))], t, "evicted")  # type: ignore[attr-defined]
+    f = Flow(key, ipver, proto, src, dst, sp, dp, t)
+    f.seq = stage.created  # type: ignore[attr-defined]
+    flows[key] = f
+    stage.created += 1  # type: ignore[attr-defined]
+    # the wheels: an entry's deadline is the last packet time the flow is *not* due at
+    xw.file(f, t + idle_limit(stage, proto, S_NONE), flows)
+    report = stage._report_ns  # type: ignore[attr-defined]
+    if report and stage.sink is not None:  # type: ignore[attr-defined]
+        rw = stage._rw  # type: ignore[attr-defined]
+        rw.file(f, t + report - 1, flows)
+    return f
 
 
 @cython.ccall
@@ -349,6 +425,7 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
     nbytes: cython.longlong = 0
     events = stage.events  # type: ignore[attr-defined]
     tcp_lim: tuple = stage._tcp_lim  # type: ignore[attr-defined]
+    xw: Wheel = stage._xw  # type: ignore[attr-defined]
     for i in range(n):
         o = i * NF
         st = rows[o]
@@ -402,10 +479,19 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
                     stage._end(f, t, "rst" if f.state == S_RESET else "fin")  # type: ignore[attr-defined]
                     f = None
                     last = t
-            if f is None:
-                f, d = stage._tcp_new(k, rows[o + F_IPVER], src, dst, sp, dp, flags, t)  # type: ignore[attr-defined]
+            if f is None:  # a new TCP flow: the receiver of a first SYN-ACK is the initiator (its SYN was
+                # missed); a first segment without SYN is a flow picked up mid-stream
+                if (flags & SYN_ACK) == SYN_ACK:
+                    f = new_flow(stage, flows, (dst, src, dp, sp, proto), rows[o + F_IPVER], 6, dst, src, dp, sp, t)
+                    d = 1
+                else:
+                    f = new_flow(stage, flows, k, rows[o + F_IPVER], 6, src, dst, sp, dp, t)
+                    d = 0
+                    if not flags & T_SYN:
+                        f.state = S_ESTABLISHED
+                        f.midstream = True
                 new = True
-                s0 = S_NONE  # filed by _new, before _tcp_new set a mid-stream flow's state
+                s0 = S_NONE  # filed in state none, before a mid-stream flow became established
             l4 = rows[o + F_L4OFF]
             was = f.state
             if s0 < 0:
@@ -415,7 +501,7 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
             if was == S_SYN_RECEIVED and s1 == S_ESTABLISHED and events is not None:
                 stage._event(f, "established", t)  # type: ignore[attr-defined]
         elif f is None:
-            f = stage._new(k, rows[o + F_IPVER], proto, src, dst, sp, dp, t)  # type: ignore[attr-defined]
+            f = new_flow(stage, flows, k, rows[o + F_IPVER], proto, src, dst, sp, dp, t)
             d = 0
             new = True
         if d == 0:
@@ -428,7 +514,7 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
         # the flow's deadline moved earlier than its wheel entry: a shorter timeout in its new TCP state, or
         # packet time went back (rare: the stage files it again)
         if t < last or (s1 != s0 and tcp_lim[s1] < tcp_lim[s0]):
-            stage._refile(f)  # type: ignore[attr-defined]
+            xw.refile(f, t + idle_limit(stage, proto, f.state), flows)
         packets += 1
         nbytes += length
         if new and events is not None:
