@@ -27,7 +27,7 @@ from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
 from otus_agent.flows.records import address
 from otus_agent.flows.table import CLOSED, NONE, RESET, STATE_NAMES, SYN_RECEIVED, SYN_SENT
-from otus_agent.flows.walk_cy import Flow, Wheel, flow_record, idle_limit, new_flow, walk
+from otus_agent.flows.walk_cy import Flow, Wheel, end_flow, flow_record, idle_limit, new_flow, sweep, timeout_reason, walk
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 NF = D.NF
@@ -250,56 +250,17 @@ class FlowStage:
 
     @staticmethod
     def _timeout_reason(f: Flow) -> str:
-        """A closed TCP flow's linger ran out: it ended by its FIN or RST, not by going quiet."""
-        return ("rst" if f.state == RESET else "fin") if f.proto == 6 and f.closed() else "idle_timeout"
+        return timeout_reason(f)  # type: ignore[no-any-return]
 
     def _expired(self, f: Flow, t: int) -> bool:
         return t - f.last_ns > self._limit(f)
 
     def _end(self, f: Flow, t: int, reason: str) -> None:
-        del self.flows[f.key]
-        f.xq = f.rq = -1  # its wheel entries are stale now
-        self.ended[reason] = self.ended.get(reason, 0) + 1
-        if self.sink is not None or self.events is not None:
-            rec = flow_record(f, "end", t, reason)
-            if self.sink is not None:
-                self.sink(rec)
-            if self.events is not None:
-                self.events(rec)
+        end_flow(self, f, t, reason)
 
     def _sweep(self, t: int) -> None:
-        """End the flows idle past their timeout at ``t``, then report those due an interval record, each
-        set in table order (creation order, as a walk over the table gives), touching only wheel entries
-        that can be due: a flow due is one with ``t - last_ns > timeout`` / ``t - reported_ns >= interval``."""
-        self._next_sweep = t + self._sweep_ns
-        w, flows = self._xw, self.flows
-        if w.heap and w.heap[0] * w.width < t:
-            limit = self._limit
-            due = []
-            for f in w.take(t):
-                dl = f.last_ns + limit(f)
-                if dl < t:
-                    due.append(f)
-                else:
-                    w.file(f, dl, flows)
-            due.sort(key=_SEQ)
-            for f in due:
-                self._end(f, t, self._timeout_reason(f))
-        report = self._report_ns
-        w = self._rw
-        if report and self.sink is not None and w.heap and w.heap[0] * w.width < t:
-            due = []
-            for f in w.take(t):
-                dl = f.reported_ns + report - 1
-                if dl < t:
-                    due.append(f)
-                else:
-                    w.file(f, dl, flows)
-            due.sort(key=_SEQ)
-            for f in due:
-                f.reported_ns = t
-                self.sink(flow_record(f, "interval", t))
-                w.file(f, t + report - 1, flows)
+        """Timeouts and interval reports at ``t`` (walk_cy.sweep: the wheels' due flows only)."""
+        sweep(self, t)
 
     def tick(self, now_ns: int) -> None:
         """Run timeouts and interval reports at ``now_ns`` (packet clock) when traffic is quiet."""

@@ -24,6 +24,7 @@ else:
     )
 
 from heapq import heappop, heappush
+from operator import attrgetter
 from socket import AF_INET, AF_INET6, inet_ntop
 
 from otus_agent.flows.table import (
@@ -60,6 +61,7 @@ T_ACK = cython.declare(cython.longlong, ACK)
 SEQ_MASK = cython.declare(cython.longlong, SEQ_MOD - 1)   # x & SEQ_MASK is x mod 2**32, also for x < 0
 T_HALF = cython.declare(cython.longlong, HALF_SEQ)
 
+_SEQ = attrgetter("seq")
 SCHEMA_VERSION = 1  # of the type: "flow" record (its fields: flows/records.py)
 _TCP_FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, "A"), (0x20, "U"), (0x40, "E"),
                      (0x80, "C"))
@@ -339,6 +341,73 @@ def idle_limit(stage: object, proto: cython.int, state: cython.int) -> cython.lo
 
 
 @cython.ccall
+def timeout_reason(f: Flow) -> str:
+    """A closed TCP flow's linger ran out: it ended by its FIN or RST, not by going quiet."""
+    if f.proto == 6 and f.closed():
+        return "rst" if f.state == S_RESET else "fin"
+    return "idle_timeout"
+
+
+@cython.ccall
+def end_flow(stage: object, f: Flow, t: cython.longlong, reason: str) -> None:
+    """End ``f``: out of the table (its wheel entries stale), counted by reason, its end record to the
+    stage's sink and events."""
+    del stage.flows[f.key]  # type: ignore[attr-defined]
+    f.xq = -1
+    f.rq = -1
+    ended: dict = stage.ended  # type: ignore[attr-defined]
+    ended[reason] = ended.get(reason, 0) + 1
+    sink = stage.sink  # type: ignore[attr-defined]
+    events = stage.events  # type: ignore[attr-defined]
+    if sink is not None or events is not None:
+        rec = flow_record(f, "end", t, reason)
+        if sink is not None:
+            sink(rec)
+        if events is not None:
+            events(rec)
+
+
+@cython.ccall
+def sweep(stage: object, t: cython.longlong) -> None:
+    """End the flows idle past their timeout at ``t``, then report those due an interval record, each
+    set in table order (creation order, as a walk over the table gives), touching only wheel entries
+    that can be due: a flow is due with ``t - last_ns > timeout`` / ``t - reported_ns >= interval``."""
+    xw: Wheel = stage._xw  # type: ignore[attr-defined]
+    rw: Wheel = stage._rw  # type: ignore[attr-defined]
+    flows: dict = stage.flows  # type: ignore[attr-defined]
+    f: Flow
+    dl: cython.longlong
+    report: cython.longlong = stage._report_ns  # type: ignore[attr-defined]
+    stage._next_sweep = t + stage._sweep_ns  # type: ignore[attr-defined]
+    due: list
+    if xw.heap and cython.cast(cython.longlong, xw.heap[0]) * xw.width < t:
+        due = []
+        for f in xw.take(t):
+            dl = f.last_ns + idle_limit(stage, f.proto, f.state)
+            if dl < t:
+                due.append(f)
+            else:
+                xw.file(f, dl, flows)
+        due.sort(key=_SEQ)
+        for f in due:
+            end_flow(stage, f, t, timeout_reason(f))
+    sink = stage.sink  # type: ignore[attr-defined]
+    if report and sink is not None and rw.heap and cython.cast(cython.longlong, rw.heap[0]) * rw.width < t:
+        due = []
+        for f in rw.take(t):
+            dl = f.reported_ns + report - 1
+            if dl < t:
+                due.append(f)
+            else:
+                rw.file(f, dl, flows)
+        due.sort(key=_SEQ)
+        for f in due:
+            f.reported_ns = t
+            sink(flow_record(f, "interval", t))
+            rw.file(f, t + report - 1, flows)
+
+
+@cython.ccall
 def new_flow(stage: object, flows: dict, key: tuple, ipver: cython.int, proto: cython.int, src: bytes, dst: bytes,
              sp: cython.longlong, dp: cython.longlong, t: cython.longlong) -> Flow:
     """A new flow in the table, filed in the wheels; a full table first ends its oldest flow (``evicted``)."""
@@ -347,7 +416,7 @@ def new_flow(stage: object, flows: dict, key: tuple, ipver: cython.int, proto: c
     report: cython.longlong
     if len(flows) >= stage._max_flows:  # type: ignore[attr-defined]
         stage.evictions += 1  # type: ignore[attr-defined]
-        stage._end(flows[next(iter(flows))], t, "evicted")  # type: ignore[attr-defined]
+        end_flow(stage, flows[next(iter(flows))], t, "evicted")
     f = Flow(key, ipver, proto, src, dst, sp, dp, t)
     f.seq = stage.created  # type: ignore[attr-defined]
     flows[key] = f
@@ -465,8 +534,8 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
         s0 = s1 = -1  # TCP state before this segment (its wheel entry is no later than that deadline), after it
         if f is not None:
             last = f.last_ns
-            if t - last > t_min and stage._expired(f, t):  # type: ignore[attr-defined]
-                stage._end(f, t, stage._timeout_reason(f))  # type: ignore[attr-defined]
+            if t - last > t_min and t - last > idle_limit(stage, proto, f.state):
+                end_flow(stage, f, t, timeout_reason(f))
                 f = None
                 last = t
         if proto == 6:
@@ -476,7 +545,7 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
                     s0 = f.state
                     f.reopen()
                 else:  # a new connection on the same ports
-                    stage._end(f, t, "rst" if f.state == S_RESET else "fin")  # type: ignore[attr-defined]
+                    end_flow(stage, f, t, "rst" if f.state == S_RESET else "fin")
                     f = None
                     last = t
             if f is None:  # a new TCP flow: the receiver of a first SYN-ACK is the initiator (its SYN was

@@ -16,7 +16,8 @@ from otus_agent.sim import flowgen
 from ...conftest import corpus_path, load_pure
 
 COMPILED = not walk_cy.__file__.endswith(".py")
-NAMES = ("walk", "Flow", "Wheel", "new_flow", "idle_limit", "flow_record")   # what the stage takes from walk_cy
+# what the stage takes from walk_cy (every name it imports from there)
+NAMES = tuple(n for n, v in vars(stage_mod).items() if getattr(v, "__module__", None) == walk_cy.__name__)
 FAST = FlowConfig(tcp_syn_timeout_s=0.03, tcp_established_timeout_s=0.2, tcp_closed_timeout_s=0.01,
                   udp_timeout_s=0.05, icmp_timeout_s=0.5, report_interval_s=0.04, sweep_interval_s=0.005)
 
@@ -57,6 +58,7 @@ def test_compiled_walk_equals_pure(tmp_path: pathlib.Path, source: str) -> None:
     else:
         path = str(tmp_path / "t.pcap")
         (flowgen.mixed_trace(seed=4) if source == "mixed" else flowgen.tcp_states_trace()[0]).write(path)
+    assert {"walk", "Flow", "Wheel", "new_flow", "end_flow", "sweep"} <= set(NAMES)
     assert records(path, walk_cy) == records(path, pure_module())
 
 
