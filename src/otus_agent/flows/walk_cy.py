@@ -2,7 +2,8 @@
 docs/architecture.md).
 
 ``Flow`` holds one five-tuple's counters and runs the observer's TCP state machine (the names are in
-``flows/table.py``). ``walk`` takes the TCP/UDP/SCTP packets itself -- five-tuple lookup, counters, TCP
+``flows/table.py``). The walk keys a TCP/UDP/SCTP flow by its five-tuple with the lower (address, port)
+end first, so either direction finds it with one lookup; the flow's ``src`` is still its initiator. ``walk`` takes the TCP/UDP/SCTP packets itself -- five-tuple lookup, counters, TCP
 state -- and hands every rarer case back to the stage (ICMP and other IP protocols, timeouts, new flows,
 sweeps), so the table's rules stay in ``flows/stage.py``. Compiled, ``Flow`` is a C struct the loop
 updates directly and the loop indexes the rows as C arrays; uncompiled, the same source runs as plain Python.
@@ -469,6 +470,19 @@ def flow_record(f: Flow, event: str, ts_ns: cython.longlong, end_reason: object 
     return rec
 
 
+@cython.cfunc
+@cython.inline
+def _lower(buf: bytes, sa: cython.Py_ssize_t, alen: cython.Py_ssize_t, sp: cython.longlong,
+           dp: cython.longlong) -> cython.bint:
+    """Whether the source end (address at ``sa``, port ``sp``) is not above the destination end (the
+    address after it): the flow's key puts the lower end first, whichever way a packet goes."""
+    i: cython.Py_ssize_t
+    for i in range(alen):
+        if buf[sa + i] != buf[sa + alen + i]:
+            return buf[sa + i] < buf[sa + alen + i]
+    return sp <= dp
+
+
 def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
          wl: cython.longlong[:]) -> None:
     """Account packets ``0..n-1`` of a decoded batch on ``stage`` (a FlowStage)."""
@@ -483,6 +497,10 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
     flags: cython.longlong
     d: cython.int
     new: cython.bint
+    sa: cython.Py_ssize_t
+    alen: cython.Py_ssize_t
+    sp: cython.longlong
+    dp: cython.longlong
     f: Flow
     last: cython.longlong
     s0: cython.longlong
@@ -514,20 +532,20 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
             stage._sweep(t)  # type: ignore[attr-defined]
             next_sweep = stage._next_sweep  # type: ignore[attr-defined]
         l3 = rows[o + F_L3OFF]
-        if rows[o + F_IPVER] == 4:
-            src = buf[l3 + 12:l3 + 16]
-            dst = buf[l3 + 16:l3 + 20]
-        else:
-            src = buf[l3 + 8:l3 + 24]
-            dst = buf[l3 + 24:l3 + 40]
-        proto = rows[o + F_PROTO]
         sp = rows[o + F_SPORT]
         dp = rows[o + F_DPORT]
-        k = (src, dst, sp, dp, proto)
+        if rows[o + F_IPVER] == 4:
+            sa, alen = l3 + 12, 4
+        else:
+            sa, alen = l3 + 8, 16
+        src = buf[sa:sa + alen]
+        dst = buf[sa + alen:sa + 2 * alen]
+        proto = rows[o + F_PROTO]
+        # one key for both directions: the lower (address, port) end first
+        k = (src, dst, sp, dp, proto) if _lower(buf, sa, alen, sp, dp) else (dst, src, dp, sp, proto)
         f = flows.get(k)
         d = 0
-        if f is None:
-            f = flows.get((dst, src, dp, sp, proto))
+        if f is not None and not (f.sport == sp and f.src == src):
             d = 1
         new = False
         last = t
@@ -551,7 +569,7 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
             if f is None:  # a new TCP flow: the receiver of a first SYN-ACK is the initiator (its SYN was
                 # missed); a first segment without SYN is a flow picked up mid-stream
                 if (flags & SYN_ACK) == SYN_ACK:
-                    f = new_flow(stage, flows, (dst, src, dp, sp, proto), rows[o + F_IPVER], 6, dst, src, dp, sp, t)
+                    f = new_flow(stage, flows, k, rows[o + F_IPVER], 6, dst, src, dp, sp, t)
                     d = 1
                 else:
                     f = new_flow(stage, flows, k, rows[o + F_IPVER], 6, src, dst, sp, dp, t)
