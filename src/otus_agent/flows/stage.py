@@ -4,11 +4,12 @@ It walks the rows of ``decode/layout.pxd`` (no Datagram objects), so it can foll
 of a capture. Bytes are frame (wire) lengths, as tshark's conversation statistics count them.
 Timeouts and interval reports run on packet time, checked at most every ``sweep_interval_s``;
 ``tick(now_ns)`` drives them when no packets arrive. A sweep does not walk the table: two timing
-wheels (``Wheel`` in flows/walk_cy.py) file every flow by the packet time it may time out and be reported at, filed
-when it is created and again only when a sweep finds it not due yet (or its deadline moved earlier:
-a shorter timeout for its new TCP state, or packet time going back), so a sweep touches only the
-flows that may be due. Each wheel holds at most twice ``max_flows`` entries (``Wheel`` in walk_cy.py).
-Otus only observes: nothing is dropped.
+wheels (``Wheel`` in flows/walk_cy.py) file every flow by the packet time it may time out and be
+reported at, when it is created and again only when a sweep finds it not due yet (or its deadline
+moved earlier: a shorter timeout for its new TCP state, or packet time going back), so a sweep touches
+only the flows that may be due. Each wheel holds at most twice ``max_flows`` entries. The per-packet
+walk, new and ended flows and the sweep are compiled (walk_cy.py); ICMP, fragments and the views are
+here. Otus only observes: nothing is dropped.
 
 Outputs: ``sink(record)`` gets the ``type: "flow"`` records (interval and end);
 ``events(record)`` (optional, for the detectors) also gets ``start`` and ``established``
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
-from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
@@ -44,7 +44,6 @@ PORTED = frozenset((6, 17, 132))
 ICMP_RECENT = 100   # ICMP errors kept for the API (a ring: the oldest goes)
 
 Sink = Callable[[dict], Any]
-_SEQ = attrgetter("seq")
 
 
 class FlowStage:

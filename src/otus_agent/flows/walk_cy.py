@@ -1,12 +1,14 @@
-"""The flow and the flow table's per-packet loop over a decoded batch (Cython pure-Python mode, see
-docs/architecture.md).
+"""The flow table's hot path (Cython pure-Python mode, see docs/architecture.md).
 
 ``Flow`` holds one five-tuple's counters and runs the observer's TCP state machine (the names are in
-``flows/table.py``). The walk keys a TCP/UDP/SCTP flow by its five-tuple with the lower (address, port)
-end first, so either direction finds it with one lookup; the flow's ``src`` is still its initiator. ``walk`` takes the TCP/UDP/SCTP packets itself -- five-tuple lookup, counters, TCP
-state -- and hands every rarer case back to the stage (ICMP and other IP protocols, timeouts, new flows,
-sweeps), so the table's rules stay in ``flows/stage.py``. Compiled, ``Flow`` is a C struct the loop
-updates directly and the loop indexes the rows as C arrays; uncompiled, the same source runs as plain Python.
+``flows/table.py``); ``flow_record`` builds its ``type: "flow"`` record (fields: ``flows/records.py``).
+``walk`` takes the TCP/UDP/SCTP packets of a decoded batch itself -- five-tuple lookup, counters, TCP
+state, new and ended flows (``new_flow``, ``end_flow``) -- and hands ICMP and other IP protocols,
+fragments and sweeps back to the stage (``flows/stage.py``), whose ``_sweep`` runs ``sweep``: the flows
+due come from two ``Wheel``s, never from a walk over the table. The walk keys a flow by its five-tuple
+with the lower (address, port) end first, so either direction finds it with one lookup; the flow's
+``src`` is still its initiator. Compiled, ``Flow`` is a C struct the loop updates directly and the loop
+indexes the rows as C arrays; uncompiled, the same source runs as plain Python.
 """
 try:
     import cython
