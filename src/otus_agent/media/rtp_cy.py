@@ -1,8 +1,10 @@
 """The RTP hot path: the header parse and the per-stream statistics, compiled when Cython is there.
 
-Two entry points share one parse: ``parse_rtp`` (a header object, for the API and the fuzz
-tests) and ``RtpStream.add_packet`` (the stage's per-packet call: parses in place and adds,
-allocating nothing).  Nothing keeps payload bytes.
+Three entry points share one parse: ``parse_rtp`` (a header object, for the API and the fuzz
+tests), ``RtpStream.add_packet`` (the datagram path's per-packet call: parses in place and adds,
+allocating nothing) and ``MediaLane.run`` (the engine's lane beside SIP: a decoded batch's RTP
+packets to their streams in one compiled loop, the payload read in the batch buffer, no slice and
+no Python call per packet).  Nothing keeps payload bytes.
 
 ``RtpStream.add`` follows ``rtppacket_analyse`` (Wireshark ui/tap-rtp-analysis.c) as tshark
 4.0 behaves (checked against 4.0.17 packet by packet, tests/agent/media/test_against_tshark.py):
@@ -26,6 +28,7 @@ RFC 4733 telephone events (distinct event timestamps).
 """
 from __future__ import annotations
 
+import socket
 from array import array
 from collections import Counter
 from typing import NamedTuple
@@ -34,6 +37,34 @@ try:
     import cython
 except ImportError:  # the pure build without Cython installed
     from otus_agent import _cython_shim as cython  # type: ignore[no-redef]
+if cython.compiled:   # the one definition: decode/layout.pxd (its Python view is generated from it)
+    from cython.cimports.cpython.bytes import PyBytes_FromStringAndSize
+    from cython.cimports.libc.string import memchr
+    from cython.cimports.otus_agent.decode.layout import (
+        F_DPORT,
+        F_IPVER,
+        F_L3OFF,
+        F_PAYLEN,
+        F_PAYOFF,
+        F_PROTO,
+        F_SPORT,
+        F_STATUS,
+        NF,
+        ST_L4,
+    )
+else:
+    from otus_agent.decode.layout import (
+        F_DPORT,
+        F_IPVER,
+        F_L3OFF,
+        F_PAYLEN,
+        F_PAYOFF,
+        F_PROTO,
+        F_SPORT,
+        F_STATUS,
+        NF,
+        ST_L4,
+    )
 
 from otus_agent.media.payload import PT_CN, PT_CN_OLD, clock_rate, codec_name, telephone_event_pt
 
@@ -65,11 +96,12 @@ class RtpHeader(NamedTuple):
 
 @cython.cfunc
 @cython.exceptval(check=False)
-def _payload_offset(buf: bytes, n: cython.Py_ssize_t) -> cython.Py_ssize_t:
-    """Offset of the payload, or -code (RTP_REASONS) when the header cannot be RTP (RFC 3550 5.1)."""
+def _payload_offset(p: cython.p_uchar, a: cython.Py_ssize_t, n: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """Offset (from ``a``) of the payload of the ``n``-byte datagram at ``p[a]``, or -code (RTP_REASONS)
+    when the header cannot be RTP (RFC 3550 5.1)."""
     if n < 12:
         return -1
-    b0: cython.int = buf[0]
+    b0: cython.int = p[a]
     if b0 >> 6 != 2:
         return -2
     off: cython.Py_ssize_t = 12 + 4 * (b0 & 0x0F)
@@ -78,11 +110,11 @@ def _payload_offset(buf: bytes, n: cython.Py_ssize_t) -> cython.Py_ssize_t:
     if b0 & 0x10:
         if off + 4 > n:
             return -4
-        off += 4 + 4 * ((buf[off + 2] << 8) | buf[off + 3])
+        off += 4 + 4 * ((p[a + off + 2] << 8) | p[a + off + 3])
         if off > n:
             return -4
     if b0 & 0x20:
-        pad: cython.int = buf[n - 1]
+        pad: cython.int = p[a + n - 1]
         # the last octet counts itself, so 0 is invalid, and padding cannot eat the header
         if pad == 0 or off + pad > n:
             return -5
@@ -92,7 +124,12 @@ def _payload_offset(buf: bytes, n: cython.Py_ssize_t) -> cython.Py_ssize_t:
 def parse_rtp(buf: bytes, counters: Counter[str]) -> RtpHeader | None:
     """The RTP header of one UDP payload, or None (and a counted reason) when it cannot be RTP."""
     n: cython.Py_ssize_t = len(buf)
-    off: cython.Py_ssize_t = _payload_offset(buf, n)
+    bp: cython.p_uchar
+    if cython.compiled:
+        bp = cython.cast(cython.p_uchar, buf)
+    else:
+        bp = buf
+    off: cython.Py_ssize_t = _payload_offset(bp, 0, n)
     if off < 0:
         counters[RTP_REASONS[-off]] += 1
         return None
@@ -171,16 +208,29 @@ class RtpStream:
 
     def add_packet(self, ts_ns: cython.longlong, buf: bytes) -> cython.int:
         """Parse and account one datagram: 0, a reason code (RTP_REASONS), or SSRC_MISMATCH."""
-        n: cython.Py_ssize_t = len(buf)
-        off: cython.Py_ssize_t = _payload_offset(buf, n)
+        bp: cython.p_uchar
+        if cython.compiled:
+            bp = cython.cast(cython.p_uchar, buf)
+        else:
+            bp = buf
+        return self._add_at(ts_ns, bp, 0, len(buf))
+
+    @cython.cfunc
+    @cython.exceptval(check=False)
+    def _add_at(self, ts_ns: cython.longlong, p: cython.p_uchar, a: cython.Py_ssize_t,
+                n: cython.Py_ssize_t) -> cython.int:
+        """``add_packet`` for the ``n``-byte datagram at ``p[a]`` (the lane's call: in the batch buffer)."""
+        off: cython.Py_ssize_t = _payload_offset(p, a, n)
         if off < 0:
             return -off
         # C longlong before shifting: a C int would overflow at bit 31
-        ssrc: cython.longlong = (cython.cast(cython.longlong, buf[8]) << 24) | (buf[9] << 16) | (buf[10] << 8) | buf[11]
+        ssrc: cython.longlong = ((cython.cast(cython.longlong, p[a + 8]) << 24) | (p[a + 9] << 16)
+                                 | (p[a + 10] << 8) | p[a + 11])
         if ssrc != self.ssrc:
             return SSRC_MISMATCH
-        rtp_ts: cython.longlong = (cython.cast(cython.longlong, buf[4]) << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7]
-        self._add(ts_ns, (buf[2] << 8) | buf[3], rtp_ts, buf[1] & 0x7F, (buf[1] & 0x80) != 0, n)
+        rtp_ts: cython.longlong = ((cython.cast(cython.longlong, p[a + 4]) << 24) | (p[a + 5] << 16)
+                                   | (p[a + 6] << 8) | p[a + 7])
+        self._add(ts_ns, (p[a + 2] << 8) | p[a + 3], rtp_ts, p[a + 1] & 0x7F, (p[a + 1] & 0x80) != 0, n)
         return 0
 
     def add(self, ts_ns: int, seq: int, rtp_ts: int, pt: int, marker: bool, size: int) -> None:
@@ -331,3 +381,137 @@ class RtpStream:
     @property
     def payload_types(self) -> list[int]:
         return sorted(self.pt_set)
+
+
+# ------------------------------------------------------------ the lane beside SIP
+
+def flow_key(src: str, sport: int, dst: str, dport: int) -> bytes:
+    """The lane's key of a flow given as text: the packed addresses as the IP header carries them
+    (4 + 4 or 16 + 16 bytes), then both ports big-endian; what ``MediaLane.run`` reads in place."""
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    return (socket.inet_pton(family, src) + socket.inet_pton(family, dst)
+            + sport.to_bytes(2, "big") + dport.to_bytes(2, "big"))
+
+
+@cython.cfunc
+def _key_at(buf: bytes, p: cython.p_uchar, ipver: cython.longlong, l3off: cython.Py_ssize_t,
+            sport: cython.longlong, dport: cython.longlong) -> bytes:
+    """``flow_key`` of a decoded packet, read from its IP header (one small bytes object, no text)."""
+    a: cython.Py_ssize_t = l3off + 12 if ipver == 4 else l3off + 8
+    m: cython.Py_ssize_t = 8 if ipver == 4 else 32
+    key: bytes
+    k: cython.p_uchar
+    i: cython.Py_ssize_t
+    if cython.compiled:
+        key = PyBytes_FromStringAndSize(cython.NULL, m + 4)
+        k = cython.cast(cython.p_uchar, key)
+        for i in range(m):
+            k[i] = p[a + i]
+        k[m] = (sport >> 8) & 0xFF
+        k[m + 1] = sport & 0xFF
+        k[m + 2] = (dport >> 8) & 0xFF
+        k[m + 3] = dport & 0xFF
+        return key
+    return buf[a:a + m] + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+def _has_v20(buf: bytes, p: cython.p_uchar, a: cython.Py_ssize_t, n: cython.Py_ssize_t) -> cython.bint:
+    """``b"/2.0" in payload``: SIP's heuristic wants a first line ending in SIP/2.0 (any case)."""
+    q: cython.p_uchar
+    e: cython.p_uchar
+    if cython.compiled:
+        q = p + a
+        e = p + a + n - 3
+        while q < e:
+            q = cython.cast(cython.p_uchar, memchr(q, 47, e - q))
+            if q == cython.NULL:
+                return False
+            if q[1] == 50 and q[2] == 46 and q[3] == 48:
+                return True
+            q += 1
+        return False
+    return b"/2.0" in buf[a:a + n]
+
+
+@cython.cclass
+class MediaLane:
+    """The datagram stage's lane for ``--parsers sip,rtp`` (MediaStage.run_lane drives it): from a row of a
+    decoded batch, each UDP packet of a known plain flow goes to its stream, keyed by the raw addresses
+    and ports (``flow_key``), until a row the datagram path must see: not UDP, at or after ``until``
+    (a flush is due), on one of SIP's ports, not on a known flow, one SIP's heuristic could take
+    (``heuristic``: contains "/2.0"), or not its stream's SSRC.  A packet its stream refuses as RTP is
+    taken and counted by reason in ``bad`` (RTP_REASONS' codes), as the datagram path counts it."""
+    flows = cython.declare(dict, visibility="readonly")    # flow_key -> RtpStream (non-multiplexed flows)
+    sip_ports = cython.declare(cython.uchar[:])            # 65,536 flags: SIP's ports
+    heuristic = cython.declare(cython.bint, visibility="readonly")
+    packets = cython.declare(cython.longlong, visibility="readonly")      # RTP packets added
+    last_ts_ns = cython.declare(cython.longlong, visibility="readonly")   # of the last packet taken
+    bad = cython.declare(cython.longlong[:])                # refused packets per RTP_REASONS code
+
+    def __init__(self) -> None:
+        self.flows = {}
+        self.sip_ports = bytearray(65536)
+        self.heuristic = True
+        self.packets = 0
+        self.last_ts_ns = 0
+        self.bad = array("q", [0]) * len(RTP_REASONS)
+
+    def configure(self, ports: frozenset, heuristic: bool) -> None:
+        """SIP's ports and heuristic: the packets SIP may want stay on the datagram path."""
+        flags = bytearray(65536)
+        for port in ports:
+            flags[port] = 1
+        self.sip_ports = flags
+        self.heuristic = heuristic
+
+    def refused(self) -> dict:
+        """The refused packets by reason (nonzero only)."""
+        return {RTP_REASONS[c]: self.bad[c] for c in range(1, len(RTP_REASONS)) if self.bad[c]}
+
+    def run(self, buf: bytes, dec: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
+            start: cython.Py_ssize_t, until: cython.longlong) -> cython.Py_ssize_t:
+        """Take rows ``start``..``n``-1 until one the datagram path must see; return its index (n: all)."""
+        i: cython.Py_ssize_t
+        base: cython.Py_ssize_t
+        pay: cython.Py_ssize_t
+        plen: cython.Py_ssize_t
+        t: cython.longlong
+        sport: cython.longlong
+        dport: cython.longlong
+        code: cython.int
+        s: RtpStream
+        bp: cython.p_uchar
+        if cython.compiled:
+            bp = cython.cast(cython.p_uchar, buf)
+        else:
+            bp = buf
+        flows: dict = self.flows
+        ports: cython.uchar[:] = self.sip_ports
+        for i in range(start, n):
+            base = i * NF
+            if dec[base + F_STATUS] != ST_L4 or dec[base + F_PROTO] != 17:
+                return i
+            t = ts[i]
+            sport = dec[base + F_SPORT]
+            dport = dec[base + F_DPORT]
+            if t >= until or ports[sport] or ports[dport]:
+                return i
+            found = flows.get(_key_at(buf, bp, dec[base + F_IPVER], dec[base + F_L3OFF], sport, dport))
+            if found is None:
+                return i
+            pay = dec[base + F_PAYOFF]
+            plen = dec[base + F_PAYLEN]
+            if self.heuristic and _has_v20(buf, bp, pay, plen):
+                return i
+            s = cython.cast(RtpStream, found)
+            code = s._add_at(t, bp, pay, plen)
+            if code == 0:
+                self.packets += 1
+            elif code > 0:
+                self.bad[code] += 1
+            else:   # another SSRC on the flow: the datagram path opens its stream
+                return i
+            self.last_ts_ns = t
+        return n
