@@ -208,11 +208,11 @@ class MediaStage:
         if ms.mux:
             self.fast.pop(flow, None)
             if key is not None:
-                self.lane.flows.pop(key, None)
+                self.lane.pop(key)
         else:
             self.fast[flow] = ms.stats.add_packet
             if key is not None:
-                self.lane.flows[key] = ms.stats
+                self.lane.put(key, ms.stats)
 
     def _heuristic(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         ms = None
@@ -349,7 +349,7 @@ class MediaStage:
             self.fast.pop(flow, None)
             key = _lane_key(flow)
             if key is not None:
-                self.lane.flows.pop(key, None)
+                self.lane.pop(key)
         if self.by_ssrc.get(ms.key[4]) is ms:
             del self.by_ssrc[ms.key[4]]
         if ms.call_id is not None:
