@@ -84,6 +84,8 @@ _B31 = cython.declare(cython.longlong, 0x80000000)
 _B32 = cython.declare(cython.longlong, 0x100000000)
 _DUP_MASK = cython.declare(cython.longlong, DUP_WINDOW - 1)
 _TS_JUMP = cython.declare(cython.longlong, TS_JUMP_FACTOR)
+_CN = cython.declare(cython.int, PT_CN)
+_CN_OLD = cython.declare(cython.int, PT_CN_OLD)
 
 
 class RtpHeader(NamedTuple):
@@ -284,8 +286,8 @@ class RtpStream:
             self.seq_errors += 1
         elif last + 1 > seq:
             self.seq_errors += 1
-        cn: cython.bint = pt == PT_CN or pt == PT_CN_OLD
-        follow_cn: cython.bint = self.payload_type == PT_CN or self.payload_type == PT_CN_OLD
+        cn: cython.bint = pt == _CN or pt == _CN_OLD
+        follow_cn: cython.bint = self.payload_type == _CN or self.payload_type == _CN_OLD
         if pt != self.payload_type:
             self.clock = clock_rate(pt, self.rtpmap)
             self.pt_set.add(pt)
@@ -342,6 +344,12 @@ class RtpStream:
             d -= 0x10000
         ext: cython.longlong = top + d
         slot: cython.Py_ssize_t = ext & _DUP_MASK
+        if ext > top:
+            # past the highest seen, so never seen (every slot holds a seq <= top): no load of the
+            # window, which is most often out of the cache, for the common in-order packet
+            self.seen[slot] = ext
+            self.max_ext_seq = ext
+            return
         if self.seen[slot] == ext:
             self.duplicates += 1
             return
