@@ -477,9 +477,10 @@ class MediaLane:
     its stream's SSRC.  A packet its stream refuses as RTP is taken and counted by reason in ``bad``
     (RTP_REASONS' codes), as the datagram path counts it.
 
-    The table: open addressing, linear probing, ``KW`` words per slot (state 0 empty, 1 used, 2 removed);
-    it holds each flow the stage routes (at most one per stream, so bounded by the stage's stream limit)
-    and doubles when three quarters are taken, removed slots included."""
+    The table: open addressing, linear probing, ``KW`` words per slot (state 0 empty, 1 used, 2 removed).
+    It holds the flows of the stage's open plain streams (``put`` on routing, ``pop`` on close), so the
+    stage's ``max_streams`` bounds it; when three quarters of its slots are taken (removed ones included)
+    it is rebuilt, twice as large when at least a quarter holds flows, else as large (removals dropped)."""
     slots = cython.declare(cython.ulonglong[:])
     streams = cython.declare(list)                          # slot -> RtpStream (None when free)
     mask = cython.declare(cython.Py_ssize_t)

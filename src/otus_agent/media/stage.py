@@ -3,7 +3,10 @@
 Wiring (for the engine): call ``on_sip_record`` with every SIP record *before* the datagrams
 that follow it, ``feed`` (a ``reassembly.datagrams.Datagram``) or ``feed_packet`` with every
 UDP datagram, ``flush(now_ns)`` about once a second (returns the records due), and
-``finish()`` at the end of a capture.  ``counters()`` is what metrics export.
+``finish()`` at the end of a capture.  ``counters()`` is what metrics export.  Beside SIP
+(``--parsers sip,rtp``) the engine makes ``run_lane`` the datagram stage's lane: the RTP of known plain
+flows goes from the decoded batch to its stream in compiled code (``rtp_cy.MediaLane``), everything
+else comes to ``feed_packet`` as a datagram, with the same records and counters either way.
 
 Bounds: the stream table holds at most ``max_streams``.  When a new stream does not fit,
 idle streams are closed first; if it is still full the least recently active stream is
