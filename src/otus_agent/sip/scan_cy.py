@@ -32,6 +32,10 @@ else:
         _sdp = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(_sdp)
     _skip_ws = _sdp._skip_ws
+if cython.compiled:
+    from cython.cimports.libc.string import memcpy
+import sys
+
 from otus_agent.sip import grammar
 from otus_agent.sip.fingerprint_cy import fingerprint
 
@@ -52,6 +56,12 @@ if cython.compiled:
 else:
     _TT = _TOKEN_TABLE
     _HT = _HOST_TABLE
+# the header block's first pass reads eight bytes at a time (compiled, little-endian: the lowest address
+# is the lowest byte); each constant is one byte repeated, unsigned long is 64 bits on LP64 Linux
+_SWAR = cython.declare(cython.bint, sys.byteorder == "little")
+_W01 = cython.declare(cython.ulong, 0x0101010101010101)
+_W0E = cython.declare(cython.ulong, 0x0E0E0E0E0E0E0E0E)
+_W80 = cython.declare(cython.ulong, 0x8080808080808080)
 
 
 @cython.cfunc
@@ -905,18 +915,38 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
     nh: cython.int = 0
     cl: cython.longlong
     num: cython.longlong
+    w: cython.ulong
+    m: cython.ulong
+    lines: cython.Py_ssize_t[130]   # the CR ending the start line and each header line (MAX_HEADERS + 2)
+    nl: cython.int = 0
+    c1: cython.uchar
     if len(out) < NOUT:
         raise ValueError("scan: output array too small")
     for k in range(NOUT):
         out[k] = -1
     if n < 16:
         return 0
-    # header block end; only CRLF line ends and ASCII in the header block
+    # header block end; only CRLF line ends and ASCII in the header block.  Compiled, eight bytes at a
+    # time up to the first byte below 0x0E or from 0x80 (the lowest such byte of a word is exact: the
+    # borrow of "x - 0x0E" runs upwards only), and each line's CR noted for the line walk below: one pass
     i = 0
     while i + 3 < n:
+        if cython.compiled and _SWAR and i + 8 <= n:
+            memcpy(cython.address(w), p + i, 8)
+            m = (((w - _W0E) & ~w) | w) & _W80
+            if m == 0:
+                i += 8
+                continue
+            i += cython.cast(cython.Py_ssize_t, (((m & (~m + 1)) - 1) & _W01) * _W01 >> 56) - 1   # its lowest flagged byte
+            if i + 3 >= n:
+                break
         if p[i] == 13:
             if p[i + 1] != 10:
                 return 0
+            if cython.compiled:
+                if nl < 130:
+                    lines[nl] = i
+                nl += 1
             if p[i + 2] == 13 and p[i + 3] == 10:
                 hend = i
                 break
@@ -929,10 +959,15 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
         return -1 if stream and n < 65536 else 0
     out[O_HEND] = hend
     out[O_BODY] = hend + 4
+    if nl > 130:
+        return 0     # more than MAX_HEADERS header lines (nl counts the start line's too): the full parser's
     # start line
-    e = 0
-    while p[e] != 13:
-        e += 1
+    if cython.compiled:
+        e = lines[0]
+    else:
+        e = 0
+        while p[e] != 13:
+            e += 1
     if e >= 8 and p[0] == 83 and p[1] == 73 and p[2] == 80 and _eq(p, 0, 8, b"sip/2.0 "):
         # "SIP/2.0 DDD reason" (the full parser tells responses by a literal "SIP/")
         out[O_REQ] = 0
@@ -966,9 +1001,12 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
     # header lines
     ls = e + 2
     while ls < hend + 2:
-        e = ls
-        while p[e] != 13:
-            e += 1
+        if cython.compiled:
+            e = lines[nh + 1]
+        else:
+            e = ls
+            while p[e] != 13:
+                e += 1
         if p[ls] == 32 or p[ls] == 9:
             return 0  # folding
         nh += 1
@@ -987,19 +1025,20 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
             v1 -= 1
         bit = 0
         k = c0 - ls
-        if (k == 3 and _eq(p, ls, c0, b"via")) or (k == 1 and _lower(p[ls]) == 118):
+        c1 = _lower(p[ls])    # the name's first byte, tested before its length's literal is compared
+        if (k == 3 or k == 1) and c1 == 118 and (k == 1 or _eq(p, ls, c0, b"via")):
             if not _via(p, v0, v1, out, (seen & H_VIA) == 0, -1, True):
                 return 0
             seen |= H_VIA
-        elif (k == 4 and _eq(p, ls, c0, b"from")) or (k == 1 and _lower(p[ls]) == 102):
+        elif (k == 4 or k == 1) and c1 == 102 and (k == 1 or _eq(p, ls, c0, b"from")):
             bit = H_FROM
             if _name_addr(p, v0, v1, out, O_FU0, O_FH0, O_FT0, b"tag", -1, True) != 1:
                 return 0
-        elif (k == 2 and _eq(p, ls, c0, b"to")) or (k == 1 and _lower(p[ls]) == 116):
+        elif (k == 2 or k == 1) and c1 == 116 and (k == 1 or _eq(p, ls, c0, b"to")):
             bit = H_TO
             if _name_addr(p, v0, v1, out, O_TU0, O_TH0, O_TT0, b"tag", -1, True) != 1:
                 return 0
-        elif (k == 7 and _eq(p, ls, c0, b"call-id")) or (k == 1 and _lower(p[ls]) == 105):
+        elif (k == 7 and c1 == 99 and _eq(p, ls, c0, b"call-id")) or (k == 1 and c1 == 105):
             bit = H_CALLID
             if v0 == v1:
                 return 0
@@ -1008,7 +1047,7 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
                     return 0
             out[O_CID0] = v0
             out[O_CID1] = v1
-        elif k == 4 and _eq(p, ls, c0, b"cseq"):
+        elif k == 4 and c1 == 99 and _eq(p, ls, c0, b"cseq"):
             bit = H_CSEQ
             i = v0
             while i < v1 and p[i] != 32:
@@ -1025,42 +1064,42 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
                 return 0
             out[O_CSM0] = k
             out[O_CSM1] = v1
-        elif (k == 14 and _eq(p, ls, c0, b"content-length")) or (k == 1 and _lower(p[ls]) == 108):
+        elif (k == 14 and c1 == 99 and _eq(p, ls, c0, b"content-length")) or (k == 1 and c1 == 108):
             bit = H_CL
             cl = _digits(p, v0, v1, 1 << 40)
             if cl < 0:
                 return 0
             out[O_CL] = cl
-        elif (k == 12 and _eq(p, ls, c0, b"content-type")) or (k == 1 and _lower(p[ls]) == 99):
+        elif (k == 12 or k == 1) and c1 == 99 and (k == 1 or _eq(p, ls, c0, b"content-type")):
             bit = H_CT
             out[O_CT0] = v0
             out[O_CT1] = v1
-        elif k == 12 and _eq(p, ls, c0, b"max-forwards"):
+        elif k == 12 and c1 == 109 and _eq(p, ls, c0, b"max-forwards"):
             bit = H_MAXFWD
             if _digits(p, v0, v1, MAX_FORWARDS) < 0:
                 return 0
-        elif k == 10 and _eq(p, ls, c0, b"user-agent"):
+        elif k == 10 and c1 == 117 and _eq(p, ls, c0, b"user-agent"):
             if out[O_UA0] >= 0:
                 return 0
             out[O_UA0] = v0
             out[O_UA1] = v1
-        elif k == 6 and _eq(p, ls, c0, b"server"):
+        elif k == 6 and c1 == 115 and _eq(p, ls, c0, b"server"):
             if out[O_SV0] >= 0:
                 return 0
             out[O_SV0] = v0
             out[O_SV1] = v1
-        elif k == 5 and _eq(p, ls, c0, b"x-cid"):
+        elif k == 5 and c1 == 120 and _eq(p, ls, c0, b"x-cid"):
             if out[O_XC0] < 0:
                 out[O_XC0] = v0
                 out[O_XC1] = v1
-        elif k == 17 and _eq(p, ls, c0, b"p-charging-vector"):
+        elif k == 17 and c1 == 112 and _eq(p, ls, c0, b"p-charging-vector"):
             if out[O_PC0] < 0:
                 if not _pcv(p, v0, v1, out):
                     return 0
-        elif (k == 7 and _eq(p, ls, c0, b"contact")) or (k == 1 and _lower(p[ls]) == 109):
+        elif (k == 7 and c1 == 99 and _eq(p, ls, c0, b"contact")) or (k == 1 and c1 == 109):
             if not (v1 - v0 == 1 and p[v0] == 42) and not _contact(p, v0, v1, out):
                 return 0
-        elif (k == 7 and _eq(p, ls, c0, b"expires")) or (k == 4 and _eq(p, ls, c0, b"date")):
+        elif (k == 7 and c1 == 101 and _eq(p, ls, c0, b"expires")) or (k == 4 and c1 == 100 and _eq(p, ls, c0, b"date")):
             return 0  # value rules live in the full parser
         elif k == 1:
             return 0  # other compact forms: let the full parser map them
