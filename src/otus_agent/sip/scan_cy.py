@@ -48,14 +48,22 @@ MAX_LIMIT = cython.declare(cython.longlong, grammar.MAX_LIMIT)
 # the character classes as lookup tables (C globals holding the bytes the pointers borrow)
 _TOKEN_TABLE = cython.declare(bytes, grammar.table(grammar.TOKEN))
 _HOST_TABLE = cython.declare(bytes, grammar.table(grammar.HOST))
+# what _uri's walk does per byte: 0 nothing, 1 '@', 2 SP or HTAB (no URI), 3 what only the strict walk
+# refuses (other controls, DEL and non-ASCII, '?', '<', '>', '"', ',')
+_URI_TABLE = cython.declare(bytes, bytes(1 if c == 64 else 2 if c in (32, 9) else
+                                         3 if c < 32 or c >= 127 or c in (63, 60, 62, 34, 44) else 0
+                                         for c in range(256)))
 _TT = cython.declare(cython.p_uchar)
 _HT = cython.declare(cython.p_uchar)
+_UT = cython.declare(cython.p_uchar)
 if cython.compiled:
     _TT = cython.cast(cython.p_uchar, _TOKEN_TABLE)
     _HT = cython.cast(cython.p_uchar, _HOST_TABLE)
+    _UT = cython.cast(cython.p_uchar, _URI_TABLE)
 else:
     _TT = _TOKEN_TABLE
     _HT = _HOST_TABLE
+    _UT = _URI_TABLE
 # the header block's first pass reads eight bytes at a time (compiled, little-endian: the lowest address
 # is the lowest byte); each constant is one byte repeated, unsigned long is 64 bits on LP64 Linux
 _SWAR = cython.declare(cython.bint, sys.byteorder == "little")
@@ -90,6 +98,7 @@ def _lower(c: cython.uchar) -> cython.uchar:
 
 
 @cython.cfunc
+@cython.inline
 @cython.exceptval(check=False)
 def _eq(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, lit: bytes) -> cython.bint:
     """Case-insensitive compare of p[a:b] with a lower-case literal."""
@@ -576,11 +585,11 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     q = b
     semi = b
     for k in range(i, b):
-        c = p[k]
-        if c == 64:  # '@'
-            at = k
-        elif c <= 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44:
-            if c == 32 or c == 9 or strict:
+        c = _UT[p[k]]
+        if c != 0:
+            if c == 1:  # '@'
+                at = k
+            elif c == 2 or strict:
                 return -1  # LWS; strict: control/non-ASCII, '?', '<', '>', '"', ','
     if x >= 0:
         if kind != 1:  # tel and others: the first ';'

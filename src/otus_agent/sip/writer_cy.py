@@ -750,8 +750,8 @@ class UdpLane:
                  ts: cython.longlong) -> cython.bint:
         """What SipStage._tcp does for a SYN, FIN or RST without payload, with no Datagram made: a SYN on
         a SIP port opens (or restarts) its stream; a FIN or RST closes an empty one.  False leaves the
-        packet to the general path: the idle-stream timer due, IPv6 addresses to write as text, bytes
-        still buffered at the close (counted there), SYN with FIN or RST."""
+        packet to the general path: the idle-stream timer due, bytes still buffered at the close (counted
+        there), SYN with FIN or RST."""
         tcp = self.tcp
         last: cython.longlong = tcp.tick_ts
         if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
@@ -768,10 +768,12 @@ class UdpLane:
                 dp: cython.longlong = dec[base + F_DPORT]
                 if not (self.ports[sp] or self.ports[dp]):
                     return True           # not a SIP port: not followed
-                if dec[base + F_IPVER] != 4:
-                    return False
                 l3: cython.Py_ssize_t = dec[base + F_L3OFF]
-                s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
+                if dec[base + F_IPVER] == 4:
+                    s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
+                else:     # the decoder's text of an IPv6 address (decode/decoder.py: socket.inet_ntop)
+                    s = tcp.open((socket.inet_ntop(socket.AF_INET6, bp[l3 + 8:l3 + 24]), sp,
+                                  socket.inet_ntop(socket.AF_INET6, bp[l3 + 24:l3 + 40]), dp), seq, ts, wire)
             # TcpReassembler.add for a SYN without payload
             self._touch(s, ts)
             s.next_seq = (seq + 1) & 0xFFFFFFFF
