@@ -53,17 +53,22 @@ _HOST_TABLE = cython.declare(bytes, grammar.table(grammar.HOST))
 _URI_TABLE = cython.declare(bytes, bytes(1 if c == 64 else 2 if c in (32, 9) else
                                          3 if c < 32 or c >= 127 or c in (63, 60, 62, 34, 44) else 0
                                          for c in range(256)))
+# what _param's value walk does per byte: 1 ';' (its end), 2 what the strict walk refuses (SP, HTAB, '"', ',')
+_PVAL_TABLE = cython.declare(bytes, bytes(1 if c == 59 else 2 if c in (32, 9, 34, 44) else 0 for c in range(256)))
 _TT = cython.declare(cython.p_uchar)
 _HT = cython.declare(cython.p_uchar)
 _UT = cython.declare(cython.p_uchar)
+_PVT = cython.declare(cython.p_uchar)
 if cython.compiled:
     _TT = cython.cast(cython.p_uchar, _TOKEN_TABLE)
     _HT = cython.cast(cython.p_uchar, _HOST_TABLE)
     _UT = cython.cast(cython.p_uchar, _URI_TABLE)
+    _PVT = cython.cast(cython.p_uchar, _PVAL_TABLE)
 else:
     _TT = _TOKEN_TABLE
     _HT = _HOST_TABLE
     _UT = _URI_TABLE
+    _PVT = _PVAL_TABLE
 # the header block's first pass reads eight bytes at a time (compiled, little-endian: the lowest address
 # is the lowest byte); each constant is one byte repeated, unsigned long is 64 bits on LP64 Linux
 _SWAR = cython.declare(cython.bint, sys.byteorder == "little")
@@ -163,18 +168,26 @@ def _param(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict
     eq: cython.Py_ssize_t = -1
     bad: cython.bint = False
     c: cython.uchar
-    while k < b:
+    while k < b:      # the name, to '=' or ';'
         c = p[k]
         if c == 59:  # ';'
             break
-        if eq < 0:
-            if c == 61:  # '='
-                eq = k
-            elif strict and not _tok(c):
-                bad = True
-        elif strict and (c == 32 or c == 9 or c == 34 or c == 44):
+        if c == 61:  # '='
+            eq = k
+            k += 1
+            break
+        if strict and not _tok(c):
             bad = True
         k += 1
+    if eq >= 0:
+        while k < b:  # the value, to ';' (one table look-up per byte: _PVT)
+            c = _PVT[p[k]]
+            if c != 0:
+                if c == 1:
+                    break
+                if strict:
+                    bad = True
+            k += 1
     if strict and (bad or (eq if eq >= 0 else k) == i + 1):
         return -1
     return k | (cython.cast(cython.longlong, eq + 1) << 32)
@@ -926,7 +939,8 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
     num: cython.longlong
     w: cython.ulong
     m: cython.ulong
-    lines: cython.Py_ssize_t[130]   # the CR ending the start line and each header line (MAX_HEADERS + 2)
+    lines: cython.Py_ssize_t[130]   # the CRs ending the start line and the first MAX_HEADERS + 1 header lines:
+    #                                 the walk below reads at most that many (one past MAX_HEADERS fails)
     nl: cython.int = 0
     c1: cython.uchar
     if len(out) < NOUT:
@@ -968,8 +982,6 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
         return -1 if stream and n < 65536 else 0
     out[O_HEND] = hend
     out[O_BODY] = hend + 4
-    if nl > 130:
-        return 0     # more than MAX_HEADERS header lines (nl counts the start line's too): the full parser's
     # start line
     if cython.compiled:
         e = lines[0]
