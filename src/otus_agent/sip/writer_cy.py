@@ -607,15 +607,15 @@ class UdpLane:
     def _who(self, v4: cython.p_uchar, at: cython.int, text: bytes) -> object:
         """FRAGMENTS' answer for an address (``_addr``'s key; None: unknown): an IPv4 address from the
         cache, without making its text, once looked up."""
-        a: cython.uint
+        a: cython.ulonglong
         key: cython.ulonglong
         h: cython.Py_ssize_t
         if v4 == cython.NULL:
             return self.frags.get(text)
-        a = (cython.cast(cython.uint, v4[at]) << 24) | (cython.cast(cython.uint, v4[at + 1]) << 16) | \
-            (cython.cast(cython.uint, v4[at + 2]) << 8) | v4[at + 3]
+        a = (cython.cast(cython.ulonglong, v4[at]) << 24) | (cython.cast(cython.ulonglong, v4[at + 1]) << 16) | \
+            (cython.cast(cython.ulonglong, v4[at + 2]) << 8) | v4[at + 3]
         key = a | (cython.cast(cython.ulonglong, 1) << 32)
-        h = cython.cast(cython.uint, a * cython.cast(cython.uint, 2654435761)) >> 20   # Fibonacci hash: 12 bits
+        h = ((a * 2654435761) & 0xFFFFFFFF) >> 20   # Fibonacci hash of the 32-bit address: 12 bits (ID_CACHE)
         if self.id_keys[h] == key:
             return self.id_vals[h]
         frag = self.frags.get(_addr(v4, at, text))
