@@ -21,6 +21,10 @@ datagram neighbour may offer ``Parser.beside_sip`` instead: a lane taking only p
 ignore (``rtp``: the RTP of announced flows, no ``Datagram`` built).  Parsers over whole decoded
 batches (``flow``, DNS per-domain traffic) return ``Parser.on_batch``.
 
+A parser whose state one fanout worker learns and the others need (``rtp``: a stream's SDP may be on
+another worker than its RTP) offers ``Parser.share``: live capture calls it once per worker, before the
+first packet, and relays the ``Sharing`` lists between the workers (engine/live.py).
+
 Factories import their parser lazily, so a command that does not run a parser does not pay for
 importing it.
 """
@@ -46,6 +50,14 @@ def _nothing() -> None:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """What fanout workers exchange for one parser, as JSON-able lists: ``take`` returns what this worker
+    learned from its own traffic since the last call, ``apply`` gives it what another worker took."""
+    take: Callable[[], list]
+    apply: Callable[[list], None]
+
+
+@dataclass(frozen=True)
 class Parser:
     """What a factory returns: the callables the engine drives (bound methods, no wrapper per packet)."""
     on_datagram: Callable[[Datagram], None] | None   # None: the parser reads no datagrams
@@ -60,6 +72,9 @@ class Parser:
     # a lane beside SIP's datagram path (the engine's only other datagram parser): given SIP's ports and
     # heuristic, it takes only packets SIP would ignore (media: RTP of announced flows)
     beside_sip: Callable[[frozenset[int], bool], Lane] | None = None
+    # fanout workers: switch the parser to sharing its state with the other workers (called once, before
+    # the first packet; never for one process or a pcap)
+    share: Callable[[], Sharing] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,9 +164,36 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
         return stage.run_lane
 
     def finish() -> None:
+        if stage.discovery.waiting is not None:
+            stage.discovery.waiting.drop_all()
         for r in stage.finish():
             emit(r)
-    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip)
+
+    def share() -> Sharing:
+        """Announcements (discovery.take/apply) between fanout workers; the RTP held for one is fed to the
+        stage when it comes (discovery.adopt), with its capture times, as if announced in time."""
+        disc = stage.discovery
+        disc.share()
+
+        def replay() -> None:
+            held = disc.adopt()
+            if held:
+                last = stage.last_ts_ns
+                for ts, (src, sport, dst, dport), payload in held:
+                    feed(ts, src, sport, dst, dport, payload)
+                stage.last_ts_ns = max(last, stage.last_ts_ns)
+
+        def take() -> list:
+            replay()   # flows this worker's own SDP announced after their first packets (capture skew)
+            return disc.take()
+
+        def apply(items: list) -> None:
+            for cid, ts in disc.apply(items):   # another worker's BYE: as stage.on_sip_record's
+                stage.ending.setdefault(cid, (ts if ts is not None else stage.last_ts_ns) + stage.linger_ns)
+            replay()
+        return Sharing(take, apply)
+    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip,
+                  share=share)
 
 
 def _flow(settings: Any, out: Outputs) -> Parser:

@@ -198,6 +198,8 @@ class MediaStage:
             if ep is None:
                 if self.discovery.heuristic:
                     self._heuristic(ts_ns, src, sport, dst, dport, payload)
+                elif self.discovery.waiting is not None:   # a fanout worker: the SDP may be another's
+                    self.discovery.waiting.hold(ts_ns, flow, payload)
                 return
         if ep.rtcp or (ep.mux and R.looks_like_rtcp(payload)):
             self._rtcp(ts_ns, payload)
