@@ -194,7 +194,8 @@ class MediaDiscovery:
                 if rtcp is not None and 0 < rtcp[1] <= 65535:
                     self._put(call, side, rtcp, Endpoint(cid, side, True, False, rtpmap, media, held))
 
-    def _put(self, call: _Call, side: str, key: tuple[str, int], ep: Endpoint) -> None:
+    def _put(self, call: _Call, side: str, key: tuple[str, int], ep: Endpoint,
+             counter: str = "endpoints_announced") -> None:
         if key not in self.expected and len(self.expected) >= self.max_endpoints:
             self.counters["endpoints_refused_full"] += 1
             return
@@ -202,7 +203,7 @@ class MediaDiscovery:
             self.counters["endpoints_reassigned"] += 1   # a port reused by a newer call wins
         self.expected[key] = ep
         call.keys[side].append(key)
-        self.counters["endpoints_announced"] += 1
+        self.counters[counter] += 1
 
     # ------------------------------------------------------------ fanout sharing
 
@@ -272,7 +273,7 @@ class MediaDiscovery:
                     del self.expected[key]
             call.keys[side] = []
             for key, ep in parsed:
-                self._put(call, side, key, ep)
+                self._put(call, side, key, ep, "endpoints_applied")   # announced elsewhere: counted apart
                 if self.expected.get(key) is ep:
                     self.fresh.setdefault(key, ts if isinstance(ts, int) else 0)
             self.counters["share_applied_sides"] += 1
