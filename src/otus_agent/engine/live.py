@@ -191,7 +191,9 @@ class Relay:
 
 def _pack(name: str, items: list) -> list[bytes]:
     """``items`` as datagrams of about RELAY_DATAGRAM bytes each, in order."""
-    head, out, part, size = json.dumps(name).encode(), [], [], 0
+    head, size = json.dumps(name).encode(), 0
+    out: list[bytes] = []
+    part: list[bytes] = []
     for it in items:
         b = json.dumps(it, separators=(",", ":")).encode()
         if part and size + len(b) > RELAY_DATAGRAM:
