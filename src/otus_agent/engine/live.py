@@ -26,7 +26,7 @@ from typing import Any, Callable
 from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
 from otus_agent.engine.parsers import Sharing
-from otus_agent.engine.pipeline import EngineConfig, build_engine, quiet_gc
+from otus_agent.engine.pipeline import Engine, EngineConfig, build_engine, quiet_gc
 from otus_agent.reassembly.datagrams import DatagramConfig
 from otus_agent.reporters.sink import HepSettings, KafkaSettings
 from otus_agent.sip.framing import SipConfig
@@ -206,7 +206,7 @@ def _pack(name: str, items: list) -> list[bytes]:
     return out
 
 
-def _relay(engine, mesh: tuple[socket.socket, list[socket.socket]] | None) -> Relay | None:
+def _relay(engine: Engine, mesh: tuple[socket.socket, list[socket.socket]] | None) -> Relay | None:
     """The worker's relay, when it has peers and a parser that shares (switched to sharing here)."""
     if mesh is None:
         return None

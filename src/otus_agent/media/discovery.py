@@ -27,7 +27,8 @@ now has; call ends), as JSON-able lists, and ``apply()`` applies another worker'
 announcement changes the table as the SDP itself would have (same endpoints, same side) and is never
 taken again (no echo).  RTP that reaches this worker before the announcement does is held in
 ``Unannounced`` (bounded) and adopted when it arrives, from the announcement's capture time on, so a
-stream counts the packets a single worker would have counted.
+stream counts the packets a single worker would have counted.  With the heuristic on, unannounced flows
+go to it first, as with one worker, and are not held.
 """
 from __future__ import annotations
 
@@ -337,9 +338,11 @@ class Unannounced:
     ``unannounced_before_sdp``).  RTP is kept as its header and size only (the payload is rebuilt as
     zeros of the same length for the replay: nothing reads it), RTCP whole.
 
-    Bounds: at most ``max_flows`` flows (full: the oldest flow goes, ``unannounced_evicted``), the last
-    ``max_packets`` per flow (older ones go, ``unannounced_overflow``), and a flow silent for ``max_age_ns``
-    of capture time goes when a new flow comes (``unannounced_expired``); all counted in packets.
+    Bounds: at most ``max_flows`` flows (full: the least recently active goes, ``unannounced_evicted``),
+    the last ``max_packets`` per flow (older ones go, ``unannounced_overflow``), and a flow silent for
+    ``max_age_ns`` of capture time goes when a new flow comes (``unannounced_expired``); all counted in
+    packets.  RTP of a flow that stays unannounced (no SIP for it anywhere) keeps its flow's slot, the
+    oldest packets rolling out (counted as overflow).
     """
 
     def __init__(self, max_flows: int = UNANNOUNCED_FLOWS, max_packets: int = UNANNOUNCED_PACKETS,
@@ -359,10 +362,10 @@ class Unannounced:
                 _, old = self.flows.popitem(last=False)
                 c["unannounced_evicted"] += len(old)
             q = self.flows[flow] = deque(maxlen=self.max_packets)
-        elif len(q) == self.max_packets:
-            c["unannounced_overflow"] += 1
         else:
-            self.flows.move_to_end(flow)
+            if len(q) == self.max_packets:
+                c["unannounced_overflow"] += 1
+            self.flows.move_to_end(flow)   # the table's order: least recently active first
         q.append((ts_ns, _header(payload), len(payload)))
         c["unannounced_held"] += 1
 
