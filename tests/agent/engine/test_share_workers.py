@@ -28,12 +28,21 @@ RTP_FIELDS = ("call_id", "direction", "ssrc", "payload_type", "codec", "packets"
               "markers", "ts_jumps", "telephone_events", "start_ts", "end_ts")
 
 
-@pytest.fixture(scope="module")
-def capture(tmp_path_factory):
+def _generate(tmp_path_factory, ipv6: bool = False):
     path = tmp_path_factory.mktemp("share") / "calls.pcap"
     with open(path, "wb") as f:   # calls 20 ms apart: RTP of one starts while others' SIP is in flight
-        wl = generate(f, RtpGenSpec(calls=8, packets=150, call_gap_ms=20, seed=7))
+        wl = generate(f, RtpGenSpec(calls=8, packets=150, call_gap_ms=20, seed=7, ipv6=ipv6))
     return path, wl
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    return _generate(tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["ipv4", "ipv6"])
+def captures(request, tmp_path_factory):
+    return _generate(tmp_path_factory, request.param)
 
 
 def _records(out: bytearray) -> list[dict]:
@@ -55,7 +64,9 @@ def _one_engine(path) -> list[dict]:
 
 
 def _flow(frame: bytes) -> tuple[bytes, bytes, int, int]:
-    """IPv4/UDP in Ethernet (the generator's frames)."""
+    """UDP over IPv4 or IPv6 (no extension headers) in Ethernet: the generator's frames."""
+    if frame[12:14] == b"\x86\xdd":
+        return frame[22:38], frame[38:54], int.from_bytes(frame[54:56], "big"), int.from_bytes(frame[56:58], "big")
     return frame[26:30], frame[30:34], int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
 
 
@@ -122,8 +133,8 @@ def _two_workers(files, lag: int, share: bool = True) -> tuple[list[list[dict]],
     return [_records(o) for o in outs], [e.summary()["rtp"] for e in engines]
 
 
-def test_sip_on_one_worker_media_on_the_other(capture, tmp_path):
-    path, wl = capture
+def test_sip_on_one_worker_media_on_the_other(captures, tmp_path):
+    path, wl = captures
     want = _finals(_one_engine(path))
     assert len(want) == len(wl.streams)
     (rec0, rec1), (c0, c1) = _two_workers(_split(path, tmp_path, _sip_apart), lag=3)
@@ -141,8 +152,8 @@ def test_without_sharing_the_media_worker_sees_no_stream(capture, tmp_path):
     assert not _finals(rec0) and not _finals(rec1)
 
 
-def test_hashed_flows_every_stream_once_with_its_packets(capture, tmp_path):
-    path, wl = capture
+def test_hashed_flows_every_stream_once_with_its_packets(captures, tmp_path):
+    path, wl = captures
     want = _finals(_one_engine(path))
     files = _split(path, tmp_path, _hash)
     (rec0, rec1), counters = _two_workers(files, lag=2)
