@@ -9,8 +9,8 @@ capture side, is replayed with tcpreplay from namespace a into a veth; Otus capt
 once with one worker and once with two.  Per stream, the two-worker run's counts equal the one-worker
 run's, the offline engine's on the same file and tshark's ``-z rtp,streams`` (packets, lost).
 
-RTCP-derived fields (round trip, RTCP BYE as the end reason) are not compared: RTCP is a flow of its
-own (port + 1) and may be hashed to another worker than its RTP (docs/architecture.md).
+RTCP is a flow of its own (port + 1), often hashed to another worker than its RTP: it is forwarded to
+the stream's worker, so the end reason (RTCP BYE), CNAME and whether a round trip was measured agree too.
 
 Namespaces ``rtpshare-<pid>-a/-b`` are made here and removed also on failure; every process is ended
 by its handle.
@@ -37,7 +37,13 @@ from ..netns import Pair, require_root_and, sh, stop
 pytestmark = pytest.mark.netns
 
 COUNTS = ("call_id", "direction", "ssrc", "payload_type", "codec", "packets", "bytes", "expected", "lost",
-          "duplicates", "out_of_order", "seq_errors", "markers", "telephone_events")
+          "duplicates", "out_of_order", "seq_errors", "markers", "telephone_events", "end_reason", "cname",
+          "rtcp_cumulative_lost")
+
+
+def _counts(r: dict) -> dict:
+    """What must not depend on the replay's timing (times, jitter and the round trip's value do)."""
+    return {**{f: r[f] for f in COUNTS}, "rtt": r["rtt_ms"] is not None}
 CALLS, PACKETS, PPS = 12, 250, 2500
 MEDIA_AFTER_200_NS = 1_000_000
 
@@ -152,9 +158,10 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
     got1, got2 = _finals(recs1), _finals(recs2)
     assert set(got1) == set(got2) == set(truth)
     for k, want in truth.items():
-        w = {f: want[f] for f in COUNTS}
-        assert {f: got1[k][f] for f in COUNTS} == w, ("one worker", k)
-        assert {f: got2[k][f] for f in COUNTS} == w, ("two workers", k)
+        w = _counts(want)
+        assert _counts(got1[k]) == w, ("one worker", k)
+        assert _counts(got2[k]) == w, ("two workers", k)
+    assert sum(r["rtt_ms"] is not None for r in truth.values()) > 0 and {r["end_reason"] for r in truth.values()}
     if TSHARK:
         rows = {(t["src_ip"], t["src_port"], t["dst_ip"], t["dst_port"], t["ssrc"]): t for t in tshark_streams(pcap)}
         assert set(rows) == set(truth)
@@ -166,6 +173,8 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
     assert len(two["per_worker_packets"]) == 2 and min(two["per_worker_packets"]) > 0
     assert rtp["discovery_share_applied_sides"] > 0 and rtp["discovery_share_applied_ends"] > 0
     assert rtp["discovery_unannounced_adopted"] > 0, rtp
+    assert rtp["discovery_share_rtcp_applied"] > 0 and rtp.get("discovery_share_rtcp_not_here", 0) == 0
+    assert rtp["rtcp_packets"] == one["rtp"]["rtcp_packets"] == wl.rtcp_packets
     for lost in ("unannounced_evicted", "unannounced_overflow"):
         assert rtp.get(f"discovery_{lost}", 0) == 0
     assert relay.get("dropped", 0) == 0 and relay["received"] > 0 and relay["backlog"] == 0

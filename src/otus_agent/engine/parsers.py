@@ -137,6 +137,7 @@ MEDIA_FLUSH_NS = 1_000_000_000   # MediaStage.flush about once a second of captu
 
 def _rtp(settings: Any, out: Outputs) -> Parser:
     """RTP/RTCP quality (media/): streams announced in SIP's SDP, records on end and every interim."""
+    from otus_agent.media.discovery import rtcp_is_here
     from otus_agent.media.stage import MediaStage
     sink = out.sink
     assert sink is not None
@@ -188,9 +189,18 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
             return disc.take()
 
         def apply(items: list) -> None:
-            for cid, ts in disc.apply(items):   # another worker's BYE: as stage.on_sip_record's
+            ends, rtcp = disc.apply(items)
+            for cid, ts in ends:   # another worker's BYE: as stage.on_sip_record's
                 stage.ending.setdefault(cid, (ts if ts is not None else stage.last_ts_ns) + stage.linger_ns)
             replay()
+            last = stage.last_ts_ns
+            for ts, (src, sport, dst, dport), payload in rtcp:   # RTCP of this worker's streams, seen elsewhere
+                if rtcp_is_here(payload, stage.by_ssrc):
+                    feed(ts, src, sport, dst, dport, payload)
+                    disc.counters["share_rtcp_applied"] += 1
+                else:   # its streams are on neither worker (a third one, or none)
+                    disc.counters["share_rtcp_not_here"] += 1
+            stage.last_ts_ns = max(last, stage.last_ts_ns)
         return Sharing(take, apply)
     return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip,
                   share=share)

@@ -32,9 +32,11 @@ go to it first, as with one worker, and are not held.
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Container
 
 # The live filter for media (issue 16: "update the kernel filter, or use a second socket"):
 # a second socket with this *static* filter.  Why: announced ports change with every call
@@ -57,6 +59,7 @@ UNANNOUNCED_PACKETS = 100
 UNANNOUNCED_AGE_NS = 5_000_000_000
 # Endpoint flags on the wire (take/apply)
 _F_RTCP, _F_MUX, _F_HELD = 1, 2, 4
+Held = tuple[int, tuple[str, int, str, int], bytes]   # (capture ts, flow, datagram) for the stage's feed_packet
 
 
 @dataclass(slots=True)
@@ -235,6 +238,13 @@ class MediaDiscovery:
                 self.fresh.setdefault(key, t)
         self._out(["a", cid, side, t, eps, call.caller_tag, call.caller_ip])
 
+    def rtcp_out(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
+        """An RTCP datagram about none of this worker's streams (``rtcp_is_here``), for the worker whose they
+        are: ``["r", ts, src, sport, dst, dport, base64 packet]`` (RTCP is control, no media payload).
+        Why: RTCP is a flow of its own (port + 1), the kernel may hash it elsewhere than its RTP."""
+        self._out(["r", ts_ns, *flow, base64.b64encode(payload).decode()])
+        self.counters["share_rtcp_forwarded"] += 1
+
     def take(self) -> list[list]:
         """What this table learned from its own SIP since the last call (JSON-able, in order)."""
         if not self.outbox:
@@ -244,15 +254,22 @@ class MediaDiscovery:
         self.counters["share_taken"] += len(out)
         return out
 
-    def apply(self, items: list) -> list[tuple[str, int | None]]:
+    def apply(self, items: list) -> tuple[list[tuple[str, int | None]], list[Held]]:
         """Another worker's ``take``: its call sides replace ours, as their SDP would have; returns the call
-        ends (call id, capture ts) for the stage.  Malformed items are counted and skipped."""
+        ends (call id, capture ts) and the RTCP datagrams (ts, flow, packet) for the stage.  Malformed
+        items are counted and skipped."""
         ends: list[tuple[str, int | None]] = []
+        rtcp: list[Held] = []
         for it in items:
             try:
                 if it[0] == "e":
                     ends.append((str(it[1]), it[2] if isinstance(it[2], int) else None))
                     self.counters["share_applied_ends"] += 1
+                    continue
+                if it[0] == "r":
+                    _, ts, src, sport, dst, dport, b64 = it
+                    rtcp.append((int(ts), (str(src), int(sport), str(dst), int(dport)),
+                                 base64.b64decode(b64, validate=True)))
                     continue
                 _, cid, side, ts, eps, caller_tag, caller_ip = it
                 if side not in ("caller", "callee") or not isinstance(cid, str):
@@ -261,7 +278,7 @@ class MediaDiscovery:
                                                           {int(k): str(v) for k, v in rtpmap.items()}, str(media),
                                                           bool(f & _F_HELD)))
                           for ip, port, f, media, rtpmap in eps]
-            except (TypeError, ValueError, IndexError, AttributeError):
+            except (TypeError, ValueError, IndexError, AttributeError):   # binascii.Error is a ValueError
                 self.counters["share_bad_items"] += 1
                 continue
             call = self.calls.get(cid)
@@ -278,9 +295,9 @@ class MediaDiscovery:
                 if self.expected.get(key) is ep:
                     self.fresh.setdefault(key, ts if isinstance(ts, int) else 0)
             self.counters["share_applied_sides"] += 1
-        return ends
+        return ends, rtcp
 
-    def adopt(self) -> list[tuple[int, tuple[str, int, str, int], bytes]]:
+    def adopt(self) -> list[Held]:
         """The held packets of the flows announced since the last call, by capture time (to feed the stage)."""
         fresh, self.fresh = self.fresh, {}
         if self.waiting is None or not fresh or not self.waiting.flows:
@@ -379,7 +396,7 @@ class Unannounced:
             del flows[flow]
             self.counters["unannounced_expired"] += len(q)
 
-    def adopt(self, fresh: dict[tuple[str, int], int]) -> list[tuple[int, tuple[str, int, str, int], bytes]]:
+    def adopt(self, fresh: dict[tuple[str, int], int]) -> list[Held]:
         """Packets of the flows ``fresh`` covers (by destination first, as the stage matches), oldest first."""
         out = []
         for flow in [f for f in self.flows if (f[2], f[3]) in fresh or (f[0], f[1]) in fresh]:
@@ -420,3 +437,15 @@ def _header(payload: bytes) -> bytes:
     if end > n or payload[0] & 0x20:   # padding: its count is the last octet, keep the packet
         return payload
     return payload[:end]
+
+
+def rtcp_is_here(payload: bytes, streams: Container[int]) -> bool:
+    """Whether an RTCP packet names an SSRC in ``streams`` (sender, report blocks, SDES, BYE, XR), or is
+    refused (then the stage that got it counts it): fanout workers keep such RTCP, forward the rest."""
+    from otus_agent.media.rtp import parse_rtcp
+    rt = parse_rtcp(payload, Counter())
+    if rt is None:
+        return True
+    return (rt.sender_ssrc in streams or any(b.ssrc in streams or r in streams for r, b in rt.reports)
+            or any(s in streams for s in rt.cnames) or any(s in streams for s in rt.bye)
+            or any(x.ssrc in streams for _, x in rt.xr_voip))

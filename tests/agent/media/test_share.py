@@ -6,7 +6,8 @@ import json
 import struct
 
 from otus_agent.media import discovery as D
-from otus_agent.media.discovery import MediaDiscovery, Unannounced
+from otus_agent.media.discovery import MediaDiscovery, Unannounced, rtcp_is_here
+from otus_agent.sim.rtpgen import rtcp_bye, rtcp_sr
 
 from .test_discovery import rec, sdp
 
@@ -57,9 +58,9 @@ def test_withdrawal_and_call_end_propagate():
     a.on_sip_record({"type": "call", "call_id": "c2", "end_ts": 950})
     items = _wire(a.take())
     assert items[0][:2] == ["a", "c1"] and items[0][4] == []
-    ends = b.apply(items)
+    ends, rtcp = b.apply(items)
     assert ("10.0.0.1", 4000) not in b.expected and ("10.0.0.2", 6000) in b.expected
-    assert ends == [("c1", 900), ("c2", 950)]
+    assert ends == [("c1", 900), ("c2", 950)] and rtcp == []
     b.end_call("c1")          # what the stage does after the linger
     assert b.expected == {} and "c1" not in b.calls
 
@@ -144,3 +145,20 @@ def test_unannounced_table_bounds():
     assert list(u.flows) == [f4] and u.counters["unannounced_expired"] == 2
     u.drop_all()
     assert not u.flows and u.counters["unannounced_expired"] == 3
+
+
+def test_rtcp_travels_whole_and_is_kept_where_its_streams_are():
+    a, b = MediaDiscovery(), MediaDiscovery()
+    a.share()
+    sr = rtcp_sr(0xA1, 1_700_000_000 * 10**9, 0, 10, 1600, (0xB2, 5, 1, 0, 40, 0), "a@x")
+    flow = ("10.0.0.1", 4001, "10.0.0.2", 6001)
+    a.rtcp_out(123, flow, sr)
+    b.on_sip_record(rec("BYE", ts=5))              # not sharing: nothing to take
+    ends, rtcp = b.apply(_wire(a.take()))
+    assert ends == [] and rtcp == [(123, flow, sr)] and a.counters["share_rtcp_forwarded"] == 1
+    # kept by a worker with the sender's stream, or the stream a report block is about; else forwarded
+    assert rtcp_is_here(sr, {0xA1}) and rtcp_is_here(sr, {0xB2}) and not rtcp_is_here(sr, {0xC3})
+    assert rtcp_is_here(rtcp_bye(0xC3), {0xC3}) and not rtcp_is_here(rtcp_bye(0xC3), {0xA1})
+    assert rtcp_is_here(b"\x80\xc9\x00", set())                  # refused: kept, the stage counts it
+    b.apply([["r", 1, "10.0.0.1", 4001, "10.0.0.2", 6001, "not base64!"]])
+    assert b.counters["share_bad_items"] == 1
