@@ -38,6 +38,8 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Container
 
+from otus_agent.media.rtp import parse_rtcp
+
 # The live filter for media (issue 16: "update the kernel filter, or use a second socket"):
 # a second socket with this *static* filter.  Why: announced ports change with every call
 # (thousands a second on an SBC), and each kernel filter replacement is a window where
@@ -442,7 +444,6 @@ def _header(payload: bytes) -> bytes:
 def rtcp_is_here(payload: bytes, streams: Container[int]) -> bool:
     """Whether an RTCP packet names an SSRC in ``streams`` (sender, report blocks, SDES, BYE, XR), or is
     refused (then the stage that got it counts it): fanout workers keep such RTCP, forward the rest."""
-    from otus_agent.media.rtp import parse_rtcp
     rt = parse_rtcp(payload, Counter())
     if rt is None:
         return True
