@@ -301,8 +301,10 @@ class MediaDiscovery:
 
     def adopt(self) -> list[Held]:
         """The held packets of the flows announced since the last call, by capture time (to feed the stage)."""
+        if not self.fresh:
+            return []
         fresh, self.fresh = self.fresh, {}
-        if self.waiting is None or not fresh or not self.waiting.flows:
+        if self.waiting is None or not self.waiting.flows:
             return []
         return self.waiting.adopt(fresh)
 
