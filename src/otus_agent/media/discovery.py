@@ -28,7 +28,8 @@ announcement changes the table as the SDP itself would have (same endpoints, sam
 taken again (no echo).  RTP that reaches this worker before the announcement does is held in
 ``Unannounced`` (bounded) and adopted when it arrives, from the announcement's capture time on, so a
 stream counts the packets a single worker would have counted.  With the heuristic on, unannounced flows
-go to it first, as with one worker, and are not held.
+go to it first, as with one worker, and are not held.  RTCP naming none of this worker's streams
+(``rtcp_is_here``) is forwarded the same way (``rtcp_out``) to the worker whose streams it is about.
 """
 from __future__ import annotations
 
@@ -248,7 +249,8 @@ class MediaDiscovery:
         self.counters["share_rtcp_forwarded"] += 1
 
     def take(self) -> list[list]:
-        """What this table learned from its own SIP since the last call (JSON-able, in order)."""
+        """What this worker learned from its own traffic since the last call (JSON-able, in order): call
+        sides, call ends, RTCP for other workers' streams."""
         if not self.outbox:
             return []
         out = list(self.outbox)
