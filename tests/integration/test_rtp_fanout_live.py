@@ -10,7 +10,7 @@ once with one worker and once with two.  Per stream, the two-worker run's counts
 run's, the offline engine's on the same file and tshark's ``-z rtp,streams`` (packets, lost).
 
 RTCP is a flow of its own (port + 1), often hashed to another worker than its RTP: it is forwarded to
-the stream's worker, so CNAME, RTCP's loss report and whether a round trip was measured agree too.  The
+the stream's worker, so CNAME and RTCP's loss report agree too.  The
 calls send no RTCP BYE: every stream of both runs ends by its call's BYE (``end_reason: bye``, after the
 linger), which with two workers only the SIP's worker saw.
 
@@ -43,8 +43,11 @@ COUNTS = ("call_id", "direction", "ssrc", "payload_type", "codec", "packets", "b
 
 
 def _counts(r: dict) -> dict:
-    """What must not depend on the replay's timing (times, jitter and the round trip's value do)."""
-    return {**{f: r[f] for f in COUNTS}, "rtt": r["rtt_ms"] is not None}
+    """What must not depend on the replay's timing.  Times, jitter and the round trip do: a replay faster
+    than the file shortens the SR -> RR gap below the RR's DLSR, and the round trip comes out negative
+    (not reported) for some calls with one worker as with two; the offline two-engine tests
+    (tests/agent/engine/test_share_workers.py) compare those fields exactly."""
+    return {f: r[f] for f in COUNTS}
 CALLS, PACKETS, PPS = 12, 250, 2500
 MEDIA_AFTER_200_NS = 1_000_000
 
@@ -163,7 +166,6 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
         w = _counts(want)
         assert _counts(got1[k]) == w, ("one worker", k)
         assert _counts(got2[k]) == w, ("two workers", k)
-    assert sum(r["rtt_ms"] is not None for r in truth.values()) > 0
     assert {r["end_reason"] for r in recs1 + recs2 if r["type"] == "media" and r["final"]} == {"bye"}
     if TSHARK:
         rows = {(t["src_ip"], t["src_port"], t["dst_ip"], t["dst_port"], t["ssrc"]): t for t in tshark_streams(pcap)}

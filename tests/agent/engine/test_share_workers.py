@@ -107,7 +107,7 @@ def _two_workers(files, lag: int, share: bool = True) -> tuple[list[list[dict]],
         k = 0 if nxt[1] is None or (nxt[0] is not None and nxt[0].ts_ns[0] <= nxt[1].ts_ns[0]) else 1
         s = shares[k]
         if s is not None:
-            for due, items in [m for m in inbox[k] if m[0] <= fed[k]]:
+            for _due, items in [m for m in inbox[k] if m[0] <= fed[k]]:
                 s.apply(items)
             inbox[k] = [m for m in inbox[k] if m[0] > fed[k]]
         engines[k].feed(nxt[k])
