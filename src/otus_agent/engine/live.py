@@ -133,13 +133,19 @@ class Relay:
     what the parsers took, and what does not fit in a peer's socket (its kernel buffer, SO_SNDBUF) waits
     in that peer's backlog for the next call; a backlog holds at most ``RELAY_BACKLOG`` datagrams, beyond
     that the oldest is dropped (``dropped``: the peer misses those announcements, and the RTP it holds
-    for them expires, counted by the parser).  Datagram: ``[parser name, [items...]]`` as JSON."""
+    for them expires, counted by the parser).  Datagram: ``[parser name, [items...]]`` as JSON; name ""
+    is the relay's own: ``["", ["hello", i]]``, which a worker sends when it starts, asks every peer for
+    its parsers' ``dump`` (a restarted worker learns the calls already set up)."""
 
-    def __init__(self, rx: socket.socket, peers: list[socket.socket], shares: dict[str, Sharing]):
+    def __init__(self, rx: socket.socket, peers: dict[int, socket.socket], shares: dict[str, Sharing],
+                 me: int | None = None):
         self.rx, self.peers, self.shares = rx, peers, shares
-        self.backlog: list[deque[bytes]] = [deque() for _ in peers]
+        self.backlog: dict[int, deque[bytes]] = {i: deque() for i in peers}
         self.buf = bytearray(RELAY_RECV)
         self.c: Counter[str] = Counter()
+        if me is not None:
+            for q in self.backlog.values():
+                q.append(json.dumps(["", ["hello", me]]).encode())
 
     def receive(self) -> None:
         """Apply what the peers sent (their order is kept per peer)."""
@@ -150,15 +156,31 @@ class Relay:
                 return
             try:
                 name, items = json.loads(bytes(self.buf[:n]))
+                if name == "" and items[0] == "hello":
+                    self._hello(items[1])
+                    continue
                 share = self.shares[name]
                 if not isinstance(items, list):
                     raise TypeError(name)
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, IndexError):
                 self.c["bad"] += 1
                 continue
             self.c["received"] += 1
             self.c["items_received"] += len(items)
             share.apply(items)
+
+    def _hello(self, peer: int) -> None:
+        q = self.backlog[peer]
+        self.c["hellos"] += 1
+        for name, share in self.shares.items():
+            for dgram in _pack(name, share.dump()):
+                self._queue(q, dgram)
+
+    def _queue(self, q: deque[bytes], dgram: bytes) -> None:
+        if len(q) >= RELAY_BACKLOG:
+            q.popleft()
+            self.c["dropped"] += 1
+        q.append(dgram)
 
     def send(self) -> None:
         """What the parsers learned since the last call, to every peer; then the backlogs, as room allows."""
@@ -167,12 +189,10 @@ class Relay:
             if items:
                 self.c["items_sent"] += len(items)
                 for dgram in _pack(name, items):
-                    for q in self.backlog:
-                        if len(q) >= RELAY_BACKLOG:
-                            q.popleft()
-                            self.c["dropped"] += 1
-                        q.append(dgram)
-        for sock, q in zip(self.peers, self.backlog):
+                    for q in self.backlog.values():
+                        self._queue(q, dgram)
+        for i, q in self.backlog.items():
+            sock = self.peers[i]
             while q:
                 try:
                     sock.send(q[0])
@@ -186,7 +206,10 @@ class Relay:
                 q.popleft()
 
     def stats(self) -> dict:
-        return {**self.c, "backlog": sum(len(q) for q in self.backlog)}
+        return {**self.c, "backlog": sum(len(q) for q in self.backlog.values())}
+
+
+Mesh = tuple[int, socket.socket, dict[int, socket.socket]]   # (this worker, its socket to read, the peers')
 
 
 def _pack(name: str, items: list) -> list[bytes]:
@@ -206,18 +229,20 @@ def _pack(name: str, items: list) -> list[bytes]:
     return out
 
 
-def _relay(engine: Engine, mesh: tuple[socket.socket, list[socket.socket]] | None) -> Relay | None:
-    """The worker's relay, when it has peers and a parser that shares (switched to sharing here)."""
+def _relay(engine: Engine, mesh: Mesh | None) -> Relay | None:
+    """The worker's relay, when it has peers and a parser that shares (switched to sharing here); its
+    hello goes out with the first ``send``."""
     if mesh is None:
         return None
     shares = {n: p.share() for n, p in engine.parsers.items() if p.share is not None}
-    return Relay(mesh[0], mesh[1], shares) if shares else None
+    me, rx, peers = mesh
+    return Relay(rx, peers, shares, me) if shares else None
 
 
 def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callable,
                   stop: Callable[[], bool], worker: int | None, fanout: int | None,
                   on_stats: Callable[[dict], None] | None = None,
-                  mesh: tuple[socket.socket, list[socket.socket]] | None = None) -> dict:
+                  mesh: Mesh | None = None) -> dict:
     """Capture until stopped; returns this process's summary."""
     engine = build_engine(engine_cfg, emit_lines, worker)
     relay = _relay(engine, mesh)
@@ -294,7 +319,7 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
 
 
 def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, engine_cfg: EngineConfig,
-                 mesh: tuple[socket.socket, list[socket.socket]] | None = None) -> None:
+                 mesh: Mesh | None = None) -> None:
     stop = _Stop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, stop)
@@ -354,7 +379,7 @@ def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[byt
 
     def start(i: int) -> None:
         parent_end, child_end = ctx.Pipe(duplex=False)
-        ends = (mesh[i][0], [mesh[j][1] for j in range(cfg.workers) if j != i])
+        ends = (i, mesh[i][0], {j: mesh[j][1] for j in range(cfg.workers) if j != i})
         p = ctx.Process(target=_worker_main, args=(child_end, i, fanout, cfg, engine_cfg, ends), daemon=True)
         p.start()
         child_end.close()

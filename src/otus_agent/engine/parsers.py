@@ -52,9 +52,11 @@ def _nothing() -> None:
 @dataclass(frozen=True)
 class Sharing:
     """What fanout workers exchange for one parser, as JSON-able lists: ``take`` returns what this worker
-    learned from its own traffic since the last call, ``apply`` gives it what another worker took."""
+    learned from its own traffic since the last call, ``apply`` gives it what another worker took, ``dump``
+    what a worker starting (again) needs of what this one learned so far."""
     take: Callable[[], list]
     apply: Callable[[list], None]
+    dump: Callable[[], list] = list
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
                 else:   # its streams are on neither worker (a third one, or none)
                     disc.counters["share_rtcp_not_here"] += 1
             stage.last_ts_ns = max(last, stage.last_ts_ns)
-        return Sharing(take, apply)
+        return Sharing(take, apply, disc.dump)
     return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip,
                   share=share)
 

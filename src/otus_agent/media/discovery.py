@@ -231,15 +231,19 @@ class MediaDiscovery:
         {pt: codec}], ...], caller tag, caller ip]`` (an empty list withdraws them); ``ts`` dates the SDP
         for ``adopt``, the caller's tag and address let a worker that sees later SIP of the call tell
         the sides apart as this one did."""
-        eps = []
         t = int(ts) if isinstance(ts, int) else 0
+        for key in call.keys[side]:
+            self.fresh.setdefault(key, t)
+        self._out(self._side_item(cid, call, side, t))
+
+    def _side_item(self, cid: str, call: _Call, side: str, ts: int) -> list:
+        eps = []
         for key in call.keys[side]:
             ep = self.expected.get(key)
             if ep is not None and ep.call_id == cid:
                 flags = (_F_RTCP if ep.rtcp else 0) | (_F_MUX if ep.mux else 0) | (_F_HELD if ep.held else 0)
                 eps.append([key[0], key[1], flags, ep.media, {str(k): v for k, v in ep.rtpmap.items()}])
-                self.fresh.setdefault(key, t)
-        self._out(["a", cid, side, t, eps, call.caller_tag, call.caller_ip])
+        return ["a", cid, side, ts, eps, call.caller_tag, call.caller_ip]
 
     def rtcp_out(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
         """An RTCP datagram about none of this worker's streams (``rtcp_is_here``), for the worker whose they
@@ -247,6 +251,14 @@ class MediaDiscovery:
         Why: RTCP is a flow of its own (port + 1), the kernel may hash it elsewhere than its RTP."""
         self._out(["r", ts_ns, *flow, base64.b64encode(payload).decode()])
         self.counters["share_rtcp_forwarded"] += 1
+
+    def dump(self) -> list[list]:
+        """Every call side in the table, learned here or applied (items as ``take``'s, capture time 0): for a
+        worker that starts again after calls were set up, also those whose SIP the dead worker had."""
+        out = [self._side_item(cid, call, side, 0) for cid, call in self.calls.items()
+               for side in ("caller", "callee") if call.keys[side]]
+        self.counters["share_dumped"] += len(out)
+        return out
 
     def take(self) -> list[list]:
         """What this worker learned from its own traffic since the last call (JSON-able, in order): call

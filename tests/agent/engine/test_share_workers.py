@@ -172,7 +172,7 @@ def test_relay_carries_takes_between_real_engines_in_order(capture, monkeypatch)
             for s in pair:
                 s.setblocking(False)
         engines = [build_engine(EngineConfig(parsers=("sip", "rtp")), bytearray().extend) for _ in range(2)]
-        relays = [live._relay(e, (mesh[k][0], [mesh[1 - k][1]])) for k, e in enumerate(engines)]
+        relays = [live._relay(e, (k, mesh[k][0], {1 - k: mesh[1 - k][1]})) for k, e in enumerate(engines)]
         assert all(r is not None for r in relays)
         with open_capture(str(path)) as r:
             for b in r.batches():
@@ -182,8 +182,46 @@ def test_relay_carries_takes_between_real_engines_in_order(capture, monkeypatch)
         d0, d1 = (e.parsers["rtp"].summary.__self__.discovery for e in engines)
         assert d1.expected == d0.expected and len(d0.expected) > 0
         st0, st1 = relays[0].stats(), relays[1].stats()
-        assert st0["sent"] > 1 and st0["sent"] == st1["received"] and st0["items_sent"] == st1["items_received"]
-        assert st0["backlog"] == 0 and not st1.get("bad")
+        # the first datagram is worker 0's hello (its peer had nothing to dump for it: it learned nothing)
+        assert st1["hellos"] == 1 and st0["sent"] > 2 and st0["sent"] == st1["received"] + 1
+        assert st0["items_sent"] == st1["items_received"] and st0["backlog"] == 0 and not st1.get("bad")
+    finally:
+        for pair in mesh:
+            for s in pair:
+                s.close()
+
+
+def test_a_restarted_worker_learns_the_calls_already_set_up(capture):
+    """Its hello asks the peers for their tables (discovery.dump): calls that ended are left out."""
+    path, wl = capture
+    mesh = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for pair in mesh:
+            for s in pair:
+                s.setblocking(False)
+        old = build_engine(EngineConfig(parsers=("sip", "rtp")), bytearray().extend)
+        r0 = live._relay(old, (0, mesh[0][0], {1: mesh[1][1]}))
+        with open_capture(str(path)) as r:
+            for b in r.batches():
+                old.feed(b)
+        d0 = old.parsers["rtp"].summary.__self__.discovery
+        r0.send()                         # worker 1 is not there yet: its socket keeps what was sent
+        while True:                       # ... and a restarted worker 1 starts with an empty table
+            try:
+                mesh[1][0].recv(1 << 20)
+            except BlockingIOError:
+                break
+        d0.end_call(wl.call_ids[0])       # one call ended (after its linger) before the restart
+        new = build_engine(EngineConfig(parsers=("sip", "rtp")), bytearray().extend)
+        r1 = live._relay(new, (1, mesh[1][0], {0: mesh[0][1]}))
+        d1 = new.parsers["rtp"].summary.__self__.discovery
+        assert d1.expected == {}
+        r1.send()                         # hello
+        r0.receive()
+        r0.send()                         # the dump
+        r1.receive()
+        assert d1.expected == d0.expected and {ep.call_id for ep in d1.expected.values()} == set(wl.call_ids[1:])
+        assert r0.stats()["hellos"] == 1 and d0.counters["share_dumped"] == 2 * (len(wl.call_ids) - 1)
     finally:
         for pair in mesh:
             for s in pair:
@@ -204,8 +242,8 @@ def test_relay_never_blocks_and_drops_the_oldest_when_a_peer_is_full(monkeypatch
             out = pending.copy()
             pending.clear()
             return out
-        sender = Relay(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), [tx], {"rtp": Sharing(take, got.extend)})
-        receiver = Relay(rx, [], {"rtp": Sharing(list, got.extend)})
+        sender = Relay(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), {1: tx}, {"rtp": Sharing(take, got.extend)})
+        receiver = Relay(rx, {}, {"rtp": Sharing(list, got.extend)})
         for n in range(200):               # nobody reads: the socket fills, then the backlog
             pending.extend([["e", f"c{n}", n]])
             sender.send()
@@ -229,11 +267,11 @@ def test_relay_counts_what_it_cannot_read():
     try:
         rx.setblocking(False)
         got: list = []
-        r = Relay(rx, [], {"rtp": Sharing(list, got.extend)})
-        for data in (b"not json", b'["dns", []]', b'["rtp", 3]', b'["rtp", [["e", "c1", 5]]]'):
+        r = Relay(rx, {}, {"rtp": Sharing(list, got.extend)})
+        for data in (b"not json", b'["dns", []]', b'["rtp", 3]', b'["", ["hello", 7]]', b'["rtp", [["e", "c1", 5]]]'):
             tx.send(data)
         r.receive()
-        assert r.stats()["bad"] == 3 and r.stats()["received"] == 1 and got == [["e", "c1", 5]]
+        assert r.stats()["bad"] == 4 and r.stats()["received"] == 1 and got == [["e", "c1", 5]]
     finally:
         rx.close()
         tx.close()

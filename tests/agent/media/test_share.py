@@ -42,6 +42,9 @@ def test_applied_announcements_rebuild_the_same_table():
     assert b.expected[("10.0.0.2", 6000)].rtpmap == {0: "PCMU/8000", 101: "telephone-event/8000"}
     assert b.take() == []                                    # applied, never taken again (no echo)
     assert b.counters["endpoints_applied"] == a.counters["endpoints_announced"] == 5   # caller's side twice
+    c = MediaDiscovery()          # a worker starting again: b's dump holds what b applied, too
+    c.apply(_wire(b.dump()))
+    assert c.expected == a.expected and b.counters["share_dumped"] == 2
     assert b.counters["endpoints_announced"] == 0
     # the caller's identity travels: later SIP of the call on b tells the sides apart as a would
     b.on_sip_record(rec("INVITE", sdp=sdp("10.0.0.1", 4200), ttag="b", ts=400))
