@@ -184,3 +184,81 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
         assert rtp.get(f"discovery_{lost}", 0) == 0
     assert relay.get("dropped", 0) == 0 and relay["received"] > 0 and relay["backlog"] == 0
     assert "relay" not in one and "discovery_share_applied_sides" not in one["rtp"]
+
+
+def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
+    """A worker killed after the calls were set up comes back with an empty table; its hello gets it the
+    survivor's (discovery.dump), so the streams the kernel hashes to it are still reported.
+
+    The kernel moves flows when a fanout group's member leaves and another joins (a flow goes to member
+    ``hash % members`` in the group's current order): with two workers, the dead worker's flows go to the
+    survivor and the survivor's to the newcomer.  So per stream: either its packets before the kill died
+    with the dead worker and one record counts those after, or the survivor reports those before and the
+    newcomer those after -- the newcomer only knows that stream through the dump.  Either way nothing the
+    living workers saw is missing."""
+    require_root_and("tcpreplay", "tcprewrite")
+    with rtpshare_pair() as p:
+        def mac(ns: str, ifname: str) -> str:
+            return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+        racy, wl = _racy_calls(tmp_path)
+        pcap = tmp_path / "replay.pcap"
+        sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+           f"--infile={racy}", f"--outfile={pcap}")
+        # part 1: every call's INVITE, 200 and ACK and 300 ms of their media; part 2: the rest
+        split = RtpGenSpec().start_ns + (CALLS - 1) * 20_000_000 + 60_000_000 + 300_000_000
+        parts = [tmp_path / "part1.pcap", tmp_path / "part2.pcap"]
+        after: dict[tuple, int] = {}
+        with open(parts[0], "wb") as f1, open(parts[1], "wb") as f2, open_capture(str(pcap)) as r:
+            w = [PcapWriter(f1, 1, 65535, True), PcapWriter(f2, 1, 65535, True)]
+            for b in r.batches():
+                for i in range(b.n):
+                    frame = bytes(b.packet(i))
+                    late = b.ts_ns[i] >= split
+                    w[late].write(b.ts_ns[i], frame)
+                    sport, dport = int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
+                    if late and 5060 not in (sport, dport) and dport % 2 == 0:   # RTP (RTCP: odd ports)
+                        k = (".".join(map(str, frame[26:30])), sport, ".".join(map(str, frame[30:34])), dport)
+                        after[k] = after.get(k, 0) + 1
+            for x in w:
+                x.flush()
+        out = tmp_path / "records.jsonl"
+        proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", "2",
+                       "--output", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_for_sockets(p, 2)
+            r1 = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(parts[0]), check=False,
+                       timeout=60)
+            assert r1.returncode == 0, r1.stdout + r1.stderr
+            time.sleep(0.5)   # both workers know every call now
+            children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+            assert len(children) == 2
+            os.kill(int(children[0]), 9)   # a worker this test started, by PID
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                now = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+                if len(now) == 2 and children[0] not in now:
+                    break
+                time.sleep(0.1)
+            _wait_for_sockets(p, 2)
+            time.sleep(0.5)   # its hello answered
+            r2 = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(parts[1]), check=False,
+                       timeout=120)
+            assert r2.returncode == 0, r2.stdout + r2.stderr
+            time.sleep(3.5)
+            proc.send_signal(2)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            stop(proc)
+        assert proc.returncode == 0, err.decode()
+    summary = json.loads(err.decode().strip().splitlines()[-1])
+    assert summary["worker_restarts"] == 1 and summary["kernel"]["kernel_drops"] == 0
+    truth = _finals(_offline(pcap))
+    got: dict[tuple, list[int]] = {}
+    for r in (json.loads(x) for x in out.read_text().splitlines()):
+        if r["type"] == "media" and r["final"]:
+            got.setdefault((r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["ssrc"]), []).append(r["packets"])
+    assert set(got) == set(truth)
+    moved = [k for k, n in got.items() if len(n) == 2 and sum(n) == truth[k]["packets"]]   # survivor, newcomer
+    died = [k for k, n in got.items() if n == [after[k[:4]]]]                              # dead worker, survivor
+    assert len(moved) + len(died) == len(truth) and moved and died, (got, after)
+    assert summary["rtp"]["discovery_share_dumped"] > 0 and summary["relay"]["hellos"] >= 2
