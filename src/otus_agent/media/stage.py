@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from otus_agent.identity import annotate
 from otus_agent.media import rtp as R
-from otus_agent.media.discovery import Endpoint, MediaDiscovery
+from otus_agent.media.discovery import Endpoint, MediaDiscovery, rtcp_is_here
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
 from otus_agent.media.rtp_cy import RTP_REASONS, MediaLane, RtpStream, flow_key
 from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
@@ -190,8 +190,13 @@ class MediaStage:
             if ep is None:
                 if self.discovery.heuristic:
                     self._heuristic(ts_ns, src, sport, dst, dport, payload)
+                elif self.discovery.waiting is not None:   # a fanout worker: the SDP may be another's
+                    self.discovery.waiting.hold(ts_ns, flow, payload)
                 return
         if ep.rtcp or (ep.mux and R.looks_like_rtcp(payload)):
+            if self.discovery.outbox is not None and not rtcp_is_here(payload, self.by_ssrc):
+                self.discovery.rtcp_out(ts_ns, flow, payload)   # a fanout worker: its streams are elsewhere
+                return
             self._rtcp(ts_ns, payload)
             return
         h = R.parse_rtp(payload, self.bad)
