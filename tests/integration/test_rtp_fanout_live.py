@@ -185,6 +185,24 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
     assert relay.get("dropped", 0) == 0 and relay["received"] > 0 and relay["backlog"] == 0
     assert "relay" not in one and "discovery_share_applied_sides" not in one["rtp"]
 
+    # the same counters as Prometheus families (the daemon's collector over this summary)
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from otus_agent.observability.metrics import TaskCollector
+    from otus_spec import TaskSpec
+    reg = CollectorRegistry()
+    reg.register(TaskCollector(lambda: [(TaskSpec(id="two", interfaces=["lo"]), "running", two)]))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    assert samples[("otus_media_unannounced_packets_total", (("outcome", "adopted"), ("task", "two")))] == \
+        rtp["discovery_unannounced_adopted"]
+    assert samples[("otus_media_shared_items_total", (("kind", "applied_sides"), ("task", "two")))] == \
+        rtp["discovery_share_applied_sides"]
+    assert samples[("otus_fanout_relay_datagrams_total", (("outcome", "received"), ("task", "two")))] == \
+        relay["received"]
+    assert samples[("otus_fanout_relay_backlog", (("task", "two"),))] == 0
+
 
 def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
     """A worker killed after the calls were set up comes back with an empty table; its hello gets it the
