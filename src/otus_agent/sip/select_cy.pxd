@@ -24,7 +24,7 @@ cdef class DialogSelector:
     # the table (select_cy.py's docstring): slots, entries, their Call-IDs, the lists' ends
     cdef long long* slots
     cdef long long* ent
-    cdef list keys
+    cdef dict keys
     cdef long long mask
     cdef long long fresh
     cdef long long free_head
@@ -48,6 +48,7 @@ cdef class DialogSelector:
     cdef bint step(self, long long e, long long ts, bint is_request, object method, long long status,
                    object cseq_method)
     cdef bint _same(self, long long e, unsigned char* cid, Py_ssize_t n) noexcept
+    cdef void _store_key(self, long long e, Py_ssize_t b)
     cdef long long _probe(self, unsigned char* cid, Py_ssize_t n, long long h) noexcept
     cdef long long _insert(self, long long ts)
     cdef void _remove(self, long long e) noexcept

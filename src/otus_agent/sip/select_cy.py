@@ -15,8 +15,10 @@ linger after the end).
 Layout (C arrays, ``array('q')`` in the pure build):
 - ``slots``: 2^k >= 2 * max_dialogs words; 0 = empty, else ``tag << 32 | (entry + 1)``, where ``tag``
   is the hash's top 31 bits and ``tag & mask`` its home slot (so moving a slot needs no entry).
-- ``ent``: ``STRIDE`` words per entry (one cache line): the hash, last seen, end time, the two lists'
-  links and whether it is on the ended list; ``keys[entry]`` holds the Call-ID's bytes.
+- ``ent``: ``STRIDE`` words per entry (two cache lines): the hash, last seen, end time, the two lists'
+  links, whether it is on the ended list, the Call-ID's length and, compiled, its bytes when they fit
+  (``INLINE``: a probe then reads two adjacent lines); ``keys[entry]`` holds longer Call-IDs (all of
+  them in the pure build).
 """
 from __future__ import annotations
 
@@ -29,14 +31,14 @@ except ImportError:  # the pure build without Cython installed
 
 if cython.compiled:
     from cython.cimports.libc.stdlib import calloc, free
-    from cython.cimports.libc.string import memcmp
+    from cython.cimports.libc.string import memcmp, memcpy
 else:
     from array import array
 
 from otus_agent.sip.select import IDLE_S, LINGER_S, MAX_DIALOGS, NS, Selector
 
-# an entry's words in ``ent``
-STRIDE = cython.declare(cython.Py_ssize_t, 8)
+# an entry's words in ``ent``: two cache lines, its Call-ID's bytes in the second
+STRIDE = cython.declare(cython.Py_ssize_t, 16)
 F_HASH = cython.declare(cython.Py_ssize_t, 0)
 F_LAST = cython.declare(cython.Py_ssize_t, 1)     # last message, capture clock (ns)
 F_ENDED = cython.declare(cython.Py_ssize_t, 2)    # when it ended (ns), while F_ON_END
@@ -45,6 +47,9 @@ F_LNEXT = cython.declare(cython.Py_ssize_t, 4)
 F_EPREV = cython.declare(cython.Py_ssize_t, 5)    # ended list, oldest end first
 F_ENEXT = cython.declare(cython.Py_ssize_t, 6)
 F_ON_END = cython.declare(cython.Py_ssize_t, 7)   # 1: ended, on the ended list
+F_KLEN = cython.declare(cython.Py_ssize_t, 8)     # the Call-ID's length
+F_KEY = cython.declare(cython.Py_ssize_t, 9)      # compiled: its bytes from here when at most INLINE
+INLINE = cython.declare(cython.Py_ssize_t, 56)    # (STRIDE - F_KEY) words; longer ones are in ``keys``
 TAG_BITS = cython.declare(cython.longlong, 0x7FFFFFFF)
 LOW32 = cython.declare(cython.longlong, 0xFFFFFFFF)
 MAX_CAPACITY = 1 << 28      # max_dialogs' own bound (the slots' tags and indices are 31 bits)
@@ -102,7 +107,7 @@ class DialogSelector:
         else:
             self.slots = array("q", bytes(8 * nslots))
             self.ent = array("q", bytes(8 * STRIDE * max_dialogs))
-        self.keys = [None] * max_dialogs
+        self.keys = {}
         self.fresh = 0                       # entries below it have been used (the rest are zero)
         self.free_head = -1
         self.lru_head = self.lru_tail = -1
@@ -213,13 +218,27 @@ class DialogSelector:
     @cython.exceptval(check=False)
     def _same(self, e: cython.longlong, cid: cython.p_uchar, n: cython.Py_ssize_t) -> cython.bint:
         """Whether entry e's Call-ID is cid[:n], byte for byte (the hashes matched)."""
-        k: bytes = self.keys[e]
-        if len(k) != n:
+        b: cython.Py_ssize_t = e * STRIDE
+        if self.ent[b + F_KLEN] != n:
             return False
         if cython.compiled:
+            if n <= INLINE:
+                return memcmp(cython.cast(cython.p_uchar, self.ent + b + F_KEY), cid, n) == 0
+            k: bytes = self.keys[e]
             return memcmp(cython.cast(cython.p_uchar, k), cid, n) == 0
         else:
-            return k == cid
+            return self.keys[e] == cid
+
+    @cython.cfunc
+    def _store_key(self, e: cython.longlong, b: cython.Py_ssize_t) -> cython.void:
+        """The remembered Call-ID into entry e: in the entry itself when short (compiled), else ``keys``."""
+        n: cython.Py_ssize_t = self._kn
+        self.ent[b + F_KLEN] = n
+        if cython.compiled:
+            if n <= INLINE:
+                memcpy(cython.cast(cython.p_uchar, self.ent + b + F_KEY), self._kp, n)
+                return
+        self.keys[e] = self._kp[:n]
 
     @cython.cfunc
     @cython.exceptval(check=False)
@@ -261,7 +280,7 @@ class DialogSelector:
         ent[b + F_LAST] = ts
         ent[b + F_ENDED] = 0
         ent[b + F_ON_END] = 0
-        self.keys[e] = self._kp[:self._kn]
+        self._store_key(e, b)
         self._lru_append(e)
         tag: cython.longlong = (h >> 33) & TAG_BITS
         i: cython.longlong = tag & self.mask
@@ -303,7 +322,8 @@ class DialogSelector:
         self._lru_unlink(e)
         if ent[b + F_ON_END]:
             self._end_unlink(e)
-        self.keys[e] = None
+        if not cython.compiled or ent[b + F_KLEN] > INLINE:
+            del self.keys[e]
         ent[b + F_LNEXT] = self.free_head
         self.free_head = e
         self.active -= 1

@@ -114,7 +114,9 @@ class Reference:
 
 # Call-IDs that differ in one byte, by length only, by case, non-ASCII, empty, long
 CALL_IDS = ([f"a84b4c76e66710@pc33.atlanta.com-{i}" for i in range(150)] + ["x", "X", "xx", "", "é@h", "e@h",
-            "\udcff-surrogate", "z" * 300, "z" * 299 + "y"])
+            "\udcff-surrogate", "z" * 300, "z" * 299 + "y",
+            # about the length the compiled entry holds in place (56 bytes): longer ones are kept apart
+            "k" * 55, "k" * 56, "k" * 55 + "l", "k" * 57, "k" * 56 + "l"])
 REQUESTS = ["INVITE", "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "MESSAGE", "UPDATE", "INFO"]
 CSEQ = ["INVITE", "INVITE", "BYE", "REGISTER", "CANCEL", "OPTIONS", "MESSAGE", "PRACK", "UPDATE", "INFO"]
 STATUSES = [100, 100, 180, 180, 183, 200, 200, 401, 407, 486, 487, 500]
