@@ -10,9 +10,10 @@ is reported whole, even when the later messages alone would not match.  Everythi
 before a record is made and counted (``unmatched``); a dialog whose initial request was not
 captured (capture started later) is not selected.
 
-The admitted Call-IDs are a bounded table (``select_cy.DialogSelector``, compiled: the SIP lane asks it
-about every message) (``max_dialogs``, the oldest evicted and counted: an
-evicted dialog's later messages are then judged on their own).  An entry lives until its dialog
+The admitted Call-IDs are a bounded table (``select_cy.DialogSelector``: a fixed-size C hash table keyed
+by the Call-ID's bytes, which the compiled SIP lane probes once per message) of ``max_dialogs``, the
+least recently seen evicted and counted when it is full (an evicted dialog's later messages are then
+judged on their own).  An entry lives until its dialog
 ends (BYE answered, INVITE answered with a final failure, CANCEL) plus ``linger_s`` for the
 retransmissions that follow, or until it has been idle for ``idle_s``, on the capture clock.
 """
