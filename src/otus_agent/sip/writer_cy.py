@@ -1103,20 +1103,21 @@ class UdpLane:
         Call-ID alone, without making the rest into text."""
         o = self.so
         sel: DialogSelector = self.select
-        cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1") if o[O_CID0] >= 0 else None
+        # the Call-ID's bytes in place: one probe of the selector's table
+        e: cython.longlong = sel.find(ts, p + o[O_CID0], o[O_CID1] - o[O_CID0]) if o[O_CID0] >= 0 else sel.find(ts, p, -1)
         in_dialog: cython.bint = o[O_TT0] >= 0
-        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
-        if req and not in_dialog and (cid is None or cid not in sel.dialogs):
+        if e < 0 and req and not in_dialog:
             # the fields the fast path's record holds (scan_cy._fields), ASCII as the record just written
+            cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1") if o[O_CID0] >= 0 else None
             fu = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
             tu = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
             ruri = p[o[O_U0]:o[O_U1]].decode("latin-1") if o[O_U0] >= 0 else None
             heads = None
             if self.select_heads:
                 heads = header_getter(data if data is not None else whole[off:off + plen], self.select_heads)
-            return sel.admit(ts, True, METHOD_NAMES[midx], None, csm, cid, fu, tu, ruri, heads, False)
-        return sel.admit(ts, req, METHOD_NAMES[midx] if req else None, None if req else o[O_STATUS], csm, cid,
-                         None, None, None, None, in_dialog)
+            return sel.open(ts, METHOD_NAMES[midx], cid, fu, tu, ruri, heads)
+        return sel.step_at(e, ts, req, METHOD_NAMES[midx] if req else None, -1 if req else o[O_STATUS],
+                           p + o[O_CSM0], o[O_CSM1] - o[O_CSM0] if o[O_CSM0] >= 0 else -1)
 
     @cython.cfunc
     def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint, midx: cython.int) -> cython.int:
