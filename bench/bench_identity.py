@@ -137,6 +137,7 @@ def main() -> None:
                 hooks.ADDRESSES.update(filled[0])
                 hooks.FRAGMENTS.update(filled[1])
                 hooks.CAPTURE.update(filled[2])
+                hooks.changed()     # FRAGMENTS written here directly: the lane's caches must know
             cpu, n = run_records(path, path.with_name("records.jsonl"))
             best[mode] = min(best[mode], cpu)
     t_off, t_on = best["off"], best["on"]

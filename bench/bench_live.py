@@ -54,9 +54,10 @@ def wait_socket(p, ns: str, count: int) -> None:
 
 
 def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int, otus: str,
-            otus_args: tuple[str, ...] = (), tcpdump_filter: str | None = None) -> dict:
+            otus_args: tuple[str, ...] = (), tcpdump_filter: str | None = None, pps_multi: int = 1) -> dict:
     """One replay of ``pcap`` ``loops`` times at ``rate`` pps (None: tcpreplay's top speed) into one capture;
-    ``tcpdump_filter``: tcpdump's filter instead of the SIP one ("" for none, every packet)."""
+    ``tcpdump_filter``: tcpdump's filter instead of the SIP one ("" for none, every packet); ``pps_multi``:
+    tcpreplay sends that many packets per timing tick (its --pps-multi: high rates need fewer ticks)."""
     if tool == "otus":
         cmd = [otus, "run", "-i", p.if_b, "--output", "/dev/null", "--workers", str(workers), *otus_args]
         if workers == 1:  # one capture core, the replayer on the other; N workers share both
@@ -71,8 +72,9 @@ def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int
         wait_socket(p, p.ns_b, workers if tool == "otus" else 1)
         c0 = tree_cpu(proc.pid)
         t0 = time.monotonic()
-        speed = "--topspeed" if rate is None else f"--pps={rate}"
-        r = p.run(p.ns_a, "taskset", "-c", "1", "tcpreplay", "-q", "-i", p.if_a, speed,
+        speed = ["--topspeed"] if rate is None else [f"--pps={rate}"] + ([f"--pps-multi={pps_multi}"]
+                                                                        if pps_multi > 1 else [])
+        r = p.run(p.ns_a, "taskset", "-c", "1", "tcpreplay", "-q", "-i", p.if_a, *speed,
                   f"--loop={loops}", "--preload-pcap", str(pcap), check=False, timeout=600)
         elapsed = time.monotonic() - t0
         time.sleep(1.0)

@@ -12,10 +12,18 @@ their RTP/RTCP streams (PCMU 20 ms, loss, duplicates, reordering), run with ``--
 pinned to CPU 0, with Otus's own kernel filter for the parsers (none for ``flow``), so drops and
 CPU compare on the same packets.
 
-tcpreplay needs the frames addressed to the capture side: tcprewrite sets the veth's MACs.
+tcpreplay needs the frames addressed to the capture side: tcprewrite sets the veth's MACs.  At high
+rates one packet per timing tick is more ticks than tcpreplay keeps up with: ``--pps-multi`` (default
+``auto``: enough packets per tick for at most 20,000 ticks a second) sends several per tick, and each
+rate's line gives the rate tcpreplay itself reports (a rate it fell short of by over 5% is marked).
+``--netns-tag`` names the namespaces (otus-TAG-PID-a/b), so parallel runs never collide.
+``--mirror``: the frames go to another MAC than the capture side's, as a SPAN port's copies do: the
+capture side's IP stack drops them at once (no UDP socket lookup, no ICMP port unreachable per
+packet), which on a veth pair runs on the sender's core, so tcpreplay reaches higher rates.
 
 Usage: python bench/bench_live_realistic.py [--rates 100000,150000,200000,250000] [--calls N] [--loops 3]
        [--calls-summaries] [--parsers sip,flow] [--mix pbx|rtp] [--rtp-packets N] [--anchor tcpdump]
+       [--pps-multi auto|N] [--netns-tag TAG] [--mirror]
 """
 from __future__ import annotations
 
@@ -38,6 +46,13 @@ from otus_agent.engine.parsers import capture_clauses  # noqa: E402
 from tests.netns import veth_pair  # noqa: E402
 
 KNEE_PCT = 0.1
+MIRROR_MAC = "02:00:00:00:16:99"   # --mirror: no interface has it
+MAX_TICKS = 20_000   # tcpreplay timing ticks per second --pps-multi auto aims at
+
+
+def pps_multi(choice: str, rate: int) -> int:
+    """Packets per tcpreplay tick for ``rate``: ``auto`` keeps the ticks at or under MAX_TICKS a second."""
+    return max(1, -(-rate // MAX_TICKS)) if choice == "auto" else int(choice)
 
 
 def rtp_workload(calls: int, packets: int, tmp: Path) -> tuple[Path, dict]:
@@ -66,6 +81,11 @@ def main() -> None:
     ap.add_argument("--rtp-packets", type=int, default=1500, help="--mix rtp: RTP packets per direction per call")
     ap.add_argument("--anchor", choices=("none", "tcpdump"), default="none",
                     help="tcpdump -w /dev/null with the same kernel filter on the same replay, per rate")
+    ap.add_argument("--pps-multi", default="auto", help="tcpreplay --pps-multi: packets per timing tick "
+                    f"(auto: at most {MAX_TICKS:,} ticks a second)")
+    ap.add_argument("--netns-tag", default="blr", help="namespaces otus-TAG-PID-a/b (unique per run)")
+    ap.add_argument("--mirror", action="store_true", help="frames to another MAC (a SPAN port's copies): "
+                    "the capture side's IP stack drops them before any socket lookup")
     a = ap.parse_args()
     if a.parsers is None:
         a.parsers = "sip,rtp" if a.mix == "rtp" else "sip"
@@ -73,13 +93,14 @@ def main() -> None:
     extra = (("--calls",) if a.calls_summaries else ()) + (("--parsers", a.parsers) if a.parsers != "sip" else ())
     clauses = capture_clauses(tuple(a.parsers.split(",")), {})
     bpf = str(default_filter(DEFAULT_SIP_PORTS, clauses))   # Otus's own filter; "" (every packet) for flow
-    with veth_pair("blr", subnet=84) as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
+    with veth_pair(a.netns_tag, subnet=84) as p, tempfile.TemporaryDirectory(prefix="otus-live-") as tmp:
         def mac(ns: str, i: str) -> str:
             return p.run(ns, "cat", f"/sys/class/net/{i}/address").stdout.strip()
         # the offline bench's file, its frames rewritten to the veth's MACs (the capture side's host traffic)
         src, info = rtp_workload(a.calls, a.rtp_packets, Path(tmp)) if a.mix == "rtp" else workload(a.calls)
         pcap = Path(tmp) / "live.pcap"
-        subprocess.run(["tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+        dmac = MIRROR_MAC if a.mirror else mac(p.ns_b, p.if_b)
+        subprocess.run(["tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={dmac}",
                         "-i", str(src), "-o", str(pcap)], check=True, timeout=600)
         print(f"workload: {src.name}: {info['packets']:,} packets, {info['sip_messages']:,} SIP messages per "
               f"replay, {a.loops} replays per rate; one worker on CPU 0, tcpreplay on CPU 1; "
@@ -87,15 +108,19 @@ def main() -> None:
                                                           if a.mix == "rtp" else ""))
         results = []
         for rate in [int(x) for x in a.rates.split(",")]:
-            r = run_one(p, "otus", pcap, rate, a.loops, 1, otus, extra)
+            multi = pps_multi(a.pps_multi, rate)
+            r = run_one(p, "otus", pcap, rate, a.loops, 1, otus, extra, pps_multi=multi)
             results.append(r)
-            print(f"  {rate:>7,} pps: sent {r['sent']:,} (tcpreplay {r['replay_pps']:,} pps), kernel received "
+            short = " SHORT of the rate" if r["replay_pps"] < 0.95 * rate else ""
+            print(f"  {rate:>7,} pps: sent {r['sent']:,} (tcpreplay {r['replay_pps']:,} pps{short}, "
+                  f"--pps-multi {multi}), kernel received "
                   f"{r.get('received', 0):,}, dropped {r.get('dropped', 0):,} = {r['drop_pct']:.3f}%, "
                   f"SIP {r.get('sip', 0):,}, RTP {r.get('rtp', 0):,}, capture CPU {r['cpu_pct']}%")
             if a.anchor == "tcpdump":
-                t = run_one(p, "tcpdump", pcap, rate, a.loops, 1, otus, tcpdump_filter=bpf)
+                t = run_one(p, "tcpdump", pcap, rate, a.loops, 1, otus, tcpdump_filter=bpf, pps_multi=multi)
                 r["tcpdump"] = t
-                print(f"  {'':>7}      tcpdump -w /dev/null (same filter): sent {t['sent']:,}, kernel received "
+                print(f"  {'':>7}      tcpdump -w /dev/null (same filter): sent {t['sent']:,} (tcpreplay "
+                      f"{t['replay_pps']:,} pps), kernel received "
                       f"{t.get('received', 0):,}, dropped {t.get('dropped', 0):,} = {t['drop_pct']:.3f}%, "
                       f"capture CPU {t['cpu_pct']}%")
             sys.stdout.flush()
@@ -104,6 +129,10 @@ def main() -> None:
         print(f"  knee (first rate with >= {KNEE_PCT}% drops): "
               + (f"{knee:,} pps (clean up to {max(below):,} pps)" if knee and below else
                  f"{knee:,} pps (already at the lowest rate)" if knee else "none up to the highest rate"))
+        if a.anchor == "tcpdump":
+            t_knee = next((r["rate"] for r in results if r["tcpdump"]["drop_pct"] >= KNEE_PCT), None)
+            print("  tcpdump's knee on the same replays: " + (f"{t_knee:,} pps" if t_knee else
+                                                             "none up to the highest rate"))
         if not a.no_two_workers:
             r = run_one(p, "otus", pcap, None, a.loops, 2, otus, extra)
             print(f"  two workers, tcpreplay top speed: {r['replay_pps']:,} pps, sent {r['sent']:,}, kernel received "

@@ -94,11 +94,12 @@ def metric_families() -> list[tuple[str, object]]:
     from otus_agent.flows.stage import FlowStage
     from otus_agent.kube.identity import IdentityCollector, IdentityTable
     from otus_agent.observability.ifstats import InterfaceStats
-    from otus_agent.observability.metrics import TaskCollector, _detect_metrics, media_metrics
+    from otus_agent.observability.metrics import TaskCollector, _detect_metrics, media_metrics, relay_metrics
     with tempfile.TemporaryDirectory() as empty:        # no interfaces: the families, no samples
         interfaces = InterfaceStats([], root=empty).metrics()
     return [*(("task", m) for m in TaskCollector(lambda: []).collect()),
             *(("parser rtp", m) for m in media_metrics("t", {})),
+            *(("fanout workers", m) for m in relay_metrics("t", {})),
             *(("parser flow", m) for m in flow_metrics("t", FlowStage())),
             *(("parser dns", m) for m in domain_metrics("t", DnsStage())),
             *(("parser detect", m) for m in _detect_metrics("t", {})),

@@ -13,9 +13,14 @@ under the table's lock and read without one (a dict lookup is atomic under the G
 * ``CAPTURE``: the capture point (``agent``, ``node``; ``pod`` and ``namespace`` in sidecar mode)
   under ``"capture"``, for the general path.
 
+* ``GENERATION``: a count bumped (``changed``) after every change of ``FRAGMENTS``; the lane keeps
+  what it looked up (per IPv4 address, and the capture point) until the count moves.
+
 Empty outside a cluster: records then carry none of these keys and stay byte-identical.
 """
 from __future__ import annotations
+
+from array import array
 
 # the identity of a cluster address (otus_agent.kube.identity), the value of src_k8s / dst_k8s
 CAPTURE_KEYS = ("agent", "node", "pod", "namespace")
@@ -45,9 +50,16 @@ RECORD_KEYS: tuple[tuple[str, str, str], ...] = (
 ADDRESSES: dict[str, dict] = {}
 FRAGMENTS: dict[bytes, bytes] = {}
 CAPTURE: dict[str, dict] = {}
+GENERATION = array("q", [0])      # one slot, never resized: the compiled lane reads it in place
 CAPTURE_KEY = b"capture"          # no address's text: the capture point's entry in FRAGMENTS
 MAX_FRAGMENT = 1024               # an identity's JSON longer than this is left out (the lane's room per key)
 ROOM = 4 * MAX_FRAGMENT           # the lane's room for a record's identity keys (sip/fields.py: at most 3)
+
+
+def changed() -> None:
+    """Tell the lane's caches that ``FRAGMENTS`` changed: call it after every change (the writers here and
+    ``otus_agent.kube.identity``'s sink do)."""
+    GENERATION[0] += 1
 
 
 def set_capture(point: dict[str, str] | None) -> None:
@@ -58,12 +70,14 @@ def set_capture(point: dict[str, str] | None) -> None:
     if point:
         CAPTURE["capture"] = dict(point)
         FRAGMENTS[CAPTURE_KEY] = dumps(point)
+    changed()
 
 
 def clear() -> None:
     ADDRESSES.clear()
     FRAGMENTS.clear()
     CAPTURE.clear()
+    changed()
 
 
 def annotate(rec: dict, src_ip: str, dst_ip: str) -> None:

@@ -6,6 +6,9 @@ its engine (``engine.pipeline.build_engine``, as ``otus run --pcap`` builds
 it).  Workers send serialised record lines to the parent in batches over a
 pipe; the parent writes them, restarts a worker that dies
 (``worker_restarts``) and merges the final counters.
+
+What one worker's parsers learn that the others need (``Parser.share``: rtp's SDP announcements, whose
+RTP the kernel usually hashes to another worker) goes straight from worker to worker (``Relay``).
 """
 from __future__ import annotations
 
@@ -13,14 +16,17 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import socket
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
 from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
-from otus_agent.engine.pipeline import EngineConfig, build_engine, quiet_gc
+from otus_agent.engine.parsers import Sharing
+from otus_agent.engine.pipeline import Engine, EngineConfig, build_engine, quiet_gc
 from otus_agent.reassembly.datagrams import DatagramConfig
 from otus_agent.reporters.sink import HepSettings, KafkaSettings
 from otus_agent.sip.framing import SipConfig
@@ -109,12 +115,137 @@ class _Stop:
 
 TICK_S = 1.0   # how often the parsers' time-driven output runs (Engine.tick) during live capture
 
+RELAY_DATAGRAM = 16 << 10   # bytes of items per relay datagram: a larger take is split (one item never)
+RELAY_RECV = 256 << 10      # the receive buffer: an item larger than this is cut, and counted bad
+RELAY_BACKLOG = 1024        # datagrams per peer waiting for room in its socket; full: the oldest goes (dropped)
+RELAY_READS = 256           # datagrams applied per call: the capture loop is never held long
+
+
+class Relay:
+    """One fanout worker's end of the sharing mesh: the datagrams its peers write to it (``rx``), and
+    the peers' sockets it writes to.  The parent makes one AF_UNIX datagram socketpair per worker before
+    forking (a restarted worker gets the same one back); worker *i* reads the one end of pair *i* and
+    writes to the other end of every other pair.  Why a mesh and not a relay through the parent: one hop
+    fewer (the parent also writes the records, it would delay the announcements RTP is waiting for), the
+    kernel keeps message boundaries, and nothing on the way can block.
+
+    Non-blocking both ways: ``receive`` applies at most ``RELAY_READS`` datagrams per call; ``send`` writes
+    what the parsers took, and what does not fit in a peer's socket (its kernel buffer, SO_SNDBUF) waits
+    in that peer's backlog for the next call; a backlog holds at most ``RELAY_BACKLOG`` datagrams, beyond
+    that the oldest is dropped (``dropped``: the peer misses those announcements, and the RTP it holds
+    for them expires, counted by the parser).  Datagram: ``[parser name, [items...]]`` as JSON; name ""
+    is the relay's own: ``["", ["hello", i]]``, which a worker sends when it starts, asks every peer for
+    its parsers' ``dump`` (a restarted worker learns the calls already set up)."""
+
+    def __init__(self, rx: socket.socket, peers: dict[int, socket.socket], shares: dict[str, Sharing],
+                 me: int | None = None):
+        self.rx, self.peers, self.shares = rx, peers, shares
+        self.backlog: dict[int, deque[bytes]] = {i: deque() for i in peers}
+        self.buf = bytearray(RELAY_RECV)
+        self.c: Counter[str] = Counter()
+        if me is not None:
+            for q in self.backlog.values():
+                q.append(json.dumps(["", ["hello", me]]).encode())
+
+    def receive(self) -> None:
+        """Apply what the peers sent (their order is kept per peer)."""
+        for _ in range(RELAY_READS):
+            try:
+                n = self.rx.recv_into(self.buf)
+            except BlockingIOError:
+                return
+            try:
+                name, items = json.loads(bytes(self.buf[:n]))
+                if name == "" and items[0] == "hello":
+                    self._hello(items[1])
+                    continue
+                share = self.shares[name]
+                if not isinstance(items, list):
+                    raise TypeError(name)
+            except (ValueError, KeyError, TypeError, IndexError):
+                self.c["bad"] += 1
+                continue
+            self.c["received"] += 1
+            self.c["items_received"] += len(items)
+            share.apply(items)
+
+    def _hello(self, peer: int) -> None:
+        q = self.backlog[peer]
+        self.c["hellos"] += 1
+        for name, share in self.shares.items():
+            for dgram in _pack(name, share.dump()):
+                self._queue(q, dgram)
+
+    def _queue(self, q: deque[bytes], dgram: bytes) -> None:
+        if len(q) >= RELAY_BACKLOG:
+            q.popleft()
+            self.c["dropped"] += 1
+        q.append(dgram)
+
+    def send(self) -> None:
+        """What the parsers learned since the last call, to every peer; then the backlogs, as room allows."""
+        for name, share in self.shares.items():
+            items = share.take()
+            if items:
+                self.c["items_sent"] += len(items)
+                for dgram in _pack(name, items):
+                    for q in self.backlog.values():
+                        self._queue(q, dgram)
+        for i, q in self.backlog.items():
+            sock = self.peers[i]
+            while q:
+                try:
+                    sock.send(q[0])
+                except BlockingIOError:
+                    self.c["peer_full"] += 1
+                    break
+                except OSError:   # larger than the socket can take at all (EMSGSIZE)
+                    self.c["dropped"] += 1
+                else:
+                    self.c["sent"] += 1
+                q.popleft()
+
+    def stats(self) -> dict:
+        return {**self.c, "backlog": sum(len(q) for q in self.backlog.values())}
+
+
+Mesh = tuple[int, socket.socket, dict[int, socket.socket]]   # (this worker, its socket to read, the peers')
+
+
+def _pack(name: str, items: list) -> list[bytes]:
+    """``items`` as datagrams of about RELAY_DATAGRAM bytes each, in order."""
+    head, size = json.dumps(name).encode(), 0
+    out: list[bytes] = []
+    part: list[bytes] = []
+    for it in items:
+        b = json.dumps(it, separators=(",", ":")).encode()
+        if part and size + len(b) > RELAY_DATAGRAM:
+            out.append(b"[" + head + b",[" + b",".join(part) + b"]]")
+            part, size = [], 0
+        part.append(b)
+        size += len(b) + 1
+    if part:
+        out.append(b"[" + head + b",[" + b",".join(part) + b"]]")
+    return out
+
+
+def _relay(engine: Engine, mesh: Mesh | None) -> Relay | None:
+    """The worker's relay, when it has peers and a parser that shares (switched to sharing here); its
+    hello goes out with the first ``send``."""
+    if mesh is None:
+        return None
+    shares = {n: p.share() for n, p in engine.parsers.items() if p.share is not None}
+    me, rx, peers = mesh
+    return Relay(rx, peers, shares, me) if shares else None
+
 
 def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callable,
                   stop: Callable[[], bool], worker: int | None, fanout: int | None,
-                  on_stats: Callable[[dict], None] | None = None) -> dict:
+                  on_stats: Callable[[dict], None] | None = None,
+                  mesh: Mesh | None = None) -> dict:
     """Capture until stopped; returns this process's summary."""
     engine = build_engine(engine_cfg, emit_lines, worker)
+    relay = _relay(engine, mesh)
     cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout)
     writer = None
     if cfg.pcap_path:
@@ -134,6 +265,8 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
         if writer is not None:
             s["pcap_out"] = {"packets": writer.packets, "rotations": writer.rotations, "deleted": writer.deleted,
                              "files": len(writer.files)}
+        if relay is not None:
+            s["relay"] = relay.stats()
         return s
     try:
         while not stop():
@@ -142,13 +275,21 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                 on_stats(snapshot())
             if cfg.duration_s is not None and time.monotonic() - start >= cfg.duration_s:
                 break
+            if relay is not None:   # also while no packets come: held RTP waits for these
+                relay.receive()
+                relay.send()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + TICK_S
                 engine.tick(time.time_ns())    # packet timestamps are wall-clock ns
                 engine.flush()
             for batch in cap.batches(100):
                 t0 = time.perf_counter()
-                engine.feed(batch)
+                if relay is not None:   # the peers' announcements before this batch's RTP, ours right after
+                    relay.receive()
+                    engine.feed(batch)
+                    relay.send()
+                else:
+                    engine.feed(batch)
                 packets += batch.n
                 if writer is not None:
                     for i in range(batch.n):
@@ -161,7 +302,12 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                 break
         # drain what the kernel already holds
         for batch in cap.batches(0):
+            if relay is not None:
+                relay.receive()
             engine.feed(batch)
+        if relay is not None:   # the last word both ways (a peer stopping at the same time may miss ours)
+            relay.receive()
+            relay.send()
         engine.finish()
         s = snapshot()
         s["report"] = engine.close(cfg.kafka.flush_timeout_s if cfg.kafka is not None else 0)
@@ -172,7 +318,8 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
     return s
 
 
-def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, engine_cfg: EngineConfig) -> None:
+def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, engine_cfg: EngineConfig,
+                 mesh: Mesh | None = None) -> None:
     stop = _Stop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, stop)
@@ -184,7 +331,7 @@ def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, engine_cfg: En
             out = open(cfg.output_path, "ab", buffering=0)   # each write: whole lines, appended atomically
             write = out.write
         summary = _capture_loop(cfg, engine_cfg, write, lambda: stop.flag, worker, fanout,
-                                lambda st: conn.send_bytes(b"\0STATS" + json.dumps(st).encode()))
+                                lambda st: conn.send_bytes(b"\0STATS" + json.dumps(st).encode()), mesh)
         conn.send_bytes(b"\0SUMMARY" + json.dumps(summary).encode())
     except CaptureError as e:
         conn.send_bytes(b"\0ERROR" + str(e).encode())
@@ -224,52 +371,63 @@ def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[byt
     errors: list[str] = []
     # one capture up front in this process: bad filter / interface / privilege fail here, once
     LiveCapture(cfg.interfaces, cfg.filter_expr, RingConfig(block_size=1 << 16, block_count=2)).close()
+    # the sharing mesh (Relay): pair i's first end is worker i's to read, its second the others' to write
+    mesh = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(cfg.workers)]
+    for pair in mesh:
+        for sock in pair:
+            sock.setblocking(False)
 
     def start(i: int) -> None:
         parent_end, child_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker_main, args=(child_end, i, fanout, cfg, engine_cfg), daemon=True)
+        ends = (i, mesh[i][0], {j: mesh[j][1] for j in range(cfg.workers) if j != i})
+        p = ctx.Process(target=_worker_main, args=(child_end, i, fanout, cfg, engine_cfg, ends), daemon=True)
         p.start()
         child_end.close()
         procs[i] = (p, parent_end, False)
 
-    for i in range(cfg.workers):
-        start(i)
-    deadline = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
-    stopping = False
-    while procs:
-        if not stopping and (stop.flag or (deadline is not None and time.monotonic() >= deadline)):
-            stopping = True
-            for p, _, _ in procs.values():
-                p.terminate()  # SIGTERM: the worker drains, flushes and reports
-        for conn in wait([c for _, c, _ in procs.values()], timeout=0.2):
-            i = next(k for k, v in procs.items() if v[1] is conn)
-            try:
-                data = procs[i][1].recv_bytes()
-            except (EOFError, OSError):
-                p = procs.pop(i)[0]
-                p.join(5)
-                if not stopping and not errors:
-                    restarts += 1
-                    if restarts > MAX_RESTARTS:
-                        errors.append(f"capture workers died {restarts} times; giving up")
-                        stop.flag = True
-                    else:
-                        start(i)
-                continue
-            if data.startswith(b"\0STATS"):
-                latest[i] = json.loads(data[6:])
-                if cfg.on_stats is not None:
-                    merged_now: dict = {}
-                    for st in latest.values():
-                        merged_now = merge_counts(merged_now, st)
-                    cfg.on_stats(merged_now)
-            elif data.startswith(b"\0SUMMARY"):
-                summaries.append(json.loads(data[8:]))
-            elif data.startswith(b"\0ERROR"):
-                errors.append(data[6:].decode())
-                stop.flag = True
-            else:
-                write(data)
+    try:
+        for i in range(cfg.workers):
+            start(i)
+        deadline = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+        stopping = False
+        while procs:
+            if not stopping and (stop.flag or (deadline is not None and time.monotonic() >= deadline)):
+                stopping = True
+                for p, _, _ in procs.values():
+                    p.terminate()  # SIGTERM: the worker drains, flushes and reports
+            for conn in wait([c for _, c, _ in procs.values()], timeout=0.2):
+                i = next(k for k, v in procs.items() if v[1] is conn)
+                try:
+                    data = procs[i][1].recv_bytes()
+                except (EOFError, OSError):
+                    p = procs.pop(i)[0]
+                    p.join(5)
+                    if not stopping and not errors:
+                        restarts += 1
+                        if restarts > MAX_RESTARTS:
+                            errors.append(f"capture workers died {restarts} times; giving up")
+                            stop.flag = True
+                        else:
+                            start(i)
+                    continue
+                if data.startswith(b"\0STATS"):
+                    latest[i] = json.loads(data[6:])
+                    if cfg.on_stats is not None:
+                        merged_now: dict = {}
+                        for st in latest.values():
+                            merged_now = merge_counts(merged_now, st)
+                        cfg.on_stats(merged_now)
+                elif data.startswith(b"\0SUMMARY"):
+                    summaries.append(json.loads(data[8:]))
+                elif data.startswith(b"\0ERROR"):
+                    errors.append(data[6:].decode())
+                    stop.flag = True
+                else:
+                    write(data)
+    finally:
+        for pair in mesh:
+            for sock in pair:
+                sock.close()
     if errors:
         raise CaptureError(errors[0])
     merged: dict = {}

@@ -21,6 +21,10 @@ datagram neighbour may offer ``Parser.beside_sip`` instead: a lane taking only p
 ignore (``rtp``: the RTP of announced flows, no ``Datagram`` built).  Parsers over whole decoded
 batches (``flow``, DNS per-domain traffic) return ``Parser.on_batch``.
 
+A parser whose state one fanout worker learns and the others need (``rtp``: a stream's SDP may be on
+another worker than its RTP) offers ``Parser.share``: live capture calls it once per worker, before the
+first packet, and relays the ``Sharing`` lists between the workers (engine/live.py).
+
 Factories import their parser lazily, so a command that does not run a parser does not pay for
 importing it.
 """
@@ -46,6 +50,16 @@ def _nothing() -> None:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """What fanout workers exchange for one parser, as JSON-able lists: ``take`` returns what this worker
+    learned from its own traffic since the last call, ``apply`` gives it what another worker took, ``dump``
+    what a worker starting (again) needs of what this one learned so far."""
+    take: Callable[[], list]
+    apply: Callable[[list], None]
+    dump: Callable[[], list] = list
+
+
+@dataclass(frozen=True)
 class Parser:
     """What a factory returns: the callables the engine drives (bound methods, no wrapper per packet)."""
     on_datagram: Callable[[Datagram], None] | None   # None: the parser reads no datagrams
@@ -60,6 +74,9 @@ class Parser:
     # a lane beside SIP's datagram path (the engine's only other datagram parser): given SIP's ports and
     # heuristic, it takes only packets SIP would ignore (media: RTP of announced flows)
     beside_sip: Callable[[frozenset[int], bool], Lane] | None = None
+    # fanout workers: switch the parser to sharing its state with the other workers (called once, before
+    # the first packet; never for one process or a pcap)
+    share: Callable[[], Sharing] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +139,7 @@ MEDIA_FLUSH_NS = 1_000_000_000   # MediaStage.flush about once a second of captu
 
 def _rtp(settings: Any, out: Outputs) -> Parser:
     """RTP/RTCP quality (media/): streams announced in SIP's SDP, records on end and every interim."""
+    from otus_agent.media.discovery import rtcp_is_here
     from otus_agent.media.stage import MediaStage
     sink = out.sink
     assert sink is not None
@@ -149,9 +167,45 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
         return stage.run_lane
 
     def finish() -> None:
+        if stage.discovery.waiting is not None:
+            stage.discovery.waiting.drop_all()
         for r in stage.finish():
             emit(r)
-    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip)
+
+    def share() -> Sharing:
+        """Announcements (discovery.take/apply) between fanout workers; the RTP held for one is fed to the
+        stage when it comes (discovery.adopt), with its capture times, as if announced in time."""
+        disc = stage.discovery
+        disc.share()
+
+        def replay() -> None:
+            held = disc.adopt()
+            if held:
+                last = stage.last_ts_ns
+                for ts, (src, sport, dst, dport), payload in held:
+                    feed(ts, src, sport, dst, dport, payload)
+                stage.last_ts_ns = max(last, stage.last_ts_ns)
+
+        def take() -> list:
+            replay()   # flows this worker's own SDP announced after their first packets (capture skew)
+            return disc.take()
+
+        def apply(items: list) -> None:
+            ends, rtcp = disc.apply(items)
+            for cid, ts in ends:   # another worker's BYE: as stage.on_sip_record's
+                stage.ending.setdefault(cid, (ts if ts is not None else stage.last_ts_ns) + stage.linger_ns)
+            replay()
+            last = stage.last_ts_ns
+            for ts, (src, sport, dst, dport), payload in rtcp:   # RTCP of this worker's streams, seen elsewhere
+                if rtcp_is_here(payload, stage.by_ssrc):
+                    feed(ts, src, sport, dst, dport, payload)
+                    disc.counters["share_rtcp_applied"] += 1
+                else:   # its streams are on neither worker (a third one, or none)
+                    disc.counters["share_rtcp_not_here"] += 1
+            stage.last_ts_ns = max(last, stage.last_ts_ns)
+        return Sharing(take, apply, disc.dump)
+    return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip,
+                  share=share)
 
 
 def _flow(settings: Any, out: Outputs) -> Parser:

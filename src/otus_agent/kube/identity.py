@@ -181,6 +181,8 @@ class LocalSink:
                 hooks.FRAGMENTS.pop(key, None)
             else:
                 hooks.ADDRESSES[ip], hooks.FRAGMENTS[key] = answer
+        if changes:
+            hooks.changed()
 
 
 class IdentityTable:

@@ -19,12 +19,27 @@ The heuristic (off by default) promotes an unannounced UDP flow to RTP after
 ``HEURISTIC_PACKETS`` packets with version 2, a non-RTCP payload type, one SSRC and
 sequence numbers stepping by 1..``HEURISTIC_MAX_STEP``; its candidate table is bounded and
 refuses (counted) when full.
+
+Fanout workers (``otus run --interface X --workers N``): the kernel hashes each flow to one worker, so
+a call's SIP and its RTP usually land on different ones.  ``share()`` turns on the exchange: ``take()``
+returns what this table learned from its own SIP since the last call (per call side, the endpoints it
+now has; call ends), as JSON-able lists, and ``apply()`` applies another worker's.  An applied
+announcement changes the table as the SDP itself would have (same endpoints, same side) and is never
+taken again (no echo).  RTP that reaches this worker before the announcement does is held in
+``Unannounced`` (bounded) and adopted when it arrives, from the announcement's capture time on, so a
+stream counts the packets a single worker would have counted.  With the heuristic on, unannounced flows
+go to it first, as with one worker, and are not held.  RTCP naming none of this worker's streams
+(``rtcp_is_here``) is forwarded the same way (``rtcp_out``) to the worker whose streams it is about.
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Container
+
+from otus_agent.media.rtp import parse_rtcp
 
 # The live filter for media (issue 16: "update the kernel filter, or use a second socket"):
 # a second socket with this *static* filter.  Why: announced ports change with every call
@@ -37,6 +52,17 @@ MEDIA_BPF = "udp and udp[8] & 0xc0 = 0x80 and udp portrange 1024-65535"
 HOLD_ADDRESSES = ("0.0.0.0", "::")
 HEURISTIC_PACKETS = 4
 HEURISTIC_MAX_STEP = 3
+# fanout sharing (share()): items ``take`` keeps when nobody takes them (the oldest go first, counted)
+MAX_OUTBOX = 10_000
+# Unannounced: flows held, packets per flow, how long (capture time) a flow waits for its announcement.
+# Why these: an announcement reaches the other workers a loop iteration or a ring block's retire timeout
+# (50 ms) later, under load some hundreds of ms; 100 packets are 2 s of 20 ms RTP
+UNANNOUNCED_FLOWS = 1024
+UNANNOUNCED_PACKETS = 100
+UNANNOUNCED_AGE_NS = 5_000_000_000
+# Endpoint flags on the wire (take/apply)
+_F_RTCP, _F_MUX, _F_HELD = 1, 2, 4
+Held = tuple[int, tuple[str, int, str, int], bytes]   # (capture ts, flow, datagram) for the stage's feed_packet
 
 
 @dataclass(slots=True)
@@ -98,12 +124,19 @@ class MediaDiscovery:
         self.calls: dict[str, _Call] = {}
         self.candidates: dict[tuple[str, int, str, int], list] = {}   # [(ssrc, last seq), packet headers...]
         self.counters: Counter[str] = Counter()
+        # fanout sharing, None until share(): what take() returns next, the RTP held for an announcement,
+        # and the endpoints announced (here or applied) since the last adopt() with their capture time
+        self.outbox: deque[list] | None = None
+        self.waiting: Unannounced | None = None
+        self.fresh: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------ SDP
 
     def on_sip_record(self, rec: dict) -> None:
         """Learn from one SIP record (type ``sip``); records without SDP only track the caller."""
         cid = rec.get("call_id")
+        if self.outbox is not None and cid and (rec.get("type") == "call" or rec.get("method") == "BYE"):
+            self._out(["e", cid, rec.get("ts") or rec.get("end_ts")])   # the stage ends the call's streams
         if not cid or rec.get("type") != "sip":
             return
         call = self.calls.get(cid)
@@ -126,6 +159,8 @@ class MediaDiscovery:
         else:
             side = "caller" if rec.get("src_ip") == call.caller_ip else "callee"
         self._announce(cid, call, side, sdp)
+        if self.outbox is not None:
+            self._share_side(cid, call, side, rec.get("ts"))
 
     def _announce(self, cid: str, call: _Call, side: str, sdp: dict) -> None:
         for key in call.keys[side]:
@@ -166,7 +201,8 @@ class MediaDiscovery:
                 if rtcp is not None and 0 < rtcp[1] <= 65535:
                     self._put(call, side, rtcp, Endpoint(cid, side, True, False, rtpmap, media, held))
 
-    def _put(self, call: _Call, side: str, key: tuple[str, int], ep: Endpoint) -> None:
+    def _put(self, call: _Call, side: str, key: tuple[str, int], ep: Endpoint,
+             counter: str = "endpoints_announced") -> None:
         if key not in self.expected and len(self.expected) >= self.max_endpoints:
             self.counters["endpoints_refused_full"] += 1
             return
@@ -174,7 +210,117 @@ class MediaDiscovery:
             self.counters["endpoints_reassigned"] += 1   # a port reused by a newer call wins
         self.expected[key] = ep
         call.keys[side].append(key)
-        self.counters["endpoints_announced"] += 1
+        self.counters[counter] += 1
+
+    # ------------------------------------------------------------ fanout sharing
+
+    def share(self, waiting: Unannounced | None = None) -> None:
+        """Record announcements for ``take`` and hold unannounced RTP (``waiting``, default bounds)."""
+        self.outbox = deque()
+        self.waiting = waiting if waiting is not None else Unannounced(counters=self.counters)
+
+    def _out(self, item: list) -> None:
+        assert self.outbox is not None
+        if len(self.outbox) >= MAX_OUTBOX:
+            self.outbox.popleft()
+            self.counters["share_outbox_dropped"] += 1
+        self.outbox.append(item)
+
+    def _share_side(self, cid: str, call: _Call, side: str, ts: object) -> None:
+        """One call side's endpoints as they are now: ``["a", call id, side, ts, [[ip, port, flags, media,
+        {pt: codec}], ...], caller tag, caller ip]`` (an empty list withdraws them); ``ts`` dates the SDP
+        for ``adopt``, the caller's tag and address let a worker that sees later SIP of the call tell
+        the sides apart as this one did."""
+        t = int(ts) if isinstance(ts, int) else 0
+        for key in call.keys[side]:
+            self.fresh.setdefault(key, t)
+        self._out(self._side_item(cid, call, side, t))
+
+    def _side_item(self, cid: str, call: _Call, side: str, ts: int) -> list:
+        eps = []
+        for key in call.keys[side]:
+            ep = self.expected.get(key)
+            if ep is not None and ep.call_id == cid:
+                flags = (_F_RTCP if ep.rtcp else 0) | (_F_MUX if ep.mux else 0) | (_F_HELD if ep.held else 0)
+                eps.append([key[0], key[1], flags, ep.media, {str(k): v for k, v in ep.rtpmap.items()}])
+        return ["a", cid, side, ts, eps, call.caller_tag, call.caller_ip]
+
+    def rtcp_out(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
+        """An RTCP datagram about none of this worker's streams (``rtcp_is_here``), for the worker whose they
+        are: ``["r", ts, src, sport, dst, dport, base64 packet]`` (RTCP is control, no media payload).
+        Why: RTCP is a flow of its own (port + 1), the kernel may hash it elsewhere than its RTP."""
+        self._out(["r", ts_ns, *flow, base64.b64encode(payload).decode()])
+        self.counters["share_rtcp_forwarded"] += 1
+
+    def dump(self) -> list[list]:
+        """Every call side in the table, learned here or applied (items as ``take``'s, capture time 0): for a
+        worker that starts again after calls were set up, also those whose SIP the dead worker had."""
+        out = [self._side_item(cid, call, side, 0) for cid, call in self.calls.items()
+               for side in ("caller", "callee") if call.keys[side]]
+        self.counters["share_dumped"] += len(out)
+        return out
+
+    def take(self) -> list[list]:
+        """What this worker learned from its own traffic since the last call (JSON-able, in order): call
+        sides, call ends, RTCP for other workers' streams."""
+        if not self.outbox:
+            return []
+        out = list(self.outbox)
+        self.outbox.clear()
+        self.counters["share_taken"] += len(out)
+        return out
+
+    def apply(self, items: list) -> tuple[list[tuple[str, int | None]], list[Held]]:
+        """Another worker's ``take``: its call sides replace ours, as their SDP would have; returns the call
+        ends (call id, capture ts) and the RTCP datagrams (ts, flow, packet) for the stage.  Malformed
+        items are counted and skipped."""
+        ends: list[tuple[str, int | None]] = []
+        rtcp: list[Held] = []
+        for it in items:
+            try:
+                if it[0] == "e":
+                    ends.append((str(it[1]), it[2] if isinstance(it[2], int) else None))
+                    self.counters["share_applied_ends"] += 1
+                    continue
+                if it[0] == "r":
+                    _, ts, src, sport, dst, dport, b64 = it
+                    rtcp.append((int(ts), (str(src), int(sport), str(dst), int(dport)),
+                                 base64.b64decode(b64, validate=True)))
+                    continue
+                _, cid, side, ts, eps, caller_tag, caller_ip = it
+                if side not in ("caller", "callee") or not isinstance(cid, str):
+                    raise ValueError(side)
+                parsed = [((str(ip), int(port)), Endpoint(cid, side, bool(f & _F_RTCP), bool(f & _F_MUX),
+                                                          {int(k): str(v) for k, v in rtpmap.items()}, str(media),
+                                                          bool(f & _F_HELD)))
+                          for ip, port, f, media, rtpmap in eps]
+            except (TypeError, ValueError, IndexError, AttributeError):   # binascii.Error is a ValueError
+                self.counters["share_bad_items"] += 1
+                continue
+            call = self.calls.get(cid)
+            if call is None:
+                call = self.calls[cid] = _Call(caller_tag if isinstance(caller_tag, str) else None,
+                                               caller_ip if isinstance(caller_ip, str) else None)
+            for key in call.keys[side]:
+                ep = self.expected.get(key)
+                if ep is not None and ep.call_id == cid:
+                    del self.expected[key]
+            call.keys[side] = []
+            for key, ep in parsed:
+                self._put(call, side, key, ep, "endpoints_applied")   # announced elsewhere: counted apart
+                if self.expected.get(key) is ep:
+                    self.fresh.setdefault(key, ts if isinstance(ts, int) else 0)
+            self.counters["share_applied_sides"] += 1
+        return ends, rtcp
+
+    def adopt(self) -> list[Held]:
+        """The held packets of the flows announced since the last call, by capture time (to feed the stage)."""
+        if not self.fresh:
+            return []
+        fresh, self.fresh = self.fresh, {}
+        if self.waiting is None or not self.waiting.flows:
+            return []
+        return self.waiting.adopt(fresh)
 
     def end_call(self, cid: str) -> None:
         """Forget a call's addresses (its streams are closed by the stage)."""
@@ -215,3 +361,108 @@ class MediaDiscovery:
         del self.candidates[key]
         self.counters["heuristic_streams"] += 1
         return c[1:]
+
+
+class Unannounced:
+    """Recent RTP-shaped datagrams of flows no announcement covers yet (fanout workers only, ``share``).
+
+    Why: another worker may have seen the SDP of a stream whose RTP the kernel hashed here, and its
+    announcement arrives a loop iteration (or a ring block's retire timeout) after the first packets.
+    ``hold`` keeps them; ``adopt`` hands back the packets of the flows just announced, from the
+    announcement's capture time on (earlier ones a single worker would have ignored too: counted
+    ``unannounced_before_sdp``).  RTP is kept as its header and size only (the payload is rebuilt as
+    zeros of the same length for the replay: nothing reads it), RTCP whole.
+
+    Bounds: at most ``max_flows`` flows (full: the least recently active goes, ``unannounced_evicted``),
+    the last ``max_packets`` per flow (older ones go, ``unannounced_overflow``), and a flow silent for
+    ``max_age_ns`` of capture time goes when a new flow comes (``unannounced_expired``); all counted in
+    packets.  RTP of a flow that stays unannounced (no SIP for it anywhere) keeps its flow's slot, the
+    oldest packets rolling out (counted as overflow).
+    """
+
+    def __init__(self, max_flows: int = UNANNOUNCED_FLOWS, max_packets: int = UNANNOUNCED_PACKETS,
+                 max_age_ns: int = UNANNOUNCED_AGE_NS, counters: Counter[str] | None = None):
+        self.max_flows, self.max_packets, self.max_age_ns = max_flows, max_packets, max_age_ns
+        self.flows: OrderedDict[tuple[str, int, str, int], deque[tuple[int, bytes, int]]] = OrderedDict()
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+
+    def hold(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
+        if len(payload) < 8 or payload[0] >> 6 != 2:
+            return   # not RTP/RTCP-shaped: nothing an announcement could claim
+        q = self.flows.get(flow)
+        c = self.counters
+        if q is None:
+            self._expire(ts_ns)
+            if len(self.flows) >= self.max_flows:
+                _, old = self.flows.popitem(last=False)
+                c["unannounced_evicted"] += len(old)
+            q = self.flows[flow] = deque(maxlen=self.max_packets)
+        else:
+            if len(q) == self.max_packets:
+                c["unannounced_overflow"] += 1
+            self.flows.move_to_end(flow)   # the table's order: least recently active first
+        q.append((ts_ns, _header(payload), len(payload)))
+        c["unannounced_held"] += 1
+
+    def _expire(self, now_ns: int) -> None:
+        limit = now_ns - self.max_age_ns
+        flows = self.flows
+        while flows:
+            flow, q = next(iter(flows.items()))
+            if q[-1][0] >= limit:
+                return
+            del flows[flow]
+            self.counters["unannounced_expired"] += len(q)
+
+    def adopt(self, fresh: dict[tuple[str, int], int]) -> list[Held]:
+        """Packets of the flows ``fresh`` covers (by destination first, as the stage matches), oldest first."""
+        out = []
+        for flow in [f for f in self.flows if (f[2], f[3]) in fresh or (f[0], f[1]) in fresh]:
+            since = fresh.get((flow[2], flow[3]))
+            if since is None:
+                since = fresh[(flow[0], flow[1])]
+            q = self.flows.pop(flow)
+            before = 0
+            for ts, head, size in q:
+                if ts < since:
+                    before += 1
+                else:
+                    out.append((ts, flow, head + bytes(size - len(head)) if size > len(head) else head))
+            self.counters["unannounced_before_sdp"] += before
+            self.counters["unannounced_adopted"] += len(q) - before
+        out.sort(key=lambda p: p[0])
+        return out
+
+    def drop_all(self) -> None:
+        """End of capture: what still waits is counted as expired."""
+        for q in self.flows.values():
+            self.counters["unannounced_expired"] += len(q)
+        self.flows.clear()
+
+
+def _header(payload: bytes) -> bytes:
+    """What the stage reads of an RTP packet: its header (CSRCs, extension; ``adopt`` fills the rest
+    with zeros).  Whole: RTCP, RTP with padding (its count is the packet's last octet) and RTP whose
+    header claims more than the packet holds (the stage counts those as it would have)."""
+    n = len(payload)
+    if 192 <= payload[1] <= 223:   # RTCP (RFC 5761 4): parsed whole
+        return payload
+    end = 12 + 4 * (payload[0] & 0x0F)
+    if payload[0] & 0x10:
+        if end + 4 > n:
+            return payload
+        end += 4 + 4 * ((payload[end + 2] << 8) | payload[end + 3])
+    if end > n or payload[0] & 0x20:   # padding: its count is the last octet, keep the packet
+        return payload
+    return payload[:end]
+
+
+def rtcp_is_here(payload: bytes, streams: Container[int]) -> bool:
+    """Whether an RTCP packet names an SSRC in ``streams`` (sender, report blocks, SDES, BYE, XR), or is
+    refused (then the stage that got it counts it): fanout workers keep such RTCP, forward the rest."""
+    rt = parse_rtcp(payload, Counter())
+    if rt is None:
+        return True
+    return (rt.sender_ssrc in streams or any(b.ssrc in streams or r in streams for r, b in rt.reports)
+            or any(s in streams for s in rt.cnames) or any(s in streams for s in rt.bye)
+            or any(x.ssrc in streams for _, x in rt.xr_voip))

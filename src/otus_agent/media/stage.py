@@ -3,7 +3,10 @@
 Wiring (for the engine): call ``on_sip_record`` with every SIP record *before* the datagrams
 that follow it, ``feed`` (a ``reassembly.datagrams.Datagram``) or ``feed_packet`` with every
 UDP datagram, ``flush(now_ns)`` about once a second (returns the records due), and
-``finish()`` at the end of a capture.  ``counters()`` is what metrics export.
+``finish()`` at the end of a capture.  ``counters()`` is what metrics export.  Beside SIP
+(``--parsers sip,rtp``) the engine makes ``run_lane`` the datagram stage's lane: the RTP of known plain
+flows goes from the decoded batch to its stream in compiled code (``rtp_cy.MediaLane``), everything
+else comes to ``feed_packet`` as a datagram, with the same records and counters either way.
 
 Bounds: the stream table holds at most ``max_streams``.  When a new stream does not fit,
 idle streams are closed first; if it is still full the least recently active stream is
@@ -19,12 +22,11 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from otus_agent.decode import decoder as D
 from otus_agent.identity import annotate
 from otus_agent.media import rtp as R
-from otus_agent.media.discovery import Endpoint, MediaDiscovery
+from otus_agent.media.discovery import Endpoint, MediaDiscovery, rtcp_is_here
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
-from otus_agent.media.rtp_cy import RTP_REASONS, RtpStream
+from otus_agent.media.rtp_cy import RTP_REASONS, MediaLane, RtpStream, flow_key
 from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
 from otus_agent.media.summary import add as add_to_summary
 from otus_agent.media.summary import new_summary
@@ -81,6 +83,10 @@ class MediaStage:
         # run_lane leaves to the datagram path what the SIP parser beside it may want (set by the engine)
         self.sip_ports: frozenset[int] = frozenset()
         self.sip_heuristic = True
+        # the lane beside SIP (rtp_cy.MediaLane, compiled): the same non-multiplexed flows as ``fast``,
+        # keyed by their raw addresses and ports, each to its stream's statistics
+        self.lane = MediaLane()
+        self._lane_sip: tuple[frozenset[int], bool] | None = None   # what self.lane was configured with
         self.discovery = MediaDiscovery(c.max_endpoints, c.heuristic)
         self.streams: dict[tuple[str, int, str, int, int], MediaStream] = {}
         self.flows: dict[tuple[str, int, str, int], MediaStream] = {}   # the last stream of each 4-tuple
@@ -103,7 +109,6 @@ class MediaStage:
         self.linger_ns = int(c.bye_linger_s * 1e9)
         self.last_ts_ns = 0
         self.lane_until_ns = 0   # run_lane leaves packets from this capture time on to feed (a flush is due)
-        self.lane_packets = 0    # RTP packets run_lane took (they are also in rtp_packets)
         self._closed: list[dict] = []   # evicted streams' records, returned by the next flush
         # call summaries (issue 16): each call's running media summary, and the call records held
         # while their streams run; both bounded by MAX_CALLS (the oldest goes first, counted)
@@ -143,38 +148,25 @@ class MediaStage:
         """The datagram stage's lane (reassembly.datagrams): from row ``i`` of a decoded batch, the RTP
         packets of known plain flows go to their streams with no ``Datagram`` built and no other
         datagram parser called; returns the first row it leaves to the datagram path, which is each
-        row that is not UDP, not on a known flow, not accepted by its stream as it is (refused, new
-        SSRC: the path counts and handles it as ``feed_packet`` does), on one of ``sip_ports`` or could
-        look like SIP to SIP's heuristic (``sip_heuristic``: never taken from the SIP parser), or at or
-        after ``lane_until_ns`` (a flush is due)."""
-        NF, fast, until, sip_ports, sip_heuristic = D.NF, self.fast, self.lane_until_ns, self.sip_ports, self.sip_heuristic
-        F_STATUS, F_PROTO, F_IPVER, F_L3OFF, F_SPORT, F_DPORT, F_PAYOFF, F_PAYLEN = (
-            D.F_STATUS, D.F_PROTO, D.F_IPVER, D.F_L3OFF, D.F_SPORT, D.F_DPORT, D.F_PAYOFF, D.F_PAYLEN)
-        ST_L4, addresses = D.ST_L4, D.ip_addresses
-        start = i
-        while i < n:
-            o = i * NF
-            if out[o + F_STATUS] != ST_L4 or out[o + F_PROTO] != 17:
-                break
-            t = ts[i]
-            sport, dport = out[o + F_SPORT], out[o + F_DPORT]
-            if t >= until or sport in sip_ports or dport in sip_ports:
-                break
-            src, dst = addresses(buf, out[o + F_IPVER], out[o + F_L3OFF])
-            add = fast.get((src, sport, dst, dport))
-            if add is None:
-                break
-            pay = out[o + F_PAYOFF]
-            payload = buf[pay:pay + out[o + F_PAYLEN]]
-            # SIP's heuristic wants a first line ending in SIP/2.0 (any case): those stay on the path
-            if sip_heuristic and b"/2.0" in payload:
-                break
-            if add(t, payload) != 0:
-                break
-            self.last_ts_ns = t
-            i += 1
-        self.lane_packets += i - start
-        return i
+        row that is not UDP, not on a known flow, not its stream's SSRC (the path opens that stream as
+        ``feed_packet`` does), on one of ``sip_ports`` or could look like SIP to SIP's heuristic
+        (``sip_heuristic``: never taken from the SIP parser), or at or after ``lane_until_ns`` (a flush
+        is due).  The loop is ``rtp_cy.MediaLane.run`` (compiled: no Python per packet); packets it
+        refuses as RTP are counted by reason there and folded into ``counters``."""
+        lane = self.lane
+        sip = (self.sip_ports, self.sip_heuristic)
+        if sip != self._lane_sip:
+            lane.configure(*sip)
+            self._lane_sip = sip
+        j = lane.run(buf, out, n, ts, i, self.lane_until_ns)
+        if j > i:
+            self.last_ts_ns = lane.last_ts_ns
+        return j
+
+    @property
+    def lane_packets(self) -> int:
+        """RTP packets run_lane took (they are also in rtp_packets)."""
+        return self.lane.packets
 
     def _slow(self, ts_ns: int, flow: tuple[str, int, str, int], payload: bytes) -> None:
         """First packet of a flow, a new SSRC on it, RTCP, or unannounced traffic."""
@@ -198,8 +190,13 @@ class MediaStage:
             if ep is None:
                 if self.discovery.heuristic:
                     self._heuristic(ts_ns, src, sport, dst, dport, payload)
+                elif self.discovery.waiting is not None:   # a fanout worker: the SDP may be another's
+                    self.discovery.waiting.hold(ts_ns, flow, payload)
                 return
         if ep.rtcp or (ep.mux and R.looks_like_rtcp(payload)):
+            if self.discovery.outbox is not None and not rtcp_is_here(payload, self.by_ssrc):
+                self.discovery.rtcp_out(ts_ns, flow, payload)   # a fanout worker: its streams are elsewhere
+                return
             self._rtcp(ts_ns, payload)
             return
         h = R.parse_rtp(payload, self.bad)
@@ -215,10 +212,15 @@ class MediaStage:
     def _route(self, flow: tuple[str, int, str, int], ms: MediaStream) -> None:
         """``flow``'s packets go to ``ms`` from now on (its last SSRC wins, as before)."""
         self.flows[flow] = ms
+        key = _lane_key(flow)
         if ms.mux:
             self.fast.pop(flow, None)
+            if key is not None:
+                self.lane.pop(key)
         else:
             self.fast[flow] = ms.stats.add_packet
+            if key is not None:
+                self.lane.put(key, ms.stats)
 
     def _heuristic(self, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes) -> None:
         ms = None
@@ -353,6 +355,9 @@ class MediaStage:
         if self.flows.get(flow) is ms:
             del self.flows[flow]
             self.fast.pop(flow, None)
+            key = _lane_key(flow)
+            if key is not None:
+                self.lane.pop(key)
         if self.by_ssrc.get(ms.key[4]) is ms:
             del self.by_ssrc[ms.key[4]]
         if ms.call_id is not None:
@@ -449,7 +454,9 @@ class MediaStage:
         out["endpoints"] = len(self.discovery.expected)
         exp = self.c["expected_total"]
         out["loss_ratio"] = self.c["lost_total"] / exp if exp else 0.0
-        for reason, n in self.bad.items():
+        bad = self.bad.copy()
+        bad.update(self.lane.refused())   # refused on the lane, as the datagram path counts them
+        for reason, n in bad.items():
             out[f"bad_{reason}"] = n
         for k, n in self.discovery.counters.items():
             out[f"discovery_{k}"] = n
@@ -459,6 +466,15 @@ class MediaStage:
         # dicts merge into the set of the workers' minima, whose least is the task's (kube/status.worst_mos)
         out["mos_worst"] = {f"{self.mos_worst:.2f}": 1} if self.mos_worst is not None else {}
         return out
+
+
+def _lane_key(flow: tuple[str, int, str, int]) -> bytes | None:
+    """The lane's key of a flow (``rtp_cy.flow_key``); None for text that is no IP address (such a flow,
+    e.g. fed by hand, stays on the datagram path)."""
+    try:
+        return flow_key(*flow)
+    except (OSError, ValueError):
+        return None
 
 
 def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> dict[str, int]:

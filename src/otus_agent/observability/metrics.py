@@ -108,6 +108,7 @@ class TaskCollector:
                 if buckets:
                     latency.add_metric([t, stage_name], buckets, h.get("sum", 0.0))
             extra += media_metrics(t, s["rtp"]) if isinstance(s.get("rtp"), dict) else []
+            extra += relay_metrics(t, s["relay"]) if isinstance(s.get("relay"), dict) else []
             extra += _stage_metrics(t, s)
         return _merge([pk, drops, stage, status, frag, frag_bytes, tcp, calls, req, resp, bad, decode_drop, latency,
                        spool, spool_age, spool_drop, delivered, evict, unmatched, matched, *extra])
@@ -148,7 +149,21 @@ def media_metrics(task: str, c: dict) -> list[Metric]:
     evict = CounterMetricFamily("otus_table_evictions", "Entries evicted from bounded tables (limit reached)",
                                 labels=["task", "table"])
     evict.add_metric([task, "media_streams"], c.get("streams_evicted", 0))
-    fams: list[Metric] = [active, started, pkts, slow, loss, bad, evict]
+    evict.add_metric([task, "media_unannounced"], c.get("discovery_unannounced_evicted", 0))
+    # fanout workers (engine/live.Relay, media/discovery.Unannounced): RTP that reached a worker before the
+    # SDP another worker saw is held, then adopted, or lost by one of the table's bounds
+    held = CounterMetricFamily("otus_media_unannounced_packets",
+                               "RTP/RTCP held for an announcement from another worker, by outcome",
+                               labels=["task", "outcome"])
+    for outcome in ("held", "adopted", "before_sdp", "expired", "evicted", "overflow"):
+        held.add_metric([task, outcome], c.get(f"discovery_unannounced_{outcome}", 0))
+    shared = CounterMetricFamily("otus_media_shared_items",
+                                 "Announcements, call ends and RTCP shared with other fanout workers, by kind",
+                                 labels=["task", "kind"])
+    for kind in ("taken", "applied_sides", "applied_ends", "rtcp_forwarded", "rtcp_applied", "rtcp_not_here",
+                 "dumped", "bad_items", "outbox_dropped"):
+        shared.add_metric([task, kind], c.get(f"discovery_share_{kind}", 0))
+    fams: list[Metric] = [active, started, pkts, slow, loss, bad, evict, held, shared]
     for key, name, help_ in (("jitter_ms_hist", "otus_media_jitter_ms", JITTER_HELP),
                              ("mos_hist", "otus_media_mos", "Streams by MOS, at their final record")):
         h = c.get(key)
@@ -157,6 +172,20 @@ def media_metrics(task: str, c: dict) -> list[Metric]:
             fam.add_metric([task], list(h.items()), 0.0)   # the stage keeps no sum: 0 (counts and le are exact)
             fams.append(fam)
     return fams
+
+
+def relay_metrics(task: str, r: dict) -> list[Metric]:
+    """The fanout workers' sharing mesh (engine/live.Relay, summed over the workers): datagrams by
+    outcome, and what waits for room in a peer's socket (bounded: RELAY_BACKLOG per peer, oldest dropped)."""
+    dgrams = CounterMetricFamily("otus_fanout_relay_datagrams",
+                                 "Datagrams between fanout workers (what parsers share), by outcome",
+                                 labels=["task", "outcome"])
+    for outcome in ("sent", "received", "dropped", "peer_full", "bad"):
+        dgrams.add_metric([task, outcome], r.get(outcome, 0))
+    backlog = GaugeMetricFamily("otus_fanout_relay_backlog", "Datagrams waiting for room in a peer worker's socket",
+                                labels=["task"])
+    backlog.add_metric([task], r.get("backlog", 0))
+    return [dgrams, backlog]
 
 
 class _SummaryView:

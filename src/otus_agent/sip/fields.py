@@ -308,17 +308,19 @@ def render_identity(fields: tuple[Field, ...]) -> list[str]:
 
 
 def render_lane_identity(fields: tuple[Field, ...]) -> list[str]:
-    """The lane's identity keys after the labels, from otus_agent/identity.py's FRAGMENTS (JSON bytes); the
-    record goes to the general path when the buffer lacks room for them."""
-    from otus_agent.identity import MAX_FRAGMENT, ROOM
+    """The lane's identity keys after the labels, from otus_agent/identity.py's FRAGMENTS (JSON bytes) through
+    the lane's caches (``ident``: UdpLane._ident, checked before the record's room was made; the addresses'
+    answers by UdpLane._who, the capture point's kept as id_capture); the record goes to the general path
+    when the buffer lacks room for them."""
+    from otus_agent.identity import CAPTURE_KEY, MAX_FRAGMENT, ROOM
     ids = [f for f in fields if f.part == "identity"]
     if len(ids) * (MAX_FRAGMENT + 16) > ROOM:
         raise ValueError("more identity keys than otus_agent/identity.py's ROOM holds")
-    out = ["if FRAGMENTS:", "    frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method",
-           "    if len(self.obuf) - k < IDENT_ROOM:", "        return False"]
+    out = ["if ident:", "    if len(self.obuf) - k < IDENT_ROOM:", "        return False"]
     for f in ids:
-        look = {"src_ip": "_addr(v4, 0, src6)", "dst_ip": "_addr(v4, 4, dst6)"}.get(f.address, f'b"{f.key}"')
-        out += [f"    frag = frags.get({look})", "    if frag is not None:",
+        look = {"src_ip": "self._who(v4, 0, src6)", "dst_ip": "self._who(v4, 4, dst6)"}.get(
+            f.address, "self.id_capture" if f.key.encode() == CAPTURE_KEY else f'self.frags.get(b"{f.key}")')
+        out += [f"    frag = {look}", "    if frag is not None:",
                 f"        k = _lit(q, k, b',\"{f.key}\":')", "        k = _lit(q, k, frag)"]
     return out
 

@@ -29,7 +29,12 @@ BODY_BYTES = 64
 OFFSET = cython.declare(cython.ulonglong, 0xCBF29CE484222325)
 PRIME = cython.declare(cython.ulonglong, 0x100000001B3)
 MASK = cython.declare(cython.ulonglong, 0xFFFFFFFFFFFFFFFF)
-_HEX = b"0123456789abcdef"
+_HEX = cython.declare(bytes, b"0123456789abcdef")
+_HX = cython.declare(cython.p_uchar)     # its bytes (a C table: no Python index per digit)
+if cython.compiled:
+    _HX = cython.cast(cython.p_uchar, _HEX)
+else:
+    _HX = _HEX
 
 
 @cython.cfunc
@@ -84,7 +89,7 @@ def _hex(q: cython.p_uchar, k: cython.Py_ssize_t, h: cython.ulonglong) -> cython
     """``h`` as 16 lower-case hex digits at q[k:k + 16]."""
     i: cython.int
     for i in range(16):
-        q[k + 15 - i] = _HEX[h & 15]
+        q[k + 15 - i] = _HX[h & 15]
         h >>= 4
     return k + 16
 

@@ -32,6 +32,10 @@ else:
         _sdp = importlib.util.module_from_spec(_spec)
         _spec.loader.exec_module(_sdp)
     _skip_ws = _sdp._skip_ws
+if cython.compiled:
+    from cython.cimports.libc.string import memcpy
+import sys
+
 from otus_agent.sip import grammar
 from otus_agent.sip.fingerprint_cy import fingerprint
 
@@ -44,14 +48,33 @@ MAX_LIMIT = cython.declare(cython.longlong, grammar.MAX_LIMIT)
 # the character classes as lookup tables (C globals holding the bytes the pointers borrow)
 _TOKEN_TABLE = cython.declare(bytes, grammar.table(grammar.TOKEN))
 _HOST_TABLE = cython.declare(bytes, grammar.table(grammar.HOST))
+# what _uri's walk does per byte: 0 nothing, 1 '@', 2 SP or HTAB (no URI), 3 what only the strict walk
+# refuses (other controls, DEL and non-ASCII, '?', '<', '>', '"', ',')
+_URI_TABLE = cython.declare(bytes, bytes(1 if c == 64 else 2 if c in (32, 9) else
+                                         3 if c < 32 or c >= 127 or c in (63, 60, 62, 34, 44) else 0
+                                         for c in range(256)))
+# what _param's value walk does per byte: 1 ';' (its end), 2 what the strict walk refuses (SP, HTAB, '"', ',')
+_PVAL_TABLE = cython.declare(bytes, bytes(1 if c == 59 else 2 if c in (32, 9, 34, 44) else 0 for c in range(256)))
 _TT = cython.declare(cython.p_uchar)
 _HT = cython.declare(cython.p_uchar)
+_UT = cython.declare(cython.p_uchar)
+_PVT = cython.declare(cython.p_uchar)
 if cython.compiled:
     _TT = cython.cast(cython.p_uchar, _TOKEN_TABLE)
     _HT = cython.cast(cython.p_uchar, _HOST_TABLE)
+    _UT = cython.cast(cython.p_uchar, _URI_TABLE)
+    _PVT = cython.cast(cython.p_uchar, _PVAL_TABLE)
 else:
     _TT = _TOKEN_TABLE
     _HT = _HOST_TABLE
+    _UT = _URI_TABLE
+    _PVT = _PVAL_TABLE
+# the header block's first pass reads eight bytes at a time (compiled, little-endian: the lowest address
+# is the lowest byte); each constant is one byte repeated, unsigned long is 64 bits on LP64 Linux
+_SWAR = cython.declare(cython.bint, sys.byteorder == "little")
+_W01 = cython.declare(cython.ulong, 0x0101010101010101)
+_W0E = cython.declare(cython.ulong, 0x0E0E0E0E0E0E0E0E)
+_W80 = cython.declare(cython.ulong, 0x8080808080808080)
 
 
 @cython.cfunc
@@ -80,6 +103,7 @@ def _lower(c: cython.uchar) -> cython.uchar:
 
 
 @cython.cfunc
+@cython.inline
 @cython.exceptval(check=False)
 def _eq(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, lit: bytes) -> cython.bint:
     """Case-insensitive compare of p[a:b] with a lower-case literal."""
@@ -144,18 +168,26 @@ def _param(p: cython.p_uchar, i: cython.Py_ssize_t, b: cython.Py_ssize_t, strict
     eq: cython.Py_ssize_t = -1
     bad: cython.bint = False
     c: cython.uchar
-    while k < b:
+    while k < b:      # the name, to '=' or ';'
         c = p[k]
         if c == 59:  # ';'
             break
-        if eq < 0:
-            if c == 61:  # '='
-                eq = k
-            elif strict and not _tok(c):
-                bad = True
-        elif strict and (c == 32 or c == 9 or c == 34 or c == 44):
+        if c == 61:  # '='
+            eq = k
+            k += 1
+            break
+        if strict and not _tok(c):
             bad = True
         k += 1
+    if eq >= 0:
+        while k < b:  # the value, to ';' (one table look-up per byte: _PVT)
+            c = _PVT[p[k]]
+            if c != 0:
+                if c == 1:
+                    break
+                if strict:
+                    bad = True
+            k += 1
     if strict and (bad or (eq if eq >= 0 else k) == i + 1):
         return -1
     return k | (cython.cast(cython.longlong, eq + 1) << 32)
@@ -566,11 +598,11 @@ def _uri(p: cython.p_uchar, a: cython.Py_ssize_t, b: cython.Py_ssize_t, out: cyt
     q = b
     semi = b
     for k in range(i, b):
-        c = p[k]
-        if c == 64:  # '@'
-            at = k
-        elif c <= 32 or c >= 127 or c == 63 or c == 60 or c == 62 or c == 34 or c == 44:
-            if c == 32 or c == 9 or strict:
+        c = _UT[p[k]]
+        if c != 0:
+            if c == 1:  # '@'
+                at = k
+            elif c == 2 or strict:
                 return -1  # LWS; strict: control/non-ASCII, '?', '<', '>', '"', ','
     if x >= 0:
         if kind != 1:  # tel and others: the first ';'
@@ -905,18 +937,39 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
     nh: cython.int = 0
     cl: cython.longlong
     num: cython.longlong
+    w: cython.ulong
+    m: cython.ulong
+    lines: cython.Py_ssize_t[130]   # the CRs ending the start line and the first MAX_HEADERS + 1 header lines:
+    #                                 the walk below reads at most that many (one past MAX_HEADERS fails)
+    nl: cython.int = 0
+    c1: cython.uchar
     if len(out) < NOUT:
         raise ValueError("scan: output array too small")
     for k in range(NOUT):
         out[k] = -1
     if n < 16:
         return 0
-    # header block end; only CRLF line ends and ASCII in the header block
+    # header block end; only CRLF line ends and ASCII in the header block.  Compiled, eight bytes at a
+    # time up to the first byte below 0x0E or from 0x80 (the lowest such byte of a word is exact: the
+    # borrow of "x - 0x0E" runs upwards only), and each line's CR noted for the line walk below: one pass
     i = 0
     while i + 3 < n:
+        if cython.compiled and _SWAR and i + 8 <= n:
+            memcpy(cython.address(w), p + i, 8)
+            m = (((w - _W0E) & ~w) | w) & _W80
+            if m == 0:
+                i += 8
+                continue
+            i += cython.cast(cython.Py_ssize_t, (((m & (~m + 1)) - 1) & _W01) * _W01 >> 56) - 1   # its lowest flagged byte
+            if i + 3 >= n:
+                break
         if p[i] == 13:
             if p[i + 1] != 10:
                 return 0
+            if cython.compiled:
+                if nl < 130:
+                    lines[nl] = i
+                nl += 1
             if p[i + 2] == 13 and p[i + 3] == 10:
                 hend = i
                 break
@@ -930,9 +983,12 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
     out[O_HEND] = hend
     out[O_BODY] = hend + 4
     # start line
-    e = 0
-    while p[e] != 13:
-        e += 1
+    if cython.compiled:
+        e = lines[0]
+    else:
+        e = 0
+        while p[e] != 13:
+            e += 1
     if e >= 8 and p[0] == 83 and p[1] == 73 and p[2] == 80 and _eq(p, 0, 8, b"sip/2.0 "):
         # "SIP/2.0 DDD reason" (the full parser tells responses by a literal "SIP/")
         out[O_REQ] = 0
@@ -966,9 +1022,12 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
     # header lines
     ls = e + 2
     while ls < hend + 2:
-        e = ls
-        while p[e] != 13:
-            e += 1
+        if cython.compiled:
+            e = lines[nh + 1]
+        else:
+            e = ls
+            while p[e] != 13:
+                e += 1
         if p[ls] == 32 or p[ls] == 9:
             return 0  # folding
         nh += 1
@@ -987,19 +1046,20 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
             v1 -= 1
         bit = 0
         k = c0 - ls
-        if (k == 3 and _eq(p, ls, c0, b"via")) or (k == 1 and _lower(p[ls]) == 118):
+        c1 = _lower(p[ls])    # the name's first byte, tested before its length's literal is compared
+        if (k == 3 or k == 1) and c1 == 118 and (k == 1 or _eq(p, ls, c0, b"via")):
             if not _via(p, v0, v1, out, (seen & H_VIA) == 0, -1, True):
                 return 0
             seen |= H_VIA
-        elif (k == 4 and _eq(p, ls, c0, b"from")) or (k == 1 and _lower(p[ls]) == 102):
+        elif (k == 4 or k == 1) and c1 == 102 and (k == 1 or _eq(p, ls, c0, b"from")):
             bit = H_FROM
             if _name_addr(p, v0, v1, out, O_FU0, O_FH0, O_FT0, b"tag", -1, True) != 1:
                 return 0
-        elif (k == 2 and _eq(p, ls, c0, b"to")) or (k == 1 and _lower(p[ls]) == 116):
+        elif (k == 2 or k == 1) and c1 == 116 and (k == 1 or _eq(p, ls, c0, b"to")):
             bit = H_TO
             if _name_addr(p, v0, v1, out, O_TU0, O_TH0, O_TT0, b"tag", -1, True) != 1:
                 return 0
-        elif (k == 7 and _eq(p, ls, c0, b"call-id")) or (k == 1 and _lower(p[ls]) == 105):
+        elif (k == 7 and c1 == 99 and _eq(p, ls, c0, b"call-id")) or (k == 1 and c1 == 105):
             bit = H_CALLID
             if v0 == v1:
                 return 0
@@ -1008,7 +1068,7 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
                     return 0
             out[O_CID0] = v0
             out[O_CID1] = v1
-        elif k == 4 and _eq(p, ls, c0, b"cseq"):
+        elif k == 4 and c1 == 99 and _eq(p, ls, c0, b"cseq"):
             bit = H_CSEQ
             i = v0
             while i < v1 and p[i] != 32:
@@ -1025,42 +1085,42 @@ def _scan_p(p: cython.p_uchar, n: cython.Py_ssize_t, out: cython.longlong[:], st
                 return 0
             out[O_CSM0] = k
             out[O_CSM1] = v1
-        elif (k == 14 and _eq(p, ls, c0, b"content-length")) or (k == 1 and _lower(p[ls]) == 108):
+        elif (k == 14 and c1 == 99 and _eq(p, ls, c0, b"content-length")) or (k == 1 and c1 == 108):
             bit = H_CL
             cl = _digits(p, v0, v1, 1 << 40)
             if cl < 0:
                 return 0
             out[O_CL] = cl
-        elif (k == 12 and _eq(p, ls, c0, b"content-type")) or (k == 1 and _lower(p[ls]) == 99):
+        elif (k == 12 or k == 1) and c1 == 99 and (k == 1 or _eq(p, ls, c0, b"content-type")):
             bit = H_CT
             out[O_CT0] = v0
             out[O_CT1] = v1
-        elif k == 12 and _eq(p, ls, c0, b"max-forwards"):
+        elif k == 12 and c1 == 109 and _eq(p, ls, c0, b"max-forwards"):
             bit = H_MAXFWD
             if _digits(p, v0, v1, MAX_FORWARDS) < 0:
                 return 0
-        elif k == 10 and _eq(p, ls, c0, b"user-agent"):
+        elif k == 10 and c1 == 117 and _eq(p, ls, c0, b"user-agent"):
             if out[O_UA0] >= 0:
                 return 0
             out[O_UA0] = v0
             out[O_UA1] = v1
-        elif k == 6 and _eq(p, ls, c0, b"server"):
+        elif k == 6 and c1 == 115 and _eq(p, ls, c0, b"server"):
             if out[O_SV0] >= 0:
                 return 0
             out[O_SV0] = v0
             out[O_SV1] = v1
-        elif k == 5 and _eq(p, ls, c0, b"x-cid"):
+        elif k == 5 and c1 == 120 and _eq(p, ls, c0, b"x-cid"):
             if out[O_XC0] < 0:
                 out[O_XC0] = v0
                 out[O_XC1] = v1
-        elif k == 17 and _eq(p, ls, c0, b"p-charging-vector"):
+        elif k == 17 and c1 == 112 and _eq(p, ls, c0, b"p-charging-vector"):
             if out[O_PC0] < 0:
                 if not _pcv(p, v0, v1, out):
                     return 0
-        elif (k == 7 and _eq(p, ls, c0, b"contact")) or (k == 1 and _lower(p[ls]) == 109):
+        elif (k == 7 and c1 == 99 and _eq(p, ls, c0, b"contact")) or (k == 1 and c1 == 109):
             if not (v1 - v0 == 1 and p[v0] == 42) and not _contact(p, v0, v1, out):
                 return 0
-        elif (k == 7 and _eq(p, ls, c0, b"expires")) or (k == 4 and _eq(p, ls, c0, b"date")):
+        elif (k == 7 and c1 == 101 and _eq(p, ls, c0, b"expires")) or (k == 4 and c1 == 100 and _eq(p, ls, c0, b"date")):
             return 0  # value rules live in the full parser
         elif k == 1:
             return 0  # other compact forms: let the full parser map them

@@ -71,7 +71,7 @@ else:
     from otus_agent.sip.fingerprint_cy import _fnv, _fnv_num, _hex, _sep, _start
 from orjson import dumps
 
-from otus_agent.identity import FRAGMENTS, ROOM
+from otus_agent.identity import CAPTURE_KEY, FRAGMENTS, GENERATION, ROOM
 from otus_agent.sip.sdp_cy import DIRECTIONS, sdp_span
 from otus_agent.sip.select import header_getter
 
@@ -102,8 +102,14 @@ C_METHOD = cython.declare(cython.int, 10)
 NCOUNT = cython.declare(cython.int, 24)
 COUNTERS = {"messages": C_MSG, "requests": C_REQ, "responses": C_RESP, "classes": C_CLASS, "methods": C_METHOD,
             "size": NCOUNT}
-HEX = b"0123456789abcdef"
+HEX = cython.declare(bytes, b"0123456789abcdef")
+_HX = cython.declare(cython.p_uchar)     # its bytes as a C table
+if cython.compiled:
+    _HX = cython.cast(cython.p_uchar, HEX)
+else:
+    _HX = HEX
 IDENT_ROOM = cython.declare(cython.Py_ssize_t, ROOM)    # bytes kept free for a record's identity keys
+ID_CACHE = cython.declare(cython.Py_ssize_t, 4096)      # IPv4 addresses whose FRAGMENTS answer a lane keeps (2**12)
 
 
 
@@ -248,8 +254,8 @@ def _str(q: cython.p_uchar, k: cython.Py_ssize_t, p: cython.p_uchar, a: cython.l
                 k += 2
             else:
                 k = _lit(q, k + 1, b"u00")
-                q[k] = HEX[c >> 4]
-                q[k + 1] = HEX[c & 15]
+                q[k] = _HX[c >> 4]
+                q[k + 1] = _HX[c & 15]
                 k += 2
     q[k] = 34
     return k + 1
@@ -530,6 +536,19 @@ class UdpLane:
     # names its conditions read
     select = cython.declare(object, visibility="public")
     select_heads = cython.declare(object, visibility="public")
+    sop: cython.p_longlong    # the scanner's slots (its array, held by self.scanner) and the counters, in place
+    cnt: cython.p_longlong
+    # identity (otus_agent/identity.py): FRAGMENTS' answer per IPv4 address, direct-mapped by a hash of the
+    # address (id_keys: the address | 1 << 32, 0 empty; id_vals: the answer, None included), and the capture
+    # point's; valid while identity.GENERATION and len(FRAGMENTS) stay what they were when filled
+    frags: dict
+    id_gen: cython.longlong[:]
+    id_seen: cython.longlong
+    id_len: cython.Py_ssize_t
+    id_keys: cython.ulonglong[:]
+    id_keys_arr: object
+    id_vals: list
+    id_capture: object
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
                  tracker=None, tcp=None):
@@ -558,6 +577,51 @@ class UdpLane:
         self.tcp_streams = tcp.streams if tcp is not None else {}
         self.select = None
         self.select_heads = frozenset()
+        self.sop = cython.address(self.so[0])
+        self.cnt = cython.address(self.counts[0])
+        self.frags = FRAGMENTS
+        self.id_gen = GENERATION
+        self.id_keys_arr = array("Q", bytes(8 * ID_CACHE))
+        self.id_keys = self.id_keys_arr
+        self.id_vals = [None] * ID_CACHE
+        self.id_seen = -1
+        self.id_len = -1
+        self.id_capture = None
+
+    @cython.cfunc
+    def _ident(self) -> cython.bint:
+        """Whether records carry identity (FRAGMENTS not empty); the caches emptied when it changed."""
+        frags: dict = self.frags
+        j: cython.Py_ssize_t
+        if not frags:
+            return False
+        if self.id_gen[0] != self.id_seen or len(frags) != self.id_len:
+            for j in range(ID_CACHE):
+                self.id_keys[j] = 0
+            self.id_capture = frags.get(CAPTURE_KEY)
+            self.id_seen = self.id_gen[0]
+            self.id_len = len(frags)
+        return True
+
+    @cython.cfunc
+    def _who(self, v4: cython.p_uchar, at: cython.int, text: bytes) -> object:
+        """FRAGMENTS' answer for an address (``_addr``'s key; None: unknown): an IPv4 address from the
+        cache, without making its text, once looked up."""
+        a: cython.ulonglong
+        key: cython.ulonglong
+        h: cython.Py_ssize_t
+        if v4 == cython.NULL:
+            return self.frags.get(text)
+        a = (cython.cast(cython.ulonglong, v4[at]) << 24) | (cython.cast(cython.ulonglong, v4[at + 1]) << 16) | \
+            (cython.cast(cython.ulonglong, v4[at + 2]) << 8) | v4[at + 3]
+        key = a | (cython.cast(cython.ulonglong, 1) << 32)
+        h = ((a * 2654435761) & 0xFFFFFFFF) >> 20   # Fibonacci hash of the 32-bit address: 12 bits (ID_CACHE)
+        if self.id_keys[h] == key:
+            return self.id_vals[h]
+        frag = self.frags.get(_addr(v4, at, text))
+        self.id_keys[h] = key
+        self.id_vals[h] = frag
+        return frag
 
     def take(self):
         """(JSON lines, [(key, record)] or None) written since the last take."""
@@ -686,8 +750,8 @@ class UdpLane:
                  ts: cython.longlong) -> cython.bint:
         """What SipStage._tcp does for a SYN, FIN or RST without payload, with no Datagram made: a SYN on
         a SIP port opens (or restarts) its stream; a FIN or RST closes an empty one.  False leaves the
-        packet to the general path: the idle-stream timer due, IPv6 addresses to write as text, bytes
-        still buffered at the close (counted there), SYN with FIN or RST."""
+        packet to the general path: the idle-stream timer due, bytes still buffered at the close (counted
+        there), SYN with FIN or RST."""
         tcp = self.tcp
         last: cython.longlong = tcp.tick_ts
         if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
@@ -704,10 +768,12 @@ class UdpLane:
                 dp: cython.longlong = dec[base + F_DPORT]
                 if not (self.ports[sp] or self.ports[dp]):
                     return True           # not a SIP port: not followed
-                if dec[base + F_IPVER] != 4:
-                    return False
                 l3: cython.Py_ssize_t = dec[base + F_L3OFF]
-                s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
+                if dec[base + F_IPVER] == 4:
+                    s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
+                else:     # the decoder's text of an IPv6 address (decode/decoder.py: socket.inet_ntop)
+                    s = tcp.open((socket.inet_ntop(socket.AF_INET6, bp[l3 + 8:l3 + 24]), sp,
+                                  socket.inet_ntop(socket.AF_INET6, bp[l3 + 24:l3 + 40]), dp), seq, ts, wire)
             # TcpReassembler.add for a SYN without payload
             self._touch(s, ts)
             s.next_seq = (seq + 1) & 0xFFFFFFFF
@@ -748,7 +814,7 @@ class UdpLane:
             return False
         if _scan_at(self.so, bp + pay, plen, True) != 1:
             return False
-        o = self.so
+        o: cython.p_longlong = self.sop
         if o[O_BODY] + o[O_CL] != plen:
             return False
         if not self._whole(buf, bp, dec, base, pay, plen, ts, b"tcp"):
@@ -803,7 +869,7 @@ class UdpLane:
         """The JSON record from the scanner's offsets for the message at p (plen bytes; in Python
         terms ``data``, or whole[off:off + plen] when data is None); v4 points at the IPv4 source
         and destination addresses, or is NULL and src6/dst6 hold the addresses as text."""
-        o = self.so
+        o: cython.p_longlong = self.sop
         req: cython.bint = o[O_REQ] == 1
         midx: cython.int = -1
         if req:
@@ -833,7 +899,8 @@ class UdpLane:
         # room for the record: escaping grows a byte to 6 at most, SDP JSON stays under 16x its text
         fixed: cython.Py_ssize_t = 16 * bend + 1024 + len(self.extra) + 2 * len(src6) + 2 * len(dst6) + \
             len(transport)
-        if FRAGMENTS:     # room for the identity keys after the labels (otus_agent/identity.py)
+        ident: cython.bint = self._ident()
+        if ident:     # room for the identity keys after the labels (otus_agent/identity.py)
             fixed += IDENT_ROOM
         need: cython.Py_ssize_t = self.olen + fixed
         if need > len(self.obuf):
@@ -988,19 +1055,18 @@ class UdpLane:
         k = _lit(q, k, self.extra)
         # who holds the addresses, and the capture point (otus_agent/identity.py); nothing outside a cluster
         # <fields:lane_identity> generated from sip/fields.py (python -m otus_agent.sip.fields --write)
-        if FRAGMENTS:
-            frags: dict = FRAGMENTS     # typed: a C dict lookup, no bound method
+        if ident:
             if len(self.obuf) - k < IDENT_ROOM:
                 return False
-            frag = frags.get(b"capture")
+            frag = self.id_capture
             if frag is not None:
                 k = _lit(q, k, b',"capture":')
                 k = _lit(q, k, frag)
-            frag = frags.get(_addr(v4, 0, src6))
+            frag = self._who(v4, 0, src6)
             if frag is not None:
                 k = _lit(q, k, b',"src_k8s":')
                 k = _lit(q, k, frag)
-            frag = frags.get(_addr(v4, 4, dst6))
+            frag = self._who(v4, 4, dst6)
             if frag is not None:
                 k = _lit(q, k, b',"dst_k8s":')
                 k = _lit(q, k, frag)
@@ -1017,7 +1083,7 @@ class UdpLane:
             if self.want_pairs:
                 self.starts.append((k0, k - 1, kc0, kc1, key))
             self.olen = k
-        c = self.counts
+        c: cython.p_longlong = self.cnt
         c[C_MSG] += 1
         if req:
             c[C_REQ] += 1
@@ -1037,27 +1103,28 @@ class UdpLane:
         Call-ID alone, without making the rest into text."""
         o = self.so
         sel: DialogSelector = self.select
-        cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1") if o[O_CID0] >= 0 else None
+        # the Call-ID's bytes in place: one probe of the selector's table
+        e: cython.longlong = sel.find(ts, p + o[O_CID0], o[O_CID1] - o[O_CID0]) if o[O_CID0] >= 0 else sel.find(ts, p, -1)
         in_dialog: cython.bint = o[O_TT0] >= 0
-        csm = p[o[O_CSM0]:o[O_CSM1]].decode("latin-1") if o[O_CSM0] >= 0 else None
-        if req and not in_dialog and (cid is None or cid not in sel.dialogs):
+        if e < 0 and req and not in_dialog:
             # the fields the fast path's record holds (scan_cy._fields), ASCII as the record just written
+            cid = p[o[O_CID0]:o[O_CID1]].decode("latin-1") if o[O_CID0] >= 0 else None
             fu = p[o[O_FU0]:o[O_FU1]].decode("latin-1") if o[O_FU0] >= 0 else None
             tu = p[o[O_TU0]:o[O_TU1]].decode("latin-1") if o[O_TU0] >= 0 else None
             ruri = p[o[O_U0]:o[O_U1]].decode("latin-1") if o[O_U0] >= 0 else None
             heads = None
             if self.select_heads:
                 heads = header_getter(data if data is not None else whole[off:off + plen], self.select_heads)
-            return sel.admit(ts, True, METHOD_NAMES[midx], None, csm, cid, fu, tu, ruri, heads, False)
-        return sel.admit(ts, req, METHOD_NAMES[midx] if req else None, None if req else o[O_STATUS], csm, cid,
-                         None, None, None, None, in_dialog)
+            return sel.open(ts, METHOD_NAMES[midx], cid, fu, tu, ruri, heads)
+        return sel.step_at(e, ts, req, METHOD_NAMES[midx] if req else None, -1 if req else o[O_STATUS],
+                           p + o[O_CSM0], o[O_CSM1] - o[O_CSM0] if o[O_CSM0] >= 0 else -1)
 
     @cython.cfunc
     def _observe(self, p: cython.p_uchar, ts: cython.longlong, req: cython.bint, midx: cython.int) -> cython.int:
         """Feed the call table from the scanner's offsets (the fields the record just written holds, all
         ASCII) and append the summaries of the calls that ended, after the record: the general path's
         order.  Only the fields the message's kind reads are made into text (CallTable.step)."""
-        o = self.so
+        o: cython.p_longlong = self.sop
         t: CallTable = self.tracker
         csm: cython.int = K_NONE
         cl: cython.longlong

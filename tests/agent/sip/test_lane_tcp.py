@@ -20,17 +20,18 @@ pytestmark = pytest.mark.skipif(not LANE_COMPILED, reason="the lane exists only 
 
 
 def run(path, lane: bool, **cfg):
-    """Records, counters, the stream table's keys in order, and how many pure ACKs and TCP segments with
-    payload reached Python."""
+    """Records, counters, the stream table's keys in order, and how many pure ACKs, TCP segments with
+    payload and IPv6 SYNs reached Python."""
     out = bytearray()
     sink = RecordSink(out.extend)
     st = SipStage(SipConfig(**cfg), sink.emit, None, sink.emit_block if lane else None)
-    acks = data = 0
+    acks = data = syn6 = 0
 
     def on_datagram(d):
-        nonlocal acks, data
+        nonlocal acks, data, syn6
         acks += d.proto == 6 and not d.payload and not d.tcp_flags & 7
         data += d.proto == 6 and bool(d.payload)
+        syn6 += d.proto == 6 and bool(d.tcp_flags & 2) and ":" in d.src_ip
         st.on_datagram(d)
 
     with open_capture(str(path)) as r:
@@ -39,7 +40,7 @@ def run(path, lane: bool, **cfg):
     sink.flush()
     table = list(st.tcp.streams)
     assert sorted(st.tcp.by_wire) == sorted(wire_key(k) for k in table)     # the index follows the table
-    return bytes(out), st.summary(), table, acks, data
+    return bytes(out), st.summary(), table, acks, data, syn6
 
 
 def same(path, **cfg):
@@ -68,6 +69,13 @@ def test_pbx_acks_stay_in_the_lane(pbx_pcap):
     assert lane[1]["tcp"]["segments"] > general[3]
     assert general[4] > 1000 and lane[4] < general[4] // 10   # so do the in-order messages
     same(path, call_summaries=True)
+
+
+def test_pbx_ipv6_syns_stay_in_the_lane(pbx_pcap):
+    """A SYN over IPv6 opens its stream in the lane (its key's text as the decoder writes it)."""
+    path, _ = pbx_pcap
+    general, lane = same(path)
+    assert general[5] > 20 and lane[5] <= general[5] // 10
 
 
 def test_evictions_and_timeouts_alike(pbx_pcap):

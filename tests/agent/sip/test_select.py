@@ -123,3 +123,34 @@ def test_the_task_contract_rejects_what_cannot_match():
     with pytest.raises(ValidationError):
         SipMatch(call_id=["x"] * 65)
     assert SipMatch(methods=["invite"]).methods == ["INVITE"]
+
+
+def _lines_header_getter(data: bytes, names: frozenset[str]):
+    """The previous header_getter (a walk of every line), the specification of the search."""
+    end = data.find(b"\r\n\r\n")
+    head = data[:end if end >= 0 else len(data)]
+    found: dict[str, list[str]] = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        n = name.strip().decode("latin-1").lower()
+        if n in names:
+            found.setdefault(n, []).append(value.strip().decode("utf-8", "replace"))
+    return lambda name: found.get(name, [])
+
+
+def test_header_search_reads_the_lines_a_walk_of_every_line_reads():
+    import random
+    rnd = random.Random(18)
+    names = frozenset({"x-tenant", "x-route", "a"})
+    pieces = [b"X-Tenant", b"x-tenant", b"X-TENANT", b"x-tenant2", b"X-Route", b"a", b"A", b"ba", b"To", b":", b": ",
+              b" ", b"\t", b"\x0b", b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"acme", b" acme ", b"eu-west", b"\xc3\xa9",
+              b"\xff", b"sip:x@y", b";tag=1", b"\r\n\r\n"]
+    for _ in range(4000):
+        data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 30)))
+        if rnd.random() < 0.5:
+            data = b"INVITE sip:b@x SIP/2.0\r\n" + data
+        want, got = _lines_header_getter(data, names), header_getter(data, names)
+        for n in names:
+            assert got(n) == want(n), (data, n)

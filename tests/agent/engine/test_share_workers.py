@@ -1,0 +1,277 @@
+"""Fanout workers share rtp's announcements (Parser.share, engine/live.Relay).
+
+Offline model of ``--workers 2``: a generated capture is split between two engines by flow (as the
+kernel's fanout hash does), each engine gets its own packets in capture order, and what one takes
+reaches the other only some batches later (the relay's lag: a loop iteration, a ring block's retire
+timeout).  The media records of both together must equal one engine's on the whole file.  The relay
+itself runs over real AF_UNIX socketpairs, as live.py makes them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from typing import Callable
+
+import pytest
+
+from otus_agent.capture.pcapfile import PcapWriter, open_capture
+from otus_agent.engine import live
+from otus_agent.engine.live import Relay
+from otus_agent.engine.parsers import Sharing
+from otus_agent.engine.pipeline import EngineConfig, build_engine
+from otus_agent.sim.rtpgen import RtpGenSpec, generate
+
+
+def _generate(tmp_path_factory, ipv6: bool = False):
+    path = tmp_path_factory.mktemp("share") / "calls.pcap"
+    with open(path, "wb") as f:   # calls 20 ms apart: RTP of one starts while others' SIP is in flight
+        wl = generate(f, RtpGenSpec(calls=8, packets=150, call_gap_ms=20, seed=7, ipv6=ipv6))
+    return path, wl
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    return _generate(tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["ipv4", "ipv6"])
+def captures(request, tmp_path_factory):
+    return _generate(tmp_path_factory, request.param)
+
+
+def _records(out: bytearray) -> list[dict]:
+    return [json.loads(x) for x in bytes(out).splitlines()]
+
+
+def _finals(recs: list[dict]) -> dict[tuple, dict]:
+    return {(r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["ssrc"]): r
+            for r in recs if r["type"] == "media" and r["final"]}
+
+
+def _one_engine(path) -> list[dict]:
+    out = bytearray()
+    e = build_engine(EngineConfig(parsers=("sip", "rtp")), out.extend)
+    with open_capture(str(path)) as r:
+        e.run(r.batches())
+    e.finish()
+    return _records(out)
+
+
+def _flow(frame: bytes) -> tuple[bytes, bytes, int, int]:
+    """UDP over IPv4 or IPv6 (no extension headers) in Ethernet: the generator's frames."""
+    if frame[12:14] == b"\x86\xdd":
+        return frame[22:38], frame[38:54], int.from_bytes(frame[54:56], "big"), int.from_bytes(frame[56:58], "big")
+    return frame[26:30], frame[30:34], int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
+
+
+def _sip_apart(frame: bytes) -> int:
+    """The worst case: every SIP message on worker 0, every media packet on worker 1."""
+    return 0 if _flow(frame)[2] == 5060 else 1
+
+
+def _hash(frame: bytes) -> int:
+    """A symmetric flow hash, as the kernel's fanout: both directions of a flow on one worker (RTCP, on
+    port + 1, is a flow of its own and may land elsewhere than its RTP: then it is forwarded)."""
+    s, d, sp, dp = _flow(frame)
+    a, b = sorted(((s, sp), (d, dp)))
+    return hashlib.sha256(a[0] + a[1].to_bytes(2, "big") + b[0] + b[1].to_bytes(2, "big")).digest()[0] % 2
+
+
+def _split(path, tmp_path, route: Callable[[bytes], int]) -> list:
+    files = [open(tmp_path / f"w{k}.pcap", "wb") for k in range(2)]
+    writers = [PcapWriter(f, 1, 65535, True) for f in files]
+    with open_capture(str(path)) as r:
+        for b in r.batches():
+            for i in range(b.n):
+                frame = bytes(b.packet(i))
+                writers[route(frame)].write(b.ts_ns[i], frame)
+    for w, f in zip(writers, files):
+        w.flush()
+        f.close()
+    return [tmp_path / f"w{k}.pcap" for k in range(2)]
+
+
+def _two_workers(files, lag: int, share: bool = True) -> tuple[list[list[dict]], list]:
+    """Both engines fed in capture order, 4 packets a batch; what one takes reaches the other after it fed
+    ``lag`` more batches of its own (applied before its next batch, as the live loop does)."""
+    outs = [bytearray(), bytearray()]
+    engines = [build_engine(EngineConfig(parsers=("sip", "rtp")), outs[k].extend) for k in range(2)]
+    shares: list[Sharing | None] = [e.parsers["rtp"].share() if share else None for e in engines]
+    readers = [open_capture(str(f), batch_size=4) for f in files]
+    its = [iter(r.batches()) for r in readers]
+    nxt = [next(it, None) for it in its]
+    fed = [0, 0]
+    inbox: list[list[tuple[int, list]]] = [[], []]   # per receiver: (deliver once it fed this many, items)
+    while nxt[0] is not None or nxt[1] is not None:
+        k = 0 if nxt[1] is None or (nxt[0] is not None and nxt[0].ts_ns[0] <= nxt[1].ts_ns[0]) else 1
+        s = shares[k]
+        if s is not None:
+            for _due, items in [m for m in inbox[k] if m[0] <= fed[k]]:
+                s.apply(items)
+            inbox[k] = [m for m in inbox[k] if m[0] > fed[k]]
+        engines[k].feed(nxt[k])
+        fed[k] += 1
+        if s is not None:
+            items = s.take()
+            if items:
+                inbox[1 - k].append((fed[1 - k] + lag, json.loads(json.dumps(items))))
+        nxt[k] = next(its[k], None)
+    for k, s in enumerate(shares):   # the last word, then the end of capture
+        if s is not None:
+            for _, items in inbox[k]:
+                s.apply(items)
+    for e in engines:
+        e.finish()
+    for r in readers:
+        r.close()
+    return [_records(o) for o in outs], [e.summary()["rtp"] for e in engines]
+
+
+def test_sip_on_one_worker_media_on_the_other(captures, tmp_path):
+    path, wl = captures
+    want = _finals(_one_engine(path))
+    assert len(want) == len(wl.streams)
+    (rec0, rec1), (c0, c1) = _two_workers(_split(path, tmp_path, _sip_apart), lag=3)
+    assert _finals(rec1) == want and not _finals(rec0)       # every field, RTCP's too (it is with its RTP)
+    # the race happened and cost nothing: first packets held, then adopted when the 200 OK's SDP came
+    assert c1["discovery_unannounced_adopted"] > 0 and c1["discovery_unannounced_held"] == \
+        c1["discovery_unannounced_adopted"]
+    assert c1["discovery_share_applied_ends"] == len(wl.call_ids)
+
+
+def test_without_sharing_the_media_worker_sees_no_stream(capture, tmp_path):
+    """The bug this fixes: the worker with the RTP never heard of its SDP."""
+    path, _ = capture
+    (rec0, rec1), _ = _two_workers(_split(path, tmp_path, _sip_apart), lag=3, share=False)
+    assert not _finals(rec0) and not _finals(rec1)
+
+
+def test_hashed_flows_every_stream_once_with_its_packets(captures, tmp_path):
+    path, wl = captures
+    want = _finals(_one_engine(path))
+    files = _split(path, tmp_path, _hash)
+    (rec0, rec1), counters = _two_workers(files, lag=2)
+    got0, got1 = _finals(rec0), _finals(rec1)
+    assert not set(got0) & set(got1)
+    got = {**got0, **got1}
+    assert got == want   # every field: RTCP hashed away from its RTP is forwarded to the stream's worker
+    assert sum(c["rtp_packets"] for c in counters) == sum(w["packets"] for w in want.values())
+    assert sum(c.get("discovery_share_rtcp_applied", 0) for c in counters) > 0
+    assert sum(c.get("discovery_share_rtcp_not_here", 0) for c in counters) == 0
+    assert sum(c["rtcp_packets"] for c in counters) == wl.rtcp_packets   # each counted once, where used
+
+
+def test_relay_carries_takes_between_real_engines_in_order(capture, monkeypatch):
+    """Two engines, each with its Relay over the socketpairs live.py makes; small datagrams (a take split)."""
+    monkeypatch.setattr(live, "RELAY_DATAGRAM", 300)
+    path, _ = capture
+    mesh = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for pair in mesh:
+            for s in pair:
+                s.setblocking(False)
+        engines = [build_engine(EngineConfig(parsers=("sip", "rtp")), bytearray().extend) for _ in range(2)]
+        relays = [live._relay(e, (k, mesh[k][0], {1 - k: mesh[1 - k][1]})) for k, e in enumerate(engines)]
+        assert all(r is not None for r in relays)
+        with open_capture(str(path)) as r:
+            for b in r.batches():
+                engines[0].feed(b)
+        relays[0].send()
+        relays[1].receive()
+        d0, d1 = (e.parsers["rtp"].summary.__self__.discovery for e in engines)
+        assert d1.expected == d0.expected and len(d0.expected) > 0
+        st0, st1 = relays[0].stats(), relays[1].stats()
+        # the first datagram is worker 0's hello (its peer had nothing to dump for it: it learned nothing)
+        assert st1["hellos"] == 1 and st0["sent"] > 2 and st0["sent"] == st1["received"] + 1
+        assert st0["items_sent"] == st1["items_received"] and st0["backlog"] == 0 and not st1.get("bad")
+    finally:
+        for pair in mesh:
+            for s in pair:
+                s.close()
+
+
+def test_a_restarted_worker_learns_the_calls_already_set_up(capture):
+    """Its hello asks the peers for their tables (discovery.dump): calls that ended are left out."""
+    path, wl = capture
+    mesh = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for pair in mesh:
+            for s in pair:
+                s.setblocking(False)
+        old = build_engine(EngineConfig(parsers=("sip", "rtp")), bytearray().extend)
+        r0 = live._relay(old, (0, mesh[0][0], {1: mesh[1][1]}))
+        with open_capture(str(path)) as r:
+            for b in r.batches():
+                old.feed(b)
+        d0 = old.parsers["rtp"].summary.__self__.discovery
+        r0.send()                         # worker 1 is not there yet: its socket keeps what was sent
+        while True:                       # ... and a restarted worker 1 starts with an empty table
+            try:
+                mesh[1][0].recv(1 << 20)
+            except BlockingIOError:
+                break
+        d0.end_call(wl.call_ids[0])       # one call ended (after its linger) before the restart
+        new = build_engine(EngineConfig(parsers=("sip", "rtp")), bytearray().extend)
+        r1 = live._relay(new, (1, mesh[1][0], {0: mesh[0][1]}))
+        d1 = new.parsers["rtp"].summary.__self__.discovery
+        assert d1.expected == {}
+        r1.send()                         # hello
+        r0.receive()
+        r0.send()                         # the dump
+        r1.receive()
+        assert d1.expected == d0.expected and {ep.call_id for ep in d1.expected.values()} == set(wl.call_ids[1:])
+        assert r0.stats()["hellos"] == 1 and d0.counters["share_dumped"] == 2 * (len(wl.call_ids) - 1)
+    finally:
+        for pair in mesh:
+            for s in pair:
+                s.close()
+
+
+def test_relay_never_blocks_and_drops_the_oldest_when_a_peer_is_full(monkeypatch):
+    monkeypatch.setattr(live, "RELAY_BACKLOG", 5)
+    rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for s in (rx, tx):
+            s.setblocking(False)
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # the kernel's part of the bound: small
+        pending: list[list] = []
+        got: list = []
+
+        def take() -> list:
+            out = pending.copy()
+            pending.clear()
+            return out
+        sender = Relay(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), {1: tx}, {"rtp": Sharing(take, got.extend)})
+        receiver = Relay(rx, {}, {"rtp": Sharing(list, got.extend)})
+        for n in range(200):               # nobody reads: the socket fills, then the backlog
+            pending.extend([["e", f"c{n}", n]])
+            sender.send()
+        st = sender.stats()
+        assert st["peer_full"] > 0 and st["backlog"] == 5 and st["dropped"] == 200 - st["sent"] - 5
+        receiver.receive()
+        receiver.receive()
+        sender.send()                      # room again: the backlog goes out
+        receiver.receive()
+        ids = [int(it[1][1:]) for it in got]
+        assert ids == sorted(ids) and ids[-1] == 199 and len(ids) == st["sent"] + 5
+        assert ids[:st["sent"]] == list(range(st["sent"]))   # what fit went first; the middle was dropped
+        sender.rx.close()
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_relay_counts_what_it_cannot_read():
+    rx, tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        rx.setblocking(False)
+        got: list = []
+        r = Relay(rx, {}, {"rtp": Sharing(list, got.extend)})
+        for data in (b"not json", b'["dns", []]', b'["rtp", 3]', b'["", ["hello", 7]]', b'["rtp", [["e", "c1", 5]]]'):
+            tx.send(data)
+        r.receive()
+        assert r.stats()["bad"] == 4 and r.stats()["received"] == 1 and got == [["e", "c1", 5]]
+    finally:
+        rx.close()
+        tx.close()

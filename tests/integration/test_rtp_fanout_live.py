@@ -1,0 +1,285 @@
+"""Live ``--workers 2 --parsers sip,rtp``: every RTP stream counted as one worker and the file's truth count it.
+
+The kernel's fanout hash sends a call's SIP and its RTP to different workers about half the time; the
+workers share their SDP announcements (engine/live.Relay, media/discovery take/apply).  Generated calls
+(sim/rtpgen.py: loss, duplicates, reordering, telephone events) are made harder for the relay: each call's
+media is moved to start 1 ms after its 200 OK (the race: RTP reaches its worker before the answer's
+announcement does; the first packets are held and adopted).  The file, its frames addressed to the
+capture side, is replayed with tcpreplay from namespace a into a veth; Otus captures in namespace b,
+once with one worker and once with two.  Per stream, the two-worker run's counts equal the one-worker
+run's, the offline engine's on the same file and tshark's ``-z rtp,streams`` (packets, lost).
+
+RTCP is a flow of its own (port + 1), often hashed to another worker than its RTP: it is forwarded to
+the stream's worker, so CNAME and RTCP's loss report agree too.  The
+calls send no RTCP BYE: every stream of both runs ends by its call's BYE (``end_reason: bye``, after the
+linger), which with two workers only the SIP's worker saw.
+
+Namespaces ``rtpshare-<pid>-a/-b`` are made here and removed also on failure; every process is ended
+by its handle.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from typing import Iterator
+
+import pytest
+
+from otus_agent.capture.pcapfile import PcapWriter, open_capture
+from otus_agent.engine.pipeline import EngineConfig, build_engine
+from otus_agent.sim.rtpgen import RtpGenSpec, generate
+
+from ..agent.media.helpers import TSHARK, tshark_streams
+from ..conftest import otus_bin
+from ..netns import Pair, require_root_and, sh, stop
+
+pytestmark = pytest.mark.netns
+
+COUNTS = ("call_id", "direction", "ssrc", "payload_type", "codec", "packets", "bytes", "expected", "lost",
+          "duplicates", "out_of_order", "seq_errors", "markers", "telephone_events", "cname", "rtcp_cumulative_lost")
+
+
+def _counts(r: dict) -> dict:
+    """What must not depend on the replay's timing.  Times, jitter and the round trip do: a replay faster
+    than the file shortens the SR -> RR gap below the RR's DLSR, and the round trip comes out negative
+    (not reported) for some calls with one worker as with two; the offline two-engine tests
+    (tests/agent/engine/test_share_workers.py) compare those fields exactly."""
+    return {f: r[f] for f in COUNTS}
+CALLS, PACKETS, PPS = 12, 250, 2500
+MEDIA_AFTER_200_NS = 1_000_000
+
+
+@contextlib.contextmanager
+def rtpshare_pair() -> Iterator[Pair]:
+    """Two namespaces named ``rtpshare-*`` joined by a veth pair (tests/netns.veth_pair names its ``otus-*``)."""
+    pid = os.getpid() % 10000
+    p = Pair(f"rtpshare-{pid}-a", f"rtpshare-{pid}-b", f"rtps{pid}a", f"rtps{pid}b",
+             f"10.91.{pid % 250}.1", f"10.91.{pid % 250}.2")
+    try:
+        for ns in (p.ns_a, p.ns_b):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", p.if_a, "netns", p.ns_a, "type", "veth", "peer", "name", p.if_b, "netns", p.ns_b)
+        for ns, ifname, ip in ((p.ns_a, p.if_a, p.ip_a), (p.ns_b, p.if_b, p.ip_b)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
+            sh("ip", "-n", ns, "link", "set", ifname, "up")
+        yield p
+    finally:
+        for ns in (p.ns_a, p.ns_b):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def _racy_calls(tmp_path) -> tuple[object, object]:
+    """rtpgen's calls with each call's media moved to start right after its 200 OK (frames re-sorted)."""
+    src = tmp_path / "gen.pcap"
+    with open(src, "wb") as f:
+        # no RTCP BYE: each stream must end by its call's BYE, which only the SIP's worker sees
+        wl = generate(f, RtpGenSpec(calls=CALLS, packets=PACKETS, call_gap_ms=20, seed=16, rtcp_bye=False))
+    shift = 100_000_000 - 50_000_000 - MEDIA_AFTER_200_NS   # rtpgen: 200 OK at t0 + 50 ms, media at t0 + 100 ms
+    frames = []
+    with open_capture(str(src)) as r:
+        for b in r.batches():
+            for i in range(b.n):
+                frame = bytes(b.packet(i))
+                sport, dport = int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
+                media = 5060 not in (sport, dport)   # RTP and RTCP; the BYE stays where it was, after them
+                frames.append((b.ts_ns[i] - (shift if media else 0), len(frames), frame))
+    frames.sort()
+    out = tmp_path / "racy.pcap"
+    with open(out, "wb") as f:
+        w = PcapWriter(f, 1, 65535, True)
+        for ts, _, frame in frames:
+            w.write(ts, frame)
+        w.flush()
+    return out, wl
+
+
+def _offline(path) -> list[dict]:
+    out = bytearray()
+    e = build_engine(EngineConfig(parsers=("sip", "rtp")), out.extend)
+    with open_capture(str(path)) as r:
+        e.run(r.batches())
+    e.finish()
+    return [json.loads(x) for x in bytes(out).splitlines()]
+
+
+def _finals(recs: list[dict]) -> dict[tuple, dict]:
+    out: dict[tuple, dict] = {}
+    for r in recs:
+        if r["type"] == "media" and r["final"]:
+            k = (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["ssrc"])
+            assert k not in out, f"stream reported twice: {k}"
+            out[k] = r
+    return out
+
+
+def _wait_for_sockets(p: Pair, count: int, timeout: float = 20) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(p.run(p.ns_b, "cat", "/proc/net/packet").stdout.splitlines()[1:]) >= count:
+            time.sleep(0.3)
+            return
+        time.sleep(0.1)
+    raise AssertionError("otus did not open its packet sockets")
+
+
+def _live(p: Pair, tmp_path, pcap, workers: int) -> tuple[dict, list[dict]]:
+    out = tmp_path / f"records-{workers}.jsonl"
+    proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", str(workers),
+                   "--output", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_sockets(p, workers)
+        r = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(pcap), check=False, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(3.5)   # past the BYE's linger (2 s) and a tick: streams end by their BYE, on every worker
+        proc.send_signal(2)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err.decode()
+    summary = json.loads(err.decode().strip().splitlines()[-1])
+    return summary, [json.loads(x) for x in out.read_text().splitlines()]
+
+
+def test_two_workers_count_every_stream_as_one_does(tmp_path):
+    require_root_and("tcpreplay", "tcprewrite")
+    with rtpshare_pair() as p:
+        def mac(ns: str, ifname: str) -> str:
+            return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+        racy, wl = _racy_calls(tmp_path)
+        pcap = tmp_path / "replay.pcap"
+        sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+           f"--infile={racy}", f"--outfile={pcap}")
+        one, recs1 = _live(p, tmp_path, pcap, 1)
+        two, recs2 = _live(p, tmp_path, pcap, 2)
+
+    truth = _finals(_offline(pcap))
+    assert len(truth) == len(wl.streams) == 2 * CALLS
+    for s in (one, two):
+        assert s["kernel"]["kernel_drops"] == 0 and s["kernel"]["kernel_packets"] >= wl.frames
+    got1, got2 = _finals(recs1), _finals(recs2)
+    assert set(got1) == set(got2) == set(truth)
+    for k, want in truth.items():
+        w = _counts(want)
+        assert _counts(got1[k]) == w, ("one worker", k)
+        assert _counts(got2[k]) == w, ("two workers", k)
+    assert {r["end_reason"] for r in recs1 + recs2 if r["type"] == "media" and r["final"]} == {"bye"}
+    if TSHARK:
+        rows = {(t["src_ip"], t["src_port"], t["dst_ip"], t["dst_port"], t["ssrc"]): t for t in tshark_streams(pcap)}
+        assert set(rows) == set(truth)
+        assert all((got2[k]["packets"], got2[k]["lost"]) == (t["packets"], t["lost"]) for k, t in rows.items())
+
+    # both workers captured, the SDP of some streams was on the other worker, and the race was real: RTP
+    # held before its announcement arrived, adopted, none lost on the way
+    rtp, relay = two["rtp"], two["relay"]
+    assert len(two["per_worker_packets"]) == 2 and min(two["per_worker_packets"]) > 0
+    assert rtp["discovery_share_applied_sides"] > 0 and rtp["discovery_share_applied_ends"] > 0
+    assert rtp["discovery_unannounced_adopted"] > 0, rtp
+    assert rtp["discovery_share_rtcp_applied"] > 0 and rtp.get("discovery_share_rtcp_not_here", 0) == 0
+    assert rtp["rtcp_packets"] == one["rtp"]["rtcp_packets"] == wl.rtcp_packets
+    for lost in ("unannounced_evicted", "unannounced_overflow"):
+        assert rtp.get(f"discovery_{lost}", 0) == 0
+    assert relay.get("dropped", 0) == 0 and relay["received"] > 0 and relay["backlog"] == 0
+    assert "relay" not in one and "discovery_share_applied_sides" not in one["rtp"]
+
+    # the same counters as Prometheus families (the daemon's collector over this summary)
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from otus_agent.observability.metrics import TaskCollector
+    from otus_spec import TaskSpec
+    reg = CollectorRegistry()
+    reg.register(TaskCollector(lambda: [(TaskSpec(id="two", interfaces=["lo"]), "running", two)]))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    assert samples[("otus_media_unannounced_packets_total", (("outcome", "adopted"), ("task", "two")))] == \
+        rtp["discovery_unannounced_adopted"]
+    assert samples[("otus_media_shared_items_total", (("kind", "applied_sides"), ("task", "two")))] == \
+        rtp["discovery_share_applied_sides"]
+    assert samples[("otus_fanout_relay_datagrams_total", (("outcome", "received"), ("task", "two")))] == \
+        relay["received"]
+    assert samples[("otus_fanout_relay_backlog", (("task", "two"),))] == 0
+
+
+def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
+    """A worker killed after the calls were set up comes back with an empty table; its hello gets it the
+    survivor's (discovery.dump), so the streams the kernel hashes to it are still reported.
+
+    A flow goes to fanout member ``hash % members`` in the group's current order, and a newcomer joins at
+    the end: when the first member dies, the flows swap (the dead worker's go to the survivor, the
+    survivor's to the newcomer), when the last dies they stay (the dead worker's go to the newcomer).  So
+    per stream, one of: the survivor's all along (one record, every packet); the dead worker's before the
+    kill (one record counting those after it: on the survivor, or on the newcomer which knows the stream
+    only through the dump); the survivor's before and the newcomer's after (two records adding up to
+    every packet; the newcomer again through the dump).  Nothing the living workers saw is missing."""
+    require_root_and("tcpreplay", "tcprewrite")
+    with rtpshare_pair() as p:
+        def mac(ns: str, ifname: str) -> str:
+            return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+        racy, wl = _racy_calls(tmp_path)
+        pcap = tmp_path / "replay.pcap"
+        sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+           f"--infile={racy}", f"--outfile={pcap}")
+        # part 1: every call's INVITE, 200 and ACK and 300 ms of their media; part 2: the rest
+        split = RtpGenSpec().start_ns + (CALLS - 1) * 20_000_000 + 60_000_000 + 300_000_000
+        parts = [tmp_path / "part1.pcap", tmp_path / "part2.pcap"]
+        after: dict[tuple, int] = {}
+        with open(parts[0], "wb") as f1, open(parts[1], "wb") as f2, open_capture(str(pcap)) as r:
+            w = [PcapWriter(f1, 1, 65535, True), PcapWriter(f2, 1, 65535, True)]
+            for b in r.batches():
+                for i in range(b.n):
+                    frame = bytes(b.packet(i))
+                    late = b.ts_ns[i] >= split
+                    w[late].write(b.ts_ns[i], frame)
+                    sport, dport = int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
+                    if late and 5060 not in (sport, dport) and dport % 2 == 0:   # RTP (RTCP: odd ports)
+                        k = (".".join(map(str, frame[26:30])), sport, ".".join(map(str, frame[30:34])), dport)
+                        after[k] = after.get(k, 0) + 1
+            for x in w:
+                x.flush()
+        out = tmp_path / "records.jsonl"
+        proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", "2",
+                       "--output", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_for_sockets(p, 2)
+            r1 = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(parts[0]), check=False,
+                       timeout=60)
+            assert r1.returncode == 0, r1.stdout + r1.stderr
+            time.sleep(0.5)   # both workers know every call now
+            children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+            assert len(children) == 2
+            os.kill(int(children[0]), 9)   # a worker this test started, by PID
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                now = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+                if len(now) == 2 and children[0] not in now:
+                    break
+                time.sleep(0.1)
+            _wait_for_sockets(p, 2)
+            time.sleep(0.5)   # its hello answered
+            r2 = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(parts[1]), check=False,
+                       timeout=120)
+            assert r2.returncode == 0, r2.stdout + r2.stderr
+            time.sleep(3.5)
+            proc.send_signal(2)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            stop(proc)
+        assert proc.returncode == 0, err.decode()
+    summary = json.loads(err.decode().strip().splitlines()[-1])
+    assert summary["worker_restarts"] == 1 and summary["kernel"]["kernel_drops"] == 0
+    truth = _finals(_offline(pcap))
+    got: dict[tuple, list[int]] = {}
+    for r in (json.loads(x) for x in out.read_text().splitlines()):
+        if r["type"] == "media" and r["final"]:
+            got.setdefault((r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["ssrc"]), []).append(r["packets"])
+    assert set(got) == set(truth)
+    whole = [k for k, n in got.items() if n == [truth[k]["packets"]]]                      # the survivor's
+    died = [k for k, n in got.items() if n == [after[k[:4]]]]                              # the dead worker's
+    moved = [k for k, n in got.items() if len(n) == 2 and sum(n) == truth[k]["packets"]]   # survivor, newcomer
+    odd = {k: (n, truth[k]["packets"], after[k[:4]]) for k, n in got.items() if k not in whole + died + moved}
+    assert not odd and died and (whole or moved), (odd, summary["rtp"], summary["relay"])
+    assert summary["rtp"]["discovery_share_dumped"] > 0 and summary["relay"]["hellos"] >= 2
