@@ -28,7 +28,7 @@ else:
 
 from heapq import heappop, heappush
 from operator import attrgetter
-from socket import AF_INET, AF_INET6, inet_ntop
+from socket import AF_INET6, inet_ntop
 
 from otus_agent.flows.table import (
     ACK,
@@ -70,9 +70,17 @@ _TCP_FLAG_LETTERS = ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x10, 
                      (0x80, "C"))
 
 
+_OCTETS: tuple = tuple(str(i) for i in range(256))
+
+
 @cython.ccall
 def address(raw: bytes) -> str:
-    return inet_ntop(AF_INET if len(raw) == 4 else AF_INET6, raw)  # type: ignore[no-any-return]
+    """The text form of a raw IPv4 or IPv6 address (IPv4 from a table of octets: inet_ntop's formatting
+    was a fifth of a record's cost)."""
+    if len(raw) == 4:
+        return (_OCTETS[cython.cast(cython.uchar, raw[0])] + "." + _OCTETS[cython.cast(cython.uchar, raw[1])] + "."
+                + _OCTETS[cython.cast(cython.uchar, raw[2])] + "." + _OCTETS[cython.cast(cython.uchar, raw[3])])
+    return inet_ntop(AF_INET6, raw)  # type: ignore[no-any-return]
 
 
 def flag_letters(flags: int) -> str:

@@ -3,10 +3,14 @@ records as its pure-Python source, which a build without Cython runs."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import pathlib
+import socket
 from typing import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otus_agent.capture.pcapfile import open_capture
 from otus_agent.flows import FlowConfig, FlowStage, walk_cy
@@ -46,6 +50,7 @@ def records(path: str, module, config: FlowConfig | None = None) -> list[dict]:
     return recs + events + [st.summary()]
 
 
+@functools.cache
 def pure_module():
     return load_pure("flows/walk_cy.py", "otus_pure_flow_walk")
 
@@ -88,3 +93,10 @@ def test_pure_wheels_equal_compiled(tmp_path: pathlib.Path) -> None:
     want = records(path, walk_cy, config)
     assert records(path, pure_module(), config) == want
     assert want[-1]["wheels"]["expiry"]["rebuilds"] > 0 and want[-1]["evictions"] > 0
+
+
+@given(st.binary(min_size=4, max_size=4) | st.binary(min_size=16, max_size=16))
+def test_address_is_inet_ntop(raw: bytes) -> None:
+    """The records' address text (IPv4 from an octet table) is inet_ntop's, compiled and pure."""
+    want = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    assert walk_cy.address(raw) == want == pure_module().address(raw)
