@@ -1,8 +1,18 @@
-"""Shared helpers for the benchmark scripts (not part of the installed package)."""
+"""Shared helpers for the benchmark scripts (not part of the installed package).
+
+Generated workloads go to ``scratch_dir()`` directories, removed when the bench exits (set
+``OTUS_BENCH_KEEP=1`` to keep them; their paths are printed). The one deliberate cache across runs is
+``bench_realistic.py``'s (``/tmp/otus-bench-realistic``, keyed by the generator's source: the 100,000-call
+PBX workload takes minutes to generate), which ``bench_select``, ``bench_live_realistic`` and
+``profile_realistic`` share.
+"""
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -18,9 +28,20 @@ def load_pure(relpath: str, name: str):
     return mod
 
 
+def scratch_dir(prefix: str = "otus-bench-") -> pathlib.Path:
+    """A new temporary directory, removed at exit unless OTUS_BENCH_KEEP=1."""
+    d = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("OTUS_BENCH_KEEP") == "1":
+        atexit.register(print, f"kept: {d}", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, d, True)
+    return d
+
+
 def workload(calls: int, rtp: int, **kw) -> pathlib.Path:
+    """The SIP+RTP generator's capture, in a scratch directory (removed at exit)."""
     from otus_agent.sim.callgen import WorkloadSpec, generate
-    path = pathlib.Path(tempfile.mkdtemp(prefix="otus-bench-")) / "w.pcap"
+    path = scratch_dir() / "w.pcap"
     with open(path, "wb") as f:
         generate(f, WorkloadSpec(calls=calls, rtp_packets=rtp, seed=42, **kw))
     return path

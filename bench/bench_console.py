@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 import orjson
+from _common import scratch_dir
 
 
 def rss_mib() -> float:
@@ -31,7 +31,7 @@ def main() -> None:
 
     rate = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 60
-    d = tempfile.mkdtemp(prefix="otus-console-bench-")
+    d = str(scratch_dir("otus-console-bench-"))
     store = RecordStore()              # the daemon's defaults: 1000 calls, 64 MiB
     rx = TapReceiver(os.path.join(d, "tap.sock"), store.add_line)
     rx.start()

@@ -115,7 +115,31 @@ def operator_calls_are_allowed_by_its_rbac(request):
     calls = cluster.calls(OPERATOR_USER, since=start)
     missing = uncovered_calls(calls)
     assert not missing, "API calls not allowed by the operator's RBAC rules:\n" + "\n".join(missing)
-    # helm uninstall removes what the chart made; anything cluster-scoped the operator created would stay
-    made = sorted({f"{c.resource} {c.name or ''}" for c in calls if c.verb == "create" and c.namespace is None
-                   and c.resource})
-    assert not made, f"the operator created cluster-scoped objects: {made}"
+    wrote = cluster_scoped_writes(calls)
+    assert not wrote, "the operator wrote cluster-scoped objects it does not own:\n" + "\n".join(wrote)
+
+
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def cluster_scoped_writes(calls) -> list[str]:
+    """The operator's writes (any verb: create, server-side apply and other patches, update, delete) to
+    cluster-scoped objects other than its own: the chart's webhook configuration (its CA bundle) and
+    the kopf peering object, patched by name, and the node agents' identity ClusterRoleBindings, one
+    per DaemonSet task, which it applies and deletes with the task (otus_operator.rbac grants exactly
+    these). Any other cluster-scoped write would outlive `helm uninstall` or change what others own."""
+    from otus_operator import rbac, render
+    names = rbac.release_names("otus")       # the tests' release, as the operator fixture configures it
+    own = {("mutatingwebhookconfigurations", "patch", names["webhook"]),
+           ("clusterkopfpeerings", "patch", names["peering"])}
+    binding = render.identity_binding_name("", "") + "-"    # otus-agent-identity-<namespace>-<task>
+    out = []
+    for c in calls:
+        if c.verb not in WRITE_VERBS or c.namespace is not None or not c.resource:
+            continue
+        if (c.resource, c.verb, c.name) in own:
+            continue
+        if c.resource == "clusterrolebindings" and c.verb in ("patch", "delete") and (c.name or "").startswith(binding):
+            continue
+        out.append(f"{c.verb} {c.group or 'core'}/{c.resource} name={c.name} ({c.path})")
+    return sorted(set(out))

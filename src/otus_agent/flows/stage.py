@@ -3,7 +3,13 @@
 It walks the rows of ``decode/layout.pxd`` (no Datagram objects), so it can follow every packet
 of a capture. Bytes are frame (wire) lengths, as tshark's conversation statistics count them.
 Timeouts and interval reports run on packet time, checked at most every ``sweep_interval_s``;
-``tick(now_ns)`` drives them when no packets arrive. Otus only observes: nothing is dropped.
+``tick(now_ns)`` drives them when no packets arrive. A sweep does not walk the table: two timing
+wheels (``Wheel`` in flows/walk_cy.py) file every flow by the packet time it may time out and be
+reported at, when it is created and again only when a sweep finds it not due yet (or its deadline
+moved earlier: a shorter timeout for its new TCP state, or packet time going back), so a sweep touches
+only the flows that may be due. Each wheel holds at most twice ``max_flows`` entries. The per-packet
+walk, new and ended flows and the sweep are compiled (walk_cy.py); ICMP, fragments and the views are
+here. Otus only observes: nothing is dropped.
 
 Outputs: ``sink(record)`` gets the ``type: "flow"`` records (interval and end);
 ``events(record)`` (optional, for the detectors) also gets ``start`` and ``established``
@@ -19,9 +25,9 @@ from otus_agent.capture.linktypes import RAW as LINKTYPE_RAW
 from otus_agent.capture.pcapfile import PacketBatch
 from otus_agent.decode import decoder as D
 from otus_agent.flows.config import FlowConfig
-from otus_agent.flows.records import address, flow_record
-from otus_agent.flows.table import ACK, CLOSED, ESTABLISHED, NONE, RESET, SYN, SYN_RECEIVED, SYN_SENT, Flow
-from otus_agent.flows.walk_cy import walk
+from otus_agent.flows.records import address
+from otus_agent.flows.table import CLOSED, NONE, RESET, STATE_NAMES, SYN_RECEIVED, SYN_SENT
+from otus_agent.flows.walk_cy import Flow, Wheel, end_flow, flow_record, idle_limit, new_flow, sweep, timeout_reason, walk
 from otus_agent.reassembly.ipfrag_cy import FragmentReassembler
 
 NF = D.NF
@@ -56,10 +62,15 @@ class FlowStage:
         self._t_closed = ns(c.tcp_closed_timeout_s)
         self._t_udp = ns(c.udp_timeout_s)
         self._t_icmp = ns(c.icmp_timeout_s)
+        self._tcp_lim = tuple(self._tcp_timeout(st) for st in range(len(STATE_NAMES)))  # by state, for walk_cy
         self._t_min = min(self._t_syn, self._t_est, self._t_closed, self._t_udp, self._t_icmp)
         self._report_ns = ns(c.report_interval_s)
+        self._max_flows = c.max_flows
         self._sweep_ns = ns(c.sweep_interval_s)
         self._next_sweep = -1
+        # who may be due at a sweep: wheels of sweep-interval buckets, each at most twice the table (walk_cy)
+        self._xw = Wheel(self._sweep_ns, 2 * c.max_flows, False)   # idle timeouts: deadline last_ns + timeout
+        self._rw = Wheel(self._sweep_ns, 2 * c.max_flows, True)    # interval reports: reported_ns + interval
         self._decoder: D.Decoder | None = None
         # fragments: the same reassembler as the datagram stage, with its own bounds and counters
         self.reasm = FragmentReassembler() if c.reassemble_fragments else None
@@ -113,18 +124,6 @@ class FlowStage:
         if out[F_STATUS] == ST_FRAGMENT:  # fragments inside the fragment: not followed further
             return
         walk(self, whole, array("q", out), 1, tss, wls)
-
-    def _tcp_new(self, key: tuple, ipver: int, src: bytes, dst: bytes, sp: int, dp: int, flags: int,
-                 t: int) -> tuple[Flow, int]:
-        """A new TCP flow and the packet's direction in it: the receiver of a first SYN-ACK is the
-        initiator (its SYN was missed); a first packet without SYN is a flow picked up mid-stream."""
-        if flags & (SYN | ACK) == SYN | ACK:
-            return self._new((dst, src, dp, sp, 6), ipver, 6, dst, src, dp, sp, t), 1
-        f = self._new(key, ipver, 6, src, dst, sp, dp, t)
-        if not flags & SYN:
-            f.state = ESTABLISHED
-            f.midstream = True
-        return f, 0
 
     def _event(self, f: Flow, event: str, t: int) -> None:
         if self.events is not None:
@@ -184,7 +183,10 @@ class FlowStage:
             if self.events is not None:
                 self.events({"type": "icmp", "ts": t, "ipver": ipver, "src_ip": address(src), "dst_ip": address(dst),
                              "icmp_type": typ, "icmp_code": code, "bytes": length})
+        back = t < f.last_ns
         f.last_ns = t
+        if back:   # packet time went back: so did the flow's deadline
+            self._xw.refile(f, t + self._limit(f), self.flows)
         self.packets += 1
         self.bytes += length
         self.now_ns = max(self.now_ns, t)
@@ -232,54 +234,32 @@ class FlowStage:
 
     # -- table ---------------------------------------------------------------------------------
     def _new(self, key: tuple, ipver: int, proto: int, src: bytes, dst: bytes, sp: int, dp: int, t: int) -> Flow:
-        flows = self.flows
-        if len(flows) >= self.config.max_flows:
-            self.evictions += 1
-            self._end(flows[next(iter(flows))], t, "evicted")
-        f = Flow(key, ipver, proto, src, dst, sp, dp, t)
-        flows[key] = f
-        self.created += 1
-        return f
+        return new_flow(self, self.flows, key, ipver, proto, src, dst, sp, dp, t)  # type: ignore[no-any-return]
+
+    def _tcp_timeout(self, st: int) -> int:
+        """The idle timeout of a TCP flow in state ``st`` (``_tcp_lim`` holds it for every state)."""
+        if st == CLOSED or st == RESET:
+            return self._t_closed
+        if st == SYN_SENT or st == SYN_RECEIVED or st == NONE:
+            return self._t_syn
+        return self._t_est
 
     def _limit(self, f: Flow) -> int:
-        if f.proto == 6:
-            st = f.state
-            if st == CLOSED or st == RESET:
-                return self._t_closed
-            if st == SYN_SENT or st == SYN_RECEIVED or st == NONE:
-                return self._t_syn
-            return self._t_est
-        if f.proto == 1 or f.proto == 58:
-            return self._t_icmp
-        return self._t_udp
+        return idle_limit(self, f.proto, f.state)  # type: ignore[no-any-return]
 
     @staticmethod
     def _timeout_reason(f: Flow) -> str:
-        """A closed TCP flow's linger ran out: it ended by its FIN or RST, not by going quiet."""
-        return ("rst" if f.state == RESET else "fin") if f.proto == 6 and f.closed() else "idle_timeout"
+        return timeout_reason(f)  # type: ignore[no-any-return]
 
     def _expired(self, f: Flow, t: int) -> bool:
         return t - f.last_ns > self._limit(f)
 
     def _end(self, f: Flow, t: int, reason: str) -> None:
-        del self.flows[f.key]
-        self.ended[reason] = self.ended.get(reason, 0) + 1
-        rec = flow_record(f, "end", t, reason)
-        if self.sink is not None:
-            self.sink(rec)
-        if self.events is not None:
-            self.events(rec)
+        end_flow(self, f, t, reason)
 
     def _sweep(self, t: int) -> None:
-        self._next_sweep = t + self._sweep_ns
-        report = self._report_ns
-        for f in [f for f in self.flows.values() if t - f.last_ns > self._limit(f)]:
-            self._end(f, t, self._timeout_reason(f))
-        if report and self.sink is not None:
-            for f in self.flows.values():
-                if t - f.reported_ns >= report:
-                    f.reported_ns = t
-                    self.sink(flow_record(f, "interval", t))
+        """Timeouts and interval reports at ``t`` (walk_cy.sweep: the wheels' due flows only)."""
+        sweep(self, t)
 
     def tick(self, now_ns: int) -> None:
         """Run timeouts and interval reports at ``now_ns`` (packet clock) when traffic is quiet."""
@@ -293,6 +273,8 @@ class FlowStage:
             self.view = None
         for f in list(self.flows.values()):
             self._end(f, self.now_ns, reason)
+        self._xw.clear()
+        self._rw.clear()
 
     # -- views (for /api/v1/connections, /api/v1/icmp, /api/v1/stats) -----------------------
     def connections(self, proto: str | None = None, ip: str | None = None, port: int | None = None,
@@ -324,4 +306,5 @@ class FlowStage:
                 "ended": dict(self.ended), "evictions": self.evictions, "packets": self.packets, "bytes": self.bytes,
                 "fragments": self.fragments, "undecoded": self.undecoded, "icmp": self.icmp(),
                 "reassembly": self.reasm.counters() if self.reasm is not None else None,
+                "wheels": {"expiry": self._xw.counters(), "report": self._rw.counters()},
                 "view": self.view.counters() if self.view is not None else None}

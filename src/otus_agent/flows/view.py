@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from otus_agent.flows.records import address, flow_record
-from otus_agent.flows.table import PROTO_NAMES, STATE_NAMES, Flow
+from otus_agent.flows.records import address
+from otus_agent.flows.table import PROTO_NAMES, STATE_NAMES
+from otus_agent.flows.walk_cy import Flow, flow_record
 
 if TYPE_CHECKING:
     from otus_agent.flows.stage import FlowStage

@@ -192,3 +192,24 @@ def test_metric_families(tmp_path: pathlib.Path) -> None:
     assert f'otus_flows_created_total{{task="t1"}} {float(stage.created)}' in text
     assert f'otus_flows_ended_total{{reason="shutdown",task="t1"}} {float(stage.created)}' in text
     assert 'otus_icmp_errors_total{outcome="joined",task="t1"}' in text
+
+
+def test_direction_with_equal_ports_and_a_host_to_itself(tmp_path: pathlib.Path) -> None:
+    """The table finds a flow by one key for both directions (the lower end first): the direction still
+    comes from the flow's initiator, also when both ends use the same port or are the same host."""
+    tr = flowgen.Trace()
+    tr.add(1000, flowgen.udp_frame("10.0.0.9", 5060, "10.0.0.1", 5060, b"a"))   # initiator is the higher end
+    tr.add(2000, flowgen.udp_frame("10.0.0.1", 5060, "10.0.0.9", 5060, b"bb"))
+    tr.add(3000, flowgen.udp_frame("10.0.0.9", 5060, "10.0.0.1", 5060, b"c"))
+    tr.add(4000, flowgen.udp_frame("10.0.0.5", 7000, "10.0.0.5", 7000, b"self"))
+    tr.add(5000, flowgen.udp_frame("10.0.0.5", 7000, "10.0.0.5", 7000, b"self"))
+    tr.add(6000, flowgen.tcp_frame("fd00::9", 443, "fd00::1", 6000, 1, 2, P.TCP_SYN | P.TCP_ACK))   # SYN missed
+    tr.add(7000, flowgen.tcp_frame("fd00::1", 6000, "fd00::9", 443, 2, 2, P.TCP_ACK))
+    recs, stage = run(write(tmp_path, tr))
+    by = {(r["src_ip"], r["src_port"]): r for r in recs}
+    assert len(recs) == 3 and stage.created == 3
+    sip = by[("10.0.0.9", 5060)]
+    assert (sip["src_packets"], sip["dst_packets"], sip["dst_ip"]) == (2, 1, "10.0.0.1")
+    assert (by[("10.0.0.5", 7000)]["src_packets"], by[("10.0.0.5", 7000)]["dst_packets"]) == (2, 0)
+    tcp = by[("fd00::1", 6000)]
+    assert (tcp["src_packets"], tcp["dst_packets"], tcp["tcp_state"], tcp["tcp_handshake"]) == (1, 1, "established", True)
