@@ -31,4 +31,15 @@ def flow_metrics(task: str, stage: FlowStage) -> list[Metric]:
     evict.add_metric([task, "flows"], s["evictions"])
     if s["reassembly"] is not None:
         evict.add_metric([task, "flow_fragments"], s["reassembly"].get("evictions", 0))
-    return [active, limit, created, ended, icmp, joins, evict]
+    # the timing wheels (flows/walk_cy.Wheel): at most twice the table each, rebuilt from the live flows when full
+    wheel = GaugeMetricFamily("otus_flows_wheel_entries", "Entries filed in the flow table's timing wheels",
+                              labels=["task", "wheel"])
+    wheel_limit = GaugeMetricFamily("otus_flows_wheel_limit", "The timing wheels' limit (twice the flow table)",
+                                    labels=["task", "wheel"])
+    rebuilds = CounterMetricFamily("otus_flows_wheel_rebuilds", "Timing wheels rebuilt from the live flows (full)",
+                                   labels=["task", "wheel"])
+    for name, w in s.get("wheels", {}).items():
+        wheel.add_metric([task, name], w["entries"])
+        wheel_limit.add_metric([task, name], w["limit"])
+        rebuilds.add_metric([task, name], w["rebuilds"])
+    return [active, limit, created, ended, icmp, joins, evict, wheel, wheel_limit, rebuilds]

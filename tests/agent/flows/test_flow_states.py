@@ -192,6 +192,10 @@ def test_metric_families(tmp_path: pathlib.Path) -> None:
     assert f'otus_flows_created_total{{task="t1"}} {float(stage.created)}' in text
     assert f'otus_flows_ended_total{{reason="shutdown",task="t1"}} {float(stage.created)}' in text
     assert 'otus_icmp_errors_total{outcome="joined",task="t1"}' in text
+    wheels = stage.summary()["wheels"]
+    for name in ("expiry", "report"):
+        assert f'otus_flows_wheel_limit{{task="t1",wheel="{name}"}} {float(2 * stage.config.max_flows)}' in text
+        assert f'otus_flows_wheel_entries{{task="t1",wheel="{name}"}} {float(wheels[name]["entries"])}' in text
 
 
 def test_direction_with_equal_ports_and_a_host_to_itself(tmp_path: pathlib.Path) -> None:
