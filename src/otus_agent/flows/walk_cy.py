@@ -441,32 +441,52 @@ def new_flow(stage: object, flows: dict, key: tuple, ipver: cython.int, proto: c
     return f
 
 
+# The record's keys in their order (the JSON lines' order): the common fields, then ``end_reason`` (end
+# records), then the TCP fields (TCP flows), then ``icmp_types`` / ``icmp_errors`` (when counted).
+BASE_FIELDS: tuple = ("v", "type", "event", "ts", "proto", "ipver", "src_ip", "src_port", "dst_ip", "dst_port",
+                      "first_ts", "last_ts", "src_packets", "src_bytes", "dst_packets", "dst_bytes")
+END_FIELDS: tuple = ("end_reason",)
+TCP_FIELDS: tuple = ("tcp_state", "tcp_handshake", "tcp_midstream", "tcp_flags_src", "tcp_flags_dst",
+                     "tcp_retransmissions", "tcp_zero_windows")
+# One template per record shape: a record is a copy of its template (one allocation, already the final
+# size and key order) whose values are then set; building it key by key grew and resized the dict.
+_TEMPLATE = cython.declare(dict, dict.fromkeys(BASE_FIELDS))
+_TEMPLATE_END = cython.declare(dict, dict.fromkeys(BASE_FIELDS + END_FIELDS))
+_TEMPLATE_TCP = cython.declare(dict, dict.fromkeys(BASE_FIELDS + TCP_FIELDS))
+_TEMPLATE_TCP_END = cython.declare(dict, dict.fromkeys(BASE_FIELDS + END_FIELDS + TCP_FIELDS))
+
+
 @cython.ccall
 def flow_record(f: Flow, event: str, ts_ns: cython.longlong, end_reason: object = None) -> dict:
-    """The ``type: "flow"`` record of ``f`` (its fields: flows/records.py)."""
+    """The ``type: "flow"`` record of ``f`` (its fields: flows/records.py; key order: the templates above)."""
+    rec: dict
+    tcp: cython.bint = f.proto == 6
+    if tcp:
+        rec = (_TEMPLATE_TCP if end_reason is None else _TEMPLATE_TCP_END).copy()
+    else:
+        rec = (_TEMPLATE if end_reason is None else _TEMPLATE_END).copy()
     proto = PROTO_NAMES.get(f.proto)
-    rec: dict = {
-        "v": SCHEMA_VERSION,
-        "type": "flow",
-        "event": event,
-        "ts": ts_ns,
-        "proto": proto if proto is not None else str(f.proto),
-        "ipver": f.ipver,
-        "src_ip": address(f.src),
-        "src_port": f.sport,
-        "dst_ip": address(f.dst),
-        "dst_port": f.dport,
-        "first_ts": f.first_ns,
-        "last_ts": f.last_ns,
-        "src_packets": f.pk_ab,
-        "src_bytes": f.by_ab,
-        "dst_packets": f.pk_ba,
-        "dst_bytes": f.by_ba,
-    }
+    rec["v"] = SCHEMA_VERSION
+    rec["type"] = "flow"
+    rec["event"] = event
+    rec["ts"] = ts_ns
+    rec["proto"] = proto if proto is not None else str(f.proto)
+    rec["ipver"] = f.ipver
+    rec["src_ip"] = address(f.src)
+    rec["src_port"] = f.sport
+    rec["dst_ip"] = address(f.dst)
+    rec["dst_port"] = f.dport
+    rec["first_ts"] = f.first_ns
+    rec["last_ts"] = f.last_ns
+    rec["src_packets"] = f.pk_ab
+    rec["src_bytes"] = f.by_ab
+    rec["dst_packets"] = f.pk_ba
+    rec["dst_bytes"] = f.by_ba
     if end_reason is not None:
         rec["end_reason"] = end_reason
-    if f.proto == 6:
-        rec["tcp_state"] = f.tcp_state_name(end_reason == "idle_timeout")
+    if tcp:
+        rec["tcp_state"] = (TIMED_OUT if end_reason == "idle_timeout" and f.state != S_CLOSED
+                            and f.state != S_RESET else STATE_NAMES[f.state])   # as Flow.tcp_state_name
         rec["tcp_handshake"] = f.handshake
         rec["tcp_midstream"] = f.midstream
         rec["tcp_flags_src"] = FLAG_STRINGS[f.flags_ab & 255]
