@@ -61,6 +61,7 @@ def _identity(f: _F) -> _F:
 cfunc = _identity
 ccall = _identity
 cclass = _identity
+no_gc = _identity
 inline = _identity
 
 

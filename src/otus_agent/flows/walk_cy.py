@@ -77,6 +77,24 @@ _OCTETS: tuple = tuple(str(i) for i in range(256))
 def address(raw: bytes) -> str:
     """The text form of a raw IPv4 or IPv6 address (IPv4 from a table of octets: inet_ntop's formatting
     was a fifth of a record's cost)."""
+    n: cython.Py_ssize_t = 0
+    i: cython.Py_ssize_t
+    v: cython.int
+    if len(raw) == 4 and cython.compiled:   # the digits written into a C buffer: one string object made
+        out = cython.declare(cython.char[16])
+        for i in range(4):
+            v = cython.cast(cython.uchar, raw[i])
+            if v >= 100:
+                out[n] = 48 + v // 100
+                n += 1
+            if v >= 10:
+                out[n] = 48 + (v // 10) % 10
+                n += 1
+            out[n] = 48 + v % 10
+            n += 1
+            out[n] = 46   # "."
+            n += 1
+        return out[:n - 1].decode("ascii")
     if len(raw) == 4:
         return (_OCTETS[cython.cast(cython.uchar, raw[0])] + "." + _OCTETS[cython.cast(cython.uchar, raw[1])] + "."
                 + _OCTETS[cython.cast(cython.uchar, raw[2])] + "." + _OCTETS[cython.cast(cython.uchar, raw[3])])
@@ -94,7 +112,8 @@ def type_counts(d: dict | None) -> dict | None:
     return {f"{t}/{c}": n for (t, c), n in sorted(d.items())} if d else None
 
 
-@cython.cclass
+@cython.no_gc   # holds bytes, a tuple of bytes and ints, dicts of ints: never in a reference cycle, so the
+@cython.cclass  # collector need not track (or traverse) the table's flows
 class Flow:
     """Counters of one flow; the walk and the stage update them in place (no allocation per packet)."""
     key = cython.declare(tuple, visibility="public")
