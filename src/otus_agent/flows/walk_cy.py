@@ -587,8 +587,9 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
             sa, alen = l3 + 12, 4
         else:
             sa, alen = l3 + 8, 16
-        src = buf[sa:sa + alen]
-        dst = buf[sa + alen:sa + 2 * alen]
+        # compiled: bytes straight from the buffer (a bytes slice made a slice object first)
+        src = cython.cast(cython.p_uchar, buf)[sa:sa + alen]
+        dst = cython.cast(cython.p_uchar, buf)[sa + alen:sa + 2 * alen]
         proto = rows[o + F_PROTO]
         # one key for both directions: the lower (address, port) end first
         k = (src, dst, sp, dp, proto) if _lower(buf, sa, alen, sp, dp) else (dst, src, dp, sp, proto)
