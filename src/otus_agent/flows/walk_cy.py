@@ -447,7 +447,21 @@ def new_flow(stage: object, flows: dict, key: tuple, ipver: cython.int, proto: c
     if len(flows) >= stage._max_flows:  # type: ignore[attr-defined]
         stage.evictions += 1  # type: ignore[attr-defined]
         end_flow(stage, flows[next(iter(flows))], t, "evicted")
-    f = Flow(key, ipver, proto, src, dst, sp, dp, t)
+    if cython.compiled:   # the struct filled directly: no argument tuple to parse (as Flow.__init__)
+        f = Flow.__new__(Flow)
+        f.key = key
+        f.ipver = ipver
+        f.proto = proto
+        f.src = src
+        f.dst = dst
+        f.sport = sp
+        f.dport = dp
+        f.first_ns = f.last_ns = f.reported_ns = t
+        f.state = S_NONE
+        f.nxt_ab = f.nxt_ba = f.isn = f.xq = f.rq = -1
+        f.icmp = f.icmp_errors = None   # the counters, flags and booleans are 0 from tp_new
+    else:
+        f = Flow(key, ipver, proto, src, dst, sp, dp, t)
     f.seq = stage.created  # type: ignore[attr-defined]
     flows[key] = f
     stage.created += 1  # type: ignore[attr-defined]
