@@ -8,10 +8,9 @@ import pathlib
 
 import pytest
 
-from otus_agent.flows import FlowStage, walk_cy
+from otus_agent.capture.pcapfile import open_capture
+from otus_agent.flows import FlowConfig, FlowStage, walk_cy
 from otus_agent.sim import flowgen
-
-from otus_agent.flows import FlowConfig
 
 from .test_walk_parity import COMPILED, pure_module, using
 
@@ -44,7 +43,6 @@ def stage_records(path: pathlib.Path, module: object) -> list[dict]:
     recs: list[dict] = []
     with using(module):
         st = FlowStage(ORDER, sink=recs.append, events=recs.append)
-        from otus_agent.capture.pcapfile import open_capture
         with open_capture(path) as r:
             st.run(r.batches())
         recs += st.connections()   # event "active", before the flush ends them
