@@ -41,6 +41,7 @@ longlong = Py_ssize_t
 ulong = Py_ssize_t
 ulonglong = Py_ssize_t
 uchar = Py_ssize_t
+char = Py_ssize_t
 bint = _CType(bool)
 double = _CType(float)
 # pointers only exist compiled; annotations need a name
