@@ -7,10 +7,12 @@ which decodes once for all parsers) and decode + flow table. The workload is the
 ``--records`` gives the stage a sink, as the pipeline does: end and interval records are built (without
 a sink the stage builds none). ``--baseline CHECKOUT`` (e.g. /work/main) measures that checkout's build
 (its .venv and src) in the same run, each repeat alternating the two builds in fresh processes, and with
-``--records`` checks that both wrote the same records (a digest of them, in order).
+``--records`` checks that both wrote the same records (a digest of them, in order). ``--quiet-gc`` runs
+each measurement after ``engine.pipeline.quiet_gc()``, as ``otus run --pcap`` and the fanout workers do
+(start-up frozen, young collections 100x rarer); without it the interpreter's default collector runs.
 The generated capture is removed at exit (``--keep`` keeps it and prints its path; ``--pcap`` reuses one).
 Usage: python bench/bench_flows.py [--calls N] [--rtp N] [--many-flows N] [--records] [--repeat N]
-       [--baseline CHECKOUT] [--pcap FILE] [--keep]
+       [--baseline CHECKOUT] [--pcap FILE] [--keep] [--quiet-gc]
 """
 from __future__ import annotations
 
@@ -45,10 +47,13 @@ def load(path: pathlib.Path) -> list:
     return out
 
 
-def measure(path: pathlib.Path, records: bool) -> dict:
+def measure(path: pathlib.Path, records: bool, quiet: bool = False) -> dict:
     """One CPU-time measurement of both figures with the otus_agent on sys.path (this process's build)."""
     from otus_agent.flows import FlowStage, walk_cy
     batches = load(path)
+    if quiet:
+        from otus_agent.engine.pipeline import quiet_gc
+        quiet_gc()
     out: dict = {"n": sum(b.n for b, _ in batches), "compiled": not walk_cy.__file__.endswith(".py")}
     recs: list[dict] = []
     for name, decoded in (("flows", True), ("both", False)):
@@ -64,14 +69,15 @@ def measure(path: pathlib.Path, records: bool) -> dict:
     return out
 
 
-def child(path: pathlib.Path, records: bool, checkout: pathlib.Path | None) -> dict:
+def child(path: pathlib.Path, records: bool, checkout: pathlib.Path | None, quiet: bool = False) -> dict:
     """``measure`` in a fresh process of this build or of ``checkout``'s (its interpreter and sources)."""
     if checkout is None:
         py, env = sys.executable, dict(os.environ)
     else:   # no bytecode written into the other checkout
         py = str(checkout / ".venv" / "bin" / "python")
         env = {**os.environ, "PYTHONPATH": str(checkout / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
-    cmd = [py, str(HERE / "bench_flows.py"), "--child", "--pcap", str(path)] + (["--records"] if records else [])
+    cmd = ([py, str(HERE / "bench_flows.py"), "--child", "--pcap", str(path)] + (["--records"] if records else [])
+           + (["--quiet-gc"] if quiet else []))
     return json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=600).stdout)
 
 
@@ -105,10 +111,11 @@ def main() -> None:
                     help="another checkout whose build (CHECKOUT/.venv, CHECKOUT/src) is measured alternately")
     ap.add_argument("--pcap", type=pathlib.Path, help="measure this capture instead of generating one")
     ap.add_argument("--keep", action="store_true", help="keep the generated capture (its path is printed)")
+    ap.add_argument("--quiet-gc", action="store_true", help="the collector as otus run --pcap sets it (quiet_gc)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one measurement, as JSON
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(measure(a.pcap, a.records)))
+        print(json.dumps(measure(a.pcap, a.records, a.quiet_gc)))
         return
     tmp = None
     if a.pcap:
@@ -129,10 +136,11 @@ def main() -> None:
         runs: dict[str, list[dict]] = {k: [] for k in builds}
         for _ in range(a.repeat):   # alternating, so the builds share the machine's load
             for k, checkout in builds.items():
-                runs[k].append(child(path, a.records, checkout))
+                runs[k].append(child(path, a.records, checkout, a.quiet_gc))
         n = runs["this build" if a.baseline is None else "after (this build)"][0]["n"]
         print(f"workload: {path} ({n} packets, {path.stat().st_size >> 20} MiB), "
-              f"records: {'sink' if a.records else 'none'}, {a.repeat} repeats")
+              f"records: {'sink' if a.records else 'none'}, {a.repeat} repeats, "
+              f"collector: {'quiet_gc' if a.quiet_gc else 'default'}")
         for k, rs in runs.items():
             print(f"{k} (compiled walk: {rs[0]['compiled']}):")
             print(f"  flow table on decoded batches: {rates(n, rs, 'flows')}")

@@ -41,6 +41,7 @@ longlong = Py_ssize_t
 ulong = Py_ssize_t
 ulonglong = Py_ssize_t
 uchar = Py_ssize_t
+char = Py_ssize_t
 bint = _CType(bool)
 double = _CType(float)
 # pointers only exist compiled; annotations need a name
@@ -61,6 +62,7 @@ def _identity(f: _F) -> _F:
 cfunc = _identity
 ccall = _identity
 cclass = _identity
+no_gc = _identity
 inline = _identity
 
 

@@ -7,10 +7,23 @@ Counters are cumulative since the flow began, in interval records as in the end 
 retransmitted FIN/RST stay in it) unless a new SYN on the same ports ends it first.
 
 The record is built by ``flow_record`` in ``flows/walk_cy.py`` (compiled, beside the flow it reads);
-this module names it and its helpers for the rest of the package.
+this module names it and its helpers for the rest of the package. Its keys come in one order (the JSON
+lines'): ``BASE_FIELDS``, then ``END_FIELDS`` (end records), ``TCP_FIELDS`` (TCP flows), then
+``icmp_types`` and ``icmp_errors`` when counted.
 """
 from __future__ import annotations
 
-from otus_agent.flows.walk_cy import FLAG_STRINGS, SCHEMA_VERSION, address, flag_letters, flow_record, type_counts
+from otus_agent.flows.walk_cy import (
+    BASE_FIELDS,
+    END_FIELDS,
+    FLAG_STRINGS,
+    SCHEMA_VERSION,
+    TCP_FIELDS,
+    address,
+    flag_letters,
+    flow_record,
+    type_counts,
+)
 
-__all__ = ["FLAG_STRINGS", "SCHEMA_VERSION", "address", "flag_letters", "flow_record", "type_counts"]
+__all__ = ["BASE_FIELDS", "END_FIELDS", "FLAG_STRINGS", "SCHEMA_VERSION", "TCP_FIELDS", "address", "flag_letters",
+           "flow_record", "type_counts"]

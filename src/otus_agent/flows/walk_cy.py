@@ -77,6 +77,24 @@ _OCTETS: tuple = tuple(str(i) for i in range(256))
 def address(raw: bytes) -> str:
     """The text form of a raw IPv4 or IPv6 address (IPv4 from a table of octets: inet_ntop's formatting
     was a fifth of a record's cost)."""
+    n: cython.Py_ssize_t = 0
+    i: cython.Py_ssize_t
+    v: cython.int
+    if len(raw) == 4 and cython.compiled:   # the digits written into a C buffer: one string object made
+        out = cython.declare(cython.char[16])
+        for i in range(4):
+            v = cython.cast(cython.uchar, raw[i])
+            if v >= 100:
+                out[n] = 48 + v // 100
+                n += 1
+            if v >= 10:
+                out[n] = 48 + (v // 10) % 10
+                n += 1
+            out[n] = 48 + v % 10
+            n += 1
+            out[n] = 46   # "."
+            n += 1
+        return out[:n - 1].decode("ascii")
     if len(raw) == 4:
         return (_OCTETS[cython.cast(cython.uchar, raw[0])] + "." + _OCTETS[cython.cast(cython.uchar, raw[1])] + "."
                 + _OCTETS[cython.cast(cython.uchar, raw[2])] + "." + _OCTETS[cython.cast(cython.uchar, raw[3])])
@@ -94,7 +112,8 @@ def type_counts(d: dict | None) -> dict | None:
     return {f"{t}/{c}": n for (t, c), n in sorted(d.items())} if d else None
 
 
-@cython.cclass
+@cython.no_gc   # holds bytes, a tuple of bytes and ints, dicts of ints: never in a reference cycle, so the
+@cython.cclass  # collector need not track (or traverse) the table's flows
 class Flow:
     """Counters of one flow; the walk and the stage update them in place (no allocation per packet)."""
     key = cython.declare(tuple, visibility="public")
@@ -428,7 +447,21 @@ def new_flow(stage: object, flows: dict, key: tuple, ipver: cython.int, proto: c
     if len(flows) >= stage._max_flows:  # type: ignore[attr-defined]
         stage.evictions += 1  # type: ignore[attr-defined]
         end_flow(stage, flows[next(iter(flows))], t, "evicted")
-    f = Flow(key, ipver, proto, src, dst, sp, dp, t)
+    if cython.compiled:   # the struct filled directly: no argument tuple to parse (as Flow.__init__)
+        f = Flow.__new__(Flow)
+        f.key = key
+        f.ipver = ipver
+        f.proto = proto
+        f.src = src
+        f.dst = dst
+        f.sport = sp
+        f.dport = dp
+        f.first_ns = f.last_ns = f.reported_ns = t
+        f.state = S_NONE
+        f.nxt_ab = f.nxt_ba = f.isn = f.xq = f.rq = -1
+        f.icmp = f.icmp_errors = None   # the counters, flags and booleans are 0 from tp_new
+    else:
+        f = Flow(key, ipver, proto, src, dst, sp, dp, t)
     f.seq = stage.created  # type: ignore[attr-defined]
     flows[key] = f
     stage.created += 1  # type: ignore[attr-defined]
@@ -441,32 +474,52 @@ def new_flow(stage: object, flows: dict, key: tuple, ipver: cython.int, proto: c
     return f
 
 
+# The record's keys in their order (the JSON lines' order): the common fields, then ``end_reason`` (end
+# records), then the TCP fields (TCP flows), then ``icmp_types`` / ``icmp_errors`` (when counted).
+BASE_FIELDS: tuple = ("v", "type", "event", "ts", "proto", "ipver", "src_ip", "src_port", "dst_ip", "dst_port",
+                      "first_ts", "last_ts", "src_packets", "src_bytes", "dst_packets", "dst_bytes")
+END_FIELDS: tuple = ("end_reason",)
+TCP_FIELDS: tuple = ("tcp_state", "tcp_handshake", "tcp_midstream", "tcp_flags_src", "tcp_flags_dst",
+                     "tcp_retransmissions", "tcp_zero_windows")
+# One template per record shape: a record is a copy of its template (one allocation, already the final
+# size and key order) whose values are then set; building it key by key grew and resized the dict.
+_TEMPLATE = cython.declare(dict, dict.fromkeys(BASE_FIELDS))
+_TEMPLATE_END = cython.declare(dict, dict.fromkeys(BASE_FIELDS + END_FIELDS))
+_TEMPLATE_TCP = cython.declare(dict, dict.fromkeys(BASE_FIELDS + TCP_FIELDS))
+_TEMPLATE_TCP_END = cython.declare(dict, dict.fromkeys(BASE_FIELDS + END_FIELDS + TCP_FIELDS))
+
+
 @cython.ccall
 def flow_record(f: Flow, event: str, ts_ns: cython.longlong, end_reason: object = None) -> dict:
-    """The ``type: "flow"`` record of ``f`` (its fields: flows/records.py)."""
+    """The ``type: "flow"`` record of ``f`` (its fields: flows/records.py; key order: the templates above)."""
+    rec: dict
+    tcp: cython.bint = f.proto == 6
+    if tcp:
+        rec = (_TEMPLATE_TCP if end_reason is None else _TEMPLATE_TCP_END).copy()
+    else:
+        rec = (_TEMPLATE if end_reason is None else _TEMPLATE_END).copy()
     proto = PROTO_NAMES.get(f.proto)
-    rec: dict = {
-        "v": SCHEMA_VERSION,
-        "type": "flow",
-        "event": event,
-        "ts": ts_ns,
-        "proto": proto if proto is not None else str(f.proto),
-        "ipver": f.ipver,
-        "src_ip": address(f.src),
-        "src_port": f.sport,
-        "dst_ip": address(f.dst),
-        "dst_port": f.dport,
-        "first_ts": f.first_ns,
-        "last_ts": f.last_ns,
-        "src_packets": f.pk_ab,
-        "src_bytes": f.by_ab,
-        "dst_packets": f.pk_ba,
-        "dst_bytes": f.by_ba,
-    }
+    rec["v"] = SCHEMA_VERSION
+    rec["type"] = "flow"
+    rec["event"] = event
+    rec["ts"] = ts_ns
+    rec["proto"] = proto if proto is not None else str(f.proto)
+    rec["ipver"] = f.ipver
+    rec["src_ip"] = address(f.src)
+    rec["src_port"] = f.sport
+    rec["dst_ip"] = address(f.dst)
+    rec["dst_port"] = f.dport
+    rec["first_ts"] = f.first_ns
+    rec["last_ts"] = f.last_ns
+    rec["src_packets"] = f.pk_ab
+    rec["src_bytes"] = f.by_ab
+    rec["dst_packets"] = f.pk_ba
+    rec["dst_bytes"] = f.by_ba
     if end_reason is not None:
         rec["end_reason"] = end_reason
-    if f.proto == 6:
-        rec["tcp_state"] = f.tcp_state_name(end_reason == "idle_timeout")
+    if tcp:
+        rec["tcp_state"] = (TIMED_OUT if end_reason == "idle_timeout" and f.state != S_CLOSED
+                            and f.state != S_RESET else STATE_NAMES[f.state])   # as Flow.tcp_state_name
         rec["tcp_handshake"] = f.handshake
         rec["tcp_midstream"] = f.midstream
         rec["tcp_flags_src"] = FLAG_STRINGS[f.flags_ab & 255]
@@ -548,8 +601,9 @@ def walk(stage: object, buf: bytes, rows: cython.longlong[:], n: cython.Py_ssize
             sa, alen = l3 + 12, 4
         else:
             sa, alen = l3 + 8, 16
-        src = buf[sa:sa + alen]
-        dst = buf[sa + alen:sa + 2 * alen]
+        # compiled: bytes straight from the buffer (a bytes slice made a slice object first)
+        src = cython.cast(cython.p_uchar, buf)[sa:sa + alen]
+        dst = cython.cast(cython.p_uchar, buf)[sa + alen:sa + 2 * alen]
         proto = rows[o + F_PROTO]
         # one key for both directions: the lower (address, port) end first
         k = (src, dst, sp, dp, proto) if _lower(buf, sa, alen, sp, dp) else (dst, src, dp, sp, proto)
