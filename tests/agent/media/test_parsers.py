@@ -1,10 +1,7 @@
 """RTP/RTCP parsers: every hostile shape refused and counted by its reason, fuzzed never to raise."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
 import struct
-import sys
 from collections import Counter
 
 from hypothesis import given, settings
@@ -14,6 +11,8 @@ from otus_agent.decode.decoder import COMPILED
 from otus_agent.media import rtcp_cy
 from otus_agent.media import rtp as R
 from otus_agent.sim.rtpgen import rtcp_bye, rtcp_sr
+
+from ...conftest import load_pure
 
 
 def rtp(b0: int = 0x80, b1: int = 0, seq: int = 1, ts: int = 160, ssrc: int = 7, rest: bytes = bytes(20)) -> bytes:
@@ -152,19 +151,7 @@ def test_fuzz_rtcp_structured_compounds(packets, tail):
     _check(R.parse_rtcp, buf + tail)
 
 
-def _load_pure_rtcp():
-    """rtcp_cy from its source, uncompiled (the pure build's module), whatever build is installed."""
-    name = "otus_pure_rtcp_cy"
-    spec = importlib.util.spec_from_file_location(name, pathlib.Path(rtcp_cy.__file__).with_name("rtcp_cy.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    assert mod.cython.compiled is False
-    return mod
-
-
-PURE_RTCP = _load_pure_rtcp()
+PURE_RTCP = load_pure("media/rtcp_cy.py", "otus_pure_rtcp_cy")   # the pure build's module, whatever is installed
 
 
 def _plain(rt) -> tuple | None:
@@ -198,7 +185,7 @@ def test_rtcp_build_and_pure_agree_on_the_known_shapes():
     for buf in (sr, sr + rtcp_bye(5)[8:], sr + xr, sr + xr + b"\0\0", sr[:-1], xr + sr):
         _both(buf)
     assert _plain(R.parse_rtcp(sr + xr, Counter()))[4][0][1][2] == -0x7FFFFF   # signed 24-bit cumulative loss
-    assert rtcp_cy.__file__.endswith(".py") is not COMPILED   # a compiled fast path: rtcp_cy compiled too
+    assert rtcp_cy.__file__.endswith(".py") is not COMPILED and PURE_RTCP.cython.compiled is False   # a compiled fast path: rtcp_cy compiled too
 
 
 _RTCP_PT = st.sampled_from([200, 201, 202, 203, 204, 207, 205, 199])
