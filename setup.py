@@ -26,6 +26,7 @@ HOT_MODULES = [
     "src/otus_agent/sip/select_cy.py",
     "src/otus_agent/sip/fingerprint_cy.py",
     "src/otus_agent/media/rtp_cy.py",
+    "src/otus_agent/media/rtcp_cy.py",
     "src/otus_agent/flows/walk_cy.py",
 ]
 

@@ -12,7 +12,10 @@ run's, the offline engine's on the same file and tshark's ``-z rtp,streams`` (pa
 RTCP is a flow of its own (port + 1), often hashed to another worker than its RTP: it is forwarded to
 the stream's worker, so CNAME and RTCP's loss report agree too.  The
 calls send no RTCP BYE: every stream of both runs ends by its call's BYE (``end_reason: bye``, after the
-linger), which with two workers only the SIP's worker saw.
+linger), which with two workers only the SIP's worker saw.  With ``--calls``, each call's record is made
+on its SIP's worker, and its media section counts the streams the other worker had too (their parts sent
+back when they ended): the packets and loss per direction of the file's truth, the worst quality of the
+run's own media records.
 
 Namespaces ``rtpshare-<pid>-a/-b`` are made here and removed also on failure; every process is ended
 by its handle.
@@ -31,6 +34,7 @@ import pytest
 from otus_agent.capture.pcapfile import PcapWriter, open_capture
 from otus_agent.engine.pipeline import EngineConfig, build_engine
 from otus_agent.sim.rtpgen import RtpGenSpec, generate
+from otus_agent.sip.framing import SipConfig
 
 from ..agent.media.helpers import TSHARK, tshark_streams
 from ..conftest import otus_bin
@@ -99,7 +103,8 @@ def _racy_calls(tmp_path) -> tuple[object, object]:
 
 def _offline(path) -> list[dict]:
     out = bytearray()
-    e = build_engine(EngineConfig(parsers=("sip", "rtp")), out.extend)
+    e = build_engine(EngineConfig(parsers=("sip", "rtp"), settings={"sip": SipConfig(call_summaries=True)}),
+                     out.extend)
     with open_capture(str(path)) as r:
         e.run(r.batches())
     e.finish()
@@ -126,15 +131,17 @@ def _wait_for_sockets(p: Pair, count: int, timeout: float = 20) -> None:
     raise AssertionError("otus did not open its packet sockets")
 
 
-def _live(p: Pair, tmp_path, pcap, workers: int) -> tuple[dict, list[dict]]:
+def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str) -> tuple[dict, list[dict]]:
     out = tmp_path / f"records-{workers}.jsonl"
     proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", str(workers),
-                   "--output", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   "--output", str(out), *extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_sockets(p, workers)
         r = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(pcap), check=False, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
-        time.sleep(3.5)   # past the BYE's linger (2 s) and a tick: streams end by their BYE, on every worker
+        # past the BYE's linger (2 s) and a tick: streams end by their BYE, on every worker; and with
+        # --calls a second for their parts to reach the call's worker and a tick there
+        time.sleep(3.5 if "--calls" not in extra else 5.5)
         proc.send_signal(2)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -153,10 +160,11 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
         pcap = tmp_path / "replay.pcap"
         sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
            f"--infile={racy}", f"--outfile={pcap}")
-        one, recs1 = _live(p, tmp_path, pcap, 1)
-        two, recs2 = _live(p, tmp_path, pcap, 2)
+        one, recs1 = _live(p, tmp_path, pcap, 1, "--calls")
+        two, recs2 = _live(p, tmp_path, pcap, 2, "--calls")
 
-    truth = _finals(_offline(pcap))
+    offline = _offline(pcap)
+    truth = _finals(offline)
     assert len(truth) == len(wl.streams) == 2 * CALLS
     for s in (one, two):
         assert s["kernel"]["kernel_drops"] == 0 and s["kernel"]["kernel_packets"] >= wl.frames
@@ -184,6 +192,23 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
         assert rtp.get(f"discovery_{lost}", 0) == 0
     assert relay.get("dropped", 0) == 0 and relay["received"] > 0 and relay["backlog"] == 0
     assert "relay" not in one and "discovery_share_applied_sides" not in one["rtp"]
+
+    # call records: each call's media section has both its streams, wherever they were counted
+    want = {r["call_id"]: r["media"] for r in offline if r["type"] == "call"}
+    assert set(want) == set(wl.call_ids)
+    for recs in (recs1, recs2):
+        calls = {r["call_id"]: r["media"] for r in recs if r["type"] == "call"}
+        assert set(calls) == set(want)
+        finals = _finals(recs).values()
+        for cid, m in calls.items():
+            mine = [r for r in finals if r["call_id"] == cid]
+            assert m["streams"] == want[cid]["streams"] == len(mine) == 2, (cid, m)
+            assert {d: m[d] for d in ("to_caller", "to_callee")} == {d: want[cid][d] for d in ("to_caller", "to_callee")}
+            assert m["worst_mos"] == min(r["mos"] for r in mine)
+            assert m["max_jitter_ms"] == max(r["max_jitter_ms"] for r in mine)
+    assert rtp["call_streams_reported"] == rtp["call_streams_remote"] > 0
+    assert not any(rtp.get(k) for k in ("call_media_wait_expired", "call_media_incomplete_at_end",
+                                        "call_media_remote_evicted", "call_media_evicted"))
 
     # the same counters as Prometheus families (the daemon's collector over this summary)
     from prometheus_client import CollectorRegistry, generate_latest

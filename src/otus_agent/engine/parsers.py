@@ -191,7 +191,9 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
             return disc.take()
 
         def apply(items: list) -> None:
-            ends, rtcp = disc.apply(items)
+            ends, rtcp, news = disc.apply(items)
+            if news:   # streams of calls whose SIP is here, open or ended on another worker
+                stage.apply_streams(news)
             for cid, ts in ends:   # another worker's BYE: as stage.on_sip_record's
                 stage.ending.setdefault(cid, (ts if ts is not None else stage.last_ts_ns) + stage.linger_ns)
             replay()

@@ -4,7 +4,9 @@ Modules, one job each:
 
 - ``rtp_cy``     the hot path: RTP header parse and ``RtpStream`` statistics (Wireshark 4.0's
                  definitions), Cython pure mode (compiled by setup.py, plain Python otherwise);
-- ``rtp``        RTCP compound parse (SR, RR, SDES CNAME, BYE, XR VoIP metrics), reasons counted;
+- ``rtcp_cy``    RTCP compound parse (SR, RR, SDES CNAME, BYE, XR VoIP metrics), reasons counted,
+                 compiled like ``rtp_cy``;
+- ``rtp``        the parsers' one import (RTP's and RTCP's), the reasons, ``looks_like_rtcp``;
 - ``payload``    payload type clock rates and codec names;
 - ``streams``    the simplified G.107 E-model (R-factor, MOS);
 - ``discovery``  SDP offer/answer in SIP records -> expected (ip, port) -> Call-ID; heuristic;

@@ -20,16 +20,18 @@ The heuristic (off by default) promotes an unannounced UDP flow to RTP after
 sequence numbers stepping by 1..``HEURISTIC_MAX_STEP``; its candidate table is bounded and
 refuses (counted) when full.
 
-Fanout workers (``otus run --interface X --workers N``): the kernel hashes each flow to one worker, so
-a call's SIP and its RTP usually land on different ones.  ``share()`` turns on the exchange: ``take()``
-returns what this table learned from its own SIP since the last call (per call side, the endpoints it
-now has; call ends), as JSON-able lists, and ``apply()`` applies another worker's.  An applied
-announcement changes the table as the SDP itself would have (same endpoints, same side) and is never
-taken again (no echo).  RTP that reaches this worker before the announcement does is held in
-``Unannounced`` (bounded) and adopted when it arrives, from the announcement's capture time on, so a
-stream counts the packets a single worker would have counted.  With the heuristic on, unannounced flows
-go to it first, as with one worker, and are not held.  RTCP naming none of this worker's streams
-(``rtcp_is_here``) is forwarded the same way (``rtcp_out``) to the worker whose streams it is about.
+Fanout workers (``otus run --interface X --workers N``): the kernel hashes each flow to one worker, so a
+call's SIP and its RTP usually land on different ones.  ``share()`` turns on the exchange: ``take()``
+returns what this table learned from its own SIP since the last call (per call side, the endpoints it now
+has; call ends), as JSON-able lists, and ``apply()`` applies another worker's.  An applied announcement
+changes the table as the SDP itself would have (same endpoints, same side) and is never taken again (no
+echo).  A stream of a call whose SIP this worker did not see (``is_here``) is told to the others when it
+opens and when it ends (``stream_out``), for the call record the SIP's worker makes.  RTP that reaches
+this worker before the announcement does is held in ``Unannounced`` (bounded) and adopted when it
+arrives, from the announcement's capture time on, so a stream counts the packets a single worker would
+have counted.  With the heuristic on, unannounced flows go to it first, as with one worker, and are not
+held.  RTCP naming none of this worker's streams (``rtcp_is_here``) is forwarded the same way
+(``rtcp_out``) to the worker whose streams it is about.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Container
 
 from otus_agent.media.rtp import parse_rtcp
+from otus_agent.media.summary import valid_part
 
 # The live filter for media (issue 16: "update the kernel filter, or use a second socket"):
 # a second socket with this *static* filter.  Why: announced ports change with every call
@@ -63,6 +66,9 @@ UNANNOUNCED_AGE_NS = 5_000_000_000
 # Endpoint flags on the wire (take/apply)
 _F_RTCP, _F_MUX, _F_HELD = 1, 2, 4
 Held = tuple[int, tuple[str, int, str, int], bytes]   # (capture ts, flow, datagram) for the stage's feed_packet
+StreamKey = tuple[str, int, str, int, int]            # (src, sport, dst, dport, ssrc): one RTP stream
+# a stream of another worker's call: opened (part None) or ended with its summary part (summary.part)
+StreamNews = tuple[str, StreamKey, list | None]
 
 
 @dataclass(slots=True)
@@ -83,6 +89,7 @@ class _Call:
     caller_ip: str | None = None
     keys: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: {"caller": [], "callee": []})
     ending_ns: int | None = None
+    here: bool = False            # this worker saw the call's SIP itself (it makes the call's record)
 
 
 def _rtpmap(m: dict) -> dict[int, str]:
@@ -149,6 +156,7 @@ class MediaDiscovery:
                 call.caller_tag, call.caller_ip = rec.get("from_tag"), rec.get("src_ip")
             else:   # first seen is a response: its sender is the callee
                 call.caller_tag, call.caller_ip = rec.get("from_tag"), rec.get("dst_ip")
+        call.here = True
         sdp = rec.get("sdp")
         if not isinstance(sdp, dict):
             return
@@ -252,6 +260,29 @@ class MediaDiscovery:
         self._out(["r", ts_ns, *flow, base64.b64encode(payload).decode()])
         self.counters["share_rtcp_forwarded"] += 1
 
+    def is_here(self, cid: str) -> bool:
+        """Whether this worker saw the call's SIP itself (fanout: then its record is made here)."""
+        call = self.calls.get(cid)
+        return call is not None and call.here
+
+    def recorded(self, cid: str) -> None:
+        """The call's record is made (fanout: the streams of it other workers open later are not waited for)."""
+        call = self.calls.get(cid)
+        if call is not None:
+            call.here = False
+
+    def stream_out(self, cid: str, key: StreamKey, part: list | None = None) -> None:
+        """A stream of a call whose SIP another worker has, for that worker's call record: opened
+        (``["s", call id, key]``) or ended with its part of the call's media section (``["m", call id,
+        key, summary.part]``).  Why both: the call's worker holds the call record while a stream it heard
+        of is open, and knows when the last one has reported."""
+        if part is None:
+            self._out(["s", cid, list(key)])
+            self.counters["share_streams_opened"] += 1
+        else:
+            self._out(["m", cid, list(key), part])
+            self.counters["share_streams_ended"] += 1
+
     def dump(self) -> list[list]:
         """Every call side in the table, learned here or applied (items as ``take``'s, capture time 0): for a
         worker that starts again after calls were set up, also those whose SIP the dead worker had."""
@@ -270,14 +301,24 @@ class MediaDiscovery:
         self.counters["share_taken"] += len(out)
         return out
 
-    def apply(self, items: list) -> tuple[list[tuple[str, int | None]], list[Held]]:
+    def apply(self, items: list) -> tuple[list[tuple[str, int | None]], list[Held], list[StreamNews]]:
         """Another worker's ``take``: its call sides replace ours, as their SDP would have; returns the call
-        ends (call id, capture ts) and the RTCP datagrams (ts, flow, packet) for the stage.  Malformed
-        items are counted and skipped."""
+        ends (call id, capture ts), the RTCP datagrams (ts, flow, packet) and the news of streams of
+        calls whose SIP may be here (call id, stream key, None or the ended stream's summary part) for the
+        stage.  Malformed items are counted and skipped."""
         ends: list[tuple[str, int | None]] = []
         rtcp: list[Held] = []
+        news: list[StreamNews] = []
         for it in items:
             try:
+                if it[0] in ("s", "m"):
+                    src, sport, dst, dport, ssrc = it[2]
+                    skey = (str(src), int(sport), str(dst), int(dport), int(ssrc))
+                    part = it[3] if it[0] == "m" else None
+                    if it[0] == "m" and not valid_part(part):
+                        raise TypeError(part)
+                    news.append((str(it[1]), skey, part))
+                    continue
                 if it[0] == "e":
                     ends.append((str(it[1]), it[2] if isinstance(it[2], int) else None))
                     self.counters["share_applied_ends"] += 1
@@ -311,7 +352,7 @@ class MediaDiscovery:
                 if self.expected.get(key) is ep:
                     self.fresh.setdefault(key, ts if isinstance(ts, int) else 0)
             self.counters["share_applied_sides"] += 1
-        return ends, rtcp
+        return ends, rtcp, news
 
     def adopt(self) -> list[Held]:
         """The held packets of the flows announced since the last call, by capture time (to feed the stage)."""

@@ -12,6 +12,11 @@ Bounds: the stream table holds at most ``max_streams``.  When a new stream does 
 idle streams are closed first; if it is still full the least recently active stream is
 closed with ``end_reason: "evicted"`` (its record is still emitted) and counted in
 ``streams_evicted``.  Per stream, memory is bounded (the duplicate window, a few RTCP SRs).
+
+Call records (``hold_call``) are held while their streams run; with fanout workers also while a stream
+another worker has of a call whose SIP is here has not sent its summary part (``apply_streams``), at most
+the linger plus ``REMOTE_WAIT_NS`` (counted when it passes).  The tables of pending summaries, held
+records and awaited calls hold at most ``MAX_CALLS`` each (the oldest goes first, counted).
 """
 from __future__ import annotations
 
@@ -24,18 +29,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from otus_agent.identity import annotate
 from otus_agent.media import rtp as R
-from otus_agent.media.discovery import Endpoint, MediaDiscovery, rtcp_is_here
+from otus_agent.media.discovery import Endpoint, MediaDiscovery, StreamKey, StreamNews, rtcp_is_here
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
 from otus_agent.media.rtp_cy import RTP_REASONS, MediaLane, RtpStream, flow_key
 from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
 from otus_agent.media.summary import add as add_to_summary
-from otus_agent.media.summary import new_summary
+from otus_agent.media.summary import add_part, new_summary, part
 from otus_agent.reassembly.datagrams import Datagram
 
 JITTER_BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 MOS_BUCKETS = (1.0, 2.0, 3.0, 3.5, 4.0, 4.2, 4.4, 4.5)
 MAX_SR_PER_SSRC = 4
-MAX_CALLS = 10_000    # calls with a media summary pending, and call records held for their streams
+MAX_CALLS = 10_000    # calls with a media summary pending, call records held for their streams, calls
+#                       waiting for other workers' streams (fanout)
+# fanout workers: a call record held for streams on other workers waits at most this long (after the BYE
+# linger, capture time; live: wall clock) for their parts, then goes with what came (``call_media_wait_expired``)
+REMOTE_WAIT_NS = 5_000_000_000
 END_OF_TIME = 1 << 62
 
 
@@ -68,6 +77,7 @@ class MediaStream:
     xr_mos_lq: float | None = None
     xr_r_factor: int | None = None
     srs: list[tuple[int, int]] = field(default_factory=list)   # (NTP middle 32 bits, capture ns)
+    remote: bool = False   # fanout: its call's SIP is on another worker, told when it opens and ends
 
 
 def _direction(ep: Endpoint, to_announcer: bool) -> str:
@@ -113,7 +123,10 @@ class MediaStage:
         # call summaries (issue 16): each call's running media summary, and the call records held
         # while their streams run; both bounded by MAX_CALLS (the oldest goes first, counted)
         self.call_media: OrderedDict[str, dict] = OrderedDict()
-        self.held: OrderedDict[str, dict] = OrderedDict()
+        self.held: OrderedDict[str, tuple[dict, int]] = OrderedDict()   # call id -> (record, wait until ns)
+        # fanout workers: per call whose SIP is here, the streams other workers said are open (their
+        # parts not come yet); bounded by MAX_CALLS (the oldest goes, ``call_media_remote_evicted``)
+        self.remote: OrderedDict[str, set[StreamKey]] = OrderedDict()
 
     # ------------------------------------------------------------ input
 
@@ -250,6 +263,10 @@ class MediaStage:
         self.by_ssrc[key[4]] = ms
         if call_id is not None:
             self.by_call.setdefault(call_id, set()).add(key)
+            disc = self.discovery
+            if disc.outbox is not None and not disc.is_here(call_id):   # fanout: its call record is elsewhere
+                ms.remote = True
+                disc.stream_out(call_id, key)
         self.c["streams_started"] += 1
         return ms
 
@@ -334,7 +351,7 @@ class MediaStage:
         out.extend(self._closed)
         self._closed.clear()
         if self.held:
-            self._release(out)
+            self._release(out, now_ns)
         return out
 
     def finish(self) -> list[dict]:
@@ -344,7 +361,7 @@ class MediaStage:
             out.append(self._close(ms, ms.end_reason or "end"))
         out.extend(self._closed)
         self._closed.clear()
-        self._release(out, every=True)
+        self._release(out, self.last_ts_ns, every=True)
         return out
 
     def _close(self, ms: MediaStream, reason: str) -> dict:
@@ -375,39 +392,84 @@ class MediaStage:
         self._worst(rec)
         if reason == "evicted":
             self._closed.append(rec)
-        if ms.call_id is not None:
-            cm = self.call_media.get(ms.call_id)
-            if cm is None:
-                if len(self.call_media) >= MAX_CALLS:
-                    self.call_media.popitem(last=False)
-                    self.c["call_media_evicted"] += 1
-                cm = self.call_media[ms.call_id] = new_summary()
-            add_to_summary(cm, rec)
+        if ms.remote and ms.call_id is not None:   # fanout: its part goes to the worker making the call's record
+            self.discovery.stream_out(ms.call_id, ms.key, part(rec))
+        elif ms.call_id is not None:
+            add_to_summary(self._call_media(ms.call_id), rec)
         return rec
+
+    def _call_media(self, cid: str) -> dict:
+        cm = self.call_media.get(cid)
+        if cm is None:
+            if len(self.call_media) >= MAX_CALLS:
+                self.call_media.popitem(last=False)
+                self.c["call_media_evicted"] += 1
+            cm = self.call_media[cid] = new_summary()
+        return cm
 
     # ------------------------------------------------------------ call summaries
 
     def hold_call(self, rec: dict) -> bool:
         """A call summary record from the SIP stage: its media section now when none of its streams runs
-        (the record then goes on, False), else kept until they end (True: ``flush`` returns it)."""
+        (the record then goes on, False), else kept until they end (True: ``flush`` returns it).  Fanout
+        workers: also while a stream another worker said is open has not sent its part, at most
+        ``REMOTE_WAIT_NS`` after the linger."""
         cid = rec.get("call_id")
-        if isinstance(cid, str) and self.by_call.get(cid):
+        if not isinstance(cid, str):
+            rec["media"] = new_summary()
+            return False
+        self.discovery.recorded(cid)   # fanout: streams of the call opening after this are not waited for
+        if self.by_call.get(cid) or self.remote.get(cid):
             if len(self.held) >= MAX_CALLS:           # full: the oldest goes now, with what is known
-                old_cid, old = self.held.popitem(last=False)
+                old_cid, (old, _) = self.held.popitem(last=False)
+                self.remote.pop(old_cid, None)
                 old["media"] = self.call_media.pop(old_cid, None) or new_summary()
                 self._closed.append(old)
                 self.c["call_records_released_early"] += 1
-            self.held[cid] = rec
+            end = rec.get("end_ts")
+            now = max(self.last_ts_ns, end if isinstance(end, int) else 0)
+            self.held[cid] = (rec, now + self.linger_ns + REMOTE_WAIT_NS)
             return True
-        rec["media"] = (self.call_media.pop(cid, None) if isinstance(cid, str) else None) or new_summary()
+        rec["media"] = self.call_media.pop(cid, None) or new_summary()
         return False
 
-    def _release(self, out: list[dict], every: bool = False) -> None:
-        """The held call records whose streams have all ended (``every``: all of them), with their media."""
-        for cid in [c for c in self.held if every or not self.by_call.get(c)]:
-            rec = self.held.pop(cid)
+    def _release(self, out: list[dict], now_ns: int, every: bool = False) -> None:
+        """The held call records whose streams have all ended, here and (fanout) on the other workers or
+        their wait passed (``every``: all of them), with their media."""
+        remote = self.remote
+        for cid in [c for c, (_, until) in self.held.items()
+                    if every or not self.by_call.get(c) and (not remote.get(c) or until <= now_ns)]:
+            rec, _ = self.held.pop(cid)
+            if remote.pop(cid, None):
+                self.c["call_media_incomplete_at_end" if every else "call_media_wait_expired"] += 1
             rec["media"] = self.call_media.pop(cid, None) or new_summary()
             out.append(rec)
+
+    def apply_streams(self, news: list[StreamNews]) -> None:
+        """Fanout: other workers' streams of calls (``discovery.apply``).  Opened, of a call whose SIP is here
+        and whose record is not made yet: waited for; ended, if waited for: its part joins the call's."""
+        remote = self.remote
+        for cid, key, p in news:
+            if p is None:
+                if not self.discovery.is_here(cid):
+                    continue   # another worker's call (every peer hears of every stream)
+                keys = remote.get(cid)
+                if keys is None:
+                    if len(remote) >= MAX_CALLS:
+                        remote.popitem(last=False)
+                        self.c["call_media_remote_evicted"] += 1
+                    keys = remote[cid] = set()
+                keys.add(key)
+                self.c["call_streams_remote"] += 1
+                continue
+            keys = remote.get(cid)
+            if keys is None or key not in keys:
+                continue
+            keys.discard(key)
+            if not keys:
+                del remote[cid]
+            add_part(self._call_media(cid), p)
+            self.c["call_streams_reported"] += 1
 
     def _worst(self, rec: dict) -> None:
         mos = rec.get("mos")

@@ -21,12 +21,14 @@ from otus_agent.engine.live import Relay
 from otus_agent.engine.parsers import Sharing
 from otus_agent.engine.pipeline import EngineConfig, build_engine
 from otus_agent.sim.rtpgen import RtpGenSpec, generate
+from otus_agent.sip.framing import SipConfig
 
 
-def _generate(tmp_path_factory, ipv6: bool = False):
+def _generate(tmp_path_factory, ipv6: bool = False, **spec):
     path = tmp_path_factory.mktemp("share") / "calls.pcap"
     with open(path, "wb") as f:   # calls 20 ms apart: RTP of one starts while others' SIP is in flight
-        wl = generate(f, RtpGenSpec(calls=8, packets=150, call_gap_ms=20, seed=7, ipv6=ipv6))
+        wl = generate(f, RtpGenSpec(**{"calls": 8, "packets": 150, "call_gap_ms": 20, "seed": 7, "ipv6": ipv6,
+                                       **spec}))
     return path, wl
 
 
@@ -49,9 +51,14 @@ def _finals(recs: list[dict]) -> dict[tuple, dict]:
             for r in recs if r["type"] == "media" and r["final"]}
 
 
-def _one_engine(path) -> list[dict]:
+def _config(calls: bool) -> EngineConfig:
+    """sip,rtp; ``calls``: with call summary records (``--calls``)."""
+    return EngineConfig(parsers=("sip", "rtp"), settings={"sip": SipConfig(call_summaries=True)} if calls else {})
+
+
+def _one_engine(path, calls: bool = False) -> list[dict]:
     out = bytearray()
-    e = build_engine(EngineConfig(parsers=("sip", "rtp")), out.extend)
+    e = build_engine(_config(calls), out.extend)
     with open_capture(str(path)) as r:
         e.run(r.batches())
     e.finish()
@@ -92,34 +99,58 @@ def _split(path, tmp_path, route: Callable[[bytes], int]) -> list:
     return [tmp_path / f"w{k}.pcap" for k in range(2)]
 
 
-def _two_workers(files, lag: int, share: bool = True) -> tuple[list[list[dict]], list]:
-    """Both engines fed in capture order, 4 packets a batch; what one takes reaches the other after it fed
-    ``lag`` more batches of its own (applied before its next batch, as the live loop does)."""
+def _two_workers(files, lag: int = 0, share: bool = True, calls: bool = False, idle_s: int = 0, lag_ms: int = 0,
+                 batch: int = 4, lose: Callable[[list], bool] = lambda item: False) -> tuple[list[list[dict]], list]:
+    """Both engines fed in capture order, ``batch`` packets a batch; what one takes reaches the other after
+    it fed ``lag`` more batches of its own (applied before its next batch, as the live loop does), and not
+    before ``lag_ms`` of capture time.  ``idle_s``: both tick (``Engine.tick``, as the live loop does once a
+    second) every second of capture time, and go on ticking this many seconds after the last packet (a
+    live capture running on until its end); a tick counts as a batch for the lag.  ``lose``: items the
+    relay drops (its backlog full)."""
     outs = [bytearray(), bytearray()]
-    engines = [build_engine(EngineConfig(parsers=("sip", "rtp")), outs[k].extend) for k in range(2)]
+    engines = [build_engine(_config(calls), outs[k].extend) for k in range(2)]
     shares: list[Sharing | None] = [e.parsers["rtp"].share() if share else None for e in engines]
-    readers = [open_capture(str(f), batch_size=4) for f in files]
+    readers = [open_capture(str(f), batch_size=batch) for f in files]
     its = [iter(r.batches()) for r in readers]
     nxt = [next(it, None) for it in its]
     fed = [0, 0]
-    inbox: list[list[tuple[int, list]]] = [[], []]   # per receiver: (deliver once it fed this many, items)
-    while nxt[0] is not None or nxt[1] is not None:
-        k = 0 if nxt[1] is None or (nxt[0] is not None and nxt[0].ts_ns[0] <= nxt[1].ts_ns[0]) else 1
+    # per receiver: (deliver once it fed this many, and at this capture time, items)
+    inbox: list[list[tuple[int, int, list]]] = [[], []]
+
+    def step(k: int, now: int, work: Callable[[], None]) -> None:
         s = shares[k]
         if s is not None:
-            for _due, items in [m for m in inbox[k] if m[0] <= fed[k]]:
+            due = [m for m in inbox[k] if m[0] <= fed[k] and m[1] <= now]
+            for _, _, items in due:
                 s.apply(items)
-            inbox[k] = [m for m in inbox[k] if m[0] > fed[k]]
-        engines[k].feed(nxt[k])
+            inbox[k] = [m for m in inbox[k] if m not in due]
+        work()
         fed[k] += 1
         if s is not None:
-            items = s.take()
+            items = [it for it in s.take() if not lose(it)]
             if items:
-                inbox[1 - k].append((fed[1 - k] + lag, json.loads(json.dumps(items))))
+                inbox[1 - k].append((fed[1 - k] + lag, now + lag_ms * 1_000_000, json.loads(json.dumps(items))))
+
+    next_tick = None
+    while nxt[0] is not None or nxt[1] is not None:
+        k = 0 if nxt[1] is None or (nxt[0] is not None and nxt[0].ts_ns[0] <= nxt[1].ts_ns[0]) else 1
+        b = nxt[k]
+        if idle_s:
+            if next_tick is None:
+                next_tick = b.ts_ns[0] + 1_000_000_000
+            while b.ts_ns[0] >= next_tick:
+                for j in range(2):
+                    step(j, next_tick, lambda j=j, t=next_tick: engines[j].tick(t))
+                next_tick += 1_000_000_000
+        step(k, b.ts_ns[b.n - 1], lambda k=k, b=b: engines[k].feed(b))
         nxt[k] = next(its[k], None)
+    for _ in range(idle_s):
+        for j in range(2):
+            step(j, next_tick, lambda j=j, t=next_tick: engines[j].tick(t))
+        next_tick += 1_000_000_000
     for k, s in enumerate(shares):   # the last word, then the end of capture
         if s is not None:
-            for _, items in inbox[k]:
+            for _, _, items in inbox[k]:
                 s.apply(items)
     for e in engines:
         e.finish()
@@ -275,3 +306,54 @@ def test_relay_counts_what_it_cannot_read():
     finally:
         rx.close()
         tx.close()
+
+
+def _media_of_calls(recs: list[dict]) -> dict[str, dict]:
+    calls = [r for r in recs if r["type"] == "call"]
+    assert len({c["call_id"] for c in calls}) == len(calls)   # one record per call
+    return {c["call_id"]: c["media"] for c in calls}
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["rtcp_bye", "linger"])
+def spaced(request, tmp_path_factory):
+    """Calls 1.5 s apart (each 2 s of media): a live worker's clock passes one call's end while the next
+    call's media runs; ``linger``: no RTCP BYE, the streams end a BYE linger after the BYE."""
+    return _generate(tmp_path_factory, calls=6, packets=100, call_gap_ms=1500, rtcp_bye=request.param)
+
+
+@pytest.mark.parametrize("route", [_sip_apart, _hash], ids=["sip_apart", "hashed"])
+def test_call_records_carry_the_other_workers_streams(spaced, tmp_path, route):
+    """Each call's record (made where its SIP is) has the media section one engine gives it, its streams'
+    parts sent by the worker that has them; every part reported, none waited for in vain."""
+    path, wl = spaced
+    want = _media_of_calls(_one_engine(path, calls=True))
+    assert len(want) == len(wl.call_ids) and all(m["streams"] == 2 for m in want.values())
+    (rec0, rec1), counters = _two_workers(_split(path, tmp_path, route), lag_ms=40, batch=1, calls=True, idle_s=12)
+    assert _media_of_calls(rec0 + rec1) == want
+    assert sum(c.get("call_streams_reported", 0) for c in counters) == \
+        sum(c.get("call_streams_remote", 0) for c in counters) > 0
+    for c in counters:
+        assert not any(c.get(k) for k in ("call_media_wait_expired", "call_media_incomplete_at_end",
+                                          "call_media_evicted", "call_media_remote_evicted"))
+    # the media records are those of one engine too (the reason a stream ended aside: ticks end them)
+    one = {k: {**r, "end_reason": None} for k, r in _finals(_one_engine(path)).items()}
+    assert {k: {**r, "end_reason": None} for k, r in {**_finals(rec0), **_finals(rec1)}.items()} == one
+    if route is _sip_apart:   # the records came where the SIP is, once their streams had ended
+        assert all(r["type"] != "call" for r in rec1)
+        assert sum(c.get("discovery_share_streams_ended", 0) for c in counters) == len(wl.streams)
+
+
+def test_a_call_record_waits_for_lost_parts_a_bounded_time(spaced, tmp_path):
+    """The relay dropped the ended streams' parts: the call records go when the wait has passed (counted),
+    with what came: the streams open nowhere any more, no part counted."""
+    path, wl = spaced
+    files = _split(path, tmp_path, _sip_apart)
+    (rec0, rec1), (c0, c1) = _two_workers(files, lag_ms=40, batch=1, calls=True, idle_s=12, lose=lambda it: it[0] == "m")
+    media = _media_of_calls(rec0)
+    assert set(media) == set(wl.call_ids) and all(m["streams"] == 0 for m in media.values())
+    assert c0["call_media_wait_expired"] == len(wl.call_ids) and not c0.get("call_media_incomplete_at_end")
+    assert c0["call_streams_remote"] == len(wl.streams) and not c0.get("call_streams_reported")
+    # ... and without the idle seconds the capture ends first: the calls still waiting go at its end
+    (rec0, _), (c0, _) = _two_workers(files, lag_ms=40, batch=1, calls=True, lose=lambda it: it[0] == "m")
+    assert set(_media_of_calls(rec0)) == set(wl.call_ids)
+    assert c0.get("call_media_wait_expired", 0) + c0["call_media_incomplete_at_end"] == len(wl.call_ids)

@@ -7,8 +7,12 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from otus_agent.decode.decoder import COMPILED
+from otus_agent.media import rtcp_cy
 from otus_agent.media import rtp as R
 from otus_agent.sim.rtpgen import rtcp_bye, rtcp_sr
+
+from ...conftest import load_pure
 
 
 def rtp(b0: int = 0x80, b1: int = 0, seq: int = 1, ts: int = 160, ssrc: int = 7, rest: bytes = bytes(20)) -> bytes:
@@ -145,3 +149,104 @@ def test_fuzz_rtcp_structured_compounds(packets, tail):
     for pt, count, words, pad, body in packets:
         buf += struct.pack("!BBH", 0x80 | (0x20 if pad else 0) | count, pt, words) + body
     _check(R.parse_rtcp, buf + tail)
+
+
+PURE_RTCP = load_pure("media/rtcp_cy.py", "otus_pure_rtcp_cy")   # the pure build's module, whatever is installed
+
+
+def _plain(rt) -> tuple | None:
+    """Everything a parse result says, as plain values (the two builds' classes differ)."""
+    if rt is None:
+        return None
+    blocks = [(r, (b.ssrc, b.fraction_lost, b.cumulative_lost, b.highest_seq, b.jitter, b.lsr, b.dlsr))
+              for r, b in rt.reports]
+    xr = [(r, (x.ssrc, x.loss_rate, x.discard_rate, x.round_trip_delay_ms, x.end_system_delay_ms, x.r_factor,
+               x.mos_lq, x.mos_cq)) for r, x in rt.xr_voip]
+    return (rt.sender_ssrc, rt.sr_ntp_mid, rt.sr_packets, rt.sr_octets, blocks, rt.cnames, rt.bye, xr, rt.packets)
+
+
+def _both(buf: bytes) -> None:
+    """The installed build (compiled when built) and the pure source: the same result and reasons."""
+    c1: Counter[str] = Counter()
+    c2: Counter[str] = Counter()
+    got = _plain(R.parse_rtcp(buf, c1))
+    assert got == _plain(PURE_RTCP.parse_rtcp(buf, c2)) and c1 == c2
+    if got is None:
+        assert sum(c1.values()) == 1 and set(c1) <= set(R.REASONS)
+
+
+def test_rtcp_build_and_pure_agree_on_the_known_shapes():
+    block = (99, 64, 0x800001, 1234, 40, (0x11112222 << 32) | 0x10000)
+    sr = rtcp_sr(0xFFFFFFFF, 1_700_000_000 * 10**9, 160, 10, 1600, block, "alice@h\xe9st")
+    vm = struct.pack("!IBBBBHHHHbbBBBBBBBBHHH", 42, 13, 0, 0, 0, 0, 0, 120, 40, -20, -70, 127, 16, 85, 127, 41,
+                     127, 0, 0, 60, 80, 100)
+    xr_body = struct.pack("!I", 1) + struct.pack("!BBH", 7, 0, 8) + vm
+    xr = struct.pack("!BBH", 0x80, 207, len(xr_body) // 4) + xr_body
+    for buf in (sr, sr + rtcp_bye(5)[8:], sr + xr, sr + xr + b"\0\0", sr[:-1], xr + sr):
+        _both(buf)
+    assert _plain(R.parse_rtcp(sr + xr, Counter()))[4][0][1][2] == -0x7FFFFF   # signed 24-bit cumulative loss
+    assert rtcp_cy.__file__.endswith(".py") is not COMPILED and PURE_RTCP.cython.compiled is False   # a compiled fast path: rtcp_cy compiled too
+
+
+_RTCP_PT = st.sampled_from([200, 201, 202, 203, 204, 207, 205, 199])
+
+
+@st.composite
+def _hostile_rtcp(draw) -> bytes:
+    """Compounds of SR/RR with (truncated) report blocks, SDES with items that overrun, BYE, XR with VoIP
+    metrics blocks whose lengths lie, padding flags anywhere, counts and length fields that lie either way
+    (each lie now and then: most compounds are valid or nearly, so the deep fields are reached)."""
+    out = b""
+    for i in range(draw(st.integers(1, 4))):
+        pt = draw(st.sampled_from([200, 201])) if i == 0 and draw(st.integers(0, 7)) else draw(_RTCP_PT)
+        count = 0
+        body = b""
+        if pt in (200, 201):
+            count = draw(st.integers(0, 3))
+            body = draw(st.binary(min_size=4, max_size=4)) + (draw(st.binary(min_size=20, max_size=20)) if pt == 200
+                                                              else b"")
+            body += b"".join(draw(st.binary(min_size=24, max_size=24)) for _ in range(count))
+            body = body[:len(body) - draw(st.sampled_from([0, 0, 0, 0, 4, 24]))]   # a block cut short
+        elif pt == 202:
+            count = draw(st.integers(0, 3))
+            for _ in range(count):
+                chunk = draw(st.binary(min_size=4, max_size=4))
+                for _ in range(draw(st.integers(0, 3))):
+                    item = draw(st.binary(max_size=12))
+                    ln = len(item) if draw(st.integers(0, 5)) else draw(st.integers(0, 255))   # overrun
+                    chunk += bytes((draw(st.sampled_from([1, 1, 2, 8])), ln)) + item
+                chunk += b"\0"
+                body += chunk + b"\0" * (-len(chunk) % 4)
+        elif pt == 203:
+            count = draw(st.integers(0, 3))
+            body = draw(st.binary(min_size=4 * count, max_size=4 * count))
+        elif pt == 207:
+            body = draw(st.binary(min_size=4, max_size=4))
+            for _ in range(draw(st.integers(0, 2))):
+                bt = draw(st.sampled_from([7, 7, 1, 4]))
+                blk = draw(st.binary(min_size=32, max_size=32)) if bt == 7 else draw(st.binary(max_size=12))
+                blk += b"\0" * (-len(blk) % 4)
+                words = len(blk) // 4 if draw(st.integers(0, 5)) else draw(st.integers(0, 12))   # a lie
+                body += bytes((bt, 0)) + struct.pack("!H", words) + blk
+        else:
+            body = draw(st.binary(max_size=40))
+            body += b"\0" * (-len(body) % 4)
+        if not draw(st.integers(0, 5)):
+            count = draw(st.integers(0, 31))   # a count that lies
+        words = len(body) // 4 + (0 if draw(st.integers(0, 5)) else draw(st.sampled_from([-1, 1, 50])))
+        pad = not draw(st.integers(0, 9))
+        b0 = (0x80 if draw(st.integers(0, 15)) else 0x40) | (0x20 if pad else 0) | count
+        out += struct.pack("!BBH", b0, pt, max(0, words) & 0xFFFF) + body
+    return out + (draw(st.binary(max_size=3)) if not draw(st.integers(0, 5)) else b"")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_hostile_rtcp())
+def test_fuzz_rtcp_build_and_pure_agree_on_hostile_compounds(buf):
+    _both(buf)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_rtcp_build_and_pure_agree_on_any_bytes(buf):
+    _both(buf)

@@ -61,7 +61,7 @@ def test_withdrawal_and_call_end_propagate():
     a.on_sip_record({"type": "call", "call_id": "c2", "end_ts": 950})
     items = _wire(a.take())
     assert items[0][:2] == ["a", "c1"] and items[0][4] == []
-    ends, rtcp = b.apply(items)
+    ends, rtcp, _ = b.apply(items)
     assert ("10.0.0.1", 4000) not in b.expected and ("10.0.0.2", 6000) in b.expected
     assert ends == [("c1", 900), ("c2", 950)] and rtcp == []
     b.end_call("c1")          # what the stage does after the linger
@@ -157,7 +157,7 @@ def test_rtcp_travels_whole_and_is_kept_where_its_streams_are():
     flow = ("10.0.0.1", 4001, "10.0.0.2", 6001)
     a.rtcp_out(123, flow, sr)
     b.on_sip_record(rec("BYE", ts=5))              # not sharing: nothing to take
-    ends, rtcp = b.apply(_wire(a.take()))
+    ends, rtcp, _ = b.apply(_wire(a.take()))
     assert ends == [] and rtcp == [(123, flow, sr)] and a.counters["share_rtcp_forwarded"] == 1
     # kept by a worker with the sender's stream, or the stream a report block is about; else forwarded
     assert rtcp_is_here(sr, {0xA1}) and rtcp_is_here(sr, {0xB2}) and not rtcp_is_here(sr, {0xC3})
@@ -165,3 +165,50 @@ def test_rtcp_travels_whole_and_is_kept_where_its_streams_are():
     assert rtcp_is_here(b"\x80\xc9\x00", set())                  # refused: kept, the stage counts it
     b.apply([["r", 1, "10.0.0.1", 4001, "10.0.0.2", 6001, "not base64!"]])
     assert b.counters["share_bad_items"] == 1
+
+
+def test_stream_news_travel_and_bad_parts_are_refused():
+    """A stream of a call whose SIP another worker has: its opening and its summary part, as items."""
+    a, b = MediaDiscovery(), MediaDiscovery()
+    a.share()
+    b.share()
+    _call(b)                                 # b saw the call's SIP, a only applies it
+    a.apply(_wire(b.take()))
+    assert b.is_here("c1") and not a.is_here("c1") and not b.is_here("c2")
+    key = ("10.0.0.1", 4000, "10.0.0.2", 6000, 0x1234)
+    good = [None, 3, 1, 4.1, 80.5, 2.0, None]
+    a.stream_out("c1", key)
+    a.stream_out("c1", key, good)
+    items = _wire(a.take())
+    bad = [["m", "c1", list(key), p] for p in ([None, 3], [None, 3.0, 1, None, None, None, None],
+                                               [None, 3, 1, "4", None, None, None], [7, 3, 1, None, None, None, None],
+                                               [None, True, 1, None, None, None, None])]
+    bad.append(["s", "c1", ["10.0.0.1", 4000]])
+    ends, rtcp, news = b.apply(bad + items)
+    assert news == [("c1", key, None), ("c1", key, good)] and ends == [] and rtcp == []
+    assert b.counters["share_bad_items"] == len(bad)
+    b.recorded("c1")                         # its record is made: later streams are not waited for
+    assert not b.is_here("c1") and "c1" in b.calls
+
+
+def test_the_calls_waiting_for_other_workers_streams_are_bounded(monkeypatch):
+    from otus_agent.media import stage as S
+    monkeypatch.setattr(S, "MAX_CALLS", 2)
+    st = S.MediaStage()
+    st.discovery.share()
+    for n in range(3):
+        _call(st.discovery, cid=f"c{n}", a_port=4000 + 10 * n, b_port=6000 + 10 * n)
+    key = ("10.0.0.1", 4000, "10.0.0.2", 6000, 1)
+    st.apply_streams([(f"c{n}", key, None) for n in range(3)] + [("elsewhere", key, None)])
+    assert list(st.remote) == ["c1", "c2"] and st.c["call_media_remote_evicted"] == 1
+    assert st.c["call_streams_remote"] == 3
+    # a part of a stream nobody waits for is not added; the one waited for is, and ends the wait
+    st.apply_streams([("c0", key, ["to_callee", 5, 1, 4.0, 80.0, 1.0, None]),
+                      ("c1", key, ["to_callee", 5, 1, 4.0, 80.0, 1.0, None])])
+    assert "c0" not in st.call_media and st.call_media["c1"]["to_callee"] == {"packets": 5, "lost": 1}
+    assert "c1" not in st.remote and st.c["call_streams_reported"] == 1
+    rec = {"type": "call", "call_id": "c2", "end_ts": 1_000}
+    assert st.hold_call(rec) and not st.flush(1_000)   # c2's stream still open elsewhere: held
+    [out] = st.flush(1_000 + st.linger_ns + S.REMOTE_WAIT_NS)
+    assert out is rec and rec["media"]["streams"] == 0 and st.c["call_media_wait_expired"] == 1
+    assert not st.remote and not st.held
