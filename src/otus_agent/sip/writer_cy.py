@@ -110,7 +110,6 @@ else:
     _HX = HEX
 IDENT_ROOM = cython.declare(cython.Py_ssize_t, ROOM)    # bytes kept free for a record's identity keys
 ID_CACHE = cython.declare(cython.Py_ssize_t, 4096)      # IPv4 addresses whose FRAGMENTS answer a lane keeps (2**12)
-TCP_KEY_BITS = 13    # a lane keeps the stream keys of 2**13 IPv4 4-tuples (direct-mapped; a test chooses fewer)
 
 
 
@@ -550,24 +549,13 @@ class UdpLane:
     id_keys_arr: object
     id_vals: list
     id_capture: object
-    # TCP: the stream key (the tuple TcpReassembler.streams is keyed by) per IPv4 4-tuple, direct-mapped by a
-    # hash of the header words (tk_keys: two words per slot, source << 32 | destination and 1 << 32 | ports,
-    # 0 empty; tk_vals: the key).  A key is a function of the 4-tuple, so an entry never goes stale; a
-    # colliding 4-tuple replaces it (tk_evictions) and the evicted one's key is made again (its text) when
-    # it comes back.  tick: the reassembler's tick_ts, read once per run (only the general path moves it);
-    # seg: segments counted in this run, added to its ``segments`` when run returns; cur_key: _stream's key.
-    tk_keys: cython.ulonglong[:]
-    tk_keys_arr: object
-    tk_vals: list
-    tk_bits: cython.int
-    tk_used = cython.declare(cython.longlong, visibility="readonly")
-    tk_evictions = cython.declare(cython.longlong, visibility="readonly")
+    # TCP: the reassembler's tick_ts, read once per run (only the general path moves it), and the segments
+    # this run took, added to its ``segments`` when run returns (no Python attribute per segment)
     tick: cython.longlong
     seg: cython.longlong
-    cur_key: object
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
-                 tracker=None, tcp=None, tcp_key_bits: cython.int = TCP_KEY_BITS):
+                 tracker=None, tcp=None):
         if not cython.compiled:    # C arrays and pointers throughout: no pure-Python twin
             raise RuntimeError("the SIP lane exists only in the compiled build")
         from array import array
@@ -603,17 +591,8 @@ class UdpLane:
         self.id_seen = -1
         self.id_len = -1
         self.id_capture = None
-        if not 1 <= tcp_key_bits <= 20:
-            raise ValueError("tcp_key_bits: 1..20")
-        self.tk_bits = tcp_key_bits
-        self.tk_keys_arr = array("Q", bytes(16 << tcp_key_bits))
-        self.tk_keys = self.tk_keys_arr
-        self.tk_vals = [None] * (1 << tcp_key_bits)
-        self.tk_used = 0
-        self.tk_evictions = 0
         self.tick = 0
         self.seg = 0
-        self.cur_key = None
 
     @cython.cfunc
     def _ident(self) -> cython.bint:
@@ -667,10 +646,6 @@ class UdpLane:
 
     def counters(self) -> list:
         return list(self.counts_arr)
-
-    def tcp_keys(self) -> dict:
-        """The TCP key table: slots, slots in use, 4-tuples replaced by a colliding one."""
-        return {"slots": 1 << self.tk_bits, "used": self.tk_used, "evictions": self.tk_evictions}
 
     def run(self, buf: bytes, dec: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
             start: cython.Py_ssize_t) -> cython.Py_ssize_t:
@@ -768,52 +743,13 @@ class UdpLane:
         return kp[:n + 4]
 
     @cython.cfunc
-    def _stream(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t) -> object:
-        """The packet's stream in TcpReassembler.streams (None: not followed), its key in cur_key (for
-        IPv4 from the key table, so the key's text is made once per 4-tuple; IPv6 through by_wire)."""
-        l3: cython.Py_ssize_t = dec[base + F_L3OFF]
-        if dec[base + F_IPVER] != 4:
-            s = self.tcp_wire.get(self._wire(bp, dec, base))
-            self.cur_key = s.key if s is not None else None
-            return s
-        a: cython.p_uchar = bp + l3 + 12
-        src: cython.ulonglong = (cython.cast(cython.ulonglong, a[0]) << 24) | (cython.cast(cython.ulonglong, a[1]) << 16) | \
-            (cython.cast(cython.ulonglong, a[2]) << 8) | a[3]
-        dst: cython.ulonglong = (cython.cast(cython.ulonglong, a[4]) << 24) | (cython.cast(cython.ulonglong, a[5]) << 16) | \
-            (cython.cast(cython.ulonglong, a[6]) << 8) | a[7]
-        sp: cython.longlong = dec[base + F_SPORT]
-        dp: cython.longlong = dec[base + F_DPORT]
-        ports: cython.ulonglong = (cython.cast(cython.ulonglong, sp) << 16) | cython.cast(cython.ulonglong, dp)
-        w0: cython.ulonglong = (src << 32) | dst
-        w1: cython.ulonglong = (cython.cast(cython.ulonglong, 1) << 32) | ports
-        x: cython.ulonglong = (src ^ (dst * 31) ^ (ports * 2654435769)) & 0xFFFFFFFF
-        h: cython.Py_ssize_t = ((x * 2654435761) & 0xFFFFFFFF) >> (32 - self.tk_bits)
-        if self.tk_keys[2 * h] == w0 and self.tk_keys[2 * h + 1] == w1:
-            key = self.tk_vals[h]
-            self.cur_key = key
-            return self.tcp_streams.get(key)
-        key = (_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp)
-        s = self.tcp_streams.get(key)
-        if s is not None:
-            key = s.key               # the table's own tuple: later look-ups compare by identity
-        if self.tk_keys[2 * h + 1] != 0:
-            self.tk_evictions += 1
-        else:
-            self.tk_used += 1
-        self.tk_keys[2 * h] = w0
-        self.tk_keys[2 * h + 1] = w1
-        self.tk_vals[h] = key
-        self.cur_key = key
-        return s
-
-    @cython.cfunc
     def _ack(self, bp: cython.p_uchar, dec: cython.longlong[:], base: cython.Py_ssize_t,
              ts: cython.longlong) -> cython.bint:
         """What SipStage._tcp and TcpReassembler.add do for a pure ACK: touch its stream, if followed
         (found by wire_key, no text made); False when the idle-stream timer is due (the general path)."""
         if ts - self.tick > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
             return False
-        s = self._stream(bp, dec, base)
+        s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is not None:
             self._touch(s, ts)
         return True
@@ -821,10 +757,9 @@ class UdpLane:
     @cython.cfunc
     def _touch(self, s: object, ts: cython.longlong) -> cython.void:
         """TcpReassembler._touch without a Python call: count the segment (in seg, added when run
-        returns), move its stream (key: cur_key) to the end of the table (ordered by last activity),
-        note the time."""
+        returns), move its stream to the end of the table (ordered by last activity), note the time."""
         self.seg += 1
-        key = self.cur_key
+        key = s.key
         streams = self.tcp_streams
         streams.pop(key, None)
         streams[key] = s
@@ -842,7 +777,8 @@ class UdpLane:
             return False
         fl: cython.longlong = dec[base + F_TCPFLAGS]
         seq: cython.longlong = dec[base + F_TCPSEQ]
-        s = self._stream(bp, dec, base)
+        wire = self._wire(bp, dec, base)
+        s = self.tcp_wire.get(wire)
         if fl & 2:
             if fl & 5:
                 return False
@@ -852,13 +788,11 @@ class UdpLane:
                 if not (self.ports[sp] or self.ports[dp]):
                     return True           # not a SIP port: not followed
                 l3: cython.Py_ssize_t = dec[base + F_L3OFF]
-                wire = self._wire(bp, dec, base)
                 if dec[base + F_IPVER] == 4:
-                    s = tcp.open(self.cur_key, seq, ts, wire)     # the key _stream made (or kept)
+                    s = tcp.open((_ipv4_text(bp, l3 + 12), sp, _ipv4_text(bp, l3 + 16), dp), seq, ts, wire)
                 else:     # the decoder's text of an IPv6 address (decode/decoder.py: socket.inet_ntop)
                     s = tcp.open((socket.inet_ntop(socket.AF_INET6, bp[l3 + 8:l3 + 24]), sp,
                                   socket.inet_ntop(socket.AF_INET6, bp[l3 + 24:l3 + 40]), dp), seq, ts, wire)
-                    self.cur_key = s.key
             # TcpReassembler.add for a SYN without payload
             self._touch(s, ts)
             s.next_seq = (seq + 1) & 0xFFFFFFFF
@@ -873,7 +807,7 @@ class UdpLane:
         # TcpReassembler.add for a FIN or RST without payload (the stream is closed), then close()
         self._touch(s, ts)
         s.closed = True
-        key = self.cur_key
+        key = s.key
         del self.tcp_streams[key]
         if self.tcp_wire.get(s.wire) is s:
             del self.tcp_wire[s.wire]
@@ -887,7 +821,7 @@ class UdpLane:
         accepts.  Its record, then TcpReassembler.consumed; False leaves the packet untouched."""
         if ts - self.tick > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
             return False
-        s = self._stream(bp, dec, base)
+        s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is None or s.buf or s.pending or s.state is not None:
             return False
         nxt: cython.longlong = s.next_seq

@@ -1,6 +1,6 @@
 """Pure TCP ACKs and in-order TCP messages stay in the compiled lane, with the general path's records and counters.
 
-The lane touches the ACK's stream (an IPv4 stream's key from the lane's key table, an IPv6 one by wire key) exactly as ``TcpReassembler.add`` does for a
+The lane touches the ACK's stream (found by wire key) exactly as ``TcpReassembler.add`` does for a
 segment with no payload and no SYN, FIN or RST, and writes the record of a segment holding one whole
 message in order on an idle stream (``SipStage._tcp``'s common case); the rest takes the general path.
 Compared byte for byte (records, every counter, the stream table's order through evictions and idle
@@ -19,21 +19,12 @@ from otus_agent.sip.framing import LANE_COMPILED, SipConfig, SipStage
 pytestmark = pytest.mark.skipif(not LANE_COMPILED, reason="the lane exists only in the compiled build")
 
 
-def run(path, lane: bool, key_bits: int | None = None, keys: dict | None = None, **cfg):
+def run(path, lane: bool, **cfg):
     """Records, counters, the stream table's keys in order, and how many pure ACKs, TCP segments with
-    payload and IPv6 SYNs reached Python.  ``key_bits``: the lane's TCP key table with 2**key_bits slots
-    (its statistics into ``keys``)."""
+    payload and IPv6 SYNs reached Python."""
     out = bytearray()
     sink = RecordSink(out.extend)
     st = SipStage(SipConfig(**cfg), sink.emit, None, sink.emit_block if lane else None)
-    if lane and key_bits is not None:
-        from orjson import dumps
-
-        from otus_agent.sip import writer_cy
-        suffix = b"," + dumps(st.extra)[1:-1] if st.extra else b""
-        st.lane = writer_cy.UdpLane(st._scanner, st.config.ports, st.config.heuristic, suffix, False,
-                                    st.dialogs if st.config.call_summaries else None, st.tcp,
-                                    tcp_key_bits=key_bits)
     acks = data = syn6 = 0
 
     def on_datagram(d):
@@ -47,16 +38,14 @@ def run(path, lane: bool, key_bits: int | None = None, keys: dict | None = None,
         DatagramStage(sink=on_datagram, lane=st.run_lane if lane else None).run(r.batches())
     st.finish()
     sink.flush()
-    if keys is not None and st.lane is not None:
-        keys.update(st.lane.tcp_keys())
     table = list(st.tcp.streams)
     assert sorted(st.tcp.by_wire) == sorted(wire_key(k) for k in table)     # the index follows the table
     return bytes(out), st.summary(), table, acks, data, syn6
 
 
-def same(path, key_bits: int | None = None, keys: dict | None = None, **cfg):
+def same(path, **cfg):
     general = run(path, False, **cfg)
-    lane = run(path, True, key_bits, keys, **cfg)
+    lane = run(path, True, **cfg)
     assert lane[0] == general[0], "records differ"
     assert lane[1] == general[1], "counters differ"
     assert lane[2] == general[2], "stream tables differ"
@@ -95,31 +84,6 @@ def test_evictions_and_timeouts_alike(pbx_pcap):
     assert lane[1]["tcp"]["evictions"] > 0
     _, lane = same(path, tcp_timeout_s=0.5)
     assert lane[1]["tcp"]["timeouts"] > 0
-
-
-def test_key_table_full_behaves_alike(pbx_pcap):
-    """A key table far smaller than the streams (2 and 64 slots): colliding 4-tuples replace each other,
-    counted, and the records, counters and stream table stay the general path's; the default table holds
-    this workload's streams with few collisions."""
-    path, _ = pbx_pcap
-    for bits in (1, 6):
-        keys: dict = {}
-        _, lane = same(path, bits, keys)
-        assert keys["slots"] == 1 << bits and keys["used"] == 1 << bits
-        assert keys["evictions"] > 1000 // bits
-        assert lane[3] < 100                          # pure ACKs still stay in the lane
-    keys = {}
-    same(path, None, keys, tcp_max_streams=8)         # evictions in the reassembler: stale streams, same keys
-    assert keys["slots"] == 8192 and keys["used"] > 300 and keys["evictions"] < keys["used"] // 4
-
-
-def test_key_table_limits():
-    from otus_agent.sip import writer_cy
-    from otus_agent.sip.scan_cy import Scanner
-    with pytest.raises(ValueError):
-        writer_cy.UdpLane(Scanner(), [5060], False, tcp=TcpReassembler(), tcp_key_bits=0)
-    with pytest.raises(ValueError):
-        writer_cy.UdpLane(Scanner(), [5060], False, tcp=TcpReassembler(), tcp_key_bits=21)
 
 
 def test_generated_workload(workload_pcap):
