@@ -549,6 +549,10 @@ class UdpLane:
     id_keys_arr: object
     id_vals: list
     id_capture: object
+    # TCP: the reassembler's tick_ts, read once per run (only the general path moves it), and the segments
+    # this run took, added to its ``segments`` when run returns (no Python attribute per segment)
+    tick: cython.longlong
+    seg: cython.longlong
 
     def __init__(self, scanner, ports, heuristic: bool, extra: bytes = b"", want_pairs: bool = False,
                  tracker=None, tcp=None):
@@ -587,6 +591,8 @@ class UdpLane:
         self.id_seen = -1
         self.id_len = -1
         self.id_capture = None
+        self.tick = 0
+        self.seg = 0
 
     @cython.cfunc
     def _ident(self) -> cython.bint:
@@ -643,7 +649,23 @@ class UdpLane:
 
     def run(self, buf: bytes, dec: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
             start: cython.Py_ssize_t) -> cython.Py_ssize_t:
-        """Handle packets start..n-1 until one needs the general path; return its index (n: all done)."""
+        """Handle packets start..n-1 until one needs the general path; return its index (n: all done).
+        The TCP segments the lane took are added to the reassembler's count on the way out."""
+        tcp = self.tcp
+        if tcp is None:
+            return self._run(buf, dec, n, ts, start)
+        self.tick = tcp.tick_ts
+        self.seg = 0
+        try:
+            return self._run(buf, dec, n, ts, start)
+        finally:
+            if self.seg:
+                tcp.segments += self.seg
+                self.seg = 0
+
+    @cython.cfunc
+    def _run(self, buf: bytes, dec: cython.longlong[:], n: cython.Py_ssize_t, ts: cython.longlong[:],
+             start: cython.Py_ssize_t) -> cython.Py_ssize_t:
         i: cython.Py_ssize_t
         base: cython.Py_ssize_t
         pay: cython.Py_ssize_t
@@ -725,9 +747,7 @@ class UdpLane:
              ts: cython.longlong) -> cython.bint:
         """What SipStage._tcp and TcpReassembler.add do for a pure ACK: touch its stream, if followed
         (found by wire_key, no text made); False when the idle-stream timer is due (the general path)."""
-        tcp = self.tcp
-        last: cython.longlong = tcp.tick_ts
-        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+        if ts - self.tick > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
             return False
         s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is not None:
@@ -736,9 +756,9 @@ class UdpLane:
 
     @cython.cfunc
     def _touch(self, s: object, ts: cython.longlong) -> cython.void:
-        """TcpReassembler._touch without a Python call: count the segment, move its stream to the end of
-        the table (ordered by last activity), note the time."""
-        self.tcp.segments += 1
+        """TcpReassembler._touch without a Python call: count the segment (in seg, added when run
+        returns), move its stream to the end of the table (ordered by last activity), note the time."""
+        self.seg += 1
         key = s.key
         streams = self.tcp_streams
         streams.pop(key, None)
@@ -753,8 +773,7 @@ class UdpLane:
         packet to the general path: the idle-stream timer due, bytes still buffered at the close (counted
         there), SYN with FIN or RST."""
         tcp = self.tcp
-        last: cython.longlong = tcp.tick_ts
-        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+        if ts - self.tick > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
             return False
         fl: cython.longlong = dec[base + F_TCPFLAGS]
         seq: cython.longlong = dec[base + F_TCPSEQ]
@@ -800,9 +819,7 @@ class UdpLane:
         """SipStage._tcp's common case without a Datagram: a segment in order on a followed, idle stream
         (nothing buffered or waiting, no WebSocket) that holds exactly one whole message the scanner
         accepts.  Its record, then TcpReassembler.consumed; False leaves the packet untouched."""
-        tcp = self.tcp
-        last: cython.longlong = tcp.tick_ts
-        if ts - last > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
+        if ts - self.tick > 1_000_000_000:     # tcpstream.EXPIRE_EVERY_NS
             return False
         s = self.tcp_wire.get(self._wire(bp, dec, base))
         if s is None or s.buf or s.pending or s.state is not None:
