@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -61,6 +62,31 @@ def veth_pair(tag: str, subnet: int = 77) -> Iterator[Pair]:
     finally:
         for ns in (p.ns_a, p.ns_b):
             sh("ip", "netns", "del", ns, check=False)
+
+
+def wait_for_packet_sockets(p: Pair, ns: str, count: int = 1, timeout: float = 15, settle: float = 0.2) -> None:
+    """A capture in ``ns`` is running once ``count`` packet sockets show in /proc/net/packet."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(p.run(ns, "cat", "/proc/net/packet").stdout.splitlines()[1:]) >= count:
+            time.sleep(settle)
+            return
+        time.sleep(0.1)
+    raise AssertionError("otus did not open its packet socket")
+
+
+def kill_a_worker(proc: subprocess.Popen, workers: int = 2, timeout: float = 10) -> None:
+    """SIGKILL the first fanout worker of ``proc`` (a process this test started) and wait until its
+    parent has ``workers`` children again, the killed one not among them."""
+    children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+    assert len(children) == workers
+    os.kill(int(children[0]), 9)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+        if len(now) == workers and children[0] not in now:
+            return
+        time.sleep(0.1)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 5) -> None:

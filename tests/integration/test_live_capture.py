@@ -18,7 +18,7 @@ from otus_agent.capture.pcapfile import open_capture
 from otus_agent.sim.callgen import WorkloadSpec, generate
 
 from ..conftest import otus_bin
-from ..netns import require_root_and, sh, stop, veth_pair
+from ..netns import kill_a_worker, require_root_and, sh, stop, veth_pair, wait_for_packet_sockets
 
 pytestmark = pytest.mark.netns
 
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.netns
 def _mac(p, ns: str, ifname: str) -> bytes:
     out = p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
     return bytes.fromhex(out.replace(":", ""))
-
-
-def _wait_for_packet_socket(p, ns: str, count: int = 1, timeout: float = 15) -> None:
-    """Otus is capturing once its packet sockets show in /proc/net/packet."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        lines = p.run(ns, "cat", "/proc/net/packet").stdout.splitlines()[1:]
-        if len(lines) >= count:
-            time.sleep(0.2)
-            return
-        time.sleep(0.1)
-    raise AssertionError("otus did not open its packet socket")
 
 
 def _start_otus(p, tmp_path, *args: str) -> tuple[subprocess.Popen, object]:
@@ -77,7 +65,7 @@ def _capture_replay(p, tmp_path, pcap, *args: str, sockets: int = 1, pps: int = 
     """Start Otus on the pair's b end, replay ``pcap`` from the a end, stop Otus: (summary, records file)."""
     proc, out = _start_otus(p, tmp_path, *args)
     try:
-        _wait_for_packet_socket(p, p.ns_b, count=sockets)
+        wait_for_packet_sockets(p, p.ns_b, count=sockets)
         _replay(p, pcap, pps=pps)
         time.sleep(0.5)
     finally:
@@ -139,7 +127,7 @@ def test_two_workers_relayed_to_stdout(pair, tmp_path):
         proc = pair.popen(pair.ns_b, otus_bin(), "run", "-i", pair.if_b, "--workers", "2", stdout=f,
                           stderr=subprocess.PIPE)
         try:
-            _wait_for_packet_socket(pair, pair.ns_b, count=2)
+            wait_for_packet_sockets(pair, pair.ns_b, count=2)
             _replay(pair, pcap, pps=4000)
             time.sleep(0.5)
         finally:
@@ -152,17 +140,9 @@ def test_dead_worker_is_restarted(pair, tmp_path):
     pcap, wl = _workload(pair, tmp_path, calls=80)
     proc, out = _start_otus(pair, tmp_path, "--workers", "2")
     try:
-        _wait_for_packet_socket(pair, pair.ns_b, count=2)
-        children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-        assert len(children) == 2
-        os.kill(int(children[0]), 9)  # a worker this test started, by PID
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            now = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-            if len(now) == 2 and children[0] not in now:
-                break
-            time.sleep(0.1)
-        _wait_for_packet_socket(pair, pair.ns_b, count=2)
+        wait_for_packet_sockets(pair, pair.ns_b, count=2)
+        kill_a_worker(proc)
+        wait_for_packet_sockets(pair, pair.ns_b, count=2)
         _replay(pair, pcap)
         time.sleep(0.5)
     finally:
@@ -197,7 +177,7 @@ def test_live_sipsak_kamailio(tmp_path):
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc, out = _start_otus(p, tmp_path)
         try:
-            _wait_for_packet_socket(p, p.ns_b)
+            wait_for_packet_sockets(p, p.ns_b)
             time.sleep(0.5)
             sent = []
             for args in [["-s", f"sip:t@{p.ip_b}"]] * 2 + [["-E", "tcp", "-s", f"sip:t@{p.ip_b}"]]:

@@ -17,17 +17,14 @@ on its SIP's worker, and its media section counts the streams the other worker h
 back when they ended): the packets and loss per direction of the file's truth, the worst quality of the
 run's own media records.
 
-Namespaces ``rtpshare-<pid>-a/-b`` are made here and removed also on failure; every process is ended
+Namespaces ``otus-rtps-<pid>-a/-b`` (tests/netns.veth_pair) are removed also on failure; every process is ended
 by its handle.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import time
-from typing import Iterator
 
 import pytest
 
@@ -38,7 +35,7 @@ from otus_agent.sip.framing import SipConfig
 
 from ..agent.media.helpers import TSHARK, tshark_streams
 from ..conftest import otus_bin
-from ..netns import Pair, require_root_and, sh, stop
+from ..netns import Pair, kill_a_worker, require_root_and, sh, stop, veth_pair, wait_for_packet_sockets
 
 pytestmark = pytest.mark.netns
 
@@ -54,26 +51,6 @@ def _counts(r: dict) -> dict:
     return {f: r[f] for f in COUNTS}
 CALLS, PACKETS, PPS = 12, 250, 2500
 MEDIA_AFTER_200_NS = 1_000_000
-
-
-@contextlib.contextmanager
-def rtpshare_pair() -> Iterator[Pair]:
-    """Two namespaces named ``rtpshare-*`` joined by a veth pair (tests/netns.veth_pair names its ``otus-*``)."""
-    pid = os.getpid() % 10000
-    p = Pair(f"rtpshare-{pid}-a", f"rtpshare-{pid}-b", f"rtps{pid}a", f"rtps{pid}b",
-             f"10.91.{pid % 250}.1", f"10.91.{pid % 250}.2")
-    try:
-        for ns in (p.ns_a, p.ns_b):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "link", "add", p.if_a, "netns", p.ns_a, "type", "veth", "peer", "name", p.if_b, "netns", p.ns_b)
-        for ns, ifname, ip in ((p.ns_a, p.if_a, p.ip_a), (p.ns_b, p.if_b, p.ip_b)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname)
-            sh("ip", "-n", ns, "link", "set", ifname, "up")
-        yield p
-    finally:
-        for ns in (p.ns_a, p.ns_b):
-            sh("ip", "netns", "del", ns, check=False)
 
 
 def _racy_calls(tmp_path) -> tuple[object, object]:
@@ -121,14 +98,15 @@ def _finals(recs: list[dict]) -> dict[tuple, dict]:
     return out
 
 
-def _wait_for_sockets(p: Pair, count: int, timeout: float = 20) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if len(p.run(p.ns_b, "cat", "/proc/net/packet").stdout.splitlines()[1:]) >= count:
-            time.sleep(0.3)
-            return
-        time.sleep(0.1)
-    raise AssertionError("otus did not open its packet sockets")
+def _replay_file(p: Pair, tmp_path) -> tuple[object, object]:
+    """The racy calls with their frames addressed from namespace a's veth end to b's (tcpreplay sends them)."""
+    def mac(ns: str, ifname: str) -> str:
+        return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+    racy, wl = _racy_calls(tmp_path)
+    pcap = tmp_path / "replay.pcap"
+    sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+       f"--infile={racy}", f"--outfile={pcap}")
+    return pcap, wl
 
 
 def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str) -> tuple[dict, list[dict]]:
@@ -136,7 +114,7 @@ def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str) -> tuple[dict, lis
     proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", str(workers),
                    "--output", str(out), *extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_sockets(p, workers)
+        wait_for_packet_sockets(p, p.ns_b, workers, timeout=20, settle=0.3)
         r = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(pcap), check=False, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         # past the BYE's linger (2 s) and a tick: streams end by their BYE, on every worker; and with
@@ -153,13 +131,8 @@ def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str) -> tuple[dict, lis
 
 def test_two_workers_count_every_stream_as_one_does(tmp_path):
     require_root_and("tcpreplay", "tcprewrite")
-    with rtpshare_pair() as p:
-        def mac(ns: str, ifname: str) -> str:
-            return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
-        racy, wl = _racy_calls(tmp_path)
-        pcap = tmp_path / "replay.pcap"
-        sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
-           f"--infile={racy}", f"--outfile={pcap}")
+    with veth_pair("rtps", subnet=91) as p:
+        pcap, wl = _replay_file(p, tmp_path)
         one, recs1 = _live(p, tmp_path, pcap, 1, "--calls")
         two, recs2 = _live(p, tmp_path, pcap, 2, "--calls")
 
@@ -241,13 +214,8 @@ def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
     only through the dump); the survivor's before and the newcomer's after (two records adding up to
     every packet; the newcomer again through the dump).  Nothing the living workers saw is missing."""
     require_root_and("tcpreplay", "tcprewrite")
-    with rtpshare_pair() as p:
-        def mac(ns: str, ifname: str) -> str:
-            return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
-        racy, wl = _racy_calls(tmp_path)
-        pcap = tmp_path / "replay.pcap"
-        sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
-           f"--infile={racy}", f"--outfile={pcap}")
+    with veth_pair("rtps", subnet=91) as p:
+        pcap, wl = _replay_file(p, tmp_path)
         # part 1: every call's INVITE, 200 and ACK and 300 ms of their media; part 2: the rest
         split = RtpGenSpec().start_ns + (CALLS - 1) * 20_000_000 + 60_000_000 + 300_000_000
         parts = [tmp_path / "part1.pcap", tmp_path / "part2.pcap"]
@@ -269,21 +237,13 @@ def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
         proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", "2",
                        "--output", str(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            _wait_for_sockets(p, 2)
+            wait_for_packet_sockets(p, p.ns_b, 2, timeout=20, settle=0.3)
             r1 = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(parts[0]), check=False,
                        timeout=60)
             assert r1.returncode == 0, r1.stdout + r1.stderr
             time.sleep(0.5)   # both workers know every call now
-            children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-            assert len(children) == 2
-            os.kill(int(children[0]), 9)   # a worker this test started, by PID
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                now = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-                if len(now) == 2 and children[0] not in now:
-                    break
-                time.sleep(0.1)
-            _wait_for_sockets(p, 2)
+            kill_a_worker(proc)
+            wait_for_packet_sockets(p, p.ns_b, 2, timeout=20, settle=0.3)
             time.sleep(0.5)   # its hello answered
             r2 = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(parts[1]), check=False,
                        timeout=120)
