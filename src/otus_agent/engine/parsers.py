@@ -139,7 +139,6 @@ MEDIA_FLUSH_NS = 1_000_000_000   # MediaStage.flush about once a second of captu
 
 def _rtp(settings: Any, out: Outputs) -> Parser:
     """RTP/RTCP quality (media/): streams announced in SIP's SDP, records on end and every interim."""
-    from otus_agent.media.discovery import rtcp_is_here
     from otus_agent.media.stage import MediaStage
     sink = out.sink
     assert sink is not None
@@ -173,39 +172,9 @@ def _rtp(settings: Any, out: Outputs) -> Parser:
             emit(r)
 
     def share() -> Sharing:
-        """Announcements (discovery.take/apply) between fanout workers; the RTP held for one is fed to the
-        stage when it comes (discovery.adopt), with its capture times, as if announced in time."""
-        disc = stage.discovery
-        disc.share()
-
-        def replay() -> None:
-            held = disc.adopt()
-            if held:
-                last = stage.last_ts_ns
-                for ts, (src, sport, dst, dport), payload in held:
-                    feed(ts, src, sport, dst, dport, payload)
-                stage.last_ts_ns = max(last, stage.last_ts_ns)
-
-        def take() -> list:
-            replay()   # flows this worker's own SDP announced after their first packets (capture skew)
-            return disc.take()
-
-        def apply(items: list) -> None:
-            ends, rtcp, news = disc.apply(items)
-            if news:   # streams of calls whose SIP is here, open or ended on another worker
-                stage.apply_streams(news)
-            for cid, ts in ends:   # another worker's BYE: as stage.on_sip_record's
-                stage.ending.setdefault(cid, (ts if ts is not None else stage.last_ts_ns) + stage.linger_ns)
-            replay()
-            last = stage.last_ts_ns
-            for ts, (src, sport, dst, dport), payload in rtcp:   # RTCP of this worker's streams, seen elsewhere
-                if rtcp_is_here(payload, stage.by_ssrc):
-                    feed(ts, src, sport, dst, dport, payload)
-                    disc.counters["share_rtcp_applied"] += 1
-                else:   # its streams are on neither worker (a third one, or none)
-                    disc.counters["share_rtcp_not_here"] += 1
-            stage.last_ts_ns = max(last, stage.last_ts_ns)
-        return Sharing(take, apply, disc.dump)
+        """Announcements, call ends and RTCP between fanout workers (MediaStage.share_take/share_apply)."""
+        stage.share()
+        return Sharing(stage.share_take, stage.share_apply, stage.discovery.dump)
     return Parser(on_datagram, finish=finish, summary=stage.counters, tick=tick, beside_sip=beside_sip,
                   share=share)
 

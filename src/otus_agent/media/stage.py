@@ -137,8 +137,12 @@ class MediaStage:
         if not cid:
             return
         if (rec.get("type") == "sip" and rec.get("method") == "BYE") or rec.get("type") == "call":
-            ts = rec.get("ts") or rec.get("end_ts") or self.last_ts_ns
-            self.ending.setdefault(cid, int(ts) + self.linger_ns)
+            self.end_call(cid, rec.get("ts") or rec.get("end_ts") or None)
+
+    def end_call(self, cid: str, ts: int | None) -> None:
+        """The call ended at ``ts`` (its BYE or call record, here or on another worker; None: now): its
+        streams end after the linger."""
+        self.ending.setdefault(cid, int(ts if ts is not None else self.last_ts_ns) + self.linger_ns)
 
     def feed(self, d: Datagram) -> None:
         if d.proto == 17:
@@ -444,6 +448,49 @@ class MediaStage:
                 self.c["call_media_incomplete_at_end" if every else "call_media_wait_expired"] += 1
             rec["media"] = self.call_media.pop(cid, None) or new_summary()
             out.append(rec)
+
+    # ------------------------------------------------------------ fanout workers (engine/parsers.Sharing)
+
+    def share(self) -> None:
+        """Switch to sharing with other fanout workers (discovery.share): once, before the first packet."""
+        self.discovery.share()
+
+    def share_take(self) -> list:
+        """What this worker learned for the others since the last call (discovery.take)."""
+        self._replay_held()   # flows this worker's own SDP announced after their first packets (capture skew)
+        return self.discovery.take()
+
+    def share_apply(self, items: list) -> None:
+        """What another worker took: announcements and call ends as this worker's own SIP would give them,
+        the RTP held for them fed with its capture times, RTCP of this worker's streams fed too."""
+        ends, rtcp, news = self.discovery.apply(items)
+        if news:   # streams of calls whose SIP is here, open or ended on another worker
+            self.apply_streams(news)
+        for cid, ts in ends:
+            self.end_call(cid, ts)
+        self._replay_held()
+        self._feed_held(rtcp, rtcp=True)
+
+    def _replay_held(self) -> None:
+        """The RTP held for announcements that came now (discovery.adopt), as if announced in time."""
+        held = self.discovery.adopt()
+        if held:
+            self._feed_held(held)
+
+    def _feed_held(self, packets: list, rtcp: bool = False) -> None:
+        """Packets seen earlier (``(ts, (src, sport, dst, dport), payload)``) through ``feed_packet``; the
+        stage's clock does not go back.  ``rtcp``: forwarded RTCP, fed only when it names one of this
+        worker's streams (counted either way)."""
+        last = self.last_ts_ns
+        counters = self.discovery.counters
+        for ts, (src, sport, dst, dport), payload in packets:
+            if rtcp:
+                if not rtcp_is_here(payload, self.by_ssrc):   # its streams are on neither worker (a third one, or none)
+                    counters["share_rtcp_not_here"] += 1
+                    continue
+                counters["share_rtcp_applied"] += 1
+            self.feed_packet(ts, src, sport, dst, dport, payload)
+        self.last_ts_ns = max(last, self.last_ts_ns)
 
     def apply_streams(self, news: list[StreamNews]) -> None:
         """Fanout: other workers' streams of calls (``discovery.apply``).  Opened, of a call whose SIP is here
