@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from ..conftest import otus_bin
-from ..netns import stop
-from .test_live_capture import _check_records, _finish, _replay, _wait_for_packet_socket, _workload, pair  # noqa: F401
+from ..netns import stop, wait_for_packet_sockets
+from .test_live_capture import _check_records, _finish, _replay, _workload, pair  # noqa: F401
 
 pytestmark = pytest.mark.netns
 
@@ -29,7 +29,7 @@ def test_any_with_the_default_filter_keeps_every_message(pair, tmp_path):
     proc = pair.popen(pair.ns_b, otus_bin(), "run", "-i", "any", "--output", str(out),
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_packet_socket(pair, pair.ns_b)
+        wait_for_packet_sockets(pair, pair.ns_b)
         _replay(pair, pcap)
         time.sleep(0.5)
     finally:
@@ -58,7 +58,7 @@ def test_otus_agent_on_any_with_the_default_filter(pair, tmp_path):
                       "--state-dir", str(tmp_path / "state"), "--poll-interval", "0.2", "--metrics-listen", "",
                       stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_packet_socket(pair, pair.ns_b)
+        wait_for_packet_sockets(pair, pair.ns_b)
         msgs = [_sip(5060, i, pair.ip_b) for i in range(10)]
         code = ("import socket,sys,json\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
                 f"for m in json.loads(sys.argv[1]): s.sendto(m.encode(), ({pair.ip_b!r}, 5060))\n")
