@@ -250,7 +250,12 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
         while True:                                   # capturing once its packet socket shows
             r = subprocess.run(["ip", "netns", "exec", ns.uas, "cat", "/proc/net/packet"], capture_output=True,
                                text=True, timeout=10)
-            if len(r.stdout.splitlines()) > 1:
+            # bound to an interface and running (columns Iface and R), not just created: a socket listed
+            # before its bind misses the first INVITE; then a short settle for the ring's first block
+            bound = [f for f in (line.split() for line in r.stdout.splitlines()[1:]) if len(f) > 5 and f[4] != "0"
+                     and f[5] == "1"]
+            if bound:
+                time.sleep(0.3)
                 break
             if agent.poll() is not None or time.monotonic() > deadline:
                 raise SimError(f"the agent did not start: {agent.stderr.read().decode()[-500:]}")
