@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from otus_agent.sim import packet_sockets  # noqa: E402
 from otus_agent.sim.callgen import WorkloadSpec, generate  # noqa: E402
 from tests.netns import stop, veth_pair  # noqa: E402
 
@@ -45,12 +46,7 @@ def tree_cpu(pid: int) -> float:
 
 
 def wait_socket(p, ns: str, count: int) -> None:
-    for _ in range(150):
-        if len(p.run(ns, "cat", "/proc/net/packet").stdout.splitlines()) - 1 >= count:
-            time.sleep(0.3)
-            return
-        time.sleep(0.1)
-    raise RuntimeError("capture did not start")
+    packet_sockets.wait(ns, p.if_b if ns == p.ns_b else p.if_a, count, timeout=15, settle=0.3)
 
 
 def run_one(p, tool: str, pcap: Path, rate: int | None, loops: int, workers: int, otus: str,

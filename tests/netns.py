@@ -15,6 +15,8 @@ from typing import Iterator
 
 import pytest
 
+from otus_agent.sim import packet_sockets
+
 
 def sh(*args: str, check: bool = True, timeout: int = 30) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=timeout)
@@ -64,15 +66,19 @@ def veth_pair(tag: str, subnet: int = 77) -> Iterator[Pair]:
             sh("ip", "netns", "del", ns, check=False)
 
 
-def wait_for_packet_sockets(p: Pair, ns: str, count: int = 1, timeout: float = 15, settle: float = 0.2) -> None:
-    """A capture in ``ns`` is running once ``count`` packet sockets show in /proc/net/packet."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if len(p.run(ns, "cat", "/proc/net/packet").stdout.splitlines()[1:]) >= count:
-            time.sleep(settle)
-            return
-        time.sleep(0.1)
-    raise AssertionError("otus did not open its packet socket")
+def wait_for_packet_sockets(p: Pair, ns: str, count: int = 1, timeout: float = 15, settle: float = 0.2,
+                            ifname: str | None = None, proc: subprocess.Popen | None = None) -> None:
+    """Until ``count`` captures listen in ``ns`` on ``ifname`` (default: the pair's interface there):
+    bound and running, as the shipped simulator waits (otus_agent.sim.packet_sockets). Fails early when
+    ``proc`` (the capture's process) ends, with its stderr when that is a pipe."""
+    def alive() -> str | None:
+        if proc is None or proc.poll() is None:
+            return None
+        return f"the capture ended: {proc.stderr.read()[-800:] if proc.stderr else proc.returncode}"
+    try:
+        packet_sockets.wait(ns, ifname or (p.if_a if ns == p.ns_a else p.if_b), count, timeout, settle, alive)
+    except packet_sockets.NotListening as e:
+        raise AssertionError(f"otus did not open its packet socket: {e}") from None
 
 
 def kill_a_worker(proc: subprocess.Popen, workers: int = 2, timeout: float = 10) -> None:

@@ -16,6 +16,8 @@ import time
 import pytest
 import yaml
 
+from otus_agent.sim import packet_sockets
+
 from ..conftest import otus_bin
 from ..netns import stop, wait_for_packet_sockets
 from .test_live_capture import _check_records, _finish, _replay, _workload, pair  # noqa: F401
@@ -29,7 +31,7 @@ def test_any_with_the_default_filter_keeps_every_message(pair, tmp_path):
     proc = pair.popen(pair.ns_b, otus_bin(), "run", "-i", "any", "--output", str(out),
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_packet_sockets(pair, pair.ns_b)
+        wait_for_packet_sockets(pair, pair.ns_b, ifname="any")
         _replay(pair, pcap)
         time.sleep(0.5)
     finally:
@@ -58,7 +60,7 @@ def test_otus_agent_on_any_with_the_default_filter(pair, tmp_path):
                       "--state-dir", str(tmp_path / "state"), "--poll-interval", "0.2", "--metrics-listen", "",
                       stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for_packet_sockets(pair, pair.ns_b)
+        wait_for_packet_sockets(pair, pair.ns_b, ifname="any")
         msgs = [_sip(5060, i, pair.ip_b) for i in range(10)]
         code = ("import socket,sys,json\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
                 f"for m in json.loads(sys.argv[1]): s.sendto(m.encode(), ({pair.ip_b!r}, 5060))\n")
@@ -113,11 +115,7 @@ def test_a_tun_device_is_read_cooked_with_the_default_filter(tmp_path):
         proc = subprocess.Popen(["ip", "netns", "exec", ns, otus_bin(), "run", "-i", dev, "--output", str(out)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.time() + 15
-            while len(sh("ip", "netns", "exec", ns, "cat", "/proc/net/packet").stdout.splitlines()) < 2:
-                assert time.time() < deadline and proc.poll() is None, "otus did not open its packet socket"
-                time.sleep(0.1)
-            time.sleep(0.2)
+            packet_sockets.wait(ns, dev, settle=0.2, alive=lambda: None if proc.poll() is None else "otus ended")
             sh("ip", "netns", "exec", ns, sys.executable, "-c", TUN_WRITER, dev, "8")
             deadline = time.time() + 10
             while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):

@@ -27,6 +27,8 @@ from typing import Iterator
 
 import pytest
 
+from otus_agent.sim import packet_sockets
+
 from ..agent.media.helpers import TSHARK, final_by_key, tshark_streams
 from ..conftest import otus_bin
 from ..netns import require_root_and, sh, stop, veth_pair
@@ -175,20 +177,16 @@ def netem_works(c: Chain) -> bool:
     return True
 
 
-def packet_sockets(ns: str) -> int:
-    return len(sh("ip", "netns", "exec", ns, "cat", "/proc/net/packet").stdout.splitlines()) - 1
-
-
-def wait_sockets(ns: str, want: int, procs: list[subprocess.Popen], timeout: float = 15) -> None:
-    """Until `want` AF_PACKET sockets are open in ns (tcpdump's, Otus's), or fail at `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert all(p.poll() is None for p in procs), [p.args for p in procs if p.poll() is not None]
-        if packet_sockets(ns) >= want:
-            time.sleep(0.3)   # the kernel filter is attached right after the socket opens
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{ns}: {packet_sockets(ns)} packet sockets after {timeout} s, want {want}")
+def wait_sockets(ns: str, ifname: str, want: int, procs: list[subprocess.Popen], timeout: float = 15) -> None:
+    """Until `want` captures (tcpdump's, Otus's, the bridge's) listen on `ifname` in ns, bound and running,
+    or fail at `timeout` or when one of `procs` ends."""
+    def alive() -> str | None:
+        dead = [p.args for p in procs if p.poll() is not None]
+        return f"ended: {dead}" if dead else None
+    try:
+        packet_sockets.wait(ns, ifname, want, timeout, settle=0.3, alive=alive)
+    except packet_sockets.NotListening as e:
+        raise AssertionError(f"{ns}: {e}") from None
 
 
 def tcpdump(ns_run, ns: str, ifname: str, path: pathlib.Path) -> subprocess.Popen:
@@ -277,12 +275,13 @@ def test_two_baresips_through_an_impaired_link(tmp_path):
                 procs.append(c.popen(c.ns_r, "python3", "-c", BRIDGE, c.if_ra, c.if_rb, "50", str(LOSS), str(DELAY_MS),
                                      str(JITTER_MS), str(os.getpid()), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True))
-                wait_sockets(c.ns_r, 2, procs)
+                wait_sockets(c.ns_r, c.if_ra, 1, procs)
+                wait_sockets(c.ns_r, c.if_rb, 1, procs)
             procs += [tcpdump(c.popen, c.ns_a, c.if_a, cap_a), tcpdump(c.popen, c.ns_b, c.if_b, cap_b)]
-            wait_sockets(c.ns_a, 1, procs)
-            wait_sockets(c.ns_b, 1, procs)
+            wait_sockets(c.ns_a, c.if_a, 1, procs)
+            wait_sockets(c.ns_b, c.if_b, 1, procs)
             procs.append(otus_live(c.popen, c.ns_b, c.if_b, out))
-            wait_sockets(c.ns_b, 2, procs)
+            wait_sockets(c.ns_b, c.if_b, 2, procs)
             callee = c.popen(c.ns_b, "baresip", "-f", str(tmp_path / "b"), "-t", str(CALL_S + 15),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(callee)
@@ -352,9 +351,9 @@ def test_sipp_pcap_play_against_sipp_uas(tmp_path):
         procs: list[subprocess.Popen] = []
         try:
             procs.append(tcpdump(p.popen, p.ns_b, p.if_b, cap))
-            wait_sockets(p.ns_b, 1, procs)
+            wait_sockets(p.ns_b, p.if_b, 1, procs)
             procs.append(otus_live(p.popen, p.ns_b, p.if_b, out))
-            wait_sockets(p.ns_b, 2, procs)
+            wait_sockets(p.ns_b, p.if_b, 2, procs)
             uas = p.popen(p.ns_b, "sipp", "-sn", "uas", "-i", p.ip_b, "-p", "5060", "-m", "1", "-nostdin",
                           "-timeout", "30s", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             procs.append(uas)

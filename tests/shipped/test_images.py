@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from ..netns import require_root_and, veth_pair
+from ..netns import require_root_and, veth_pair, wait_for_packet_sockets
 from .conftest import ROOT
 
 pytestmark = pytest.mark.images
@@ -117,12 +117,7 @@ def test_agent_live_capture_in_a_network_namespace(images, tmp_path):
              AGENT, "run", "-i", p.if_b, "--output", "/out/records.jsonl"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
         try:
-            deadline = time.monotonic() + 60
-            while len(p.run(p.ns_b, "cat", "/proc/net/packet").stdout.splitlines()) < 2:
-                assert proc.poll() is None, proc.stderr.read()
-                assert time.monotonic() < deadline, "the agent did not open its packet socket"
-                time.sleep(0.2)
-            time.sleep(0.3)
+            wait_for_packet_sockets(p, p.ns_b, timeout=60, settle=0.3, proc=proc)
             code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                     f"for i in range({COUNT}):\n"
                     f"    s.sendto({MSG!r}.format(dst='{p.ip_b}', src='{p.ip_a}', i=i).encode(), "

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from . import packet_sockets
+
 SIP_PORT = 5060
 KAFKA_PORT = 9092
 CONSOLE_PORT = 8080
@@ -246,20 +248,11 @@ def run(cfg: SimConfig, out: TextIO = sys.stdout) -> dict:
                          stderr=subprocess.PIPE)
         if not use_kafka:
             threading.Thread(target=_reader, args=(agent.stdout, records), daemon=True).start()
-        deadline = time.monotonic() + 20
-        while True:                                   # capturing once its packet socket shows
-            r = subprocess.run(["ip", "netns", "exec", ns.uas, "cat", "/proc/net/packet"], capture_output=True,
-                               text=True, timeout=10)
-            # bound to an interface and running (columns Iface and R), not just created: a socket listed
-            # before its bind misses the first INVITE; then a short settle for the ring's first block
-            bound = [f for f in (line.split() for line in r.stdout.splitlines()[1:]) if len(f) > 5 and f[4] != "0"
-                     and f[5] == "1"]
-            if bound:
-                time.sleep(0.3)
-                break
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise SimError(f"the agent did not start: {agent.stderr.read().decode()[-500:]}")
-            time.sleep(0.1)
+        try:                                          # capturing once its socket is bound and running
+            packet_sockets.wait(ns.uas, ns.if_uas, timeout=20, alive=lambda: None if agent.poll() is None else
+                                f"the agent did not start: {agent.stderr.read().decode()[-500:]}")
+        except packet_sockets.NotListening as e:
+            raise SimError(str(e)) from None
         if not cfg.quiet:
             out.write(f"otus local simulator: {cfg.calls} calls at {cfg.rate}/s, UAC {ns.ip_uac} -> UAS {ns.ip_uas}, "
                       f"agent on {ns.if_uas}, records via {'Kafka (embedded tansu broker)' if use_kafka else 'console'}"
