@@ -49,7 +49,7 @@ def _counts(r: dict) -> dict:
     (not reported) for some calls with one worker as with two; the offline two-engine tests
     (tests/agent/engine/test_share_workers.py) compare those fields exactly."""
     return {f: r[f] for f in COUNTS}
-CALLS, PACKETS, PPS = 12, 250, 2500
+CALLS, PACKETS, PPS = 24, 250, 5000
 MEDIA_AFTER_200_NS = 1_000_000
 
 
@@ -109,8 +109,8 @@ def _replay_file(p: Pair, tmp_path) -> tuple[object, object]:
     return pcap, wl
 
 
-def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str) -> tuple[dict, list[dict]]:
-    out = tmp_path / f"records-{workers}.jsonl"
+def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str, attempt: int = 1) -> tuple[dict, list[dict]]:
+    out = tmp_path / f"records-{workers}-{attempt}.jsonl"
     proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", str(workers),
                    "--output", str(out), *extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -135,6 +135,11 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
         pcap, wl = _replay_file(p, tmp_path)
         one, recs1 = _live(p, tmp_path, pcap, 1, "--calls")
         two, recs2 = _live(p, tmp_path, pcap, 2, "--calls")
+        if not two["rtp"].get("discovery_unannounced_adopted"):
+            # whether any RTP beats its announcement is timing (where the two rings' 50 ms block-retire
+            # timers fall relative to each other, fixed for a run): a run where every announcement came
+            # first proves nothing about holding, so it is replayed once more, and that run is checked
+            two, recs2 = _live(p, tmp_path, pcap, 2, "--calls", attempt=2)
 
     offline = _offline(pcap)
     truth = _finals(offline)
