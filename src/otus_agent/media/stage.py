@@ -104,7 +104,9 @@ class MediaStage:
         # call per RTP packet); multiplexed (rtcp-mux) flows are absent, RTCP must be told apart first
         self.fast: dict[tuple[str, int, str, int], Callable[[int, bytes], int]] = {}
         self._ended_packets = 0   # RTP packets of the streams already closed (rtp_packets: these + the open ones)
-        self.by_ssrc: dict[int, MediaStream] = {}
+        # the open streams of each SSRC, oldest first: usually one, more where a media relay forwards a
+        # stream with its SSRC (rtpengine's default: the same SSRC on both legs) or two SSRCs collide
+        self.by_ssrc: dict[int, list[MediaStream]] = {}
         self.by_call: dict[str, set[tuple[str, int, str, int, int]]] = {}
         self.ending: dict[str, int] = {}          # call_id -> ns after which its streams end
         self.bad: Counter[str] = Counter()        # refused RTP/RTCP by reason
@@ -214,7 +216,7 @@ class MediaStage:
             if self.discovery.outbox is not None and not rtcp_is_here(payload, self.by_ssrc):
                 self.discovery.rtcp_out(ts_ns, flow, payload)   # a fanout worker: its streams are elsewhere
                 return
-            self._rtcp(ts_ns, payload)
+            self._rtcp(ts_ns, payload, src, dst)
             return
         h = R.parse_rtp(payload, self.bad)
         if h is None:
@@ -264,7 +266,7 @@ class MediaStage:
             self._make_room(ts_ns)
         ms = MediaStream(RtpStream(key[4], rtpmap), key, call_id, direction, heuristic, ts_ns, mux)
         self.streams[key] = ms
-        self.by_ssrc[key[4]] = ms
+        self.by_ssrc.setdefault(key[4], []).append(ms)
         if call_id is not None:
             self.by_call.setdefault(call_id, set()).add(key)
             disc = self.discovery
@@ -285,23 +287,39 @@ class MediaStage:
 
     # ------------------------------------------------------------ RTCP
 
-    def _rtcp(self, ts_ns: int, payload: bytes) -> None:
+    def _stream_of(self, ssrc: int, sender: str, receiver: str) -> MediaStream | None:
+        """The open stream an RTCP item is about: the only one with ``ssrc``, else the one sent from
+        ``sender`` to ``receiver`` (a relay's legs carry one SSRC each way: the RTCP's own hosts tell
+        them apart), else the latest opened."""
+        streams = self.by_ssrc.get(ssrc)
+        if not streams:
+            return None
+        if len(streams) > 1:
+            self.c["rtcp_ssrc_shared"] += 1
+            for ms in streams:
+                if ms.key[0] == sender and ms.key[2] == receiver:
+                    return ms
+        return streams[-1]
+
+    def _rtcp(self, ts_ns: int, payload: bytes, src: str, dst: str) -> None:
+        """One RTCP packet from ``src`` to ``dst``: what its sender sends (SR, SDES, BYE) joins the stream
+        from src to dst, what it reports (report blocks, XR) the stream it receives, dst to src."""
         rt = R.parse_rtcp(payload, self.bad)
         if rt is None:
             return
         self.c["rtcp_packets"] += 1
-        by = self.by_ssrc
+        about = self._stream_of
         if rt.sr_ntp_mid is not None and rt.sender_ssrc is not None:
-            ms = by.get(rt.sender_ssrc)
+            ms = about(rt.sender_ssrc, src, dst)
             if ms is not None:
                 ms.srs.append((rt.sr_ntp_mid, ts_ns))
                 del ms.srs[:-MAX_SR_PER_SSRC]
         for ssrc, cname in rt.cnames.items():
-            ms = by.get(ssrc)
+            ms = about(ssrc, src, dst)
             if ms is not None:
                 ms.cname = cname
         for reporter, b in rt.reports:
-            ms = by.get(b.ssrc)
+            ms = about(b.ssrc, dst, src)
             if ms is None:
                 self.c["rtcp_reports_unmatched"] += 1
                 continue
@@ -315,16 +333,16 @@ class MediaStage:
                         rtt = (ts_ns - sr_ns) / 1e6 - b.dlsr * 1000.0 / 65536.0
                         if rtt >= 0:
                             ms.rtt_ms = rtt
-                            back = by.get(reporter)
+                            back = about(reporter, src, dst)
                             if back is not None:
                                 back.rtt_ms = rtt
                         break
         for reporter, x in rt.xr_voip:
-            ms = by.get(x.ssrc)
+            ms = about(x.ssrc, dst, src)
             if ms is not None:
                 ms.xr_mos_lq, ms.xr_r_factor = x.mos_lq, x.r_factor
         for ssrc in rt.bye:
-            ms = by.get(ssrc)
+            ms = about(ssrc, src, dst)
             if ms is not None and ms.end_reason is None:
                 ms.end_reason = "rtcp_bye"
 
@@ -379,8 +397,13 @@ class MediaStage:
             key = _lane_key(flow)
             if key is not None:
                 self.lane.pop(key)
-        if self.by_ssrc.get(ms.key[4]) is ms:
-            del self.by_ssrc[ms.key[4]]
+        same = self.by_ssrc.get(ms.key[4], ())
+        for i, m in enumerate(same):
+            if m is ms:
+                del same[i]
+                if not same:
+                    del self.by_ssrc[ms.key[4]]
+                break
         if ms.call_id is not None:
             keys = self.by_call.get(ms.call_id)
             if keys is not None:

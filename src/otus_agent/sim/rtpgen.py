@@ -7,9 +7,16 @@ Impairments are drawn per packet from a seeded RNG and recorded in ``StreamTruth
 loss (never sent), duplicates (sent twice, 1 ms apart), reordering (two neighbours' arrival
 times swapped), jitter (uniform extra delay 0..``jitter_ms``) and sequence/timestamp wrap
 (streams start just below 65536 / 2^32).  Frames are written in arrival-time order.
+
+With ``proxy``, every call goes through a SIP proxy with a media relay beside it (Kamailio and
+rtpengine on one host, the capture point seeing both legs): each SIP message twice, A <-> P and
+P <-> B, the same Call-ID and tags on both legs; each leg's SDP names the relay, whose ports
+(one facing each party) forward every packet 0.2 ms later with its SSRC and sequence unchanged, RTCP
+too.  Four streams a call, each with its own truth (the far one repeats the near one's counts).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import socket
 import struct
@@ -42,6 +49,7 @@ class RtpGenSpec:
     start_ns: int = 1_700_000_000 * 1_000_000_000
     call_gap_ms: int = 150             # calls start this far apart (they overlap)
     ipv6: bool = False                 # every call over IPv6 (SDP "IN IP6")
+    proxy: bool = False                # every call through a proxy and media relay: two legs, four streams
 
 
 @dataclass
@@ -128,12 +136,29 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
         if spec.ipv6:
             a_raw = bytes.fromhex("fd000000000000010000000000000000")[:14] + struct.pack("!H", n + 1)
             b_raw = bytes.fromhex("fd000000000000020000000000000000")[:14] + struct.pack("!H", n + 1)
+            p_raw = bytes.fromhex("fd000000000000030000000000000000")[:14] + struct.pack("!H", n + 1)
             a_ip, b_ip = socket.inet_ntop(socket.AF_INET6, a_raw), socket.inet_ntop(socket.AF_INET6, b_raw)
+            p_ip = socket.inet_ntop(socket.AF_INET6, p_raw)
         else:
             a_raw, b_raw = bytes((10, 1, n // 250, n % 250 + 1)), bytes((10, 2, n // 250, n % 250 + 1))
-            a_ip, b_ip = ".".join(map(str, a_raw)), ".".join(map(str, b_raw))
-        host_a, host_b = (f"[{a_ip}]", f"[{b_ip}]") if spec.ipv6 else (a_ip, b_ip)
+            p_raw = bytes((10, 3, n // 250, n % 250 + 1))
+            a_ip, b_ip, p_ip = ".".join(map(str, a_raw)), ".".join(map(str, b_raw)), ".".join(map(str, p_raw))
+        host_a, host_b, host_p = (f"[{a_ip}]", f"[{b_ip}]", f"[{p_ip}]") if spec.ipv6 else (a_ip, b_ip, p_ip)
         a_rtp, b_rtp = 40000 + 2 * n, 50000 + 2 * n
+        r_a, r_b = 30000 + 4 * n, 30002 + 4 * n   # the relay's ports facing A and facing B (proxy)
+
+        def sip(ts: int, from_a: bool, first: str, headers: list, body: str = "", far_body: str = "") -> None:
+            """One SIP message from A (else from B): straight to the other party, or through the proxy on
+            both legs, the far one 1 ms later with the proxy's Via on top (requests) and ``far_body``."""
+            s_raw, d_raw = (a_raw, b_raw) if from_a else (b_raw, a_raw)
+            if not spec.proxy:
+                put(ts, s_raw, d_raw, 5060, 5060, _msg(first, headers, body))
+                return
+            put(ts, s_raw, p_raw, 5060, 5060, _msg(first, headers, body))
+            if not first.startswith("SIP/2.0"):
+                headers = [("Via", f"SIP/2.0/UDP {host_p}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"),
+                           *headers]
+            put(ts + 1_000_000, p_raw, d_raw, 5060, 5060, _msg(first, headers, far_body))
         cid = f"rtpgen-{spec.seed}-{n}@{a_ip}"
         wl.call_ids.append(cid)
         t0 = spec.start_ns + n * spec.call_gap_ms * 1_000_000
@@ -143,26 +168,35 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
         to = ("To", f"<sip:b{n}@{host_b}>")
         tot = ("To", f"<sip:b{n}@{host_b}>;tag={ttag}")
         uri = f"sip:b{n}@{host_b}"
-        put(t0, a_raw, b_raw, 5060, 5060, _msg(f"INVITE {uri} SIP/2.0", [
+        sip(t0, True, f"INVITE {uri} SIP/2.0", [
             ("Via", via), ("Max-Forwards", "70"), fr, to, ("Call-ID", cid), ("CSeq", "1 INVITE"),
-            ("Contact", f"<sip:a{n}@{host_a}:5060>")], _sdp(a_ip, a_rtp, n, spec.payload_type)))
-        put(t0 + 50_000_000, b_raw, a_raw, 5060, 5060, _msg("SIP/2.0 200 OK", [
+            ("Contact", f"<sip:a{n}@{host_a}:5060>")], _sdp(a_ip, a_rtp, n, spec.payload_type),
+            _sdp(p_ip, r_b, n + 2000, spec.payload_type))
+        sip(t0 + 50_000_000, False, "SIP/2.0 200 OK", [
             ("Via", via), fr, tot, ("Call-ID", cid), ("CSeq", "1 INVITE"), ("Contact", f"<sip:b{n}@{host_b}:5060>")],
-            _sdp(b_ip, b_rtp, n + 1000, spec.payload_type)))
+            _sdp(b_ip, b_rtp, n + 1000, spec.payload_type), _sdp(p_ip, r_a, n + 3000, spec.payload_type))
         via2 = f"SIP/2.0/UDP {host_a}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
-        put(t0 + 60_000_000, a_raw, b_raw, 5060, 5060, _msg(f"ACK {uri} SIP/2.0", [
-            ("Via", via2), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "1 ACK")]))
+        sip(t0 + 60_000_000, True, f"ACK {uri} SIP/2.0", [
+            ("Via", via2), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "1 ACK")])
         media_t0 = t0 + 100_000_000
         dirs = [(a_raw, a_ip, a_rtp, b_raw, b_ip, b_rtp), (b_raw, b_ip, b_rtp, a_raw, a_ip, a_rtp)]
+        # per direction, the hops its packets take: (source, port, destination, port, delay ns)
+        if spec.proxy:
+            hops = [[(a_raw, a_ip, a_rtp, p_raw, p_ip, r_a, 0), (p_raw, p_ip, r_b, b_raw, b_ip, b_rtp, 200_000)],
+                    [(b_raw, b_ip, b_rtp, p_raw, p_ip, r_b, 0), (p_raw, p_ip, r_a, a_raw, a_ip, a_rtp, 200_000)]]
+        else:
+            hops = [[(*dirs[d], 0)] for d in range(2)]
+        far: list[StreamTruth] = []
         ssrcs = [rng.getrandbits(32), rng.getrandbits(32)]
         last_sr: list[tuple[int, int] | None] = [None, None]   # per direction: (NTP mid, arrival ns) of its SR
         truths = []
         end_ns = media_t0
-        for d, (s_raw, s_ip, s_port, d_raw, d_ip, d_port) in enumerate(dirs):
+        for d in range(2):
             wrap = spec.wrap and (2 * n + d) % 2 == 0
             seq0 = 65536 - spec.packets // 3 if wrap else rng.randrange(0, 30000)
             ts0 = (1 << 32) - 160 * (spec.packets // 2) if wrap else rng.getrandbits(31)
-            st = StreamTruth(s_ip, s_port, d_ip, d_port, ssrcs[d], cid, first_seq=seq0 & 0xFFFF)
+            h = hops[d][0]
+            st = StreamTruth(h[1], h[2], h[4], h[5], ssrcs[d], cid, first_seq=seq0 & 0xFFFF)
             truths.append(st)
             step = spec.ptime_ms * 8
             te_at = {spec.packets * (k + 1) // (spec.telephone_events + 1) for k in range(spec.telephone_events)}
@@ -200,14 +234,17 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
                     arrivals[k][0], arrivals[k + 1][0] = arrivals[k + 1][0], arrivals[k][0]
                     st.reordered += 1
             for arr, pkt in arrivals:
-                put(arr, s_raw, d_raw, s_port, d_port, pkt)
-                wl.rtp_packets += 1
+                for h_s, _hs, h_sport, h_d, _hd, h_dport, delay in hops[d]:
+                    put(arr + delay, h_s, h_d, h_sport, h_dport, pkt)
+                    wl.rtp_packets += 1
                 end_ns = max(end_ns, arr)
             st.sent = len({a[1][2:4] for a in arrivals})
+            for h in hops[d][1:]:   # the relay's copy: the same packets, the same impairments
+                far.append(dataclasses.replace(st, src_ip=h[1], src_port=h[2], dst_ip=h[4], dst_port=h[5]))
         if spec.rtcp_every:
             # SRs each way, alternating, each with a report block about the other direction
             for k in range(1, spec.packets // spec.rtcp_every + 1):
-                for d, (s_raw, _s_ip, s_port, d_raw, _d_ip, d_port) in enumerate(dirs):
+                for d in range(2):
                     ts = media_t0 + k * spec.rtcp_every * spec.ptime_ms * 1_000_000 + d * 7_000_000
                     other = last_sr[1 - d]
                     lsr_dlsr = 0
@@ -219,19 +256,23 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
                                   f"rtpgen{d}@call{n}")
                     hi, lo = _ntp(ts)
                     last_sr[d] = (((hi & 0xFFFF) << 16) | (lo >> 16), ts + 1_000_000)
-                    put(ts, s_raw, d_raw, s_port + 1, d_port + 1, pkt)
-                    wl.rtcp_packets += 1
+                    for h_s, _hs, h_sport, h_d, _hd, h_dport, delay in hops[d]:
+                        put(ts + delay, h_s, h_d, h_sport + 1, h_dport + 1, pkt)
+                        wl.rtcp_packets += 1
         bye_ns = end_ns + 100_000_000
         via3 = f"SIP/2.0/UDP {host_a}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
-        put(bye_ns, a_raw, b_raw, 5060, 5060, _msg(f"BYE {uri} SIP/2.0", [
-            ("Via", via3), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "2 BYE")]))
-        put(bye_ns + 5_000_000, b_raw, a_raw, 5060, 5060, _msg("SIP/2.0 200 OK", [
-            ("Via", via3), fr, tot, ("Call-ID", cid), ("CSeq", "2 BYE")]))
+        sip(bye_ns, True, f"BYE {uri} SIP/2.0", [
+            ("Via", via3), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "2 BYE")])
+        sip(bye_ns + 5_000_000, False, "SIP/2.0 200 OK", [
+            ("Via", via3), fr, tot, ("Call-ID", cid), ("CSeq", "2 BYE")])
         if spec.rtcp_bye:
-            for d, (s_raw, _s_ip, s_port, d_raw, _d_ip, d_port) in enumerate(dirs):
-                put(bye_ns - 20_000_000 + d * 1_000_000, s_raw, d_raw, s_port + 1, d_port + 1, rtcp_bye(ssrcs[d]))
-                wl.rtcp_packets += 1
+            for d in range(2):
+                for h_s, _hs, h_sport, h_d, _hd, h_dport, delay in hops[d]:
+                    put(bye_ns - 20_000_000 + d * 1_000_000 + delay, h_s, h_d, h_sport + 1, h_dport + 1,
+                        rtcp_bye(ssrcs[d]))
+                    wl.rtcp_packets += 1
         wl.streams.extend(truths)
+        wl.streams.extend(far)
     frames.sort()
     w = PcapWriter(f, 1, snaplen=65535, nanosecond=True)
     for ts, _o, frame in frames:
@@ -244,7 +285,6 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
 def main(argv: list[str] | None = None) -> int:
     """``python -m otus_agent.sim.rtpgen OUT.pcap [--calls N] [--packets N] [--loss F] ...``"""
     import argparse
-    import dataclasses
     ap = argparse.ArgumentParser(description="write SIP calls with impaired RTP/RTCP to a pcap")
     ap.add_argument("out")
     for f in dataclasses.fields(RtpGenSpec):

@@ -28,6 +28,8 @@ SPECS = {
     "pcma_no_events": RtpGenSpec(calls=2, packets=400, seed=11, payload_type=8, telephone_events=0, wrap=False),
     "clean": RtpGenSpec(calls=1, packets=300, seed=5, loss=0, duplicate=0, reorder=0, jitter_ms=0),
     "ipv6": RtpGenSpec(calls=2, packets=500, seed=13, ipv6=True),
+    # through a proxy and a media relay: both legs' SDP, one SSRC on two streams each way
+    "proxy_relay": RtpGenSpec(calls=3, packets=400, seed=17, proxy=True),
 }
 
 
