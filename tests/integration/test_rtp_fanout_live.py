@@ -273,3 +273,37 @@ def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
     odd = {k: (n, truth[k]["packets"], after[k[:4]]) for k, n in got.items() if k not in whole + died + moved}
     assert not odd and died and (whole or moved), (odd, summary["rtp"], summary["relay"])
     assert summary["rtp"]["discovery_share_dumped"] > 0 and summary["relay"]["hellos"] >= 2
+
+
+def test_a_proxied_call_is_one_record_with_two_workers(tmp_path):
+    """Calls through a proxy and media relay (sim/rtpgen ``proxy``): both legs carry the Call-ID on two
+    flows, which the kernel's hash would put on different workers (two call records for one call, and the
+    two workers' SDP of one call side replacing each other's, streams unreported).  The SIP-affinity demux
+    (capture/fanout_bpf) puts all of SIP on one worker: one record per call, its four streams, as one
+    worker makes them; the media spread over both workers."""
+    require_root_and("tcpreplay", "tcprewrite")
+    src = tmp_path / "proxy-gen.pcap"
+    with open(src, "wb") as f:
+        wl = generate(f, RtpGenSpec(calls=CALLS, packets=PACKETS, call_gap_ms=20, seed=16, proxy=True))
+    with veth_pair("rtps", subnet=91) as p:
+        def mac(ns: str, ifname: str) -> str:
+            return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+        pcap = tmp_path / "proxy.pcap"
+        sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+           f"--infile={src}", f"--outfile={pcap}")
+        one, recs1 = _live(p, tmp_path, pcap, 1, "--calls")
+        two, recs2 = _live(p, tmp_path, pcap, 2, "--calls")
+    assert two["fanout"]["sip_affinity"] == 2 and min(two["per_worker_packets"]) > 0
+    assert two["rtp"]["discovery_share_applied_sides"] > 0     # media on the worker without the SIP
+    for s in (one, two):
+        assert s["kernel"]["kernel_drops"] == 0
+    truth = {(s.src_ip, s.src_port, s.dst_ip, s.dst_port, s.ssrc) for s in wl.streams}
+    got1, got2 = _finals(recs1), _finals(recs2)
+    assert set(got1) == set(got2) == truth
+    for k in truth:
+        assert _counts(got1[k]) == _counts(got2[k]), k
+    calls1 = [r for r in recs1 if r["type"] == "call"]
+    calls2 = [r for r in recs2 if r["type"] == "call"]
+    assert sorted(r["call_id"] for r in calls2) == sorted(r["call_id"] for r in calls1) == sorted(wl.call_ids)
+    for r in calls2:
+        assert r["state"] == "ended" and r["media"]["streams"] == 4, r

@@ -45,6 +45,8 @@ PACKET_FANOUT = 18
 TPACKET_V3 = 2
 PACKET_MR_PROMISC = 1
 PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_CBPF = 6     # the group's own classic BPF program picks the member (capture/fanout_bpf.py)
+PACKET_FANOUT_DATA = 22
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 ETH_P_ALL = 0x0003
 TP_STATUS_KERNEL = 0
@@ -123,7 +125,7 @@ class Ring:
     cooked = False   # SOCK_DGRAM: frames start at the network header (no tags to put back)
 
     def __init__(self, interface: str, insns: list | None, config: RingConfig, fanout_group: int | None = None,
-                 batch_size: int = 8192):
+                 batch_size: int = 8192, fanout_prog: list | None = None):
         self.interface = interface
         self.config = config
         c = config
@@ -154,8 +156,11 @@ class Ring:
                                 mmap.PROT_READ | mmap.PROT_WRITE)
             _bind(self.sock, self.ifindex, ETH_P_ALL)  # now packets start to flow
             if fanout_group is not None:
-                arg = (fanout_group & 0xFFFF) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+                mode = PACKET_FANOUT_HASH if fanout_prog is None else PACKET_FANOUT_CBPF
+                arg = (fanout_group & 0xFFFF) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16)
                 self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
+                if fanout_prog is not None:   # the group's program; until it is set, every packet goes to member 0
+                    bpf.attach(self.sock, fanout_prog, SOL_PACKET, PACKET_FANOUT_DATA)
             if c.promiscuous and not self.any:
                 mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
                 self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)  # dropped with the socket
@@ -234,14 +239,14 @@ class LiveCapture:
     """Several interfaces polled together; yields batches until stopped."""
 
     def __init__(self, interfaces: list[str], filter_expr: str | None, config: RingConfig | None = None,
-                 fanout_group: int | None = None):
+                 fanout_group: int | None = None, fanout_prog: list | None = None):
         self.config = config or RingConfig()
         self.filter_expr = filter_expr
         self.rings: list[Ring] = []
         try:
             for name in interfaces:
                 insns = compile_for(filter_expr, name, self.config.snaplen) if filter_expr else None
-                self.rings.append(Ring(name, insns, self.config, fanout_group))
+                self.rings.append(Ring(name, insns, self.config, fanout_group, fanout_prog=fanout_prog))
         except BaseException:
             self.close()
             raise

@@ -91,12 +91,14 @@ def compile_filter(expr: str, linktype: int = linktypes.ETHERNET,
     return insns
 
 
-def attach(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
-    """SO_ATTACH_FILTER: the kernel runs the program on every packet before the ring."""
+def attach(sock: socket.socket, insns: list[tuple[int, int, int, int]], level: int = socket.SOL_SOCKET,
+           option: int = SO_ATTACH_FILTER) -> None:
+    """SO_ATTACH_FILTER: the kernel runs the program on every packet before the ring (or another option
+    taking a ``struct sock_fprog``: PACKET_FANOUT_DATA)."""
     arr = (_Insn * len(insns))(*[_Insn(*i) for i in insns])
     # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
     fprog = struct.pack("HL", len(insns), ctypes.addressof(arr))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    sock.setsockopt(level, option, fprog)
 
 
 DROP_ALL = [(0x06, 0, 0, 0)]  # ret #0

@@ -24,6 +24,7 @@ from multiprocessing.connection import wait
 from typing import Any, Callable
 
 from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
+from otus_agent.capture.fanout_bpf import sip_affinity
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
 from otus_agent.engine.parsers import Sharing
 from otus_agent.engine.pipeline import Engine, EngineConfig, build_engine, quiet_gc
@@ -239,6 +240,20 @@ def _relay(engine: Engine, mesh: Mesh | None) -> Relay | None:
     return Relay(rx, peers, shares, me) if shares else None
 
 
+def fanout_program(engine_cfg: EngineConfig) -> list | None:
+    """The fanout group's demux (capture/fanout_bpf): all of SIP to one worker when records join the
+    messages of a call, which may be more than one flow (call summaries, rtp's SDP announcements); else
+    None, the kernel's hash by flow (SIP spread over the workers too).  Also None when SIP listens on
+    more ports than the program can test (then as before: a call's flows may land on different workers)."""
+    sip = engine_cfg.settings.get("sip") or SipConfig()
+    if not (sip.call_summaries or "rtp" in engine_cfg.parsers) or "sip" not in engine_cfg.parsers:
+        return None
+    try:
+        return sip_affinity(tuple(sip.ports))
+    except ValueError:
+        return None
+
+
 def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callable,
                   stop: Callable[[], bool], worker: int | None, fanout: int | None,
                   on_stats: Callable[[dict], None] | None = None,
@@ -246,7 +261,8 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
     """Capture until stopped; returns this process's summary."""
     engine = build_engine(engine_cfg, emit_lines, worker)
     relay = _relay(engine, mesh)
-    cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout)
+    prog = fanout_program(engine_cfg) if fanout is not None else None
+    cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout, prog)
     writer = None
     if cfg.pcap_path:
         path = cfg.pcap_path if worker is None else f"{cfg.pcap_path.removesuffix('.pcap')}-w{worker}.pcap"
@@ -267,6 +283,8 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                              "files": len(writer.files)}
         if relay is not None:
             s["relay"] = relay.stats()
+        if fanout is not None:
+            s["fanout"] = {"sip_affinity": 1 if prog is not None else 0}
         return s
     try:
         while not stop():

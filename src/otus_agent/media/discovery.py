@@ -39,7 +39,7 @@ import base64
 import ipaddress
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Container
+from typing import Container, Iterable, Mapping
 
 from otus_agent.media.rtp import parse_rtcp
 from otus_agent.media.summary import valid_part
@@ -498,12 +498,26 @@ def _header(payload: bytes) -> bytes:
     return payload[:end]
 
 
-def rtcp_is_here(payload: bytes, streams: Container[int]) -> bool:
+def rtcp_is_here(payload: bytes, streams: Container[int] | Mapping[int, Iterable],
+                 hosts: tuple[str, str] | None = None) -> bool:
     """Whether an RTCP packet names an SSRC in ``streams`` (sender, report blocks, SDES, BYE, XR), or is
-    refused (then the stage that got it counts it): fanout workers keep such RTCP, forward the rest."""
+    refused (then the stage that got it counts it): fanout workers keep such RTCP, forward the rest.
+
+    With ``hosts`` (the RTCP's source and destination), ``streams`` maps each SSRC to its open streams
+    (``.key``: src, sport, dst, dport, ssrc) and one of them must be between those two hosts.  Why: a
+    media relay forwards a stream with its SSRC, so one SSRC is on a stream of each leg, and the worker
+    holding the other leg's stream must not keep the RTCP (MediaStage._rtcp would join it there)."""
     rt = parse_rtcp(payload, Counter())
     if rt is None:
         return True
-    return (rt.sender_ssrc in streams or any(b.ssrc in streams or r in streams for r, b in rt.reports)
-            or any(s in streams for s in rt.cnames) or any(s in streams for s in rt.bye)
-            or any(x.ssrc in streams for _, x in rt.xr_voip))
+    named = (rt.sender_ssrc, *(b.ssrc for _, b in rt.reports), *(r for r, _ in rt.reports), *rt.cnames,
+             *rt.bye, *(x.ssrc for _, x in rt.xr_voip))
+    if hosts is None:
+        return any(s in streams for s in named)
+    src, dst = hosts
+    for s in named:
+        for ms in streams.get(s, ()):   # type: ignore[union-attr]
+            k = ms.key
+            if (k[0] == src and k[2] == dst) or (k[0] == dst and k[2] == src):
+                return True
+    return False

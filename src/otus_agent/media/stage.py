@@ -213,7 +213,7 @@ class MediaStage:
                     self.discovery.waiting.hold(ts_ns, flow, payload)
                 return
         if ep.rtcp or (ep.mux and R.looks_like_rtcp(payload)):
-            if self.discovery.outbox is not None and not rtcp_is_here(payload, self.by_ssrc):
+            if self.discovery.outbox is not None and not rtcp_is_here(payload, self.by_ssrc, (src, dst)):
                 self.discovery.rtcp_out(ts_ns, flow, payload)   # a fanout worker: its streams are elsewhere
                 return
             self._rtcp(ts_ns, payload, src, dst)
@@ -508,7 +508,7 @@ class MediaStage:
         counters = self.discovery.counters
         for ts, (src, sport, dst, dport), payload in packets:
             if rtcp:
-                if not rtcp_is_here(payload, self.by_ssrc):   # its streams are on neither worker (a third one, or none)
+                if not rtcp_is_here(payload, self.by_ssrc, (src, dst)):   # on neither worker (a third, or none)
                     counters["share_rtcp_not_here"] += 1
                     continue
                 counters["share_rtcp_applied"] += 1

@@ -1,0 +1,137 @@
+"""The fanout group's demux program (PACKET_FANOUT_CBPF): every SIP packet to one member, the rest by flow.
+
+Why: the kernel's own hash (PACKET_FANOUT_HASH) puts each flow on one worker, and a call's SIP is often
+more than one flow: through a proxy both legs carry its Call-ID (A <-> P and P <-> B), and requests and
+responses may use other ports.  Hashed apart, each worker correlates the part it sees: two call records for
+one call, and the two workers' SDP announcements of one call side replace each other's, so streams go
+unreported.  With this program the whole of SIP (its ports, UDP, TCP and SCTP, and IPv6 fragments, which
+the kernel does not reassemble before the demux: on a voice network those are SIP) goes to member 0, and
+every other packet to ``hash % members``, where the hash is symmetric in the two endpoints (the sum of the
+addresses plus the sum of the ports, scrambled by a multiplication), so both directions of a stream and its
+RTCP's share the worker only by chance, as with the kernel's hash.  IPv4 fragments are reassembled before
+the program runs (PACKET_FANOUT_FLAG_DEFRAG).  Other link protocols (ARP, VLAN tags the NIC left in the
+frame) go to member 0.
+
+Every load is relative to the network header (SKF_NET_OFF), not to where the packet's data starts:
+the demux runs before the packet socket adjusts the buffer, and there an outgoing packet still starts at
+its link header while an incoming one starts at its network header.  The link protocol comes from the
+socket buffer (SKF_AD_PROTOCOL).  The kernel takes the returned value modulo the members in the group.
+"""
+from __future__ import annotations
+
+MAX_PORTS = 40   # each port is two compares per IP version; a conditional jump reaches 255 instructions ahead
+
+SKF_AD_PROTOCOL = -0x1000 + 0     # SKF_AD_OFF + SKF_AD_PROTOCOL: skb->protocol, host order
+NET = -0x100000                   # SKF_NET_OFF: offsets from the network header
+_LD_W_ABS, _LD_H_ABS, _LD_B_ABS = 0x20, 0x28, 0x30
+_LD_H_IND = 0x48
+_LD_IMM, _LDX_MEM, _ST, _TAX = 0x00, 0x61, 0x02, 0x07
+_ADD_X, _MUL_K, _RSH_K, _AND_K, _LSH_K = 0x0C, 0x24, 0x74, 0x54, 0x64
+_JEQ_K, _JSET_K, _JA = 0x15, 0x45, 0x05
+_RET_K, _RET_A = 0x06, 0x16
+GOLDEN = 0x9E3779B1
+
+
+class _Prog:
+    """Instructions with symbolic jump targets, resolved at the end (classic BPF jumps forward only)."""
+
+    def __init__(self) -> None:
+        self.code: list[list] = []
+        self.labels: dict[str, int] = {}
+
+    def op(self, code: int, k: int = 0, jt: str | int = 0, jf: str | int = 0) -> None:
+        self.code.append([code, jt, jf, k])
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.code)
+
+    def resolve(self) -> list[tuple[int, int, int, int]]:
+        out = []
+        for i, (code, jt, jf, k) in enumerate(self.code):
+            jt = self.labels[jt] - i - 1 if isinstance(jt, str) else jt
+            jf = self.labels[jf] - i - 1 if isinstance(jf, str) else jf
+            if code == _JA and isinstance(k, str):
+                k = self.labels[k] - i - 1
+            if not (0 <= jt <= 255 and 0 <= jf <= 255):
+                raise ValueError("fanout program too long for a conditional jump")
+            out.append((code, jt, jf, k & 0xFFFFFFFF))
+        return out
+
+
+def _sip_port_test(p: _Prog, ports: tuple[int, ...], x_offset: int) -> None:
+    """A = the port at [x + x_offset]; each SIP port jumps to ``sip``."""
+    p.op(_LD_H_IND, NET + x_offset)
+    for port in ports:
+        p.op(_JEQ_K, port, "sip", 0)
+
+
+def sip_affinity(ports: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """The demux program for SIP on ``ports``; ValueError for more than MAX_PORTS ports."""
+    ports = tuple(sorted(set(ports)))
+    if not ports or len(ports) > MAX_PORTS or not all(0 < x < 65536 for x in ports):
+        raise ValueError(f"fanout SIP affinity takes 1 to {MAX_PORTS} ports, got {len(ports)}")
+    p = _Prog()
+    p.op(_LD_IMM, 0)
+    p.op(_ST, 1)                          # M[1]: the ports' sum (0 when there are no ports)
+    p.op(_LD_W_ABS, SKF_AD_PROTOCOL)
+    p.op(_JEQ_K, 0x0800, "v4", 0)
+    p.op(_JEQ_K, 0x86DD, "v6", "sip")     # neither: member 0
+
+    p.label("v4")
+    p.op(_LD_B_ABS, NET + 9)              # protocol
+    p.op(_JEQ_K, 17, "v4l4", 0)
+    p.op(_JEQ_K, 6, "v4l4", 0)
+    p.op(_JEQ_K, 132, "v4l4", "v4addr")
+    p.label("v4l4")
+    p.op(_LD_H_ABS, NET + 6)
+    p.op(_JSET_K, 0x1FFF, "v4addr", 0)    # a later fragment (not reassembled): no ports in it
+    p.op(_LD_B_ABS, NET + 0)
+    p.op(_AND_K, 0x0F)
+    p.op(_LSH_K, 2)
+    p.op(_TAX)                            # X = the IPv4 header's length
+    _sip_port_test(p, ports, 0)
+    p.op(_ST, 0)
+    _sip_port_test(p, ports, 2)
+    p.op(_LDX_MEM, 0)
+    p.op(_ADD_X)
+    p.op(_ST, 1)
+    p.label("v4addr")
+    p.op(_LD_W_ABS, NET + 12)
+    p.op(_ST, 0)
+    p.op(_LD_W_ABS, NET + 16)
+    p.op(_LDX_MEM, 0)
+    p.op(_ADD_X)
+    p.op(_JA, "mix")
+
+    p.label("v6")
+    p.op(_LD_B_ABS, NET + 6)              # next header
+    p.op(_JEQ_K, 44, "sip", 0)            # a fragment: SIP's, most likely (RTP is small)
+    p.op(_JEQ_K, 17, "v6l4", 0)
+    p.op(_JEQ_K, 6, "v6l4", 0)
+    p.op(_JEQ_K, 132, "v6l4", "v6addr")
+    p.label("v6l4")
+    p.op(_LD_IMM, 40)
+    p.op(_TAX)                            # X = 40, the fixed header's length
+    _sip_port_test(p, ports, 0)
+    p.op(_ST, 0)
+    _sip_port_test(p, ports, 2)
+    p.op(_LDX_MEM, 0)
+    p.op(_ADD_X)
+    p.op(_ST, 1)
+    p.label("v6addr")
+    p.op(_LD_W_ABS, NET + 8)
+    for off in range(12, 40, 4):          # the sum of the eight address words
+        p.op(_ST, 0)
+        p.op(_LD_W_ABS, NET + off)
+        p.op(_LDX_MEM, 0)
+        p.op(_ADD_X)
+
+    p.label("mix")
+    p.op(_LDX_MEM, 1)
+    p.op(_ADD_X)
+    p.op(_MUL_K, GOLDEN)
+    p.op(_RSH_K, 16)
+    p.op(_RET_A)
+    p.label("sip")
+    p.op(_RET_K, 0)
+    return p.resolve()

@@ -1,0 +1,139 @@
+"""The fanout group's SIP-affinity program (capture/fanout_bpf.py) in this kernel, on a veth.
+
+Two rings (``afpacket.Ring``, as a worker opens them) join one PACKET_FANOUT_CBPF group on namespace b's
+end.  Namespace a sends to b and b sends to a, so b's rings see both incoming packets and outgoing ones
+(which reach the demux still starting at their link header: the program reads from the network header).
+SIP over UDP and TCP on any port pair with 5060 on one side, IPv4 and IPv6, goes to the first member;
+the other flows are spread over both members, and each flow's two directions land on one member.  The
+whole through ``otus run --workers 2 --calls`` (a proxy's two legs on one worker) is in
+test_rtp_fanout_live.py and test_relay_legs.py.
+
+Namespaces ``otus-fanaff-<pid>-a/-b`` (tests/netns.veth_pair) are removed also on failure.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from otus_agent.capture.fanout_bpf import MAX_PORTS, sip_affinity
+
+from ..netns import require_root_and, sh, stop, veth_pair
+
+pytestmark = pytest.mark.netns
+
+CAPTURE = r"""
+import json, socket, sys, time
+from otus_agent.capture.afpacket import Ring, RingConfig
+from otus_agent.capture.fanout_bpf import sip_affinity
+ifname, group = sys.argv[1], int(sys.argv[2])
+prog = sip_affinity((5060, 5061))
+cfg = RingConfig(block_timeout_ms=5)
+rings = [Ring(ifname, None, cfg, group, fanout_prog=prog) for _ in range(2)]
+print("ready", flush=True)
+sys.stdin.readline()              # the senders are done
+time.sleep(0.3)
+seen = []
+for member, r in enumerate(rings):
+    for b in r.poll_blocks():
+        for i in range(b.n):
+            f = bytes(b.packet(i))
+            et = int.from_bytes(f[12:14], "big")
+            if et == 0x0800 and f[23] in (6, 17):
+                ihl = (f[14] & 0x0F) * 4
+                src, dst, l4 = socket.inet_ntop(socket.AF_INET, f[26:30]), socket.inet_ntop(socket.AF_INET, f[30:34]), 14 + ihl
+            elif et == 0x86DD and f[20] in (6, 17):
+                src, dst, l4 = socket.inet_ntop(socket.AF_INET6, f[22:38]), socket.inet_ntop(socket.AF_INET6, f[38:54]), 54
+            else:
+                continue
+            seen.append([member, src, int.from_bytes(f[l4:l4 + 2], "big"), dst, int.from_bytes(f[l4 + 2:l4 + 4], "big")])
+for r in rings:
+    r.close()
+print(json.dumps(seen), flush=True)
+"""
+
+SEND = r"""
+import socket, sys
+me, peer, me6, peer6, reverse = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+def udp(fam, src, sport, dst, dport, n):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((src, sport))
+    for _ in range(n):
+        s.sendto(b"x" * 40, (dst, dport))
+    s.close()
+for i in range(40):                       # media-like flows, both directions (reverse: b answers)
+    a, b = 20000 + 2 * i, 30000 + 2 * i
+    if reverse:
+        udp(socket.AF_INET, me, b, peer, a, 3)
+    else:
+        udp(socket.AF_INET, me, a, peer, b, 3)
+        udp(socket.AF_INET6, me6, a + 1000, peer6, b + 1000, 3)
+if not reverse:
+    for i in range(30):                   # SIP: to 5060 from other ports, from 5060 to others, IPv6
+        udp(socket.AF_INET, me, 40000 + i, peer, 5060, 1)
+        udp(socket.AF_INET, me, 5060, peer, 41000 + i, 1)
+        udp(socket.AF_INET6, me6, 42000 + i, peer6, 5061, 1)
+    for i in range(5):                    # SIP over TCP: the handshake's packets both ways
+        c = socket.create_connection((peer, 5060), timeout=5, source_address=(me, 43000 + i))
+        c.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+        c.close()
+"""
+
+LISTEN = r"""
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5060)); s.listen(16); s.settimeout(0.5)
+end = time.monotonic() + float(sys.argv[2])
+print("ready", flush=True)
+while time.monotonic() < end:
+    try:
+        c, _ = s.accept(); c.recv(100); c.close()
+    except OSError:
+        pass
+"""
+
+
+def test_the_program_refuses_what_it_cannot_test():
+    with pytest.raises(ValueError):
+        sip_affinity(())
+    with pytest.raises(ValueError):
+        sip_affinity(tuple(range(6000, 6001 + MAX_PORTS)))
+    assert sip_affinity(tuple(range(6000, 6000 + MAX_PORTS)))   # the limit itself fits the jumps
+
+
+def test_sip_goes_to_the_first_member_and_other_flows_spread_by_flow():
+    require_root_and()
+    with veth_pair("fanaff", subnet=95) as p:
+        ip6_a, ip6_b = "fd95::1", "fd95::2"
+        for ns, ifn, ip in ((p.ns_a, p.if_a, ip6_a), (p.ns_b, p.if_b, ip6_b)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", ifn, "nodad")
+        listen = p.popen(p.ns_b, sys.executable, "-c", LISTEN, p.ip_b, "20", stdout=subprocess.PIPE, text=True)
+        cap = p.popen(p.ns_b, sys.executable, "-c", CAPTURE, p.if_b, "4242", stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, text=True)
+        try:
+            assert listen.stdout.readline().strip() == "ready"
+            assert cap.stdout.readline().strip() == "ready"
+            p.run(p.ns_a, sys.executable, "-c", SEND, p.ip_a, p.ip_b, ip6_a, ip6_b, "0", timeout=60)
+            p.run(p.ns_b, sys.executable, "-c", SEND, p.ip_b, p.ip_a, ip6_b, ip6_a, "1", timeout=60)
+            out, _ = cap.communicate("go\n", timeout=60)
+        finally:
+            stop(cap)
+            stop(listen)
+    assert cap.returncode == 0
+    seen = json.loads(out.strip().splitlines()[-1])
+    sip = [s for s in seen if 5060 in (s[2], s[4]) or 5061 in (s[2], s[4])]
+    other = [s for s in seen if s not in sip]
+    assert len([s for s in sip if s[2] != 5060 and s[4] == 5060 and ":" not in s[1]]) >= 30 + 5   # UDP + SYNs
+    assert any(":" in s[1] for s in sip) and any(s[1] == p.ip_b for s in sip)   # IPv6; outgoing (b's answers)
+    assert {s[0] for s in sip} == {0}, [s for s in sip if s[0] != 0]
+    by_flow: dict[tuple, set[int]] = {}
+    for member, src, sport, dst, dport in other:
+        by_flow.setdefault(tuple(sorted([(src, sport), (dst, dport)])), set()).add(member)
+    assert len(by_flow) == 80                                        # 40 IPv4 (both ways) + 40 IPv6 flows
+    assert all(len(m) == 1 for m in by_flow.values())                # a flow's packets, both ways: one member
+    both_ways = [k for k in by_flow if k[0][0] == p.ip_a and sum(1 for s in other if (s[1], s[2]) == k[1]) > 0]
+    assert len(both_ways) == 40                                      # b's answers (outgoing) were seen
+    members = [next(iter(m)) for m in by_flow.values()]
+    assert members.count(0) >= 16 and members.count(1) >= 16         # spread (binomial 80, 1/2: > 5 sigma)
