@@ -29,11 +29,9 @@ import time
 import pytest
 
 from otus_agent.capture.pcapfile import PcapWriter, open_capture
-from otus_agent.engine.pipeline import EngineConfig, build_engine
 from otus_agent.sim.rtpgen import RtpGenSpec, generate
-from otus_agent.sip.framing import SipConfig
 
-from ..agent.media.helpers import TSHARK, tshark_streams
+from ..agent.media.helpers import TSHARK, run_engine, tshark_streams
 from ..conftest import otus_bin
 from ..netns import Pair, kill_a_worker, require_root_and, sh, stop, veth_pair, wait_for_packet_sockets
 
@@ -79,13 +77,7 @@ def _racy_calls(tmp_path) -> tuple[object, object]:
 
 
 def _offline(path) -> list[dict]:
-    out = bytearray()
-    e = build_engine(EngineConfig(parsers=("sip", "rtp"), settings={"sip": SipConfig(call_summaries=True)}),
-                     out.extend)
-    with open_capture(str(path)) as r:
-        e.run(r.batches())
-    e.finish()
-    return [json.loads(x) for x in bytes(out).splitlines()]
+    return run_engine(path)[0]
 
 
 def _finals(recs: list[dict]) -> dict[tuple, dict]:
@@ -98,14 +90,19 @@ def _finals(recs: list[dict]) -> dict[tuple, dict]:
     return out
 
 
-def _replay_file(p: Pair, tmp_path) -> tuple[object, object]:
-    """The racy calls with their frames addressed from namespace a's veth end to b's (tcpreplay sends them)."""
+def _addressed(p: Pair, src, out) -> None:
+    """``src``'s frames addressed from namespace a's veth end to b's (tcpreplay sends them) into ``out``."""
     def mac(ns: str, ifname: str) -> str:
         return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
+    sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
+       f"--infile={src}", f"--outfile={out}")
+
+
+def _replay_file(p: Pair, tmp_path) -> tuple[object, object]:
+    """The racy calls, addressed for the veth."""
     racy, wl = _racy_calls(tmp_path)
     pcap = tmp_path / "replay.pcap"
-    sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
-       f"--infile={racy}", f"--outfile={pcap}")
+    _addressed(p, racy, pcap)
     return pcap, wl
 
 
@@ -286,11 +283,8 @@ def test_a_proxied_call_is_one_record_with_two_workers(tmp_path):
     with open(src, "wb") as f:
         wl = generate(f, RtpGenSpec(calls=CALLS, packets=PACKETS, call_gap_ms=20, seed=16, proxy=True))
     with veth_pair("rtps", subnet=91) as p:
-        def mac(ns: str, ifname: str) -> str:
-            return p.run(ns, "cat", f"/sys/class/net/{ifname}/address").stdout.strip()
         pcap = tmp_path / "proxy.pcap"
-        sh("tcprewrite", f"--enet-smac={mac(p.ns_a, p.if_a)}", f"--enet-dmac={mac(p.ns_b, p.if_b)}",
-           f"--infile={src}", f"--outfile={pcap}")
+        _addressed(p, src, pcap)
         one, recs1 = _live(p, tmp_path, pcap, 1, "--calls")
         two, recs2 = _live(p, tmp_path, pcap, 2, "--calls")
     assert two["fanout"]["sip_affinity"] == 2 and min(two["per_worker_packets"]) > 0

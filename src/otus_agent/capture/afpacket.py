@@ -5,8 +5,9 @@ filter is attached, the ring mapped, and only then is it bound to the
 interface, so no unfiltered packet ever reaches the ring.  Retired blocks
 are copied once (one copy per block, not per packet), indexed by a compiled
 walker into a ``PacketBatch`` and handed back to the kernel at once.
-Several processes can join one fanout group (hash by flow, defragmenting),
-so the fragments and segments of one flow reach one worker.
+Several processes can join one fanout group (the kernel's hash by flow, or the
+group's own program, capture/fanout_bpf.py; defragmenting), so the fragments and
+segments of one flow reach one worker.
 
 Ethernet-framed devices (Ethernet, veth, bridges, VXLAN, loopback) are read
 raw, with their link header (LINKTYPE_ETHERNET).  The ``any`` device and

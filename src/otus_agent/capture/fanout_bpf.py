@@ -39,7 +39,7 @@ class _Prog:
         self.code: list[list] = []
         self.labels: dict[str, int] = {}
 
-    def op(self, code: int, k: int = 0, jt: str | int = 0, jf: str | int = 0) -> None:
+    def op(self, code: int, k: int | str = 0, jt: str | int = 0, jf: str | int = 0) -> None:
         self.code.append([code, jt, jf, k])
 
     def label(self, name: str) -> None:
@@ -50,7 +50,7 @@ class _Prog:
         for i, (code, jt, jf, k) in enumerate(self.code):
             jt = self.labels[jt] - i - 1 if isinstance(jt, str) else jt
             jf = self.labels[jf] - i - 1 if isinstance(jf, str) else jf
-            if code == _JA and isinstance(k, str):
+            if isinstance(k, str):   # ja's target
                 k = self.labels[k] - i - 1
             if not (0 <= jt <= 255 and 0 <= jf <= 255):
                 raise ValueError("fanout program too long for a conditional jump")
@@ -58,11 +58,17 @@ class _Prog:
         return out
 
 
-def _sip_port_test(p: _Prog, ports: tuple[int, ...], x_offset: int) -> None:
-    """A = the port at [x + x_offset]; each SIP port jumps to ``sip``."""
-    p.op(_LD_H_IND, NET + x_offset)
-    for port in ports:
-        p.op(_JEQ_K, port, "sip", 0)
+def _ports(p: _Prog, ports: tuple[int, ...]) -> None:
+    """The transport header at X: either port a SIP port jumps to ``sip``, else M[1] = their sum."""
+    for at in (0, 2):
+        p.op(_LD_H_IND, NET + at)
+        for port in ports:
+            p.op(_JEQ_K, port, "sip", 0)
+        if at == 0:
+            p.op(_ST, 0)
+    p.op(_LDX_MEM, 0)
+    p.op(_ADD_X)
+    p.op(_ST, 1)
 
 
 def sip_affinity(ports: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
@@ -89,12 +95,7 @@ def sip_affinity(ports: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     p.op(_AND_K, 0x0F)
     p.op(_LSH_K, 2)
     p.op(_TAX)                            # X = the IPv4 header's length
-    _sip_port_test(p, ports, 0)
-    p.op(_ST, 0)
-    _sip_port_test(p, ports, 2)
-    p.op(_LDX_MEM, 0)
-    p.op(_ADD_X)
-    p.op(_ST, 1)
+    _ports(p, ports)
     p.label("v4addr")
     p.op(_LD_W_ABS, NET + 12)
     p.op(_ST, 0)
@@ -112,12 +113,7 @@ def sip_affinity(ports: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     p.label("v6l4")
     p.op(_LD_IMM, 40)
     p.op(_TAX)                            # X = 40, the fixed header's length
-    _sip_port_test(p, ports, 0)
-    p.op(_ST, 0)
-    _sip_port_test(p, ports, 2)
-    p.op(_LDX_MEM, 0)
-    p.op(_ADD_X)
-    p.op(_ST, 1)
+    _ports(p, ports)
     p.label("v6addr")
     p.op(_LD_W_ABS, NET + 8)
     for off in range(12, 40, 4):          # the sum of the eight address words

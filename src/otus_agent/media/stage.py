@@ -397,7 +397,7 @@ class MediaStage:
             key = _lane_key(flow)
             if key is not None:
                 self.lane.pop(key)
-        same = self.by_ssrc.get(ms.key[4], ())
+        same = self.by_ssrc.get(ms.key[4], [])
         for i, m in enumerate(same):
             if m is ms:
                 del same[i]

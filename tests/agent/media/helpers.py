@@ -1,11 +1,13 @@
 """Run a capture through SIP + media stages, and read tshark's RTP stream table (test helpers)."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 
 from otus_agent.capture.pcapfile import open_capture
+from otus_agent.engine.pipeline import EngineConfig, build_engine
 from otus_agent.media.stage import MediaConfig, MediaStage
 from otus_agent.reassembly.datagrams import Datagram, DatagramStage
 from otus_agent.sip.framing import SipConfig, SipStage
@@ -15,6 +17,17 @@ _ROW = re.compile(r"^\s*(?P<start>[\d.]+)\s+(?P<end>[\d.]+)\s+(?P<src>\S+)\s+(?P
                   r"(?P<dport>\d+)\s+0x(?P<ssrc>[0-9A-Fa-f]+)\s+(?P<payload>.*?)\s+(?P<pkts>\d+)\s+(?P<lost>-?\d+)\s+"
                   r"\([^)]*\)\s+(?P<min_delta>[\d.]+)\s+(?P<mean_delta>[\d.]+)\s+(?P<max_delta>[\d.]+)\s+"
                   r"(?P<min_jitter>[\d.]+)\s+(?P<mean_jitter>[\d.]+)\s+(?P<max_jitter>[\d.]+)")
+
+
+def run_engine(path) -> tuple[list[dict], dict]:
+    """The engine ``otus run --pcap FILE --parsers sip,rtp --calls`` builds: its records and summary."""
+    out = bytearray()
+    e = build_engine(EngineConfig(parsers=("sip", "rtp"), settings={"sip": SipConfig(call_summaries=True)}),
+                     out.extend)
+    with open_capture(str(path)) as r:
+        e.run(r.batches())
+    e.finish()
+    return [json.loads(x) for x in bytes(out).splitlines()], e.summary()
 
 
 def run_pcap(path, config: MediaConfig | None = None) -> tuple[list[dict], MediaStage, list[dict]]:

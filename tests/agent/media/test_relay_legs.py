@@ -9,22 +9,9 @@ and were not ended by their RTCP BYE.  The engine is the one ``otus run --pcap``
 """
 from __future__ import annotations
 
-import json
-
-from otus_agent.capture.pcapfile import open_capture
-from otus_agent.engine.pipeline import EngineConfig, build_engine
 from otus_agent.sim.rtpgen import RtpGenSpec, generate
-from otus_agent.sip.framing import SipConfig
 
-
-def _run(path) -> tuple[list[dict], dict]:
-    out = bytearray()
-    e = build_engine(EngineConfig(parsers=("sip", "rtp"), settings={"sip": SipConfig(call_summaries=True)}),
-                     out.extend)
-    with open_capture(str(path)) as r:
-        e.run(r.batches())
-    e.finish()
-    return [json.loads(x) for x in bytes(out).splitlines()], e.summary()
+from .helpers import run_engine as _run
 
 
 def test_each_leg_of_a_relayed_call_has_its_own_stream_and_rtcp(tmp_path):
