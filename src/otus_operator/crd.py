@@ -82,7 +82,9 @@ class Capture(_M):
                                   description="tcpdump-syntax kernel filter; default: the SIP ports plus IP fragments, "
                                   "widened for media (RTP-shaped UDP) and dns (its ports); none with flow.")
     snaplen: int = Field(default=65535, ge=64, le=262144, description="Bytes kept per packet.")
-    workers: int = Field(default=1, ge=1, le=64, description="Capture processes per agent (PACKET_FANOUT).")
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="Capture processes per agent (PACKET_FANOUT). With call summaries or rtp, "
+                                     "all of SIP goes to the first of them.")
     promiscuous: bool = Field(default=False, description="Put the interfaces in promiscuous mode.")
 
 

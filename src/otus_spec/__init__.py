@@ -391,7 +391,9 @@ class TaskSpec(_Strict):
     detect: DetectOptions = Field(default_factory=DetectOptions,
                                   description="detector thresholds and windows (parser detect)")
     snaplen: int = Field(default=65535, ge=64, le=262144)
-    workers: int = Field(default=1, ge=1, le=64, description="capture processes sharing the traffic (fanout)")
+    workers: int = Field(default=1, ge=1, le=64,
+                         description="capture processes sharing the traffic (fanout); with call summaries or rtp, "
+                                     "all of SIP goes to the first of them")
     promiscuous: bool = False
     ring: RingOptions = Field(default_factory=RingOptions)
     identity: IdentityOptions = Field(default_factory=IdentityOptions,
