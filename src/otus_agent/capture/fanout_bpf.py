@@ -7,10 +7,10 @@ one call, and the two workers' SDP announcements of one call side replace each o
 unreported.  With this program the whole of SIP (its ports, UDP, TCP and SCTP, and IPv6 fragments, which
 the kernel does not reassemble before the demux: on a voice network those are SIP) goes to member 0, and
 every other packet to ``hash % members``, where the hash is symmetric in the two endpoints (the sum of the
-addresses plus the sum of the ports, scrambled by a multiplication), so both directions of a stream and its
-RTCP's share the worker only by chance, as with the kernel's hash.  IPv4 fragments are reassembled before
-the program runs (PACKET_FANOUT_FLAG_DEFRAG).  Other link protocols (ARP, VLAN tags the NIC left in the
-frame) go to member 0.
+addresses plus the sum of the ports, scrambled by a multiplication), so both directions of a flow reach one
+worker; a stream and its RTCP (another flow) share one only by chance, as with the kernel's hash.
+IPv4 fragments are reassembled before the program runs (PACKET_FANOUT_FLAG_DEFRAG).  Other link
+protocols (ARP, VLAN tags the NIC left in the frame) go to member 0.
 
 Every load is relative to the network header (SKF_NET_OFF), not to where the packet's data starts:
 the demux runs before the packet socket adjusts the buffer, and there an outgoing packet still starts at

@@ -179,13 +179,13 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
         sip(t0 + 60_000_000, True, f"ACK {uri} SIP/2.0", [
             ("Via", via2), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "1 ACK")])
         media_t0 = t0 + 100_000_000
-        dirs = [(a_raw, a_ip, a_rtp, b_raw, b_ip, b_rtp), (b_raw, b_ip, b_rtp, a_raw, a_ip, a_rtp)]
-        # per direction, the hops its packets take: (source, port, destination, port, delay ns)
+        # per direction (A to B, B to A), the hops its packets take: (source raw, text, port, destination raw,
+        # text, port, delay ns); through the relay, a second hop 0.2 ms later
         if spec.proxy:
             hops = [[(a_raw, a_ip, a_rtp, p_raw, p_ip, r_a, 0), (p_raw, p_ip, r_b, b_raw, b_ip, b_rtp, 200_000)],
                     [(b_raw, b_ip, b_rtp, p_raw, p_ip, r_b, 0), (p_raw, p_ip, r_a, a_raw, a_ip, a_rtp, 200_000)]]
         else:
-            hops = [[(*dirs[d], 0)] for d in range(2)]
+            hops = [[(a_raw, a_ip, a_rtp, b_raw, b_ip, b_rtp, 0)], [(b_raw, b_ip, b_rtp, a_raw, a_ip, a_rtp, 0)]]
         far: list[StreamTruth] = []
         ssrcs = [rng.getrandbits(32), rng.getrandbits(32)]
         last_sr: list[tuple[int, int] | None] = [None, None]   # per direction: (NTP mid, arrival ns) of its SR
