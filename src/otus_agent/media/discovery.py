@@ -456,12 +456,13 @@ class Unannounced:
             self.counters["unannounced_expired"] += len(q)
 
     def adopt(self, fresh: dict[tuple[str, int], int]) -> list[Held]:
-        """Packets of the flows ``fresh`` covers (by destination first, as the stage matches), oldest first."""
+        """Packets of the flows ``fresh`` covers, oldest first, each from the earliest announcement covering
+        it on: the stage matches a flow by its destination or, failing that, by its source, so a caller's
+        RTP is counted from the offer on although the answer names its destination (early media, and both
+        sides applied at once when the SIP's worker lags)."""
         out = []
         for flow in [f for f in self.flows if (f[2], f[3]) in fresh or (f[0], f[1]) in fresh]:
-            since = fresh.get((flow[2], flow[3]))
-            if since is None:
-                since = fresh[(flow[0], flow[1])]
+            since = min(t for t in (fresh.get((flow[2], flow[3])), fresh.get((flow[0], flow[1]))) if t is not None)
             q = self.flows.pop(flow)
             before = 0
             for ts, head, size in q:

@@ -1,6 +1,7 @@
 """Write SIP calls with RTP/RTCP media of known impairments: the truth of the media tests.
 
-Each call: INVITE (SDP) -> 200 (SDP) -> ACK, one RTP stream each way (PCMU, 20 ms), RTCP
+Each call: INVITE (SDP) -> 200 (SDP) -> ACK, one RTP stream each way (PCMU, 20 ms, from
+``media_after_ms`` after the INVITE: below 50, early media before the answer), RTCP
 SR every ``rtcp_every`` packets each way (with a report block about the other direction,
 so LSR/DLSR give a round trip), optional RFC 4733 events, then BYE -> 200 and RTCP BYE.
 Impairments are drawn per packet from a seeded RNG and recorded in ``StreamTruth``:
@@ -50,6 +51,8 @@ class RtpGenSpec:
     call_gap_ms: int = 150             # calls start this far apart (they overlap)
     ipv6: bool = False                 # every call over IPv6 (SDP "IN IP6")
     proxy: bool = False                # every call through a proxy and media relay: two legs, four streams
+    media_after_ms: int = 100          # media starts this long after the INVITE; below 50, before the 200's
+                                       # answer (early media: the offer alone announces both directions)
 
 
 @dataclass
@@ -178,7 +181,7 @@ def generate(f: BinaryIO, spec: RtpGenSpec) -> RtpWorkload:
         via2 = f"SIP/2.0/UDP {host_a}:5060;branch=z9hG4bK{rng.getrandbits(40):010x}"
         sip(t0 + 60_000_000, True, f"ACK {uri} SIP/2.0", [
             ("Via", via2), ("Max-Forwards", "70"), fr, tot, ("Call-ID", cid), ("CSeq", "1 ACK")])
-        media_t0 = t0 + 100_000_000
+        media_t0 = t0 + spec.media_after_ms * 1_000_000
         # per direction (A to B, B to A), the hops its packets take: (source raw, text, port, destination raw,
         # text, port, delay ns); through the relay, a second hop 0.2 ms later
         if spec.proxy:

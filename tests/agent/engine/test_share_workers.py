@@ -357,3 +357,19 @@ def test_a_call_record_waits_for_lost_parts_a_bounded_time(spaced, tmp_path):
     (rec0, _), (c0, _) = _two_workers(files, lag_ms=40, batch=1, calls=True, lose=lambda it: it[0] == "m")
     assert set(_media_of_calls(rec0)) == set(wl.call_ids)
     assert c0.get("call_media_wait_expired", 0) + c0["call_media_incomplete_at_end"] == len(wl.call_ids)
+
+
+def test_early_media_with_the_sip_worker_behind_counts_every_packet(tmp_path_factory, tmp_path):
+    """Media from 1 ms after the INVITE (early media: the offer alone announces both directions; one
+    worker counts the caller's RTP by its source until the answer names its destination) and the SIP's
+    worker behind, so both sides' announcements reach the media worker in one apply, after the first
+    packets of each direction.  Each direction must be counted from the offer on, as one worker does."""
+    path, wl = _generate(tmp_path_factory, media_after_ms=1)
+    want = _finals(_one_engine(path))
+    assert len(want) == len(wl.streams)
+    assert all(w["packets"] == t.sent + t.duplicated for t in wl.streams
+               for w in [want[(t.src_ip, t.src_port, t.dst_ip, t.dst_port, t.ssrc)]])
+    (rec0, rec1), (c0, c1) = _two_workers(_split(path, tmp_path, _sip_apart), lag=3)
+    assert _finals(rec1) == want and not _finals(rec0)
+    assert c1["discovery_unannounced_adopted"] > 0
+    assert c1.get("discovery_unannounced_before_sdp", 0) == 0

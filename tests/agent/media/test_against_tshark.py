@@ -30,6 +30,8 @@ SPECS = {
     "ipv6": RtpGenSpec(calls=2, packets=500, seed=13, ipv6=True),
     # through a proxy and a media relay: both legs' SDP, one SSRC on two streams each way
     "proxy_relay": RtpGenSpec(calls=3, packets=400, seed=17, proxy=True),
+    # early media: RTP from 1 ms after the INVITE, before the answer; the offer alone announces both ways
+    "early_media": RtpGenSpec(calls=3, packets=400, seed=19, media_after_ms=1),
 }
 
 

@@ -97,14 +97,17 @@ def test_held_rtp_is_adopted_from_the_announcements_time_on():
     a, b = MediaDiscovery(), MediaDiscovery()
     a.share()
     b.share()
-    flow = ("10.0.0.1", 4000, "10.0.0.2", 6000)   # caller -> callee's address, announced in the 200 (ts 200)
-    for seq, ts in ((1, 150), (2, 210), (3, 230)):
+    # caller -> callee: its destination announced in the 200 (ts 200), its source in the INVITE (ts 100);
+    # one worker counts it from the INVITE on (matched by source), so two must too, although both sides'
+    # announcements arrive together (early media, or the SIP's worker lagging)
+    flow = ("10.0.0.1", 4000, "10.0.0.2", 6000)
+    for seq, ts in ((1, 90), (2, 150), (3, 210)):
         b.waiting.hold(ts, flow, _rtp(seq))
     b.waiting.hold(220, ("10.9.9.9", 7000, "10.9.9.8", 7002), _rtp(1, ssrc=9))   # nobody announces it
     _call(a)
     b.apply(_wire(a.take()))
     held = b.adopt()
-    assert [(ts, f) for ts, f, _ in held] == [(210, flow), (230, flow)]
+    assert [(ts, f) for ts, f, _ in held] == [(150, flow), (210, flow)]
     assert [struct.unpack("!H", p[2:4])[0] for _, _, p in held] == [2, 3]
     assert all(len(p) == 172 and p[12:] == bytes(160) for _, _, p in held)   # header kept, payload zeros
     assert b.counters["unannounced_before_sdp"] == 1 and b.counters["unannounced_adopted"] == 2
