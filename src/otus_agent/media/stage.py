@@ -33,8 +33,7 @@ from otus_agent.media.discovery import Endpoint, MediaDiscovery, StreamKey, Stre
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
 from otus_agent.media.rtp_cy import RTP_REASONS, MediaLane, RtpStream, flow_key
 from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
-from otus_agent.media.summary import add as add_to_summary
-from otus_agent.media.summary import add_part, new_summary, part
+from otus_agent.media.summary import CallMedia, new_summary, part
 from otus_agent.reassembly.datagrams import Datagram
 
 JITTER_BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -124,7 +123,7 @@ class MediaStage:
         self._closed: list[dict] = []   # evicted streams' records, returned by the next flush
         # call summaries (issue 16): each call's running media summary, and the call records held
         # while their streams run; both bounded by MAX_CALLS (the oldest goes first, counted)
-        self.call_media: OrderedDict[str, dict] = OrderedDict()
+        self.call_media: OrderedDict[str, CallMedia] = OrderedDict()
         self.held: OrderedDict[str, tuple[dict, int]] = OrderedDict()   # call id -> (record, wait until ns)
         # fanout workers: per call whose SIP is here, the streams other workers said are open (their
         # parts not come yet); bounded by MAX_CALLS (the oldest goes, ``call_media_remote_evicted``)
@@ -422,17 +421,22 @@ class MediaStage:
         if ms.remote and ms.call_id is not None:   # fanout: its part goes to the worker making the call's record
             self.discovery.stream_out(ms.call_id, ms.key, part(rec))
         elif ms.call_id is not None:
-            add_to_summary(self._call_media(ms.call_id), rec)
+            self._call_media(ms.call_id).add(rec)
         return rec
 
-    def _call_media(self, cid: str) -> dict:
+    def _call_media(self, cid: str) -> CallMedia:
         cm = self.call_media.get(cid)
         if cm is None:
             if len(self.call_media) >= MAX_CALLS:
                 self.call_media.popitem(last=False)
                 self.c["call_media_evicted"] += 1
-            cm = self.call_media[cid] = new_summary()
+            cm = self.call_media[cid] = CallMedia()
         return cm
+
+    def _media_of(self, cid: str) -> dict:
+        """The call's media section, its running summary done with."""
+        cm = self.call_media.pop(cid, None)
+        return cm.section if cm is not None else new_summary()
 
     # ------------------------------------------------------------ call summaries
 
@@ -450,14 +454,14 @@ class MediaStage:
             if len(self.held) >= MAX_CALLS:           # full: the oldest goes now, with what is known
                 old_cid, (old, _) = self.held.popitem(last=False)
                 self.remote.pop(old_cid, None)
-                old["media"] = self.call_media.pop(old_cid, None) or new_summary()
+                old["media"] = self._media_of(old_cid)
                 self._closed.append(old)
                 self.c["call_records_released_early"] += 1
             end = rec.get("end_ts")
             now = max(self.last_ts_ns, end if isinstance(end, int) else 0)
             self.held[cid] = (rec, now + self.linger_ns + REMOTE_WAIT_NS)
             return True
-        rec["media"] = self.call_media.pop(cid, None) or new_summary()
+        rec["media"] = self._media_of(cid)
         return False
 
     def _release(self, out: list[dict], now_ns: int, every: bool = False) -> None:
@@ -469,7 +473,7 @@ class MediaStage:
             rec, _ = self.held.pop(cid)
             if remote.pop(cid, None):
                 self.c["call_media_incomplete_at_end" if every else "call_media_wait_expired"] += 1
-            rec["media"] = self.call_media.pop(cid, None) or new_summary()
+            rec["media"] = self._media_of(cid)
             out.append(rec)
 
     # ------------------------------------------------------------ fanout workers (engine/parsers.Sharing)
@@ -538,7 +542,7 @@ class MediaStage:
             keys.discard(key)
             if not keys:
                 del remote[cid]
-            add_part(self._call_media(cid), p)
+            self._call_media(cid).add_part(p)
             self.c["call_streams_reported"] += 1
 
     def _worst(self, rec: dict) -> None:

@@ -142,7 +142,8 @@ FIELDS: tuple[Field, ...] = (
 CALL_MEDIA: dict = {
     "additionalProperties": False,
     "type": "object", "description": "the call's RTP streams (with the rtp parser): their count, the worst "
-    "quality among them, and packets and loss per direction",
+    "quality among them, and packets and loss per direction (streams of one direction and SSRC whose times "
+    "overlap, a media relay's two legs, counted once: by the leg with the most loss)",
     "required": ["streams", "worst_mos", "worst_r_factor", "max_jitter_ms", "max_rtt_ms", "to_caller", "to_callee"],
     "properties": {
         "streams": {"type": "integer", "minimum": 0},

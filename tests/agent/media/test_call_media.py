@@ -52,3 +52,32 @@ def test_a_call_without_media_has_an_empty_section(tmp_path):
         generate(f, WorkloadSpec(calls=3, seed=2, rtp_packets=0))
     calls = [r for r in _run(tmp_path, pcap, "--parsers", "sip,rtp") if r["type"] == "call"]
     assert len(calls) == 3 and all(c["media"]["streams"] == 0 and c["media"]["worst_mos"] is None for c in calls)
+
+
+def _final(direction: str, ssrc: int, start: int, end: int, packets: int, lost: int, mos: float = 4.3) -> dict:
+    return {"type": "media", "final": True, "direction": direction, "ssrc": ssrc, "start_ts": start, "end_ts": end,
+            "packets": packets, "lost": lost, "mos": mos, "r_factor": 90.0, "max_jitter_ms": 1.0, "rtt_ms": None}
+
+
+def test_a_relays_two_legs_are_one_path_and_a_moved_stream_two():
+    """Per direction, streams with one SSRC whose times overlap are one media path (a relay's legs): the
+    leg with the most loss stands for it.  The same SSRC later on a new port (a re-INVITE) is a path of its
+    own; so is another SSRC.  Every order of the streams ending gives the same section."""
+    import itertools
+
+    from otus_agent.media.summary import call_media_summary
+    recs = [
+        _final("to_callee", 7, 1000, 5000, 240, 10),            # A -> relay
+        _final("to_callee", 7, 1001, 5001, 235, 15, mos=4.0),   # relay -> B: the first leg's loss and its own
+        _final("to_callee", 7, 6000, 9000, 150, 0),             # the same SSRC after a re-INVITE moved it
+        _final("to_caller", 8, 1000, 5000, 250, 0),
+        _final("to_caller", 9, 1000, 5000, 250, -2),            # another SSRC (duplicates: negative loss)
+    ]
+    want = {"streams": 5, "worst_mos": 4.0, "worst_r_factor": 90.0, "max_jitter_ms": 1.0, "max_rtt_ms": None,
+            "to_callee": {"packets": 235 + 150, "lost": 15}, "to_caller": {"packets": 500, "lost": 0}}
+    for order in itertools.permutations(recs):
+        assert call_media_summary(order) == want
+    # a leg bridging two paths joins them: one path, its lossiest leg standing
+    bridged = recs[:3] + [_final("to_callee", 7, 4000, 7000, 300, 20)]
+    for order in itertools.permutations(bridged):
+        assert call_media_summary(order)["to_callee"] == {"packets": 300, "lost": 20}

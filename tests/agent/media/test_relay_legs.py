@@ -42,6 +42,14 @@ def test_each_leg_of_a_relayed_call_has_its_own_stream_and_rtcp(tmp_path):
     calls = {r["call_id"]: r for r in recs if r["type"] == "call"}
     assert set(calls) == set(wl.call_ids)
     assert all(c["media"]["streams"] == 4 and c["state"] == "ended" for c in calls.values())
+    # and its packets and loss once per direction: the two legs carry the same media (the relay forwards
+    # each stream with its SSRC), so summing them would double both
+    for cid, c in calls.items():
+        for d in ("to_caller", "to_callee"):
+            legs = [r for r in media.values() if r["call_id"] == cid and r["direction"] == d]
+            assert len(legs) == 2 and legs[0]["ssrc"] == legs[1]["ssrc"]
+            assert c["media"][d] == {"packets": legs[0]["packets"], "lost": max(0, legs[0]["lost"])}
+            assert legs[0]["packets"] == legs[1]["packets"] and legs[0]["lost"] == legs[1]["lost"]
 
 
 def test_a_direct_call_has_no_shared_ssrc(tmp_path):
