@@ -179,13 +179,14 @@ def test_stream_news_travel_and_bad_parts_are_refused():
     a.apply(_wire(b.take()))
     assert b.is_here("c1") and not a.is_here("c1") and not b.is_here("c2")
     key = ("10.0.0.1", 4000, "10.0.0.2", 6000, 0x1234)
-    good = [None, 3, 1, 4.1, 80.5, 2.0, None]
+    good = [None, 3, 1, 4.1, 80.5, 2.0, None, 0x1234, 10, 90]
     a.stream_out("c1", key)
     a.stream_out("c1", key, good)
     items = _wire(a.take())
-    bad = [["m", "c1", list(key), p] for p in ([None, 3], [None, 3.0, 1, None, None, None, None],
-                                               [None, 3, 1, "4", None, None, None], [7, 3, 1, None, None, None, None],
-                                               [None, True, 1, None, None, None, None])]
+    none = [None] * 7
+    bad = [["m", "c1", list(key), p] for p in ([None, 3], [None, 3.0, 1, *none], [None, 3, 1, "4", *none[1:]],
+                                               [7, 3, 1, *none], [None, True, 1, *none], good[:7],
+                                               [None, 3, 1, *none[:4], "7", 10, 90], [None, 3, 1, *none[:5], 1.5, 90])]
     bad.append(["s", "c1", ["10.0.0.1", 4000]])
     ends, rtcp, news = b.apply(bad + items)
     assert news == [("c1", key, None), ("c1", key, good)] and ends == [] and rtcp == []
@@ -206,9 +207,9 @@ def test_the_calls_waiting_for_other_workers_streams_are_bounded(monkeypatch):
     assert list(st.remote) == ["c1", "c2"] and st.c["call_media_remote_evicted"] == 1
     assert st.c["call_streams_remote"] == 3
     # a part of a stream nobody waits for is not added; the one waited for is, and ends the wait
-    st.apply_streams([("c0", key, ["to_callee", 5, 1, 4.0, 80.0, 1.0, None]),
-                      ("c1", key, ["to_callee", 5, 1, 4.0, 80.0, 1.0, None])])
-    assert "c0" not in st.call_media and st.call_media["c1"]["to_callee"] == {"packets": 5, "lost": 1}
+    part = ["to_callee", 5, 1, 4.0, 80.0, 1.0, None, 1, 10, 90]
+    st.apply_streams([("c0", key, part), ("c1", key, part)])
+    assert "c0" not in st.call_media and st.call_media["c1"].section["to_callee"] == {"packets": 5, "lost": 1}
     assert "c1" not in st.remote and st.c["call_streams_reported"] == 1
     rec = {"type": "call", "call_id": "c2", "end_ts": 1_000}
     assert st.hold_call(rec) and not st.flush(1_000)   # c2's stream still open elsewhere: held
