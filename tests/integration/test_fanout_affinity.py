@@ -127,3 +127,84 @@ def test_sip_goes_to_the_first_member_and_other_flows_spread_by_flow():
     assert len(both_ways) == 40                                      # b's answers (outgoing) were seen
     members = [next(iter(m)) for m in by_flow.values()]
     assert members.count(0) >= 16 and members.count(1) >= 16         # spread (binomial 80, 1/2: > 5 sigma)
+
+
+RESTART = r"""
+import json, socket, sys, time
+from otus_agent.capture.afpacket import LiveCapture, Ring, RingConfig
+from otus_agent.capture.fanout_bpf import sip_affinity
+ifname, group = sys.argv[1], int(sys.argv[2])
+cfg = RingConfig(block_size=4096, block_count=16, block_timeout_ms=5)
+# as _run_workers makes them: the parent's sockets, one worker after the other
+socks = [LiveCapture.open_sockets([ifname], None, cfg, group, sip_affinity((5060,)))[0] for _ in range(2)]
+rings = [Ring(ifname, None, cfg, sock=s) for s in socks]
+
+def drain(members):
+    got = []
+    for member, r in members:
+        for b in r.poll_blocks():
+            for i in range(b.n):
+                f = bytes(b.packet(i))
+                if f[12:14] == b"\x08\x00" and f[23] == 17:
+                    got.append([member, int.from_bytes(f[34:36], "big"), int.from_bytes(f[36:38], "big")])
+    return got
+
+def phase(members):
+    print("ready", flush=True)
+    sys.stdin.readline()          # the sender is done
+    time.sleep(0.3)
+    return drain(members)
+
+first = phase(enumerate(rings))
+cursor = rings[1].block
+rings[1].mm.close()               # worker 1 dies: its mapping goes, its socket stays (the parent's)
+second = phase([(0, rings[0])])
+back = Ring(ifname, None, cfg, sock=socks[1])   # the restarted worker 1, on the same socket
+start = back.block
+second += drain([(1, back)])
+drops = [r.read_stats()[1] for r in (rings[0], back)]
+print(json.dumps({"first": first, "second": second, "cursor": cursor, "start": start, "drops": drops}), flush=True)
+"""
+
+BURSTS = r"""
+import socket, sys, time
+me, peer = sys.argv[1], sys.argv[2]
+for burst in range(int(sys.argv[3])):     # each burst retires a block or more (5 ms timeout)
+    for i in range(40):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((me, 20000 + 2 * i))
+        s.sendto(b"x" * 40, (peer, 30000 + 2 * i))
+        s.close()
+    time.sleep(0.03)
+"""
+
+
+def test_a_member_whose_worker_dies_keeps_its_place_and_its_packets():
+    """_run_workers keeps its workers' sockets: when one dies its flows do not move to another member
+    (closing it would move the group's last member into its place), and what comes until it is back waits
+    in its ring; the restarted worker starts at the oldest block retired meanwhile (``Ring._first_block``:
+    not block 0, the ring's cursor moved on before) and gets every packet of its flows once."""
+    require_root_and()
+    with veth_pair("fanrst", subnet=96) as p:
+        cap = p.popen(p.ns_b, sys.executable, "-c", RESTART, p.if_b, "4343", stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, text=True)
+        try:
+            for bursts in (5, 3):
+                assert cap.stdout.readline().strip() == "ready"
+                p.run(p.ns_a, sys.executable, "-c", BURSTS, p.ip_a, p.ip_b, str(bursts), timeout=60)
+                cap.stdin.write("go\n")
+                cap.stdin.flush()
+            out, _ = cap.communicate(timeout=60)
+        finally:
+            stop(cap)
+    assert cap.returncode == 0
+    r = json.loads(out.strip().splitlines()[-1])
+    owner = {}
+    for member, sport, _ in r["first"]:
+        assert owner.setdefault(sport, member) == member
+    assert len(owner) == 40 and set(owner.values()) == {0, 1}
+    assert all(sum(1 for _, s, _ in r["first"] if s == sport) == 5 for sport in owner)
+    assert r["cursor"] != 0 and r["start"] == r["cursor"]   # the ring moved on; the newcomer read from there
+    # every flow on its member still, each of its packets once, none dropped
+    assert sorted((m, s) for m, s, _ in r["second"]) == sorted((owner[s], s) for s in owner for _ in range(3))
+    assert r["drops"] == [0, 0]

@@ -2,9 +2,9 @@
 
 The kernel's fanout hash sends a call's SIP and its RTP to different workers about half the time; the
 workers share their SDP announcements (engine/live.Relay, media/discovery take/apply).  Generated calls
-(sim/rtpgen.py: loss, duplicates, reordering, telephone events) are made harder for the relay: each call's
-media is moved to start 1 ms after its 200 OK (the race: RTP reaches its worker before the answer's
-announcement does; the first packets are held and adopted).  The file, its frames addressed to the
+(sim/rtpgen.py: loss, duplicates, reordering, telephone events) are made harder for the relay: early media,
+from 1 ms after each INVITE, and the SIP's worker stopped for ``STALL_S`` as the replay starts, so that
+RTP reaches its worker before the INVITE's announcement does: the first packets are held and adopted.  The file, its frames addressed to the
 capture side, is replayed with tcpreplay from namespace a into a veth; Otus captures in namespace b,
 once with one worker and once with two.  Per stream, the two-worker run's counts equal the one-worker
 run's, the offline engine's on the same file and tshark's ``-z rtp,streams`` (packets, lost).
@@ -23,9 +23,11 @@ by its handle.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
 import time
-import warnings
 
 import pytest
 
@@ -49,31 +51,27 @@ def _counts(r: dict) -> dict:
     (tests/agent/engine/test_share_workers.py) compare those fields exactly."""
     return {f: r[f] for f in COUNTS}
 CALLS, PACKETS, PPS = 24, 250, 5000
-MEDIA_AFTER_200_NS = 1_000_000
+STALL_S = 0.4   # the SIP's worker stopped this long as the replay starts (SIGSTOP, SIGCONT): see _live
+
+
+def _first_worker(proc: subprocess.Popen) -> int:
+    """The PID of ``proc``'s first fanout worker (the earliest started child: worker 0, which all of SIP
+    goes to, capture/fanout_bpf)."""
+    children = [int(c) for c in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()]
+
+    def started(pid: int) -> int:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])   # field 22, starttime
+    return min(children, key=lambda c: (started(c), c))
 
 
 def _racy_calls(tmp_path) -> tuple[object, object]:
-    """rtpgen's calls with each call's media moved to start right after its 200 OK (frames re-sorted)."""
-    src = tmp_path / "gen.pcap"
-    with open(src, "wb") as f:
-        # no RTCP BYE: each stream must end by its call's BYE, which only the SIP's worker sees
-        wl = generate(f, RtpGenSpec(calls=CALLS, packets=PACKETS, call_gap_ms=20, seed=16, rtcp_bye=False))
-    shift = 100_000_000 - 50_000_000 - MEDIA_AFTER_200_NS   # rtpgen: 200 OK at t0 + 50 ms, media at t0 + 100 ms
-    frames = []
-    with open_capture(str(src)) as r:
-        for b in r.batches():
-            for i in range(b.n):
-                frame = bytes(b.packet(i))
-                sport, dport = int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
-                media = 5060 not in (sport, dport)   # RTP and RTCP; the BYE stays where it was, after them
-                frames.append((b.ts_ns[i] - (shift if media else 0), len(frames), frame))
-    frames.sort()
+    """rtpgen's calls with early media: each call's RTP from 1 ms after its INVITE, whose offer announces
+    both directions (the caller's RTP by its source until the answer names its destination)."""
     out = tmp_path / "racy.pcap"
     with open(out, "wb") as f:
-        w = PcapWriter(f, 1, 65535, True)
-        for ts, _, frame in frames:
-            w.write(ts, frame)
-        w.flush()
+        # no RTCP BYE: each stream must end by its call's BYE, which only the SIP's worker sees
+        wl = generate(f, RtpGenSpec(calls=CALLS, packets=PACKETS, call_gap_ms=20, seed=16, rtcp_bye=False,
+                                    media_after_ms=1))
     return out, wl
 
 
@@ -107,13 +105,26 @@ def _replay_file(p: Pair, tmp_path) -> tuple[object, object]:
     return pcap, wl
 
 
-def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str, attempt: int = 1) -> tuple[dict, list[dict]]:
-    out = tmp_path / f"records-{workers}-{attempt}.jsonl"
+def _live(p: Pair, tmp_path, pcap, workers: int, *extra: str, stall: bool = False) -> tuple[dict, list[dict]]:
+    out = tmp_path / f"records-{workers}-{'stall' if stall else 'run'}.jsonl"
     proc = p.popen(p.ns_b, otus_bin(), "run", "-i", p.if_b, "--parsers", "sip,rtp", "--workers", str(workers),
                    "--output", str(out), *extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_packet_sockets(p, p.ns_b, workers, timeout=20, settle=0.3)
-        r = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(pcap), check=False, timeout=120)
+        stalled = None
+        if workers == 2 and stall:
+            # the SIP's worker stalls (as under a burst of SIP, or a pause): its packets wait in its ring,
+            # while the other worker gets RTP whose SDP it has not heard of, holds it and adopts it when the
+            # announcements come; whatever the two rings' timers do, on every call starting in the stall
+            stalled = _first_worker(proc)
+            os.kill(stalled, signal.SIGSTOP)
+            threading.Timer(STALL_S, os.kill, (stalled, signal.SIGCONT)).start()
+        try:
+            r = p.run(p.ns_a, "tcpreplay", "-q", "-i", p.if_a, f"--pps={PPS}", str(pcap), check=False, timeout=120)
+        finally:
+            if stalled is not None:
+                time.sleep(STALL_S)
+                os.kill(stalled, signal.SIGCONT)
         assert r.returncode == 0, r.stdout + r.stderr
         # past the BYE's linger (2 s) and a tick: streams end by their BYE, on every worker; and with
         # --calls a second for their parts to reach the call's worker and a tick there
@@ -132,15 +143,7 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
     with veth_pair("rtps", subnet=91) as p:
         pcap, wl = _replay_file(p, tmp_path)
         one, recs1 = _live(p, tmp_path, pcap, 1, "--calls")
-        two, recs2 = _live(p, tmp_path, pcap, 2, "--calls")
-        for attempt in (2, 3):
-            # whether any RTP beats its announcement is timing (where the two rings' 50 ms block-retire
-            # timers fall relative to each other, fixed for a run; with all of SIP on one worker,
-            # capture/fanout_bpf, only one worker's lead makes a race): a run where every announcement
-            # came first proves nothing about holding, so it is replayed, and the last run is checked
-            if two["rtp"].get("discovery_unannounced_adopted"):
-                break
-            two, recs2 = _live(p, tmp_path, pcap, 2, "--calls", attempt=attempt)
+        two, recs2 = _live(p, tmp_path, pcap, 2, "--calls", stall=True)
 
     offline = _offline(pcap)
     truth = _finals(offline)
@@ -164,10 +167,8 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
     rtp, relay = two["rtp"], two["relay"]
     assert len(two["per_worker_packets"]) == 2 and min(two["per_worker_packets"]) > 0
     assert rtp["discovery_share_applied_sides"] > 0 and rtp["discovery_share_applied_ends"] > 0
-    if not rtp.get("discovery_unannounced_adopted"):
-        # not forced here (the offline two-engine test forces it: tests/agent/engine/test_share_workers.py)
-        warnings.warn("three two-worker runs without RTP reaching its worker before its announcement: "
-                      "holding and adoption not exercised live", stacklevel=1)
+    assert rtp["discovery_unannounced_adopted"] > 0, rtp
+    assert rtp["discovery_unannounced_held"] == rtp["discovery_unannounced_adopted"], rtp
     assert rtp["discovery_share_rtcp_applied"] > 0 and rtp.get("discovery_share_rtcp_not_here", 0) == 0
     assert rtp["rtcp_packets"] == one["rtp"]["rtcp_packets"] == wl.rtcp_packets
     for lost in ("unannounced_evicted", "unannounced_overflow"):
@@ -213,15 +214,15 @@ def test_two_workers_count_every_stream_as_one_does(tmp_path):
 
 def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
     """A worker killed after the calls were set up comes back with an empty table; its hello gets it the
-    survivor's (discovery.dump), so the streams the kernel hashes to it are still reported.
+    survivor's (discovery.dump), so the streams the kernel sends it are still reported.
 
-    A flow goes to fanout member ``hash % members`` in the group's current order, and a newcomer joins at
-    the end: when the first member dies, the flows swap (the dead worker's go to the survivor, the
-    survivor's to the newcomer), when the last dies they stay (the dead worker's go to the newcomer).  So
-    per stream, one of: the survivor's all along (one record, every packet); the dead worker's before the
-    kill (one record counting those after it: on the survivor, or on the newcomer which knows the stream
-    only through the dump); the survivor's before and the newcomer's after (two records adding up to
-    every packet; the newcomer again through the dump).  Nothing the living workers saw is missing."""
+    The parent keeps the workers' packet sockets (engine/live._run_workers), so the killed worker's socket
+    keeps its place in the fanout group and no flow moves: per stream, one of the survivor's all along
+    (one record, every packet) or the dead worker's (one record, from the newcomer, which knows the stream
+    only through the dump, counting the packets after the kill).  Never two records for one stream (when
+    the socket went with the worker, the kernel moved the group's last member into its place, and the
+    survivor's flows went to the newcomer: two records adding up to the stream).  Nothing the living
+    workers saw is missing."""
     require_root_and("tcpreplay", "tcprewrite")
     with veth_pair("rtps", subnet=91) as p:
         pcap, wl = _replay_file(p, tmp_path)
@@ -271,11 +272,10 @@ def test_a_restarted_worker_keeps_the_calls_set_up_before(tmp_path):
         if r["type"] == "media" and r["final"]:
             got.setdefault((r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["ssrc"]), []).append(r["packets"])
     assert set(got) == set(truth)
-    whole = [k for k, n in got.items() if n == [truth[k]["packets"]]]                      # the survivor's
-    died = [k for k, n in got.items() if n == [after[k[:4]]]]                              # the dead worker's
-    moved = [k for k, n in got.items() if len(n) == 2 and sum(n) == truth[k]["packets"]]   # survivor, newcomer
-    odd = {k: (n, truth[k]["packets"], after[k[:4]]) for k, n in got.items() if k not in whole + died + moved}
-    assert not odd and died and (whole or moved), (odd, summary["rtp"], summary["relay"])
+    whole = [k for k, n in got.items() if n == [truth[k]["packets"]]]    # the survivor's
+    died = [k for k, n in got.items() if n == [after[k[:4]]]]            # the dead worker's, from the newcomer
+    odd = {k: (n, truth[k]["packets"], after[k[:4]]) for k, n in got.items() if k not in whole + died}
+    assert not odd and died and whole, (odd, summary["rtp"], summary["relay"])
     assert summary["rtp"]["discovery_share_dumped"] > 0 and summary["relay"]["hellos"] >= 2
 
 

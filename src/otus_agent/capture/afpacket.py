@@ -1,13 +1,15 @@
 """Live capture on AF_PACKET with a TPACKET_V3 mmap ring, a kernel BPF filter and fanout.
 
 One ``Ring`` per interface: the socket is created receiving nothing, the
-filter is attached, the ring mapped, and only then is it bound to the
+filter is attached, the ring set up, and only then is it bound to the
 interface, so no unfiltered packet ever reaches the ring.  Retired blocks
 are copied once (one copy per block, not per packet), indexed by a compiled
 walker into a ``PacketBatch`` and handed back to the kernel at once.
 Several processes can join one fanout group (the kernel's hash by flow, or the
 group's own program, capture/fanout_bpf.py; defragmenting), so the fragments and
-segments of one flow reach one worker.
+segments of one flow reach one worker.  The workers' sockets are their parent's
+(``LiveCapture.open_sockets``), so a worker that dies keeps its place in the group
+and the packets that come until it is back wait in its ring.
 
 Ethernet-framed devices (Ethernet, veth, bridges, VXLAN, loopback) are read
 raw, with their link header (LINKTYPE_ETHERNET).  The ``any`` device and
@@ -120,55 +122,89 @@ def _bind(sock: socket.socket, ifindex: int, proto: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+BLOCK_STATUS = 8    # tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1's block_status,
+BLOCK_SEQ = 24      # num_pkts, offset_to_first_pkt, blk_len, and the seq_num the kernel gives each block it opens
+
+
+def _check_ring(config: RingConfig) -> None:
+    c = config
+    if c.block_size < mmap.PAGESIZE or c.block_size & (c.block_size - 1) or c.block_count < 2:
+        raise CaptureError("ring: block size must be a power of two >= page size, and block count >= 2")
+
+
+def _ifindex(interface: str) -> int:
+    try:
+        return 0 if interface == "any" else socket.if_nametoindex(interface)
+    except OSError:
+        raise CaptureError(f"no such interface: {interface}") from None
+
+
+def open_ring_socket(interface: str, insns: list | None, config: RingConfig, fanout_group: int | None = None,
+                     fanout_prog: list | None = None) -> socket.socket:
+    """A packet socket with its filter, its TPACKET_V3 ring and its place in the fanout group, capturing.
+
+    Apart from ``Ring`` so that a parent can make its workers' sockets (``LiveCapture.open_sockets``) and
+    keep them: a worker that dies then leaves its socket in the group, in its place (the kernel moves the
+    last member into a leaving member's place, which would move flows between workers), and the packets
+    that come until it is back wait in the ring."""
+    _check_ring(config)
+    c = config
+    ifindex = _ifindex(interface)
+    cooked = interface_linktype(interface) != LINKTYPE_ETHERNET
+    try:
+        # protocol 0: receive nothing until bind(), after the filter is in place
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM if cooked else socket.SOCK_RAW, 0)
+    except OSError as e:
+        raise _capture_error(e, f"opening a packet socket on {interface}") from None
+    try:
+        if insns is not None:
+            bpf.attach(sock, insns)
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        frame = 2048
+        # tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov, sizeof_priv, feature_req
+        req = struct.pack("IIIIIII", c.block_size, c.block_count, frame, (c.block_size * c.block_count) // frame,
+                          c.block_timeout_ms, 0, 0)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        _bind(sock, ifindex, ETH_P_ALL)  # now packets start to flow
+        if fanout_group is not None:
+            mode = PACKET_FANOUT_HASH if fanout_prog is None else PACKET_FANOUT_CBPF
+            arg = (fanout_group & 0xFFFF) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
+            if fanout_prog is not None:   # the group's program; until it is set, every packet goes to member 0
+                bpf.attach(sock, fanout_prog, SOL_PACKET, PACKET_FANOUT_DATA)
+        if c.promiscuous and ifindex:
+            mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
+            sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)  # dropped with the socket
+    except OSError as e:
+        sock.close()
+        raise _capture_error(e, f"setting up capture on {interface}") from None
+    return sock
+
+
 class Ring:
-    """One interface, one AF_PACKET socket, one TPACKET_V3 ring."""
+    """One interface, one AF_PACKET socket, one TPACKET_V3 ring: its own, or ``sock`` made by
+    ``open_ring_socket`` before (a fanout worker's, kept by its parent across the worker's restarts)."""
 
     cooked = False   # SOCK_DGRAM: frames start at the network header (no tags to put back)
 
     def __init__(self, interface: str, insns: list | None, config: RingConfig, fanout_group: int | None = None,
-                 batch_size: int = 8192, fanout_prog: list | None = None):
+                 batch_size: int = 8192, fanout_prog: list | None = None, sock: socket.socket | None = None):
         self.interface = interface
         self.config = config
         c = config
-        if c.block_size < mmap.PAGESIZE or c.block_size & (c.block_size - 1) or c.block_count < 2:
-            raise CaptureError("ring: block size must be a power of two >= page size, and block count >= 2")
+        _check_ring(c)
         self.any = interface == "any"
-        try:
-            self.ifindex = 0 if self.any else socket.if_nametoindex(interface)
-        except OSError:
-            raise CaptureError(f"no such interface: {interface}") from None
+        self.ifindex = _ifindex(interface)
         self.linktype = interface_linktype(interface)
         self.cooked = self.linktype != LINKTYPE_ETHERNET
+        self.sock = sock if sock is not None else open_ring_socket(interface, insns, c, fanout_group, fanout_prog)
         try:
-            # protocol 0: receive nothing until bind(), after the filter is in place
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM if self.cooked else socket.SOCK_RAW, 0)
-        except OSError as e:
-            raise _capture_error(e, f"opening a packet socket on {interface}") from None
-        try:
-            if insns is not None:
-                bpf.attach(self.sock, insns)
-            self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-            frame = 2048
-            # tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov, sizeof_priv, feature_req
-            req = struct.pack("IIIIIII", c.block_size, c.block_count, frame, (c.block_size * c.block_count) // frame,
-                              c.block_timeout_ms, 0, 0)
-            self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self.mm = mmap.mmap(self.sock.fileno(), c.block_size * c.block_count, mmap.MAP_SHARED,
                                 mmap.PROT_READ | mmap.PROT_WRITE)
-            _bind(self.sock, self.ifindex, ETH_P_ALL)  # now packets start to flow
-            if fanout_group is not None:
-                mode = PACKET_FANOUT_HASH if fanout_prog is None else PACKET_FANOUT_CBPF
-                arg = (fanout_group & 0xFFFF) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16)
-                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
-                if fanout_prog is not None:   # the group's program; until it is set, every packet goes to member 0
-                    bpf.attach(self.sock, fanout_prog, SOL_PACKET, PACKET_FANOUT_DATA)
-            if c.promiscuous and not self.any:
-                mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_PROMISC, 0, b"")
-                self.sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)  # dropped with the socket
         except OSError as e:
             self.sock.close()
-            raise _capture_error(e, f"setting up capture on {interface}") from None
-        self.block = 0
+            raise _capture_error(e, f"mapping the ring of {interface}") from None
+        self.block = self._first_block()
         self.kernel_packets = 0
         self.kernel_drops = 0
         self.freeze_count = 0
@@ -177,6 +213,22 @@ class Ring:
         n = batch_size
         self.offs, self.caplens, self.wirelens, self.ts, self.vlans = (array("q", bytes(8 * n)) for _ in range(5))
         self.links = array("q", [self.linktype] * n)
+
+    def _first_block(self) -> int:
+        """The block to read first.  A new ring: block 0.  A ring some process read before (a restarted
+        worker's): the kernel fills blocks in ring order and numbers each as it opens it, so the oldest
+        block retired while nobody read, else the one the kernel fills now (the highest number)."""
+        c, mm = self.config, self.mm
+        retired: list[tuple[int, int]] = []
+        opened: list[tuple[int, int]] = []
+        for b in range(c.block_count):
+            off = b * c.block_size
+            status = struct.unpack_from("I", mm, off + BLOCK_STATUS)[0]
+            seq = struct.unpack_from("Q", mm, off + BLOCK_SEQ)[0]
+            (retired if status & TP_STATUS_USER else opened).append((seq, -b))
+        if retired:
+            return -min(retired)[1]
+        return -max(opened)[1]
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -187,11 +239,11 @@ class Ring:
         mm = self.mm
         while True:
             off = self.block * c.block_size
-            status, num, first, blen = struct.unpack_from("IIII", mm, off + 8)
+            status, num, first, blen = struct.unpack_from("IIII", mm, off + BLOCK_STATUS)
             if not status & TP_STATUS_USER:
                 return
             data = mm[off:off + min(blen, c.block_size)]
-            struct.pack_into("I", mm, off + 8, TP_STATUS_KERNEL)  # the copy is ours: hand the block back
+            struct.pack_into("I", mm, off + BLOCK_STATUS, TP_STATUS_KERNEL)  # the copy is ours: hand it back
             self.block = (self.block + 1) % c.block_count
             self.blocks += 1
             if num == 0:
@@ -237,23 +289,44 @@ class Ring:
 
 
 class LiveCapture:
-    """Several interfaces polled together; yields batches until stopped."""
+    """Several interfaces polled together; yields batches until stopped.  With a fanout group, interface
+    *k* joins group ``fanout_group + k`` (a group is the kernel's on one device)."""
 
     def __init__(self, interfaces: list[str], filter_expr: str | None, config: RingConfig | None = None,
-                 fanout_group: int | None = None, fanout_prog: list | None = None):
+                 fanout_group: int | None = None, fanout_prog: list | None = None,
+                 socks: list[socket.socket] | None = None):
         self.config = config or RingConfig()
         self.filter_expr = filter_expr
         self.rings: list[Ring] = []
         try:
-            for name in interfaces:
-                insns = compile_for(filter_expr, name, self.config.snaplen) if filter_expr else None
-                self.rings.append(Ring(name, insns, self.config, fanout_group, fanout_prog=fanout_prog))
+            if socks is None:
+                socks = self.open_sockets(interfaces, filter_expr, self.config, fanout_group, fanout_prog)
+            for name, sock in zip(interfaces, socks):
+                self.rings.append(Ring(name, None, self.config, sock=sock))
         except BaseException:
             self.close()
+            for sock in (socks or [])[len(self.rings):]:
+                sock.close()
             raise
         self.poller = select.poll()
         for r in self.rings:
             self.poller.register(r.fileno(), select.POLLIN | select.POLLERR)
+
+    @staticmethod
+    def open_sockets(interfaces: list[str], filter_expr: str | None, config: RingConfig,
+                     fanout_group: int | None = None, fanout_prog: list | None = None) -> list[socket.socket]:
+        """One capturing socket per interface (``open_ring_socket``); all or none (CaptureError)."""
+        out: list[socket.socket] = []
+        try:
+            for k, name in enumerate(interfaces):
+                insns = compile_for(filter_expr, name, config.snaplen) if filter_expr else None
+                group = None if fanout_group is None else (fanout_group + k) & 0xFFFF
+                out.append(open_ring_socket(name, insns, config, group, fanout_prog))
+        except BaseException:
+            for sock in out:
+                sock.close()
+            raise
+        return out
 
     def batches(self, timeout_ms: int = 100) -> Iterator[PacketBatch]:
         """Batches that are ready now (waiting up to ``timeout_ms`` for the first)."""

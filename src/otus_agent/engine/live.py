@@ -255,14 +255,16 @@ def fanout_program(engine_cfg: EngineConfig) -> list | None:
 
 
 def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callable,
-                  stop: Callable[[], bool], worker: int | None, fanout: int | None,
+                  stop: Callable[[], bool], worker: int | None, socks: list[socket.socket] | None,
                   on_stats: Callable[[dict], None] | None = None,
                   mesh: Mesh | None = None) -> dict:
-    """Capture until stopped; returns this process's summary."""
+    """Capture until stopped; returns this process's summary.  ``socks``: a fanout worker's sockets,
+    made by the parent (``_run_workers``); None: this process captures alone, on sockets of its own."""
     engine = build_engine(engine_cfg, emit_lines, worker)
     relay = _relay(engine, mesh)
-    prog = fanout_program(engine_cfg) if fanout is not None else None
-    cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout, prog)
+    fanout = socks is not None
+    prog = fanout_program(engine_cfg) if fanout else None
+    cap = LiveCapture(cfg.interfaces, cfg.filter_expr, cfg.ring, socks=socks)
     writer = None
     if cfg.pcap_path:
         path = cfg.pcap_path if worker is None else f"{cfg.pcap_path.removesuffix('.pcap')}-w{worker}.pcap"
@@ -283,7 +285,7 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
                              "files": len(writer.files)}
         if relay is not None:
             s["relay"] = relay.stats()
-        if fanout is not None:
+        if fanout:
             s["fanout"] = {"sip_affinity": 1 if prog is not None else 0}
         return s
     try:
@@ -336,19 +338,25 @@ def _capture_loop(cfg: LiveConfig, engine_cfg: EngineConfig, emit_lines: Callabl
     return s
 
 
-def _worker_main(conn, worker: int, fanout: int, cfg: LiveConfig, engine_cfg: EngineConfig,
+def _worker_main(conn, worker: int, socks: list[list[socket.socket]], cfg: LiveConfig, engine_cfg: EngineConfig,
                  mesh: Mesh | None = None) -> None:
+    """Worker ``worker`` captures on its sockets, ``socks[worker]`` (inherited: the others' it closes, its
+    own it maps)."""
     stop = _Stop()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, stop)
     quiet_gc()        # a process of its own running one capture loop
     out = None
+    for j, theirs in enumerate(socks):
+        if j != worker:
+            for sock in theirs:
+                sock.close()   # this process's copy only: the parent's keeps the socket in its group
     try:
         write = conn.send_bytes
         if cfg.output_path is not None:
             out = open(cfg.output_path, "ab", buffering=0)   # each write: whole lines, appended atomically
             write = out.write
-        summary = _capture_loop(cfg, engine_cfg, write, lambda: stop.flag, worker, fanout,
+        summary = _capture_loop(cfg, engine_cfg, write, lambda: stop.flag, worker, socks[worker],
                                 lambda st: conn.send_bytes(b"\0STATS" + json.dumps(st).encode()), mesh)
         conn.send_bytes(b"\0SUMMARY" + json.dumps(summary).encode())
     except CaptureError as e:
@@ -387,8 +395,21 @@ def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[byt
     summaries: list[dict] = []
     latest: dict[int, dict] = {}
     errors: list[str] = []
-    # one capture up front in this process: bad filter / interface / privilege fail here, once
-    LiveCapture(cfg.interfaces, cfg.filter_expr, RingConfig(block_size=1 << 16, block_count=2)).close()
+    # the workers' sockets, made here (a bad filter, interface or privilege fails here, once) one worker
+    # after the other, so worker i is member i of each interface's group (all of SIP goes to member 0,
+    # capture/fanout_bpf), and kept here: a worker that dies keeps its place in the group (else the kernel
+    # moves the last member into it, and flows move between workers: a stream reported in two parts) and
+    # the packets that come until it is back wait in its ring (full: counted as the kernel's drops)
+    prog = fanout_program(engine_cfg)
+    socks: list[list[socket.socket]] = []
+    try:
+        for _ in range(cfg.workers):
+            socks.append(LiveCapture.open_sockets(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout, prog))
+    except BaseException:
+        for theirs in socks:
+            for sock in theirs:
+                sock.close()
+        raise
     # the sharing mesh (Relay): pair i's first end is worker i's to read, its second the others' to write
     mesh = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(cfg.workers)]
     for pair in mesh:
@@ -398,7 +419,7 @@ def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[byt
     def start(i: int) -> None:
         parent_end, child_end = ctx.Pipe(duplex=False)
         ends = (i, mesh[i][0], {j: mesh[j][1] for j in range(cfg.workers) if j != i})
-        p = ctx.Process(target=_worker_main, args=(child_end, i, fanout, cfg, engine_cfg, ends), daemon=True)
+        p = ctx.Process(target=_worker_main, args=(child_end, i, socks, cfg, engine_cfg, ends), daemon=True)
         p.start()
         child_end.close()
         procs[i] = (p, parent_end, False)
@@ -445,6 +466,9 @@ def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[byt
     finally:
         for pair in mesh:
             for sock in pair:
+                sock.close()
+        for theirs in socks:
+            for sock in theirs:
                 sock.close()
     if errors:
         raise CaptureError(errors[0])
