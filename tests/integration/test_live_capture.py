@@ -136,6 +136,32 @@ def test_two_workers_relayed_to_stdout(pair, tmp_path):
     assert summary["workers"] == 2
 
 
+def test_two_workers_on_two_interfaces(pair, tmp_path):
+    """Each interface is a fanout group of its own (the kernel's groups are per device): both workers on
+    the veth and on lo, every replayed message once, SIP sent over lo captured too."""
+    pcap, wl = _workload(pair, tmp_path, calls=60)
+    out = tmp_path / "records.jsonl"
+    proc = pair.popen(pair.ns_b, otus_bin(), "run", "-i", pair.if_b, "-i", "lo", "--workers", "2", "--output",
+                      str(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_packet_sockets(pair, pair.ns_b, count=2, proc=proc)
+        wait_for_packet_sockets(pair, pair.ns_b, count=2, ifname="lo", proc=proc)
+        _replay(pair, pcap)
+        pair.run(pair.ns_b, "python3", "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                 "s.sendto(b'OPTIONS sip:lo@127.0.0.1 SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKlo\\r\\n"
+                 "From: <sip:a@127.0.0.1>;tag=1\\r\\nTo: <sip:lo@127.0.0.1>\\r\\nCall-ID: over-lo\\r\\n"
+                 "CSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n', ('127.0.0.1', 5060))")
+        time.sleep(0.5)
+    finally:
+        summary = _finish(proc)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["call_id"] for r in recs if r["type"] == "sip" and r["call_id"] == "over-lo"] == ["over-lo"]
+    with open(tmp_path / "veth.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs if r.get("call_id") != "over-lo")
+    _check_records(tmp_path / "veth.jsonl", wl)
+    assert summary["workers"] == 2 and summary["kernel"]["kernel_drops"] == 0
+
+
 def test_dead_worker_is_restarted(pair, tmp_path):
     pcap, wl = _workload(pair, tmp_path, calls=80)
     proc, out = _start_otus(pair, tmp_path, "--workers", "2")
