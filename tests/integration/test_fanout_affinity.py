@@ -27,7 +27,7 @@ import json, socket, sys, time
 from otus_agent.capture.afpacket import Ring, RingConfig
 from otus_agent.capture.fanout_bpf import sip_affinity
 ifname, group = sys.argv[1], int(sys.argv[2])
-prog = sip_affinity((5060, 5061))
+prog = sip_affinity((5060, 5061), True)   # with the SIP heuristic: SIP on other ports by its first bytes
 cfg = RingConfig(block_timeout_ms=5)
 rings = [Ring(ifname, None, cfg, group, fanout_prog=prog) for _ in range(2)]
 print("ready", flush=True)
@@ -41,12 +41,14 @@ for member, r in enumerate(rings):
             et = int.from_bytes(f[12:14], "big")
             if et == 0x0800 and f[23] in (6, 17):
                 ihl = (f[14] & 0x0F) * 4
-                src, dst, l4 = socket.inet_ntop(socket.AF_INET, f[26:30]), socket.inet_ntop(socket.AF_INET, f[30:34]), 14 + ihl
+                src, dst, l4, proto = socket.inet_ntop(socket.AF_INET, f[26:30]), socket.inet_ntop(socket.AF_INET, f[30:34]), 14 + ihl, f[23]
             elif et == 0x86DD and f[20] in (6, 17):
-                src, dst, l4 = socket.inet_ntop(socket.AF_INET6, f[22:38]), socket.inet_ntop(socket.AF_INET6, f[38:54]), 54
+                src, dst, l4, proto = socket.inet_ntop(socket.AF_INET6, f[22:38]), socket.inet_ntop(socket.AF_INET6, f[38:54]), 54, f[20]
             else:
                 continue
-            seen.append([member, src, int.from_bytes(f[l4:l4 + 2], "big"), dst, int.from_bytes(f[l4 + 2:l4 + 4], "big")])
+            data = l4 + (8 if proto == 17 else (f[l4 + 12] >> 4) * 4)
+            seen.append([member, src, int.from_bytes(f[l4:l4 + 2], "big"), dst, int.from_bytes(f[l4 + 2:l4 + 4], "big"),
+                         f[data:data + 4].decode("latin-1")])
 for r in rings:
     r.close()
 print(json.dumps(seen), flush=True)
@@ -77,19 +79,39 @@ if not reverse:
         c = socket.create_connection((peer, 5060), timeout=5, source_address=(me, 43000 + i))
         c.sendall(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
         c.close()
+    for i in range(20):                   # SIP on ports that are not SIP's (the heuristic's), and RTP there
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((me, 44000 + i))
+        s.sendto(b"INVITE sip:y SIP/2.0\r\n\r\n", (peer, 5080))
+        s.sendto(b"\x80\x00" + b"x" * 170, (peer, 5080))
+        s.close()
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.bind((me6, 46000 + i))
+        s.sendto(b"SIP/2.0 200 OK\r\n\r\n", (peer6, 5082))
+        s.close()
+    for port, first in ((7070, b"REGISTER sip:z SIP/2.0\r\n\r\n"), (8080, b"GET / HTTP/1.1\r\n\r\n")):
+        for i in range(5):                # TCP on other ports: SIP by its payload; the rest, ACKs too, by flow
+            c = socket.create_connection((peer, port), timeout=5, source_address=(me, 47000 + 10 * (port % 7) + i))
+            c.sendall(first)
+            c.close()
 """
 
 LISTEN = r"""
 import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5060)); s.listen(16); s.settimeout(0.5)
+import selectors
+sel = selectors.DefaultSelector()
+for port in (5060, 7070, 8080):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], port)); s.listen(16)
+    sel.register(s, selectors.EVENT_READ)
 end = time.monotonic() + float(sys.argv[2])
 print("ready", flush=True)
 while time.monotonic() < end:
-    try:
-        c, _ = s.accept(); c.recv(100); c.close()
-    except OSError:
-        pass
+    for key, _ in sel.select(0.5):
+        try:
+            c, _ = key.fileobj.accept(); c.settimeout(2); c.recv(100); c.close()
+        except OSError:
+            pass
 """
 
 
@@ -114,19 +136,26 @@ def test_sip_goes_to_the_first_member_and_other_flows_spread_by_flow():
     assert cap.returncode == 0
     seen = json.loads(out.strip().splitlines()[-1])
     sip = [s for s in seen if 5060 in (s[2], s[4]) or 5061 in (s[2], s[4])]
-    other = [s for s in seen if s not in sip]
+    by_payload = [s for s in seen if s not in sip and s[5] in ("INVI", "SIP/", "REGI")]
+    other = [s for s in seen if s not in sip and s not in by_payload]
     assert len([s for s in sip if s[2] != 5060 and s[4] == 5060 and ":" not in s[1]]) >= 30 + 5   # UDP + SYNs
     assert any(":" in s[1] for s in sip) and any(s[1] == p.ip_b for s in sip)   # IPv6; outgoing (b's answers)
     assert {s[0] for s in sip} == {0}, [s for s in sip if s[0] != 0]
+    # SIP on other ports, by its first bytes: UDP over IPv4 and IPv6, and TCP's segments with SIP in them
+    assert sorted({(s[4], s[5]) for s in by_payload}) == [(5080, "INVI"), (5082, "SIP/"), (7070, "REGI")]
+    assert len(by_payload) == 20 + 20 + 5 and {s[0] for s in by_payload} == {0}, by_payload
     by_flow: dict[tuple, set[int]] = {}
-    for member, src, sport, dst, dport in other:
+    for member, src, sport, dst, dport, _ in other:
         by_flow.setdefault(tuple(sorted([(src, sport), (dst, dport)])), set()).add(member)
-    assert len(by_flow) == 80                                        # 40 IPv4 (both ways) + 40 IPv6 flows
+    udp = {k: m for k, m in by_flow.items() if not {k[0][1], k[1][1]} & {7070, 8080}}
+    assert len(udp) == 80 + 20                       # 40 IPv4 (both ways), 40 IPv6; RTP beside SIP on 5080
     assert all(len(m) == 1 for m in by_flow.values())                # a flow's packets, both ways: one member
-    both_ways = [k for k in by_flow if k[0][0] == p.ip_a and sum(1 for s in other if (s[1], s[2]) == k[1]) > 0]
+    assert len(by_flow) - len(udp) == 10             # TCP to 7070 (handshakes, ACKs) and 8080 (HTTP too): by flow
+    media = {k: m for k, m in udp.items() if k[0][1] >= 20000 and k[0][1] < 40000}
+    both_ways = [k for k in media if k[0][0] == p.ip_a and sum(1 for s in other if (s[1], s[2]) == k[1]) > 0]
     assert len(both_ways) == 40                                      # b's answers (outgoing) were seen
-    members = [next(iter(m)) for m in by_flow.values()]
-    assert members.count(0) >= 16 and members.count(1) >= 16         # spread (binomial 80, 1/2: > 5 sigma)
+    members = [next(iter(m)) for m in udp.values()]
+    assert members.count(0) >= 25 and members.count(1) >= 25         # spread (binomial 100, 1/2: 5 sigma)
 
 
 RESTART = r"""

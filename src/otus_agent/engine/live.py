@@ -242,14 +242,15 @@ def _relay(engine: Engine, mesh: Mesh | None) -> Relay | None:
 
 def fanout_program(engine_cfg: EngineConfig) -> list | None:
     """The fanout group's demux (capture/fanout_bpf): all of SIP to one worker when records join the
-    messages of a call, which may be more than one flow (call summaries, rtp's SDP announcements); else
+    messages of a call, which may be more than one flow (call summaries, rtp's SDP announcements): SIP's
+    ports and, with the SIP heuristic on, payloads starting as SIP does on any other port; else
     None, the kernel's hash by flow (SIP spread over the workers too).  Also None when SIP listens on
     more ports than the program can test (then as before: a call's flows may land on different workers)."""
     sip = engine_cfg.settings.get("sip") or SipConfig()
     if not (sip.call_summaries or "rtp" in engine_cfg.parsers) or "sip" not in engine_cfg.parsers:
         return None
     try:
-        return sip_affinity(tuple(sip.ports))
+        return sip_affinity(tuple(sip.ports), sip.heuristic)
     except ValueError:
         return None
 
