@@ -39,7 +39,7 @@ import base64
 import ipaddress
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Container, Iterable, Mapping
+from typing import Callable, Container, Iterable, Mapping
 
 from otus_agent.media.rtp import parse_rtcp
 from otus_agent.media.summary import valid_part
@@ -136,6 +136,11 @@ class MediaDiscovery:
         self.outbox: deque[list] | None = None
         self.waiting: Unannounced | None = None
         self.fresh: dict[tuple[str, int], int] = {}
+        # the stage's, set when it shares: applied call ends and Call-ID reuses, in the items' order (an end
+        # applied after the reused Call-ID's new offer would end the new call); None: ``apply`` returns ends
+        self.on_end: Callable[[str, int | None], None] | None = None
+        self.on_reused: Callable[[str], None] | None = None
+        self.on_rtcp: Callable[[Held], None] | None = None   # forwarded RTCP, before a reuse ends its stream
 
     # ------------------------------------------------------------ SDP
 
@@ -271,6 +276,12 @@ class MediaDiscovery:
         if call is not None:
             call.here = False
 
+    def reused_out(self, cid: str) -> None:
+        """A new dialog came with the Call-ID of one still lingering, which ended here now (MediaStage._reused):
+        ``["x", call id]``, ahead of the new offer's announcement, so the other workers end it too."""
+        if self.outbox is not None:
+            self._out(["x", cid])
+
     def stream_out(self, cid: str, key: StreamKey, part: list | None = None) -> None:
         """A stream of a call whose SIP another worker has, for that worker's call record: opened
         (``["s", call id, key]``) or ended with its part of the call's media section (``["m", call id,
@@ -320,13 +331,25 @@ class MediaDiscovery:
                     news.append((str(it[1]), skey, part))
                     continue
                 if it[0] == "e":
-                    ends.append((str(it[1]), it[2] if isinstance(it[2], int) else None))
+                    end = (str(it[1]), it[2] if isinstance(it[2], int) else None)
+                    if self.on_end is not None:
+                        self.on_end(*end)
+                    else:
+                        ends.append(end)
                     self.counters["share_applied_ends"] += 1
+                    continue
+                if it[0] == "x":
+                    if self.on_reused is not None:
+                        self.on_reused(str(it[1]))
+                    self.counters["share_applied_reuses"] += 1
                     continue
                 if it[0] == "r":
                     _, ts, src, sport, dst, dport, b64 = it
-                    rtcp.append((int(ts), (str(src), int(sport), str(dst), int(dport)),
-                                 base64.b64decode(b64, validate=True)))
+                    held = (int(ts), (str(src), int(sport), str(dst), int(dport)), base64.b64decode(b64, validate=True))
+                    if self.on_rtcp is not None:
+                        self.on_rtcp(held)
+                    else:
+                        rtcp.append(held)
                     continue
                 _, cid, side, ts, eps, caller_tag, caller_ip = it
                 if side not in ("caller", "callee") or not isinstance(cid, str):

@@ -133,12 +133,41 @@ class MediaStage:
 
     def on_sip_record(self, rec: dict) -> None:
         """Learn SDP; a BYE (or a final call record) ends the call's streams after the linger."""
-        self.discovery.on_sip_record(rec)
         cid = rec.get("call_id")
+        if cid and cid in self.ending and rec.get("method") == "INVITE" and not rec.get("to_tag") \
+                and rec.get("type") == "sip":
+            ts = rec.get("ts")
+            self._reused(cid, not isinstance(ts, int) or ts < self.ending[cid], True)
+        self.discovery.on_sip_record(rec)
         if not cid:
             return
         if (rec.get("type") == "sip" and rec.get("method") == "BYE") or rec.get("type") == "call":
             self.end_call(cid, rec.get("ts") or rec.get("end_ts") or None)
+
+    def _reused(self, cid: str, lingering: bool, here: bool) -> None:
+        """A new dialog (an INVITE without a To tag) with the Call-ID of one whose BYE still lingers: that
+        one's streams end now, before the new offer is learned.  Why: a Call-ID names one dialog, but a
+        looped pcap replay, a test tool with fixed Call-IDs or a broken UA sends it again, often with the
+        same ports and SSRC; left to its linger, the old call's end forgot the new call's addresses and
+        its old streams took the new call's first packets (counted ``call_id_reused`` when the linger
+        had not passed; else this is only the end no flush made yet).  ``here``: this worker saw the INVITE
+        (fanout: it tells the others, ``discovery.reused_out``); else another worker said so."""
+        self.ending.pop(cid, None)
+        if here:
+            self.discovery.reused_out(cid)
+        for key in list(self.by_call.get(cid, ())):
+            ms = self.streams.get(key)
+            if ms is not None:   # an RTCP BYE not flushed yet keeps its reason
+                self._closed.append(self._close(ms, ms.end_reason or "bye"))
+        self.by_call.pop(cid, None)
+        self.discovery.end_call(cid)
+        held = self.held.pop(cid, None)   # the old call's record, waiting for those streams: it goes now
+        if held is not None:
+            self.remote.pop(cid, None)
+            held[0]["media"] = self._media_of(cid)
+            self._closed.append(held[0])
+        if lingering and here:   # counted where the INVITE was (the others count share_applied_reuses)
+            self.c["call_id_reused"] += 1
 
     def end_call(self, cid: str, ts: int | None) -> None:
         """The call ended at ``ts`` (its BYE or call record, here or on another worker; None: now): its
@@ -481,6 +510,9 @@ class MediaStage:
     def share(self) -> None:
         """Switch to sharing with other fanout workers (discovery.share): once, before the first packet."""
         self.discovery.share()
+        self.discovery.on_end = self.end_call
+        self.discovery.on_reused = lambda cid: self._reused(cid, cid in self.ending, False)
+        self.discovery.on_rtcp = lambda held: self._feed_held([held], rtcp=True)
 
     def share_take(self) -> list:
         """What this worker learned for the others since the last call (discovery.take)."""

@@ -373,3 +373,45 @@ def test_early_media_with_the_sip_worker_behind_counts_every_packet(tmp_path_fac
     assert _finals(rec1) == want and not _finals(rec0)
     assert c1["discovery_unannounced_adopted"] > 0
     assert c1.get("discovery_unannounced_before_sdp", 0) == 0
+
+
+@pytest.mark.parametrize("route", [_sip_apart, _hash], ids=["sip_apart", "hashed"])
+def test_a_reused_call_id_with_two_workers_as_with_one(tmp_path_factory, tmp_path, route):
+    """The capture looped with its Call-IDs, ports and SSRCs again 0.3 s after each call's BYE (inside the
+    linger): the SIP's worker ends the old call at the new INVITE and tells the other (``["x", call id]``,
+    ahead of the new offer), which ends its old streams then too, and applies the ends in order, so the
+    old BYE's end never ends the new call.  Both workers' records equal one engine's.  (RTP of the new
+    call reaching its worker before the news, less than the relay's lag after the INVITE, would still go
+    to the old stream.)"""
+    path, wl = _generate(tmp_path_factory, calls=3, packets=120)
+    frames = []
+    with open_capture(str(path)) as r:
+        for b in r.batches():
+            frames += [(b.ts_ns[i], bytes(b.packet(i))) for i in range(b.n)]
+    span = frames[-1][0] - frames[0][0] + 300_000_000
+    looped = tmp_path / "looped.pcap"
+    with open(looped, "wb") as f:
+        w = PcapWriter(f, 1, 65535, True)
+        for k in range(3):
+            for ts, frame in frames:
+                w.write(ts + k * span, frame)
+        w.flush()
+
+    def per_key(recs: list[dict]) -> dict[tuple, list]:
+        out: dict[tuple, list] = {}
+        for r in recs:
+            if r["type"] == "media" and r["final"]:
+                k = (r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"], r["ssrc"])
+                out.setdefault(k, []).append((r["start_ts"], r["packets"], r["lost"], r["end_reason"]))
+        return {k: sorted(v) for k, v in out.items()}
+
+    want = per_key(_one_engine(looped, calls=True))
+    assert len(want) == len(wl.streams) and all(len(v) == 3 for v in want.values())
+    # the relay's lag in capture time (a ring block's retire timeout), not in batches, and a batch per packet:
+    # between the loops no packet comes, and a lag of batches, or a batch spanning the gap, would hold the
+    # news (the RTCP BYE forwarded, the reuse) until the new call's RTP had started
+    (rec0, rec1), counters = _two_workers(_split(looped, tmp_path, route), lag_ms=20, calls=True, batch=1)
+    got = per_key(rec0 + rec1)
+    assert got == want
+    assert sum(c.get("call_id_reused", 0) for c in counters) == 2 * len(wl.call_ids)
+    assert sum(c.get("discovery_share_applied_reuses", 0) for c in counters) == 2 * len(wl.call_ids)
