@@ -160,12 +160,18 @@ def test_sip_goes_to_the_first_member_and_other_flows_spread_by_flow():
 
 RESTART = r"""
 import json, socket, sys, time
-from otus_agent.capture.afpacket import LiveCapture, Ring, RingConfig
+from otus_agent.capture.afpacket import NEW_GROUP, LiveCapture, Ring, RingConfig, fanout_id
 from otus_agent.capture.fanout_bpf import sip_affinity
-ifname, group = sys.argv[1], int(sys.argv[2])
-cfg = RingConfig(block_size=4096, block_count=16, block_timeout_ms=5)
-# as _run_workers makes them: the parent's sockets, one worker after the other
-socks = [LiveCapture.open_sockets([ifname], None, cfg, group, sip_affinity((5060,)))[0] for _ in range(2)]
+ifname = sys.argv[1]
+cfg = RingConfig(block_size=4096, block_count=64, block_timeout_ms=5)   # no wrap in phase 1: its cursor is not 0
+# as _run_workers makes them: the parent's sockets, one worker after the other, in a new group the
+# kernel names (another process's group is never joined)
+sock0 = LiveCapture.open_sockets([ifname], None, cfg, [NEW_GROUP], sip_affinity((5060,)))[0]
+group = fanout_id(sock0)
+socks = [sock0, LiveCapture.open_sockets([ifname], None, cfg, [group], sip_affinity((5060,)))[0]]
+other = LiveCapture.open_sockets([ifname], None, cfg, [NEW_GROUP])[0]   # another capture's group
+ids = [group, fanout_id(socks[1]), fanout_id(other)]
+other.close()
 rings = [Ring(ifname, None, cfg, sock=s) for s in socks]
 
 def drain(members):
@@ -192,7 +198,8 @@ back = Ring(ifname, None, cfg, sock=socks[1])   # the restarted worker 1, on the
 start = back.block
 second += drain([(1, back)])
 drops = [r.read_stats()[1] for r in (rings[0], back)]
-print(json.dumps({"first": first, "second": second, "cursor": cursor, "start": start, "drops": drops}), flush=True)
+print(json.dumps({"first": first, "second": second, "cursor": cursor, "start": start, "drops": drops, "ids": ids}),
+      flush=True)
 """
 
 BURSTS = r"""
@@ -215,7 +222,7 @@ def test_a_member_whose_worker_dies_keeps_its_place_and_its_packets():
     not block 0, the ring's cursor moved on before) and gets every packet of its flows once."""
     require_root_and()
     with veth_pair("fanrst", subnet=96) as p:
-        cap = p.popen(p.ns_b, sys.executable, "-c", RESTART, p.if_b, "4343", stdin=subprocess.PIPE,
+        cap = p.popen(p.ns_b, sys.executable, "-c", RESTART, p.if_b, stdin=subprocess.PIPE,
                       stdout=subprocess.PIPE, text=True)
         try:
             for bursts in (5, 3):
@@ -237,3 +244,5 @@ def test_a_member_whose_worker_dies_keeps_its_place_and_its_packets():
     # every flow on its member still, each of its packets once, none dropped
     assert sorted((m, s) for m, s, _ in r["second"]) == sorted((owner[s], s) for s in owner for _ in range(3))
     assert r["drops"] == [0, 0]
+    group, joined, other = r["ids"]
+    assert group == joined and other != group   # one group for the workers, a new one for anybody else

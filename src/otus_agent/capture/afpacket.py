@@ -51,6 +51,8 @@ PACKET_FANOUT_HASH = 0
 PACKET_FANOUT_CBPF = 6     # the group's own classic BPF program picks the member (capture/fanout_bpf.py)
 PACKET_FANOUT_DATA = 22
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000   # join id 0 with it: a new group, its id picked by the kernel (Linux 4.2)
+NEW_GROUP = 0                          # fanout_group value: a new group of this process's own (fanout_id reads it)
 ETH_P_ALL = 0x0003
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
@@ -139,9 +141,15 @@ def _ifindex(interface: str) -> int:
         raise CaptureError(f"no such interface: {interface}") from None
 
 
+def fanout_id(sock: socket.socket) -> int:
+    """The id of the fanout group ``sock`` is in (getsockopt PACKET_FANOUT: id | type << 16)."""
+    return struct.unpack("I", sock.getsockopt(SOL_PACKET, PACKET_FANOUT, 4))[0] & 0xFFFF
+
+
 def open_ring_socket(interface: str, insns: list | None, config: RingConfig, fanout_group: int | None = None,
                      fanout_prog: list | None = None) -> socket.socket:
-    """A packet socket with its filter, its TPACKET_V3 ring and its place in the fanout group, capturing.
+    """A packet socket with its filter, its TPACKET_V3 ring and its place in fanout group ``fanout_group``
+    (``NEW_GROUP``: a new one, ``fanout_id`` tells its id; None: none), capturing.
 
     Apart from ``Ring`` so that a parent can make its workers' sockets (``LiveCapture.open_sockets``) and
     keep them: a worker that dies then leaves its socket in the group, in its place (the kernel moves the
@@ -168,6 +176,8 @@ def open_ring_socket(interface: str, insns: list | None, config: RingConfig, fan
         _bind(sock, ifindex, ETH_P_ALL)  # now packets start to flow
         if fanout_group is not None:
             mode = PACKET_FANOUT_HASH if fanout_prog is None else PACKET_FANOUT_CBPF
+            if fanout_group == NEW_GROUP:   # never another process's group, whatever ids it chose
+                mode |= PACKET_FANOUT_FLAG_UNIQUEID
             arg = (fanout_group & 0xFFFF) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16)
             sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
             if fanout_prog is not None:   # the group's program; until it is set, every packet goes to member 0
@@ -289,18 +299,18 @@ class Ring:
 
 
 class LiveCapture:
-    """Several interfaces polled together; yields batches until stopped.  With a fanout group, interface
-    *k* joins group ``fanout_group + k`` (a group is the kernel's on one device)."""
+    """Several interfaces polled together; yields batches until stopped.  With fanout, each interface is
+    a group of its own (the kernel's groups are per device): ``fanout_groups``, one id per interface."""
 
     def __init__(self, interfaces: list[str], filter_expr: str | None, config: RingConfig | None = None,
-                 fanout_group: int | None = None, fanout_prog: list | None = None,
+                 fanout_groups: list[int] | None = None, fanout_prog: list | None = None,
                  socks: list[socket.socket] | None = None):
         self.config = config or RingConfig()
         self.filter_expr = filter_expr
         self.rings: list[Ring] = []
         try:
             if socks is None:
-                socks = self.open_sockets(interfaces, filter_expr, self.config, fanout_group, fanout_prog)
+                socks = self.open_sockets(interfaces, filter_expr, self.config, fanout_groups, fanout_prog)
             for name, sock in zip(interfaces, socks):
                 self.rings.append(Ring(name, None, self.config, sock=sock))
         except BaseException:
@@ -314,13 +324,14 @@ class LiveCapture:
 
     @staticmethod
     def open_sockets(interfaces: list[str], filter_expr: str | None, config: RingConfig,
-                     fanout_group: int | None = None, fanout_prog: list | None = None) -> list[socket.socket]:
-        """One capturing socket per interface (``open_ring_socket``); all or none (CaptureError)."""
+                     fanout_groups: list[int] | None = None, fanout_prog: list | None = None) -> list[socket.socket]:
+        """One capturing socket per interface (``open_ring_socket``), interface *k* in fanout group
+        ``fanout_groups[k]`` (``NEW_GROUP``: a new one); all or none (CaptureError)."""
         out: list[socket.socket] = []
         try:
             for k, name in enumerate(interfaces):
                 insns = compile_for(filter_expr, name, config.snaplen) if filter_expr else None
-                group = None if fanout_group is None else (fanout_group + k) & 0xFFFF
+                group = None if fanout_groups is None else fanout_groups[k]
                 out.append(open_ring_socket(name, insns, config, group, fanout_prog))
         except BaseException:
             for sock in out:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import signal
 import socket
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
-from otus_agent.capture.afpacket import CaptureError, LiveCapture, RingConfig
+from otus_agent.capture.afpacket import NEW_GROUP, CaptureError, LiveCapture, RingConfig, fanout_id
 from otus_agent.capture.fanout_bpf import sip_affinity
 from otus_agent.capture.pcaprotate import RotatingPcapWriter
 from otus_agent.engine.parsers import Sharing
@@ -390,7 +389,6 @@ def run_live(cfg: LiveConfig, pipe_cfg: DatagramConfig, sip_cfg: SipConfig, writ
 
 def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[bytes], None], stop: _Stop) -> dict:
     ctx = mp.get_context("fork")
-    fanout = (os.getpid() ^ 0x5A5A) & 0xFFFF
     procs: dict[int, tuple] = {}
     restarts = 0
     summaries: list[dict] = []
@@ -401,11 +399,14 @@ def _run_workers(cfg: LiveConfig, engine_cfg: EngineConfig, write: Callable[[byt
     # capture/fanout_bpf), and kept here: a worker that dies keeps its place in the group (else the kernel
     # moves the last member into it, and flows move between workers: a stream reported in two parts) and
     # the packets that come until it is back wait in its ring (full: counted as the kernel's drops)
+    # (each interface's group is new, its id the kernel's: never another process's group)
     prog = fanout_program(engine_cfg)
     socks: list[list[socket.socket]] = []
+    groups = [NEW_GROUP] * len(cfg.interfaces)
     try:
         for _ in range(cfg.workers):
-            socks.append(LiveCapture.open_sockets(cfg.interfaces, cfg.filter_expr, cfg.ring, fanout, prog))
+            socks.append(LiveCapture.open_sockets(cfg.interfaces, cfg.filter_expr, cfg.ring, groups, prog))
+            groups = [fanout_id(sock) for sock in socks[0]]
     except BaseException:
         for theirs in socks:
             for sock in theirs:

@@ -160,10 +160,14 @@ def media_metrics(task: str, c: dict) -> list[Metric]:
     shared = CounterMetricFamily("otus_media_shared_items",
                                  "Announcements, call ends and RTCP shared with other fanout workers, by kind",
                                  labels=["task", "kind"])
-    for kind in ("taken", "applied_sides", "applied_ends", "rtcp_forwarded", "rtcp_applied", "rtcp_not_here",
-                 "dumped", "bad_items", "outbox_dropped"):
+    for kind in ("taken", "applied_sides", "applied_ends", "applied_reuses", "rtcp_forwarded", "rtcp_applied",
+                 "rtcp_not_here", "dumped", "bad_items", "outbox_dropped"):
         shared.add_metric([task, kind], c.get(f"discovery_share_{kind}", 0))
-    fams: list[Metric] = [active, started, pkts, slow, loss, bad, evict, held, shared]
+    reused = CounterMetricFamily("otus_media_call_id_reused",
+                                 "Calls whose streams ended at a new INVITE with their Call-ID, inside the BYE's linger",
+                                 labels=["task"])
+    reused.add_metric([task], c.get("call_id_reused", 0))
+    fams: list[Metric] = [active, started, pkts, slow, loss, bad, evict, held, shared, reused]
     for key, name, help_ in (("jitter_ms_hist", "otus_media_jitter_ms", JITTER_HELP),
                              ("mos_hist", "otus_media_mos", "Streams by MOS, at their final record")):
         h = c.get(key)

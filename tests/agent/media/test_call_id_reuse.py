@@ -49,6 +49,9 @@ def test_a_reused_call_id_within_the_linger_is_a_new_call(tmp_path):
         assert want[0] == next(t.sent + t.duplicated for t in wl.streams if k[4] == t.ssrc)
         assert got[k] == [want] * 3, (got[k], want)   # packets, loss, and how each ended: as the loop alone
     assert summary["rtp"]["call_id_reused"] == 2 * len(wl.call_ids)
+    from otus_agent.observability.metrics import media_metrics
+    [fam] = [f for f in media_metrics("t", summary["rtp"]) if f.name == "otus_media_call_id_reused"]
+    assert [s.value for s in fam.samples] == [2 * len(wl.call_ids)]
     calls = [r for r in recs if r["type"] == "call"]
     assert len(calls) == 3 * len(wl.call_ids) and all(c["media"]["streams"] == 2 for c in calls)
 
