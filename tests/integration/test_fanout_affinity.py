@@ -246,3 +246,31 @@ def test_a_member_whose_worker_dies_keeps_its_place_and_its_packets():
     assert r["drops"] == [0, 0]
     group, joined, other = r["ids"]
     assert group == joined and other != group   # one group for the workers, a new one for anybody else
+
+
+OLD_KERNEL = r"""
+import errno, socket, struct, sys
+from otus_agent.capture import afpacket as A
+refused = []
+class Old(socket.socket):
+    # a kernel before 4.2 (mocked: this one has the flag): PACKET_FANOUT_FLAG_UNIQUEID is EINVAL there
+    def setsockopt(self, level, opt, value, *rest):
+        if level == A.SOL_PACKET and opt == A.PACKET_FANOUT and struct.unpack("I", value)[0] >> 16 & 0x2000:
+            refused.append(1)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return super().setsockopt(level, opt, value, *rest)
+A.socket.socket = Old
+cfg = A.RingConfig(block_size=4096, block_count=4)
+first = A.LiveCapture.open_sockets([sys.argv[1]], None, cfg, [A.NEW_GROUP])[0]
+group = A.fanout_id(first)
+second = A.LiveCapture.open_sockets([sys.argv[1]], None, cfg, [group])[0]
+print(group, A.fanout_id(second), len(refused))
+"""
+
+
+def test_without_kernel_named_groups_a_group_id_of_its_own():
+    require_root_and()
+    with veth_pair("fanold", subnet=98) as p:
+        r = p.run(p.ns_b, sys.executable, "-c", OLD_KERNEL, p.if_b, timeout=30)
+    group, joined, refused = map(int, r.stdout.split())
+    assert refused == 1 and group == joined and group != 0   # the flag refused once, then an id of its own

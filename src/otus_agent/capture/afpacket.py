@@ -177,9 +177,16 @@ def open_ring_socket(interface: str, insns: list | None, config: RingConfig, fan
         if fanout_group is not None:
             mode = PACKET_FANOUT_HASH if fanout_prog is None else PACKET_FANOUT_CBPF
             if fanout_group == NEW_GROUP:   # never another process's group, whatever ids it chose
-                mode |= PACKET_FANOUT_FLAG_UNIQUEID
-            arg = (fanout_group & 0xFFFF) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16)
-            sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
+                try:
+                    arg = (PACKET_FANOUT_FLAG_UNIQUEID | mode | PACKET_FANOUT_FLAG_DEFRAG) << 16
+                    sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
+                except OSError as e:         # a kernel before 4.2: an id of this process's own
+                    if e.errno != errno.EINVAL:
+                        raise
+                    fanout_group = (os.getpid() ^ 0x5A5A ^ (ifindex << 8)) & 0xFFFF or 1
+            if fanout_group != NEW_GROUP:
+                arg = (fanout_group & 0xFFFF) | ((mode | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("I", arg))
             if fanout_prog is not None:   # the group's program; until it is set, every packet goes to member 0
                 bpf.attach(sock, fanout_prog, SOL_PACKET, PACKET_FANOUT_DATA)
         if c.promiscuous and ifindex:
