@@ -413,5 +413,7 @@ def test_a_reused_call_id_with_two_workers_as_with_one(tmp_path_factory, tmp_pat
     (rec0, rec1), counters = _two_workers(_split(looped, tmp_path, route), lag_ms=20, calls=True, batch=1)
     got = per_key(rec0 + rec1)
     assert got == want
+    # (the call records' media sections are not compared: with a reused Call-ID, the old call's record goes
+    # at the new INVITE, before the other worker's parts of its streams come; noted as a known gap)
     assert sum(c.get("call_id_reused", 0) for c in counters) == 2 * len(wl.call_ids)
     assert sum(c.get("discovery_share_applied_reuses", 0) for c in counters) == 2 * len(wl.call_ids)
