@@ -128,6 +128,9 @@ class MediaStage:
         # fanout workers: per call whose SIP is here, the streams other workers said are open (their
         # parts not come yet); bounded by MAX_CALLS (the oldest goes, ``call_media_remote_evicted``)
         self.remote: OrderedDict[str, set[StreamKey]] = OrderedDict()
+        # a reused Call-ID's old call, still waiting for other workers' parts: call id -> (its key in held,
+        # remote and call_media, the new INVITE's time); one per held record at most (dropped with it)
+        self.aliases: dict[str, tuple[str, int]] = {}
 
     # ------------------------------------------------------------ input
 
@@ -137,21 +140,24 @@ class MediaStage:
         if cid and cid in self.ending and rec.get("method") == "INVITE" and not rec.get("to_tag") \
                 and rec.get("type") == "sip":
             ts = rec.get("ts")
-            self._reused(cid, not isinstance(ts, int) or ts < self.ending[cid], True)
+            self._reused(cid, not isinstance(ts, int) or ts < self.ending[cid], True, ts if isinstance(ts, int) else None)
         self.discovery.on_sip_record(rec)
         if not cid:
             return
         if (rec.get("type") == "sip" and rec.get("method") == "BYE") or rec.get("type") == "call":
             self.end_call(cid, rec.get("ts") or rec.get("end_ts") or None)
 
-    def _reused(self, cid: str, lingering: bool, here: bool) -> None:
+    def _reused(self, cid: str, lingering: bool, here: bool, at: int | None = None) -> None:
         """A new dialog (an INVITE without a To tag) with the Call-ID of one whose BYE still lingers: that
         one's streams end now, before the new offer is learned.  Why: a Call-ID names one dialog, but a
         looped pcap replay, a test tool with fixed Call-IDs or a broken UA sends it again, often with the
         same ports and SSRC; left to its linger, the old call's end forgot the new call's addresses and
         its old streams took the new call's first packets (counted ``call_id_reused`` when the linger
         had not passed; else this is only the end no flush made yet).  ``here``: this worker saw the INVITE
-        (fanout: it tells the others, ``discovery.reused_out``); else another worker said so."""
+        (fanout: it tells the others, ``discovery.reused_out``); else another worker said so.  The old
+        call's record goes now, or, when other workers' parts of its streams are still to come (fanout),
+        waits under a key of its own (``aliases``: parts of streams that started before ``at``, the new
+        INVITE's time, are the old call's)."""
         self.ending.pop(cid, None)
         if here:
             self.discovery.reused_out(cid)
@@ -161,11 +167,20 @@ class MediaStage:
                 self._closed.append(self._close(ms, ms.end_reason or "bye"))
         self.by_call.pop(cid, None)
         self.discovery.end_call(cid)
-        held = self.held.pop(cid, None)   # the old call's record, waiting for those streams: it goes now
+        held = self.held.pop(cid, None)   # the old call's record, waiting for those streams
         if held is not None:
-            self.remote.pop(cid, None)
-            held[0]["media"] = self._media_of(cid)
-            self._closed.append(held[0])
+            waiting = self.remote.pop(cid, None)
+            if waiting and at is not None:
+                old = f"{cid}\0{at}"      # no Call-ID holds a NUL (the scanner and the parser refuse it)
+                self.held[old] = held
+                self.remote[old] = waiting
+                cm = self.call_media.pop(cid, None)
+                if cm is not None:
+                    self.call_media[old] = cm
+                self.aliases[cid] = (old, at)
+            else:
+                held[0]["media"] = self._media_of(cid)
+                self._closed.append(held[0])
         if lingering and here:   # counted where the INVITE was (the others count share_applied_reuses)
             self.c["call_id_reused"] += 1
 
@@ -482,6 +497,7 @@ class MediaStage:
         if self.by_call.get(cid) or self.remote.get(cid):
             if len(self.held) >= MAX_CALLS:           # full: the oldest goes now, with what is known
                 old_cid, (old, _) = self.held.popitem(last=False)
+                self._unalias(old_cid)
                 self.remote.pop(old_cid, None)
                 old["media"] = self._media_of(old_cid)
                 self._closed.append(old)
@@ -500,10 +516,17 @@ class MediaStage:
         for cid in [c for c, (_, until) in self.held.items()
                     if every or not self.by_call.get(c) and (not remote.get(c) or until <= now_ns)]:
             rec, _ = self.held.pop(cid)
+            self._unalias(cid)
             if remote.pop(cid, None):
                 self.c["call_media_incomplete_at_end" if every else "call_media_wait_expired"] += 1
             rec["media"] = self._media_of(cid)
             out.append(rec)
+
+    def _unalias(self, key: str) -> None:
+        """``key`` (held's) is no longer held: drop the alias naming it, if it is one."""
+        base, nul, _ = key.partition("\0")
+        if nul and self.aliases.get(base, ("",))[0] == key:
+            del self.aliases[base]
 
     # ------------------------------------------------------------ fanout workers (engine/parsers.Sharing)
 
@@ -568,6 +591,9 @@ class MediaStage:
                 keys.add(key)
                 self.c["call_streams_remote"] += 1
                 continue
+            alias = self.aliases.get(cid)
+            if alias is not None and isinstance(p[8], int) and p[8] < alias[1]:
+                cid = alias[0]   # a stream of the call whose Call-ID came again (_reused)
             keys = remote.get(cid)
             if keys is None or key not in keys:
                 continue

@@ -380,7 +380,8 @@ def test_a_reused_call_id_with_two_workers_as_with_one(tmp_path_factory, tmp_pat
     """The capture looped with its Call-IDs, ports and SSRCs again 0.3 s after each call's BYE (inside the
     linger): the SIP's worker ends the old call at the new INVITE and tells the other (``["x", call id]``,
     ahead of the new offer), which ends its old streams then too, and applies the ends in order, so the
-    old BYE's end never ends the new call.  Both workers' records equal one engine's.  (RTP of the new
+    old BYE's end never ends the new call.  The old call's record waits, under a key of its own, for the
+    other worker's parts of its streams.  Both workers' records, media and call, equal one engine's.  (RTP of the new
     call reaching its worker before the news, less than the relay's lag after the INVITE, would still go
     to the old stream.)"""
     path, wl = _generate(tmp_path_factory, calls=3, packets=120)
@@ -405,15 +406,21 @@ def test_a_reused_call_id_with_two_workers_as_with_one(tmp_path_factory, tmp_pat
                 out.setdefault(k, []).append((r["start_ts"], r["packets"], r["lost"], r["end_reason"]))
         return {k: sorted(v) for k, v in out.items()}
 
-    want = per_key(_one_engine(looped, calls=True))
+    one = _one_engine(looped, calls=True)
+    want = per_key(one)
     assert len(want) == len(wl.streams) and all(len(v) == 3 for v in want.values())
     # the relay's lag in capture time (a ring block's retire timeout), not in batches, and a batch per packet:
     # between the loops no packet comes, and a lag of batches, or a batch spanning the gap, would hold the
-    # news (the RTCP BYE forwarded, the reuse) until the new call's RTP had started
-    (rec0, rec1), counters = _two_workers(_split(looped, tmp_path, route), lag_ms=20, calls=True, batch=1)
+    # news (the RTCP BYE forwarded, the reuse) until the new call's RTP had started; ticks every second, as
+    # the live loop's, so streams end by their BYE's linger and send their parts in time
+    (rec0, rec1), counters = _two_workers(_split(looped, tmp_path, route), lag_ms=20, calls=True, batch=1, idle_s=5)
     got = per_key(rec0 + rec1)
     assert got == want
-    # (the call records' media sections are not compared: with a reused Call-ID, the old call's record goes
-    # at the new INVITE, before the other worker's parts of its streams come; noted as a known gap)
+    # and the call records: the old call's waits, under a key of its own, for the other worker's parts of
+    # its streams (they come after the new INVITE), and gets them, not the new call
+    def sections(recs: list[dict]) -> list:
+        return sorted((r["call_id"], r["start_ts"], json.dumps(r["media"], sort_keys=True))
+                      for r in recs if r["type"] == "call")
+    assert len(sections(one)) == 3 * len(wl.call_ids) and sections(rec0 + rec1) == sections(one)
     assert sum(c.get("call_id_reused", 0) for c in counters) == 2 * len(wl.call_ids)
     assert sum(c.get("discovery_share_applied_reuses", 0) for c in counters) == 2 * len(wl.call_ids)
