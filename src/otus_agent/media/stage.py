@@ -33,7 +33,7 @@ from otus_agent.media.discovery import Endpoint, MediaDiscovery, StreamKey, Stre
 from otus_agent.media.fields import NAMES, SCHEMA_VERSION
 from otus_agent.media.rtp_cy import RTP_REASONS, MediaLane, RtpStream, flow_key
 from otus_agent.media.streams import mos_from_r, one_way_delay_ms, r_factor
-from otus_agent.media.summary import CallMedia, new_summary, part
+from otus_agent.media.summary import P_START, CallMedia, new_summary, part
 from otus_agent.reassembly.datagrams import Datagram
 
 JITTER_BUCKETS_MS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -140,20 +140,23 @@ class MediaStage:
         if cid and cid in self.ending and rec.get("method") == "INVITE" and not rec.get("to_tag") \
                 and rec.get("type") == "sip":
             ts = rec.get("ts")
-            self._reused(cid, not isinstance(ts, int) or ts < self.ending[cid], True, ts if isinstance(ts, int) else None)
+            at = ts if isinstance(ts, int) else None
+            if at is None or at < self.ending[cid]:   # else only the end no flush made yet
+                self.c["call_id_reused"] += 1
+            self._reused(cid, True, at)
         self.discovery.on_sip_record(rec)
         if not cid:
             return
         if (rec.get("type") == "sip" and rec.get("method") == "BYE") or rec.get("type") == "call":
             self.end_call(cid, rec.get("ts") or rec.get("end_ts") or None)
 
-    def _reused(self, cid: str, lingering: bool, here: bool, at: int | None = None) -> None:
+    def _reused(self, cid: str, here: bool, at: int | None = None) -> None:
         """A new dialog (an INVITE without a To tag) with the Call-ID of one whose BYE still lingers: that
         one's streams end now, before the new offer is learned.  Why: a Call-ID names one dialog, but a
         looped pcap replay, a test tool with fixed Call-IDs or a broken UA sends it again, often with the
         same ports and SSRC; left to its linger, the old call's end forgot the new call's addresses and
-        its old streams took the new call's first packets (counted ``call_id_reused`` when the linger
-        had not passed; else this is only the end no flush made yet).  ``here``: this worker saw the INVITE
+        its old streams took the new call's first packets (``on_sip_record`` counts ``call_id_reused``
+        when the linger had not passed).  ``here``: this worker saw the INVITE
         (fanout: it tells the others, ``discovery.reused_out``); else another worker said so.  The old
         call's record goes now, or, when other workers' parts of its streams are still to come (fanout),
         waits under a key of its own (``aliases``: parts of streams that started before ``at``, the new
@@ -181,8 +184,6 @@ class MediaStage:
             else:
                 held[0]["media"] = self._media_of(cid)
                 self._closed.append(held[0])
-        if lingering and here:   # counted where the INVITE was (the others count share_applied_reuses)
-            self.c["call_id_reused"] += 1
 
     def end_call(self, cid: str, ts: int | None) -> None:
         """The call ended at ``ts`` (its BYE or call record, here or on another worker; None: now): its
@@ -534,7 +535,7 @@ class MediaStage:
         """Switch to sharing with other fanout workers (discovery.share): once, before the first packet."""
         self.discovery.share()
         self.discovery.on_end = self.end_call
-        self.discovery.on_reused = lambda cid: self._reused(cid, cid in self.ending, False)
+        self.discovery.on_reused = lambda cid: self._reused(cid, False)
         self.discovery.on_rtcp = lambda held: self._feed_held([held], rtcp=True)
 
     def share_take(self) -> list:
@@ -544,14 +545,12 @@ class MediaStage:
 
     def share_apply(self, items: list) -> None:
         """What another worker took: announcements and call ends as this worker's own SIP would give them,
-        the RTP held for them fed with its capture times, RTCP of this worker's streams fed too."""
-        ends, rtcp, news = self.discovery.apply(items)
+        the RTP held for them fed with its capture times, RTCP of this worker's streams fed too (call ends,
+        reuses and RTCP through the callbacks ``share`` set, in the items' order)."""
+        _, _, news = self.discovery.apply(items)
         if news:   # streams of calls whose SIP is here, open or ended on another worker
             self.apply_streams(news)
-        for cid, ts in ends:
-            self.end_call(cid, ts)
         self._replay_held()
-        self._feed_held(rtcp, rtcp=True)
 
     def _replay_held(self) -> None:
         """The RTP held for announcements that came now (discovery.adopt), as if announced in time."""
@@ -592,7 +591,7 @@ class MediaStage:
                 self.c["call_streams_remote"] += 1
                 continue
             alias = self.aliases.get(cid)
-            if alias is not None and isinstance(p[8], int) and p[8] < alias[1]:
+            if alias is not None and isinstance(p[P_START], int) and p[P_START] < alias[1]:
                 cid = alias[0]   # a stream of the call whose Call-ID came again (_reused)
             keys = remote.get(cid)
             if keys is None or key not in keys:

@@ -23,6 +23,7 @@ def new_summary() -> dict:
 # worst of, each to its summary key
 PART = ("direction", "packets", "lost", "mos", "r_factor", "max_jitter_ms", "rtt_ms", "ssrc", "start_ts", "end_ts")
 _WORST = (("worst_mos", 3, min), ("worst_r_factor", 4, min), ("max_jitter_ms", 5, max), ("max_rtt_ms", 6, max))
+P_SSRC, P_START, P_END = (PART.index(k) for k in ("ssrc", "start_ts", "end_ts"))   # a part's fields by name
 
 
 def part(r: dict) -> list:
@@ -39,9 +40,9 @@ def valid_part(p: object) -> bool:
     """Whether ``p`` is a ``part`` as another worker sends it (after JSON): anything else is refused."""
     if not isinstance(p, list) or len(p) != len(PART) or not (p[0] is None or isinstance(p[0], str)):
         return False
-    if not all(_int(v) for v in p[1:3]) or not all(v is None or _int(v) for v in p[7:]):
+    if not all(_int(v) for v in p[1:3]) or not all(v is None or _int(v) for v in p[P_SSRC:]):
         return False
-    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in p[3:7])
+    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in p[3:P_SSRC])
 
 
 class CallMedia:
@@ -77,12 +78,12 @@ class CallMedia:
         d = out.get(p[0] or "")
         if not isinstance(d, dict):
             return
-        leg = [p[8], p[9], p[1], max(0, p[2])]
-        if p[7] is None or not isinstance(leg[0], int) or not isinstance(leg[1], int):
+        leg = [p[P_START], p[P_END], p[1], max(0, p[2])]
+        if p[P_SSRC] is None or not isinstance(leg[0], int) or not isinstance(leg[1], int):
             d["packets"] += leg[2]    # no SSRC or times to tell a relay's legs by: a path of its own
             d["lost"] += leg[3]
             return
-        paths = self.paths.setdefault((p[0], p[7]), [])
+        paths = self.paths.setdefault((p[0], p[P_SSRC]), [])
         joined = [q for q in paths if q[0] <= leg[1] and leg[0] <= q[1]]
         for q in joined:              # the paths this leg overlaps become one, their best leg standing
             paths.remove(q)
