@@ -117,6 +117,7 @@ def _payload(p: _Prog, v: str) -> None:
 
 
 def _l3(p: _Prog, v: str) -> None:
+    """X = the IP header's length: IPv4's IHL, IPv6's fixed 40 (no extension headers)."""
     if v == "v4":
         p.op(_LD_B_ABS, NET + 0)
         p.op(_AND_K, 0x0F)
@@ -148,10 +149,7 @@ def sip_affinity(ports: tuple[int, ...], heuristic: bool = False) -> list[tuple[
     p.label("v4l4")
     p.op(_LD_H_ABS, NET + 6)
     p.op(_JSET_K, 0x1FFF, "v4addr", 0)    # a later fragment (not reassembled): no ports in it
-    p.op(_LD_B_ABS, NET + 0)
-    p.op(_AND_K, 0x0F)
-    p.op(_LSH_K, 2)
-    p.op(_TAX)                            # X = the IPv4 header's length
+    _l3(p, "v4")                          # X = the IPv4 header's length
     _ports(p, ports, "sipv4")
     if heuristic:
         _payload(p, "v4")
@@ -172,8 +170,7 @@ def sip_affinity(ports: tuple[int, ...], heuristic: bool = False) -> list[tuple[
     p.op(_JEQ_K, 6, "v6l4", 0)
     p.op(_JEQ_K, 132, "v6l4", "v6addr")
     p.label("v6l4")
-    p.op(_LD_IMM, 40)
-    p.op(_TAX)                            # X = 40, the fixed header's length
+    _l3(p, "v6")                          # X = 40, the fixed header's length
     _ports(p, ports, "sipv6")
     if heuristic:
         _payload(p, "v6")
