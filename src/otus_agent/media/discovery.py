@@ -339,8 +339,10 @@ class MediaDiscovery:
                     self.counters["share_applied_ends"] += 1
                     continue
                 if it[0] == "x":
+                    if len(it) != 2 or not isinstance(it[1], str):
+                        raise TypeError(it)
                     if self.on_reused is not None:
-                        self.on_reused(str(it[1]))
+                        self.on_reused(it[1])
                     self.counters["share_applied_reuses"] += 1
                     continue
                 if it[0] == "r":

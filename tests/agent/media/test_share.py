@@ -187,7 +187,7 @@ def test_stream_news_travel_and_bad_parts_are_refused():
     bad = [["m", "c1", list(key), p] for p in ([None, 3], [None, 3.0, 1, *none], [None, 3, 1, "4", *none[1:]],
                                                [7, 3, 1, *none], [None, True, 1, *none], good[:7],
                                                [None, 3, 1, *none[:4], "7", 10, 90], [None, 3, 1, *none[:5], 1.5, 90])]
-    bad.append(["s", "c1", ["10.0.0.1", 4000]])
+    bad += [["s", "c1", ["10.0.0.1", 4000]], ["x"], ["x", 7]]   # a stream key short; a reuse without its Call-ID
     ends, rtcp, news = b.apply(bad + items)
     assert news == [("c1", key, None), ("c1", key, good)] and ends == [] and rtcp == []
     assert b.counters["share_bad_items"] == len(bad)
